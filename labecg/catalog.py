@@ -1,0 +1,100 @@
+"""The laboratory tests of the paper, as MIMIC-IV ``d_labitems`` describes them.
+
+Static domain knowledge shared by the synthetic generator (which writes these itemids,
+labels, fluids and units) and by the cohort builder (which looks up the paper's
+physiological category of a label). Imports no other ``labecg`` module.
+
+Categories are the paper's codes: ``Ca.`` cardiac, ``Re.`` renal, ``He.`` hematological,
+``Me.`` metabolic, ``Im.`` immunological, ``Co.`` coagulation; ``Re./Ca.`` where the
+paper gives two.
+
+Reference ranges are the typical ``ref_range_lower``/``ref_range_upper`` that MIMIC-IV
+prints for the test; the paper's thresholds are their medians over all rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LabTest:
+    itemid: int
+    label: str           # d_labitems.label, exactly
+    fluid: str           # d_labitems.fluid
+    d_category: str      # d_labitems.category (Chemistry, Hematology, Blood Gas)
+    unit: str            # labevents.valueuom
+    ref_lower: float     # typical ref_range_lower
+    ref_upper: float     # typical ref_range_upper
+    category: str | None  # the paper's physiological category code
+
+
+LAB_TESTS: tuple[LabTest, ...] = (
+    # cardiac
+    LabTest(50963, "NTproBNP", "Blood", "Chemistry", "pg/mL", 0.0, 353.0, "Ca."),
+    LabTest(51003, "Troponin T", "Blood", "Chemistry", "ng/mL", 0.0, 0.01, "Ca."),
+    LabTest(50910, "Creatine Kinase (CK)", "Blood", "Chemistry", "IU/L", 38.0, 174.0, "Ca."),
+    LabTest(50911, "Creatine Kinase, MB Isoenzyme", "Blood", "Chemistry", "ng/mL", 0.0, 10.0, "Ca."),
+    # renal
+    LabTest(51006, "Urea Nitrogen", "Blood", "Chemistry", "mg/dL", 6.0, 20.0, "Re."),
+    LabTest(50912, "Creatinine", "Blood", "Chemistry", "mg/dL", 0.5, 1.2, "Re./Ca."),
+    LabTest(50893, "Calcium, Total", "Blood", "Chemistry", "mg/dL", 8.4, 10.3, "Re."),
+    LabTest(50970, "Phosphate", "Blood", "Chemistry", "mg/dL", 2.7, 4.5, "Re."),
+    # electrolytes and metabolism
+    LabTest(50971, "Potassium", "Blood", "Chemistry", "mEq/L", 3.3, 5.1, "Me."),
+    LabTest(50983, "Sodium", "Blood", "Chemistry", "mEq/L", 133.0, 145.0, "Me."),
+    LabTest(50902, "Chloride", "Blood", "Chemistry", "mEq/L", 96.0, 108.0, "Me."),
+    LabTest(50960, "Magnesium", "Blood", "Chemistry", "mg/dL", 1.6, 2.6, "Me."),
+    LabTest(50931, "Glucose", "Blood", "Chemistry", "mg/dL", 70.0, 100.0, "Me."),
+    LabTest(50882, "Bicarbonate", "Blood", "Chemistry", "mEq/L", 22.0, 32.0, "Me."),
+    LabTest(50868, "Anion Gap", "Blood", "Chemistry", "mEq/L", 8.0, 20.0, "Me."),
+    LabTest(50862, "Albumin", "Blood", "Chemistry", "g/dL", 3.5, 5.2, "Me."),
+    LabTest(50885, "Bilirubin, Total", "Blood", "Chemistry", "mg/dL", 0.0, 1.5, "Me."),
+    LabTest(50924, "Ferritin", "Blood", "Chemistry", "ng/mL", 13.0, 150.0, "Me."),
+    LabTest(50813, "Lactate", "Blood", "Blood Gas", "mmol/L", 0.5, 2.0, "Me."),
+    LabTest(50852, "% Hemoglobin A1c", "Blood", "Chemistry", "%", 4.0, 6.0, "Me."),
+    LabTest(50854, "eAG", "Blood", "Chemistry", "mg/dL", 68.0, 123.0, "Me."),
+    # hematology
+    LabTest(51222, "Hemoglobin", "Blood", "Hematology", "g/dL", 13.7, 17.5, "He."),
+    LabTest(51221, "Hematocrit", "Blood", "Hematology", "%", 40.0, 51.0, "He."),
+    LabTest(51279, "Red Blood Cells", "Blood", "Hematology", "m/uL", 4.6, 6.1, "He."),
+    LabTest(51277, "RDW", "Blood", "Hematology", "%", 10.5, 15.5, "He."),
+    LabTest(52172, "RDW-SD", "Blood", "Hematology", "fL", 35.1, 46.3, "He."),
+    LabTest(51249, "MCHC", "Blood", "Hematology", "g/dL", 31.0, 37.0, "He."),
+    LabTest(51248, "MCH", "Blood", "Hematology", "pg", 26.0, 32.0, "He."),
+    LabTest(51250, "MCV", "Blood", "Hematology", "fL", 82.0, 98.0, "He."),
+    LabTest(51265, "Platelet Count", "Blood", "Hematology", "K/uL", 150.0, 440.0, "He."),
+    # immunology, iron studies
+    LabTest(51301, "White Blood Cells", "Blood", "Hematology", "K/uL", 4.0, 11.0, "Im."),
+    LabTest(51244, "Lymphocytes", "Blood", "Hematology", "%", 18.0, 42.0, "Im."),
+    LabTest(51254, "Monocytes", "Blood", "Hematology", "%", 2.0, 11.0, "Im."),
+    LabTest(51256, "Neutrophils", "Blood", "Hematology", "%", 50.0, 70.0, "Im."),
+    LabTest(52069, "Absolute Basophil Count", "Blood", "Hematology", "K/uL", 0.01, 0.08, "Im."),
+    LabTest(50953, "Iron Binding Capacity, Total", "Blood", "Chemistry", "ug/dL", 260.0, 470.0, "Im."),
+    LabTest(50998, "Transferrin", "Blood", "Chemistry", "mg/dL", 200.0, 360.0, "Im."),
+    # coagulation
+    LabTest(51237, "INR(PT)", "Blood", "Hematology", "ratio", 0.9, 1.1, "Co."),
+    LabTest(51274, "PT", "Blood", "Hematology", "sec", 9.4, 12.5, "Co."),
+    LabTest(51275, "PTT", "Blood", "Hematology", "sec", 25.0, 36.5, "Co."),
+)
+
+_BY_LABEL = {t.label: t for t in LAB_TESTS}
+
+# The paper's table names where they differ from d_labitems labels.
+PAPER_NAMES: dict[str, str] = {
+    "Creatine Kinase (CK)": "Creatine Kinase",
+    "INR(PT)": "INR PT",
+    "Absolute Basophil Count": "Abs. Basophils",
+    "Iron Binding Capacity, Total": "Iron Binding",
+}
+
+
+def category_for_label(label: str) -> str | None:
+    """The paper's category code for a ``d_labitems.label``, or None when unknown."""
+    test = _BY_LABEL.get(label)
+    return test.category if test else None
+
+
+def paper_name(label: str) -> str:
+    """The name the paper's tables print for a ``d_labitems.label``."""
+    return PAPER_NAMES.get(label, label)
