@@ -1,0 +1,52 @@
+"""Shared fixtures: one small synthetic MIMIC tree per test session, and the stages on it.
+
+Each fixture runs the real stage function once per session; tests that need a stage's
+output ask for the fixture rather than rebuilding it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SMALL_PATIENTS = 80
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A synthetic tree in the layout of the four MIMIC sources (seed 0, 80 patients)."""
+    from labecg.synthetic import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("synth") / "mimic"
+    return Path(generate(SynthConfig(out=out, patients=SMALL_PATIENTS, seed=0)))
+
+
+def source_paths(root: Path) -> dict[str, Path]:
+    """The four source locations under a data root, as CohortConfig takes them."""
+    return {
+        "hosp": root / "mimiciv" / "hosp",
+        "ed": root / "mimic-iv-ed" / "ed",
+        "ecg": root / "mimic-iv-ecg",
+        "ecg_icd": root / "mimic-iv-ecg-ext-icd-labels" / "records_w_diag_icd10.csv",
+    }
+
+
+@pytest.fixture(scope="session")
+def cohort_dir(synthetic_root, tmp_path_factory) -> Path:
+    """``build_cohort`` on the small tree, with thresholds loosened for its size."""
+    from labecg.cohort import CohortConfig, build_cohort
+
+    out = tmp_path_factory.mktemp("cohort")
+    build_cohort(CohortConfig(**source_paths(synthetic_root), out=out,
+                              min_lab_events=20, min_per_class=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def signals_dir(cohort_dir, synthetic_root) -> Path:
+    """The cohort folder after ``convert_signals`` (signals.npy and friends beside it)."""
+    from labecg.signals import SignalsConfig, convert_signals
+
+    convert_signals(SignalsConfig(cohort=cohort_dir, ecg=synthetic_root / "mimic-iv-ecg", workers=1))
+    return cohort_dir
