@@ -1,0 +1,92 @@
+"""House rules that a reader relies on: stage order of imports, the CLI's flags."""
+
+import ast
+import dataclasses
+from pathlib import Path
+from typing import Literal, Optional
+
+import pytest
+
+from labecg import cli
+
+PKG = Path(__file__).resolve().parents[1] / "labecg"
+# Modules that import no stage.
+BASE = {"util", "catalog", "metrics"}
+# Stages in pipeline order; a module may import only base modules and earlier stages.
+ORDER = ["synthetic", "ecgsim", "cohort", "signals", "data", "s4", "model", "train",
+         "evaluate", "report", "plots", "selfcheck", "book"]
+
+
+def _labecg_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0 and module == "labecg":
+                found.update(a.name for a in node.names)
+            elif node.level == 0 and module.startswith("labecg."):
+                found.add(module.split(".")[1])
+            elif node.level == 1:
+                found.update([module.split(".")[0]] if module else [a.name for a in node.names])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("labecg."))
+    return found - {"__version__"}
+
+
+def test_every_module_is_placed_in_the_stage_order():
+    modules = {p.stem for p in PKG.glob("*.py")} - {"__init__", "cli"}
+    unplaced = modules - BASE - set(ORDER)
+    assert not unplaced, f"add {sorted(unplaced)} to ORDER or BASE in tests/test_layout.py"
+
+
+def test_modules_import_only_earlier_stages():
+    bad = []
+    for path in sorted(PKG.glob("*.py")):
+        name = path.stem
+        if name in ("__init__", "cli"):
+            continue
+        for dep in _labecg_imports(path):
+            if name in BASE:
+                ok = name != "util" and dep == "util"  # util imports nothing; the rest only util
+            else:
+                ok = dep in BASE or (dep in ORDER and ORDER.index(dep) < ORDER.index(name))
+            if not ok:
+                bad.append(f"labecg.{name} imports labecg.{dep}")
+    assert not bad, bad
+
+
+def test_import_walker_finds_imports(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("from labecg.cohort import x\nimport labecg.data\nfrom labecg import util\nfrom . import train\n")
+    assert _labecg_imports(src) == {"cohort", "data", "util", "train"}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    out: Path
+    patients: int = 300
+    ratio: float = 0.5
+    name: str = "x"
+    flag: bool = True
+    horizons_min: tuple[int, ...] = (30, 60)
+    mode: Literal["a", "b"] = "a"
+    limit: Optional[int] = None
+
+
+def test_cli_maps_fields_to_flags():
+    cfg = cli.config_from_args(_Cfg, ["--out", "d", "--patients", "7", "--no-flag",
+                                      "--horizons-min", "5", "10", "--mode", "b", "--limit", "3"])
+    assert cfg == _Cfg(out=Path("d"), patients=7, flag=False, horizons_min=(5, 10), mode="b", limit=3)
+    assert cli.config_from_args(_Cfg, ["--out", "d"]) == _Cfg(out=Path("d"))
+
+
+def test_cli_rejects_bad_values():
+    with pytest.raises(SystemExit):
+        cli.config_from_args(_Cfg, ["--out", "d", "--mode", "c"])
+    with pytest.raises(SystemExit):
+        cli.config_from_args(_Cfg, [])  # --out is required
+
+
+def test_cli_unknown_command_exits_nonzero(capsys):
+    assert cli.main(["nope"]) == 2
+    assert "unknown command" in capsys.readouterr().err
