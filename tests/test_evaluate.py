@@ -1,0 +1,222 @@
+"""AUROC and bootstrap against sklearn and hand-worked cases; the run-folder stage end to end."""
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
+
+from labecg import evaluate, metrics
+from labecg.evaluate import EvaluateConfig, auroc, bootstrap, evaluate_run, resample_indices
+
+
+def _sklearn_auroc(y_true, y_score):
+    """Per-column roc_auc_score on the observed rows; NaN for a single class."""
+    out = []
+    for t in range(y_true.shape[1]):
+        m = ~np.isnan(y_true[:, t])
+        labels = y_true[m, t]
+        out.append(roc_auc_score(labels, y_score[m, t]) if len(np.unique(labels)) == 2 else np.nan)
+    return np.array(out)
+
+
+def _random_problem(n=400, T=25, seed=0, decimals=1):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, T)) < rng.uniform(0.05, 0.5, T)).astype(float)
+    y[rng.random((n, T)) < rng.uniform(0.0, 0.9, T)] = np.nan
+    s = np.round(rng.random((n, T)) + 0.4 * np.nan_to_num(y), decimals)  # rounding -> many ties
+    s[np.isnan(y)] = np.nan  # scores of missing labels are never read
+    return y, s
+
+
+def test_auroc_equals_sklearn_with_ties_and_masks():
+    for seed, decimals in [(0, 1), (1, 2), (2, 6)]:
+        y, s = _random_problem(seed=seed, decimals=decimals)
+        np.testing.assert_allclose(auroc(y, s), _sklearn_auroc(y, s), rtol=0, atol=1e-12)
+
+
+def test_auroc_nan_for_single_class_and_empty_targets():
+    y, s = _random_problem(n=50, T=4)
+    y[:, 1] = np.where(np.isnan(y[:, 1]), np.nan, 1.0)  # positives only
+    y[:, 2] = np.where(np.isnan(y[:, 2]), np.nan, 0.0)  # negatives only
+    y[:, 3] = np.nan  # never observed
+    s = np.nan_to_num(s)
+    result = auroc(y, s)
+    assert result.shape == (4,) and result.dtype == np.float64
+    assert np.isfinite(result[0]) and np.isnan(result[1:]).all()
+
+
+def test_auroc_hand_case_and_1d():
+    # pos {0.9, 0.8}, neg {0.1, 0.8}: pairs 1 + 1 + 1 + 0.5 = 3.5 of 4
+    assert auroc([1, 0, 1, 0], [0.9, 0.1, 0.8, 0.8]) == 0.875
+
+
+def test_auroc_rejects_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        auroc(np.zeros((3, 2)), np.zeros((3, 1)))
+    with pytest.raises(ValueError, match=r"0.0, 1.0 or NaN; found 2.0 at ECG row 1, target column 0"):
+        auroc([[0.0], [2.0]], [[0.1], [0.2]])
+    with pytest.raises(ValueError, match="finite where y_true is observed"):
+        auroc([[0.0], [1.0]], [[0.1], [np.nan]])
+
+
+def test_weighted_auroc_equals_sklearn_with_sample_weight():
+    y, s = _random_problem(n=120, T=6, seed=4)
+    w = np.random.default_rng(5).integers(0, 4, size=120).astype(float)
+    got = metrics.weighted_auroc(metrics.sort_targets(y, s), w)
+    for t in range(6):
+        m = ~np.isnan(y[:, t]) & (w > 0)
+        expected = roc_auc_score(y[m, t], s[m, t], sample_weight=w[m])
+        assert abs(got[t] - expected) < 1e-12
+
+
+def test_bootstrap_iterations_equal_sklearn_on_resampled_arrays():
+    y, s = _random_problem(n=300, T=8, seed=6)
+    res, its = bootstrap(y, s, n_iterations=20, seed=11, return_iterations=True, progress=False)
+    assert its.shape == (20, 9)
+    for i, idx in enumerate(resample_indices(300, 4, seed=11)):  # the first four resamples
+        expected = _sklearn_auroc(y[idx], s[idx])
+        np.testing.assert_allclose(its[i, :8], expected, rtol=0, atol=1e-12)
+        assert its[i, 8] == pytest.approx(np.nanmean(expected), abs=1e-12)
+    np.testing.assert_allclose(res["auroc"].to_numpy()[:8], _sklearn_auroc(y, s), atol=1e-12)
+    lo, hi = np.percentile(its[:, 0], [2.5, 97.5])
+    assert res.loc[0, "low"] == pytest.approx(lo) and res.loc[0, "high"] == pytest.approx(hi)
+    assert list(res.columns) == ["auroc", "low", "high", "n_pos", "n_neg", "n_skipped"]
+    assert list(res.index) == [*range(8), "macro"]
+    assert res.loc[3, "n_pos"] == np.nansum(y[:, 3]) and res.loc[3, "n_neg"] == np.sum(y[:, 3] == 0)
+
+
+def test_bootstrap_is_seeded():
+    y, s = _random_problem(n=100, T=3, seed=7)
+    a = bootstrap(y, s, 30, seed=1, progress=False)
+    b = bootstrap(y, s, 30, seed=1, progress=False)
+    c = bootstrap(y, s, 30, seed=2, progress=False)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["low"].equals(c["low"])
+
+
+def test_interval_covers_known_auroc_about_95_percent():
+    # Binormal scores, negatives N(0, 1), positives N(d, 1): true AUROC = Phi(d / sqrt(2)).
+    # Each column is an independent draw; the shared resample leaves each column's
+    # bootstrap distribution intact, so coverage per column is the usual coverage.
+    rng = np.random.default_rng(123)
+    n, draws, d = 300, 200, 1.2
+    truth = norm.cdf(d / math.sqrt(2))
+    y = (rng.random((n, draws)) < 0.3).astype(float)
+    s = rng.normal(size=(n, draws)) + d * y
+    res = bootstrap(y, s, n_iterations=400, seed=0, progress=False).drop(index="macro")
+    covered = ((res["low"] < truth) & (truth < res["high"])).mean()
+    assert 0.89 <= covered <= 0.99, covered
+    assert abs(res["auroc"].mean() - truth) < 0.01
+
+
+def test_macro_leaves_out_undefined_targets():
+    y = np.array([[1, 1, 1], [1, 0, 1], [0, 1, np.nan], [0, 0, 1]], dtype=float)
+    s = np.array([[0.9, 0.5, 0.3], [0.8, 0.5, 0.2], [0.1, 0.5, 0.0], [0.2, 0.5, 0.1]])
+    res = bootstrap(y, s, n_iterations=50, seed=0, progress=False)
+    assert res.loc[0, "auroc"] == 1.0 and res.loc[1, "auroc"] == 0.5 and np.isnan(res.loc[2, "auroc"])
+    assert res.loc["macro", "auroc"] == 0.75  # (1.0 + 0.5) / 2, not (1.0 + 0.5 + 0.5) / 3
+    assert res.loc[2, "n_skipped"] == 50 and np.isnan(res.loc[2, "low"])
+
+
+def test_n_skipped_counts_resamples_without_both_classes():
+    n = 20
+    rng = np.random.default_rng(3)
+    y = np.zeros((n, 2))
+    y[5, 0] = 1.0  # one positive: resamples without row 5 have a single class
+    y[:, 1] = np.arange(n) % 2
+    s = rng.random((n, 2))
+    res, its = bootstrap(y, s, n_iterations=200, seed=9, return_iterations=True, progress=False)
+    without_pos = sum(5 not in idx for idx in resample_indices(n, 200, seed=9))
+    assert 0 < without_pos < 200
+    assert res.loc[0, "n_skipped"] == without_pos
+    assert res.loc[1, "n_skipped"] == 0
+    kept = [_sklearn_auroc(y[idx], s[idx])[0] for idx in resample_indices(n, 200, seed=9)
+            if 5 in idx]
+    lo, hi = np.percentile(kept, [2.5, 97.5])
+    assert res.loc[0, "low"] == pytest.approx(lo, abs=1e-12)
+    assert res.loc[0, "high"] == pytest.approx(hi, abs=1e-12)
+
+
+def test_significance_is_lower_bound_strictly_above_threshold():
+    boot = pd.DataFrame({"auroc": [0.8, 0.75, 0.72, 0.9, np.nan],
+                         "low": [0.71, 0.70, 0.69, np.nan, np.nan],
+                         "high": [0.9, 0.8, 0.75, np.nan, np.nan],
+                         "n_pos": 1, "n_neg": 1, "n_skipped": 0},
+                        index=pd.Index(["a", "b", "c", "d", "macro"], name="target", dtype=object))
+    meta = pd.DataFrame({c: [None] * 4 for c in evaluate.METADATA_COLUMNS},
+                        index=pd.Index(["a", "b", "c", "d"], name="target", dtype=object))
+    res = evaluate.assemble_results(boot, meta, 0.7)
+    assert res["significant"].tolist() == [True, False, False, False, False]
+    assert evaluate.assemble_results(boot, meta, 0.695)["significant"].tolist()[:3] == [True, True, False]
+
+
+# ---------------------------------------------------------------------------- run folder
+
+
+def _write_run(run, n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    specs = [("NTproBNP", "ntprobnp", "high", 353.0, "pg/mL", "Ca.", "est", None, 2.0),
+             ("Urea Nitrogen", "urea_nitrogen", "low", 6.0, "mg/dL", "Re.", "est", None, 0.0),
+             ("NTproBNP", "ntprobnp", "high", 353.0, "pg/mL", "Ca.", "mon30", 30, 1.8),
+             ("NTproBNP", "ntprobnp", "high", 353.0, "pg/mL", "Ca.", "mon60", 60, 2.2),
+             ("NTproBNP", "ntprobnp", "high", 353.0, "pg/mL", "Ca.", "mon120", 120, 2.0)]
+    targets, names = [], []
+    y = np.full((n, len(specs)), np.nan, dtype=np.float32)
+    for j, (label, slug, direction, thr, unit, cat, task, horizon, d) in enumerate(specs):
+        name = f"{slug}_{direction}_{task}"
+        names.append(name)
+        observed = rng.random(n) < 0.6
+        y[observed, j] = (rng.random(observed.sum()) < 0.3).astype(np.float32)
+        targets.append({"name": name, "lab": slug, "label": label, "itemids": [1], "fluid": "Blood",
+                        "direction": direction, "threshold": thr, "unit": unit, "category": cat,
+                        "task": task, "horizon_min": horizon,
+                        "counts": {"test": {"pos": int(np.nansum(y[:, j])), "neg": int(np.sum(y[:, j] == 0))}}})
+    d = np.array([s[-1] for s in specs])
+    s = (1 / (1 + np.exp(-(rng.normal(size=y.shape) + d * np.nan_to_num(y))))).astype(np.float32)
+    np.savez(run / "predictions_test.npz", study_id=np.arange(n, dtype=np.int64),
+             target_names=np.array(names), y_true=y, y_score=s)
+    (run / "targets.json").write_text(json.dumps({"version": 1, "targets": targets}))
+    return y, s, names
+
+
+def test_evaluate_run_writes_results_and_tables(tmp_path):
+    y, s, names = _write_run(tmp_path)
+    out = evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=100, seed=0))
+    assert out == tmp_path / "evaluation"
+    for f in ["results.csv", "bootstrap_iterations.npz", "table1_estimation.csv", "table1_estimation.md",
+              "table2_monitoring.csv", "table2_monitoring.md", "paper_comparison.csv"]:
+        assert (out / f).exists(), f
+    res = evaluate.read_results(out / "results.csv")
+    assert list(res.index) == [*names, "macro"]
+    np.testing.assert_allclose(res["auroc"].to_numpy()[:5], _sklearn_auroc(y.astype(float), s.astype(float)),
+                               atol=1e-12)
+    assert res.loc["ntprobnp_high_est", "significant"]  # d = 2: AUROC about 0.92
+    assert not res.loc["urea_nitrogen_low_est", "significant"]  # d = 0: chance
+    assert res.loc["ntprobnp_high_mon60", "horizon_min"] == 60 and res.loc["ntprobnp_high_est", "unit"] == "pg/mL"
+    with np.load(out / "bootstrap_iterations.npz") as npz:
+        assert npz["auroc"].shape == (100, 6) and npz["target_names"][-1] == "macro"
+    t1 = (out / "table1_estimation.md").read_text().splitlines()
+    assert t1[2].startswith("| NTproBNP [Ca.] | ≥353 pg/mL | ") and len(t1) == 3
+    assert "**" in (out / "table2_monitoring.md").read_text()
+    comparison = pd.read_csv(out / "paper_comparison.csv")
+    assert set(comparison["task"]) == {"est", "mon30", "mon60", "mon120"}
+    assert (comparison["paper_version"] == "arXiv v1").all()
+
+
+def test_evaluate_run_names_the_file_on_bad_input(tmp_path):
+    _write_run(tmp_path, n=50)
+    with pytest.raises(FileNotFoundError, match="predictions_val.npz"):
+        evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=5, split="val"))
+    (tmp_path / "targets.json").write_text(json.dumps({"version": 1, "targets": []}))
+    with pytest.raises(KeyError, match="targets.json"):
+        evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=5))
+    np.savez(tmp_path / "predictions_test.npz", study_id=np.arange(3))
+    with pytest.raises(KeyError, match=r"predictions_test.npz: missing arrays \['target_names'"):
+        evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=5))
+    with pytest.raises(ValueError, match="n_iterations"):
+        EvaluateConfig(run=tmp_path, n_iterations=0)

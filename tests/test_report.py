@@ -1,0 +1,185 @@
+"""Tables in the paper's format, compared with strings written by hand; paper comparison; figures."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from labecg import catalog, report  # noqa: E402
+from labecg.util import lab_slug  # noqa: E402
+
+TASK_HORIZON = {"est": None, "mon30": 30, "mon60": 60, "mon120": 120}
+
+
+def _results(rows):
+    """A results frame from (label, direction, threshold, unit, category, task, auroc, low, high)."""
+    records, names = [], []
+    for label, direction, threshold, unit, category, task, auc, low, high in rows:
+        names.append(f"{lab_slug(label)}_{direction}_{task}")
+        records.append({"task": task, "lab": lab_slug(label), "label": label, "direction": direction,
+                        "threshold": threshold, "unit": unit, "category": category,
+                        "horizon_min": TASK_HORIZON[task], "auroc": auc, "low": low, "high": high,
+                        "n_pos": 10, "n_neg": 90, "n_skipped": 0, "significant": low > 0.7})
+    names.append("macro")
+    records.append({"task": None, "auroc": 0.7, "low": 0.69, "high": 0.71, "n_pos": 1, "n_neg": 1,
+                    "n_skipped": 0, "significant": False})
+    return pd.DataFrame(records, index=pd.Index(names, name="target", dtype=object))
+
+
+def test_format_threshold_and_auroc():
+    assert report.format_threshold("high", 353.0, "pg/mL") == "≥353 pg/mL"
+    assert report.format_threshold("low", 6.0, "mg/dL") == "≤6 mg/dL"
+    assert report.format_threshold("high", 17.50, "g/dL") == "≥17.5 g/dL"
+    assert report.format_threshold("low", 0.01, "K/uL") == "≤0.01 K/uL"
+    assert report.format_threshold("high", 46.300000000000004, "fL") == "≥46.3 fL"
+    assert report.format_threshold("high", 51.0, "%") == "≥51 %"
+    assert report.format_threshold("high", 1200.0, None) == "≥1200"
+    assert report.format_auroc(0.8821, 0.86, 0.9024) == "0.882 (0.860, 0.902)"
+    assert report.format_auroc(float("nan"), float("nan"), float("nan")) == "–"
+    with pytest.raises(ValueError, match="direction"):
+        report.format_threshold("up", 1.0, "mg/dL")
+
+
+def test_table_estimation_keeps_significant_sorted_by_auroc():
+    res = _results([
+        ("Urea Nitrogen", "low", 6.0, "mg/dL", "Re.", "est", 0.860, 0.822, 0.890),
+        ("NTproBNP", "high", 353.0, "pg/mL", "Ca.", "est", 0.882, 0.860, 0.902),
+        ("Potassium", "high", 5.1, "mEq/L", "Me.", "est", 0.75, 0.70, 0.80),  # low == 0.7: out
+        ("INR(PT)", "high", 1.1, "ratio", "Co.", "est", 0.734, 0.723, 0.746),
+        ("NTproBNP", "high", 353.0, "pg/mL", "Ca.", "mon30", 0.95, 0.94, 0.96),  # other task
+        ("Creatinine", "low", 0.5, "mg/dL", "Re./Ca.", "est", 0.825, 0.792, 0.857),
+        ("Lactate", "high", 2.0, "mmol/L", None, "est", 0.801, 0.7004, 0.89),  # no category; shown 0.700 yet above 0.7
+    ])
+    table = report.table_estimation(res)
+    assert list(table.columns) == ["Value", "Threshold", "Estimation AUROC"]
+    assert table.to_numpy().tolist() == [
+        ["NTproBNP [Ca.]", "≥353 pg/mL", "0.882 (0.860, 0.902)"],
+        ["Urea Nitrogen [Re.]", "≤6 mg/dL", "0.860 (0.822, 0.890)"],
+        ["Creatinine [Re./Ca.]", "≤0.5 mg/dL", "0.825 (0.792, 0.857)"],
+        ["Lactate", "≥2 mmol/L", "0.801 (0.700, 0.890)"],
+        ["INR PT [Co.]", "≥1.1 ratio", "0.734 (0.723, 0.746)"],
+    ]
+    assert list(table.index)[:2] == ["ntprobnp_high_est", "urea_nitrogen_low_est"]
+    # the same from a frame read back from CSV, with a ``target`` column
+    assert report.table_estimation(res.reset_index()).equals(table)
+
+
+def test_table_monitoring_sorts_by_mean_of_significant_horizons_and_bolds_best():
+    res = _results([
+        # significant at all three horizons: mean 0.800
+        ("Creatinine", "high", 1.2, "mg/dL", "Re./Ca.", "mon30", 0.794, 0.781, 0.808),
+        ("Creatinine", "high", 1.2, "mg/dL", "Re./Ca.", "mon60", 0.801, 0.790, 0.812),
+        ("Creatinine", "high", 1.2, "mg/dL", "Re./Ca.", "mon120", 0.804, 0.795, 0.815),
+        # significant only at 120 min: sorted by 0.821 although the three-horizon mean is 0.796
+        ("Hemoglobin", "high", 17.5, "g/dL", "He.", "mon30", 0.786, 0.609, 0.919),
+        ("Hemoglobin", "high", 17.5, "g/dL", "He.", "mon60", 0.782, 0.676, 0.867),
+        ("Hemoglobin", "high", 17.5, "g/dL", "He.", "mon120", 0.821, 0.736, 0.894),
+        # no significant horizon: left out
+        ("Potassium", "high", 5.1, "mEq/L", "Me.", "mon30", 0.9, 0.6, 0.95),
+        ("Potassium", "high", 5.1, "mEq/L", "Me.", "mon60", 0.9, 0.69, 0.95),
+        # only the 60 min. target exists
+        ("Ferritin", "low", 13.0, "ng/mL", "Me.", "mon60", 0.760, 0.710, 0.800),
+        # estimation rows are not Table 2's
+        ("NTproBNP", "high", 353.0, "pg/mL", "Ca.", "est", 0.99, 0.98, 1.0),
+    ])
+    table = report.table_monitoring(res)
+    assert list(table.columns) == ["Value", "Threshold", "30 min. AUROC", "60 min. AUROC", "120 min. AUROC"]
+    assert table.to_numpy().tolist() == [
+        ["Hemoglobin [He.]", "≥17.5 g/dL", "0.786 (0.609, 0.919)", "0.782 (0.676, 0.867)", "0.821 (0.736, 0.894)"],
+        ["Creatinine [Re./Ca.]", "≥1.2 mg/dL", "0.794 (0.781, 0.808)", "0.801 (0.790, 0.812)", "0.804 (0.795, 0.815)"],
+        ["Ferritin [Me.]", "≤13 ng/mL", "–", "0.760 (0.710, 0.800)", "–"],
+    ]
+    bold = report.table_monitoring(res, bold=True)
+    assert bold.iloc[0, 4] == "**0.821 (0.736, 0.894)**" and bold.iloc[0, 2] == "0.786 (0.609, 0.919)"
+    assert bold.iloc[2, 3] == "**0.760 (0.710, 0.800)**"
+    assert report.to_markdown(bold).splitlines()[2] == (
+        "| Hemoglobin [He.] | ≥17.5 g/dL | 0.786 (0.609, 0.919) | 0.782 (0.676, 0.867) | **0.821 (0.736, 0.894)** |")
+
+
+def test_to_markdown():
+    table = pd.DataFrame({"Value": ["a|b", "c"], "AUROC": ["0.9 (0.8, 1.0)", "–"]})
+    assert report.to_markdown(table) == (
+        "| Value | AUROC |\n|---|---|\n| a\\|b | 0.9 (0.8, 1.0) |\n| c | – |\n")
+
+
+def _paper_as_results():
+    """The paper's published values as a results frame (bounds put in order)."""
+    label_of = {v: k for k, v in catalog.PAPER_NAMES.items()}
+    paper = report.read_paper_tables()
+    rows = [(label_of.get(r.value, r.value), r.direction, r.threshold, r.unit, r.category, r.task,
+             r.auroc, min(r.low, r.high), max(r.low, r.high)) for r in paper.itertuples()]
+    return _results(rows)
+
+
+def test_paper_tables_are_reproduced_from_published_values():
+    res = _paper_as_results()
+    t1 = report.table_estimation(res)
+    # rows copied by hand from the paper's Table 1
+    assert t1.iloc[0].tolist() == ["NTproBNP [Ca.]", "≥353 pg/mL", "0.882 (0.860, 0.902)"]
+    assert t1.iloc[6].tolist() == ["Hematocrit [He.]", "≥51 %", "0.789 (0.731, 0.840)"]
+    assert t1.iloc[16].tolist() == ["INR PT [Co.]", "≥1.1 ratio", "0.734 (0.723, 0.746)"]
+    assert t1.iloc[22].tolist() == ["Lymphocytes [Im.]", "≤18 %", "0.720 (0.710, 0.731)"]
+    assert len(t1) == 23  # "23 abnormalities across 19 unique laboratory values"
+    t2 = report.table_monitoring(res)
+    # the paper's row order (its caption's rule), as printed
+    expected = ["NTproBNP", "Urea Nitrogen", "Creatinine", "Hemoglobin", "Iron Binding", "Transferrin",
+                "Creatinine", "Hematocrit", "Urea Nitrogen", "Albumin", "RDW-SD", "Hemoglobin", "eAG",
+                "Abs. Basophils", "Bicarbonate", "Anion Gap", "RDW", "Creatine Kinase", "Monocytes",
+                "Hematocrit", "MCHC", "Bilirubin, Total", "Red Blood Cells", "Lymphocytes", "INR PT",
+                "Calcium, Total", "PT"]
+    assert [v.split(" [")[0] for v in t2["Value"]] == expected
+    assert t2.iloc[4].tolist() == ["Iron Binding [Im.]", "≤260 ug/dL", "0.728 (0.615, 0.837)",
+                                   "0.803 (0.737, 0.873)", "0.802 (0.745, 0.861)"]
+
+
+def test_compare_with_paper_matches_on_name_direction_task():
+    res = _results([
+        ("NTproBNP", "high", 353.0, "pg/mL", "Ca.", "est", 0.85, 0.83, 0.87),
+        ("NTproBNP", "low", 20.0, "pg/mL", "Ca.", "est", 0.9, 0.8, 0.95),  # not in the paper
+        ("INR(PT)", "high", 1.2, "ratio", "Co.", "mon60", 0.70, 0.68, 0.72),
+        ("Potassium", "high", 5.1, "mEq/L", "Me.", "est", 0.8, 0.75, 0.85),  # not in the paper
+    ])
+    cmp = report.compare_with_paper(res)
+    assert list(cmp["target"]) == ["ntprobnp_high_est", "inr_pt_high_mon60"]
+    first = cmp.iloc[0]
+    assert (first["value"], first["paper_auroc"], first["paper_low"], first["paper_high"]) == (
+        "NTproBNP", 0.882, 0.860, 0.902)
+    assert first["difference"] == pytest.approx(0.85 - 0.882)
+    second = cmp.iloc[1]
+    assert (second["value"], second["task"], second["paper_auroc"], second["paper_threshold"],
+            second["threshold"]) == ("INR PT", "mon60", 0.733, 1.1, 1.2)
+    assert second["difference"] == pytest.approx(0.70 - 0.733)
+    assert (cmp["paper_version"] == "arXiv v1").all()
+
+
+def test_figures_return_figures_for_many_targets():
+    res = _paper_as_results()
+    rng = np.random.default_rng(0)
+    for fig, n_axes in [(report.plot_forest(res), 4), (report.plot_forest(res, tasks=("est",)), 1)]:
+        assert isinstance(fig, Figure) and len(fig.axes) == n_axes
+        plt.close(fig)
+    fig = report.plot_horizon_heatmap(res)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes[0].get_yticklabels()) == len({(r.label, r.direction) for r in res.drop(index="macro").itertuples()})
+    plt.close(fig)
+
+    names = list(res.index[:-1])
+    y = (rng.random((300, len(names))) < 0.3).astype(float)
+    s = rng.random(y.shape) + 0.5 * y
+    fig = report.plot_roc_curves(y, s, names, res, top=5)
+    assert len(fig.axes[0].get_legend().get_texts()) == 5
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "NTproBNP ≥353 pg/mL: 0.882 (0.860, 0.902)"
+    plt.close(fig)
+    plt.close(report.plot_roc_curves(y, s, names, top=3))
+
+    targets = {"targets": [{"name": n, "label": r.label, "direction": r.direction, "task": r.task,
+                            "category": r.category, "threshold": r.threshold, "unit": r.unit, "counts": {"test": {"pos": 10, "neg": 30}}}
+                           for n, r in zip(names, res.iloc[:-1].itertuples())]}
+    fig = report.plot_label_prevalence(targets)
+    assert len(fig.axes) == 4
+    assert fig.axes[0].patches[0].get_width() == pytest.approx(0.25)
+    plt.close(fig)
