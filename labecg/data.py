@@ -1,0 +1,437 @@
+"""Serve ECG crops, tabular features and targets to the model.
+
+Batches (ARCHITECTURE.md §4) are dicts: ``ecg`` (B, 250, 12) float32, normalized per lead
+with the training-fold statistics of ``signals_stats.json``; ``tabular`` (B, n_tabular)
+float32; ``y`` (B, T) float32, 0 where missing; ``mask`` (B, T) float32, 1 observed;
+``row`` (B,) int64 cohort row; ``segment`` (B,) int64, 0-3 for validation/test segments,
+-1 for a random training crop.
+
+Everything per-row is precomputed into numpy arrays once; the sampler plans whole batches
+(sorted rows, crop offsets) and the dataset fills one float32 array per batch, so there is
+no per-item Dataset call, collation or pandas in the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from labecg.signals import load_signals
+from labecg.util import read_json
+
+CONTINUOUS = ("age", "temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp",
+              "bmi", "weight", "height")
+RACES = ("white", "black", "hispanic", "asian", "other")
+VARIABLES = ("sex", "age", "race", "temperature", "heartrate", "resprate", "o2sat", "sbp",
+             "dbp", "bmi", "weight", "height")
+# Output columns of transform_tabular, in order.
+TABULAR_FEATURES: tuple[str, ...] = (
+    ("sex",) + CONTINUOUS + tuple(f"race_{r}" for r in RACES)
+    + tuple(f"{v}_missing" for v in VARIABLES))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Settings of the dataset and loaders.
+
+    Parameters
+    ----------
+    cohort : Path
+        Cohort folder with cohort.parquet, targets.json and the signal files.
+    batch_size : int
+        Items per batch (validation/test items are 250-sample segments: 4 per ECG).
+    num_workers : int
+        DataLoader worker processes (persistent when > 0).
+    crop_samples : int
+        Crop length in samples (250 = 2.5 s at 100 Hz).
+    seed : int
+        Seeds the training order and crop offsets (per epoch and batch).
+    train_folds, val_fold, test_fold : folds of cohort.parquet's ``fold`` column.
+    targets : tuple of str, optional
+        Subset of targets.json's names, in the given order; None = all.
+    """
+
+    cohort: Path = field(metadata={"help": "cohort folder with cohort.parquet, targets.json, signals"})
+    batch_size: int = field(default=32, metadata={"help": "items per batch"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    crop_samples: int = field(default=250, metadata={"help": "crop length, samples (2.5 s at 100 Hz)"})
+    seed: int = field(default=0, metadata={"help": "seed of training order and crops"})
+    train_folds: tuple[int, ...] = field(default=tuple(range(18)), metadata={"help": "training folds"})
+    val_fold: int = field(default=18, metadata={"help": "validation fold"})
+    test_fold: int = field(default=19, metadata={"help": "test fold"})
+    targets: Optional[tuple[str, ...]] = field(default=None, metadata={
+        "help": "subset of targets.json names; None = all"})
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.crop_samples < 1:
+            raise ValueError(f"crop_samples must be >= 1, got {self.crop_samples}")
+        if not self.train_folds:
+            raise ValueError("train_folds is empty")
+        overlap = {self.val_fold, self.test_fold} & set(self.train_folds)
+        if overlap or self.val_fold == self.test_fold:
+            raise ValueError(f"train_folds {self.train_folds}, val_fold {self.val_fold} and "
+                             f"test_fold {self.test_fold} must not overlap")
+        if self.targets is not None and len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"targets has duplicates: {self.targets}")
+
+
+# ---------------------------------------------------------------------------- tabular
+
+@dataclass(frozen=True)
+class TabularStats:
+    """Imputation and standardization statistics, fitted on training rows only.
+
+    ``median`` has one entry for sex and each of :data:`CONTINUOUS` (race is not imputed:
+    a missing race is an all-zero one-hot plus its indicator); ``mean``/``std`` are of the
+    median-imputed continuous variables; ``n_rows`` is the number of training rows used.
+    """
+
+    median: dict = field(default_factory=dict)
+    mean: dict = field(default_factory=dict)
+    std: dict = field(default_factory=dict)
+    n_rows: int = 0
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frame.columns:
+        raise KeyError(f"cohort frame: missing column {name!r}; expected {list(VARIABLES)}")
+    return pd.to_numeric(frame[name], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def fit_tabular(frame: pd.DataFrame, train_rows) -> TabularStats:
+    """Fit medians (sex and the continuous variables) and standardization on training rows.
+
+    Parameters
+    ----------
+    frame : DataFrame of shape (n_ecgs, ...)
+        Cohort rows with the columns of :data:`VARIABLES`.
+    train_rows : array-like of int of shape (n_train,), or bool of shape (n_ecgs,)
+        Positions of the training rows; no other row influences the statistics.
+
+    Returns
+    -------
+    stats : TabularStats
+        Medians of the observed training values; mean and std (ddof 0) of the training
+        values after median imputation; std 1.0 where a variable is constant.
+    """
+    rows = np.asarray(train_rows)
+    if rows.dtype == bool:
+        rows = np.flatnonzero(rows)
+    if len(rows) == 0:
+        raise ValueError("fit_tabular: no training rows")
+    median, mean, std = {}, {}, {}
+    for name in ("sex",) + CONTINUOUS:
+        v = _column(frame, name)[rows]
+        med = float(np.nanmedian(v)) if np.isfinite(v).any() else 0.0
+        median[name] = med
+        if name in CONTINUOUS:
+            filled = np.where(np.isnan(v), med, v)
+            mean[name] = float(filled.mean())
+            s = float(filled.std())
+            std[name] = s if s > 0 else 1.0
+    return TabularStats(median=median, mean=mean, std=std, n_rows=int(len(rows)))
+
+
+def transform_tabular(frame: pd.DataFrame, stats: TabularStats) -> np.ndarray:
+    """Impute, standardize and one-hot the tabular inputs.
+
+    Returns
+    -------
+    x : ndarray of shape (n_ecgs, len(TABULAR_FEATURES)), float32
+        Columns :data:`TABULAR_FEATURES`: sex (1 male, 0 female; median-imputed), the ten
+        continuous variables (median-imputed, then standardized), race one-hot (all zeros
+        when missing), and one 0/1 "was missing" indicator per variable.
+    """
+    n = len(frame)
+    out = np.zeros((n, len(TABULAR_FEATURES)), dtype=np.float32)
+    col = {name: i for i, name in enumerate(TABULAR_FEATURES)}
+    for name in ("sex",) + CONTINUOUS:
+        v = _column(frame, name)
+        miss = np.isnan(v)
+        v = np.where(miss, stats.median[name], v)
+        if name in CONTINUOUS:
+            v = (v - stats.mean[name]) / stats.std[name]
+        out[:, col[name]] = v
+        out[:, col[f"{name}_missing"]] = miss
+    if "race" not in frame.columns:
+        raise KeyError(f"cohort frame: missing column 'race'; expected one of {RACES} per row")
+    race = frame["race"].astype("string").str.lower().to_numpy(dtype=object, na_value=None)
+    unknown = sorted({r for r in race if r is not None and r not in RACES})
+    if unknown:
+        raise ValueError(f"cohort frame: column 'race' has {unknown}; expected {RACES} or missing")
+    for r in RACES:
+        out[:, col[f"race_{r}"]] = race == r
+    out[:, col["race_missing"]] = np.array([r is None for r in race], dtype=bool)
+    return out
+
+
+# ---------------------------------------------------------------------------- dataset
+
+class ECGBatches(Dataset):
+    """Batches read from the signal memmap; indexed by a batch plan, not by item.
+
+    ``dataset[(rows, offsets, segments)]`` returns one batch dict; rows are sorted so the
+    memmap reads go forward through the file. The memmap is opened lazily in each worker.
+    """
+
+    def __init__(self, cohort_dir: Path, mean_mv: np.ndarray, std_mv: np.ndarray,
+                 tabular: np.ndarray, y: np.ndarray, mask: np.ndarray, crop_samples: int):
+        self.cohort_dir = Path(cohort_dir)
+        self.mean = np.asarray(mean_mv, dtype=np.float32)  # (C,)
+        self.scale = (1.0 / np.asarray(std_mv, dtype=np.float32))  # (C,)
+        self.tabular, self.y, self.mask = tabular, y, mask
+        self.crop = crop_samples
+        self._x: Optional[np.ndarray] = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_x"] = None  # never pickle the memmap into workers
+        return state
+
+    def __len__(self) -> int:
+        return len(self.tabular)
+
+    @property
+    def signals(self) -> np.ndarray:
+        if self._x is None:
+            self._x, _ = load_signals(self.cohort_dir)
+        return self._x
+
+    def __getitem__(self, plan) -> dict[str, np.ndarray]:
+        rows, offsets, segments = plan
+        x = self.signals
+        ecg = np.empty((len(rows), self.crop, x.shape[2]), dtype=np.float32)  # (B, crop, C)
+        # B slice copies (cast on assignment) beat one fancy-indexed gather by ~2x (bench/loader.py)
+        for i, (r, o) in enumerate(zip(rows.tolist(), offsets.tolist())):
+            ecg[i] = x[r, o:o + self.crop]
+        ecg -= self.mean
+        ecg *= self.scale
+        return {"ecg": ecg,
+                "tabular": self.tabular[rows],
+                "y": self.y[rows],
+                "mask": self.mask[rows],
+                "row": rows.astype(np.int64),
+                "segment": segments.astype(np.int64)}
+
+
+def _keep_batch(batch):
+    return batch
+
+
+class BatchLoader(DataLoader):
+    """A DataLoader over batch plans whose workers send numpy batches.
+
+    Workers return numpy arrays, pickled through the worker pipe, and the tensors are made
+    here in the main process: for ~0.5 MB batches that is ~3x faster than torch's default
+    of one shared-memory segment per tensor (bench/loader.py, 2 workers).
+    """
+
+    def __init__(self, dataset: ECGBatches, sampler: Sampler, num_workers: int = 0):
+        super().__init__(dataset, sampler=sampler, batch_size=None, collate_fn=_keep_batch,
+                         num_workers=num_workers, persistent_workers=num_workers > 0,
+                         prefetch_factor=4 if num_workers else None)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in super().__iter__():
+            yield {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+class TrainCrops(Sampler):
+    """Shuffled batches of training rows, each with one random crop offset.
+
+    Order and offsets come from ``numpy.random.default_rng((seed, epoch))`` in the main
+    process, so they do not depend on the number of workers. The epoch advances after
+    each pass, or is set by Lightning through :meth:`set_epoch`.
+    """
+
+    def __init__(self, rows: np.ndarray, batch_size: int, n_samples: int, crop: int, seed: int,
+                 drop_last: bool = False):
+        if crop > n_samples:
+            raise ValueError(f"crop_samples={crop} exceeds the record length {n_samples}")
+        self.rows, self.batch_size, self.n_samples, self.crop = rows, batch_size, n_samples, crop
+        self.seed, self.drop_last, self.epoch = seed, drop_last, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.rows)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        self.epoch += 1
+        order = self.rows[rng.permutation(len(self.rows))]
+        offsets = rng.integers(0, self.n_samples - self.crop + 1, size=len(order))  # inclusive end
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            rows, offs = order[sl], offsets[sl]
+            k = np.argsort(rows, kind="stable")
+            yield rows[k], offs[k], np.full(len(k), -1, dtype=np.int64)
+
+
+class Segments(Sampler):
+    """Every row's non-overlapping segments in order: (row 0, seg 0..3), (row 1, seg 0..3), ..."""
+
+    def __init__(self, rows: np.ndarray, batch_size: int, n_samples: int, crop: int):
+        n_seg = n_samples // crop
+        if n_seg < 1:
+            raise ValueError(f"crop_samples={crop} exceeds the record length {n_samples}")
+        self.rows = np.repeat(rows, n_seg)
+        self.segments = np.tile(np.arange(n_seg, dtype=np.int64), len(rows))
+        self.batch_size, self.crop = batch_size, crop
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self):
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            yield self.rows[sl], self.segments[sl] * self.crop, self.segments[sl]
+
+
+def average_segments(row, prob) -> tuple[np.ndarray, np.ndarray]:
+    """Average the segment probabilities of each ECG.
+
+    Parameters
+    ----------
+    row : array-like of shape (n_items,), int
+        Cohort row of each item (4 items per ECG for validation/test).
+    prob : array-like of shape (n_items, T)
+        Sigmoid probabilities per item and target.
+
+    Returns
+    -------
+    rows : ndarray of shape (n_ecgs,), int64
+        Sorted distinct rows.
+    mean_prob : ndarray of shape (n_ecgs, T), float64
+        Mean over the items of each row.
+    """
+    row = np.asarray(row, dtype=np.int64).reshape(-1)
+    prob = np.asarray(prob, dtype=np.float64)
+    if prob.ndim == 1:
+        prob = prob[:, None]
+    if prob.shape[0] != row.shape[0]:
+        raise ValueError(f"row has {row.shape[0]} items but prob has shape {prob.shape}")
+    rows, inv, counts = np.unique(row, return_inverse=True, return_counts=True)
+    total = np.zeros((len(rows), prob.shape[1]))
+    np.add.at(total, inv, prob)
+    return rows, total / counts[:, None]
+
+
+# ---------------------------------------------------------------------------- data module
+
+class LabDataModule(pl.LightningDataModule):
+    """Cohort + signal memmap -> train/val/test loaders of ARCHITECTURE.md §4 batches.
+
+    Excludes rows whose ``signals_manifest`` status is ``failed`` and checks that the
+    manifest's study_ids match ``cohort.parquet`` row by row (the memmap row order).
+    """
+
+    def __init__(self, cfg: DataConfig):
+        super().__init__()
+        self.cfg = cfg
+        cohort_dir = Path(cfg.cohort)
+        spec = read_json(cohort_dir / "targets.json")
+        names = [t["name"] for t in spec["targets"]]
+        if cfg.targets is not None:
+            unknown = [t for t in cfg.targets if t not in names]
+            if unknown:
+                raise KeyError(f"{cohort_dir / 'targets.json'}: unknown targets {unknown}; "
+                               f"available: {names}")
+            names = list(cfg.targets)
+        self._target_names = tuple(names)
+        self._prepared = False
+
+    # properties the model needs before any data is loaded
+    @property
+    def n_tabular(self) -> int:
+        return len(TABULAR_FEATURES)
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return self._target_names
+
+    @property
+    def n_targets(self) -> int:
+        return len(self._target_names)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self._prepared:
+            return
+        cfg, cohort_dir = self.cfg, Path(self.cfg.cohort)
+        frame = pd.read_parquet(cohort_dir / "cohort.parquet")
+        missing = [c for c in ("study_id", "fold") + VARIABLES + self._target_names
+                   if c not in frame.columns]
+        if missing:
+            raise KeyError(f"{cohort_dir / 'cohort.parquet'}: missing columns {missing}")
+        x, _ = load_signals(cohort_dir)
+        meta = read_json(cohort_dir / "signals.json")
+        n = len(frame)
+        if x.shape[0] != n:
+            raise ValueError(f"{cohort_dir / 'signals.npy'}: {x.shape[0]} rows, cohort.parquet has {n}")
+        manifest = pd.read_parquet(cohort_dir / "signals_manifest.parquet")
+        study = frame["study_id"].to_numpy(np.int64)
+        m_rows = manifest["row"].to_numpy(np.int64)
+        if len(manifest) != n or not np.array_equal(m_rows, np.arange(n)) or \
+                not np.array_equal(manifest["study_id"].to_numpy(np.int64), study):
+            bad = np.flatnonzero(manifest["study_id"].to_numpy(np.int64)[:n] != study[:len(manifest)])
+            raise ValueError(f"{cohort_dir / 'signals_manifest.parquet'}: rows do not match "
+                             f"cohort.parquet (n {len(manifest)} vs {n}; first differing row "
+                             f"{bad[0] if len(bad) else '?'}); rerun `labecg signals --overwrite`")
+        ok = (manifest["status"] == "ok").to_numpy(dtype=bool)
+        stats = read_json(cohort_dir / "signals_stats.json")
+        fold = frame["fold"].to_numpy(np.int64)
+        train = np.isin(fold, cfg.train_folds)
+        self.rows = {"train": np.flatnonzero(train & ok),
+                     "val": np.flatnonzero((fold == cfg.val_fold) & ok),
+                     "test": np.flatnonzero((fold == cfg.test_fold) & ok)}
+        self.n_failed = int((~ok).sum())
+        # medians and scales from the rows the model trains on; never validation/test
+        self.tabular_stats = fit_tabular(frame, self.rows["train"])
+        tabular = transform_tabular(frame, self.tabular_stats)
+        y = frame[list(self._target_names)].to_numpy(dtype=np.float32, na_value=np.nan)  # (n, T)
+        self.study_ids = study
+        self.y_true = y  # NaN = missing, for writing predictions
+        self.n_samples = int(meta["n_samples"])
+        if cfg.crop_samples > self.n_samples:
+            raise ValueError(f"crop_samples={cfg.crop_samples} exceeds signals.json "
+                             f"n_samples={self.n_samples}")
+        std = np.asarray(stats["std_mv"], dtype=np.float64)
+        if not np.all(np.isfinite(std)) or np.any(std <= 0):
+            raise ValueError(f"{cohort_dir / 'signals_stats.json'}: std_mv must be finite and > 0, got {std}")
+        self.dataset = ECGBatches(cohort_dir, np.asarray(stats["mean_mv"]), std, tabular,
+                                  np.nan_to_num(y, nan=0.0), (~np.isnan(y)).astype(np.float32),
+                                  cfg.crop_samples)
+        self.train_sampler = TrainCrops(self.rows["train"], cfg.batch_size, self.n_samples,
+                                        cfg.crop_samples, cfg.seed)
+        self._prepared = True
+
+    def _loader(self, sampler) -> BatchLoader:
+        self.setup()
+        return BatchLoader(self.dataset, sampler, self.cfg.num_workers)
+
+    def train_dataloader(self) -> BatchLoader:
+        self.setup()
+        return self._loader(self.train_sampler)
+
+    def val_dataloader(self) -> BatchLoader:
+        self.setup()
+        return self._loader(Segments(self.rows["val"], self.cfg.batch_size, self.n_samples,
+                                     self.cfg.crop_samples))
+
+    def test_dataloader(self) -> BatchLoader:
+        self.setup()
+        return self._loader(Segments(self.rows["test"], self.cfg.batch_size, self.n_samples,
+                                     self.cfg.crop_samples))

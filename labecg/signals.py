@@ -1,0 +1,573 @@
+"""Convert a cohort's WFDB records into one 100 Hz memory-mapped array.
+
+Each record of ``cohort.parquet`` (500 Hz, 5000 samples, 12 leads, millivolts) is read
+(MIMIC's format 16 directly with numpy, any other layout with ``wfdb``), its leads put in
+the stored order by *name*, isolated missing samples interpolated, clipped to
+``±clip_mv``, and resampled to ``fs_hz`` with a zero-phase anti-aliasing filter. Row
+``i`` of ``signals.npy`` is row ``i`` of ``cohort.parquet``.
+
+Files written into the cohort folder (ARCHITECTURE.md §3):
+
+- ``signals.npy``: shape (n_ecgs, n_samples, 12), float16 (or float32), millivolts.
+- ``signals.json``: leads, fs_hz, n_samples, dtype, units, clip_mv, source_fs_hz, n_rows;
+  written last, so its presence marks a finished conversion.
+- ``signals_manifest.parquet``: study_id, row, status (``ok`` | ``failed``), reason.
+- ``signals_stats.json``: per-lead mean_mv, std_mv over ok rows of the training folds.
+
+While running, ``signals_progress/`` holds one small JSON per finished chunk (written
+atomically after the chunk's rows are flushed) and the cohort fingerprint; a restarted
+run skips finished chunks and refuses to continue on a different cohort. A
+``signals.npy`` without ``signals.json`` is unfinished; :func:`load_signals` refuses it.
+Failed rows stay zero and are marked ``failed`` in the manifest; the dataset drops them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import numpy as np
+import pandas as pd
+import wfdb
+from scipy.signal import resample_poly
+from wfdb.io.header import rx_record, rx_signal
+from tqdm.auto import tqdm
+
+from labecg.util import atomic_path, get_logger, read_json, write_json
+
+log = get_logger("labecg.signals")
+
+LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF",
+                          "V1", "V2", "V3", "V4", "V5", "V6")
+SOURCE_FS_HZ = 500.0
+SOURCE_SAMPLES = 5000  # 10 s at 500 Hz
+TRAIN_FOLDS = tuple(range(18))
+PROGRESS_DIR = "signals_progress"
+
+
+@dataclass(frozen=True)
+class SignalsConfig:
+    """Settings of the signal conversion.
+
+    Parameters
+    ----------
+    cohort : Path
+        Cohort folder holding ``cohort.parquet``; outputs are written beside it.
+    ecg : Path
+        MIMIC-IV-ECG root; ``cohort.parquet``'s ``path`` column is relative to it, no extension.
+    workers : int
+        Worker processes (1 = convert in this process).
+    dtype : {"float16", "float32"}
+        Stored dtype; float16 resolves 0.002 mV at 3 mV, below the 0.005 mV ADC step.
+    clip_mv : float
+        Samples are clipped to [-clip_mv, clip_mv] mV before resampling (authors: 3 mV).
+    fs_hz : float
+        Output sampling rate; 500 / fs_hz must be a whole number.
+    chunk_size : int
+        Records per unit of work; also the unit of resumption.
+    max_nan_frac : float
+        A lead with more than this fraction of missing samples rejects the record
+        (fewer are linearly interpolated).
+    flat_mv : float
+        A lead whose peak-to-peak amplitude is below this (mV) is flat and rejects the record.
+    overwrite : bool
+        Delete existing signal outputs (finished or partial) and convert from scratch.
+    """
+
+    cohort: Path = field(metadata={"help": "cohort folder holding cohort.parquet; outputs go beside it"})
+    ecg: Path = field(metadata={"help": "MIMIC-IV-ECG root (record paths are relative to it)"})
+    workers: int = field(default=1, metadata={"help": "worker processes"})
+    dtype: Literal["float16", "float32"] = field(default="float16", metadata={"help": "stored dtype"})
+    clip_mv: float = field(default=3.0, metadata={"help": "clip samples to +-clip_mv mV"})
+    # paper's rate; MIMIC-IV-ECG stores 500 Hz
+    fs_hz: float = field(default=100.0, metadata={"help": "output sampling rate, Hz (500/fs_hz whole)"})
+    chunk_size: int = field(default=256, metadata={"help": "records per unit of work and of resumption"})
+    max_nan_frac: float = field(default=0.5, metadata={
+        "help": "reject a record with a lead missing more than this fraction of samples"})
+    flat_mv: float = field(default=0.01, metadata={
+        "help": "reject a record with a lead whose peak-to-peak amplitude is below this, mV"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "delete existing signal outputs (finished or partial) and convert again"})
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype must be 'float16' or 'float32', got {self.dtype!r}")
+        if not self.clip_mv > 0:
+            raise ValueError(f"clip_mv must be > 0 mV, got {self.clip_mv}")
+        factor = SOURCE_FS_HZ / self.fs_hz if self.fs_hz > 0 else float("nan")
+        if not (factor >= 1 and abs(factor - round(factor)) < 1e-9):
+            raise ValueError(f"fs_hz={self.fs_hz}: 500 Hz / fs_hz must be a whole number >= 1")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if not 0 <= self.max_nan_frac < 1:
+            raise ValueError(f"max_nan_frac must be in [0, 1), got {self.max_nan_frac}")
+        if self.flat_mv < 0:
+            raise ValueError(f"flat_mv must be >= 0 mV, got {self.flat_mv}")
+
+    @property
+    def decimation(self) -> int:
+        return int(round(SOURCE_FS_HZ / self.fs_hz))
+
+    @property
+    def n_samples(self) -> int:
+        return SOURCE_SAMPLES // self.decimation
+
+
+class RecordError(ValueError):
+    """A record that cannot be converted; the message is the manifest's reason."""
+
+
+# ---------------------------------------------------------------------------- pure pieces
+
+def _read_format16(path: Path) -> Optional[tuple[np.ndarray, list[str], list[str], float]]:
+    """Read the common MIMIC-IV-ECG layout directly: one .dat, format 16, no skew or offset.
+
+    wfdb's header parser spends ~10 ms per record in pandas look-ups; this reads the same
+    fields with wfdb's own header regular expressions and the samples with one
+    ``numpy.fromfile``. Returns None for any other layout (the caller falls back to wfdb).
+
+    Returns
+    -------
+    x : ndarray of shape (sig_len, n_sig), float64, mV (NaN where the sample is -32768)
+    names, units : list of str, header order
+    fs : float, Hz
+    """
+    lines = [ln.strip() for ln in path.with_suffix(".hea").read_text().splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    rec = rx_record.match(lines[0]) if lines else None
+    if rec is None or rec["n_seg"] or not rec["fs"] or not rec["sig_len"]:
+        return None
+    n_sig, sig_len, fs = int(rec["n_sig"]), int(rec["sig_len"]), float(rec["fs"])
+    sigs = [rx_signal.match(ln) for ln in lines[1:1 + n_sig]]
+    if n_sig == 0 or len(sigs) != n_sig or any(m is None for m in sigs):
+        return None
+    if any(m["fmt"] != "16" or m["samps_per_frame"] or m["skew"] or m["byte_offset"]
+           or m["file_name"] != sigs[0]["file_name"] for m in sigs):
+        return None
+    gain = np.array([float(m["adc_gain"] or 200.0) or 200.0 for m in sigs])
+    baseline = np.array([int(m["baseline"]) if m["baseline"] else int(m["adc_zero"] or 0)
+                         for m in sigs], dtype=np.float64)
+    d = np.fromfile(path.parent / sigs[0]["file_name"], dtype="<i2")
+    if d.size < n_sig * sig_len:
+        raise RecordError(f"truncated: {d.size // n_sig} samples in {sigs[0]['file_name']}, "
+                          f"expected {sig_len}")
+    d = d[: n_sig * sig_len].reshape(sig_len, n_sig)
+    x = (d - baseline) / gain
+    x[d == -32768] = np.nan  # WFDB's "no sample" value for format 16
+    return x, [m["sig_name"] for m in sigs], [m["units"] or "mV" for m in sigs], fs
+
+
+def read_record(path: str | os.PathLike) -> np.ndarray:
+    """Read one WFDB record and return its leads in the stored order.
+
+    Leads are matched by name (case-insensitive), never by position: MIMIC-IV-ECG headers
+    list I, II, III, aVR, aVF, aVL, V1-V6; the stored order is :data:`LEADS`. Records in
+    MIMIC-IV-ECG's layout (format 16, one .dat) are read directly with numpy; anything
+    else goes through ``wfdb.rdrecord``.
+
+    Parameters
+    ----------
+    path : path-like
+        Record path without extension (``.../40689238`` for ``40689238.hea/.dat``).
+
+    Returns
+    -------
+    x : ndarray of shape (5000, 12), float64
+        Millivolts at 500 Hz, leads I, II, III, aVR, aVL, aVF, V1-V6; NaN where the record
+        marks a sample missing.
+
+    Raises
+    ------
+    RecordError
+        Unreadable or truncated file, a sampling rate other than 500 Hz, a length other than
+        5000 samples, a unit other than mV, a missing or duplicated lead.
+    """
+    path = Path(path)
+    try:
+        fast = _read_format16(path)
+        if fast is None:
+            rec = wfdb.rdrecord(str(path))
+            if rec.p_signal is None:
+                raise RecordError("unreadable: no physical signal")
+            fast = rec.p_signal, list(rec.sig_name), list(rec.units or ["mV"] * rec.n_sig), rec.fs
+    except RecordError:
+        raise
+    except FileNotFoundError as e:
+        raise RecordError(f"missing file: {e.filename or path}") from None
+    except Exception as e:  # wfdb raises ValueError, struct/IndexError... on corrupt files
+        raise RecordError(f"unreadable: {type(e).__name__}: {e}") from None
+    x, sig_name, sig_units, fs = fast
+    if abs(float(fs) - SOURCE_FS_HZ) > 1e-6:
+        raise RecordError(f"fs {fs} Hz, expected {SOURCE_FS_HZ:g} Hz")
+    if x.shape[0] != SOURCE_SAMPLES:
+        raise RecordError(f"truncated: {x.shape[0]} samples, expected {SOURCE_SAMPLES}")
+    names = [str(n).strip().lower() for n in sig_name]
+    units = [str(u).strip().lower() for u in sig_units]
+    index = []
+    for lead in LEADS:
+        hits = [i for i, n in enumerate(names) if n == lead.lower()]
+        if not hits:
+            raise RecordError(f"missing lead {lead}; header has {list(sig_name)}")
+        if len(hits) > 1:
+            raise RecordError(f"lead {lead} appears {len(hits)} times in {list(sig_name)}")
+        if units[hits[0]] != "mv":
+            raise RecordError(f"lead {lead} in {sig_units[hits[0]]!r}, expected mV")
+        index.append(hits[0])
+    return x[:, index]
+
+
+def clean_signal(x: np.ndarray, max_nan_frac: float = 0.5, flat_mv: float = 0.01) -> np.ndarray:
+    """Interpolate missing samples per lead; reject NaN-filled and flat records.
+
+    Parameters
+    ----------
+    x : ndarray of shape (L, C)
+        Millivolts; NaN marks missing samples.
+    max_nan_frac : float
+        A lead with more missing samples than this fraction rejects the record.
+    flat_mv : float
+        A lead with peak-to-peak amplitude below this (mV) after interpolation rejects it.
+
+    Returns
+    -------
+    y : ndarray of shape (L, C), float64
+        ``x`` with each NaN replaced by linear interpolation between the nearest observed
+        samples of the same lead (the nearest observed value at the record's ends).
+
+    Raises
+    ------
+    RecordError
+        Reason names the leads: ``NaN-filled: leads [...] > 50% missing`` or
+        ``flat: leads [...] peak-to-peak < 0.01 mV``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(LEADS):
+        raise ValueError(f"x must have shape (L, {len(LEADS)}), got {x.shape}")
+    missing = np.isnan(x) | np.isinf(x)
+    if missing.any():
+        frac = missing.mean(axis=0)
+        bad = [LEADS[c] for c in np.flatnonzero(frac > max_nan_frac)]
+        if bad:
+            raise RecordError(f"NaN-filled: leads {bad} > {max_nan_frac:.0%} missing")
+        x = x.copy()
+        t = np.arange(x.shape[0])
+        for c in np.flatnonzero(missing.any(axis=0)):
+            m = missing[:, c]
+            x[m, c] = np.interp(t[m], t[~m], x[~m, c])
+    ptp = x.max(axis=0) - x.min(axis=0)
+    flat = [LEADS[c] for c in np.flatnonzero(ptp < flat_mv)]
+    if flat:
+        raise RecordError(f"flat: leads {flat} peak-to-peak < {flat_mv:g} mV")
+    return x
+
+
+def resample_500_to_100(x: np.ndarray, factor: int = 5) -> np.ndarray:
+    """Decimate by ``factor`` with a zero-phase anti-aliasing filter.
+
+    ``scipy.signal.resample_poly(x, 1, factor)``: a Kaiser-windowed (beta 5) FIR low-pass
+    of 20*factor+1 taps, cut off at the output Nyquist rate, applied centred, so output
+    sample ``k`` sits at input sample ``factor * k`` (no delay, linear phase). The record
+    is extended by a fitted line at both ends (``padtype="line"``) rather than zeros, so a
+    baseline offset does not ring at the edges (edge error on a 0.7 mV offset: 0.03 mV
+    instead of 0.25 mV). Measured at 500 -> 100 Hz: 60 Hz attenuated by 58 dB, a 5 Hz
+    sine passed with +0.13% amplitude. Chosen over filtfilt + decimation (an IIR
+    Chebyshev run forward and backward): same passband, 2x faster here, and no edge
+    transient from the filter's initial conditions beyond the padding.
+
+    Parameters
+    ----------
+    x : ndarray of shape (L, C)
+        Samples at 500 Hz.
+    factor : int
+        Decimation factor (5 for 500 -> 100 Hz).
+
+    Returns
+    -------
+    y : ndarray of shape (L // factor, C), float64
+        Samples at 500 / factor Hz.
+    """
+    return resample_poly(x, 1, factor, axis=0, padtype="line")
+
+
+def convert_record(path: str | os.PathLike, cfg: SignalsConfig) -> np.ndarray:
+    """Read, clean, clip and resample one record.
+
+    Returns
+    -------
+    y : ndarray of shape (cfg.n_samples, 12), cfg.dtype
+        Millivolts at ``cfg.fs_hz``, stored lead order, within ±clip_mv.
+
+    Raises
+    ------
+    RecordError
+        If the record is rejected; the message is the reason.
+    """
+    x = clean_signal(read_record(path), cfg.max_nan_frac, cfg.flat_mv)
+    np.clip(x, -cfg.clip_mv, cfg.clip_mv, out=x)
+    y = resample_500_to_100(x, cfg.decimation)
+    # the filter overshoots a clipped plateau slightly; keep the documented range exact
+    np.clip(y, -cfg.clip_mv, cfg.clip_mv, out=y)
+    return y.astype(cfg.dtype)
+
+
+def _convert_chunk(paths: list[str], cfg: SignalsConfig) -> tuple[np.ndarray, list[str]]:
+    """Convert a list of records; failed rows are zeros with a non-empty reason."""
+    out = np.zeros((len(paths), cfg.n_samples, len(LEADS)), dtype=cfg.dtype)
+    reasons = [""] * len(paths)
+    for i, p in enumerate(paths):
+        try:
+            out[i] = convert_record(p, cfg)
+        except RecordError as e:
+            reasons[i] = str(e)
+        except Exception as e:  # never let one odd record stop an 800k-record run
+            reasons[i] = f"error: {type(e).__name__}: {e}"
+    return out, reasons
+
+
+# ---------------------------------------------------------------------------- the stage
+
+def _read_cohort(cohort_dir: Path) -> pd.DataFrame:
+    path = cohort_dir / "cohort.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found; run `labecg cohort --out {cohort_dir}` first")
+    frame = pd.read_parquet(path)
+    missing = [c for c in ("study_id", "path", "fold") if c not in frame.columns]
+    if missing:
+        raise KeyError(f"{path}: missing columns {missing}; expected study_id, path, fold")
+    return frame[["study_id", "path", "fold"]]
+
+
+def fingerprint_cohort(frame: pd.DataFrame, cfg: SignalsConfig) -> str:
+    """SHA-256 over the cohort's row order (study_id, path) and the settings that change rows."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(frame["study_id"].to_numpy(np.int64)).tobytes())
+    h.update("\n".join(frame["path"].astype(str)).encode())
+    settings = {k: getattr(cfg, k) for k in ("dtype", "clip_mv", "fs_hz", "max_nan_frac", "flat_mv")}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _remove_outputs(cohort_dir: Path) -> None:
+    for name in ("signals.npy", "signals.json", "signals_manifest.parquet", "signals_stats.json"):
+        (cohort_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(cohort_dir / PROGRESS_DIR, ignore_errors=True)
+
+
+def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = None,
+                    on_chunk: Optional[Callable[[int], None]] = None) -> Path:
+    """Convert every record of ``cfg.cohort/cohort.parquet`` into ``signals.npy``.
+
+    Resumable: finished chunks (``signals_progress/chunk_*.json``) are skipped and their
+    rows never rewritten; a cohort or settings change since the partial run is refused.
+
+    Parameters
+    ----------
+    cfg : SignalsConfig
+    stop_after_chunks : int, optional
+        Stop (as if interrupted) after this many chunks are finished in this call; for
+        tests and for converting a large cohort in several sittings.
+    on_chunk : callable, optional
+        Called with the start row of each finished chunk.
+
+    Returns
+    -------
+    path : Path
+        ``cfg.cohort / "signals.npy"``.
+    """
+    cohort_dir = Path(cfg.cohort)
+    frame = _read_cohort(cohort_dir)
+    n = len(frame)
+    fp = fingerprint_cohort(frame, cfg)
+    npy = cohort_dir / "signals.npy"
+    progress = cohort_dir / PROGRESS_DIR
+    state_path = progress / "state.json"
+    if cfg.overwrite:
+        _remove_outputs(cohort_dir)
+
+    if (cohort_dir / "signals.json").exists():
+        meta = read_json(cohort_dir / "signals.json")
+        if meta.get("fingerprint") == fp:
+            log.info("%s: already converted for this cohort; nothing to do", npy)
+            return npy
+        raise RuntimeError(f"{cohort_dir / 'signals.json'}: made from a different cohort.parquet or "
+                           f"settings (fingerprint {meta.get('fingerprint', '?')[:12]}, expected "
+                           f"{fp[:12]}); rerun with --overwrite to convert again")
+    if state_path.exists():
+        state = read_json(state_path)
+        if state.get("fingerprint") != fp or state.get("n_rows") != n:
+            raise RuntimeError(f"{state_path}: the partial conversion was made from a different "
+                               f"cohort.parquet or settings (fingerprint {state.get('fingerprint', '?')[:12]}"
+                               f", {state.get('n_rows')} rows; now {fp[:12]}, {n} rows); refusing to "
+                               f"resume; rerun with --overwrite to start again")
+        if not npy.exists():
+            raise RuntimeError(f"{npy}: missing although {state_path} records a partial run; "
+                               f"rerun with --overwrite")
+        chunk_size = int(state["chunk_size"])
+        mm = np.load(npy, mmap_mode="r+")
+        expected = (n, cfg.n_samples, len(LEADS))
+        if mm.shape != expected or mm.dtype != np.dtype(cfg.dtype):
+            raise RuntimeError(f"{npy}: shape {mm.shape} {mm.dtype}, expected {expected} {cfg.dtype}")
+    else:
+        chunk_size = cfg.chunk_size
+        progress.mkdir(parents=True, exist_ok=True)
+        # the array first, then the state: a state file always has its array beside it
+        with atomic_path(npy) as tmp:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=cfg.dtype,
+                                      shape=(n, cfg.n_samples, len(LEADS))).flush()
+        write_json(state_path, {"fingerprint": fp, "n_rows": n, "chunk_size": chunk_size,
+                                "config": {k: str(v) for k, v in asdict(cfg).items()}})
+        mm = np.load(npy, mmap_mode="r+")
+
+    starts = [s for s in range(0, n, chunk_size) if not (progress / f"chunk_{s:09d}.json").exists()]
+    root = Path(cfg.ecg)
+    paths = [str(root / p) for p in frame["path"].astype(str)]
+    log.info("%s: %d records, %d of %d chunks to convert with %d worker(s)",
+             npy, n, len(starts), -(-n // chunk_size), cfg.workers)
+
+    def finish(start: int, x: np.ndarray, reasons: list[str]) -> None:
+        mm[start:start + len(x)] = x
+        mm.flush()
+        write_json(progress / f"chunk_{start:09d}.json", {"start": start, "reasons": reasons})
+        if on_chunk is not None:
+            on_chunk(start)
+
+    done = 0
+    bar = tqdm(total=n, initial=n - sum(min(chunk_size, n - s) for s in starts),
+               unit="ecg", desc="signals", disable=None)
+    try:
+        if cfg.workers == 1:
+            for s in starts:
+                if stop_after_chunks is not None and done >= stop_after_chunks:
+                    break
+                finish(s, *_convert_chunk(paths[s:s + chunk_size], cfg))
+                done += 1
+                bar.update(min(chunk_size, n - s))
+        else:
+            with ProcessPoolExecutor(cfg.workers) as pool:
+                todo = iter(starts)
+                running: dict = {}
+                while True:
+                    # bounded look-ahead keeps memory at a few chunks per worker
+                    while len(running) < 2 * cfg.workers and (
+                            stop_after_chunks is None or done + len(running) < stop_after_chunks):
+                        s = next(todo, None)
+                        if s is None:
+                            break
+                        running[pool.submit(_convert_chunk, paths[s:s + chunk_size], cfg)] = s
+                    if not running:
+                        break
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        s = running.pop(fut)
+                        finish(s, *fut.result())
+                        done += 1
+                        bar.update(min(chunk_size, n - s))
+    finally:
+        bar.close()
+        del mm
+
+    remaining = [s for s in range(0, n, chunk_size) if not (progress / f"chunk_{s:09d}.json").exists()]
+    if remaining:
+        log.info("%s: stopped with %d chunk(s) left; run again to resume", npy, len(remaining))
+        return npy
+    _finalize(cohort_dir, frame, cfg, fp, chunk_size)
+    return npy
+
+
+def _finalize(cohort_dir: Path, frame: pd.DataFrame, cfg: SignalsConfig, fp: str, chunk_size: int) -> None:
+    """Write manifest, per-lead statistics and signals.json; drop the progress folder."""
+    n = len(frame)
+    progress = cohort_dir / PROGRESS_DIR
+    reasons = [""] * n
+    for s in range(0, n, chunk_size):
+        part = read_json(progress / f"chunk_{s:09d}.json")
+        reasons[s:s + len(part["reasons"])] = part["reasons"]
+    status = np.where(np.array([r == "" for r in reasons], dtype=bool), "ok", "failed")
+    manifest = pd.DataFrame({"study_id": frame["study_id"].to_numpy(np.int64),
+                             "row": np.arange(n, dtype=np.int64),
+                             "status": pd.array(status, dtype="string"),
+                             "reason": pd.array(reasons, dtype="string")})
+    with atomic_path(cohort_dir / "signals_manifest.parquet") as tmp:
+        manifest.to_parquet(tmp, index=False)
+    failed = np.flatnonzero(status == "failed")
+    n_failed = len(failed)
+    if n_failed:
+        log.info("signals: %d of %d records failed (listed in signals_manifest.parquet); "
+                 "first: row %d, %s", n_failed, n, failed[0], reasons[failed[0]])
+
+    ok_train = (status == "ok") & frame["fold"].isin(TRAIN_FOLDS).to_numpy()
+    mean, std = compute_lead_stats(np.load(cohort_dir / "signals.npy", mmap_mode="r"),
+                                   np.flatnonzero(ok_train))
+    write_json(cohort_dir / "signals_stats.json",
+               {"leads": list(LEADS), "folds": list(TRAIN_FOLDS), "n_records": int(ok_train.sum()),
+                "mean_mv": mean.tolist(), "std_mv": std.tolist()})
+    write_json(cohort_dir / "signals.json",
+               {"leads": list(LEADS), "fs_hz": cfg.fs_hz, "n_samples": cfg.n_samples,
+                "dtype": cfg.dtype, "units": "mV", "clip_mv": cfg.clip_mv,
+                "source_fs_hz": SOURCE_FS_HZ, "n_rows": n, "n_ok": n - n_failed,
+                "n_failed": n_failed, "max_nan_frac": cfg.max_nan_frac, "flat_mv": cfg.flat_mv,
+                "resampling": "scipy.signal.resample_poly(x, 1, 500/fs_hz, padtype='line')",
+                "fingerprint": fp})
+    shutil.rmtree(progress, ignore_errors=True)
+
+
+def compute_lead_stats(x: np.ndarray, rows: np.ndarray, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Per-lead mean and standard deviation over the given rows, streamed in blocks.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_ecgs, L, 12)
+        Millivolts (the memmap).
+    rows : ndarray of shape (n_rows,), int
+        Rows to include.
+
+    Returns
+    -------
+    mean_mv, std_mv : ndarray of shape (12,), float64
+        Over all samples of all rows; std with ddof 0. NaN when ``rows`` is empty.
+    """
+    c = x.shape[2]
+    s = np.zeros(c)
+    s2 = np.zeros(c)
+    count = 0
+    for i in range(0, len(rows), block):
+        b = np.asarray(x[np.sort(rows[i:i + block])], dtype=np.float64).reshape(-1, c)
+        s += b.sum(axis=0)
+        s2 += np.square(b).sum(axis=0)
+        count += b.shape[0]
+    if count == 0:
+        return np.full(c, np.nan), np.full(c, np.nan)
+    mean = s / count
+    return mean, np.sqrt(np.maximum(s2 / count - mean ** 2, 0.0))
+
+
+def load_signals(cohort_dir: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Open a finished ``signals.npy`` read-only.
+
+    Returns
+    -------
+    x : numpy.memmap of shape (n_ecgs, n_samples, 12)
+        Millivolts at ``signals.json['fs_hz']``; row i is row i of ``cohort.parquet``.
+    leads : tuple of str
+        Lead names in the stored order.
+    """
+    cohort_dir = Path(cohort_dir)
+    meta_path = cohort_dir / "signals.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path}: not found; the conversion has not finished — run "
+                                f"`labecg signals --cohort {cohort_dir} --ecg DIR`")
+    meta = read_json(meta_path)
+    x = np.load(cohort_dir / "signals.npy", mmap_mode="r")
+    expected = (meta["n_rows"], meta["n_samples"], len(meta["leads"]))
+    if x.shape != expected:
+        raise ValueError(f"{cohort_dir / 'signals.npy'}: shape {x.shape}, expected {expected} "
+                         f"from signals.json")
+    return x, tuple(meta["leads"])
