@@ -9,7 +9,18 @@ Categories are the paper's codes: ``Ca.`` cardiac, ``Re.`` renal, ``He.`` hemato
 paper gives two.
 
 Reference ranges are the typical ``ref_range_lower``/``ref_range_upper`` that MIMIC-IV
-prints for the test; the paper's thresholds are their medians over all rows.
+prints for the test; the paper's thresholds are their medians over all rows (and match
+the thresholds of the paper's Tables 1-2).
+
+Itemids checked against the public MIT-LCP/mimic-code concept queries
+(``mimic-iv/concepts/measurement/``: chemistry 50862 50868 50882 50893 50902 50912 50931
+50971 50983 51006; complete_blood_count 51221 51222 51248 51249 51250 51265 51277 51279
+51301; blood_differential 51244 51254 51256 52069; cardiac_marker 50911 50963 51003;
+enzyme 50885 50910 50911; coagulation 51237 51274 51275) and against a public
+itemid -> label listing of ``d_labitems`` (50813 Lactate, 50852 % Hemoglobin A1c, 50924
+Ferritin, 50953 Iron Binding Capacity, Total, 50960 Magnesium, 50970 Phosphate, 50998
+Transferrin, 52172 RDW-SD; mimic-code's CBC query reads RDW-SD from 52159 instead).
+Not verified: eAG's itemid 50854 (one public listing names 50854 "Absolute A1c").
 """
 
 from __future__ import annotations

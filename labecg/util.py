@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def lab_slug(label: str) -> str:
@@ -57,6 +59,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
     finally:
         if tmp.exists():

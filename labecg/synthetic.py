@@ -1,0 +1,809 @@
+"""Synthetic cohort in the layout of the four MIMIC sources, with planted lab-ECG effects.
+
+Each patient carries 13 latent physiological factors (standardized; see ``FACTORS``).
+A factor is the patient's own mean (a random level plus chronic-disease offsets) plus an
+Ornstein-Uhlenbeck deviation that evolves within an encounter (time constant 6-30 h,
+sampled on a 10-minute grid); encounters months apart are independent draws. Laboratory
+values, ED vital signs and the ECG all read the factors at their own chart times, with
+per-patient gains and measurement noise. ``PLANTED_EFFECTS`` lists, per laboratory test,
+which channel carries its signal; ``planted_effects_frame()`` returns it as a table.
+
+Layout written (``generate(cfg)``; column lists in MIMIC_FORMAT.md order)::
+
+    out/mimiciv/hosp/{patients,admissions,labevents,d_labitems,omr}.csv.gz
+    out/mimic-iv-ed/ed/{edstays,vitalsign}.csv.gz
+    out/mimic-iv-ecg/record_list.csv, machine_measurements.csv, files/p..../p......../s......../*.hea|.dat
+    out/mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv
+    out/labecg_synthetic.json
+
+Determinism: every random draw comes from a generator seeded by
+``SeedSequence([seed, stream, id])`` of the patient (tables) or the study (waveforms), so
+the bytes do not depend on ``workers`` or on chunking; gzip headers carry mtime 0 and no
+file name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import multiprocessing as mp
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy.signal import lfilter
+from tqdm.auto import tqdm
+
+from labecg import ecgsim
+from labecg.catalog import LAB_TESTS
+from labecg.util import atomic_path, get_logger, lab_slug, write_json
+
+GENERATOR_VERSION = "1.0"
+log = get_logger("labecg.synthetic")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Settings of ``generate``.
+
+    ``ecgs_per_patient`` is the mean number of ECGs per patient (1-8 each);
+    ``waveform_fraction`` the seeded share of ECGs whose WFDB record is written (all
+    ECGs are listed in the CSV files either way); ``chunk_patients`` the number of
+    patients held in memory at once; ``writer`` "wfdb" calls ``wfdb.wrsamp`` per record,
+    "fast" writes the same bytes directly (``wfdb.wrsamp`` spends ~0.1 s per record
+    in header bookkeeping; the tests check the two agree byte for byte).
+    """
+
+    out: Path
+    patients: int = 300
+    seed: int = 0
+    ecgs_per_patient: float = 2.5
+    waveform_fraction: float = 1.0
+    workers: int = 1
+    chunk_patients: int = 1000
+    writer: Literal["fast", "wfdb"] = "fast"
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.patients < 1:
+            raise ValueError(f"patients must be >= 1, got {self.patients}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not 1.0 <= self.ecgs_per_patient <= 8.0:
+            raise ValueError(f"ecgs_per_patient must be in [1, 8], got {self.ecgs_per_patient}")
+        if not 0.0 <= self.waveform_fraction <= 1.0:
+            raise ValueError(f"waveform_fraction must be in [0, 1], got {self.waveform_fraction}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.writer not in ("fast", "wfdb"):
+            raise ValueError(f"writer must be 'fast' or 'wfdb', got {self.writer!r}")
+        if self.chunk_patients < 1:
+            raise ValueError(f"chunk_patients must be >= 1, got {self.chunk_patients}")
+
+
+# ---------------------------------------------------------------- latent factors
+FACTORS = ("potassium", "calcium", "renal", "heart_failure", "anemia", "inflammation",
+           "coagulation", "liver", "nutrition", "glycemia", "iron_deficiency", "muscle",
+           "ischemia")
+F = {name: i for i, name in enumerate(FACTORS)}
+_K = len(FACTORS)
+_GRID_MIN = 10           # latent grid step within an encounter
+_GRID_START_MIN = -180   # grid covers [arrival - 3 h, arrival + 29 h)
+_GRID_N = 192
+
+
+@dataclass(frozen=True)
+class PlantedEffect:
+    """One row of the planted-effects table.
+
+    ``strength`` is a design grade of the planted link from the lab's latent factor to
+    its channel: 0 none, 1 weak, 2 moderate, 3 strong (roughly: expected AUROC from a
+    perfect reader of the channel <0.55, 0.55-0.65, 0.65-0.8, >0.8).
+    """
+
+    label: str
+    direction: Literal["low", "high", "both"]
+    channel: Literal["ecg", "vitals", "ecg+vitals", "none"]
+    mechanism: str
+    strength: float
+
+
+PLANTED_EFFECTS: tuple[PlantedEffect, ...] = (
+    PlantedEffect("Potassium", "both", "ecg", "potassium -> T-wave amplitude (strongly), T narrowing, QRS width", 3),
+    PlantedEffect("Calcium, Total", "low", "ecg", "calcium -> QT interval (low calcium lengthens QT)", 3),
+    PlantedEffect("NTproBNP", "high", "ecg+vitals", "heart failure -> lower QRS voltage, faster rate, AF-like irregular RR; lower SpO2, faster breathing", 3),
+    PlantedEffect("Creatinine", "both", "ecg", "renal function -> QRS voltage, and potassium's T-wave/QRS effects", 2),
+    PlantedEffect("Urea Nitrogen", "both", "ecg", "renal function -> QRS voltage, and potassium's T-wave/QRS effects", 2),
+    PlantedEffect("Phosphate", "high", "ecg", "renal function (weaker loading) -> QRS voltage via renal factor", 1),
+    PlantedEffect("Hemoglobin", "both", "ecg+vitals", "anemia -> heart rate (ECG and ED heart rate)", 2),
+    PlantedEffect("Hematocrit", "both", "ecg+vitals", "anemia -> heart rate (ECG and ED heart rate)", 2),
+    PlantedEffect("Red Blood Cells", "low", "ecg+vitals", "anemia -> heart rate", 2),
+    PlantedEffect("RDW", "high", "ecg+vitals", "iron deficiency and anemia -> heart rate", 1),
+    PlantedEffect("RDW-SD", "high", "ecg+vitals", "iron deficiency and anemia -> heart rate", 1),
+    PlantedEffect("MCHC", "low", "ecg+vitals", "iron deficiency -> heart rate (weak)", 1),
+    PlantedEffect("Ferritin", "low", "ecg+vitals", "iron deficiency -> heart rate (weak)", 1),
+    PlantedEffect("Troponin T", "high", "ecg", "ischemia -> ST depression and T flattening, lateral leads", 2),
+    PlantedEffect("Creatine Kinase, MB Isoenzyme", "high", "ecg", "ischemia (partial loading) -> ST depression", 1),
+    PlantedEffect("White Blood Cells", "high", "vitals", "inflammation -> temperature, respiratory rate (ED vitals only)", 2),
+    PlantedEffect("Lymphocytes", "low", "vitals", "inflammation -> temperature, respiratory rate (ED vitals only)", 2),
+    PlantedEffect("Neutrophils", "high", "vitals", "inflammation -> temperature, respiratory rate (ED vitals only)", 2),
+    PlantedEffect("Monocytes", "high", "vitals", "inflammation -> temperature, respiratory rate (ED vitals only)", 1),
+    PlantedEffect("Lactate", "high", "ecg+vitals", "inflammation and heart failure -> vitals, rate and voltage", 1),
+    PlantedEffect("Albumin", "low", "vitals", "nutrition (no channel) and inflammation (vitals, weak)", 1),
+    PlantedEffect("Sodium", "both", "none", "no planted signal", 0),
+    PlantedEffect("Chloride", "both", "none", "no planted signal", 0),
+    PlantedEffect("Glucose", "both", "none", "glycemia factor, which nothing observed reads", 0),
+    PlantedEffect("% Hemoglobin A1c", "high", "none", "glycemia factor, which nothing observed reads", 0),
+    PlantedEffect("eAG", "high", "none", "glycemia factor, which nothing observed reads", 0),
+    PlantedEffect("Platelet Count", "both", "none", "no planted signal", 0),
+    PlantedEffect("Bilirubin, Total", "high", "none", "liver factor, which nothing observed reads", 0),
+    PlantedEffect("INR(PT)", "high", "none", "coagulation factor, which nothing observed reads", 0),
+    PlantedEffect("PT", "high", "none", "coagulation factor, which nothing observed reads", 0),
+    PlantedEffect("PTT", "high", "none", "coagulation factor, which nothing observed reads", 0),
+    PlantedEffect("Creatine Kinase (CK)", "low", "none", "muscle factor, which nothing observed reads", 0),
+    PlantedEffect("Magnesium", "both", "ecg", "renal function (weak loading) only", 1),
+    PlantedEffect("Bicarbonate", "high", "ecg", "renal function (weak, negative loading) only", 1),
+    PlantedEffect("Anion Gap", "high", "ecg+vitals", "renal function and inflammation (weak)", 1),
+    PlantedEffect("Iron Binding Capacity, Total", "low", "vitals", "inflammation (negative) and iron deficiency", 1),
+    PlantedEffect("Transferrin", "low", "vitals", "inflammation (negative) and iron deficiency", 1),
+    PlantedEffect("Absolute Basophil Count", "low", "vitals", "inflammation (weak, negative)", 1),
+    PlantedEffect("MCH", "low", "ecg+vitals", "iron deficiency -> heart rate (weak)", 1),
+    PlantedEffect("MCV", "low", "ecg+vitals", "iron deficiency -> heart rate (weak)", 1),
+)
+
+
+def planted_effects_frame() -> pd.DataFrame:
+    """The planted effects as a table.
+
+    Returns
+    -------
+    DataFrame with columns label, lab (``util.lab_slug(label)``), direction, channel,
+    mechanism, strength; one row per laboratory test.
+    """
+    df = pd.DataFrame([asdict(e) for e in PLANTED_EFFECTS])
+    df.insert(1, "lab", df["label"].map(lab_slug))
+    return df
+
+
+@dataclass(frozen=True)
+class _LabModel:
+    """value = centre + sd * z (linear) or centre * exp(sd * z) (log); z = loadings . factors + residual."""
+
+    centre: float
+    sd: float
+    log: bool
+    decimals: int
+    loadings: tuple[tuple[str, float], ...]
+
+
+_L = _LabModel
+_LAB_MODELS: dict[str, _LabModel] = {
+    "NTproBNP": _L(170.0, 1.3, True, 0, (("heart_failure", 0.85), ("renal", 0.35))),
+    "Troponin T": _L(0.006, 1.2, True, 2, (("ischemia", 0.85), ("renal", 0.3))),
+    "Creatine Kinase (CK)": _L(90.0, 0.75, True, 0, (("muscle", 0.9),)),
+    "Creatine Kinase, MB Isoenzyme": _L(3.0, 0.7, True, 0, (("ischemia", 0.6), ("muscle", 0.4))),
+    "Urea Nitrogen": _L(14.0, 0.6, True, 0, (("renal", 0.9),)),
+    "Creatinine": _L(0.85, 0.42, True, 1, (("renal", 0.9),)),
+    "Calcium, Total": _L(8.85, 0.55, False, 1, (("calcium", 0.85), ("renal", -0.2), ("nutrition", -0.2))),
+    "Phosphate": _L(3.6, 0.8, False, 1, (("renal", 0.6),)),
+    "Potassium": _L(4.4, 0.65, False, 1, (("potassium", 0.9), ("renal", 0.3))),
+    "Sodium": _L(139.0, 4.5, False, 0, ()),
+    "Chloride": _L(102.0, 5.0, False, 0, ()),
+    "Magnesium": _L(1.95, 0.3, False, 1, (("renal", 0.3),)),
+    "Glucose": _L(105.0, 0.3, True, 0, (("glycemia", 0.8),)),
+    "Bicarbonate": _L(27.0, 3.5, False, 0, (("renal", -0.4),)),
+    "Anion Gap": _L(15.0, 3.5, False, 0, (("renal", 0.5), ("inflammation", 0.3))),
+    "Albumin": _L(3.8, 0.5, False, 1, (("nutrition", -0.8), ("inflammation", -0.3))),
+    "Bilirubin, Total": _L(0.7, 0.7, True, 1, (("liver", 0.9),)),
+    "Ferritin": _L(60.0, 1.1, True, 0, (("iron_deficiency", -0.7), ("inflammation", 0.5))),
+    "Lactate": _L(1.4, 0.45, True, 1, (("inflammation", 0.5), ("heart_failure", 0.4))),
+    "% Hemoglobin A1c": _L(5.7, 0.18, True, 1, (("glycemia", 0.7),)),
+    "Hemoglobin": _L(14.6, 1.8, False, 1, (("anemia", -0.85), ("iron_deficiency", -0.35))),
+    "MCHC": _L(32.0, 1.2, False, 1, (("iron_deficiency", -0.7),)),
+    "MCH": _L(29.5, 2.2, False, 1, (("iron_deficiency", -0.6),)),
+    "MCV": _L(90.0, 6.0, False, 0, (("iron_deficiency", -0.6), ("liver", 0.3))),
+    "RDW": _L(14.2, 1.8, False, 1, (("iron_deficiency", 0.6), ("anemia", 0.4))),
+    "Platelet Count": _L(240.0, 0.45, True, 0, ()),
+    "White Blood Cells": _L(8.5, 0.4, True, 1, (("inflammation", 0.85),)),
+    "Lymphocytes": _L(22.0, 8.0, False, 1, (("inflammation", -0.8),)),
+    "Monocytes": _L(8.0, 2.5, False, 1, (("inflammation", 0.5),)),
+    "Neutrophils": _L(68.0, 10.0, False, 1, (("inflammation", 0.8),)),
+    "Absolute Basophil Count": _L(0.03, 0.6, True, 2, (("inflammation", -0.3),)),
+    "Iron Binding Capacity, Total": _L(300.0, 60.0, False, 0, (("iron_deficiency", 0.5), ("inflammation", -0.4), ("nutrition", -0.4))),
+    "Transferrin": _L(230.0, 50.0, False, 0, (("iron_deficiency", 0.5), ("inflammation", -0.4), ("nutrition", -0.4))),
+    "INR(PT)": _L(1.05, 0.25, True, 1, (("coagulation", 0.85), ("liver", 0.3))),
+    "PTT": _L(30.0, 0.25, True, 1, (("coagulation", 0.6),)),
+}
+# Derived from another test of the same draw: label -> (source, slope, intercept, noise sd)
+_DERIVED = {
+    "Hematocrit": ("Hemoglobin", 3.0, 0.5, 1.0),
+    "Red Blood Cells": ("Hemoglobin", 0.33, 0.0, 0.2),
+    "RDW-SD": ("RDW", 3.1, 0.0, 1.5),
+    "PT": ("INR(PT)", 11.0, 0.3, 0.3),
+    "eAG": ("% Hemoglobin A1c", 28.7, -46.7, 0.0),
+}
+_DERIVED_DECIMALS = {"Hematocrit": 1, "Red Blood Cells": 2, "RDW-SD": 1, "PT": 1, "eAG": 0}
+
+# Panels: (name, labels, probability at the first draw of an encounter, later draws, outpatient)
+_PANELS = (
+    ("chem", ("Sodium", "Potassium", "Chloride", "Bicarbonate", "Anion Gap", "Urea Nitrogen",
+              "Creatinine", "Glucose"), 0.92, 0.75, 0.8),
+    ("cbc", ("Hemoglobin", "Hematocrit", "Red Blood Cells", "RDW", "RDW-SD", "MCHC", "MCH", "MCV",
+             "Platelet Count", "White Blood Cells"), 0.88, 0.7, 0.8),
+    ("diff", ("Lymphocytes", "Monocytes", "Neutrophils", "Absolute Basophil Count"), 0.5, 0.3, 0.3),
+    ("minerals", ("Calcium, Total", "Magnesium", "Phosphate"), 0.7, 0.55, 0.3),
+    ("coag", ("INR(PT)", "PT", "PTT"), 0.45, 0.3, 0.1),
+    ("lft", ("Albumin", "Bilirubin, Total"), 0.4, 0.2, 0.3),
+    ("trop", ("Troponin T",), 0.5, 0.3, 0.02),
+    ("ck", ("Creatine Kinase (CK)", "Creatine Kinase, MB Isoenzyme"), 0.15, 0.08, 0.02),
+    ("bnp", ("NTproBNP",), 0.35, 0.08, 0.05),
+    ("lactate", ("Lactate",), 0.2, 0.15, 0.0),
+    ("iron", ("Ferritin", "Iron Binding Capacity, Total", "Transferrin"), 0.07, 0.03, 0.12),
+    ("a1c", ("% Hemoglobin A1c", "eAG"), 0.06, 0.0, 0.2),
+    ("urine", ("__urine_glucose__",), 0.15, 0.05, 0.1),
+)
+
+_PANEL_P = np.array([p[2:5] for p in _PANELS]).T  # (3 kinds, n_panels)
+_TESTS = {t.label: t for t in LAB_TESTS}
+URINE_GLUCOSE = (51478, "Glucose", "Urine", "Hematology", "mg/dL")
+_ITEMS = [t for t in LAB_TESTS if t.label in _LAB_MODELS or t.label in _DERIVED]
+_ITEM_INDEX = {t.label: i for i, t in enumerate(_ITEMS)}
+_URINE_INDEX = len(_ITEMS)
+
+COLUMNS = {
+    "patients": ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
+    "admissions": ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
+                   "admit_provider_id", "admission_location", "discharge_location", "insurance",
+                   "language", "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag"],
+    "labevents": ["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id",
+                  "charttime", "storetime", "value", "valuenum", "valueuom", "ref_range_lower",
+                  "ref_range_upper", "flag", "priority", "comments"],
+    "d_labitems": ["itemid", "label", "fluid", "category"],
+    "omr": ["subject_id", "chartdate", "seq_num", "result_name", "result_value"],
+    "edstays": ["subject_id", "hadm_id", "stay_id", "intime", "outtime", "gender", "race",
+                "arrival_transport", "disposition"],
+    "vitalsign": ["subject_id", "stay_id", "charttime", "temperature", "heartrate", "resprate", "o2sat",
+                  "sbp", "dbp", "rhythm", "pain"],
+    "record_list": ["subject_id", "study_id", "file_name", "ecg_time", "path"],
+    "machine_measurements": ["subject_id", "study_id", "cart_id", "ecg_time"]
+    + [f"report_{i}" for i in range(18)]
+    + ["bandwidth", "filtering", "rr_interval", "p_onset", "p_end", "qrs_onset", "qrs_end", "t_end",
+       "p_axis", "qrs_axis", "t_axis"],
+    "records_w_diag_icd10": ["file_name", "study_id", "subject_id", "ecg_time", "ed_stay_id", "ed_hadm_id",
+                             "hosp_hadm_id", "ed_diag_ed", "ed_diag_hosp", "hosp_diag_hosp", "all_diag_hosp",
+                             "all_diag_all", "gender", "age", "anchor_year", "anchor_age", "strat_fold"],
+}
+RELPATHS = {
+    "patients": "mimiciv/hosp/patients.csv.gz", "admissions": "mimiciv/hosp/admissions.csv.gz",
+    "labevents": "mimiciv/hosp/labevents.csv.gz", "d_labitems": "mimiciv/hosp/d_labitems.csv.gz",
+    "omr": "mimiciv/hosp/omr.csv.gz", "edstays": "mimic-iv-ed/ed/edstays.csv.gz",
+    "vitalsign": "mimic-iv-ed/ed/vitalsign.csv.gz", "record_list": "mimic-iv-ecg/record_list.csv",
+    "machine_measurements": "mimic-iv-ecg/machine_measurements.csv",
+    "records_w_diag_icd10": "mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv",
+}
+_RACES = (("WHITE", 0.55), ("BLACK/AFRICAN AMERICAN", 0.15), ("HISPANIC/LATINO - PUERTO RICAN", 0.04),
+          ("HISPANIC/LATINO - DOMINICAN", 0.03), ("HISPANIC OR LATINO", 0.02), ("ASIAN - CHINESE", 0.03),
+          ("ASIAN", 0.02), ("WHITE - OTHER EUROPEAN", 0.03), ("OTHER", 0.04), ("UNKNOWN", 0.06),
+          ("UNABLE TO OBTAIN", 0.01), ("PORTUGUESE", 0.02))
+_EPOCH = np.datetime64("2100-01-01T00:00:00", "s")
+
+
+def _rng(seed: int, stream: int, key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, int(key)]))
+
+
+def _fmt_time(sec: np.ndarray) -> np.ndarray:
+    """Seconds since 2100-01-01 -> 'YYYY-MM-DD HH:MM:SS' strings ('' for NaN)."""
+    sec = np.asarray(sec, dtype=float)
+    ok = np.isfinite(sec)
+    out = np.full(sec.shape, "", dtype=object)
+    if not ok.any():
+        return out
+    s = np.datetime_as_string(_EPOCH + sec[ok].astype(np.int64).astype("timedelta64[s]"), unit="s")
+    out[ok] = np.char.replace(s, "T", " ")
+    return out
+
+
+def _ou(mu: np.ndarray, sd: np.ndarray, tau_min: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Ornstein-Uhlenbeck paths on the 10-minute grid.
+
+    mu, sd, tau_min : (K,); z : (K, N) standard normal innovations. Returns (K, N).
+    """
+    a = np.exp(-_GRID_MIN / tau_min)  # (K,)
+    out = np.empty_like(z)
+    for k in range(z.shape[0]):  # K filters, each vectorized over the grid
+        x0 = z[k, 0] * sd[k]
+        innov = z[k] * sd[k] * np.sqrt(1 - a[k] ** 2)
+        innov[0] = x0
+        out[k] = lfilter([1.0], [1.0, -a[k]], innov)
+    return mu[:, None] + out
+
+
+def _lab_values(state: np.ndarray, resid: np.ndarray, female: bool) -> dict[str, np.ndarray]:
+    """Lab values for D draws. state (D, K) factors; resid (D, n_models) residual z."""
+    vals = {}
+    for j, (label, m) in enumerate(_LAB_MODELS.items()):
+        z = np.zeros(state.shape[0])
+        w2 = 0.0
+        for name, w in m.loadings:
+            z += w * state[:, F[name]]
+            w2 += w * w
+        z += np.sqrt(max(0.15, 1.0 - w2)) * resid[:, j]
+        centre = m.centre
+        if female and label == "Creatinine":
+            centre *= 0.8
+        if female and label == "Hemoglobin":
+            centre -= 1.0
+        v = centre * np.exp(m.sd * z) if m.log else centre + m.sd * z
+        vals[label] = np.maximum(np.round(v, m.decimals), 10.0 ** -m.decimals)
+    return vals
+
+
+def _derive(vals: dict, rng: np.random.Generator) -> None:
+    for label, (src, slope, icpt, sd) in _DERIVED.items():
+        x = vals[src]
+        v = slope * x + icpt + sd * rng.normal(size=x.shape)
+        if label == "Red Blood Cells":
+            v = x * 10.0 / vals["MCH"] + 0.15 * rng.normal(size=x.shape)
+        vals[label] = np.maximum(np.round(v, _DERIVED_DECIMALS[label]), 0.01)
+
+
+def _ecg_params(s: np.ndarray, pat: dict, rng: np.random.Generator) -> dict:
+    """Waveform parameters of one ECG from the factor state s (K,) at the ECG time."""
+    anemia = 0.85 * s[F["anemia"]] + 0.5 * s[F["iron_deficiency"]]
+    hf, ren, k = s[F["heart_failure"]], s[F["renal"]], s[F["potassium"]] + 0.3 * s[F["renal"]]
+    hr = pat["hr0"] + 9.0 * anemia + 6.0 * hf + 3.0 * s[F["inflammation"]] + rng.normal(0, 4)
+    af = rng.random() < 1 / (1 + np.exp(-(-3.2 + 1.4 * hf + 0.03 * (pat["age"] - 65))))
+    hr = float(np.clip(hr + (15 if af else 0), 38, 165))
+    qrs = 88 + 7.0 * max(k, 0) + 3.0 * hf + pat["qrs0"] + rng.normal(0, 3)
+    qtc = 415 - 24.0 * s[F["calcium"]] + pat["qt0"] + rng.normal(0, 8)
+    qt = qtc * np.sqrt(60.0 / hr) ** 0.66  # damped Bazett so short RR does not collapse QT
+    return dict(
+        hr_bpm=hr, af=bool(af), qrs_ms=float(np.clip(qrs, 70, 170)), qt_ms=float(np.clip(qt, 260, 560)),
+        pr_ms=float(np.clip(160 + rng.normal(0, 12), 110, 240)),
+        t_amp=float(pat["tgain"] * np.exp(0.5 * np.clip(k, -3, 3))),
+        t_width_s=float(0.055 * np.exp(-0.12 * np.clip(k, -3, 3))),
+        r_amp=float(pat["vgain"] * np.exp(-0.22 * hf - 0.12 * ren)),
+        st_mv=float(-0.12 * max(s[F["ischemia"]] - 0.3, 0.0)),
+        axis_deg=float(pat["axis"] + rng.normal(0, 4)),
+        noise_mv=float(rng.uniform(0.008, 0.03)), wander_mv=float(rng.uniform(0.02, 0.12)),
+        flat_lead=int(rng.integers(6, 12)) if rng.random() < 0.02 else -1,
+        nan_start_s=float(rng.uniform(0, 8)), nan_len_s=float(rng.uniform(0.2, 1.5)) if rng.random() < 0.02 else 0.0,
+    )
+
+
+def _simulate_patient(subject_id: int, n_ecg: int, study_ids: np.ndarray, fold: int,
+                      cfg: SynthConfig, ids: dict) -> dict:
+    """All rows of one patient. ``ids`` holds running counters (hadm, stay, specimen)."""
+    rng = _rng(cfg.seed, 1, subject_id)
+    female = rng.random() < 0.48
+    age0 = int(rng.integers(18, 90))
+    anchor_year = int(rng.integers(2110, 2200))
+    race = _RACES[rng.choice(len(_RACES), p=np.array([p for _, p in _RACES]) / sum(p for _, p in _RACES))][0]
+    mu = rng.normal(0, 0.7, _K)
+    if rng.random() < 0.2:  # chronic kidney disease
+        mu[[F["renal"], F["potassium"], F["anemia"]]] += (1.4, 0.6, 0.7)
+    if rng.random() < 0.15 + 0.003 * max(age0 - 50, 0):  # heart failure
+        mu[[F["heart_failure"], F["renal"]]] += (1.5, 0.5)
+    sd_w = np.full(_K, 0.6)
+    tau = rng.uniform(360, 1800, _K)
+    pat = dict(age=age0, hr0=72 + rng.normal(0, 7), qrs0=rng.normal(0, 5), qt0=rng.normal(0, 10),
+               tgain=float(np.exp(rng.normal(0, 0.2))), vgain=float(np.exp(rng.normal(0, 0.2))),
+               axis=rng.normal(50, 20))
+    resid_mu = rng.normal(0, 0.6, len(_LAB_MODELS))
+    out = {k: [] for k in ("adm", "ed", "vit", "lab", "ecg", "omr")}
+    n_enc = 1 + rng.binomial(n_ecg - 1, 0.45)
+    per_enc = np.bincount(np.concatenate([np.arange(n_enc), rng.integers(0, n_enc, n_ecg - n_enc)]), minlength=n_enc)
+    start = (anchor_year - 2100) * 365.25 * 86400 + np.sort(rng.uniform(0, 6 * 365.25 * 86400, n_enc))
+    start = np.floor(start / 60) * 60
+    e = 0
+    for j in range(n_enc):
+        t0 = start[j]
+        z = rng.normal(size=(_K, _GRID_N))
+        grid = _ou(mu, sd_w, tau, z).T  # (N, K)
+
+        def state_at(t_sec):
+            g = np.clip(np.round((np.asarray(t_sec) - t0) / 60 / _GRID_MIN - _GRID_START_MIN / _GRID_MIN), 0, _GRID_N - 1)
+            return grid[g.astype(int)]
+
+        has_ed = rng.random() < 0.8
+        admitted = rng.random() < (0.45 if has_ed else 1.0)
+        ed_out = t0 + 60 * np.floor(rng.uniform(180, 720))
+        hadm = stay = None
+        if admitted:
+            ids["hadm"] += int(rng.integers(1, 50))
+            hadm = ids["hadm"]
+            adm_t = ed_out - 1800 if has_ed else t0
+            out["adm"].append((subject_id, hadm, adm_t, adm_t + 60 * np.floor(60 * rng.uniform(20, 160)), has_ed, t0, ed_out))
+        if has_ed:
+            ids["stay"] += int(rng.integers(1, 50))
+            stay = ids["stay"]
+            out["ed"].append((subject_id, hadm, stay, t0, ed_out, admitted))
+            vt = t0 + 60 * np.cumsum(rng.uniform(15, 60, 40))
+            vt = np.floor(vt[vt < ed_out] / 60) * 60
+            vs = state_at(vt)
+            out["vit"].append((stay, vt, vs, pat["hr0"]))
+        t_ecg = np.sort(np.concatenate([[t0 + rng.uniform(5, 45) * 60],
+                                        t0 + rng.uniform(60, 1200, per_enc[j] - 1) * 60]))
+        t_ecg = np.floor(t_ecg)
+        for t in t_ecg:
+            s = state_at(t)
+            out["ecg"].append(dict(subject_id=subject_id, study_id=int(study_ids[e]), t=t, stay=stay, hadm=hadm,
+                                   params=_ecg_params(s, pat, rng), state=s, fold=fold))
+            e += 1
+        # lab draws: one around the first ECG, then every 3-8 h, plus some soon after later ECGs
+        d = [t_ecg[0] + rng.normal(0, 25) * 60]
+        while d[-1] < t0 + 22 * 3600:
+            d.append(d[-1] + rng.uniform(3, 8) * 3600)
+        d += [t + rng.normal(0, 30) * 60 for t in t_ecg[1:] if rng.random() < 0.75]
+        d += [t + rng.uniform(5, 110) * 60 for t in t_ecg[1:] if rng.random() < 0.5]
+        d = np.floor(np.array(d) / 60) * 60
+        first = np.arange(d.size) == 0
+        out["lab"].append((d, state_at(d), first, hadm if admitted else None, stay))
+    # outpatient draws months away from encounters: a fresh stationary state each
+    n_out = rng.poisson(2.0)
+    if n_out:
+        d = (anchor_year - 2100) * 365.25 * 86400 + rng.uniform(0, 6 * 365.25 * 86400, n_out)
+        d = np.floor(d / 60) * 60
+        st = mu + sd_w * rng.normal(size=(n_out, _K))
+        out["lab"].append((d, st, np.full(n_out, -1), None, None))
+    # all draws of the patient at once: (D,) times, (D, K) states, (D,) kind (2 first, 3 later, 4 outpatient)
+    d_t = np.concatenate([x[0] for x in out["lab"]])
+    d_state = np.concatenate([x[1] for x in out["lab"]])
+    d_kind = np.concatenate([np.where(np.asarray(x[2]) == -1, 4, np.where(np.asarray(x[2]) == 1, 2, 3)) for x in out["lab"]])
+    d_hadm = np.concatenate([np.full(x[0].size, np.nan if x[3] is None else x[3]) for x in out["lab"]])
+    resid = resid_mu[None, :] + 0.5 * rng.normal(size=(d_t.size, len(_LAB_MODELS)))
+    vals = _lab_values(d_state, resid, female)
+    _derive(vals, rng)
+    take = rng.random((d_t.size, len(_PANELS))) < _PANEL_P[d_kind - 2]  # (D, n_panels)
+    labs = []
+    for q in range(d_t.size):
+        if not take[q].any():
+            continue
+        ids["specimen"] += int(rng.integers(1, 20))
+        for j in np.flatnonzero(take[q]):
+            for lb in _PANELS[j][1]:
+                if lb == "__urine_glucose__":
+                    labs.append((_URINE_INDEX, d_t[q], np.nan, d_hadm[q], ids["specimen"] + 7, d_kind[q] == 4))
+                else:
+                    labs.append((_ITEM_INDEX[lb], d_t[q], vals[lb][q], d_hadm[q], ids["specimen"], d_kind[q] == 4))
+    omr = None
+    if rng.random() < 0.6:
+        n = int(rng.integers(1, 5))
+        dates = (anchor_year - 2100) * 365.25 * 86400 + np.sort(rng.uniform(0, 6 * 365.25 * 86400, n))
+        h_in = (70 if not female else 64.5) + rng.normal(0, 2.5)
+        w_lb = (185 if not female else 160) * np.exp(rng.normal(0, 0.2) + 0.03 * rng.normal(size=n))
+        omr = (dates, h_in, w_lb, 125 + 15 * rng.normal(size=n), 78 + 9 * rng.normal(size=n))
+    return dict(subject_id=subject_id, female=female, age=age0, anchor_year=anchor_year, race=race,
+                dod=(anchor_year - 2100 + 7) * 365.25 * 86400 if rng.random() < 0.08 else np.nan,
+                adm=out["adm"], ed=out["ed"], vit=out["vit"], labs=labs, ecg=out["ecg"], omr=omr,
+                rng=rng, fold=fold)
+
+
+# ---------------------------------------------------------------- tables of one chunk
+def _codes(s: np.ndarray, af: bool, rng: np.random.Generator) -> list[str]:
+    """ICD-10 codes implied by the factor state of one ECG (plus background noise)."""
+    rules = (("I10", rng.random() < 0.35), ("N189", s[F["renal"]] > 1.0), ("N179", s[F["renal"]] > 1.8),
+             ("I509", s[F["heart_failure"]] > 1.0), ("D649", s[F["anemia"]] > 1.0),
+             ("E875", s[F["potassium"]] > 1.3), ("I4891", af), ("R509", s[F["inflammation"]] > 1.3),
+             ("E119", s[F["glycemia"]] > 1.0), ("I214", s[F["ischemia"]] > 1.6), ("E785", rng.random() < 0.25))
+    return [c for c, on in rules if on]
+
+
+def _assemble(sims: list[dict], counters: dict) -> dict[str, pd.DataFrame]:
+    """DataFrames of one chunk of simulated patients, in MIMIC column order."""
+    rows = {k: [] for k in COLUMNS if k != "d_labitems"}
+    lab_parts = []
+    for p in sims:
+        rng, sid = p["rng"], p["subject_id"]
+        gender = "F" if p["female"] else "M"
+        rows["patients"].append((sid, gender, p["age"], p["anchor_year"],
+                                 ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019",
+                                  "2020 - 2022")[int(rng.integers(0, 5))], p["dod"]))
+        for (s_, hadm, adm_t, dis_t, has_ed, t0, ed_out) in p["adm"]:
+            rows["admissions"].append((
+                sid, hadm, adm_t, dis_t, np.nan, "EW EMER." if has_ed else "ELECTIVE", f"P{int(rng.integers(10000, 99999))}",
+                "EMERGENCY ROOM" if has_ed else "PHYSICIAN REFERRAL", "HOME", ("Medicare", "Private", "Medicaid", "Other")[int(rng.integers(0, 4))],
+                "ENGLISH", ("MARRIED", "SINGLE", "WIDOWED", "DIVORCED", "")[int(rng.integers(0, 5))], p["race"],
+                t0 if has_ed else np.nan, ed_out if has_ed else np.nan, 0))
+        for (s_, hadm, stay, t0, ed_out, admitted) in p["ed"]:
+            rows["edstays"].append((sid, hadm, stay, t0, ed_out, gender, p["race"],
+                                    ("WALK IN", "AMBULANCE", "UNKNOWN", "OTHER")[int(rng.choice(4, p=[0.55, 0.35, 0.07, 0.03]))],
+                                    "ADMITTED" if admitted else ("HOME", "LEFT WITHOUT BEING SEEN", "TRANSFER")[int(rng.choice(3, p=[0.9, 0.05, 0.05]))]))
+        for (stay, vt, vs, hr0) in p["vit"]:
+            n = vt.size
+            if n == 0:
+                continue
+            infl, hf = vs[:, F["inflammation"]], vs[:, F["heart_failure"]]
+            anemia = 0.85 * vs[:, F["anemia"]] + 0.5 * vs[:, F["iron_deficiency"]]
+            cols = np.stack([
+                np.round(98.2 + 1.0 * infl + 0.4 * rng.normal(size=n), 1),
+                np.round(hr0 + 9 * anemia + 6 * hf + 3 * infl + 6 * rng.normal(size=n)),
+                np.round(17 + 1.8 * infl + 1.5 * hf + 1.5 * rng.normal(size=n)),
+                np.round(np.minimum(100, 97.5 - 1.3 * hf + rng.normal(size=n))),
+                np.round(130 - 5 * hf + 15 * rng.normal(size=n)),
+                np.round(78 + 10 * rng.normal(size=n)),
+            ], axis=1)
+            cols[rng.random(cols.shape) < np.array([0.3, 0.08, 0.1, 0.1, 0.1, 0.1])] = np.nan
+            for r in range(n):
+                rows["vitalsign"].append((sid, stay, vt[r], *cols[r],
+                                          "Sinus Rhythm" if rng.random() < 0.05 else "",
+                                          str(int(rng.integers(0, 11))) if rng.random() < 0.6 else ("UTA" if rng.random() < 0.2 else "")))
+        if p["omr"] is not None:
+            dates, h_in, w_lb, sbp, dbp = p["omr"]
+            for q, dt in enumerate(dates):
+                rows["omr"].append((sid, dt, 1, "Blood Pressure", f"{int(sbp[q])}/{int(dbp[q])}"))
+                rows["omr"].append((sid, dt, 1, "Weight (Lbs)", f"{w_lb[q]:.1f}"))
+                if rng.random() < 0.7:
+                    rows["omr"].append((sid, dt, 1, "BMI (kg/m2)", f"{703.0 * w_lb[q] / h_in ** 2:.1f}"))
+                if q == 0 or rng.random() < 0.3:
+                    rows["omr"].append((sid, dt, 1, "Height (Inches)", f"{h_in:.0f}"))
+        codes_all: set[str] = set()
+        ecg_codes = []
+        for ecg in p["ecg"]:
+            c = _codes(ecg["state"], ecg["params"]["af"], rng)
+            codes_all.update(c)
+            ecg_codes.append(c)
+        for ecg, c in zip(p["ecg"], ecg_codes):
+            st, prm = ecg["study_id"], ecg["params"]
+            path = f"files/p{str(sid)[:4]}/p{sid}/s{st}/{st}"
+            rows["record_list"].append((sid, st, st, ecg["t"], path))
+            rr = 60000.0 / prm["hr_bpm"]
+            p_on = 40 + int(rng.integers(0, 30))
+            qrs_on = p_on + int(prm["pr_ms"])
+            qtc = prm["qt_ms"] / np.sqrt(rr / 1000.0)
+            rep = ["Atrial fibrillation" if prm["af"] else ("Sinus tachycardia" if prm["hr_bpm"] > 100 else
+                   "Sinus bradycardia" if prm["hr_bpm"] < 60 else "Sinus rhythm")]
+            if prm["r_amp"] < 0.7:
+                rep.append("Low QRS voltages in limb leads")
+            if qtc > 480:
+                rep.append("Prolonged QT interval")
+            rep.append("Abnormal ECG" if len(rep) > 1 or rep[0] != "Sinus rhythm" else "Normal ECG")
+            rep += [""] * (18 - len(rep))
+            rows["machine_measurements"].append((
+                sid, st, int(rng.integers(6000, 6999)), ecg["t"], *rep, "0.005-150 Hz", "60 Hz notch  Baseline filter",
+                int(round(rr)), 29999 if prm["af"] else p_on, 29999 if prm["af"] else p_on + 100 + int(rng.integers(0, 20)),
+                qrs_on, qrs_on + int(prm["qrs_ms"]), qrs_on + int(prm["qt_ms"]),
+                29999 if prm["af"] else int(rng.normal(55, 15)), int(prm["axis_deg"]), int(prm["axis_deg"] + rng.normal(0, 25))))
+            if rng.random() < 0.07:  # not every ECG is in the ICD-labels file
+                continue
+            year = 2100 + int(ecg["t"] // (365.25 * 86400))
+            lst = lambda x: "[" + ", ".join(f"'{v}'" for v in x) + "]"  # noqa: E731
+            rows["records_w_diag_icd10"].append((
+                f"mimic-iv-ecg-diagnostic-electrocardiogram-matched-subset-1.0/{path}", st, sid, ecg["t"],
+                ecg["stay"], ecg["hadm"] if ecg["stay"] is not None else None, ecg["hadm"],
+                lst(c) if ecg["stay"] is not None else "[]", lst(c) if ecg["hadm"] is not None and ecg["stay"] is not None else "[]",
+                lst(c) if ecg["hadm"] is not None else "[]", lst(sorted(codes_all)) if ecg["hadm"] is not None else "[]",
+                lst(sorted(codes_all)), gender, p["age"] + year - p["anchor_year"], p["anchor_year"], p["age"], p["fold"]))
+        if p["labs"]:
+            a = np.array(p["labs"], dtype=float)
+            lab_parts.append((np.full(len(a), sid), a, rng.random((len(a), 6))))
+    out = {k: pd.DataFrame(v, columns=COLUMNS[k]) for k, v in rows.items()}
+    out["labevents"] = _lab_frame(lab_parts, counters)
+    for k, cols in (("patients", ["dod"]), ("admissions", ["admittime", "dischtime", "deathtime", "edregtime", "edouttime"]),
+                    ("edstays", ["intime", "outtime"]), ("vitalsign", ["charttime"]),
+                    ("record_list", ["ecg_time"]), ("machine_measurements", ["ecg_time"]),
+                    ("records_w_diag_icd10", ["ecg_time"])):
+        for c in cols:
+            out[k][c] = _fmt_time(out[k][c].to_numpy(dtype=float))
+    out["patients"]["dod"] = out["patients"]["dod"].str[:10]
+    out["omr"]["chartdate"] = _fmt_time(out["omr"]["chartdate"].to_numpy(dtype=float)).astype(str)
+    out["omr"]["chartdate"] = out["omr"]["chartdate"].str[:10]
+    for k, cols in (("admissions", ["hadm_id"]), ("edstays", ["hadm_id"]),
+                    ("records_w_diag_icd10", ["ed_stay_id", "ed_hadm_id", "hosp_hadm_id"]),
+                    ("vitalsign", ["heartrate", "resprate", "o2sat", "sbp", "dbp"])):
+        for c in cols:
+            out[k][c] = pd.array(pd.to_numeric(out[k][c]).round(), dtype="Int64")
+    return out
+
+
+def _lab_frame(parts: list, counters: dict) -> pd.DataFrame:
+    """labevents rows of one chunk, with MIMIC's value text, units, ranges and flags."""
+    if not parts:
+        return pd.DataFrame(columns=COLUMNS["labevents"])
+    subj = np.concatenate([s for s, _, _ in parts]).astype(np.int64)
+    a = np.concatenate([x for _, x, _ in parts])
+    u = np.concatenate([x for _, _, x in parts])  # (n, 6) uniforms from each patient's stream
+    n = len(a)
+    item = a[:, 0].astype(int)
+    t, val, hadm, spec, outp = a[:, 1], a[:, 2].copy(), a[:, 3], a[:, 4].astype(np.int64), a[:, 5] > 0
+    itemids = np.array([x.itemid for x in _ITEMS] + [URINE_GLUCOSE[0]])
+    units = np.array([x.unit for x in _ITEMS] + [URINE_GLUCOSE[4]], dtype=object)[item]
+    lower = np.array([x.ref_lower for x in _ITEMS] + [np.nan])[item]
+    upper = np.array([x.ref_upper for x in _ITEMS] + [np.nan])[item]
+    decimals = np.array([_LAB_MODELS[x.label].decimals if x.label in _LAB_MODELS else _DERIVED_DECIMALS[x.label]
+                         for x in _ITEMS] + [0])[item]
+    wiggle = u[:, 0] < 0.1  # some rows print a slightly different reference range
+    lower = np.where(wiggle, np.round(lower * 0.95, 2), lower)
+    upper = np.where(wiggle, np.round(upper * 1.05, 2), upper)
+    is_urine = item == _URINE_INDEX
+    val[is_urine] = np.where(u[is_urine, 1] < 0.8, np.nan, np.where(u[is_urine, 1] < 0.93, 100.0, 300.0))
+    value = np.full(n, "", dtype=object)
+    for dec in np.unique(decimals):
+        m = (decimals == dec) & np.isfinite(val)
+        value[m] = np.char.mod(f"%.{dec}f", val[m])
+    value[is_urine & ~np.isfinite(val)] = "NEG"
+    lower[is_urine], upper[is_urine] = np.nan, np.nan
+    trop = itemids[item] == _TESTS["Troponin T"].itemid
+    value[trop & (val <= 0.01)] = "<0.01"
+    val[trop & (val < 0.01)] = 0.01
+    mchc = itemids[item] == _TESTS["MCHC"].itemid
+    units[mchc & (u[:, 2] < 0.3)] = "%"  # a second spelling of the same unit
+    hidden = u[:, 3] < 0.004  # de-identified values
+    value[hidden] = "___"
+    val[hidden] = np.nan
+    flag = np.where((val < lower) | (val > upper), "abnormal", "")
+    ids = counters["labevent"] + np.arange(1, n + 1)
+    counters["labevent"] += n
+    return pd.DataFrame({
+        "labevent_id": ids, "subject_id": subj, "hadm_id": pd.array(np.where(np.isfinite(hadm), hadm, np.nan), dtype="Int64"),
+        "specimen_id": spec, "itemid": itemids[item],
+        "order_provider_id": np.where(u[:, 4] < 0.3, "", np.char.add("P", (10000 + (u[:, 4] * 89999).astype(int)).astype(str))),
+        "charttime": _fmt_time(t), "storetime": _fmt_time(t + 60 * np.floor(20 + 160 * u[:, 5])),
+        "value": value, "valuenum": val, "valueuom": units, "ref_range_lower": lower, "ref_range_upper": upper,
+        "flag": flag, "priority": np.where(outp, "ROUTINE", np.where(u[:, 5] < 0.6, "STAT", "ROUTINE")),
+        "comments": np.where(hidden, "___", ""),
+    })
+
+
+def d_labitems_frame() -> pd.DataFrame:
+    """The d_labitems rows the generator writes: the catalog's tests plus urine glucose."""
+    rows = [(t.itemid, t.label, t.fluid, t.d_category) for t in LAB_TESTS]
+    rows.append(URINE_GLUCOSE[:4])
+    return pd.DataFrame(sorted(rows), columns=COLUMNS["d_labitems"])
+
+
+# ---------------------------------------------------------------- writing
+class _CsvStream:
+    """Append-only CSV writer; gzip with mtime 0 and no file name when the path ends .gz."""
+
+    def __init__(self, tmp: Path, gz: bool, columns: list[str]):
+        self._raw = open(tmp, "wb")
+        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0, compresslevel=4) if gz else None
+        self._text = io.TextIOWrapper(self._gz or self._raw, encoding="utf-8", newline="")
+        self._text.write(",".join(columns) + "\n")
+        self.rows = 0
+
+    def append(self, df: pd.DataFrame) -> None:
+        df.to_csv(self._text, header=False, index=False, lineterminator="\n")
+        self.rows += len(df)
+
+    def close(self) -> None:
+        self._text.flush()
+        self._text.detach()
+        if self._gz is not None:
+            self._gz.close()
+        self._raw.close()
+
+
+_NO_CONTENT = ("out", "workers", "chunk_patients", "writer", "progress")
+ADC_GAIN = 200.0  # digital units per mV, as in MIMIC-IV-ECG headers
+
+
+def write_record_fast(write_dir: Path, name: str, sig: np.ndarray, when) -> None:
+    """Write a 12-lead fmt-16 WFDB record as ``wfdb.wrsamp`` would, without its overhead.
+
+    Parameters
+    ----------
+    write_dir : Path
+    name : str
+        Record name (the study id).
+    sig : ndarray of shape (5000, 12), float64
+        Millivolts, leads in ``ecgsim.LEADS_MIMIC`` order; NaN is written as -32768.
+    when : datetime.datetime
+        Base date and time of the header.
+    """
+    d = sig * ADC_GAIN
+    nan = np.isnan(d)
+    d = np.round(d)
+    d[nan] = -32768
+    d = d.astype(np.int64)  # (L, C)
+    checksum = d.sum(axis=0) % 65536
+    lines = [f"{name} 12 {ecgsim.FS_HZ} {ecgsim.N_SAMPLES} {when:%H:%M:%S} {when:%d/%m/%Y}"]
+    for c, lead in enumerate(ecgsim.LEADS_MIMIC):
+        lines.append(f"{name}.dat 16 {ADC_GAIN}(0)/mV 16 0 {d[0, c]} {checksum[c]} 0 {lead}")
+    (write_dir / f"{name}.hea").write_text("\n".join(lines) + "\n")
+    (write_dir / f"{name}.dat").write_bytes(d.astype("<i2").tobytes())
+
+
+def _write_records(batch: list[tuple], ecg_root: str, seed: int, writer: str) -> int:
+    """Simulate and write the WFDB records of a batch of (study_id, path, params, ecg_time_s)."""
+    import datetime as dt
+
+    import wfdb
+
+    for study_id, path, params, t in batch:
+        rng = _rng(seed, 2, study_id)
+        sig = ecgsim.simulate(params, rng)  # (5000, 12) mV
+        d = Path(ecg_root) / Path(path).parent
+        d.mkdir(parents=True, exist_ok=True)
+        when = dt.datetime(2100, 1, 1) + dt.timedelta(seconds=int(t))
+        if writer == "fast":
+            write_record_fast(d, str(study_id), sig, when)
+        else:
+            wfdb.wrsamp(str(study_id), fs=ecgsim.FS_HZ, units=["mV"] * 12, sig_name=list(ecgsim.LEADS_MIMIC),
+                        p_signal=sig, fmt=["16"] * 12, adc_gain=[ADC_GAIN] * 12, baseline=[0] * 12,
+                        base_time=when.time(), base_date=when.date(), write_dir=str(d))
+    return len(batch)
+
+
+def _write_batch(args) -> int:
+    return _write_records(*args)
+
+
+def generate(cfg: SynthConfig) -> Path:
+    """Write a synthetic MIMIC-shaped tree under ``cfg.out`` and return ``cfg.out``.
+
+    Patients are simulated in chunks of ``cfg.chunk_patients`` and appended to the
+    table writers; waveform records are simulated by ``cfg.workers`` processes. Each
+    table file appears atomically when complete.
+    """
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    master = _rng(cfg.seed, 0, 0)
+    n = cfg.patients
+    step = max(2, 9_000_000 // n)
+    subject_ids = 10_000_000 + np.cumsum(master.integers(1, step, n))
+    n_ecg = np.clip(1 + master.poisson(cfg.ecgs_per_patient - 1.0, n), 1, 8)
+    study_ids = 40_000_000 + master.choice(50_000_000, int(n_ecg.sum()), replace=False)
+    folds = master.integers(0, 20, n)
+    first_ecg = np.concatenate([[0], np.cumsum(n_ecg)])
+    counters = {"hadm": 20_000_000, "stay": 30_000_000, "specimen": 1_000_000, "labevent": 0}
+    ecg_root = root / "mimic-iv-ecg"
+    n_wave = 0
+    pool = None
+    if cfg.workers > 1:
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        pool = ctx.Pool(cfg.workers)
+    with contextlib.ExitStack() as stack:
+        streams = {}
+        for k, rel in RELPATHS.items():
+            tmp = stack.enter_context(atomic_path(root / rel))
+            streams[k] = _CsvStream(tmp, rel.endswith(".gz"), COLUMNS[k])
+        try:
+            bar = tqdm(total=n, desc="synthetic patients", unit="patient", disable=not cfg.progress)
+            for c0 in range(0, n, cfg.chunk_patients):
+                sims = []
+                for i in range(c0, min(n, c0 + cfg.chunk_patients)):
+                    sims.append(_simulate_patient(int(subject_ids[i]), int(n_ecg[i]),
+                                                  study_ids[first_ecg[i]:first_ecg[i + 1]], int(folds[i]), cfg, counters))
+                frames = _assemble(sims, counters)
+                for k, df in frames.items():
+                    streams[k].append(df)
+                jobs = [(r.study_id, r.path, e["params"], e["t"])
+                        for r, e in zip(frames["record_list"].itertuples(), (e for p in sims for e in p["ecg"]))
+                        if _rng(cfg.seed, 9, r.study_id).random() < cfg.waveform_fraction]
+                n_wave += len(jobs)
+                batches = [(jobs[j:j + 32], str(ecg_root), cfg.seed, cfg.writer) for j in range(0, len(jobs), 32)]
+                if pool is None:
+                    for b in batches:
+                        _write_batch(b)
+                else:
+                    for _ in pool.imap_unordered(_write_batch, batches):
+                        pass
+                bar.update(len(sims))
+            bar.close()
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+            for s in streams.values():
+                s.close()
+        counts = {k: s.rows for k, s in streams.items()}
+    with atomic_path(root / RELPATHS["d_labitems"]) as tmp:
+        s = _CsvStream(tmp, True, COLUMNS["d_labitems"])
+        s.append(d_labitems_frame())
+        s.close()
+    meta = {"generator": "labecg.synthetic", "version": GENERATOR_VERSION,
+            # only fields that change the content, so the file is identical across out/workers
+            "config": {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in _NO_CONTENT},
+            "seed": cfg.seed,
+            "rows": counts, "n_waveforms": n_wave, "factors": list(FACTORS),
+            "planted_effects": planted_effects_frame().to_dict(orient="records")}
+    write_json(root / "labecg_synthetic.json", meta)
+    log.info("wrote %d patients, %d ECGs (%d waveforms), %d lab rows to %s",
+             n, counts["record_list"], n_wave, counts["labevents"], root)
+    return root

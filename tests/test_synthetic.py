@@ -1,0 +1,312 @@
+"""The synthetic MIMIC tree: schemas, formats, WFDB records, folds, determinism, planted effects.
+
+Column lists below are copied by hand from MIMIC_FORMAT.md (not imported from the module)
+so that a change in the generator cannot silently change what is checked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import wfdb
+from scipy.signal import find_peaks
+
+from labecg import catalog, ecgsim
+from labecg.synthetic import (PLANTED_EFFECTS, SynthConfig, generate, planted_effects_frame,
+                              write_record_fast)
+from labecg.util import lab_slug
+
+EXPECTED = {
+    "mimiciv/hosp/patients.csv.gz": "subject_id, gender, anchor_age, anchor_year, anchor_year_group, dod",
+    "mimiciv/hosp/admissions.csv.gz": "subject_id, hadm_id, admittime, dischtime, deathtime, admission_type, "
+    "admit_provider_id, admission_location, discharge_location, insurance, language, marital_status, race, "
+    "edregtime, edouttime, hospital_expire_flag",
+    "mimiciv/hosp/labevents.csv.gz": "labevent_id, subject_id, hadm_id, specimen_id, itemid, order_provider_id, "
+    "charttime, storetime, value, valuenum, valueuom, ref_range_lower, ref_range_upper, flag, priority, comments",
+    "mimiciv/hosp/d_labitems.csv.gz": "itemid, label, fluid, category",
+    "mimiciv/hosp/omr.csv.gz": "subject_id, chartdate, seq_num, result_name, result_value",
+    "mimic-iv-ed/ed/edstays.csv.gz": "subject_id, hadm_id, stay_id, intime, outtime, gender, race, "
+    "arrival_transport, disposition",
+    "mimic-iv-ed/ed/vitalsign.csv.gz": "subject_id, stay_id, charttime, temperature, heartrate, resprate, o2sat, "
+    "sbp, dbp, rhythm, pain",
+    "mimic-iv-ecg/record_list.csv": "subject_id, study_id, file_name, ecg_time, path",
+    "mimic-iv-ecg/machine_measurements.csv": "subject_id, study_id, cart_id, ecg_time, "
+    + ", ".join(f"report_{i}" for i in range(18))
+    + ", bandwidth, filtering, rr_interval, p_onset, p_end, qrs_onset, qrs_end, t_end, p_axis, qrs_axis, t_axis",
+    "mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv": "file_name, study_id, subject_id, ecg_time, "
+    "ed_stay_id, ed_hadm_id, hosp_hadm_id, ed_diag_ed, ed_diag_hosp, hosp_diag_hosp, all_diag_hosp, "
+    "all_diag_all, gender, age, anchor_year, anchor_age, strat_fold",
+}
+TIME_COLUMNS = {
+    "mimiciv/hosp/admissions.csv.gz": ["admittime", "dischtime", "deathtime", "edregtime", "edouttime"],
+    "mimiciv/hosp/labevents.csv.gz": ["charttime", "storetime"],
+    "mimic-iv-ed/ed/edstays.csv.gz": ["intime", "outtime"],
+    "mimic-iv-ed/ed/vitalsign.csv.gz": ["charttime"],
+    "mimic-iv-ecg/record_list.csv": ["ecg_time"],
+    "mimic-iv-ecg/machine_measurements.csv": ["ecg_time"],
+    "mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv": ["ecg_time"],
+}
+LEADS = ["I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6"]
+
+
+def _read(root: Path, rel: str) -> pd.DataFrame:
+    return pd.read_csv(root / rel, dtype=str, keep_default_na=False)
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny_trees(tmp_path_factory):
+    """Four 10-patient trees: seed 3 twice (workers 1 and 2), seed 3 via wfdb.wrsamp, seed 4."""
+    base = tmp_path_factory.mktemp("tiny")
+    kw = dict(patients=10, progress=False, chunk_patients=4)
+    return {
+        "a": generate(SynthConfig(out=base / "a", seed=3, workers=1, **kw)),
+        "b": generate(SynthConfig(out=base / "b", seed=3, workers=2, **kw)),
+        "wfdb": generate(SynthConfig(out=base / "w", seed=3, writer="wfdb", **kw)),
+        "other": generate(SynthConfig(out=base / "o", seed=4, **kw)),
+    }
+
+
+# ------------------------------------------------------------------ schemas and formats
+def test_columns_match_mimic_format(synthetic_root):
+    for rel, cols in EXPECTED.items():
+        df = _read(synthetic_root, rel)
+        assert list(df.columns) == cols.split(", "), rel
+        assert len(df) > 0, rel
+
+
+def test_timestamps_and_dates_parse(synthetic_root):
+    for rel, cols in TIME_COLUMNS.items():
+        df = _read(synthetic_root, rel)
+        for c in cols:
+            v = df[c][df[c] != ""]
+            assert len(v) > 0 or c == "deathtime", (rel, c)
+            t = pd.to_datetime(v, format="%Y-%m-%d %H:%M:%S")  # raises on any other format
+            assert t.dt.year.between(2110, 2215).all(), (rel, c)
+    omr = _read(synthetic_root, "mimiciv/hosp/omr.csv.gz")
+    pd.to_datetime(omr["chartdate"], format="%Y-%m-%d")
+    bp = omr.loc[omr.result_name == "Blood Pressure", "result_value"]
+    assert bp.str.fullmatch(r"\d{2,3}/\d{2,3}").all()
+    assert set(omr.result_name) <= {"Blood Pressure", "Weight (Lbs)", "BMI (kg/m2)", "Height (Inches)"}
+
+
+def test_gzip_headers_have_no_name_or_time(synthetic_root):
+    for rel in EXPECTED:
+        if rel.endswith(".gz"):
+            head = (synthetic_root / rel).read_bytes()[:10]
+            assert head[:2] == b"\x1f\x8b"
+            assert head[3] & 0x08 == 0, f"{rel}: FNAME flag set"
+            assert head[4:8] == b"\x00\x00\x00\x00", f"{rel}: mtime not 0"
+
+
+def test_labevents_values_units_flags(synthetic_root):
+    lab = _read(synthetic_root, "mimiciv/hosp/labevents.csv.gz")
+    d = _read(synthetic_root, "mimiciv/hosp/d_labitems.csv.gz")
+    lab = lab.merge(d, on="itemid")
+    assert set(lab.flag) <= {"abnormal", ""}
+    assert set(lab.priority) <= {"ROUTINE", "STAT"}
+    num = pd.to_numeric(lab.valuenum, errors="coerce")
+    lo = pd.to_numeric(lab.ref_range_lower, errors="coerce")
+    hi = pd.to_numeric(lab.ref_range_upper, errors="coerce")
+    assert ((lab.value == "___") & lab.valuenum.eq("")).any(), "no de-identified rows"
+    # flag agrees with each row's own printed range
+    expected_flag = np.where((num < lo) | (num > hi), "abnormal", "")
+    assert (lab.flag.to_numpy() == expected_flag).all()
+    # numeric rows: value text equals valuenum (except the '<0.01' troponin convention)
+    m = num.notna() & ~lab.value.str.startswith("<")
+    assert np.allclose(lab.value[m].astype(float), num[m])
+    assert set(lab.loc[lab.label == "MCHC", "valueuom"]) == {"%", "g/dL"}
+    glucose = d[d.label == "Glucose"]
+    assert set(glucose.fluid) == {"Blood", "Urine"} and glucose.itemid.nunique() == 2
+    assert (lab.label == "Glucose").groupby(lab.fluid).sum().min() > 0
+    pot = lab[lab.label == "Potassium"]
+    assert pot.ref_range_upper.nunique() > 1, "reference ranges never vary"
+    assert pot.ref_range_upper.astype(float).median() == 5.1
+    # hadm_id is empty for labs outside an admission
+    assert (lab.hadm_id == "").any() and (lab.hadm_id != "").any()
+
+
+def test_d_labitems_matches_catalog_and_mimic(synthetic_root):
+    d = _read(synthetic_root, "mimiciv/hosp/d_labitems.csv.gz").astype({"itemid": int})
+    by_id = d.set_index("itemid")
+    for t in catalog.LAB_TESTS:
+        assert by_id.loc[t.itemid, "label"] == t.label
+        assert by_id.loc[t.itemid, "fluid"] == t.fluid
+    # itemids as in MIT-LCP/mimic-code mimic-iv/concepts/measurement (chemistry, complete_blood_count,
+    # blood_differential, cardiac_marker, enzyme, coagulation)
+    known = {50971: "Potassium", 50983: "Sodium", 50912: "Creatinine", 51006: "Urea Nitrogen",
+             50893: "Calcium, Total", 50931: "Glucose", 50862: "Albumin", 50868: "Anion Gap",
+             51222: "Hemoglobin", 51221: "Hematocrit", 51249: "MCHC", 51277: "RDW", 51279: "Red Blood Cells",
+             51301: "White Blood Cells", 52069: "Absolute Basophil Count", 51244: "Lymphocytes",
+             51254: "Monocytes", 50963: "NTproBNP", 51003: "Troponin T", 50910: "Creatine Kinase (CK)",
+             50885: "Bilirubin, Total", 51237: "INR(PT)", 51274: "PT", 51275: "PTT"}
+    for itemid, label in known.items():
+        assert by_id.loc[itemid, "label"] == label
+
+
+def test_ed_vitals_races_and_ecg_counts(synthetic_root):
+    ed = _read(synthetic_root, "mimic-iv-ed/ed/edstays.csv.gz")
+    vit = _read(synthetic_root, "mimic-iv-ed/ed/vitalsign.csv.gz")
+    assert set(vit.stay_id) <= set(ed.stay_id)
+    assert (vit.temperature == "").any() and (vit.temperature != "").any()
+    temp = vit.temperature[vit.temperature != ""].astype(float)
+    assert temp.between(94, 106).all(), "temperature should be in Fahrenheit"
+    adm = _read(synthetic_root, "mimiciv/hosp/admissions.csv.gz")
+    races = set(adm.race) | set(ed.race)
+    assert "WHITE" in races and any("/" in r or " - " in r for r in races)
+    rl = _read(synthetic_root, "mimic-iv-ecg/record_list.csv")
+    per = rl.groupby("subject_id").size()
+    assert per.between(1, 8).all() and per.max() > 1
+    assert rl.path.str.fullmatch(r"files/p\d{4}/p\d{8}/s\d{8}/\d{8}").all()
+    assert (rl.path.str.split("/").str[2].str[1:] == rl.subject_id).all()
+
+
+# ------------------------------------------------------------------ WFDB records
+def test_wfdb_headers(synthetic_root):
+    rl = _read(synthetic_root, "mimic-iv-ecg/record_list.csv")
+    assert len(list((synthetic_root / "mimic-iv-ecg" / "files").rglob("*.hea"))) == len(rl)
+    for path in rl.path[:15]:
+        h = wfdb.rdheader(str(synthetic_root / "mimic-iv-ecg" / path))
+        assert h.fs == 500 and h.sig_len == 5000 and h.n_sig == 12
+        assert h.sig_name == LEADS
+        assert h.fmt == ["16"] * 12 and h.units == ["mV"] * 12
+
+
+def test_einthoven_goldberger_hold_in_read_back_signal(synthetic_root):
+    rl = _read(synthetic_root, "mimic-iv-ecg/record_list.csv")
+    tol = 0.011  # mV: two quantization steps of 1/200 mV plus rounding of the derived lead
+    for path in rl.path[:25]:
+        x, info = wfdb.rdsamp(str(synthetic_root / "mimic-iv-ecg" / path))
+        li, lii, liii, avr, avf, avl = (x[:, info["sig_name"].index(n)] for n in ("I", "II", "III", "aVR", "aVF", "aVL"))
+        for lhs, rhs in ((liii, lii - li), (avr, -(li + lii) / 2), (avl, li - lii / 2), (avf, lii - li / 2)):
+            ok = np.isfinite(lhs) & np.isfinite(rhs)
+            assert ok.mean() > 0.8
+            assert np.max(np.abs(lhs[ok] - rhs[ok])) <= tol, path
+
+
+def test_fast_writer_matches_wfdb_wrsamp(tmp_path):
+    rng = np.random.default_rng(0)
+    p = dict(hr_bpm=110.0, af=True, qrs_ms=120.0, qt_ms=380.0, pr_ms=160.0, t_amp=1.5, t_width_s=0.05,
+             r_amp=0.8, st_mv=-0.1, axis_deg=40.0, noise_mv=0.02, wander_mv=0.1, flat_lead=8,
+             nan_start_s=2.0, nan_len_s=0.5)
+    sig = ecgsim.simulate(p, rng)
+    assert np.isnan(sig).any() and (np.nan_to_num(sig[:, 8]) == 0).all()
+    when = dt.datetime(2150, 3, 4, 5, 6, 7)
+    (tmp_path / "fast").mkdir()
+    (tmp_path / "ref").mkdir()
+    write_record_fast(tmp_path / "fast", "41234567", sig, when)
+    wfdb.wrsamp("41234567", fs=500, units=["mV"] * 12, sig_name=LEADS, p_signal=sig.copy(), fmt=["16"] * 12,
+                adc_gain=[200.0] * 12, baseline=[0] * 12, base_time=when.time(), base_date=when.date(),
+                write_dir=str(tmp_path / "ref"))
+    for ext in (".hea", ".dat"):
+        assert (tmp_path / "fast" / f"41234567{ext}").read_bytes() == (tmp_path / "ref" / f"41234567{ext}").read_bytes()
+    back, _ = wfdb.rdsamp(str(tmp_path / "fast" / "41234567"))
+    assert np.array_equal(np.isnan(back), np.isnan(sig))
+    assert np.nanmax(np.abs(back - sig)) <= 0.0025 + 1e-9
+
+
+# ------------------------------------------------------------------ folds
+def test_folds_are_patient_level_and_some_ecgs_unlisted(synthetic_root):
+    icd = _read(synthetic_root, "mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv")
+    rl = _read(synthetic_root, "mimic-iv-ecg/record_list.csv")
+    fold = icd.strat_fold.astype(int)
+    assert fold.between(0, 19).all()
+    assert (icd.groupby("subject_id").strat_fold.nunique() == 1).all()
+    missing = 1 - len(icd) / len(rl)
+    assert 0.01 < missing < 0.2 and set(icd.study_id) <= set(rl.study_id)
+    for c in ("ed_diag_ed", "hosp_diag_hosp", "all_diag_all"):
+        assert icd[c].str.fullmatch(r"\[('[A-Z0-9]+'(, '[A-Z0-9]+')*)?\]").all(), c
+
+
+# ------------------------------------------------------------------ determinism
+def test_same_seed_same_bytes_any_workers(tiny_trees):
+    a, b, w = (_digest(tiny_trees[k]) for k in ("a", "b", "wfdb"))
+    assert len(a) > 20 and a == b
+    assert a == w, "fast writer and wfdb.wrsamp trees differ"
+
+
+def test_different_seed_differs(tiny_trees):
+    a, o = _digest(tiny_trees["a"]), _digest(tiny_trees["other"])
+    for rel in ("mimiciv/hosp/labevents.csv.gz", "mimic-iv-ecg/record_list.csv"):
+        assert a[rel] != o[rel]
+
+
+def test_waveform_fraction_writes_a_subset(tmp_path):
+    root = generate(SynthConfig(out=tmp_path / "t", patients=20, seed=1, waveform_fraction=0.3, progress=False))
+    n_rec = len(_read(root, "mimic-iv-ecg/record_list.csv"))
+    n_hea = len(list(root.rglob("*.hea")))
+    assert 0 < n_hea < n_rec
+
+
+def test_config_validation(tmp_path):
+    for bad in (dict(patients=0), dict(waveform_fraction=1.5), dict(workers=0), dict(ecgs_per_patient=9.0),
+                dict(writer="fastest")):
+        with pytest.raises(ValueError):
+            SynthConfig(out=tmp_path, **bad)
+
+
+# ------------------------------------------------------------------ planted effects
+def test_planted_effects_table():
+    df = planted_effects_frame()
+    assert {"label", "lab", "direction", "channel", "mechanism", "strength"} <= set(df.columns)
+    assert (df.lab == df.label.map(lab_slug)).all()
+    assert set(df.direction) <= {"low", "high", "both"}
+    assert set(df.channel) <= {"ecg", "vitals", "ecg+vitals", "none"}
+    assert (df.channel == "none").sum() >= 3 and (df.channel.str.contains("ecg")).sum() >= 5
+    labels = {t.label for t in catalog.LAB_TESTS}
+    assert set(df.label) <= labels and len(df) == len(PLANTED_EFFECTS)
+    assert ((df.channel == "none") == (df.strength == 0)).all()
+
+
+def _closest_lab(root: Path, itemid: int) -> pd.Series:
+    """valuenum of the lab closest in time to each ECG, within +-60 min (index study_id)."""
+    rl = pd.read_csv(root / "mimic-iv-ecg/record_list.csv", parse_dates=["ecg_time"])
+    lab = pd.read_csv(root / "mimiciv/hosp/labevents.csv.gz", usecols=["subject_id", "itemid", "charttime", "valuenum"],
+                      parse_dates=["charttime"])
+    m = rl.merge(lab[(lab.itemid == itemid) & lab.valuenum.notna()], on="subject_id")
+    m["gap"] = (m.charttime - m.ecg_time).abs()
+    m = m[m.gap <= pd.Timedelta(minutes=60)].sort_values(["gap", "charttime"]).drop_duplicates("study_id")
+    return m.set_index("study_id").valuenum
+
+
+def _beat_features(root: Path) -> pd.DataFrame:
+    """Median T-wave amplitude (mV, lead II, 0.1-0.45 s after R, against the PR segment) and heart rate."""
+    rl = pd.read_csv(root / "mimic-iv-ecg/record_list.csv")
+    rows = []
+    for sid, path in zip(rl.study_id, rl.path):
+        x, _ = wfdb.rdsamp(str(root / "mimic-iv-ecg" / path))
+        ii = np.nan_to_num(x[:, 1])
+        hp = ii - np.convolve(ii, np.ones(101) / 101, mode="same")
+        r, _ = find_peaks(hp, distance=150, height=0.5 * np.percentile(hp, 99.5))
+        r = r[(r > 150) & (r < 5000 - 250)]
+        t_amp = np.median([ii[k + 50:k + 225].max() - np.median(ii[k - 100:k - 60]) for k in r]) if len(r) else np.nan
+        hr = 60.0 / np.median(np.diff(r) / 500.0) if len(r) > 2 else np.nan
+        rows.append((sid, t_amp, hr))
+    return pd.DataFrame(rows, columns=["study_id", "t_amp", "hr"]).set_index("study_id")
+
+
+def test_planted_effects_visible_in_read_back_ecgs(synthetic_root):
+    feats = _beat_features(synthetic_root)
+    rng = np.random.default_rng(0)
+
+    def corr(itemid, col):
+        j = feats.join(_closest_lab(synthetic_root, itemid).rename("lab"), how="inner").dropna()
+        r = np.corrcoef(j[col], j.lab)[0, 1]
+        null = [abs(np.corrcoef(j[col], rng.permutation(j.lab.to_numpy()))[0, 1]) for _ in range(200)]
+        return r, np.quantile(null, 0.99), len(j)
+
+    r, null99, n = corr(50971, "t_amp")  # potassium -> T amplitude
+    assert n > 80 and r > 0.4 and r > null99, (r, null99, n)
+    r, null99, n = corr(51222, "hr")  # hemoglobin -> heart rate (anemia speeds the heart)
+    assert r < -0.25 and abs(r) > null99, (r, null99, n)
+    r, null99, n = corr(50983, "t_amp")  # sodium: no planted signal
+    assert abs(r) < max(0.2, null99), (r, null99, n)
