@@ -1,0 +1,993 @@
+"""Cohort builder: features, lab labels, thresholds and folds from the four MIMIC sources.
+
+Reads MIMIC-IV ``hosp`` and ``ed``, MIMIC-IV-ECG ``record_list.csv`` and MIMIC-IV-ECG-ICD
+``records_w_diag_icd10.csv`` (real or synthetic, the same code) and writes one row per ECG
+study with demographics, vitals, biometrics, a fold, and the estimation and monitoring
+targets of the paper (section 3.1). Large tables are streamed by DuckDB from the gzip CSVs;
+windows are bucketed hash joins (no Python loop per row or per ECG).
+
+Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ours where both are):
+
+- Time windows, all closed (both ends included), measured in microseconds from ``ecg_time``:
+  estimation labs charted in [ecg_time - 60 min, ecg_time + 60 min]; monitoring labs in
+  [ecg_time, ecg_time + h], h in ``horizons_min``; vitals in [ecg_time - 30 min,
+  ecg_time + 30 min]; omr biometrics with ``chartdate`` in [date(ecg_time) - 30 d,
+  date(ecg_time) + 30 d] (omr has dates only).
+- Closest value: smallest absolute time difference; ties go to the earlier charttime, then
+  (labs) the higher ``labevent_id``, (omr) the lower ``seq_num``, then (vitals, omr) the
+  smaller value.
+- Demographics: ``patients.gender`` M -> 1.0, F -> 0.0, else NaN; ``anchor_age``. Race: the
+  subject's earliest admission (``admittime``) with a non-empty race, else the earliest ED
+  stay (``intime``); mapped by substring WHITE/BLACK/HISPANIC/ASIAN, else (and when no race
+  is known) ``other``.
+- Vitals: implausible values become missing before choosing the closest: plausible ranges
+  (closed) temperature [50, 150] °F, heartrate [0, 700], resprate [0, 300], o2sat [0, 100],
+  sbp and dbp [0, 500] (the notes' upper bounds; negative values also count as implausible).
+- Biometrics: 'BMI (kg/m2)', 'Weight (Lbs)' x 0.453592 -> kg, 'Height (Inches)' x 2.54 -> cm;
+  implausible dropped: BMI outside (0, 100], weight outside [20, 400] kg, height outside
+  [60, 400] cm; non-numeric ``result_value`` rows are skipped and counted.
+- Labs: ``labevents`` rows of patients with at least one ECG only (so all label statistics
+  below, fluid counts, units, row counts and medians, are over those patients' rows; the
+  authors used every row); joined to ``d_labitems`` on itemid; rows without valuenum or
+  charttime dropped; labels 'H', 'I', 'L', 'other' dropped; rows with ref_range_lower ==
+  ref_range_upper == 0 dropped; repeated ``labevent_id`` kept once; per label only its most
+  frequent fluid (ties: alphabetical); per label the most frequent unit spelling is the unit
+  (ties: alphabetical); other spellings that name the same quantity (equal up to case and
+  spaces, or listed in ``UNIT_SYNONYMS``) are relabelled with factor 1, rows with a unit of
+  another quantity are dropped and counted; rows without a unit keep their value; labels with
+  fewer than ``min_lab_events`` rows dropped.
+- Thresholds: per label the median of ``ref_range_lower`` and of ``ref_range_upper`` (NULLs
+  ignored; even counts averaged); low if valuenum < lower median, high if > upper median.
+  A label yields a target per abnormal class that occurs among its rows.
+- Estimation target: the closest row in the window; 1.0 if its class is the target's
+  direction, else 0.0; NaN if the window is empty. Monitoring target: NaN if the window is
+  empty or holds both a low and a high row; else 1.0 if it holds a row of the target's
+  direction, else 0.0.
+- Folds: ``strat_fold`` joined on study_id. A patient named in the ECG-ICD list takes the most
+  frequent fold of their listed rows (ties: lowest) for all their ECGs. Wholly unlisted patients are
+  stratified by sex and age quartile: within each stratum, in a seeded random order, patients
+  are dealt round-robin over the 20 folds, each stratum starting where the previous one ended,
+  so every stratum and the total split 18:1:1 to within one patient.
+- A target is kept when the validation fold (18) and the test fold (19) each hold at least
+  ``min_per_class`` positives and ``min_per_class`` negatives.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from labecg import catalog, util
+
+log = util.get_logger("labecg.cohort")
+
+VITALS = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp")
+# closed plausible ranges; outside -> missing
+VITAL_BOUNDS = {"temperature": (50.0, 150.0), "heartrate": (0.0, 700.0), "resprate": (0.0, 300.0),
+                "o2sat": (0.0, 100.0), "sbp": (0.0, 500.0), "dbp": (0.0, 500.0)}
+# omr result_name -> (feature, factor to our unit, lower bound, lower bound open?, upper bound)
+BIOMETRICS = {"BMI (kg/m2)": ("bmi", 1.0, 0.0, True, 100.0),
+              "Weight (Lbs)": ("weight", 0.453592, 20.0, False, 400.0),
+              "Height (Inches)": ("height", 2.54, 60.0, False, 400.0)}
+BIOMETRIC_FEATURES = ("bmi", "weight", "height")
+RACES = ("white", "black", "hispanic", "asian", "other")
+FEATURES = ("sex", "age", "race") + VITALS + BIOMETRIC_FEATURES
+BASE_COLUMNS = ("subject_id", "study_id", "ecg_time", "path", "fold")
+DROPPED_LABELS = ("H", "I", "L", "other")
+# Spellings that name the same quantity (factor 1); label None = any label.
+UNIT_SYNONYMS: dict[Optional[str], tuple[frozenset, ...]] = {
+    None: (frozenset({"K/uL", "10^3/uL", "x10E3/uL", "THOU/uL"}),
+           frozenset({"m/uL", "10^6/uL", "x10E6/uL", "MIL/uL"}),
+           frozenset({"IU/L", "U/L"})),
+    "MCHC": (frozenset({"g/dL", "%"}),),  # MIMIC prints MCHC both ways, same numbers
+}
+N_FOLDS = 20
+VAL_FOLD, TEST_FOLD = 18, 19
+PAPER_SUMMARY = {"n_ecgs": 795546, "n_patients": 159608,
+                 "n_targets": {"est": 137, "mon30": 116, "mon60": 126, "mon120": 135}}
+
+# Columns each source must have (others are read as text and ignored).
+REQUIRED = {
+    "patients": ("subject_id", "gender", "anchor_age"),
+    "admissions": ("subject_id", "admittime", "race"),
+    "labevents": ("labevent_id", "subject_id", "itemid", "charttime", "valuenum", "valueuom",
+                  "ref_range_lower", "ref_range_upper"),
+    "d_labitems": ("itemid", "label", "fluid"),
+    "omr": ("subject_id", "chartdate", "seq_num", "result_name", "result_value"),
+    "edstays": ("subject_id", "intime", "race"),
+    "vitalsign": ("subject_id", "charttime") + VITALS,
+    "record_list": ("subject_id", "study_id", "ecg_time", "path"),
+    "records_w_diag_icd10": ("study_id", "subject_id", "strat_fold"),
+}
+
+
+@dataclass(frozen=True)
+class CohortConfig:
+    """Where the sources are, where the cohort goes, and the windows of the labels."""
+    hosp: Path
+    ed: Path
+    ecg: Path
+    ecg_icd: Path  # records_w_diag_icd10.csv
+    out: Path
+    min_lab_events: int = 200
+    min_per_class: int = 10
+    estimation_window_min: int = 60
+    horizons_min: tuple[int, ...] = (30, 60, 120)
+    vitals_window_min: int = 30
+    biometrics_window_days: int = 30
+    seed: int = 0  # fold assignment of patients absent from ecg_icd
+    memory_limit: str = "16GB"
+    threads: int = 0  # 0 = DuckDB's default (all cores)
+
+    def __post_init__(self):
+        for name in ("hosp", "ed", "ecg", "ecg_icd", "out"):
+            if not isinstance(getattr(self, name), (str, os.PathLike)):
+                raise TypeError(f"CohortConfig.{name} must be a path, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        for name in ("min_lab_events", "min_per_class", "estimation_window_min",
+                     "vitals_window_min", "biometrics_window_days"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"CohortConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.horizons_min or any(h <= 0 for h in self.horizons_min):
+            raise ValueError(f"CohortConfig.horizons_min must be positive minutes, got {self.horizons_min}")
+        if len(set(self.horizons_min)) != len(self.horizons_min):
+            raise ValueError(f"CohortConfig.horizons_min has repeats: {self.horizons_min}")
+        if self.threads < 0:
+            raise ValueError(f"CohortConfig.threads must be >= 0, got {self.threads}")
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return ("est",) + tuple(f"mon{h}" for h in self.horizons_min)
+
+
+@dataclass(frozen=True)
+class CohortResult:
+    cohort: Path
+    targets: Path
+    flow: Path
+    summary: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+
+
+class _Flow:
+    """Rows in and out of every filter, for cohort_flow.csv."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def add(self, step: str, rows_in: int, rows_out: int, reason: str, warn: bool = False):
+        rows_in, rows_out = int(rows_in), int(rows_out)
+        self.rows.append({"step": step, "rows_in": rows_in, "rows_out": rows_out,
+                          "dropped": rows_in - rows_out, "reason": reason})
+        if rows_in != rows_out:
+            (log.warning if warn else log.info)(f"{step}: {rows_in - rows_out} of {rows_in} {reason}")
+
+
+def _source_files(cfg: CohortConfig) -> dict[str, Path]:
+    files = {
+        "patients": cfg.hosp / "patients.csv.gz", "admissions": cfg.hosp / "admissions.csv.gz",
+        "labevents": cfg.hosp / "labevents.csv.gz", "d_labitems": cfg.hosp / "d_labitems.csv.gz",
+        "omr": cfg.hosp / "omr.csv.gz", "edstays": cfg.ed / "edstays.csv.gz",
+        "vitalsign": cfg.ed / "vitalsign.csv.gz", "record_list": cfg.ecg / "record_list.csv",
+        "records_w_diag_icd10": cfg.ecg_icd,
+    }
+    for key, path in files.items():
+        if not path.exists() and path.suffix == ".gz" and path.with_suffix("").exists():
+            files[key] = path.with_suffix("")  # an unpacked copy is read as well
+        if not files[key].is_file():
+            raise FileNotFoundError(f"{files[key]}: file not found (the {key} table of the "
+                                    f"{'ecg_icd' if key == 'records_w_diag_icd10' else 'sources'})")
+    return files
+
+
+def read_header(path: Path, required: tuple[str, ...]) -> list[str]:
+    """Return the column names of a CSV (gzip or plain); raise if a required one is absent."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="") as f:
+            header = next(csv.reader(f), None)
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the header row ({e})") from e
+    if not header:
+        raise ValueError(f"{path}: empty file; expected a header row with columns {list(required)}")
+    header = [h.strip() for h in header]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise KeyError(f"{path}: missing columns {missing}; expected {list(required)}; found {header}")
+    return header
+
+
+def _scan(path: Path, header: list[str], types: dict[str, str], rejects: Optional[str] = None) -> str:
+    """SQL for DuckDB's read_csv of ``path`` with explicit column types (text where unset)."""
+    cols = "{" + ", ".join(f"'{c}': '{types.get(c, 'VARCHAR')}'" for c in header) + "}"
+    opts = (f"header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
+            f"columns={cols}, null_padding=false")
+    if rejects:
+        opts += f", store_rejects=true, rejects_table='{rejects}', rejects_scan='{rejects}_scan'"
+    p = str(path).replace("'", "''")
+    return f"read_csv('{p}', {opts})"
+
+
+def _report_rejects(con, rejects: str, path: Path, flow: Optional[_Flow], rows_ok: int) -> int:
+    """Warn, once per column, about rows DuckDB could not parse; add a flow step; return how many."""
+    rej = con.execute(f"SELECT column_name, count(DISTINCT line) AS n, min(line) AS line, "
+                      f"any_value(error_message) AS msg FROM {rejects} GROUP BY 1 ORDER BY 1").fetchall()
+    n_total = con.execute(f"SELECT count(DISTINCT line) FROM {rejects}").fetchone()[0]
+    for col, n, line, msg in rej:
+        log.warning(f"{path}: skipped {n} rows with an unusable value in column {col!r} "
+                    f"(first at line {line}: {msg.splitlines()[0]})")
+    if flow is not None:
+        flow.add(f"read {path.name}", rows_ok + n_total, rows_ok,
+                 "rows skipped: a value could not be parsed (see warnings)", warn=True)
+    return n_total
+
+
+def _read_strict(path: Path, header: list[str], types: dict[str, str]) -> pd.DataFrame:
+    """Read a small table in file order; raise naming file, column, line and value on any
+    entry that does not parse as its type (``types``: column -> BIGINT, DOUBLE, TIMESTAMP, VARCHAR)."""
+    raw = pd.read_csv(path, usecols=list(types), dtype=str, keep_default_na=False, na_values=[""])
+    out = {}
+    for col, typ in types.items():
+        s = raw[col]
+        if typ == "VARCHAR":
+            out[col] = s
+            continue
+        if typ == "TIMESTAMP":
+            parsed = pd.to_datetime(s, format="ISO8601", errors="coerce")
+        else:
+            parsed = pd.to_numeric(s, errors="coerce")
+        bad = s.notna() & parsed.isna()
+        if typ == "BIGINT":
+            bad |= parsed.notna() & (parsed != parsed.round())
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{path}: column {col!r} line {i + 2}: cannot parse {s.iloc[i]!r} as "
+                             f"{typ.lower()} ({int(bad.sum())} such rows)")
+        out[col] = parsed
+    return pd.DataFrame(out)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _scanned_rows(con) -> Optional[int]:
+    """Rows the last query's CSV scan read, from DuckDB's profiler; None if unavailable."""
+    try:
+        prof = json.loads(con.get_profiling_information(format="json"))
+    except Exception:  # profiler layout is not a stable API
+        return None
+    stack = list(prof.get("operator", prof.get("children", [])))
+    while stack:
+        node = stack.pop()
+        if node.get("extra_info", {}).get("Function") == "READ_CSV":
+            return int(node.get("rows_scanned") or node.get("intermediate_rows"))
+        stack.extend(node.get("children", []))
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# pure rules (data frames in, data frames out); the SQL below implements the same rules
+
+
+def classify_values(values, lower, upper) -> np.ndarray:
+    """Class of lab values against thresholds: -1 low (< lower), +1 high (> upper), 0 normal.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_rows,), float
+    lower, upper : float or array-like of shape (n_rows,)
+        Thresholds in the values' unit; NaN means that class cannot occur.
+
+    Returns
+    -------
+    cls : ndarray of shape (n_rows,), int8
+    """
+    v = np.asarray(values, dtype=float)
+    lo = np.broadcast_to(np.asarray(lower, dtype=float), v.shape)
+    hi = np.broadcast_to(np.asarray(upper, dtype=float), v.shape)
+    cls = np.zeros(v.shape, dtype=np.int8)
+    cls[v < lo] = -1  # NaN compares False
+    cls[v > hi] = 1
+    return cls
+
+
+def lab_thresholds(labs: pd.DataFrame) -> pd.DataFrame:
+    """Per label the median of ``ref_range_lower`` and of ``ref_range_upper``.
+
+    Parameters
+    ----------
+    labs : DataFrame with columns label, ref_range_lower, ref_range_upper
+        Cleaned lab rows (one fluid and one unit per label).
+
+    Returns
+    -------
+    DataFrame indexed by label with columns lower, upper (float; NaN when a label has no
+    reference bound of that side; medians of an even count average the two middle values).
+    """
+    g = labs.groupby("label")
+    return pd.DataFrame({"lower": g["ref_range_lower"].median(), "upper": g["ref_range_upper"].median()})
+
+
+def choose_fluid(counts: pd.DataFrame) -> pd.Series:
+    """Per label its most frequent fluid.
+
+    Parameters
+    ----------
+    counts : DataFrame with columns label, fluid, n (rows of that label and fluid)
+
+    Returns
+    -------
+    Series indexed by label: the fluid with most rows (ties: alphabetically first).
+    """
+    n = counts.sort_values(["label", "n", "fluid"], ascending=[True, False, True])
+    return n.drop_duplicates("label").set_index("label")["fluid"]
+
+
+def _unit_key(u: str) -> str:
+    return "".join(u.split()).lower()
+
+
+def same_quantity(label: str, unit_a: str, unit_b: str) -> bool:
+    """Whether two unit spellings of a label name the same quantity (conversion factor 1)."""
+    if _unit_key(unit_a) == _unit_key(unit_b):
+        return True
+    for group in UNIT_SYNONYMS.get(None, ()) + UNIT_SYNONYMS.get(label, ()):
+        keys = {_unit_key(g) for g in group}
+        if _unit_key(unit_a) in keys and _unit_key(unit_b) in keys:
+            return True
+    return False
+
+
+def harmonize_units(counts: pd.DataFrame) -> pd.DataFrame:
+    """Unit map per label: the most frequent spelling is the unit, others relabelled or dropped.
+
+    Parameters
+    ----------
+    counts : DataFrame with columns label, valueuom (NaN = none given), n (rows)
+        Rows after the fluid choice.
+
+    Returns
+    -------
+    ``counts`` plus columns unit (the label's most frequent spelling; ties alphabetical) and
+    keep (bool: same quantity as the unit per ``same_quantity``, or no unit given). Kept rows
+    keep their value (every listed synonym has factor 1).
+    """
+    named = counts[counts["valueuom"].notna()].sort_values(["label", "n", "valueuom"],
+                                                           ascending=[True, False, True])
+    unit = named.drop_duplicates("label").set_index("label")["valueuom"]
+    out = counts.assign(unit=counts["label"].map(unit))
+    out["keep"] = [pd.isna(u) or pd.isna(c) or same_quantity(lab, u, c)
+                   for lab, u, c in zip(out["label"], out["valueuom"], out["unit"])]
+    return out
+
+
+def closest_within(events: pd.DataFrame, anchors: pd.DataFrame, value: str, window,
+                   time_col: str = "charttime", anchor_time: str = "ecg_time",
+                   tie_cols: tuple[tuple[str, bool], ...] = ()) -> pd.Series:
+    """For each anchor the value of the closest non-missing event of the same subject.
+
+    Events qualify when ``time_col`` lies in [anchor_time - window, anchor_time + window]
+    (closed). Closest = smallest |Δt|; ties: earlier event time, then ``tie_cols`` in order
+    (column, ascending?), then the smaller value. Slow reference form (a merge), for tests.
+
+    Returns
+    -------
+    Series of shape (n_anchors,) aligned to ``anchors.index``, NaN where no event qualifies.
+    """
+    a = anchors[["subject_id", anchor_time]].reset_index(names="_anchor")
+    e = events[events[value].notna()]
+    m = a.merge(e, on="subject_id")
+    dt = m[time_col] - m[anchor_time]
+    m = m[(dt >= -window) & (dt <= window)].assign(_abs=dt.abs())
+    by = ["_anchor", "_abs", time_col] + [c for c, _ in tie_cols] + [value]
+    asc = [True, True, True] + [a_ for _, a_ in tie_cols] + [True]
+    m = m.sort_values(by, ascending=asc).drop_duplicates("_anchor")
+    return m.set_index("_anchor")[value].reindex(a["_anchor"]).set_axis(anchors.index)
+
+
+def label_estimation(labs: pd.DataFrame, anchors: pd.DataFrame, window_min: int = 60) -> pd.Series:
+    """Estimation class per anchor from the closest lab row within ± ``window_min``.
+
+    Parameters
+    ----------
+    labs : DataFrame with columns subject_id, charttime, labevent_id, cls (-1, 0, 1)
+        Rows of one label.
+    anchors : DataFrame with columns subject_id, ecg_time
+
+    Returns
+    -------
+    Series aligned to ``anchors.index``: the closest row's class (float), NaN if no row in
+    [ecg_time - window, ecg_time + window]; ties: earlier charttime, then higher labevent_id.
+    The low target is (cls == -1), the high target (cls == 1), NaN stays NaN.
+    """
+    return closest_within(labs.assign(cls=labs["cls"].astype(float)), anchors, "cls",
+                          pd.Timedelta(minutes=window_min), tie_cols=(("labevent_id", False),))
+
+
+def label_monitoring(labs: pd.DataFrame, anchors: pd.DataFrame, horizon_min: int) -> pd.DataFrame:
+    """Monitoring targets per anchor from the lab rows in [ecg_time, ecg_time + horizon].
+
+    Returns
+    -------
+    DataFrame aligned to ``anchors.index`` with float columns low, high: NaN if the window
+    (closed at both ends) holds no row, or holds both a low and a high row; else 1.0 if it
+    holds a row of that direction, else 0.0.
+    """
+    a = anchors[["subject_id", "ecg_time"]].reset_index(names="_anchor")
+    m = a.merge(labs[["subject_id", "charttime", "cls"]], on="subject_id")
+    dt = m["charttime"] - m["ecg_time"]
+    m = m[(dt >= pd.Timedelta(0)) & (dt <= pd.Timedelta(minutes=horizon_min))]
+    g = m.groupby("_anchor")["cls"]
+    low = g.apply(lambda c: float((c == -1).any())).reindex(a["_anchor"])
+    high = g.apply(lambda c: float((c == 1).any())).reindex(a["_anchor"])
+    both = (low == 1) & (high == 1)
+    out = pd.DataFrame({"low": low.to_numpy(), "high": high.to_numpy()}, index=anchors.index)
+    out.loc[both.to_numpy(), ["low", "high"]] = np.nan
+    return out
+
+
+def map_race(race) -> str:
+    """Free-text race -> white, black, hispanic, asian or other (by substring, upper case)."""
+    if not isinstance(race, str):
+        return "other"
+    r = race.upper()
+    for key in ("WHITE", "BLACK", "HISPANIC", "ASIAN"):
+        if key in r:
+            return key.lower()
+    return "other"
+
+
+def assign_folds(ecgs: pd.DataFrame, listed: pd.DataFrame, seed: int = 0) -> tuple[pd.Series, dict]:
+    """Patient-level folds 0-19 for every ECG.
+
+    Parameters
+    ----------
+    ecgs : DataFrame with columns subject_id, study_id, sex, age (one row per ECG)
+    listed : DataFrame with columns study_id, subject_id, strat_fold (the ECG-ICD list)
+    seed : int
+        Order of wholly unlisted patients inside their strata.
+
+    Returns
+    -------
+    fold : Series of int64 aligned to ``ecgs.index``
+    counts : dict with n_listed_ecgs, n_unlisted_ecgs_of_listed_patients,
+        n_unlisted_patients, n_patients_with_conflicting_folds
+
+    Notes
+    -----
+    A patient named in ``listed`` (by subject_id) gets the most frequent ``strat_fold`` of
+    their listed rows (ties: lowest) for every ECG, listed or not. The rest are grouped into strata by
+    sex and age quartile (quartiles of the patients' ages; unknown sex or age is its own
+    stratum) and, in a seeded random order, dealt round-robin over the 20 folds, each stratum
+    continuing where the previous one stopped: each stratum and the whole split 18:1:1
+    (one twentieth per fold) to within one patient.
+    """
+    lst = listed.dropna(subset=["strat_fold"])
+    by_study = ecgs[["study_id", "subject_id"]].merge(lst[["study_id", "strat_fold"]].drop_duplicates("study_id"),
+                                                      on="study_id", how="left")
+    n_listed = int(by_study["strat_fold"].notna().sum())
+    cnt = lst.groupby(["subject_id", "strat_fold"]).size().rename("n").reset_index()
+    n_conflict = int((cnt.groupby("subject_id").size() > 1).sum())
+    cnt = cnt.sort_values(["subject_id", "n", "strat_fold"], ascending=[True, False, True])
+    patient_fold = cnt.drop_duplicates("subject_id").set_index("subject_id")["strat_fold"].astype("int64")
+
+    pats = ecgs.groupby("subject_id", sort=True).agg(sex=("sex", "first"), age=("age", "first"))
+    todo = pats[~pats.index.isin(patient_fold.index)]
+    if len(todo):
+        ages = pats["age"].dropna()
+        edges = np.unique(np.quantile(ages, [0.25, 0.5, 0.75])) if len(ages) else np.array([])
+        quart = np.where(todo["age"].isna(), -1, np.searchsorted(edges, todo["age"].to_numpy(), side="right"))
+        sex = np.where(todo["sex"].isna(), -1, todo["sex"].fillna(-1).to_numpy()).astype(int)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(todo))
+        strata = pd.DataFrame({"subject_id": todo.index.to_numpy()[order], "sex": sex[order],
+                               "quart": quart[order]})
+        strata = strata.sort_values(["sex", "quart"], kind="stable")  # keeps the random order inside
+        folds = np.arange(len(strata)) % N_FOLDS  # round-robin continuing across strata
+        patient_fold = pd.concat([patient_fold, pd.Series(folds, index=strata["subject_id"].to_numpy())])
+    fold = ecgs["subject_id"].map(patient_fold).astype("int64")
+    counts = {"n_listed_ecgs": n_listed,
+              "n_unlisted_ecgs_of_listed_patients": int((by_study["strat_fold"].isna().to_numpy()
+                                                         & ecgs["subject_id"].isin(cnt["subject_id"]).to_numpy()).sum()),
+              "n_unlisted_patients": int(len(todo)),
+              "n_patients_with_conflicting_folds": n_conflict}
+    return fold, counts
+
+
+def split_counts(y: np.ndarray, fold: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Positives and negatives per target in train (0-17), val (18) and test (19).
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_ecgs, n_targets), float (1, 0 or NaN)
+    fold : ndarray of shape (n_ecgs,), int
+    """
+    out = {}
+    for split, sel in (("train", fold < VAL_FOLD), ("val", fold == VAL_FOLD), ("test", fold == TEST_FOLD)):
+        ys = y[sel]
+        out[split] = {"pos": (ys == 1).sum(axis=0), "neg": (ys == 0).sum(axis=0)}
+    return out
+
+
+def keep_targets(counts: dict, min_per_class: int) -> np.ndarray:
+    """Targets with >= ``min_per_class`` positives and negatives in both val and test (bool mask)."""
+    return ((counts["val"]["pos"] >= min_per_class) & (counts["val"]["neg"] >= min_per_class)
+            & (counts["test"]["pos"] >= min_per_class) & (counts["test"]["neg"] >= min_per_class))
+
+
+# ---------------------------------------------------------------------------------------
+# the builder
+
+
+def build_cohort(cfg: CohortConfig) -> CohortResult:
+    """Build ``cohort.parquet``, ``targets.json`` and ``cohort_flow.csv`` in ``cfg.out``.
+
+    See the module docstring for every rule; ARCHITECTURE.md section 2 for the files.
+    """
+    import duckdb
+
+    t0 = time.perf_counter()
+    files = _source_files(cfg)
+    headers = {k: read_header(p, REQUIRED[k]) for k, p in files.items()}
+    flow = _Flow()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(prefix=".scratch_", dir=cfg.out)  # beside the output: room for spills
+    # a file-backed scratch database: its tables are compressed and can leave memory
+    con = duckdb.connect(str(Path(tmpdir) / "scratch.duckdb"),
+                         config={"memory_limit": cfg.memory_limit, "temp_directory": str(Path(tmpdir) / "spill"),
+                                 "preserve_insertion_order": False})
+    con.execute("SET enable_progress_bar = false")
+    if cfg.threads:
+        con.execute(f"SET threads = {int(cfg.threads)}")
+    try:
+        ecgs = _read_ecgs(con, files, headers, flow)
+        con.register("ecg_df", ecgs[["row_idx", "subject_id", "study_id", "ecg_time"]])
+        con.execute("CREATE TABLE ecg AS SELECT row_idx, subject_id, study_id, "
+                    "epoch_us(ecg_time) AS t_us, CAST(ecg_time AS DATE) AS d FROM ecg_df")
+        con.execute("CREATE TABLE ecg_subjects AS SELECT DISTINCT subject_id FROM ecg")
+        feats = _read_demographics(con, files, headers, ecgs, flow)
+        feats.update(_read_vitals(con, cfg, files, headers, len(ecgs), flow))
+        feats.update(_read_biometrics(con, cfg, files, headers, len(ecgs), flow))
+        labels, lab_meta = _label_labs(con, cfg, files, headers, len(ecgs), flow)
+        listed = _read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
+                              {"study_id": "BIGINT", "subject_id": "BIGINT", "strat_fold": "BIGINT"})
+    finally:
+        con.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+    bad = listed["strat_fold"].notna() & ~listed["strat_fold"].between(0, N_FOLDS - 1)
+    if bad.any():
+        raise ValueError(f"{files['records_w_diag_icd10']}: column 'strat_fold' must be 0-19; found "
+                         f"{listed.loc[bad, 'strat_fold'].iloc[0]} ({int(bad.sum())} rows)")
+    fold, fc = assign_folds(ecgs.assign(sex=feats["sex"], age=feats["age"]), listed, cfg.seed)
+    fold = fold.to_numpy()
+    flow.add("folds: strat_fold from ecg_icd by study_id", len(ecgs), fc["n_listed_ecgs"],
+             "ECGs not listed in ecg_icd (given their patient's fold, or a stratified one)")
+    if fc["n_patients_with_conflicting_folds"]:
+        log.warning(f"{files['records_w_diag_icd10']}: {fc['n_patients_with_conflicting_folds']} patients "
+                    "have ECGs in several strat_folds; each takes their most frequent fold")
+    log.info(f"folds: {fc['n_unlisted_ecgs_of_listed_patients']} unlisted ECGs took their patient's fold; "
+             f"{fc['n_unlisted_patients']} unlisted patients were assigned by stratification")
+
+    # per label (not per row): densify its block, count per split, keep passing columns
+    targets, columns = [], {}
+    by_label: dict[int, list[dict]] = {}
+    for m in lab_meta:
+        by_label.setdefault(m["_label_idx"], []).append(m)
+    for i, ms in by_label.items():
+        block = labels.block(i)
+        sel = block[:, [m["_col"] for m in ms]]
+        counts = split_counts(sel, fold)
+        keep = keep_targets(counts, cfg.min_per_class)
+        for j in np.flatnonzero(keep):
+            m = {k: v for k, v in ms[j].items() if not k.startswith("_")}
+            m["counts"] = {s_: {"pos": int(counts[s_]["pos"][j]), "neg": int(counts[s_]["neg"][j])}
+                           for s_ in ("train", "val", "test")}
+            targets.append(m)
+            columns[m["name"]] = sel[:, j].copy()
+    flow.add("targets: per-split class counts", len(lab_meta), len(targets),
+             f"targets (not rows) with < {cfg.min_per_class} positives or negatives in val or test")
+    task_order = {t: n for n, t in enumerate(cfg.tasks)}
+    targets.sort(key=lambda m: (task_order[m["task"]], m["lab"], m["direction"] != "low"))
+
+    cols = {"subject_id": ecgs["subject_id"].astype("int64").to_numpy(),
+            "study_id": ecgs["study_id"].astype("int64").to_numpy(),
+            "ecg_time": ecgs["ecg_time"].to_numpy(), "path": ecgs["path"].astype(str).to_numpy(),
+            "fold": fold.astype("int64")}
+    for f in FEATURES:
+        cols[f] = feats[f] if f == "race" else np.asarray(feats[f], dtype="float64")
+    for m in targets:
+        cols[m["name"]] = columns.pop(m["name"])
+    df = pd.DataFrame(cols)
+    df["race"] = df["race"].astype(str)
+
+    summary = {"n_ecgs": int(len(df)), "n_patients": int(df["subject_id"].nunique()),
+               "n_targets": {t: sum(m["task"] == t for m in targets) for t in cfg.tasks}}
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    paths = {"cohort": cfg.out / "cohort.parquet", "targets": cfg.out / "targets.json",
+             "flow": cfg.out / "cohort_flow.csv"}
+    with util.atomic_path(paths["cohort"]) as tmp:
+        df.to_parquet(tmp, index=False)
+    data_root = Path(cfg.ecg).parent
+    util.write_json(paths["targets"], {
+        "version": 1,
+        "source": {"hosp": str(cfg.hosp), "ed": str(cfg.ed), "ecg": str(cfg.ecg),
+                   "ecg_icd": str(cfg.ecg_icd),
+                   "synthetic": (data_root / "labecg_synthetic.json").exists()},
+        "summary": summary, "targets": targets})
+    with util.atomic_path(paths["flow"]) as tmp:
+        pd.DataFrame(flow.rows, columns=["step", "rows_in", "rows_out", "dropped", "reason"]).to_csv(tmp, index=False)
+    log.info(format_summary(summary) + f" ({time.perf_counter() - t0:.1f} s)")
+    return CohortResult(cohort=paths["cohort"], targets=paths["targets"], flow=paths["flow"], summary=summary)
+
+
+def format_summary(summary: dict) -> str:
+    """The cohort in the words of the paper's section 3.1."""
+    n = summary["n_targets"]
+    mon = [k for k in n if k.startswith("mon")]
+    return (f"{summary['n_ecgs']:,} ECGs from {summary['n_patients']:,} patients; "
+            f"{n.get('est', 0)} estimation targets and "
+            f"{' / '.join(str(n[k]) for k in mon)} monitoring targets at "
+            f"{' / '.join(k[3:] for k in mon)} min")
+
+
+def describe_cohort(out_dir) -> pd.DataFrame:
+    """The cohort summary beside the paper's (arXiv v1, section 3.1).
+
+    Returns
+    -------
+    DataFrame indexed by quantity (ECGs, patients, estimation targets, monitoring targets
+    at 30/60/120 min) with integer columns ``ours`` and ``paper``.
+    """
+    s = util.read_json(Path(out_dir) / "targets.json")["summary"]
+    rows = {"ECGs": (s["n_ecgs"], PAPER_SUMMARY["n_ecgs"]),
+            "patients": (s["n_patients"], PAPER_SUMMARY["n_patients"])}
+    for task, n in s["n_targets"].items():
+        name = "estimation targets" if task == "est" else f"monitoring targets, {task[3:]} min"
+        rows[name] = (n, PAPER_SUMMARY["n_targets"].get(task))
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["ours", "paper"]).astype("Int64")
+
+
+# ---------------------------------------------------------------------------------------
+# stages of build_cohort
+
+
+def _read_ecgs(con, files, headers, flow) -> pd.DataFrame:
+    path = files["record_list"]
+    ecgs = _read_strict(path, headers["record_list"],
+                        {"subject_id": "BIGINT", "study_id": "BIGINT", "ecg_time": "TIMESTAMP", "path": "VARCHAR"})
+    if ecgs.empty:
+        raise ValueError(f"{path}: no ECG rows; expected one row per ECG study")
+    for col in ("subject_id", "study_id", "ecg_time", "path"):
+        if ecgs[col].isna().any():
+            i = int(np.flatnonzero(ecgs[col].isna().to_numpy())[0])
+            raise ValueError(f"{path}: column {col!r} is empty at line {i + 2}; every ECG needs it")
+    n0 = len(ecgs)
+    ecgs = ecgs.drop_duplicates()
+    flow.add("record_list: duplicate rows", n0, len(ecgs), "identical duplicate rows", warn=True)
+    dup = ecgs["study_id"].duplicated(keep=False)
+    if dup.any():
+        raise ValueError(f"{path}: column 'study_id' repeats with different contents, e.g. study "
+                         f"{int(ecgs.loc[dup, 'study_id'].iloc[0])} ({int(dup.sum())} rows)")
+    ecgs = ecgs.sort_values(["subject_id", "ecg_time", "study_id"], kind="stable").reset_index(drop=True)
+    ecgs["row_idx"] = np.arange(len(ecgs), dtype=np.int64)
+    return ecgs
+
+
+def _read_demographics(con, files, headers, ecgs, flow) -> dict:
+    pat = _read_strict(files["patients"], headers["patients"],
+                       {"subject_id": "BIGINT", "gender": "VARCHAR", "anchor_age": "DOUBLE"})
+    n0 = len(pat)
+    pat = pat.drop_duplicates("subject_id")
+    flow.add("patients: duplicate subject_id", n0, len(pat), "repeated subject rows (first kept)", warn=True)
+    p = ecgs[["subject_id"]].merge(pat, on="subject_id", how="left")
+    n_no_pat = int((~ecgs["subject_id"].isin(pat["subject_id"])).sum())
+    flow.add("patients: ECGs whose subject is in patients", len(ecgs), len(ecgs) - n_no_pat,
+             "ECGs kept with sex and age missing (subject absent from patients)", warn=True)
+    sex = p["gender"].map({"M": 1.0, "F": 0.0}).astype("float64").to_numpy()
+
+    races = []
+    for key, tcol in (("admissions", "admittime"), ("edstays", "intime")):
+        r = con.execute(
+            f"SELECT subject_id, race FROM (SELECT subject_id, race, row_number() OVER "
+            f"(PARTITION BY subject_id ORDER BY {tcol} NULLS LAST, race) AS k FROM "
+            f"{_scan(files[key], headers[key], {'subject_id': 'BIGINT', tcol: 'TIMESTAMP'}, 'rej_' + key)} "
+            f"WHERE race IS NOT NULL AND trim(race) <> '' "
+            f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)) WHERE k = 1").df()
+        _report_rejects(con, f"rej_{key}", files[key], None, 0)  # warns; race only, no flow step
+        races.append(r.set_index("subject_id")["race"])
+    race_src = races[0].combine_first(races[1]) if len(races[1]) else races[0]
+    race = ecgs["subject_id"].map(race_src).map(map_race).astype(str).to_numpy()
+    n_norace = int((~ecgs["subject_id"].isin(race_src.index)).sum())
+    flow.add("race: ECGs whose subject has a race", len(ecgs), len(ecgs) - n_norace,
+             "ECGs kept with race 'other' (no race in admissions or edstays)")
+    return {"sex": sex, "age": p["anchor_age"].astype("float64").to_numpy(), "race": race}
+
+
+def _bucketed_ecg(con, name: str, width_us: int, before_us: int, after_us: int, time_col: str = "t_us"):
+    """ECG rows repeated once per time bucket their window [t - before, t + after] touches."""
+    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT row_idx, subject_id, {time_col} AS t, "
+                f"unnest(range(floor(({time_col} - {before_us}) / {width_us})::BIGINT, "
+                f"floor(({time_col} + {after_us}) / {width_us})::BIGINT + 1)) AS b FROM ecg")
+
+
+def _read_vitals(con, cfg, files, headers, n_ecg, flow) -> dict:
+    key = "vitalsign"
+    path = files[key]
+    types = {"subject_id": "BIGINT", "charttime": "TIMESTAMP", **{v: "DOUBLE" for v in VITALS}}
+    con.execute(f"CREATE TABLE vit AS SELECT subject_id, epoch_us(charttime) AS t, "
+                f"{', '.join(VITALS)} FROM {_scan(path, headers[key], types, 'rej_vit')} "
+                f"WHERE subject_id IN (SELECT subject_id FROM ecg_subjects)")
+    n = con.execute("SELECT count(*) FROM vit").fetchone()[0]
+    _report_rejects(con, "rej_vit", path, flow, n)
+    n_nt = con.execute("SELECT count(*) FROM vit WHERE t IS NULL").fetchone()[0]
+    flow.add("vitalsign: charttime present", n, n - n_nt, "rows without charttime", warn=True)
+    for v in VITALS:
+        lo, hi = VITAL_BOUNDS[v]
+        n_v, n_bad = con.execute(f"SELECT count({v}), count({v}) FILTER (WHERE {v} < {lo} OR {v} > {hi}) "
+                                 f"FROM vit").fetchone()
+        flow.add(f"vitalsign: {v} plausible", n_v, n_v - n_bad,
+                 f"{v} values outside [{lo:g}, {hi:g}] set missing (values, not rows)", warn=True)
+    w = cfg.vitals_window_min * 60_000_000
+    width = max(w, 60_000_000)
+    _bucketed_ecg(con, "ecg_bv", width, w, w)
+    aggs = ", ".join(
+        f"arg_min(v.{v}, struct_pack(a := abs(v.t - e.t), t := v.t, x := v.{v})) FILTER "
+        f"(WHERE v.{v} BETWEEN {VITAL_BOUNDS[v][0]} AND {VITAL_BOUNDS[v][1]}) AS {v}" for v in VITALS)
+    res = con.execute(
+        f"SELECT e.row_idx, {aggs} FROM ecg_bv e JOIN (SELECT *, floor(t / {width})::BIGINT AS b FROM vit "
+        f"WHERE t IS NOT NULL) v ON v.subject_id = e.subject_id AND v.b = e.b "
+        f"WHERE v.t BETWEEN e.t - {w} AND e.t + {w} GROUP BY e.row_idx").fetchnumpy()
+    out = {}
+    idx = np.asarray(res["row_idx"], dtype=np.int64)
+    for v in VITALS:
+        arr = np.full(n_ecg, np.nan)
+        arr[idx] = np.ma.filled(np.ma.asarray(res[v], dtype=float), np.nan)
+        out[v] = arr
+    return out
+
+
+def _read_biometrics(con, cfg, files, headers, n_ecg, flow) -> dict:
+    key = "omr"
+    path = files[key]
+    types = {"subject_id": "BIGINT", "chartdate": "DATE", "seq_num": "BIGINT"}
+    names = ", ".join(f"'{k}'" for k in BIOMETRICS)
+    con.execute(f"CREATE TABLE omr AS SELECT subject_id, chartdate, seq_num, result_name, "
+                f"result_value, TRY_CAST(result_value AS DOUBLE) AS x "
+                f"FROM {_scan(path, headers[key], types, 'rej_omr')} WHERE result_name IN ({names}) "
+                f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)")
+    n = con.execute("SELECT count(*) FROM omr").fetchone()[0]
+    _report_rejects(con, "rej_omr", path, flow, n)
+    n_ok = con.execute("SELECT count(*) FROM omr WHERE x IS NOT NULL AND chartdate IS NOT NULL").fetchone()[0]
+    if n - n_ok:
+        ex = con.execute("SELECT result_value FROM omr WHERE x IS NULL LIMIT 1").fetchone()
+        log.warning(f"{path}: column 'result_value': {n - n_ok} biometric rows skipped, not a number "
+                    f"or no chartdate (e.g. {ex[0] if ex else None!r})")
+    flow.add("omr: numeric biometric rows", n, n_ok, "BMI/weight/height rows with a non-numeric "
+             "result_value or no chartdate", warn=True)
+    cases = " ".join(f"WHEN '{k}' THEN '{f}'" for k, (f, *_rest) in BIOMETRICS.items())
+    factors = " ".join(f"WHEN '{k}' THEN x * {fac}" for k, (_f, fac, *_r) in BIOMETRICS.items())
+    plaus = " OR ".join(f"(result_name = '{k}' AND y {'>' if open_ else '>='} {lo} AND y <= {hi})"
+                        for k, (_f, _fac, lo, open_, hi) in BIOMETRICS.items())
+    con.execute(f"CREATE TABLE bio AS SELECT * FROM (SELECT subject_id, "
+                f"(chartdate - DATE '1970-01-01') AS d, seq_num, CASE result_name {cases} END AS f, "
+                f"CASE result_name {factors} END AS y, result_name FROM omr "
+                f"WHERE x IS NOT NULL AND chartdate IS NOT NULL) WHERE {plaus}")
+    n_pl = con.execute("SELECT count(*) FROM bio").fetchone()[0]
+    flow.add("omr: plausible biometrics", n_ok, n_pl, "implausible BMI, weight or height values", warn=True)
+    w = cfg.biometrics_window_days
+    width = max(w, 1)
+    con.execute(f"CREATE OR REPLACE TABLE ecg_bd AS SELECT row_idx, subject_id, "
+                f"(d - DATE '1970-01-01') AS t, unnest(range(floor(((d - DATE '1970-01-01') - {w}) / {width})::BIGINT, "
+                f"floor(((d - DATE '1970-01-01') + {w}) / {width})::BIGINT + 1)) AS b FROM ecg")
+    res = con.execute(
+        f"SELECT e.row_idx, o.f, arg_min(o.y, struct_pack(a := abs(o.d - e.t), t := o.d, s := o.seq_num, "
+        f"x := o.y)) AS y FROM ecg_bd e JOIN (SELECT *, floor(d / {width})::BIGINT AS b FROM bio) o "
+        f"ON o.subject_id = e.subject_id AND o.b = e.b WHERE o.d BETWEEN e.t - {w} AND e.t + {w} "
+        f"GROUP BY e.row_idx, o.f").df()
+    out = {}
+    for f in BIOMETRIC_FEATURES:
+        arr = np.full(n_ecg, np.nan)
+        r = res[res["f"] == f]
+        arr[r["row_idx"].to_numpy(dtype=np.int64)] = r["y"].to_numpy(dtype=float)
+        out[f] = arr
+    return out
+
+
+def _label_labs(con, cfg, files, headers, n_ecg, flow) -> tuple[np.ndarray, list[dict]]:
+    """All candidate lab targets: (n_ecgs, n_candidates) float32 and their descriptions."""
+    lpath, dpath = files["labevents"], files["d_labitems"]
+    d = _read_strict(dpath, headers["d_labitems"], {"itemid": "BIGINT", "label": "VARCHAR", "fluid": "VARCHAR"})
+    if d.empty:
+        raise ValueError(f"{dpath}: no rows; expected one row per lab itemid")
+    n_d = len(d)
+    d = d.dropna(subset=["itemid"]).drop_duplicates("itemid")
+    flow.add("d_labitems: unique itemid", n_d, len(d), "repeated or empty itemids (first kept)", warn=True)
+    con.register("d_df", d)
+    con.execute("CREATE TABLE d_lab AS SELECT itemid::BIGINT AS itemid, label, fluid FROM d_df")
+
+    types = {"labevent_id": "BIGINT", "subject_id": "BIGINT", "itemid": "BIGINT", "charttime": "TIMESTAMP",
+             "valuenum": "DOUBLE", "ref_range_lower": "DOUBLE", "ref_range_upper": "DOUBLE"}
+    con.execute("PRAGMA enable_profiling = 'no_output'")
+    con.execute(f"CREATE TABLE lab_raw AS SELECT labevent_id, subject_id, itemid, epoch_us(charttime) AS t, "
+                f"valuenum, valueuom, ref_range_lower, ref_range_upper "
+                f"FROM {_scan(lpath, headers['labevents'], types, 'rej_lab')} "
+                f"WHERE subject_id IN (SELECT subject_id FROM ecg_subjects)")
+    n_scanned = _scanned_rows(con)
+    con.execute("PRAGMA disable_profiling")
+    n_raw = con.execute("SELECT count(*) FROM lab_raw").fetchone()[0]
+    n_rej = _report_rejects(con, "rej_lab", lpath, None, 0)
+    if n_scanned is None:
+        n_scanned = n_raw  # profiler unavailable: the patient filter is reported as not counted
+        log.warning(f"{lpath}: rows of patients without an ECG were not counted (no profiler)")
+    flow.add(f"read {lpath.name}", n_scanned + n_rej, n_scanned, "rows skipped: a value could not be parsed", warn=True)
+    flow.add("labevents: patients with an ECG", n_scanned, n_raw, "rows of patients without an ECG")
+    if n_raw == 0:
+        raise ValueError(f"{lpath}: no lab rows for any patient of record_list.csv (column 'subject_id')")
+
+    ok = (f"valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL AND label NOT IN {DROPPED_LABELS} "
+          f"AND (NOT (ref_range_lower = 0 AND ref_range_upper = 0) IS NOT FALSE)")
+    steps = con.execute(
+        "SELECT count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL), "
+        "count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL), "
+        f"count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL "
+        f"AND label NOT IN {DROPPED_LABELS}), "
+        f"count(*) FILTER (WHERE {ok}), "
+        f"count(DISTINCT labevent_id) FILTER (WHERE {ok}) + count(*) FILTER (WHERE {ok} AND labevent_id IS NULL) "
+        "FROM lab_raw l LEFT JOIN d_lab USING (itemid)").fetchone()
+    reasons = ["rows without valuenum or charttime", "rows whose itemid is not in d_labitems (or has no label)",
+               f"rows of labels {list(DROPPED_LABELS)}", "rows with ref_range_lower = ref_range_upper = 0"]
+    prev = n_raw
+    for name, n, why in zip(["valuenum and charttime", "join d_labitems", "label filter", "reference range"],
+                            steps[:4], reasons):
+        flow.add(f"labevents: {name}", prev, n, why, warn=name == "join d_labitems")
+        prev = n
+    n_ok, n_ids = prev, steps[4]
+    # a view, not a table: one materialization of the lab rows fewer
+    con.execute(f"CREATE VIEW lab_ok AS SELECT l.labevent_id, l.subject_id, l.itemid, l.t, l.valuenum, "
+                f"l.valueuom, l.ref_range_lower, l.ref_range_upper, d.label, d.fluid FROM lab_raw l "
+                f"JOIN d_lab d USING (itemid) WHERE {ok}")
+    src = "lab_ok"
+    if n_ids < n_ok:
+        con.execute("CREATE TABLE lab_dedup AS SELECT * FROM lab_ok "
+                    "QUALIFY labevent_id IS NULL OR row_number() OVER (PARTITION BY labevent_id ORDER BY t, valuenum) = 1")
+        src = "lab_dedup"
+    flow.add("labevents: duplicate labevent_id", n_ok, n_ids, "repeated labevent_id rows (first kept)", warn=True)
+
+    flu = con.execute(f"SELECT label, fluid, valueuom, count(*) AS n FROM {src} GROUP BY ALL").df()
+    fl = flu.groupby(["label", "fluid"], as_index=False)["n"].sum()
+    fluid = choose_fluid(fl)
+    con.register("fluid_df", fluid.rename("fluid").reset_index())
+    n_fl = int(fl.merge(fluid.reset_index(), on=["label", "fluid"])["n"].sum())
+    flow.add("labevents: most frequent fluid per label", n_ids, n_fl, "rows of a label's other fluids")
+
+    un = (flu.merge(fluid.reset_index(), on=["label", "fluid"])
+          .groupby(["label", "valueuom"], as_index=False, dropna=False)["n"].sum())
+    umap = harmonize_units(un)
+    for lab, g in umap.groupby("label"):
+        if len(g) > 1:
+            log.info(f"units of {lab!r}: " + ", ".join(
+                f"{u!r} {n} rows {'-> ' + repr(c) if k and u != c else ('kept' if k else 'dropped')}"
+                for u, n, c, k in zip(g["valueuom"], g["n"], g["unit"], g["keep"])))
+    n_u = int(umap.loc[umap["keep"], "n"].sum())
+    flow.add("labevents: unit harmonized", n_fl, n_u, "rows whose unit names another quantity than the "
+             "label's most frequent unit", warn=True)
+    per_label = umap[umap["keep"]].groupby("label")["n"].sum()
+    labels_kept = per_label[per_label >= cfg.min_lab_events].index
+    flow.add("labevents: labels with enough rows", n_u, int(per_label[labels_kept].sum()),
+             f"rows of labels with < {cfg.min_lab_events} rows")
+    if len(labels_kept) == 0:
+        raise ValueError(f"{lpath}: no lab label has >= min_lab_events={cfg.min_lab_events} rows "
+                         f"(largest: {int(per_label.max()) if len(per_label) else 0})")
+    umap = umap[umap["keep"] & umap["label"].isin(labels_kept)]
+    con.register("unit_df", umap[["label", "valueuom", "unit"]])
+    lab_names = sorted(labels_kept)
+    con.register("label_df", pd.DataFrame({"label": lab_names, "label_idx": np.arange(len(lab_names))}))
+    con.execute(f"CREATE TABLE lab AS SELECT o.labevent_id, o.subject_id, o.t, o.valuenum, "
+                f"o.ref_range_lower, o.ref_range_upper, o.itemid, x.label_idx FROM {src} o "
+                "JOIN fluid_df USING (label, fluid) JOIN label_df x USING (label) "
+                "JOIN unit_df u ON u.label = o.label AND u.valueuom IS NOT DISTINCT FROM o.valueuom")
+    con.execute("DROP VIEW lab_ok")
+    con.execute("DROP TABLE lab_raw")
+
+    thr = con.execute("SELECT label_idx, median(ref_range_lower) AS lo, median(ref_range_upper) AS hi, "
+                      "list(DISTINCT itemid ORDER BY itemid) AS itemids FROM lab GROUP BY label_idx").df()
+    thr = thr.set_index("label_idx").reindex(np.arange(len(lab_names)))
+    con.register("thr_df", thr[["lo", "hi"]].reset_index())
+    occ = con.execute("SELECT l.label_idx, bool_or(l.valuenum < t.lo), bool_or(l.valuenum > t.hi) FROM lab l "
+                      "JOIN thr_df t USING (label_idx) GROUP BY 1").fetchall()
+    occurs = {i: (bool(a), bool(b)) for i, a, b in occ}
+
+    n_nolab = con.execute("SELECT count(*) FROM ecg WHERE subject_id NOT IN (SELECT DISTINCT subject_id FROM lab)"
+                          ).fetchone()[0]
+    flow.add("labels: ECGs whose patient has lab rows", n_ecg, n_ecg - n_nolab,
+             "ECGs kept with every lab target missing (patient has no usable lab rows)", warn=True)
+
+    # one bucketed join serves every window: [t - est, t + max(est, h_max)]
+    w = cfg.estimation_window_min * 60_000_000
+    hmax = max(cfg.horizons_min) * 60_000_000
+    width = 3_600_000_000
+    _bucketed_ecg(con, "ecg_bl", width, w, max(w, hmax))
+    mon = ", ".join(
+        f"count(*) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS n{h}, "
+        f"bool_or(cls = -1) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS lo{h}, "
+        f"bool_or(cls = 1) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS hi{h}" for h in cfg.horizons_min)
+    res = con.execute(
+        f"SELECT row_idx, label_idx, arg_min(cls, struct_pack(a := abs(dt), t := lt, i := -labevent_id)) "
+        f"FILTER (WHERE dt BETWEEN -{w} AND {w}) AS est, {mon} FROM ("
+        f"SELECT e.row_idx, l.label_idx, l.t - e.t AS dt, l.t AS lt, l.labevent_id, "
+        f"CASE WHEN l.valuenum < th.lo THEN -1 WHEN l.valuenum > th.hi THEN 1 ELSE 0 END AS cls "
+        f"FROM ecg_bl e JOIN (SELECT *, floor(t / {width})::BIGINT AS b FROM lab) l "
+        f"ON l.subject_id = e.subject_id AND l.b = e.b JOIN thr_df th ON th.label_idx = l.label_idx "
+        f"WHERE l.t BETWEEN e.t - {w} AND e.t + {max(w, hmax)}) GROUP BY ALL").fetchnumpy()
+
+    row = np.asarray(res["row_idx"], dtype=np.int64)
+    li = np.asarray(res["label_idx"], dtype=np.int64)
+    tasks = cfg.tasks
+    # vals[:, direction * n_tasks + task]: the target of (row, label); long form, sorted by label
+    vals = np.full((len(row), 2 * len(tasks)), np.nan, dtype=np.float32)
+    est = np.ma.asarray(res["est"], dtype=float).filled(np.nan)
+    vals[:, 0] = np.where(np.isnan(est), np.nan, est == -1)
+    vals[:, len(tasks)] = np.where(np.isnan(est), np.nan, est == 1)
+    for k, h in enumerate(cfg.horizons_min, start=1):
+        n = np.asarray(res[f"n{h}"], dtype=np.int64)
+        lo = np.ma.asarray(res[f"lo{h}"], dtype=float).filled(0) == 1
+        hi = np.ma.asarray(res[f"hi{h}"], dtype=float).filled(0) == 1
+        miss = (n == 0) | (lo & hi)
+        vals[:, k] = np.where(miss, np.nan, lo)
+        vals[:, len(tasks) + k] = np.where(miss, np.nan, hi)
+    order = np.argsort(li, kind="stable")
+    row, li, vals = row[order], li[order], vals[order]
+    starts = np.searchsorted(li, np.arange(len(lab_names) + 1))
+
+    meta = []
+    units = umap.drop_duplicates("label").set_index("label")["unit"]
+    for i, label in enumerate(lab_names):
+        for dirn, direction in enumerate(("low", "high")):
+            thr_v = thr.loc[i, "lo" if direction == "low" else "hi"]
+            if not occurs.get(i, (False, False))[dirn] or pd.isna(thr_v):
+                continue
+            for k, task in enumerate(tasks):
+                meta.append({"name": util.target_name(label, direction, task), "lab": util.lab_slug(label),
+                             "label": label, "itemids": [int(x) for x in thr.loc[i, "itemids"]],
+                             "fluid": str(fluid[label]), "direction": direction, "threshold": float(thr_v),
+                             "unit": None if pd.isna(units.get(label)) else str(units.get(label)),
+                             "category": catalog.category_for_label(label), "task": task,
+                             "horizon_min": None if task == "est" else int(task[3:]),
+                             "_label_idx": i, "_col": dirn * len(tasks) + k})
+    names = [m["name"] for m in meta]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{dpath}: column 'label': different labels give the same target names {dup}")
+    return _LongLabels(row=row, vals=vals, starts=starts, n_ecgs=n_ecg), meta
+
+
+@dataclass(frozen=True)
+class _LongLabels:
+    """Targets in long form: rows sorted by label; vals (n_pairs, 2 * n_tasks) float32."""
+    row: np.ndarray
+    vals: np.ndarray
+    starts: np.ndarray
+    n_ecgs: int
+
+    def block(self, label_idx: int) -> np.ndarray:
+        """Dense targets of one label: (n_ecgs, 2 * n_tasks) float32, NaN where missing."""
+        sl = slice(self.starts[label_idx], self.starts[label_idx + 1])
+        out = np.full((self.n_ecgs, self.vals.shape[1]), np.nan, dtype=np.float32)
+        out[self.row[sl]] = self.vals[sl]
+        return out

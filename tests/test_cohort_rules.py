@@ -1,0 +1,396 @@
+"""Hand-worked cases for every rule of labecg.cohort (expected values worked out by hand)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mimic_fixtures as mf
+from labecg import cohort
+from labecg.cohort import CohortConfig, build_cohort
+
+T = pd.Timestamp("2150-01-01 12:00:00")
+K, NA, GLU, GLU_U, MCHC, CA = 50971, 50983, 50931, 51478, 51249, 50893
+D_LAB = pd.DataFrame({"itemid": [K, NA, GLU, GLU_U, MCHC, CA],
+                      "label": ["Potassium", "Sodium", "Glucose", "Glucose", "MCHC", "Calcium, Total"],
+                      "fluid": ["Blood", "Blood", "Blood", "Urine", "Blood", "Blood"],
+                      "category": "Chemistry"})
+
+
+def ts(t: pd.Timestamp) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def m(n):
+    return pd.Timedelta(minutes=n)
+
+
+def s(n):
+    return pd.Timedelta(seconds=n)
+
+
+def k(subject, when, value):
+    return (subject, K, ts(when), value, "mEq/L", 3.5, 5.0)
+
+
+LAB_ROWS = [
+    k(1, T - m(60), 6.0),            # exactly -60 min: in
+    k(2, T - m(60) - s(1), 6.0),     # one second before the window
+    k(3, T + m(60), 3.0),            # exactly +60 min: in
+    k(4, T + m(60) + s(1), 3.0),     # outside estimation, inside mon120 only
+    k(5, T - s(1), 3.0), k(5, T + m(30), 6.0),       # before the ECG: est only; exactly +30: mon30
+    k(6, T - m(10), 3.0), k(6, T + m(10), 6.0),      # equally close: the earlier wins
+    k(7, T + m(5), 3.0), k(7, T + m(5), 6.0),        # same charttime: the higher labevent_id wins
+    k(8, T + m(20), 3.0), k(8, T + m(100), 6.0),     # low then high: mon120 has both -> missing
+    k(10, T, 4.0),                                   # normal
+    k(99, T, 9.0),                                   # a patient without ECG: filtered at the scan
+    # sodium: lower medians (130, 133, 135, 140) -> 134; upper (145, 145, 150, 150) -> 147.5
+    (11, NA, ts(T), 140.0, "mEq/L", 130, 145), (11, NA, ts(T + pd.Timedelta(days=5)), 147.6, "mEq/L", 133, 145),
+    (11, NA, ts(T + pd.Timedelta(days=10)), 134.0, "mEq/L", 135, 150),
+    (11, NA, ts(T + pd.Timedelta(days=15)), 133.9, "mEq/L", 140, 150),
+    # glucose: Blood 3 rows beats Urine 2 rows; the urine row at the ECG is ignored
+    (12, GLU_U, ts(T), 500.0, "mg/dL", 0, 15), (12, GLU_U, ts(T + m(1)), 500.0, "mg/dL", 0, 15),
+    (12, GLU, ts(T + m(30)), 90.0, "mg/dL", 70, 100), (12, GLU, ts(T + pd.Timedelta(days=9)), 250.0, "mg/dL", 70, 100),
+    (12, GLU, ts(T + pd.Timedelta(days=9)), 50.0, "mg/dL", 70, 100),
+    # MCHC: 'g/dL' x3 is the unit; '%' x2 is the same quantity, kept
+    (13, MCHC, ts(T), 30.0, "%", 31, 37), (13, MCHC, ts(T + pd.Timedelta(days=3)), 38.0, "%", 31, 37),
+    (13, MCHC, ts(T + pd.Timedelta(days=3)), 33.0, "g/dL", 31, 37),
+    (13, MCHC, ts(T + pd.Timedelta(days=3)), 33.0, "g/dL", 31, 37),
+    (13, MCHC, ts(T + pd.Timedelta(days=3)), 38.0, "g/dL", 31, 37),
+    # calcium: 'mg/dL' x3; one 'mmol/L' row (another quantity) is dropped
+    (14, CA, ts(T), 2.2, "mmol/L", 8.4, 10.3), (14, CA, ts(T + m(40)), 9.0, "mg/dL", 8.4, 10.3),
+    (14, CA, ts(T + pd.Timedelta(days=4)), 7.0, "mg/dL", 8.4, 10.3),
+    (14, CA, ts(T + pd.Timedelta(days=4)), 11.0, "mg/dL", 8.4, 10.3),
+]
+ECG_ROWS = [(sid, 40000000 + sid, ts(T)) for sid in range(1, 17)] + [
+    (11, 40000111, ts(T + pd.Timedelta(days=5))), (11, 40000112, ts(T + pd.Timedelta(days=10))),
+    (11, 40000113, ts(T + pd.Timedelta(days=15))), (10, 40000110, ts(T + pd.Timedelta(days=1)))]
+
+
+def vital(subject, when, **v):
+    return {"subject_id": subject, "charttime": ts(when), **v}
+
+
+VITAL_ROWS = pd.DataFrame([
+    vital(15, T + m(10), temperature=200.0, o2sat=97.0),               # implausible temperature
+    vital(15, T - m(20), temperature=98.0, heartrate=80.0, o2sat=95.0),
+    vital(15, T + m(30), heartrate=70.0, sbp=120.0, dbp=75.0),          # exactly +30 min: in
+    vital(15, T - m(30), dbp=70.0),                                     # tie with +30: earlier wins
+    vital(15, T - m(31), resprate=16.0),                                # outside
+])
+OMR_ROWS = pd.DataFrame({
+    "subject_id": [15, 15, 15, 15, 15, 15],
+    "chartdate": [(T - pd.Timedelta(days=30)).date(), (T + pd.Timedelta(days=31)).date(), T.date(), T.date(),
+                  (T - pd.Timedelta(days=10)).date(), T.date()],
+    "seq_num": [1, 1, 1, 2, 1, 3],
+    "result_name": ["Weight (Lbs)", "Weight (Lbs)", "Height (Inches)", "BMI (kg/m2)", "BMI (kg/m2)", "BMI (kg/m2)"],
+    "result_value": ["150", "160", "70", "150", "24.5", "abc"]})
+
+
+def base_tables() -> dict:
+    subjects = list(range(1, 17))
+    return {
+        "patients": pd.DataFrame({"subject_id": subjects, "gender": ["M", "M", "F"] + ["M"] * 13,
+                                  "anchor_age": [50 + i for i in subjects]}),
+        "admissions": pd.DataFrame({"subject_id": [15, 15, 1], "admittime": ["2149-05-01 00:00:00",
+                                                                             "2148-01-01 00:00:00",
+                                                                             "2149-01-01 00:00:00"],
+                                    "race": ["WHITE", "BLACK/AFRICAN AMERICAN", "UNKNOWN"]}),
+        "edstays": pd.DataFrame({"subject_id": [16], "intime": ["2149-01-01 00:00:00"],
+                                 "race": ["HISPANIC/LATINO - PUERTO RICAN"]}),
+        "labevents": mf.labs(LAB_ROWS), "d_labitems": D_LAB, "vitalsign": VITAL_ROWS, "omr": OMR_ROWS,
+        "record_list": mf.ecgs(ECG_ROWS),
+        "records_w_diag_icd10": pd.DataFrame({"study_id": [r[1] for r in ECG_ROWS if r[1] != 40000110],
+                                              "subject_id": [r[0] for r in ECG_ROWS if r[1] != 40000110],
+                                              "strat_fold": [r[0] % 20 for r in ECG_ROWS if r[1] != 40000110]}),
+    }
+
+
+def build(tmp_path, tables=None, **kw):
+    root = mf.write_tree(tmp_path / "src", **(tables or base_tables()))
+    cfg = CohortConfig(**mf.sources(root), out=tmp_path / "out", **{"min_lab_events": 1, "min_per_class": 0, **kw})
+    res = build_cohort(cfg)
+    return res, pd.read_parquet(res.cohort).set_index("study_id", drop=False)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("hand"))
+
+
+def val(df, subject, col, study=None):
+    return df.loc[study or 40000000 + subject, col]
+
+
+def nan(x):
+    return bool(np.isnan(x))
+
+
+def test_estimation_window_edges_are_closed(built):
+    _, df = built
+    assert val(df, 1, "potassium_high_est") == 1.0 and val(df, 1, "potassium_low_est") == 0.0
+    assert nan(val(df, 2, "potassium_high_est")) and nan(val(df, 2, "potassium_low_est"))
+    assert val(df, 3, "potassium_low_est") == 1.0
+    assert nan(val(df, 4, "potassium_low_est"))
+
+
+def test_monitoring_window_edges_are_closed(built):
+    _, df = built
+    # subject 4: a low 60 min + 1 s ahead: outside mon60, inside mon120
+    assert nan(val(df, 4, "potassium_low_mon30")) and nan(val(df, 4, "potassium_low_mon60"))
+    assert val(df, 4, "potassium_low_mon120") == 1.0 and val(df, 4, "potassium_high_mon120") == 0.0
+    # subject 5: low 1 s before the ECG is estimation only; high exactly 30 min ahead is in mon30
+    assert val(df, 5, "potassium_low_est") == 1.0
+    assert val(df, 5, "potassium_high_mon30") == 1.0 and val(df, 5, "potassium_low_mon30") == 0.0
+    # subject 1: a lab 60 min before the ECG does not enter monitoring
+    assert nan(val(df, 1, "potassium_high_mon120"))
+
+
+def test_ties_earlier_charttime_then_higher_labevent_id(built):
+    _, df = built
+    assert val(df, 6, "potassium_low_est") == 1.0 and val(df, 6, "potassium_high_est") == 0.0
+    assert val(df, 7, "potassium_high_est") == 1.0 and val(df, 7, "potassium_low_est") == 0.0
+
+
+def test_both_directions_in_window_make_monitoring_missing(built):
+    _, df = built
+    assert nan(val(df, 7, "potassium_low_mon30")) and nan(val(df, 7, "potassium_high_mon30"))
+    assert val(df, 8, "potassium_low_mon60") == 1.0 and val(df, 8, "potassium_high_mon60") == 0.0
+    assert nan(val(df, 8, "potassium_low_mon120")) and nan(val(df, 8, "potassium_high_mon120"))
+    assert val(df, 10, "potassium_low_mon30") == 0.0 and val(df, 10, "potassium_high_mon30") == 0.0
+
+
+def test_threshold_medians(built):
+    res, df = built
+    t = {x["name"]: x for x in json.loads(res.targets.read_text())["targets"]}
+    assert t["sodium_low_est"]["threshold"] == 134.0 and t["sodium_high_est"]["threshold"] == 147.5
+    assert t["potassium_high_mon60"]["threshold"] == 5.0 and t["potassium_high_mon60"]["horizon_min"] == 60
+    assert [val(df, 11, "sodium_low_est", s_) for s_ in (40000011, 40000111, 40000112, 40000113)] == [0, 0, 0, 1]
+    assert [val(df, 11, "sodium_high_est", s_) for s_ in (40000011, 40000111, 40000112, 40000113)] == [0, 1, 0, 0]
+    np.testing.assert_array_equal(cohort.classify_values([133.9, 134, 147.5, 147.6], 134, 147.5), [-1, 0, 0, 1])
+    thr = cohort.lab_thresholds(pd.DataFrame({"label": ["a"] * 4, "ref_range_lower": [130, 133, 135, 140],
+                                              "ref_range_upper": [145, 145, 150, np.nan]}))
+    assert thr.loc["a", "lower"] == 134 and thr.loc["a", "upper"] == 145
+
+
+def test_fluid_choice_and_unit_harmonization(built):
+    res, df = built
+    t = {x["name"]: x for x in json.loads(res.targets.read_text())["targets"]}
+    g = t["glucose_high_est"]
+    assert g["fluid"] == "Blood" and g["itemids"] == [GLU]
+    assert val(df, 12, "glucose_high_est") == 0.0  # the urine 500 at the ECG is not Blood
+    assert t["mchc_low_est"]["unit"] == "g/dL" and val(df, 13, "mchc_low_est") == 1.0  # the '%' row counts
+    assert t["calcium_total_low_est"]["unit"] == "mg/dL"
+    assert val(df, 14, "calcium_total_low_est") == 0.0  # the mmol/L row is dropped
+    flow = pd.read_csv(res.flow).set_index("step")
+    assert flow.loc["labevents: most frequent fluid per label", "dropped"] == 2
+    assert flow.loc["labevents: unit harmonized", "dropped"] == 1
+    assert cohort.same_quantity("MCHC", "%", "g/dL") and cohort.same_quantity("Glucose", "mg/dl", "mg/dL")
+    assert not cohort.same_quantity("Calcium, Total", "mmol/L", "mg/dL")
+    assert not cohort.same_quantity("Potassium", "%", "g/dL")
+    fl = cohort.choose_fluid(pd.DataFrame({"label": ["a", "a", "b", "b"], "fluid": ["Urine", "Blood", "X", "Blood"],
+                                           "n": [3, 2, 2, 2]}))
+    assert fl.to_dict() == {"a": "Urine", "b": "Blood"}
+
+
+def test_vitals_closest_plausible_non_missing(built):
+    _, df = built
+    row = df.loc[40000015]
+    assert row["temperature"] == 98.0  # 200 °F at +10 min is implausible
+    assert row["heartrate"] == 80.0 and row["o2sat"] == 97.0
+    assert np.isnan(row["resprate"])   # 31 min away
+    assert row["sbp"] == 120.0         # exactly +30 min
+    assert row["dbp"] == 70.0          # -30 and +30 tie: the earlier
+    assert df.loc[40000016, VITALS_COLS].isna().all()
+
+
+VITALS_COLS = ["temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp"]
+
+
+def test_biometrics_units_window_and_bounds(built):
+    res, df = built
+    row = df.loc[40000015]
+    assert row["weight"] == pytest.approx(150 * 0.453592)  # exactly 30 days before; 31 days after excluded
+    assert row["height"] == pytest.approx(70 * 2.54)
+    assert row["bmi"] == 24.5                            # 150 is implausible, 'abc' not a number
+    flow = pd.read_csv(res.flow).set_index("step")
+    assert flow.loc["omr: numeric biometric rows", "dropped"] == 1
+    assert flow.loc["omr: plausible biometrics", "dropped"] == 1
+
+
+def test_demographics(built):
+    _, df = built
+    assert df.loc[40000015, "race"] == "black"    # earliest admission
+    assert df.loc[40000016, "race"] == "hispanic"  # edstays when no admission
+    assert df.loc[40000001, "race"] == "other" and df.loc[40000002, "race"] == "other"
+    assert df.loc[40000003, "sex"] == 0.0 and df.loc[40000001, "sex"] == 1.0
+    assert df.loc[40000003, "age"] == 53.0
+    assert [cohort.map_race(r) for r in ("ASIAN - CHINESE", "WHITE - RUSSIAN", None, "PORTUGUESE")] == \
+        ["asian", "white", "other", "other"]
+
+
+def test_layout_order_and_metadata(built):
+    res, df = built
+    cols = list(df.columns)
+    assert cols[:5] == ["subject_id", "study_id", "ecg_time", "path", "fold"]
+    assert cols[5:17] == ["sex", "age", "race"] + VITALS_COLS + ["bmi", "weight", "height"]
+    tj = json.loads(res.targets.read_text())
+    assert cols[17:] == [t["name"] for t in tj["targets"]]
+    assert all(df[c].dtype == np.float32 for c in cols[17:])
+    assert all(df[c].dtype == np.float64 for c in cols[5:17] if c != "race")
+    assert df["subject_id"].dtype == np.int64 and df["fold"].dtype == np.int64
+    key = list(zip(df["subject_id"], df["ecg_time"], df["study_id"]))
+    assert key == sorted(key)
+    assert tj["source"]["synthetic"] is False and tj["version"] == 1
+    t = next(x for x in tj["targets"] if x["name"] == "potassium_high_est")
+    assert t["category"] == "Me." and t["lab"] == "potassium" and t["horizon_min"] is None
+    sel = df["fold"] < 18
+    assert t["counts"]["train"]["pos"] == int((df.loc[sel, "potassium_high_est"] == 1).sum())
+    assert tj["summary"]["n_ecgs"] == 20 and tj["summary"]["n_patients"] == 16
+    flow = pd.read_csv(res.flow)
+    assert list(flow.columns) == ["step", "rows_in", "rows_out", "dropped", "reason"]
+    assert (flow["dropped"] == flow["rows_in"] - flow["rows_out"]).all()
+    d = cohort.describe_cohort(res.cohort.parent)
+    assert d.loc["ECGs", "paper"] == 795546 and d.loc["ECGs", "ours"] == 20
+
+
+def test_ecgs_without_labs_and_folds_of_unlisted_ecgs(built):
+    res, df = built
+    assert df.loc[40000009, [c for c in df.columns if c.startswith("potassium")]].isna().all()
+    flow = pd.read_csv(res.flow).set_index("step")
+    assert flow.loc["labels: ECGs whose patient has lab rows", "dropped"] == 3  # subjects 9, 15, 16
+    assert flow.loc["labevents: patients with an ECG", "dropped"] == 1  # subject 99
+    assert df.loc[40000110, "fold"] == df.loc[40000010, "fold"] == 10  # unlisted ECG of a listed patient
+
+
+def test_per_split_count_filter():
+    # targets: a passes (2 pos, 2 neg in val and test); b has only 1 test positive; c lacks val negatives
+    fold = np.array([0, 18, 18, 18, 18, 19, 19, 19, 19])
+    y = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 0, 1], [0, 0, np.nan],
+                  [1, 1, 1], [1, 0, 1], [0, 0, 0], [0, 0, 0]], dtype=np.float32)
+    counts = cohort.split_counts(y, fold)
+    assert counts["val"]["pos"].tolist() == [2, 2, 3] and counts["test"]["pos"].tolist() == [2, 1, 2]
+    assert counts["train"]["pos"].tolist() == [1, 1, 1]
+    assert cohort.keep_targets(counts, 2).tolist() == [True, False, False]
+    assert cohort.keep_targets(counts, 1).tolist() == [True, True, False]
+
+
+def test_per_split_filter_end_to_end(tmp_path):
+    res, df = build(tmp_path, min_per_class=1)
+    # only subjects with fold 18 or 19 count: none here (folds are subject % 20 for 1..16)
+    assert json.loads(res.targets.read_text())["targets"] == []
+    flow = pd.read_csv(res.flow).set_index("step")
+    assert flow.loc["targets: per-split class counts", "rows_out"] == 0
+
+
+def test_assign_folds_patient_level():
+    rng = np.random.default_rng(0)
+    n = 400
+    ecgs = pd.DataFrame({"subject_id": np.repeat(np.arange(n), 2), "study_id": np.arange(2 * n),
+                         "sex": np.repeat(rng.integers(0, 2, n).astype(float), 2),
+                         "age": np.repeat(rng.integers(18, 90, n).astype(float), 2)})
+    # patients 0-9 listed by their first ECG only; patient 10 in folds 5, 3 and (a study not in record_list) 5
+    listed = pd.DataFrame({"study_id": list(range(0, 20, 2)) + [20, 21],
+                           "subject_id": list(range(10)) + [10, 10], "strat_fold": [7] * 10 + [5, 3]})
+    listed = pd.concat([listed, pd.DataFrame({"study_id": [999], "subject_id": [10], "strat_fold": [5]})])
+    fold, c = cohort.assign_folds(ecgs, listed, seed=1)
+    assert (fold[ecgs["subject_id"] < 10] == 7).all()        # unlisted second ECGs take the patient's fold
+    assert (fold[ecgs["subject_id"] == 10] == 5).all()       # most frequent listed fold
+    assert ecgs.assign(f=fold).groupby("subject_id")["f"].nunique().max() == 1
+    assert c["n_unlisted_patients"] == n - 11 and c["n_patients_with_conflicting_folds"] == 1
+    per_fold = ecgs.assign(f=fold)[ecgs["subject_id"] > 10].drop_duplicates("subject_id")["f"].value_counts()
+    assert per_fold.reindex(range(20), fill_value=0).between(19, 20).all()  # 389 patients / 20 folds
+    strata = ecgs.assign(f=fold, m=ecgs["sex"])[ecgs["subject_id"] > 10].drop_duplicates("subject_id")
+    for _, g in strata.groupby("m"):  # each sex spread over all folds within one patient
+        cnt = g["f"].value_counts().reindex(range(20), fill_value=0)
+        assert cnt.max() - cnt.min() <= 1
+    fold2, _ = cohort.assign_folds(ecgs, listed, seed=1)
+    fold3, _ = cohort.assign_folds(ecgs, listed, seed=2)
+    assert fold.equals(fold2) and not fold.equals(fold3)
+
+
+def test_closest_within_reference_function():
+    ev = pd.DataFrame({"subject_id": [1, 1, 1], "charttime": [T - m(5), T + m(5), T + m(6)], "x": [1.0, 2.0, 3.0]})
+    an = pd.DataFrame({"subject_id": [1, 2], "ecg_time": [T, T]})
+    got = cohort.closest_within(ev, an, "x", m(5))
+    assert got.iloc[0] == 1.0 and np.isnan(got.iloc[1])
+
+
+# ------------------------------------------------------------------- bad input
+
+
+def test_missing_file(tmp_path):
+    root = mf.write_tree(tmp_path / "src", **base_tables())
+    (root / "mimiciv" / "hosp" / "omr.csv.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="omr.csv.gz"):
+        build_cohort(CohortConfig(**mf.sources(root), out=tmp_path / "out"))
+
+
+def test_renamed_column(tmp_path):
+    root = mf.write_tree(tmp_path / "src", **base_tables())
+    cols = list(mf.COLUMNS["labevents"])
+    cols[cols.index("valuenum")] = "value_num"
+    mf.write_table(root, "labevents", mf.labs(LAB_ROWS), columns=cols)
+    with pytest.raises(KeyError, match=r"labevents.csv.gz: missing columns \['valuenum'\]"):
+        build_cohort(CohortConfig(**mf.sources(root), out=tmp_path / "out"))
+
+
+def test_unparseable_ecg_time(tmp_path):
+    t = base_tables()
+    t["record_list"].loc[3, "ecg_time"] = "2150-13-45 99:00:00"
+    with pytest.raises(ValueError, match=r"record_list.csv: column 'ecg_time' line 5"):
+        build(tmp_path, t)
+
+
+def test_non_numeric_and_bad_timestamps_in_labevents_are_counted(tmp_path, caplog):
+    t = base_tables()
+    t["labevents"] = t["labevents"].astype({"valuenum": object, "charttime": object})
+    t["labevents"].loc[0, "valuenum"] = "six"       # subject 1's only lab
+    t["labevents"].loc[2, "charttime"] = "yesterday"  # subject 3's only lab
+    with caplog.at_level(logging.WARNING, logger="labecg"):
+        res, df = build(tmp_path, t)
+    assert "column 'valuenum'" in caplog.text and "column 'charttime'" in caplog.text
+    flow = pd.read_csv(res.flow).set_index("step")
+    assert flow.loc["read labevents.csv.gz", "dropped"] == 2
+    assert nan(val(df, 1, "potassium_high_est")) and nan(val(df, 3, "potassium_low_est"))
+
+
+def test_empty_tables(tmp_path):
+    t = base_tables()
+    t["labevents"] = t["labevents"].iloc[:0]
+    with pytest.raises(ValueError, match="labevents.csv.gz: no lab rows"):
+        build(tmp_path / "a", t)
+    t = base_tables()
+    t["record_list"] = t["record_list"].iloc[:0]
+    with pytest.raises(ValueError, match="record_list.csv: no ECG rows"):
+        build(tmp_path / "b", t)
+    t = base_tables()  # empty vitals and omr are usable: features missing
+    t["vitalsign"], t["omr"] = None, None
+    _, df = build(tmp_path / "c", t)
+    assert df[VITALS_COLS + ["bmi", "weight", "height"]].isna().all().all()
+
+
+def test_duplicate_rows(tmp_path):
+    t = base_tables()
+    t["record_list"] = pd.concat([t["record_list"], t["record_list"].iloc[[0]]])
+    t["labevents"] = pd.concat([t["labevents"], t["labevents"].iloc[[0, 1]]])
+    res, df = build(tmp_path / "a", t)
+    flow = pd.read_csv(res.flow).set_index("step")
+    assert flow.loc["record_list: duplicate rows", "dropped"] == 1
+    assert flow.loc["labevents: duplicate labevent_id", "dropped"] == 2
+    assert len(df) == 20 and val(df, 1, "potassium_high_est") == 1.0
+    t = base_tables()
+    t["record_list"].loc[1, "study_id"] = t["record_list"].loc[0, "study_id"]
+    with pytest.raises(ValueError, match="record_list.csv: column 'study_id' repeats"):
+        build(tmp_path / "b", t)
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="horizons_min"):
+        CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, out=tmp_path, horizons_min=())
+    with pytest.raises(ValueError, match="min_per_class"):
+        CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, out=tmp_path, min_per_class=-1)

@@ -1,0 +1,69 @@
+"""build_cohort on the session's synthetic tree vs. the slow per-ECG pandas baseline."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import source_paths
+
+BASELINE = Path(__file__).resolve().parents[1] / "bench" / "cohort_baseline.py"
+FEATURES = ["sex", "age", "temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "bmi", "weight", "height"]
+
+
+@pytest.fixture(scope="module")
+def baseline(synthetic_root):
+    spec = importlib.util.spec_from_file_location("cohort_baseline", BASELINE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    df, meta = mod.build_labels(source_paths(synthetic_root), min_lab_events=20)  # as conftest's cohort_dir
+    return mod, df, meta
+
+
+def test_every_label_matches_the_baseline(cohort_dir, baseline):
+    mod, ref, _ = baseline
+    df = pd.read_parquet(cohort_dir / "cohort.parquet")
+    targets = json.loads((cohort_dir / "targets.json").read_text())["targets"]
+    names = [t["name"] for t in targets]
+    assert names, "no target survived on the synthetic tree"
+    np.testing.assert_array_equal(df["study_id"].to_numpy(), ref["study_id"].to_numpy())
+    assert sorted(mod.kept_targets(ref, df["fold"].to_numpy(), 2)) == sorted(names)
+    n_values = 0
+    for n in names:
+        a, b = df[n].to_numpy(np.float64), ref[n].to_numpy(np.float64)
+        np.testing.assert_array_equal(a, b, err_msg=n)
+        n_values += int(np.isfinite(a).sum())
+    assert n_values > 100  # the comparison is not vacuous
+
+
+def test_features_match_the_baseline(cohort_dir, baseline):
+    _, ref, _ = baseline
+    df = pd.read_parquet(cohort_dir / "cohort.parquet")
+    for f in FEATURES:
+        np.testing.assert_allclose(df[f].to_numpy(float), ref[f].to_numpy(float), rtol=1e-12, err_msg=f)
+    assert (df["race"].to_numpy() == ref["race"].to_numpy()).all()
+    assert df[FEATURES].notna().any().all()  # every feature observed somewhere
+
+
+def test_thresholds_and_itemids_match_the_baseline(cohort_dir, baseline):
+    _, _, meta = baseline
+    for t in json.loads((cohort_dir / "targets.json").read_text())["targets"]:
+        m = meta[t["label"]]
+        assert t["threshold"] == pytest.approx(m["lower"] if t["direction"] == "low" else m["upper"])
+        assert t["itemids"] == m["itemids"] and t["fluid"] == m["fluid"] and t["unit"] == m["unit"]
+
+
+def test_folds_are_patient_level_and_follow_ecg_icd(cohort_dir, synthetic_root):
+    df = pd.read_parquet(cohort_dir / "cohort.parquet")
+    assert df.groupby("subject_id")["fold"].nunique().max() == 1
+    icd = pd.read_csv(source_paths(synthetic_root)["ecg_icd"], usecols=["study_id", "strat_fold"])
+    m = df.merge(icd.dropna(), on="study_id")
+    assert len(m) and (m["fold"] == m["strat_fold"]).all()
+    tj = json.loads((cohort_dir / "targets.json").read_text())
+    assert tj["source"]["synthetic"] is True
+    assert tj["summary"]["n_ecgs"] == len(df)
