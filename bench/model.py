@@ -1,0 +1,156 @@
+"""Training throughput of the fusion model in the paper's configuration, and where the time goes.
+
+Paper configuration: d_model 512, 4 bidirectional S4 layers, N 8, 250 samples (2.5 s at 100 Hz).
+One step = forward + backward + AdamW step of the whole FusionModel with the masked loss.
+Compares the two ways of applying the kernel (FFT convolution over 2L, the default, and the
+Toeplitz batched matrix product), same layer otherwise, and the dense projections alone
+(the floor: 4 x Linear 512->1024 + GLU, fwd + bwd + AdamW). Absolute times on a shared CPU
+swing with the load; the ratio to the dense floor, measured minutes apart, is steadier.
+
+    .venv/bin/python bench/model.py                    # CPU, batch 32 and 256
+    .venv/bin/python bench/model.py --device cuda --precision bf16 fp32 --batch 256 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from labecg.model import FusionModel
+from labecg.s4 import DEFAULT_METHOD
+from labecg.train import masked_loss
+
+N_TAB, N_TARGETS, L = 27, 100, 250
+
+
+def make_step(method: str, batch: int, device: str, precision: str, dense_only: bool = False):
+    torch.manual_seed(0)
+    if dense_only:  # Linear 512 -> 1024 + GLU in four layers: the floor of any S4 block
+        model = torch.nn.ModuleList(torch.nn.Linear(512, 1024) for _ in range(4)).to(device)
+    else:
+        model = FusionModel(N_TARGETS, N_TAB, d_model=512, d_state=8, n_layers=4).to(device)
+        for layer in model.ecg_encoder.layers:
+            layer.method = method
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-3)
+    ecg = torch.randn(batch, L, 12, device=device)
+    tab = torch.randn(batch, N_TAB, device=device)
+    y = (torch.rand(batch, N_TARGETS, device=device) > 0.5).float()
+    mask = (torch.rand(batch, N_TARGETS, device=device) > 0.3).float()
+    x512 = torch.randn(batch, L, 512, device=device)
+    amp = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with amp:
+            if dense_only:
+                h = x512
+                for lin in model:
+                    h = F.glu(lin(h), dim=-1)
+                loss = h.float().mean()
+            else:
+                loss = masked_loss(model(ecg, tab), y, mask)
+        loss.backward()
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()  # CPU-GPU sync point: time the work, not the launch
+
+    return step
+
+
+def time_steps(step, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+CATEGORIES = {
+    "matmul (Linear mm/addmm)": ("aten::mm", "aten::addmm", "aten::addmm_", "aten::linear"),
+    "toeplitz bmm": ("aten::bmm", "aten::baddbmm"),
+    "fft": ("aten::_fft_r2c", "aten::_fft_c2r", "aten::_fft_c2c"),
+}
+COPIES = ("aten::copy_", "aten::fill_", "aten::sum", "aten::flip", "aten::constant_pad_nd", "aten::zero_",
+          "aten::as_strided")
+
+
+def profile_step(step, device: str) -> dict[str, float]:
+    """Fractions of self time per category over two steps."""
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=acts) as prof:
+        step()
+        step()
+    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    totals: dict[str, float] = defaultdict(float)
+    for ev in prof.key_averages():
+        t = getattr(ev, attr, 0.0)
+        if t <= 0:
+            continue
+        cat = next((c for c, names in CATEGORIES.items() if ev.key in names), None)
+        if cat is None and ev.key in COPIES:
+            cat = "copies/pads/sums (incl. Toeplitz build, diagonal sums)"
+        if cat is None:
+            cat = "rest (GELU, LayerNorm, kernel generation, AdamW, ...)"
+        totals[cat] += t
+    whole = sum(totals.values())
+    return {k: v / whole for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def kernel_generation_share(batch: int, device: str, warmup: int, steps: int) -> float:
+    """Seconds per step spent generating the four layers' kernels (forward + backward)."""
+    model = FusionModel(N_TARGETS, N_TAB, d_model=512, d_state=8, n_layers=4).to(device)
+
+    def gen():
+        sum(layer.kernel(L).sum() for layer in model.ecg_encoder.layers).backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return time_steps(gen, warmup, steps)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    p.add_argument("--batch", nargs="+", type=int, default=[32, 256])
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--no-profile", action="store_true")
+    args = p.parse_args()
+    dev = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {dev}; torch {torch.__version__}; d_model 512, 4 layers, N 8, L {L}; "
+          f"median of {args.steps} steps after {args.warmup} warm-up")
+    for precision in args.precision:
+        for batch in args.batch:
+            t = {m: time_steps(make_step(m, batch, args.device, precision), args.warmup, args.steps)
+                 for m in ("toeplitz", "fft")}
+            t_dense = time_steps(make_step("toeplitz", batch, args.device, precision, dense_only=True),
+                                 args.warmup, args.steps)
+            t_gen = kernel_generation_share(batch, args.device, args.warmup, args.steps)
+            print(f"\n[{precision}, batch {batch}] train step (fwd + bwd + AdamW)")
+            for m in ("toeplitz", "fft"):
+                print(f"  {m:9s}: {t[m]:7.3f} s/step  {batch / t[m]:8.1f} samples/s")
+            print(f"  dense projections alone (4 x Linear 512->1024 + GLU): {t_dense:.3f} s/step")
+            print(f"  kernel generation, 4 layers fwd+bwd: {t_gen * 1e3:.1f} ms/step "
+                  f"({t_gen / t['toeplitz']:.1%} of the Toeplitz step)")
+            print(f"  default ({DEFAULT_METHOD}): {batch / t[DEFAULT_METHOD]:.1f} samples/s; step / dense floor "
+                  f"{t[DEFAULT_METHOD] / t_dense:.2f}")
+            print(f"  toeplitz vs fft: {t['fft'] / t['toeplitz']:.2f}x faster; "
+                  f"toeplitz step / dense floor: {t['toeplitz'] / t_dense:.2f}")
+            if not args.no_profile:
+                for m in ("toeplitz", "fft"):
+                    frac = profile_step(make_step(m, batch, args.device, precision), args.device)
+                    print(f"  profile ({m}): " + "; ".join(f"{k} {v:.0%}" for k, v in frac.items()))
+
+
+if __name__ == "__main__":
+    main()

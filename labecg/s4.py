@@ -1,0 +1,317 @@
+"""A bidirectional diagonal state-space layer (S4D) for ECG windows.
+
+From the recurrence to the kernel
+---------------------------------
+Each channel h of the input u (B, L, H) drives its own linear system with a complex
+diagonal state matrix A = diag(a_1, ..., a_M), a_n = -exp(log_a_re) + i a_im, input
+vector B = 1 and output vector C. In continuous time x'(t) = A x(t) + B u(t),
+y(t) = 2 Re(C x(t)) (see below for the 2). Zero-order hold with step Delta = exp(log_dt) (u held constant over
+a sample) gives the discrete recurrence
+
+    x_k = Abar x_{k-1} + Bbar u_k,   y_k = 2 Re(C x_k),
+    Abar = exp(Delta A),   Bbar = (exp(Delta A) - 1) / A * B.
+
+Unrolling from x_{-1} = 0: x_k = sum_{j<=k} Abar^{k-j} Bbar u_j, hence
+
+    y_k = sum_{j<=k} K_{k-j} u_j,   K_l = 2 Re(sum_n C_n Bbar_n Abar_n^l),
+
+a causal convolution with the kernel K of length L. Because Abar is diagonal, K is a
+Vandermonde product: the (M, L) matrix of powers exp(Delta a_n l) weighted by C_n Bbar_n.
+The factor 2 Re is the conjugate partner of each mode: M = d_state / 2 complex modes and
+their conjugates form a real system of size N = d_state, as in S4D and in the authors' S4
+with N = 8.
+
+Bidirectional: a second kernel Kb (its own C) runs over the time-flipped input, shifted by
+one sample so that the present sample is counted once (by the forward kernel and D):
+
+    y_i = sum_{j<=i} Kf[i-j] u_j + sum_{j>i} Kb[j-i-1] u_j + D u_i.
+
+D u_i is the lag-0 term, so it is added to the kernel's centre, k2[L - 1] += D.
+Both together form one (L, L) Toeplitz matrix per channel, T[i, j] = k2[j - i + L - 1]
+for input index i and output index j, with k2 = [Kb[L-2], ..., Kb[0], Kf[0], ..., Kf[L-1]]
+of length 2L - 1.
+
+Applying the kernel
+-------------------
+Three equivalent ways are implemented: ``toeplitz`` (one batched matrix product of the
+input (H, B, L) with T (H, L, L), with a hand-written backward whose kernel gradient is a
+full convolution, by FFT below ``FFT_GRAD_BELOW_BATCH`` and by anti-diagonal sums of one
+more batched product above), ``fft`` (zero-padded FFT convolution over 2L, the authors'
+way) and :func:`run_recurrence` (the step-by-step loop, slow, the test reference).
+``bench/model.py`` measures the first two; the FFT won on the 2-core CPU at batch 32 and
+256 once its backward used real FFTs only (``DEFAULT_METHOD``).
+
+Block layout of :class:`S4Layer` (the authors' S4 block)
+--------------------------------------------------------
+u (B, L, H) -> SSM convolution (with D u) -> GELU -> dropout (one mask per sequence and channel,
+shared over time) -> Linear(H, 2H) + GLU (or Linear(H, H)) -> (B, L, H). Residual
+connection and normalization belong to the model (``labecg.model``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Method = Literal["toeplitz", "fft"]
+# bench/model.py, 2-core CPU, paper configuration, whole training step relative to the dense
+# projections alone: fft 1.5x at batch 32 and 1.8x at batch 256, toeplitz 1.9x and 2.1x
+# (FFT with the hand-written real-FFT backward). Measure again on a GPU (--device cuda).
+DEFAULT_METHOD: Method = "fft"
+
+
+def vandermonde_kernel(C: torch.Tensor, log_dt: torch.Tensor, log_a_re: torch.Tensor,
+                       a_im: torch.Tensor, L: int) -> torch.Tensor:
+    """ZOH-discretized S4D kernels K_l = 2 Re(sum_n C_n Bbar_n Abar_n^l).
+
+    Parameters
+    ----------
+    C : complex tensor of shape (n_dir, H, M)
+        Output vectors, one per direction (forward, backward).
+    log_dt : tensor of shape (H,)
+        Log step size per channel (in sample units).
+    log_a_re, a_im : tensors of shape (H, M)
+        A = -exp(log_a_re) + i a_im.
+    L : int
+        Kernel length in samples.
+
+    Returns
+    -------
+    K : tensor of shape (n_dir, H, L), real, dtype of ``log_dt``.
+    """
+    A = torch.complex(-torch.exp(log_a_re), a_im)  # (H, M)
+    dtA = torch.exp(log_dt)[:, None] * A  # (H, M)
+    Bbar = (torch.exp(dtA) - 1.0) / A  # (H, M), B = 1
+    powers = torch.exp(dtA[:, :, None] * torch.arange(L, device=A.device, dtype=log_dt.dtype))  # (H, M, L)
+    return 2.0 * torch.einsum("chm,hml->chl", C * Bbar, powers).real
+
+
+def two_sided_kernel(K: torch.Tensor) -> torch.Tensor:
+    """Stack forward and backward kernels into k2 of length 2L - 1.
+
+    Parameters
+    ----------
+    K : tensor of shape (n_dir, H, L)
+        n_dir = 1 (causal: the backward half is zero) or 2 (forward, backward).
+
+    Returns
+    -------
+    k2 : tensor of shape (H, 2L - 1); k2[L - 1 + d] multiplies u_{i} for output i + d.
+    """
+    kf = K[0]
+    kb = K[1, :, :-1].flip(-1) if K.shape[0] == 2 else torch.zeros_like(kf[:, :-1])
+    return torch.cat([kb, kf], dim=-1)
+
+
+class _ToeplitzConv(torch.autograd.Function):
+    """y (H, B, L) = x (H, B, L) @ T (H, L, L), T[h, i, j] = k2[h, j - i + L - 1]."""
+
+    @staticmethod
+    def forward(ctx, x, k2):
+        L = x.shape[-1]
+        T = k2.unfold(-1, L, 1).flip(1).contiguous()  # (H, L, L): unfold[a, b] = k2[a + b]
+        ctx.save_for_backward(x, T)
+        return torch.bmm(x, T)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, T = ctx.saved_tensors
+        H, B, L = x.shape
+        gy = gy.to(x.dtype).contiguous()
+        gx = torch.bmm(gy, T.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        gk2 = None
+        if ctx.needs_input_grad[1]:
+            # dL/dk2[m] = sum_b sum_{i'+j=m} xf[b, i'] gy[b, j], xf the time-flipped input:
+            # anti-diagonal sums of the (L, L) matrix xf^T gy, i.e. a full convolution.
+            gk2 = _full_convolution_sum(x.flip(-1), gy).to(T.dtype)
+        return gx, gk2
+
+
+# Below this batch the (H, L, L) gradient matrix costs more than FFTs (measured, 2-core CPU)
+FFT_GRAD_BELOW_BATCH = 128
+
+
+def _full_convolution_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_b of the full linear convolution of a[h, b] and b[h, b]: (H, B, L) x 2 -> (H, 2L - 1)."""
+    H, B, L = a.shape
+    acc = torch.promote_types(a.dtype, torch.float32)  # at least float32: 250 bf16 terms lose too much
+    if B < FFT_GRAD_BELOW_BATCH:
+        n = 2 * L
+        spectrum = (torch.fft.rfft(a.to(acc), n=n) * torch.fft.rfft(b.to(acc), n=n)).sum(1)  # (H, L + 1)
+        return torch.fft.irfft(spectrum, n=n)[:, :2 * L - 1]
+    # the matrix G = a^T b (one bmm), padded so that a row-shifted strided view lines up
+    # its anti-diagonals i + j = m as columns
+    G = torch.bmm(a.transpose(1, 2), b)  # (H, L, L)
+    padded = F.pad(G, (0, L - 1)).reshape(H, -1)  # (H, L * (2L-1)), rows of width 2L-1
+    diagonals = padded.as_strided((H, L, 2 * L - 1), (L * (2 * L - 1), 2 * L - 2, 1))  # [i, m] = G[i, m-i]
+    return diagonals.sum(1, dtype=acc)
+
+
+class _FFTConv(torch.autograd.Function):
+    """y (B, H, L) = first L samples of the circular convolution over n = 2L of zero-padded
+    x (B, H, L) with k (H, 2L). Backward by hand with real FFTs only (autograd's rfft
+    backward takes complex FFTs of full length, the largest cost on CPU)."""
+
+    @staticmethod
+    def forward(ctx, x, k):
+        L = x.shape[-1]
+        n = 2 * L
+        X = torch.fft.rfft(x, n=n)  # (B, H, L + 1)
+        Kf = torch.fft.rfft(k, n=n)  # (H, L + 1)
+        ctx.save_for_backward(X, Kf)
+        ctx.L = L
+        return torch.fft.irfft(X * Kf, n=n)[..., :L]
+
+    @staticmethod
+    def backward(ctx, gy):
+        X, Kf = ctx.saved_tensors
+        n = 2 * ctx.L
+        Gy = torch.fft.rfft(gy.to(X.real.dtype), n=n)  # (B, H, L + 1), gy zero-padded
+        # gx[s] = sum_t gy[t] k[(t - s) mod n]; gk[d] = sum_b sum_t gy[t] x[(t - d) mod n]
+        gx = torch.fft.irfft(Gy * Kf.conj(), n=n)[..., :ctx.L] if ctx.needs_input_grad[0] else None
+        gk = torch.fft.irfft((Gy * X.conj()).sum(0), n=n) if ctx.needs_input_grad[1] else None
+        return gx, gk
+
+
+def apply_kernel(u: torch.Tensor, k2: torch.Tensor, method: Method = DEFAULT_METHOD) -> torch.Tensor:
+    """Convolve each channel of u with its two-sided kernel.
+
+    Parameters
+    ----------
+    u : tensor of shape (B, L, H)
+    k2 : tensor of shape (H, 2L - 1), from :func:`two_sided_kernel`.
+    method : {"toeplitz", "fft"}
+
+    Returns
+    -------
+    y : tensor of shape (B, L, H), y[:, i] = sum_j k2[:, i - j + L - 1] u[:, j].
+    """
+    B, L, H = u.shape
+    if k2.shape != (H, 2 * L - 1):
+        raise ValueError(f"apply_kernel: k2 must have shape (H, 2L-1) = ({H}, {2 * L - 1}); got {tuple(k2.shape)}")
+    if method == "toeplitz":
+        x = u.permute(2, 0, 1).contiguous()  # (H, B, L)
+        # contiguous: elementwise backward passes (GELU) on mixed layouts are several times slower
+        return _ToeplitzConv.apply(x, k2).permute(1, 2, 0).contiguous()  # (B, L, H)
+    if method == "fft":
+        # circular layout over 2L: lag d >= 0 at index d, lag d < 0 at n + d
+        k = torch.cat([k2[:, L - 1:], k2.new_zeros(H, 1), k2[:, :L - 1]], dim=-1)  # (H, 2L)
+        ft = torch.promote_types(u.dtype, torch.float32)  # no bf16 FFT on CPU
+        x = u.transpose(1, 2).to(ft).contiguous()  # (B, H, L)
+        return _FFTConv.apply(x, k.to(ft)).transpose(1, 2).to(u.dtype).contiguous()  # (B, L, H)
+    raise ValueError(f"apply_kernel: method must be 'toeplitz' or 'fft'; got {method!r}")
+
+
+def run_recurrence(u: torch.Tensor, C: torch.Tensor, log_dt: torch.Tensor, log_a_re: torch.Tensor,
+                   a_im: torch.Tensor) -> torch.Tensor:
+    """The discrete state-space recurrence, step by step (test reference; slow).
+
+    x_k = Abar x_{k-1} + Bbar u_k, y_k = 2 Re(C x_k) forward in time; with a second C the
+    same over the flipped input, shifted one sample (see the module docstring). No D term.
+
+    Parameters
+    ----------
+    u : tensor of shape (B, L, H)
+    C : complex tensor of shape (n_dir, H, M)
+
+    Returns
+    -------
+    y : tensor of shape (B, L, H)
+    """
+    A = torch.complex(-torch.exp(log_a_re), a_im)
+    dtA = torch.exp(log_dt)[:, None] * A
+    Abar, Bbar = torch.exp(dtA), (torch.exp(dtA) - 1.0) / A  # (H, M)
+    B, L, H = u.shape
+
+    def scan(seq, c):  # seq (B, L, H) -> (B, L, H)
+        x = torch.zeros(B, H, A.shape[1], dtype=A.dtype, device=u.device)
+        out = []
+        for k in range(L):
+            x = Abar * x + Bbar * seq[:, k, :, None]
+            out.append(2.0 * (c * x).sum(-1).real)
+        return torch.stack(out, dim=1)
+
+    y = scan(u, C[0])
+    if C.shape[0] == 2:
+        yb = scan(u.flip(1), C[1]).flip(1)  # yb[i] = sum_{j>=i} Kb[j-i] u_j
+        y = y + F.pad(yb[:, 1:], (0, 0, 0, 1))  # shift: output i gets sum_{j>i} Kb[j-i-1] u_j
+    return y
+
+
+class S4Layer(nn.Module):
+    """Bidirectional S4D layer: (B, L, H) -> (B, L, H).
+
+    Layout: SSM convolution + D skip -> GELU -> dropout shared over time -> Linear(H, 2H)
+    + GLU (``output="glu"``) or Linear(H, H) (``output="linear"``).
+
+    Parameters
+    ----------
+    d_model : int
+        Channels H.
+    d_state : int
+        State size N (even); N/2 complex modes with their conjugates.
+    bidirectional : bool
+        Add a backward kernel over the time-flipped input (non-causal layer).
+    dropout : float
+        Drop probability; one mask per (sequence, channel), shared over time.
+    init : {"lin", "inv"}
+        S4D-Lin (a_im = pi n) or S4D-Inv (a_im = N/pi (N/(2n+1) - 1)); a_re = -1/2.
+    dt_min, dt_max : float
+        Range of the log-uniform initial step sizes (sample units).
+    freeze_ssm : bool
+        Keep A and the step sizes fixed (the authors' code trains only C, D and the
+        projection).
+    output : {"glu", "linear"}
+    method : {"fft", "toeplitz"}
+        How the kernel is applied (same result; see the module docstring).
+    """
+
+    def __init__(self, d_model: int, d_state: int = 8, bidirectional: bool = True, dropout: float = 0.0,
+                 init: Literal["lin", "inv"] = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 freeze_ssm: bool = False, output: Literal["glu", "linear"] = "glu",
+                 method: Method = DEFAULT_METHOD):
+        super().__init__()
+        if d_state < 2 or d_state % 2:
+            raise ValueError(f"S4Layer: d_state must be an even number >= 2; got {d_state}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"S4Layer: dropout must be in [0, 1); got {dropout}")
+        if init not in ("lin", "inv") or output not in ("glu", "linear") or method not in ("toeplitz", "fft"):
+            raise ValueError(f"S4Layer: init in (lin, inv), output in (glu, linear), method in (toeplitz, fft); "
+                             f"got {init!r}, {output!r}, {method!r}")
+        H, M = d_model, d_state // 2
+        self.d_model, self.d_state, self.bidirectional, self.method = H, d_state, bidirectional, method
+        n = torch.arange(M, dtype=torch.float32)
+        a_im = math.pi * n if init == "lin" else d_state / math.pi * (d_state / (2 * n + 1) - 1)
+        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        self.log_dt = nn.Parameter(log_dt, requires_grad=not freeze_ssm)  # (H,)
+        self.log_a_re = nn.Parameter(torch.full((H, M), math.log(0.5)), requires_grad=not freeze_ssm)
+        self.a_im = nn.Parameter(a_im.repeat(H, 1), requires_grad=not freeze_ssm)  # (H, M)
+        n_dir = 2 if bidirectional else 1
+        self.C = nn.Parameter(torch.randn(n_dir, H, M, 2) * math.sqrt(0.5))  # complex as (re, im)
+        self.D = nn.Parameter(torch.randn(H))
+        self.dropout = dropout
+        self.out = nn.Linear(H, 2 * H if output == "glu" else H)
+        self.glu = output == "glu"
+
+    def kernel(self, L: int) -> torch.Tensor:
+        """The forward (and backward) kernels, tensor of shape (n_dir, H, L)."""
+        return vandermonde_kernel(torch.view_as_complex(self.C), self.log_dt, self.log_a_re, self.a_im, L)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u: (B, L, H) -> (B, L, H)."""
+        if u.dim() != 3 or u.shape[-1] != self.d_model:
+            raise ValueError(f"S4Layer: expected input (batch, length, {self.d_model}); got {tuple(u.shape)}")
+        L = u.shape[1]
+        k2 = two_sided_kernel(self.kernel(L))  # (H, 2L-1)
+        k2 = k2 + F.pad(self.D[:, None], (L - 1, L - 1))  # D u_i is lag 0: one pass less over (B, L, H)
+        y = apply_kernel(u, k2.to(u.dtype), self.method)  # (B, L, H)
+        y = F.gelu(y)
+        if self.training and self.dropout > 0:
+            keep = torch.rand(u.shape[0], 1, u.shape[2], device=u.device) >= self.dropout  # (B, 1, H)
+            y = y * keep.to(y.dtype) / (1.0 - self.dropout)
+        y = self.out(y)  # (B, L, 2H) or (B, L, H)
+        return F.glu(y, dim=-1) if self.glu else y

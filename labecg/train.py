@@ -1,0 +1,354 @@
+"""Train the fusion model with PyTorch Lightning and write the run folder (ARCHITECTURE.md §5).
+
+One model predicts all targets of all four tasks at once. Loss: binary cross-entropy (or
+the authors' focal variant) averaged per target over its observed entries, then over the
+targets observed in the batch (``target_reduction="mean"``; the authors sum). The best
+checkpoint has the highest validation macro AUROC, the mean over targets with both classes
+among the validation ECGs, each ECG scored by the mean of its four 2.5 s segments'
+sigmoid probabilities.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from labecg.data import DataConfig, LabDataModule, average_segments
+from labecg.metrics import auroc
+from labecg.model import FusionModel, ModelConfig
+from labecg.util import atomic_path, get_logger, read_json, write_json
+
+log = get_logger(__name__)
+METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auroc")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (CLI flags and notebook parameters share these names).
+
+    Parameters
+    ----------
+    cohort : Path
+        Cohort folder with signals (``labecg cohort`` then ``labecg signals``).
+    out : Path
+        Run folder; ``out/checkpoints/last.ckpt`` is resumed when ``resume``.
+    epochs, batch_size, lr, weight_decay : training schedule (AdamW, constant rate).
+    model_dim, n_layers, d_state, dropout, fusion, tabular_encoder, variant, freeze_ssm :
+        Architecture, see :class:`labecg.model.ModelConfig`.
+    loss : {"bce", "focal"}
+        Masked binary cross-entropy (paper) or focal BCE with ``focal_gamma`` (authors' code).
+    target_reduction : {"mean", "sum"}
+        How per-target losses combine: mean (default) or sum (authors' code).
+    accelerator, devices, strategy, precision : passed to ``pl.Trainer``
+        e.g. ``--devices 4 --strategy ddp --precision bf16-mixed`` on GPUs.
+    max_steps_per_epoch : int, optional
+        Cap on training batches per epoch (quick runs); None = all.
+    """
+
+    cohort: Path
+    out: Path
+    epochs: int = 20
+    batch_size: int = 32
+    model_dim: int = 512
+    n_layers: int = 4
+    d_state: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    dropout: float = 0.2
+    fusion: Literal["outer", "concat"] = "outer"
+    tabular_encoder: Literal["linear", "mlp"] = "linear"
+    variant: Literal["fusion", "ecg", "tabular"] = "fusion"
+    freeze_ssm: bool = False
+    loss: Literal["bce", "focal"] = "bce"
+    focal_gamma: float = 2.0
+    target_reduction: Literal["mean", "sum"] = "mean"
+    accelerator: str = "auto"
+    devices: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_workers: int = 0
+    seed: int = 0
+    max_steps_per_epoch: Optional[int] = None
+    resume: bool = True
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "model_dim", "n_layers", "d_state", "devices"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1; got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.focal_gamma < 0:
+            raise ValueError(f"TrainConfig: need lr > 0, weight_decay >= 0, focal_gamma >= 0; got "
+                             f"{self.lr}, {self.weight_decay}, {self.focal_gamma}")
+        if self.loss not in ("bce", "focal") or self.target_reduction not in ("mean", "sum"):
+            raise ValueError(f"TrainConfig: loss in (bce, focal), target_reduction in (mean, sum); "
+                             f"got {self.loss!r}, {self.target_reduction!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"TrainConfig.num_workers must be >= 0; got {self.num_workers}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError(f"TrainConfig.max_steps_per_epoch must be >= 1 or None; got {self.max_steps_per_epoch}")
+        if not Path(self.cohort).is_dir():
+            raise FileNotFoundError(f"TrainConfig.cohort: {self.cohort} is not a folder; expected the output of "
+                                    f"`labecg cohort` and `labecg signals`")
+
+    def model_config(self, n_targets: int, n_tabular: int) -> ModelConfig:
+        return ModelConfig(n_targets=n_targets, n_tabular=n_tabular, d_model=self.model_dim, d_state=self.d_state,
+                           n_layers=self.n_layers, fusion=self.fusion, tabular_encoder=self.tabular_encoder,
+                           variant=self.variant, dropout=self.dropout, freeze_ssm=self.freeze_ssm)
+
+    def data_config(self) -> DataConfig:
+        return DataConfig(cohort=Path(self.cohort), batch_size=self.batch_size, num_workers=self.num_workers,
+                          seed=self.seed)
+
+
+def masked_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, kind: str = "bce",
+                gamma: float = 2.0, reduction: str = "mean") -> torch.Tensor:
+    """Binary cross-entropy over observed entries only.
+
+    Parameters
+    ----------
+    logits, y, mask : tensors of shape (B, T)
+        y in {0, 1} (any value where missing); mask 1 observed, 0 missing.
+    kind : {"bce", "focal"}
+        Focal: each entry's BCE times (1 - p_t)^gamma, p_t the probability of the true class.
+    reduction : {"mean", "sum"}
+        Over the targets with at least one observed entry in the batch.
+
+    Returns
+    -------
+    loss : scalar tensor
+        Per target: mean over its observed entries; then mean or sum over targets.
+        0 (with a gradient path) when nothing is observed. Missing entries get zero gradient.
+    """
+    if not (logits.shape == y.shape == mask.shape):
+        raise ValueError(f"masked_loss: logits, y, mask must share a shape; got "
+                         f"{tuple(logits.shape)}, {tuple(y.shape)}, {tuple(mask.shape)}")
+    logits = logits.float()
+    y = torch.where(mask > 0, y.float(), torch.zeros_like(logits))
+    per = F.binary_cross_entropy_with_logits(logits, y, reduction="none")  # (B, T)
+    if kind == "focal":
+        p_true = torch.exp(-per)
+        per = (1.0 - p_true) ** gamma * per
+    elif kind != "bce":
+        raise ValueError(f"masked_loss: kind must be 'bce' or 'focal'; got {kind!r}")
+    per = torch.where(mask > 0, per, torch.zeros_like(per))  # where, not *, so masked entries get no gradient
+    count = mask.sum(0)  # (T,)
+    seen = count > 0
+    per_target = per.sum(0)[seen] / count[seen]  # (T_seen,)
+    if per_target.numel() == 0:
+        return logits.sum() * 0.0
+    return per_target.mean() if reduction == "mean" else per_target.sum()
+
+
+class LabModule(pl.LightningModule):
+    """Lightning wrapper: masked loss, AdamW, per-ECG validation AUROC, metrics history."""
+
+    def __init__(self, model_config: dict, lr: float = 1e-3, weight_decay: float = 1e-3, loss: str = "bce",
+                 focal_gamma: float = 2.0, target_reduction: str = "mean"):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = FusionModel.from_config(ModelConfig(**model_config))
+        self.history: list[dict] = []
+        self._train_sum, self._train_n = 0.0, 0
+        self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.y_true: Optional[np.ndarray] = None  # (n_rows, T) NaN missing, set by train()
+        self.metrics_path: Optional[Path] = None
+
+    def forward(self, ecg, tabular):
+        return self.model(ecg, tabular)
+
+    def _loss(self, batch):
+        logits = self.model(batch["ecg"], batch["tabular"])  # (B, T)
+        hp = self.hparams
+        return logits, masked_loss(logits, batch["y"], batch["mask"], hp.loss, hp.focal_gamma, hp.target_reduction)
+
+    def training_step(self, batch, batch_idx):
+        _, loss = self._loss(batch)
+        self._train_sum = self._train_sum + loss.detach() * len(batch["row"])  # stays on device: no sync per step
+        self._train_n += len(batch["row"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["row"]))
+        return loss
+
+    def on_train_epoch_start(self):
+        self._train_sum, self._train_n = 0.0, 0
+
+    def validation_step(self, batch, batch_idx):
+        logits, loss = self._loss(batch)
+        per_item = loss.detach().float().expand(len(batch["row"]))  # batch loss repeated per item
+        self._val.append((batch["row"], torch.sigmoid(logits.float()), per_item))
+
+    def on_validation_epoch_end(self):
+        rows = torch.cat([v[0] for v in self._val])
+        prob = torch.cat([v[1] for v in self._val])
+        losses = torch.cat([v[2] for v in self._val])
+        self._val.clear()
+        rows, prob, losses = (self._gather(t) for t in (rows, prob, losses))
+        ecg_rows, mean_prob = average_segments(rows, prob)
+        scores = auroc(self.y_true[ecg_rows], mean_prob)
+        macro = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
+        val_loss = float(losses.mean())
+        # -inf keeps ModelCheckpoint's comparison defined when no target has both classes
+        self.log("val_macro_auroc", macro if np.isfinite(macro) else float("-inf"), prog_bar=True, sync_dist=False)
+        self.log("val_loss", val_loss, prog_bar=True, sync_dist=False)
+        if self.trainer.sanity_checking:
+            return
+        train_loss = float(self._train_sum) / self._train_n if self._train_n else float("nan")
+        self.history = [h for h in self.history if h["epoch"] < self.current_epoch]
+        self.history.append({"epoch": self.current_epoch, "train_loss": train_loss, "val_loss": val_loss,
+                             "val_macro_auroc": macro})
+        if self.metrics_path is not None and self.trainer.is_global_zero:
+            write_metrics(self.metrics_path, self.history)
+
+    def _gather(self, t: torch.Tensor) -> np.ndarray:
+        """Concatenate a per-rank tensor over DDP ranks (ranks may hold different lengths)."""
+        if self.trainer.world_size == 1:
+            return t.detach().cpu().numpy()
+        n = self.all_gather(torch.tensor(len(t), device=t.device))  # (world,)
+        pad = torch.zeros((int(n.max()) - len(t),) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+        full = self.all_gather(torch.cat([t, pad]))  # (world, max_n, ...)
+        return torch.cat([full[r, :int(n[r])] for r in range(len(n))]).detach().cpu().numpy()
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["labecg_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint):
+        self.history = list(checkpoint.get("labecg_history", []))
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    """Write ``metrics.csv``: one row per epoch, columns ``METRIC_COLUMNS``."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        w.writeheader()
+        for row in history:
+            w.writerow({k: row[k] for k in METRIC_COLUMNS})
+
+
+@torch.no_grad()
+def predict_split(module: LabModule, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Per-ECG mean sigmoid probabilities over a split's segments.
+
+    Returns
+    -------
+    rows : ndarray of shape (n_ecgs,), int64, cohort rows
+    y_score : ndarray of shape (n_ecgs, T), float32
+    """
+    module.eval().to(device)
+    rows, probs = [], []
+    for batch in loader:
+        logits = module.model(batch["ecg"].to(device), batch["tabular"].to(device))
+        rows.append(batch["row"].numpy())
+        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros((0, module.model.config.n_targets), np.float32)
+    r, p = average_segments(np.concatenate(rows), np.concatenate(probs))
+    return r, p.astype(np.float32)
+
+
+def write_predictions(path: Path, study_id, target_names, y_true, y_score) -> None:
+    """``predictions_{val,test}.npz`` with the keys of ARCHITECTURE.md §5."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, study_id=np.asarray(study_id, np.int64), target_names=np.asarray(target_names, dtype=str),
+                 y_true=np.asarray(y_true, np.float32), y_score=np.asarray(y_score, np.float32))
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _hardware() -> dict:
+    info = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "gpu": None}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def _jsonable(obj):
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(obj).items()}
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train, keep the best checkpoint by validation macro AUROC, predict val and test.
+
+    Writes into ``cfg.out``: ``checkpoints/{best,last}.ckpt``, ``metrics.csv``,
+    ``predictions_val.npz``, ``predictions_test.npz``, ``targets.json``, ``config.json``,
+    ``run_info.json``. Resumes from ``checkpoints/last.ckpt`` when ``cfg.resume``.
+
+    Returns
+    -------
+    out : Path, the run folder.
+    """
+    started = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True)
+    dm = LabDataModule(cfg.data_config())
+    dm.setup()
+    model_cfg = cfg.model_config(dm.n_targets, dm.n_tabular)
+    module = LabModule(dataclasses.asdict(model_cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, loss=cfg.loss,
+                       focal_gamma=cfg.focal_gamma, target_reduction=cfg.target_reduction)
+    module.y_true = dm.y_true
+    module.metrics_path = out / "metrics.csv"
+
+    ckpt_dir = out / "checkpoints"
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_macro_auroc",
+                                              mode="max", save_top_k=1, save_last=True,
+                                              enable_version_counter=False)
+    trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+                         strategy=cfg.strategy, precision=cfg.precision, callbacks=[checkpoint], logger=False,
+                         limit_train_batches=cfg.max_steps_per_epoch or 1.0, num_sanity_val_steps=0,
+                         enable_model_summary=False, enable_progress_bar=True, default_root_dir=out)
+    last = ckpt_dir / "last.ckpt"
+    resume_from = last if cfg.resume and last.exists() else None
+    if resume_from is not None:
+        log.info("resuming from %s", resume_from)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+
+    if not trainer.is_global_zero:
+        return out
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckpt_dir / "best.ckpt"
+    if not best.exists():
+        raise FileNotFoundError(f"{best}: best checkpoint missing after training")
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    device = torch.device("cuda") if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") \
+        else torch.device("cpu")
+    names = list(dm.target_names)
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        rows, score = predict_split(module, loader, device)
+        write_predictions(out / f"predictions_{split}.npz", dm.study_ids[rows], names, dm.y_true[rows], score)
+
+    targets = read_json(Path(cfg.cohort) / "targets.json")
+    shutil.copyfile(Path(cfg.cohort) / "targets.json", out / "targets.json")
+    write_json(out / "config.json", {"train": _jsonable(cfg), "model": dataclasses.asdict(model_cfg),
+                                     "data": _jsonable(cfg.data_config())})
+    import labecg
+    write_json(out / "run_info.json", {
+        "source": targets.get("source"), "labecg_version": getattr(labecg, "__version__", None),
+        "git_commit": _git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "hardware": _hardware(), "duration_s": round(time.time() - started, 1),
+        "best_checkpoint": best.name, "best_val_macro_auroc": float(checkpoint.best_model_score)
+        if checkpoint.best_model_score is not None else None, "epochs_done": trainer.current_epoch})
+    return out

@@ -1,0 +1,74 @@
+"""Fusion model: output shapes of every variant, the outer product, and which inputs matter."""
+
+import pytest
+import torch
+
+from labecg.model import FusionModel, ModelConfig
+
+T, NTAB, B, L = 5, 7, 3, 40
+
+
+@pytest.mark.parametrize("options", [
+    dict(fusion="outer"), dict(fusion="concat"), dict(fusion="outer", tabular_encoder="mlp"),
+    dict(fusion="concat", tabular_encoder="mlp"), dict(variant="ecg"), dict(variant="tabular"),
+    dict(variant="tabular", tabular_encoder="mlp"), dict(freeze_ssm=True),
+])
+def test_output_shapes_of_all_variants(options):
+    torch.manual_seed(0)
+    model = FusionModel(n_targets=T, n_tabular=NTAB, d_model=16, n_layers=2, **options)
+    out = model(torch.randn(B, L, 12), torch.randn(B, NTAB))
+    assert out.shape == (B, T)
+    out.sum().backward()
+    trained = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not trained, f"parameters without gradient: {trained}"
+
+
+def test_outer_fusion_head_input_is_the_kronecker_product():
+    torch.manual_seed(1)
+    model = FusionModel(n_targets=T, n_tabular=NTAB, d_model=16, n_layers=1, ecg_latent=4, tab_latent=3).eval()
+    ecg, tab = torch.randn(B, L, 12), torch.randn(B, NTAB)
+    with torch.no_grad():
+        e = model.ecg_proj(model.ecg_encoder(ecg))
+        t = model.tab_encoder(tab)
+        z = torch.stack([torch.kron(torch.cat([e[i], torch.ones(1)]), torch.cat([t[i], torch.ones(1)]))
+                         for i in range(B)])
+        assert model.head.in_features == 5 * 4
+        torch.testing.assert_close(model(ecg, tab), model.head(z))
+
+
+def test_single_modality_variants_ignore_the_other_input():
+    torch.manual_seed(2)
+    ecg, tab = torch.randn(B, L, 12), torch.randn(B, NTAB)
+    ecg_only = FusionModel(T, NTAB, d_model=16, n_layers=1, variant="ecg").eval()
+    tab_only = FusionModel(T, NTAB, d_model=16, n_layers=1, variant="tabular").eval()
+    fusion = FusionModel(T, NTAB, d_model=16, n_layers=1).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ecg_only(ecg, tab), ecg_only(ecg, None))
+        torch.testing.assert_close(tab_only(ecg, tab), tab_only(None, tab))
+        assert (fusion(ecg, tab) - fusion(ecg, tab + 1.0)).abs().max() > 1e-4
+        assert (fusion(ecg, tab) - fusion(ecg + 1.0, tab)).abs().max() > 1e-4
+
+
+def test_config_validation_and_round_trip():
+    with pytest.raises(ValueError, match="fusion"):
+        ModelConfig(n_targets=2, n_tabular=3, fusion="sum")
+    with pytest.raises(ValueError, match="n_tabular"):
+        ModelConfig(n_targets=2, n_tabular=0)
+    cfg = ModelConfig(n_targets=2, n_tabular=3, d_model=8, n_layers=1, variant="ecg")
+    assert FusionModel.from_config(cfg).config == cfg
+
+
+@pytest.mark.parametrize("method", ["toeplitz", "fft"])
+def test_bf16_autocast_forward_backward(method):
+    torch.manual_seed(3)
+    model = FusionModel(T, NTAB, d_model=16, n_layers=2)
+    for layer in model.ecg_encoder.layers:
+        layer.method = method
+    ecg, tab = torch.randn(B, L, 12), torch.randn(B, NTAB)
+    with torch.no_grad():
+        ref = model(ecg, tab)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ecg, tab)
+    out.float().sum().backward()
+    assert torch.isfinite(out.float()).all() and (out.float() - ref).abs().max() < 0.2
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

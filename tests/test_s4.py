@@ -1,0 +1,117 @@
+"""S4 layer: kernel against the step-by-step recurrence, the ZOH formula against scipy,
+the Toeplitz product against the FFT convolution, and (non-)causality."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import expm
+
+from labecg import s4
+from labecg.s4 import S4Layer, apply_kernel, run_recurrence, two_sided_kernel, vandermonde_kernel
+
+
+def _params(layer):
+    return torch.view_as_complex(layer.C), layer.log_dt, layer.log_a_re, layer.a_im
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("method", ["toeplitz", "fft"])
+def test_kernel_convolution_equals_recurrence(bidirectional, method):
+    torch.manual_seed(0)
+    layer = S4Layer(6, d_state=8, bidirectional=bidirectional, dt_min=0.01, dt_max=0.5).double()
+    with torch.no_grad():
+        layer.log_a_re.uniform_(-3, 0)  # decay rates 0.05-1: kernels reach far
+    u = torch.randn(3, 40, 6, dtype=torch.float64)
+    with torch.no_grad():
+        y_rec = run_recurrence(u, *_params(layer))
+        y_conv = apply_kernel(u, two_sided_kernel(layer.kernel(40)), method)
+    assert y_rec.abs().max() > 0.1
+    torch.testing.assert_close(y_conv, y_rec, rtol=1e-10, atol=1e-10)
+
+
+def test_zoh_discretization_matches_matrix_exponential():
+    # One complex mode a as the real 2x2 system [[ar, -ai], [ai, ar]], B = (1, 0):
+    # expm([[A dt, B dt], [0, 0]]) holds Abar and Bbar (zero-order hold).
+    ar, ai, dt, c = -0.7, 2.3, 0.13, 0.4 - 1.1j
+    A = np.array([[ar, -ai], [ai, ar]])
+    M = np.zeros((3, 3))
+    M[:2, :2], M[:2, 2] = A * dt, np.array([1.0, 0.0]) * dt
+    E = expm(M)
+    Abar, Bbar = E[:2, :2], E[:2, 2]
+    L = 12
+    x, K_ref = Bbar.copy(), []
+    for _ in range(L):  # impulse response y_l = 2 Re(C x_l), x_0 = Bbar
+        K_ref.append(2 * (c.real * x[0] - c.imag * x[1]))
+        x = Abar @ x
+    C = torch.tensor([[[c]]], dtype=torch.complex128)
+    K = vandermonde_kernel(C, torch.tensor([np.log(dt)], dtype=torch.float64),
+                           torch.tensor([[np.log(-ar)]], dtype=torch.float64),
+                           torch.tensor([[ai]], dtype=torch.float64), L)
+    np.testing.assert_allclose(K[0, 0].numpy(), K_ref, rtol=1e-12, atol=1e-14)
+
+
+def test_toeplitz_gradients_equal_fft_gradients():
+    torch.manual_seed(1)
+    layer_t = S4Layer(5, d_state=4, method="toeplitz").double()
+    layer_f = S4Layer(5, d_state=4, method="fft").double()
+    layer_f.load_state_dict(layer_t.state_dict())
+    u = torch.randn(2, 31, 5, dtype=torch.float64)
+    w = torch.randn(2, 31, 5, dtype=torch.float64)
+    grads = []
+    for layer in (layer_t, layer_f):
+        ui = u.clone().requires_grad_()
+        (layer(ui) * w).sum().backward()
+        grads.append([ui.grad] + [p.grad for p in layer.parameters()])
+    for g_t, g_f in zip(*grads):
+        torch.testing.assert_close(g_t, g_f, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("fft_grad_below_batch", [0, 10**9])  # both ways to the kernel gradient
+def test_toeplitz_backward_passes_gradcheck(fft_grad_below_batch, monkeypatch):
+    monkeypatch.setattr(s4, "FFT_GRAD_BELOW_BATCH", fft_grad_below_batch)
+    torch.manual_seed(2)
+    u = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
+    k2 = torch.randn(3, 17, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: apply_kernel(a, b, "toeplitz"), (u, k2))
+
+
+@pytest.mark.parametrize("method", ["toeplitz", "fft"])
+def test_bidirectional_layer_sees_the_future_and_causal_does_not(method):
+    torch.manual_seed(3)
+    u = torch.randn(2, 50, 8)
+    late = u.clone()
+    late[:, 45] += 5.0
+    for bidirectional in (True, False):
+        layer = S4Layer(8, bidirectional=bidirectional, dt_min=0.05, dt_max=0.5, method=method).eval()
+        with torch.no_grad():
+            layer.log_a_re.fill_(np.log(0.02))  # slow decay: effect must reach 45 samples back
+            diff = (layer(late) - layer(u)).abs()  # (B, L, H)
+        if bidirectional:
+            assert diff[:, 0].max() > 1e-3
+        else:
+            assert diff[:, :45].max() < 1e-5  # FFT round-off only
+            assert diff[:, 45:].max() > 1e-3
+
+
+def test_freeze_ssm_trains_only_c_d_and_projection():
+    layer = S4Layer(4, freeze_ssm=True)
+    layer(torch.randn(2, 20, 4)).sum().backward()
+    for name in ("log_dt", "log_a_re", "a_im"):
+        assert getattr(layer, name).grad is None and not getattr(layer, name).requires_grad
+    assert layer.C.grad is not None and layer.D.grad is not None and layer.out.weight.grad is not None
+
+
+def test_inv_init_linear_output_and_shape_errors():
+    layer = S4Layer(4, d_state=6, init="inv", output="linear")
+    assert layer(torch.randn(1, 10, 4)).shape == (1, 10, 4)
+    with pytest.raises(ValueError, match="d_state"):
+        S4Layer(4, d_state=7)
+    with pytest.raises(ValueError, match="expected input"):
+        layer(torch.randn(1, 10, 5))
+
+
+def test_fft_backward_passes_gradcheck():
+    torch.manual_seed(4)
+    u = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
+    k2 = torch.randn(3, 17, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: apply_kernel(a, b, "fft"), (u, k2))
