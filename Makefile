@@ -25,4 +25,4 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf _build data runs
+	rm -rf _build data runs book/notebooks artifacts

@@ -551,7 +551,10 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     con = duckdb.connect(str(Path(tmpdir) / "scratch.duckdb"),
                          config={"memory_limit": cfg.memory_limit, "temp_directory": str(Path(tmpdir) / "spill"),
                                  "preserve_insertion_order": False})
-    con.execute("SET enable_progress_bar = false")
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.InvalidInputException:
+        pass  # inside a Jupyter kernel without ipywidgets DuckDB refuses the setting; no bar shows there anyway
     if cfg.threads:
         con.execute(f"SET threads = {int(cfg.threads)}")
     try:

@@ -123,7 +123,8 @@ def fit_tabular(frame: pd.DataFrame, train_rows) -> TabularStats:
     -------
     stats : TabularStats
         Medians of the observed training values; mean and std (ddof 0) of the training
-        values after median imputation; std 1.0 where a variable is constant.
+        values after median imputation; std 1.0 where a variable is constant (std below
+        1e-9 of its mean's magnitude, i.e. round-off).
     """
     rows = np.asarray(train_rows)
     if rows.dtype == bool:
@@ -139,7 +140,9 @@ def fit_tabular(frame: pd.DataFrame, train_rows) -> TabularStats:
             filled = np.where(np.isnan(v), med, v)
             mean[name] = float(filled.mean())
             s = float(filled.std())
-            std[name] = s if s > 0 else 1.0
+            # a constant column's std is float round-off (1e-14 for 37 copies of 98.6), not 0:
+            # dividing by it would turn any other value into ~1e13
+            std[name] = s if s > 1e-9 * max(1.0, abs(mean[name])) else 1.0
     return TabularStats(median=median, mean=mean, std=std, n_rows=int(len(rows)))
 
 

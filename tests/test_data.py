@@ -255,3 +255,14 @@ def test_data_module_fits_tabular_on_ok_training_rows_only(cohort):
     assert dm.tabular_stats.mean["weight"] == pytest.approx(w.mean())
     assert dm.tabular_stats.std["weight"] == pytest.approx(w.std())
     assert dm.tabular_stats.n_rows == len(used)
+
+
+def test_constant_training_column_does_not_blow_up_other_rows():
+    # 37 copies of 98.6 have a float std of ~1.4e-14; a value of 99.0 elsewhere must stay O(1)
+    frame = pd.DataFrame({"sex": [1.0] * 38, "age": [60.0] * 38, "race": ["white"] * 38,
+                          "temperature": [98.6] * 37 + [99.0]})
+    for name in ("heartrate", "resprate", "o2sat", "sbp", "dbp", "bmi", "weight", "height"):
+        frame[name] = np.nan
+    stats = fit_tabular(frame, np.arange(37))
+    x = transform_tabular(frame, stats)
+    assert np.all(np.abs(x) < 10), np.abs(x).max()

@@ -1,0 +1,658 @@
+"""The book: execute the stage notebooks with papermill, then build the Jupyter Book.
+
+``labecg book`` (and ``make book``) runs ``notebooks/01_data.ipynb`` ... ``04_results.ipynb``
+in order, each into ``book/notebooks/`` (git-ignored; the book renders these executed
+copies, ``_config.yml`` sets ``execute_notebooks: "off"``), then ``jupyter-book build``,
+then the privacy check over the HTML and the executed notebooks.
+
+Caching: a stage is skipped when its record in ``book/notebooks/.cache/<stage>.json``
+equals what it would be now: the parameters passed, the SHA-256 of the source notebook and
+of the package's stage modules, and the size and mtime of every file the stage reads or
+writes (listed in :func:`stage_files`). Records are written after a stage succeeds, with
+the fingerprints taken after it ran, so a second build with nothing changed executes no
+notebook. A stage that reruns rewrites its outputs, which changes the fingerprints of the
+stages after it, so they rerun too.
+
+Split execution (``from_run=True``): only ``04_results`` runs, from ``run_dir`` alone;
+the earlier chapters are copied unexecuted with a note saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html.parser
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from labecg.util import atomic_path, get_logger, read_json, write_json
+
+__all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "check_privacy", "locate_source",
+           "refresh_signals",
+           "source_paths", "stage_files", "variant_run_dir", "PrivacyError"]
+
+log = get_logger("labecg.book")
+
+STAGES: tuple[str, ...] = ("01_data", "02_signals", "03_training", "04_results")
+_COHORT_FILES = ("cohort.parquet", "targets.json", "cohort_flow.csv")
+_SIGNAL_FILES = ("signals.npy", "signals.json", "signals_manifest.parquet", "signals_stats.json")
+_ECG_TOP_FILES = ("record_list.csv", "machine_measurements.csv")
+
+
+@dataclass(frozen=True)
+class BookConfig:
+    """Parameters of a book build; the notebook parameters share these names.
+
+    Paths are relative to the current directory unless absolute. The defaults are the
+    classroom scale: the whole book, training included, on a 2-core CPU in minutes.
+    """
+
+    data_root: Path = field(default=Path("data/synthetic"), metadata={"help": "data source in the MIMIC layout"})
+    generate_synthetic: bool = field(default=True, metadata={
+        "help": "write a synthetic source into data_root unless it holds one (never overwrites real data)"})
+    hosp: Optional[Path] = field(default=None, metadata={"help": "default: DATA_ROOT/mimiciv/hosp"})
+    ed: Optional[Path] = field(default=None, metadata={"help": "default: DATA_ROOT/mimic-iv-ed/ed"})
+    ecg: Optional[Path] = field(default=None, metadata={"help": "default: DATA_ROOT/mimic-iv-ecg"})
+    ecg_icd: Optional[Path] = field(default=None, metadata={
+        "help": "default: DATA_ROOT/mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv"})
+    cohort_dir: Path = field(default=Path("data/cohort"), metadata={"help": "cohort folder (signals go beside it)"})
+    run_dir: Path = field(default=Path("runs/default"), metadata={"help": "run folder of the fusion model"})
+    patients: int = field(default=1200, metadata={"help": "synthetic patients"})
+    min_lab_events: int = field(default=50, metadata={"help": "cohort: rows per lab label (paper: 200)"})
+    min_per_class: int = field(default=3, metadata={
+        "help": "cohort: positives and negatives per validation/test fold (paper: 10)"})
+    workers: int = field(default=2, metadata={"help": "processes for synthetic waveforms and signal conversion"})
+    epochs: int = field(default=6, metadata={"help": "training epochs (paper: 20)"})
+    model_dim: int = field(default=64, metadata={"help": "S4 width (paper: 512)"})
+    n_layers: int = field(default=2, metadata={"help": "S4 blocks (paper: 4)"})
+    batch_size: int = 32
+    accelerator: str = field(default="cpu", metadata={"help": "Lightning accelerator: cpu, gpu, auto"})
+    seed: int = 0
+    n_iterations: int = field(default=1000, metadata={"help": "bootstrap resamples"})
+    variants: tuple[str, ...] = field(default=("fusion",), metadata={"help": "fusion, ecg, tabular"})
+    stages: tuple[str, ...] = field(default=STAGES, metadata={"help": "stages to execute"})
+    book_root: Path = field(default=Path("."), metadata={"help": "folder holding _config.yml, _toc.yml, book/, notebooks/"})
+    build_html: bool = field(default=True, metadata={"help": "run jupyter-book build after the notebooks"})
+    force: bool = field(default=False, metadata={"help": "rerun every stage, ignoring the cache"})
+    from_run: bool = field(default=False, metadata={
+        "help": "split execution: build the results from RUN_DIR alone, without data or training"})
+
+    def __post_init__(self):
+        unknown = sorted(set(self.stages) - set(STAGES))
+        if unknown:
+            raise ValueError(f"stages {unknown} unknown; expected a subset of {list(STAGES)}")
+        bad = sorted(set(self.variants) - {"fusion", "ecg", "tabular"})
+        if bad or not self.variants:
+            raise ValueError(f"variants {list(self.variants)}: expected one or more of fusion, ecg, tabular")
+        for name in ("patients", "epochs", "model_dim", "n_layers", "batch_size", "n_iterations", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class BookResult:
+    """What a build did: ``stages`` maps stage -> "ran" | "cached" | "placeholder" | "not requested"."""
+
+    stages: dict = field(default_factory=dict)
+    notebooks: dict = field(default_factory=dict)  # stage -> executed notebook path
+    html_index: Optional[Path] = None
+    seconds: dict = field(default_factory=dict)  # stage (and "html") -> wall seconds
+    reasons: dict = field(default_factory=dict)  # stage -> why it ran (cache miss)
+
+    def __str__(self) -> str:
+        lines = [f"{s}: {st} ({self.seconds.get(s, 0.0):.1f} s)" for s, st in self.stages.items()]
+        if self.html_index:
+            lines.append(f"book: {self.html_index}")
+        return "\n".join(lines)
+
+
+class PrivacyError(RuntimeError):
+    """The built book or an executed notebook shows patient identifiers or row-level data."""
+
+
+def source_paths(data_root, hosp=None, ed=None, ecg=None, ecg_icd=None) -> dict[str, Path]:
+    """The four source locations, defaulting to the MIMIC layout under ``data_root``."""
+    root = Path(data_root)
+    return {
+        "hosp": Path(hosp) if hosp else root / "mimiciv" / "hosp",
+        "ed": Path(ed) if ed else root / "mimic-iv-ed" / "ed",
+        "ecg": Path(ecg) if ecg else root / "mimic-iv-ecg",
+        "ecg_icd": Path(ecg_icd) if ecg_icd else root / "mimic-iv-ecg-ext-icd-labels" / "records_w_diag_icd10.csv",
+    }
+
+
+def locate_source(data_root, generate_synthetic: bool, patients: int, seed: int,
+                  hosp=None, ed=None, ecg=None, ecg_icd=None, workers: int = 1) -> dict[str, Path]:
+    """Return the source paths, writing a synthetic source first where asked and needed.
+
+    With ``generate_synthetic``, ``data_root`` is (re)generated with
+    :func:`labecg.synthetic.generate` unless its ``labecg_synthetic.json`` already records
+    the same ``patients`` and ``seed`` (``workers`` processes draw the waveforms; the
+    bytes do not depend on it). A ``data_root`` that holds files but no
+    ``labecg_synthetic.json`` is taken to be real data and is never overwritten.
+
+    Returns
+    -------
+    dict with keys hosp, ed, ecg, ecg_icd (paths, as ``CohortConfig`` takes them).
+    """
+    root = Path(data_root)
+    marker = root / "labecg_synthetic.json"
+    if generate_synthetic:
+        if not marker.exists() and root.exists() and any(root.iterdir()):
+            raise FileExistsError(
+                f"{root}: holds files but no labecg_synthetic.json, so it looks like real data; "
+                "set generate_synthetic=False to use it, or choose an empty data_root")
+        if not marker.exists() or not _synthetic_matches(read_json(marker), patients, seed):
+            from labecg.synthetic import SynthConfig, generate
+
+            log.info("writing a synthetic source (%d patients, seed %d) into %s", patients, seed, root)
+            generate(SynthConfig(out=root, patients=patients, seed=seed, workers=workers))
+    paths = source_paths(root, hosp, ed, ecg, ecg_icd)
+    missing = [f"{k}={v}" for k, v in paths.items() if not v.exists()]
+    if missing:
+        raise FileNotFoundError(f"data source incomplete, not found: {', '.join(missing)}; expected the "
+                                "MIMIC layout of ARCHITECTURE.md section 1 (or generate_synthetic=True)")
+    return paths
+
+
+def _synthetic_matches(meta: dict, patients: int, seed: int) -> bool:
+    cfg = meta.get("config", meta)
+    return cfg.get("patients") == patients and cfg.get("seed", meta.get("seed")) == seed
+
+
+def refresh_signals(cfg) -> Path:
+    """:func:`labecg.signals.convert_signals`, replacing outputs left by an earlier cohort.
+
+    ``convert_signals`` refuses signals (finished or partial) made from another
+    ``cohort.parquet``, so that a long conversion is never discarded by accident. In the
+    book pipeline a rebuilt cohort makes them useless, so they are converted again
+    (``overwrite=True``); a partial conversion of the same cohort is resumed.
+
+    Parameters
+    ----------
+    cfg : labecg.signals.SignalsConfig
+
+    Returns
+    -------
+    Path
+        ``cfg.cohort / "signals.npy"``.
+    """
+    import dataclasses
+
+    import pandas as pd
+
+    from labecg.signals import PROGRESS_DIR, convert_signals, fingerprint_cohort
+
+    cohort_dir = Path(cfg.cohort)
+    records = [cohort_dir / "signals.json", cohort_dir / PROGRESS_DIR / "state.json"]
+    if any(p.exists() for p in records) and not cfg.overwrite:
+        frame = pd.read_parquet(cohort_dir / "cohort.parquet", columns=["study_id", "path"])
+        fp = fingerprint_cohort(frame, cfg)
+        stale = [p for p in records if p.exists() and read_json(p).get("fingerprint") != fp]
+        if stale:
+            log.info("%s: made from an earlier cohort; converting again", stale[0])
+            cfg = dataclasses.replace(cfg, overwrite=True)
+    return convert_signals(cfg)
+
+
+def variant_run_dir(run_dir, variant: str) -> Path:
+    """Run folder of a model variant: ``run_dir`` for fusion, ``<run_dir>-<variant>`` else."""
+    run_dir = Path(run_dir)
+    if variant not in ("fusion", "ecg", "tabular"):
+        raise ValueError(f"variant must be fusion, ecg or tabular, got {variant!r}")
+    return run_dir if variant == "fusion" else run_dir.with_name(f"{run_dir.name}-{variant}")
+
+
+# ---------------------------------------------------------------------------- parameters
+
+
+def notebook_parameters(cfg: BookConfig) -> dict:
+    """Every papermill parameter, as literals (paths as strings)."""
+    src = source_paths(cfg.data_root, cfg.hosp, cfg.ed, cfg.ecg, cfg.ecg_icd)
+    return {
+        "data_root": str(cfg.data_root), "generate_synthetic": cfg.generate_synthetic,
+        "hosp": str(src["hosp"]), "ed": str(src["ed"]), "ecg": str(src["ecg"]),
+        "ecg_icd": str(src["ecg_icd"]), "cohort_dir": str(cfg.cohort_dir), "run_dir": str(cfg.run_dir),
+        "patients": cfg.patients, "min_lab_events": cfg.min_lab_events,
+        "min_per_class": cfg.min_per_class, "workers": cfg.workers, "epochs": cfg.epochs,
+        "model_dim": cfg.model_dim, "n_layers": cfg.n_layers, "batch_size": cfg.batch_size,
+        "accelerator": cfg.accelerator, "seed": cfg.seed, "n_iterations": cfg.n_iterations,
+        "variants": list(cfg.variants),
+    }
+
+
+def stage_files(stage: str, cfg: BookConfig) -> list[tuple[Path, bool]]:
+    """Files and folders a stage reads or writes, as (path, recurse) pairs for fingerprints.
+
+    Folders with ``recurse=False`` count only the named files below them. The ECG tree
+    (800k WFDB records on MIMIC) is represented by its two index files; a WFDB file
+    changed in place without them needs ``force=True``.
+    """
+    src = source_paths(cfg.data_root, cfg.hosp, cfg.ed, cfg.ecg, cfg.ecg_icd)
+    cohort, run = Path(cfg.cohort_dir), Path(cfg.run_dir)
+    ecg_index = [(src["ecg"] / f, False) for f in _ECG_TOP_FILES]
+    runs = [variant_run_dir(run, v) for v in cfg.variants]
+    if stage == "01_data":
+        return ([(src["hosp"], True), (src["ed"], True), (src["ecg_icd"], False),
+                 (Path(cfg.data_root) / "labecg_synthetic.json", False)] + ecg_index
+                + [(cohort / f, False) for f in _COHORT_FILES])
+    if stage == "02_signals":
+        return ecg_index + [(cohort / f, False) for f in _COHORT_FILES + _SIGNAL_FILES]
+    if stage == "03_training":
+        files = [(cohort / f, False) for f in _COHORT_FILES + _SIGNAL_FILES]
+        for r in runs:
+            files += [(r / f, False) for f in ("config.json", "run_info.json", "targets.json", "metrics.csv",
+                                               "predictions_val.npz", "predictions_test.npz",
+                                               "checkpoints/best.ckpt", "checkpoints/last.ckpt")]
+        return files
+    if stage == "04_results":
+        return [(r, True) for r in runs]
+    raise ValueError(f"stage {stage!r} unknown; expected one of {list(STAGES)}")
+
+
+def _fingerprint(paths: Iterable[tuple[Path, bool]]) -> dict[str, list]:
+    """{path: [size, mtime_ns]} of every file; a missing one maps to None."""
+    out: dict[str, list | None] = {}
+    for path, recurse in paths:
+        path = Path(path)
+        if recurse and path.is_dir():
+            for p in sorted(path.rglob("*")):
+                if p.is_file():
+                    st = p.stat()
+                    out[str(p)] = [st.st_size, st.st_mtime_ns]
+        elif path.is_file():
+            st = path.stat()
+            out[str(path)] = [st.st_size, st.st_mtime_ns]
+        else:
+            out[str(path)] = None
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _code_hash() -> str:
+    """SHA-256 over the package's stage modules (not this one or the CLI)."""
+    h = hashlib.sha256()
+    pkg = Path(__file__).parent
+    for p in sorted(pkg.glob("*.py")):
+        if p.name not in ("book.py", "cli.py"):
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _declared_parameters(notebook: Path) -> list[str]:
+    """Names assigned in the cell tagged ``parameters``."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return re.findall(r"^([A-Za-z_]\w*)\s*=", cell.source, flags=re.M)
+    raise ValueError(f"{notebook}: no cell tagged 'parameters'; expected the first code cell to carry it")
+
+
+# ---------------------------------------------------------------------------- execution
+
+
+def _kernel_dir(book_root: Path) -> Path:
+    """A kernelspec that runs this very interpreter (the venv's), whatever PATH says."""
+    kdir = book_root / "_build" / ".jupyter"
+    spec = kdir / "kernels" / "labecg-python"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (labecg)", "language": "python"}, indent=1))
+    return kdir
+
+
+def _execute(source: Path, target: Path, params: dict, kernel_dir: Path) -> None:
+    """Run one notebook with papermill into ``target`` (replaced only on success)."""
+    import nbformat
+    import papermill as pm
+
+    failed = target.with_name(target.stem + ".failed.ipynb")
+    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "PYTHONWARNINGS", "MPLBACKEND")}
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(kernel_dir)] + ([saved["JUPYTER_PATH"]] if saved["JUPYTER_PATH"] else []))
+    # tqdm.auto falls back to text bars without ipywidgets, and says so on every import
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [saved["PYTHONWARNINGS"], "ignore:IProgress not found"]))
+    os.environ["MPLBACKEND"] = "Agg"  # figures are glued, never shown by the backend
+    try:
+        with atomic_path(target) as tmp:
+            tmp_nb = tmp.with_suffix(".ipynb")
+            try:
+                pm.execute_notebook(str(source), str(tmp_nb), parameters=params,
+                                    kernel_name="labecg-python", cwd=str(Path.cwd()),
+                                    progress_bar=False, log_output=False, request_save_on_cell_execute=False)
+            except pm.PapermillExecutionError as exc:
+                shutil.move(tmp_nb, failed)
+                raise RuntimeError(
+                    f"{source}: cell {exc.cell_index} (execution count {exc.exec_count}) raised "
+                    f"{exc.ename}: {exc.evalue}\n--- cell source ---\n{exc.source}\n"
+                    f"--- executed notebook with the error: {failed}") from exc
+            nb = nbformat.read(tmp_nb, as_version=4)
+            for cell in nb.cells:
+                tags = cell.metadata.get("tags", [])
+                if "injected-parameters" in tags or "parameters" in tags:
+                    cell.metadata["tags"] = sorted(set(tags) | {"hide-input"})
+            nbformat.write(nb, tmp)
+            tmp_nb.unlink()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if failed.exists():
+        failed.unlink()
+
+
+def _write_placeholder(source: Path, target: Path, run_dir: Path) -> None:
+    """Copy a notebook unexecuted, with a note that this build did not run it."""
+    import nbformat
+
+    nb = nbformat.read(source, as_version=4)
+    note = nbformat.v4.new_markdown_cell(
+        "```{note}\nThis chapter was **not executed** in this build: the book was built from the run "
+        f"folder `{Path(run_dir).name}` alone (split execution). Its code is shown as written; run it "
+        "where the data lives to see its outputs.\n```")
+    nb.cells.insert(1, note)
+    with atomic_path(target) as tmp:
+        nbformat.write(nb, tmp)
+
+
+def build_book(cfg: BookConfig) -> BookResult:
+    """Execute the stage notebooks (cached), build the HTML book, check privacy.
+
+    Parameters
+    ----------
+    cfg : BookConfig
+
+    Returns
+    -------
+    BookResult
+        Per-stage status and seconds, executed notebook paths, ``_build/html/index.html``.
+
+    Raises
+    ------
+    RuntimeError
+        A notebook cell failed (message: notebook, cell, error, cell source) or
+        ``jupyter-book build`` failed (message: its output's tail).
+    PrivacyError
+        The privacy check found an identifier or row-level table.
+    """
+    book_root = Path(cfg.book_root).resolve()
+    for need in ("_config.yml", "_toc.yml", "notebooks"):
+        if not (book_root / need).exists():
+            raise FileNotFoundError(f"{book_root / need}: not found; book_root must hold _config.yml, "
+                                    "_toc.yml, book/ and notebooks/")
+    out_dir = book_root / "book" / "notebooks"
+    cache_dir = out_dir / ".cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    params_all = notebook_parameters(cfg)
+    code_hash = _code_hash()
+    kernel_dir = _kernel_dir(book_root)
+    stages, notebooks, seconds, reasons = {}, {}, {}, {}
+    for stage in STAGES:
+        source, target = book_root / "notebooks" / f"{stage}.ipynb", out_dir / f"{stage}.ipynb"
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: stage notebook not found")
+        notebooks[stage] = target
+        if stage not in cfg.stages:
+            stages[stage] = "not requested"
+            continue
+        t0 = time.perf_counter()
+        if cfg.from_run and stage != "04_results":
+            _write_placeholder(source, target, cfg.run_dir)
+            (cache_dir / f"{stage}.json").unlink(missing_ok=True)
+            stages[stage], seconds[stage] = "placeholder", time.perf_counter() - t0
+            continue
+        params = {k: params_all[k] for k in _declared_parameters(source) if k in params_all}
+        files = stage_files(stage, cfg)
+        key = {"params": params, "notebook_sha256": _sha256(source), "code_sha256": code_hash}
+        record = cache_dir / f"{stage}.json"
+        why = _stale_reason(record, target, key, _fingerprint(files), cfg.force)
+        if why is None:
+            stages[stage], seconds[stage] = "cached", time.perf_counter() - t0
+            log.info("%s: unchanged, skipped (cache %s)", stage, record)
+            continue
+        reasons[stage] = why
+        log.info("%s: executing %s -> %s (%s)", stage, source, target, why)
+        record.unlink(missing_ok=True)
+        _execute(source, target, params, kernel_dir)
+        write_json(record, {"key": key, "files": _fingerprint(files)})
+        stages[stage], seconds[stage] = "ran", time.perf_counter() - t0
+        log.info("%s: done in %.1f s", stage, seconds[stage])
+
+    html_index = None
+    if cfg.build_html:
+        t0 = time.perf_counter()
+        html_index = _build_html(book_root)
+        seconds["html"] = time.perf_counter() - t0
+    executed = [p for s, p in notebooks.items() if p.exists() and stages[s] in ("ran", "cached")]
+    ids_from = Path(cfg.cohort_dir) / "cohort.parquet"
+    check_privacy(html_index.parent if html_index else None, executed,
+                  ids_from if ids_from.exists() else None,
+                  ids=_run_study_ids([variant_run_dir(cfg.run_dir, v) for v in cfg.variants]))
+    result = BookResult(stages=stages, notebooks=notebooks, html_index=html_index, seconds=seconds,
+                        reasons=reasons)
+    log.info("book built:\n%s", result)
+    return result
+
+
+def _stale_reason(record: Path, target: Path, key: dict, files: dict, force: bool) -> str | None:
+    """Why a stage must run, or None when its cache record still holds."""
+    if force:
+        return "force"
+    if not target.exists():
+        return f"no executed notebook {target.name}"
+    if not record.exists():
+        return "no cache record"
+    cached = read_json(record)
+    old = cached.get("key", {})
+    for part, what in (("params", "parameters"), ("notebook_sha256", "notebook source"),
+                       ("code_sha256", "labecg code")):
+        if old.get(part) != key[part]:
+            return f"{what} changed"
+    changed = sorted(k for k in set(files) | set(cached.get("files", {}))
+                     if files.get(k) != cached.get("files", {}).get(k))
+    if changed:
+        return f"{len(changed)} input/output file(s) changed, e.g. {changed[0]}"
+    return None
+
+
+def _build_html(book_root: Path) -> Path:
+    exe = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book_root)]
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=book_root, capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    warnings = [l for l in output.splitlines() if "WARNING" in l]
+    for w in warnings:
+        log.warning("jupyter-book: %s", w)
+    index = book_root / "_build" / "html" / "index.html"
+    if proc.returncode != 0 or not index.exists():
+        raise RuntimeError(f"jupyter-book build {book_root} failed (exit {proc.returncode}):\n{output[-4000:]}")
+    return index
+
+
+def _run_study_ids(run_dirs) -> set[int]:
+    import numpy as np
+
+    ids: set[int] = set()
+    for r in run_dirs:
+        for name in ("predictions_val.npz", "predictions_test.npz"):
+            p = Path(r) / name
+            if p.exists():
+                with np.load(p, allow_pickle=False) as z:
+                    ids.update(int(i) for i in z["study_id"])
+    return ids
+
+
+# ---------------------------------------------------------------------------- privacy
+
+#: Column headers that make a table row-level: identifiers and per-event timestamps.
+IDENTIFIER_COLUMNS = frozenset({"subject_id", "study_id", "hadm_id", "stay_id", "ecg_time",
+                                "charttime", "path", "file_name"})
+#: Per-ECG feature columns of cohort.parquet.
+FEATURE_COLUMNS = frozenset({"sex", "age", "race", "temperature", "heartrate", "resprate", "o2sat",
+                             "sbp", "dbp", "bmi", "weight", "height"})
+#: More body rows than any summary table can have (the paper's 514 targets of all tasks).
+MAX_TABLE_ROWS = 600
+MIN_ID_DIGITS = 5
+# A run of digits that is not the fraction part of a decimal number ("0.12345678") and
+# not part of a hex digest (asset URLs of the built HTML: "?digest=5b4479735964").
+_DIGIT_RUN = re.compile(r"(?<![\da-fA-F])(?<!\d\.)\d+(?![\da-fA-F])")
+_DATA_URI = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=\s]+")
+
+
+class _TableParser(html.parser.HTMLParser):
+    """Collect each <table>: header cell texts, and (first cell text) of each body row."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tables: list[dict] = []
+        self._stack: list[dict] = []
+        self._cell: list[str] | None = None
+        self._in_head = False
+        self._row: list[str] | None = None
+        self._row_cells_tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._stack.append({"headers": [], "rows": []})
+        elif not self._stack:
+            return
+        elif tag == "thead":
+            self._in_head = True
+        elif tag == "tr":
+            self._row, self._row_cells_tags = [], []
+        elif tag in ("td", "th"):
+            self._cell = []
+            self._row_cells_tags.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self._stack:
+            return
+        t = self._stack[-1]
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if self._in_head or (self._row_cells_tags and all(c == "th" for c in self._row_cells_tags)
+                                 and not t["rows"]):
+                t["headers"].extend(self._row)
+            else:
+                t["rows"].append(self._row)
+            self._row = None
+        elif tag == "thead":
+            self._in_head = False
+        elif tag == "table":
+            self.tables.append(self._stack.pop())
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def row_level_reason(table: dict) -> str | None:
+    """Why a parsed table is row-level patient data, or None.
+
+    A table is row-level when (a) a header names an identifier or per-event time column
+    (:data:`IDENTIFIER_COLUMNS`), or (b) it has more than :data:`MAX_TABLE_ROWS` body
+    rows, or (c) at least three headers are per-ECG feature columns
+    (:data:`FEATURE_COLUMNS`) and its rows are labelled by integers (a DataFrame's
+    positional index: individual ECGs, not summary statistics or groups).
+    """
+    headers = {h.strip().lower() for h in table["headers"]}
+    ident = sorted(headers & IDENTIFIER_COLUMNS)
+    if ident:
+        return f"identifier column(s) {ident}"
+    if len(table["rows"]) > MAX_TABLE_ROWS:
+        return f"{len(table['rows'])} rows (> {MAX_TABLE_ROWS})"
+    feats = headers & FEATURE_COLUMNS
+    if len(feats) >= 3 and table["rows"] and all(r and r[0].strip().isdigit() for r in table["rows"]):
+        return f"per-ECG features {sorted(feats)} in rows labelled by position"
+    return None
+
+
+def _scan_text(text: str, ids: set[str], where: str, problems: list[str]) -> None:
+    text = _DATA_URI.sub(" ", text)
+    found = sorted({m.group(0) for m in _DIGIT_RUN.finditer(text)} & ids)
+    if found:
+        problems.append(f"{where}: identifier(s) {found[:5]}{' ...' if len(found) > 5 else ''}")
+    if "<table" in text.lower():
+        parser = _TableParser()
+        parser.feed(text)
+        for i, table in enumerate(parser.tables):
+            reason = row_level_reason(table)
+            if reason:
+                problems.append(f"{where}: table {i} is row-level patient data: {reason}")
+
+
+def check_privacy(html_dir=None, notebooks: Iterable = (), cohort_parquet=None, ids: Iterable[int] = ()) -> int:
+    """Fail if the book shows a cohort identifier or a row-level patient table.
+
+    Scans every ``.html`` file under ``html_dir`` and every output (``text/plain``,
+    ``text/html``, streams, errors; images skipped) of each executed notebook.
+
+    An identifier is any ``subject_id`` or ``study_id`` of ``cohort_parquet`` (plus
+    ``ids``) with at least :data:`MIN_ID_DIGITS` digits, found as a whole run of digits
+    that is not the fraction part of a decimal number (so ``12345678``, ``12345678.0``
+    and ``id=12345678`` match, ``0.12345678`` and ``123456789`` do not). Shorter ids
+    cannot be told from ordinary numbers and are not searched (MIMIC's have 8 digits).
+    Row-level tables: see :func:`row_level_reason`.
+
+    Returns
+    -------
+    int
+        Number of files scanned.
+
+    Raises
+    ------
+    PrivacyError
+        Listing each file and what was found in it.
+    """
+    id_set = {int(i) for i in ids}
+    if cohort_parquet is not None:
+        import pandas as pd
+
+        df = pd.read_parquet(cohort_parquet, columns=["subject_id", "study_id"])
+        id_set.update(int(i) for i in df["subject_id"].unique())
+        id_set.update(int(i) for i in df["study_id"].unique())
+    id_strs = {str(i) for i in id_set if len(str(abs(i))) >= MIN_ID_DIGITS}
+    problems: list[str] = []
+    n = 0
+    if html_dir is not None:
+        for page in sorted(Path(html_dir).rglob("*.html")):
+            _scan_text(page.read_text(errors="replace"), id_strs, str(page), problems)
+            n += 1
+    for nb_path in notebooks:
+        nb = json.loads(Path(nb_path).read_text())
+        for ci, cell in enumerate(nb.get("cells", [])):
+            for oi, out in enumerate(cell.get("outputs", [])):
+                where = f"{nb_path} cell {ci} output {oi}"
+                texts = []
+                if "text" in out:
+                    texts.append(out["text"])
+                for mime, value in out.get("data", {}).items():
+                    if not mime.startswith("image/"):
+                        texts.append(value if isinstance(value, (str, list)) else json.dumps(value))
+                if "traceback" in out:
+                    texts.append(out["traceback"])
+                for t in texts:
+                    _scan_text("".join(t) if isinstance(t, list) else t, id_strs, where, problems)
+        n += 1
+    if problems:
+        raise PrivacyError("privacy check failed; the book must not show patient identifiers or "
+                           "row-level data:\n  " + "\n  ".join(problems))
+    log.info("privacy check: %d files clean (%d identifiers searched)", n, len(id_strs))
+    return n

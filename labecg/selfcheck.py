@@ -1,0 +1,218 @@
+"""What the book says about a run: which data it was built from and, on synthetic data, whether the pipeline recovers the planted effects.
+
+The self-check joins the planted effects of the synthetic generator (one row per laboratory
+test: direction, channel, strength 0-3) with the bootstrap results of a run (one row per
+target): a target with a planted effect (strength >= 1) should have an AUROC interval above
+0.5; a target with nothing planted (strength 0) should have an interval containing 0.5.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from labecg.util import lab_slug, read_json
+
+__all__ = ["source_banner", "read_planted_effects",
+           "planted_effects_check", "summarize_check", "describe_run", "results_summary",
+           "variants_frame"]
+
+PAPER_VERSION = "arXiv v1"
+_TASK_NAMES = {"est": "estimation", "mon30": "monitoring, 30 min", "mon60": "monitoring, 60 min",
+               "mon120": "monitoring, 120 min"}
+_SYNTH_FILE = "labecg_synthetic.json"
+
+
+def _is_synthetic_root(data_root: Path) -> bool:
+    return (Path(data_root) / _SYNTH_FILE).exists()
+
+
+def _banner(synthetic: bool, where: str) -> str:
+    if synthetic:
+        return ("```{warning}\n**Built from synthetic data**, not from MIMIC-IV. " + where +
+                " The numbers show whether the pipeline recovers the relationships planted in the "
+                "synthetic source; they say nothing about real patients or about the paper's "
+                "clinical findings.\n```")
+    return ("```{important}\n**Built from the MIMIC-IV data sources.** " + where +
+            " Compare with the paper (" + PAPER_VERSION + ") only at full scale and full training.\n```")
+
+
+def source_banner(data_root) -> str:
+    """A MyST admonition saying whether ``data_root`` is synthetic (has labecg_synthetic.json)."""
+    synthetic = _is_synthetic_root(Path(data_root))
+    return _banner(synthetic, f"Data source: `{Path(data_root).name}`.")
+
+
+def read_planted_effects(data_root, run_dir=None) -> pd.DataFrame:
+    """The planted effects of a synthetic source; an empty table for a real one.
+
+    Looks for ``labecg_synthetic.json`` in ``data_root``, then (for a book built from a
+    run folder) in the data root recorded in ``run_dir/targets.json`` (``source.hosp``,
+    two folders up). Its ``planted_effects`` list is used when present; otherwise the
+    generator's own table (:func:`labecg.synthetic.planted_effects_frame`).
+
+    Returns
+    -------
+    DataFrame with columns label, lab, direction (low, high, both), channel, mechanism,
+    strength (0 none ... 3 strong); no rows when no synthetic marker is found.
+    """
+    columns = ["label", "lab", "direction", "channel", "mechanism", "strength"]
+    candidates = [Path(data_root)] if data_root is not None else []
+    if run_dir is not None and (Path(run_dir) / "targets.json").exists():
+        hosp = read_json(Path(run_dir) / "targets.json").get("source", {}).get("hosp")
+        if hosp:
+            candidates.append(Path(hosp).parent.parent)
+    for root in candidates:
+        marker = root / _SYNTH_FILE
+        if marker.exists():
+            meta = read_json(marker)
+            if meta.get("planted_effects"):
+                df = pd.DataFrame(meta["planted_effects"])
+                if "lab" not in df.columns:
+                    df["lab"] = df["label"].map(lab_slug)
+            else:
+                from labecg.synthetic import planted_effects_frame
+
+                df = planted_effects_frame()
+            missing = sorted({"label", "direction", "channel", "strength"} - set(df.columns))
+            if missing:
+                raise KeyError(f"{marker}: planted effects lack columns {missing}; expected {columns}")
+            return df.reindex(columns=columns).sort_values(["strength", "label"], ascending=[False, True],
+                                                           ignore_index=True)
+    return pd.DataFrame(columns=columns)
+
+
+def planted_effects_check(results: pd.DataFrame, planted: pd.DataFrame) -> pd.DataFrame:
+    """Each target's AUROC interval beside the effect planted for it.
+
+    Parameters
+    ----------
+    results : DataFrame
+        ``RUN/evaluation/results.csv`` as read by :func:`labecg.evaluate.read_results`:
+        indexed by target, columns task, lab, label, direction, auroc, low, high, n_pos,
+        n_neg (a ``macro`` row is ignored).
+    planted : DataFrame
+        From :func:`read_planted_effects`; ``direction`` "both" applies to low and high.
+
+    Returns
+    -------
+    DataFrame, one row per target whose lab has a planted-effects row: target, task,
+    label, direction, channel, strength, auroc, low, high, expected, verdict. ``expected``
+    is "above 0.5" for strength >= 1 and "contains 0.5" for strength 0. ``verdict``:
+    "recovered" (strength >= 1, low > 0.5), "not resolved" (strength >= 1, interval
+    reaches 0.5: too weak for this scale), "as expected" (strength 0, low <= 0.5 <=
+    high), "unexpected signal" (strength 0, interval excludes 0.5), "undefined" (no
+    interval). Sorted by strength (strongest first), then AUROC; AUROC and bounds rounded
+    to 3 decimals. No rows when
+    ``planted`` is empty.
+    """
+    out_cols = ["target", "task", "label", "direction", "channel", "strength", "auroc", "low", "high",
+                "expected", "verdict"]
+    if planted.empty:
+        return pd.DataFrame(columns=out_cols)
+    res = results.drop(index="macro", errors="ignore").reset_index()
+    if "target" not in res.columns:
+        res = res.rename(columns={res.columns[0]: "target"})
+    need = {"target", "task", "lab", "direction", "auroc", "low", "high"}
+    if not need <= set(res.columns):
+        raise KeyError(f"results: missing columns {sorted(need - set(res.columns))}")
+    p = planted.copy()
+    p["lab"] = p["lab"].where(p["lab"].notna(), p["label"].map(lab_slug))
+    p = p.assign(direction=p["direction"].map(lambda d: ["low", "high"] if d == "both" else [d])).explode("direction")
+    merged = res.drop(columns=["label"], errors="ignore").merge(
+        p[["lab", "label", "direction", "channel", "strength"]], on=["lab", "direction"], how="inner")
+    strength = merged["strength"].astype(float)
+    low, high = merged["low"].astype(float), merged["high"].astype(float)
+    merged["expected"] = np.where(strength > 0, "above 0.5", "contains 0.5")
+    verdict = np.where(strength > 0, np.where(low > 0.5, "recovered", "not resolved"),
+                       np.where((low <= 0.5) & (high >= 0.5), "as expected", "unexpected signal"))
+    merged["verdict"] = np.where(low.isna() | high.isna(), "undefined", verdict)
+    merged = merged.sort_values(["strength", "auroc"], ascending=[False, False], ignore_index=True)
+    return merged[out_cols].round({"auroc": 3, "low": 3, "high": 3})
+
+
+def summarize_check(check: pd.DataFrame) -> str:
+    """One Markdown sentence counting the verdicts of :func:`planted_effects_check`."""
+    if check.empty:
+        return "No planted effects: this run was not built from the synthetic source, so there is nothing to check."
+    s = check["strength"].astype(float)
+    strong = check[s >= 2]
+    none = check[s == 0]
+    return (f"Of {len(strong)} targets with a moderate or strong planted effect (strength ≥ 2), "
+            f"{int((strong['verdict'] == 'recovered').sum())} have an AUROC interval above 0.5; "
+            f"of {int((s == 1).sum())} with a weak effect, {int((check[s == 1]['verdict'] == 'recovered').sum())}; "
+            f"of {len(none)} targets with nothing planted, {int((none['verdict'] == 'as expected').sum())} "
+            f"have an interval containing 0.5.")
+
+
+def describe_run(run_dir) -> dict:
+    """Which run a results page shows: a banner and a description, as Markdown.
+
+    Reads ``RUN/run_info.json`` (data source, labecg version, git commit, date, hardware,
+    duration; every scalar entry is listed) and ``RUN/targets.json``
+    (``source.synthetic``).
+
+    Returns
+    -------
+    dict with ``synthetic`` (bool), ``source_label`` (short text), ``banner`` (a MyST
+    admonition) and ``description`` (a Markdown list).
+    """
+    run_dir = Path(run_dir)
+    targets = read_json(run_dir / "targets.json")
+    info_path = run_dir / "run_info.json"
+    info = read_json(info_path) if info_path.exists() else {}
+    source = targets.get("source", {})
+    synthetic = bool(source.get("synthetic", False))
+    label = ("synthetic data (labecg generator), not MIMIC-IV" if synthetic
+             else "the MIMIC-IV data sources (MIMIC-IV hosp, MIMIC-IV-ED, MIMIC-IV-ECG, MIMIC-IV-ECG-ICD)")
+    lines = [f"- run folder: `{run_dir.name}`", f"- data: {label}"]
+    for key, value in _flatten(info):
+        lines.append(f"- {key.replace('_', ' ')}: `{value}`")
+    return {"synthetic": synthetic, "source_label": label,
+            "banner": _banner(synthetic, f"Run folder `{run_dir.name}`."),
+            "description": "This page shows the run:\n\n" + "\n".join(lines)}
+
+
+def _flatten(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k} ")
+        elif isinstance(v, (str, int, float, bool)) or v is None:
+            yield f"{prefix}{k}", v
+
+
+def results_summary(results: pd.DataFrame) -> dict:
+    """Headline numbers of a run's ``results.csv``.
+
+    Returns
+    -------
+    dict with macro_auroc, macro_low, macro_high (float), n_targets (int), n_significant
+    (dict task -> int: interval lower bound above the threshold), n_significant_mon_max
+    (int, the largest over the monitoring horizons, the paper's "up to"), by_task
+    (DataFrame: targets, significant, median AUROC per task).
+    """
+    if "macro" not in results.index:
+        raise KeyError("results: no 'macro' row; expected results.csv from labecg.evaluate")
+    macro = results.loc["macro"]
+    tr = results.drop(index="macro")
+    by_task = (tr.groupby("task", sort=False)
+                 .agg(targets=("auroc", "size"), significant=("significant", "sum"),
+                      median_auroc=("auroc", "median"))
+                 .reindex([t for t in _TASK_NAMES if t in set(tr["task"])]))
+    n_sig = {t: int(by_task["significant"].get(t, 0)) for t in _TASK_NAMES}
+    return {"macro_auroc": float(macro["auroc"]), "macro_low": float(macro["low"]),
+            "macro_high": float(macro["high"]), "n_targets": int(len(tr)), "n_significant": n_sig,
+            "n_significant_mon_max": max(n_sig[t] for t in ("mon30", "mon60", "mon120")),
+            "by_task": by_task}
+
+
+def variants_frame(results_by_variant: dict) -> pd.DataFrame:
+    """Macro AUROC (interval) and significant targets per task, one row per model variant."""
+    rows = []
+    for variant, res in results_by_variant.items():
+        s = results_summary(res)
+        rows.append({"variant": variant, "macro_auroc": s["macro_auroc"], "low": s["macro_low"],
+                     "high": s["macro_high"], **{f"significant_{t}": n for t, n in s["n_significant"].items()}})
+    return pd.DataFrame(rows).set_index("variant")

@@ -1,0 +1,292 @@
+"""End to end: the four notebooks with papermill at the smallest scale, the Jupyter Book
+build, its cache, a failing notebook, split execution, and the book in headless Chromium.
+
+One session fixture builds the book once (in a temporary copy of the book sources, never
+in the repository's ``book/``); the tests read what it produced. The numbers on the pages
+are checked against the files the evaluation stage wrote, not against the glue itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import socketserver
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from labecg.book import STAGES, BookConfig, build_book
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(patients=50, epochs=1, model_dim=16, n_layers=1, batch_size=16, n_iterations=50,
+             min_lab_events=20, min_per_class=2, workers=1)
+PAGES = ["index.html", "book/intro.html", "book/tasks.html", "book/methods.html",
+         "book/notebooks/01_data.html", "book/notebooks/02_signals.html",
+         "book/notebooks/03_training.html", "book/notebooks/04_results.html",
+         "book/results.html", "book/mimic.html", "book/classroom.html"]
+
+
+def copy_book_sources(dst: Path) -> Path:
+    """_config.yml, _toc.yml, notebooks/*.ipynb and book/ (prose, _static) into ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO / name, dst / name)
+    (dst / "notebooks").mkdir()
+    for nb in (REPO / "notebooks").glob("*.ipynb"):
+        shutil.copy(nb, dst / "notebooks" / nb.name)
+    (dst / "book").mkdir()
+    for md in (REPO / "book").glob("*.md"):
+        shutil.copy(md, dst / "book" / md.name)
+    if (REPO / "book" / "_static").is_dir():
+        shutil.copytree(REPO / "book" / "_static", dst / "book" / "_static")
+    return dst
+
+
+def small_config(root: Path, **overrides) -> BookConfig:
+    kw = dict(data_root=root / "data" / "synthetic", cohort_dir=root / "data" / "cohort",
+              run_dir=root / "runs" / "small", book_root=root, **SMALL)
+    kw.update(overrides)
+    return BookConfig(**kw)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """The book built twice from one copy of the sources (second build: all cached)."""
+    root = copy_book_sources(tmp_path_factory.mktemp("book"))
+    cfg = small_config(root)
+    first = build_book(cfg)
+    mtimes = {s: p.stat().st_mtime_ns for s, p in first.notebooks.items()}
+    second = build_book(cfg)
+    return SimpleNamespace(root=root, cfg=cfg, first=first, second=second, mtimes=mtimes,
+                           html=root / "_build" / "html")
+
+
+class _Tables(HTMLParser):
+    """Tables (rows of cell texts) and <img> sources of a page, by an independent parser."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tables, self.images, self._row, self._cell = [], [], None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self._row = []
+            self.tables[-1].append(self._row)
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img":
+            self.images.append(dict(attrs).get("src", ""))
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse_page(path: Path) -> _Tables:
+    p = _Tables()
+    p.feed(path.read_text())
+    return p
+
+
+def test_every_notebook_executed_without_error(built):
+    assert built.first.stages == {s: "ran" for s in STAGES}
+    for stage, path in built.first.notebooks.items():
+        nb = json.loads(path.read_text())
+        assert nb["metadata"]["papermill"]["exception"] in (None, False), stage
+        errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+        assert not errors, f"{stage}: {errors[:1]}"
+        # the parameters this build passed were injected
+        injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+        assert len(injected) == 1, stage
+        # sources stay free of outputs: the repository copies are never executed in place
+        src = json.loads((REPO / "notebooks" / f"{stage}.ipynb").read_text())
+        assert all(not c.get("outputs") and c.get("execution_count") is None
+                   for c in src["cells"] if c["cell_type"] == "code"), stage
+
+
+def test_glued_figures_are_png(built):
+    nb = json.loads(built.first.notebooks["04_results"].read_text())
+    glued = {}
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            meta = o.get("metadata", {}).get("scrapbook", {})
+            if meta.get("name"):
+                glued[meta["name"]] = o["data"]
+    assert "application/papermill.record/image/png" in glued["fig_auroc"]
+    for key in ("table1", "table2", "paper_comparison", "macro_auroc", "source_label"):
+        assert key in glued, key
+
+
+def test_every_chapter_page_exists(built):
+    assert built.first.html_index == built.html / "index.html"
+    missing = [p for p in PAGES if not (built.html / p).exists()]
+    assert not missing, missing
+
+
+def test_results_pages_show_tables_figures_and_numbers(built):
+    evaluation = built.cfg.run_dir / "evaluation"
+    t1 = pd.read_csv(evaluation / "table1_estimation.csv")
+    t2 = pd.read_csv(evaluation / "table2_monitoring.csv")
+    results = pd.read_csv(evaluation / "results.csv").set_index("target")
+    for page in ("book/results.html", "book/notebooks/04_results.html"):
+        parsed = parse_page(built.html / page)
+        text = (built.html / page).read_text()
+        headers = [t[0] for t in parsed.tables if t]
+        t1_html = [t for t in parsed.tables if t and "Estimation AUROC" in t[0]]
+        t2_html = [t for t in parsed.tables if t and any("60" in h for h in t[0])
+                   and any("120" in h for h in t[0])]
+        assert t1_html and t2_html, f"{page}: tables 1 and 2 not found among headers {headers}"
+        # body rows = rows of the CSV the evaluation stage wrote (header rows have no <td>)
+        body1 = [r for r in t1_html[0][1:] if r and not all(c == "" for c in r[1:])]
+        assert len(body1) == len(t1), page
+        assert len([r for r in t2_html[0][1:] if r and not all(c == "" for c in r[1:])]) >= len(t2), page
+        imgs = [s for s in parsed.images if "_images" in s]
+        assert imgs, f"{page}: no figure"
+        for src in imgs:
+            assert (built.html / page).parent.joinpath(src).resolve().is_file(), src
+    results_text = (built.html / "book/results.html").read_text()
+    assert f"{results.loc['macro', 'auroc']:.3f}" in results_text
+    assert "synthetic data" in results_text and "arXiv v1" in results_text
+    nb_text = (built.html / "book/notebooks/04_results.html").read_text()
+    assert "Built from synthetic data" in nb_text
+    info = json.loads((built.cfg.run_dir / "run_info.json").read_text())
+    if info.get("git_commit"):
+        assert info["git_commit"] in nb_text
+
+
+def test_second_build_is_cached(built):
+    assert built.second.stages == {s: "cached" for s in STAGES}, built.second.reasons
+    assert {s: p.stat().st_mtime_ns for s, p in built.second.notebooks.items()} == built.mtimes
+    assert (built.html / "index.html").exists()
+
+
+def test_failing_notebook_stops_the_build(tmp_path, built):
+    root = copy_book_sources(tmp_path / "failing")
+    cfg = small_config(root, run_dir=tmp_path / "no-such-run", stages=("04_results",))
+    with pytest.raises(RuntimeError) as info:
+        build_book(cfg)
+    message = str(info.value)
+    assert "04_results.ipynb" in message
+    assert "FileNotFoundError" in message and "targets.json" in message
+    assert "describe_run" in message  # the failing cell's source
+    assert (root / "book" / "notebooks" / "04_results.failed.ipynb").exists()
+    assert not (root / "book" / "notebooks" / "04_results.ipynb").exists()
+    assert not (root / "_build" / "html" / "index.html").exists()
+
+
+def test_book_builds_from_a_run_folder_alone(tmp_path, built):
+    root = copy_book_sources(tmp_path / "split")
+    run = tmp_path / "copied-run"
+    shutil.copytree(built.cfg.run_dir, run, ignore=shutil.ignore_patterns("evaluation", "checkpoints"))
+    cfg = small_config(root, data_root=tmp_path / "absent", cohort_dir=tmp_path / "absent-cohort",
+                       run_dir=run, from_run=True)
+    result = build_book(cfg)
+    assert result.stages == {"01_data": "placeholder", "02_signals": "placeholder",
+                             "03_training": "placeholder", "04_results": "ran"}
+    assert not (tmp_path / "absent").exists() and not (tmp_path / "absent-cohort").exists()
+    page = (root / "_build" / "html" / "book" / "results.html").read_text()
+    macro = pd.read_csv(run / "evaluation" / "results.csv").set_index("target").loc["macro", "auroc"]
+    assert f"{macro:.3f}" in page
+    assert "not executed" in (root / "_build" / "html" / "book" / "notebooks" / "01_data.html").read_text()
+
+
+# ---------------------------------------------------------------------------- browser
+
+
+def _chromium():
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (exe and driver):
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("chromium and chromedriver are required in CI (apt-get install chromium chromium-driver)")
+        pytest.skip("chromium/chromedriver not installed")
+    return exe, driver
+
+
+@pytest.fixture
+def browser(tmp_path):
+    exe, driver_path = _chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = exe
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1280,2000", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    drv.set_page_load_timeout(60)
+    yield drv
+    drv.quit()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def served(built):
+    handler = functools.partial(_QuietHandler, directory=str(built.html))
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_book_in_headless_chromium(browser, served):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def loaded(page):
+        browser.get(f"{served}/{page}")
+        # index.html redirects to the root page; wait until the final page has loaded
+        WebDriverWait(browser, 30).until(
+            lambda d: d.execute_script("return document.readyState") == "complete"
+            and d.execute_script("return document.querySelector('main') !== null"))
+
+    severe = {}
+    for page in PAGES:
+        loaded(page)
+        logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        if logs:
+            severe[page] = [e["message"] for e in logs]
+    assert not severe, severe
+
+    loaded("book/results.html")
+    tables = browser.execute_script("return document.querySelectorAll('main table').length")
+    assert tables >= 2
+    heads = browser.execute_script(
+        "return Array.from(document.querySelectorAll('main table')).map(t => t.innerText.split('\\n')[0])")
+    assert any("Estimation AUROC" in h for h in heads), heads
+    loaded = browser.execute_script(
+        "return Array.from(document.querySelectorAll('main img'))"
+        ".filter(i => i.complete && i.naturalWidth > 0).length")
+    assert loaded >= 1
+    out = REPO / "artifacts"
+    out.mkdir(exist_ok=True)
+    shot = out / "book_results.png"
+    height = browser.execute_script("return document.body.scrollHeight")
+    browser.set_window_size(1280, min(int(height) + 100, 8000))
+    assert browser.save_screenshot(str(shot))
+    print(f"screenshot: {shot}")
+    assert shot.stat().st_size > 10_000
