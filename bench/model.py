@@ -1,11 +1,14 @@
 """Training throughput of the fusion model in the paper's configuration, and where the time goes.
 
 Paper configuration: d_model 512, 4 bidirectional S4 layers, N 8, 250 samples (2.5 s at 100 Hz).
-One step = forward + backward + AdamW step of the whole FusionModel with the masked loss.
-Compares the two ways of applying the kernel (FFT convolution over 2L, the default, and the
-Toeplitz batched matrix product), same layer otherwise, and the dense projections alone
-(the floor: 4 x Linear 512->1024 + GLU, fwd + bwd + AdamW). Absolute times on a shared CPU
-swing with the load; the ratio to the dense floor, measured minutes apart, is steadier.
+One step = forward + backward + AdamW step of the whole FusionModel with the masked loss
+(dropout 0.2, training mode). Compares the ways of applying the kernel (``fft``, the default:
+FFT over 504 points with transpose, padding and dropout mask in one pass; ``fft_plain``:
+the plain FFT convolution over 2L with separate transposes and dropout passes, the
+reference; ``toeplitz``: a batched matrix product), same layer otherwise, and the dense
+projections alone (the floor: 4 x Linear 512->1024 + GLU, fwd + bwd + AdamW). The variants
+run interleaved, one step each per round, so that load on a shared CPU hits all alike;
+medians over rounds.
 
     .venv/bin/python bench/model.py                    # CPU, batch 32 and 256
     .venv/bin/python bench/model.py --device cuda --precision bf16 fp32 --batch 256 1024
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from labecg.model import FusionModel
-from labecg.s4 import DEFAULT_METHOD
+from labecg.s4 import DEFAULT_METHOD, METHODS
 from labecg.train import masked_loss
 
 N_TAB, N_TARGETS, L = 27, 100, 250
@@ -63,6 +66,20 @@ def make_step(method: str, batch: int, device: str, precision: str, dense_only: 
     return step
 
 
+def time_interleaved(steps_by_name: dict, warmup: int, rounds: int) -> dict[str, float]:
+    """Median seconds per step of each variant, one step of each per round."""
+    for step in steps_by_name.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {k: [] for k in steps_by_name}
+    for _ in range(rounds):
+        for name, step in steps_by_name.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def time_steps(step, warmup: int, steps: int) -> float:
     for _ in range(warmup):
         step()
@@ -79,6 +96,7 @@ CATEGORIES = {
     "toeplitz bmm": ("aten::bmm", "aten::baddbmm"),
     "fft": ("aten::_fft_r2c", "aten::_fft_c2r", "aten::_fft_c2c"),
 }
+MATMUL = "matmul (Linear mm/addmm)"
 COPIES = ("aten::copy_", "aten::fill_", "aten::sum", "aten::flip", "aten::constant_pad_nd", "aten::zero_",
           "aten::as_strided")
 
@@ -122,34 +140,35 @@ def main():
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--batch", nargs="+", type=int, default=[32, 256])
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=7, help="rounds (one step of every variant each)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-profile", action="store_true")
     args = p.parse_args()
     dev = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {dev}; torch {torch.__version__}; d_model 512, 4 layers, N 8, L {L}; "
           f"median of {args.steps} steps after {args.warmup} warm-up")
+    methods = [DEFAULT_METHOD] + [m for m in METHODS if m != DEFAULT_METHOD]
     for precision in args.precision:
         for batch in args.batch:
-            t = {m: time_steps(make_step(m, batch, args.device, precision), args.warmup, args.steps)
-                 for m in ("toeplitz", "fft")}
-            t_dense = time_steps(make_step("toeplitz", batch, args.device, precision, dense_only=True),
-                                 args.warmup, args.steps)
+            steps = {m: make_step(m, batch, args.device, precision) for m in methods}
+            steps["dense"] = make_step(DEFAULT_METHOD, batch, args.device, precision, dense_only=True)
+            t = time_interleaved(steps, args.warmup, args.steps)
+            t_dense = t.pop("dense")
             t_gen = kernel_generation_share(batch, args.device, args.warmup, args.steps)
-            print(f"\n[{precision}, batch {batch}] train step (fwd + bwd + AdamW)")
-            for m in ("toeplitz", "fft"):
-                print(f"  {m:9s}: {t[m]:7.3f} s/step  {batch / t[m]:8.1f} samples/s")
-            print(f"  dense projections alone (4 x Linear 512->1024 + GLU): {t_dense:.3f} s/step")
-            print(f"  kernel generation, 4 layers fwd+bwd: {t_gen * 1e3:.1f} ms/step "
-                  f"({t_gen / t['toeplitz']:.1%} of the Toeplitz step)")
-            print(f"  default ({DEFAULT_METHOD}): {batch / t[DEFAULT_METHOD]:.1f} samples/s; step / dense floor "
-                  f"{t[DEFAULT_METHOD] / t_dense:.2f}")
-            print(f"  toeplitz vs fft: {t['fft'] / t['toeplitz']:.2f}x faster; "
-                  f"toeplitz step / dense floor: {t['toeplitz'] / t_dense:.2f}")
+            print(f"\n[{precision}, batch {batch}] train step (fwd + bwd + AdamW), interleaved medians")
+            print(f"  {'method':10s} {'s/step':>8s} {'samples/s':>10s} {'/ dense floor':>14s} {'/ fft_plain':>12s}")
+            for m in methods:
+                print(f"  {m:10s} {t[m]:8.3f} {batch / t[m]:10.1f} {t[m] / t_dense:14.2f} {t[m] / t['fft_plain']:12.2f}")
+            print(f"  {'dense':10s} {t_dense:8.3f} {batch / t_dense:10.1f} {1.0:14.2f} {t_dense / t['fft_plain']:12.2f}"
+                  f"   (4 x Linear 512->1024 + GLU alone)")
+            print(f"  default ({DEFAULT_METHOD}) {t['fft_plain'] / t[DEFAULT_METHOD]:.2f}x the plain FFT's samples/s; "
+                  f"kernel generation, 4 layers fwd+bwd: {t_gen * 1e3:.1f} ms/step "
+                  f"({t_gen / t[DEFAULT_METHOD]:.1%} of the default step)")
             if not args.no_profile:
-                for m in ("toeplitz", "fft"):
-                    frac = profile_step(make_step(m, batch, args.device, precision), args.device)
-                    print(f"  profile ({m}): " + "; ".join(f"{k} {v:.0%}" for k, v in frac.items()))
+                for m in methods:
+                    frac = profile_step(steps[m], args.device)
+                    print(f"  profile ({m}): matmul fraction {frac.get(MATMUL, 0.0):.0%}; "
+                          + "; ".join(f"{k} {v:.0%}" for k, v in frac.items() if k != MATMUL))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Static domain knowledge shared by the synthetic generator (which writes these itemids,
 labels, fluids and units) and by the cohort builder (which looks up the paper's
-physiological category of a label). Imports no other ``labecg`` module.
+physiological category of a label), and ``MIMIC_COLUMNS``, the column lists of the
+four sources. Imports no other ``labecg`` module.
 
 Categories are the paper's codes: ``Ca.`` cardiac, ``Re.`` renal, ``He.`` hematological,
 ``Me.`` metabolic, ``Im.`` immunological, ``Co.`` coagulation; ``Re./Ca.`` where the
@@ -109,3 +110,30 @@ def category_for_label(label: str) -> str | None:
 def paper_name(label: str) -> str:
     """The name the paper's tables print for a ``d_labitems.label``."""
     return PAPER_NAMES.get(label, label)
+
+
+# The files of the four MIMIC sources: every column, in the order the real files have it
+# (MIMIC-IV v3.1 hosp, MIMIC-IV-ED v2.2, MIMIC-IV-ECG v1.0, MIMIC-IV-ECG-ICD).
+MIMIC_COLUMNS = {
+    "patients": ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
+    "admissions": ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
+                   "admit_provider_id", "admission_location", "discharge_location", "insurance",
+                   "language", "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag"],
+    "labevents": ["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id",
+                  "charttime", "storetime", "value", "valuenum", "valueuom", "ref_range_lower",
+                  "ref_range_upper", "flag", "priority", "comments"],
+    "d_labitems": ["itemid", "label", "fluid", "category"],
+    "omr": ["subject_id", "chartdate", "seq_num", "result_name", "result_value"],
+    "edstays": ["subject_id", "hadm_id", "stay_id", "intime", "outtime", "gender", "race",
+                "arrival_transport", "disposition"],
+    "vitalsign": ["subject_id", "stay_id", "charttime", "temperature", "heartrate", "resprate", "o2sat",
+                  "sbp", "dbp", "rhythm", "pain"],
+    "record_list": ["subject_id", "study_id", "file_name", "ecg_time", "path"],
+    "machine_measurements": ["subject_id", "study_id", "cart_id", "ecg_time"]
+    + [f"report_{i}" for i in range(18)]
+    + ["bandwidth", "filtering", "rr_interval", "p_onset", "p_end", "qrs_onset", "qrs_end", "t_end",
+       "p_axis", "qrs_axis", "t_axis"],
+    "records_w_diag_icd10": ["file_name", "study_id", "subject_id", "ecg_time", "ed_stay_id", "ed_hadm_id",
+                             "hosp_hadm_id", "ed_diag_ed", "ed_diag_hosp", "hosp_diag_hosp", "all_diag_hosp",
+                             "all_diag_all", "gender", "age", "anchor_year", "anchor_age", "strat_fold"],
+}

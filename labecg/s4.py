@@ -33,19 +33,32 @@ of length 2L - 1.
 
 Applying the kernel
 -------------------
-Three equivalent ways are implemented: ``toeplitz`` (one batched matrix product of the
-input (H, B, L) with T (H, L, L), with a hand-written backward whose kernel gradient is a
-full convolution, by FFT below ``FFT_GRAD_BELOW_BATCH`` and by anti-diagonal sums of one
-more batched product above), ``fft`` (zero-padded FFT convolution over 2L, the authors'
-way) and :func:`run_recurrence` (the step-by-step loop, slow, the test reference).
-``bench/model.py`` measures the first two; the FFT won on the 2-core CPU at batch 32 and
-256 once its backward used real FFTs only (``DEFAULT_METHOD``).
+Three equivalent ways are implemented, plus the step-by-step loop :func:`run_recurrence`
+(slow; the test reference):
+
+* ``fft`` (default): zero-padded FFT convolution over n >= 2L - 1 points (:func:`fft_length`,
+  504 for L = 250), the kernel laid out circularly (lag d >= 0 at index d, lag d < 0 at
+  n + d) with D at lag 0, the (B, L, H) input transposed and zero-padded in one pass, the
+  dropout mask folded into that pass, and a hand-written backward with real FFTs only.
+* ``fft_plain``: the same convolution written plainly (n = 2L, separate transposes, pads and
+  dropout passes), the authors' way; kept as the reference that ``bench/model.py`` compares.
+* ``toeplitz``: one batched matrix product of the input (H, B, L) with T (H, L, L), with a
+  hand-written backward whose kernel gradient is a full convolution, by FFT below
+  ``FFT_GRAD_BELOW_BATCH`` and by anti-diagonal sums of one more batched product above.
+
+``bench/model.py`` measures all three on the 2-core CPU; ``fft`` won at batch 32 and 256.
 
 Block layout of :class:`S4Layer` (the authors' S4 block)
 --------------------------------------------------------
 u (B, L, H) -> SSM convolution (with D u) -> GELU -> dropout (one mask per sequence and channel,
 shared over time) -> Linear(H, 2H) + GLU (or Linear(H, H)) -> (B, L, H). Residual
 connection and normalization belong to the model (``labecg.model``).
+
+The 0/1 dropout mask m (B, H) is constant over time, so it commutes with the per-channel
+convolution and with GELU (GELU(0) = 0): GELU(conv(u)) m = GELU(conv(u m)). The ``fft``
+method therefore multiplies u by m while padding it, and the 1 / (1 - p) rescaling goes into
+the projection's weight (a (2H, H) product instead of a (B, L, H) pass); same result as the
+plain order, two passes over (B, L, H) fewer forward and backward.
 """
 
 from __future__ import annotations
@@ -57,10 +70,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Method = Literal["toeplitz", "fft"]
-# bench/model.py, 2-core CPU, paper configuration, whole training step relative to the dense
-# projections alone: fft 1.5x at batch 32 and 1.8x at batch 256, toeplitz 1.9x and 2.1x
-# (FFT with the hand-written real-FFT backward). Measure again on a GPU (--device cuda).
+Method = Literal["fft", "fft_plain", "toeplitz"]
+METHODS = ("fft", "fft_plain", "toeplitz")
+# bench/model.py, 2-core CPU, paper configuration: see the numbers there. Measure again on a
+# GPU (--device cuda).
 DEFAULT_METHOD: Method = "fft"
 
 
@@ -84,10 +97,16 @@ def vandermonde_kernel(C: torch.Tensor, log_dt: torch.Tensor, log_a_re: torch.Te
     K : tensor of shape (n_dir, H, L), real, dtype of ``log_dt``.
     """
     A = torch.complex(-torch.exp(log_a_re), a_im)  # (H, M)
-    dtA = torch.exp(log_dt)[:, None] * A  # (H, M)
-    Bbar = (torch.exp(dtA) - 1.0) / A  # (H, M), B = 1
-    powers = torch.exp(dtA[:, :, None] * torch.arange(L, device=A.device, dtype=log_dt.dtype))  # (H, M, L)
-    return 2.0 * torch.einsum("chm,hml->chl", C * Bbar, powers).real
+    dt = torch.exp(log_dt)[:, None]  # (H, 1)
+    W = C * ((torch.exp(dt * A) - 1.0) / A)  # (n_dir, H, M): C Bbar, B = 1
+    # Abar^l = exp(dt a_re l) (cos + i sin)(dt a_im l) in real arithmetic: complex exp over
+    # (H, M, L) and its backward cost twice as much on CPU
+    lags = torch.arange(L, device=log_dt.device, dtype=log_dt.dtype)
+    decay = torch.exp((dt * A.real)[..., None] * lags)  # (H, M, L)
+    angle = (dt * a_im)[..., None] * lags
+    powers = torch.cat([decay * torch.cos(angle), decay * torch.sin(angle)], dim=1)  # (H, 2M, L)
+    weights = torch.cat([W.real, -W.imag], dim=-1)  # (n_dir, H, 2M): Re(w p) = w_re p_re - w_im p_im
+    return 2.0 * torch.einsum("chm,hml->chl", weights, powers)
 
 
 def two_sided_kernel(K: torch.Tensor) -> torch.Tensor:
@@ -105,6 +124,49 @@ def two_sided_kernel(K: torch.Tensor) -> torch.Tensor:
     kf = K[0]
     kb = K[1, :, :-1].flip(-1) if K.shape[0] == 2 else torch.zeros_like(kf[:, :-1])
     return torch.cat([kb, kf], dim=-1)
+
+
+def fft_length(L: int) -> int:
+    """FFT size for the linear convolution of L samples with a two-sided kernel of 2L - 1 lags.
+
+    The smallest multiple of 8 >= 2L - 1 with no prime factor above 7. On the 2-core CPU
+    (MKL, batch 32, H 512) an rfft + irfft pair over 500 points took 22 ms, over 504 14 ms,
+    over 512 30 ms (a power-of-two row stride is slow there too).
+    """
+    n = 8 * math.ceil((2 * L - 1) / 8)
+    while True:
+        m = n
+        for p in (2, 3, 5, 7):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 8
+
+
+def circular_kernel(K: torch.Tensor, D: torch.Tensor | None, n: int) -> torch.Tensor:
+    """Forward and backward kernels (and D) laid out for a circular convolution over n points.
+
+    Parameters
+    ----------
+    K : tensor of shape (n_dir, H, L)
+        n_dir = 1 (causal) or 2 (forward, backward), as from :func:`vandermonde_kernel`.
+    D : tensor of shape (H,) or None
+        Skip term, added at lag 0.
+    n : int
+        FFT size, at least 2L - 1.
+
+    Returns
+    -------
+    k : tensor of shape (H, n); k[:, d] = lag d for 0 <= d < L, k[:, n - d] = lag -d for
+        0 < d < L (= Kb[d - 1]), zeros between.
+    """
+    n_dir, H, L = K.shape
+    if n < 2 * L - 1:
+        raise ValueError(f"circular_kernel: n must be >= 2L - 1 = {2 * L - 1}; got {n}")
+    kf = K[0] if D is None else torch.cat([K[0, :, :1] + D[:, None], K[0, :, 1:]], dim=-1)
+    kb = K[1, :, :-1].flip(-1) if n_dir == 2 else K.new_zeros(H, L - 1)
+    return torch.cat([kf, K.new_zeros(H, n - 2 * L + 1), kb], dim=-1)
 
 
 class _ToeplitzConv(torch.autograd.Function):
@@ -151,7 +213,7 @@ def _full_convolution_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return diagonals.sum(1, dtype=acc)
 
 
-class _FFTConv(torch.autograd.Function):
+class _PlainFFTConv(torch.autograd.Function):
     """y (B, H, L) = first L samples of the circular convolution over n = 2L of zero-padded
     x (B, H, L) with k (H, 2L). Backward by hand with real FFTs only (autograd's rfft
     backward takes complex FFTs of full length, the largest cost on CPU)."""
@@ -177,33 +239,94 @@ class _FFTConv(torch.autograd.Function):
         return gx, gk
 
 
-def apply_kernel(u: torch.Tensor, k2: torch.Tensor, method: Method = DEFAULT_METHOD) -> torch.Tensor:
+def _pad_channels_first(u: torch.Tensor, n: int, dtype: torch.dtype, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, L, H) -> (B, H, n) in ``dtype``, zero-padded, times mask (B, H): one pass over u."""
+    B, L, H = u.shape
+    xp = torch.empty(B, H, n, dtype=dtype, device=u.device)
+    if mask is None:
+        xp[..., :L].copy_(u.transpose(1, 2))
+    else:
+        torch.mul(u.transpose(1, 2), mask[:, :, None], out=xp[..., :L])
+    xp[..., L:].zero_()
+    return xp
+
+
+def _first_samples_channels_last(y: torch.Tensor, L: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, H, n) -> (B, L, H) contiguous in ``dtype``: one pass."""
+    out = torch.empty(y.shape[0], L, y.shape[1], dtype=dtype, device=y.device)
+    out.transpose(1, 2).copy_(y[..., :L])
+    return out
+
+
+class _FFTConv(torch.autograd.Function):
+    """y (B, L, H) = first L samples of the circular convolution over n points of the
+    zero-padded (u m) (B, L, H) with k (H, n), m a fixed (B, H) mask or None.
+
+    Transpose, zero padding, dtype cast and mask are one pass over the input; the real FFTs
+    run along the contiguous last dimension. Backward by hand with real FFTs only
+    (autograd's rfft backward takes complex FFTs of full length, the largest cost on CPU).
+    """
+
+    @staticmethod
+    def forward(ctx, u, k, mask):
+        L, n = u.shape[1], k.shape[-1]
+        X = torch.fft.rfft(_pad_channels_first(u, n, k.dtype, mask))  # (B, H, n/2 + 1)
+        Kf = torch.fft.rfft(k)  # (H, n/2 + 1)
+        ctx.save_for_backward(X, Kf, mask)
+        ctx.L, ctx.u_dtype = L, u.dtype
+        return _first_samples_channels_last(torch.fft.irfft(X * Kf, n=n), L, u.dtype)
+
+    @staticmethod
+    def backward(ctx, gy):
+        X, Kf, mask = ctx.saved_tensors
+        L, n = ctx.L, 2 * (Kf.shape[-1] - 1)
+        # gx[s] = m sum_t gy[t] k[(t - s) mod n]; gk[d] = sum_b sum_t gy[t] (u m)[(t - d) mod n]
+        Gy = torch.fft.rfft(_pad_channels_first(gy, n, Kf.real.dtype, mask))  # m gy: m is 0/1
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = _first_samples_channels_last(torch.fft.irfft(Gy * Kf.conj(), n=n), L, ctx.u_dtype)
+        gk = torch.fft.irfft(Gy.mul_(X.conj()).sum(0), n=n) if ctx.needs_input_grad[1] else None
+        return gx, gk, None
+
+
+def apply_kernel(u: torch.Tensor, k2: torch.Tensor, method: Method = DEFAULT_METHOD,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
     """Convolve each channel of u with its two-sided kernel.
 
     Parameters
     ----------
     u : tensor of shape (B, L, H)
     k2 : tensor of shape (H, 2L - 1), from :func:`two_sided_kernel`.
-    method : {"toeplitz", "fft"}
+    method : {"fft", "fft_plain", "toeplitz"}
+    mask : tensor of shape (B, H) or None
+        0/1 per sequence and channel, constant over time: the result is multiplied by it.
 
     Returns
     -------
-    y : tensor of shape (B, L, H), y[:, i] = sum_j k2[:, i - j + L - 1] u[:, j].
+    y : tensor of shape (B, L, H), y[:, i] = mask sum_j k2[:, i - j + L - 1] u[:, j].
     """
     B, L, H = u.shape
     if k2.shape != (H, 2 * L - 1):
         raise ValueError(f"apply_kernel: k2 must have shape (H, 2L-1) = ({H}, {2 * L - 1}); got {tuple(k2.shape)}")
+    if mask is not None and mask.shape != (B, H):
+        raise ValueError(f"apply_kernel: mask must have shape (B, H) = ({B}, {H}); got {tuple(mask.shape)}")
+    ft = torch.promote_types(u.dtype, torch.float32)  # no bf16 FFT on CPU
+    if method == "fft":
+        n = fft_length(L)
+        k = torch.cat([k2[:, L - 1:], k2.new_zeros(H, n - 2 * L + 1), k2[:, :L - 1]], dim=-1)  # (H, n)
+        return _FFTConv.apply(u, k.to(ft), None if mask is None else mask.to(ft))
     if method == "toeplitz":
         x = u.permute(2, 0, 1).contiguous()  # (H, B, L)
         # contiguous: elementwise backward passes (GELU) on mixed layouts are several times slower
-        return _ToeplitzConv.apply(x, k2).permute(1, 2, 0).contiguous()  # (B, L, H)
-    if method == "fft":
+        y = _ToeplitzConv.apply(x, k2).permute(1, 2, 0).contiguous()  # (B, L, H)
+    elif method == "fft_plain":
         # circular layout over 2L: lag d >= 0 at index d, lag d < 0 at n + d
         k = torch.cat([k2[:, L - 1:], k2.new_zeros(H, 1), k2[:, :L - 1]], dim=-1)  # (H, 2L)
-        ft = torch.promote_types(u.dtype, torch.float32)  # no bf16 FFT on CPU
         x = u.transpose(1, 2).to(ft).contiguous()  # (B, H, L)
-        return _FFTConv.apply(x, k.to(ft)).transpose(1, 2).to(u.dtype).contiguous()  # (B, L, H)
-    raise ValueError(f"apply_kernel: method must be 'toeplitz' or 'fft'; got {method!r}")
+        y = _PlainFFTConv.apply(x, k.to(ft)).transpose(1, 2).to(u.dtype).contiguous()  # (B, L, H)
+    else:
+        raise ValueError(f"apply_kernel: method must be one of {METHODS}; got {method!r}")
+    return y if mask is None else y * mask[:, None, :].to(y.dtype)
 
 
 def run_recurrence(u: torch.Tensor, C: torch.Tensor, log_dt: torch.Tensor, log_a_re: torch.Tensor,
@@ -266,7 +389,7 @@ class S4Layer(nn.Module):
         Keep A and the step sizes fixed (the authors' code trains only C, D and the
         projection).
     output : {"glu", "linear"}
-    method : {"fft", "toeplitz"}
+    method : {"fft", "fft_plain", "toeplitz"}
         How the kernel is applied (same result; see the module docstring).
     """
 
@@ -279,8 +402,8 @@ class S4Layer(nn.Module):
             raise ValueError(f"S4Layer: d_state must be an even number >= 2; got {d_state}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"S4Layer: dropout must be in [0, 1); got {dropout}")
-        if init not in ("lin", "inv") or output not in ("glu", "linear") or method not in ("toeplitz", "fft"):
-            raise ValueError(f"S4Layer: init in (lin, inv), output in (glu, linear), method in (toeplitz, fft); "
+        if init not in ("lin", "inv") or output not in ("glu", "linear") or method not in METHODS:
+            raise ValueError(f"S4Layer: init in (lin, inv), output in (glu, linear), method in {METHODS}; "
                              f"got {init!r}, {output!r}, {method!r}")
         H, M = d_model, d_state // 2
         self.d_model, self.d_state, self.bidirectional, self.method = H, d_state, bidirectional, method
@@ -305,13 +428,21 @@ class S4Layer(nn.Module):
         """u: (B, L, H) -> (B, L, H)."""
         if u.dim() != 3 or u.shape[-1] != self.d_model:
             raise ValueError(f"S4Layer: expected input (batch, length, {self.d_model}); got {tuple(u.shape)}")
-        L = u.shape[1]
-        k2 = two_sided_kernel(self.kernel(L))  # (H, 2L-1)
-        k2 = k2 + F.pad(self.D[:, None], (L - 1, L - 1))  # D u_i is lag 0: one pass less over (B, L, H)
-        y = apply_kernel(u, k2.to(u.dtype), self.method)  # (B, L, H)
-        y = F.gelu(y)
-        if self.training and self.dropout > 0:
-            keep = torch.rand(u.shape[0], 1, u.shape[2], device=u.device) >= self.dropout  # (B, 1, H)
-            y = y * keep.to(y.dtype) / (1.0 - self.dropout)
-        y = self.out(y)  # (B, L, 2H) or (B, L, H)
+        B, L, H = u.shape
+        drop = self.training and self.dropout > 0
+        mask = (torch.rand(B, H, device=u.device) >= self.dropout).to(u.dtype) if drop else None  # (B, H)
+        K = self.kernel(L)  # (n_dir, H, L)
+        if self.method == "fft":
+            k = circular_kernel(K, self.D, fft_length(L))  # (H, n), D u_i is lag 0
+            ft = torch.promote_types(u.dtype, torch.float32)
+            y = _FFTConv.apply(u, k.to(ft), None if mask is None else mask.to(ft))  # (B, L, H), times mask
+            y = F.gelu(y)
+        else:
+            k2 = two_sided_kernel(K)  # (H, 2L-1)
+            k2 = k2 + F.pad(self.D[:, None], (L - 1, L - 1))  # D u_i is lag 0: one pass less over (B, L, H)
+            y = F.gelu(apply_kernel(u, k2.to(u.dtype), self.method))  # (B, L, H)
+            if drop:
+                y = y * mask[:, None, :]
+        weight = self.out.weight / (1.0 - self.dropout) if drop else self.out.weight  # inverted dropout scale
+        y = F.linear(y, weight, self.out.bias)  # (B, L, 2H) or (B, L, H)
         return F.glu(y, dim=-1) if self.glu else y

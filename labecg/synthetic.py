@@ -38,7 +38,7 @@ from scipy.signal import lfilter
 from tqdm.auto import tqdm
 
 from labecg import ecgsim
-from labecg.catalog import LAB_TESTS
+from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS
 from labecg.util import atomic_path, get_logger, lab_slug, write_json
 
 GENERATOR_VERSION = "1.0"
@@ -253,29 +253,7 @@ _ITEMS = [t for t in LAB_TESTS if t.label in _LAB_MODELS or t.label in _DERIVED]
 _ITEM_INDEX = {t.label: i for i, t in enumerate(_ITEMS)}
 _URINE_INDEX = len(_ITEMS)
 
-COLUMNS = {
-    "patients": ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
-    "admissions": ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
-                   "admit_provider_id", "admission_location", "discharge_location", "insurance",
-                   "language", "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag"],
-    "labevents": ["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id",
-                  "charttime", "storetime", "value", "valuenum", "valueuom", "ref_range_lower",
-                  "ref_range_upper", "flag", "priority", "comments"],
-    "d_labitems": ["itemid", "label", "fluid", "category"],
-    "omr": ["subject_id", "chartdate", "seq_num", "result_name", "result_value"],
-    "edstays": ["subject_id", "hadm_id", "stay_id", "intime", "outtime", "gender", "race",
-                "arrival_transport", "disposition"],
-    "vitalsign": ["subject_id", "stay_id", "charttime", "temperature", "heartrate", "resprate", "o2sat",
-                  "sbp", "dbp", "rhythm", "pain"],
-    "record_list": ["subject_id", "study_id", "file_name", "ecg_time", "path"],
-    "machine_measurements": ["subject_id", "study_id", "cart_id", "ecg_time"]
-    + [f"report_{i}" for i in range(18)]
-    + ["bandwidth", "filtering", "rr_interval", "p_onset", "p_end", "qrs_onset", "qrs_end", "t_end",
-       "p_axis", "qrs_axis", "t_axis"],
-    "records_w_diag_icd10": ["file_name", "study_id", "subject_id", "ecg_time", "ed_stay_id", "ed_hadm_id",
-                             "hosp_hadm_id", "ed_diag_ed", "ed_diag_hosp", "hosp_diag_hosp", "all_diag_hosp",
-                             "all_diag_all", "gender", "age", "anchor_year", "anchor_age", "strat_fold"],
-}
+COLUMNS = MIMIC_COLUMNS  # the exact column lists, in order (labecg.catalog)
 RELPATHS = {
     "patients": "mimiciv/hosp/patients.csv.gz", "admissions": "mimiciv/hosp/admissions.csv.gz",
     "labevents": "mimiciv/hosp/labevents.csv.gz", "d_labitems": "mimiciv/hosp/d_labitems.csv.gz",

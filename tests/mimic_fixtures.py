@@ -11,25 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-COLUMNS = {
-    "patients": ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
-    "admissions": ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
-                   "admit_provider_id", "admission_location", "discharge_location", "insurance",
-                   "language", "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag"],
-    "labevents": ["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id",
-                  "charttime", "storetime", "value", "valuenum", "valueuom", "ref_range_lower",
-                  "ref_range_upper", "flag", "priority", "comments"],
-    "d_labitems": ["itemid", "label", "fluid", "category"],
-    "omr": ["subject_id", "chartdate", "seq_num", "result_name", "result_value"],
-    "edstays": ["subject_id", "hadm_id", "stay_id", "intime", "outtime", "gender", "race",
-                "arrival_transport", "disposition"],
-    "vitalsign": ["subject_id", "stay_id", "charttime", "temperature", "heartrate", "resprate", "o2sat",
-                  "sbp", "dbp", "rhythm", "pain"],
-    "record_list": ["subject_id", "study_id", "file_name", "ecg_time", "path"],
-    "records_w_diag_icd10": ["file_name", "study_id", "subject_id", "ecg_time", "ed_stay_id", "ed_hadm_id",
-                             "hosp_hadm_id", "ed_diag_ed", "ed_diag_hosp", "hosp_diag_hosp", "all_diag_hosp",
-                             "all_diag_all", "gender", "age", "anchor_year", "anchor_age", "strat_fold"],
-}
+from labecg.catalog import MIMIC_COLUMNS
+
+# every table except machine_measurements, which the cohort builder does not read
+COLUMNS = {k: v for k, v in MIMIC_COLUMNS.items() if k != "machine_measurements"}
 LOCATION = {
     "patients": "mimiciv/hosp/patients.csv.gz", "admissions": "mimiciv/hosp/admissions.csv.gz",
     "labevents": "mimiciv/hosp/labevents.csv.gz", "d_labitems": "mimiciv/hosp/d_labitems.csv.gz",
