@@ -30,6 +30,7 @@ from labecg.evaluate import (  # noqa: E402
     read_results, table_estimation, table_monitoring, to_markdown)
 
 __all__ = ["table_estimation", "table_monitoring", "compare_with_paper", "to_markdown",
+           "format_paper_comparison",
            "read_results", "read_paper_tables", "format_auroc", "format_threshold",
            "PAPER_VERSION", "TASKS", "TASK_TITLES", "plot_forest", "plot_horizon_heatmap",
            "plot_roc_curves", "plot_label_prevalence"]
@@ -67,6 +68,26 @@ def _abnormality_order(frame: pd.DataFrame) -> list[str]:
     summary = summary.sort_values(["rank", "category", "auroc"], ascending=[True, True, False],
                                   kind="stable")
     return list(summary["row_label"])
+
+
+def format_paper_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The paper-vs-ours frame of :func:`compare_with_paper`, compact for a page.
+
+    Columns: ``Abnormality`` (paper name, category, threshold as the paper prints it),
+    ``Task`` (``Estimation``, ``30 min.``, ...), ``Paper (arXiv v1)`` and ``This run``
+    (AUROC with 95% interval), ``Difference`` (ours minus the paper's, signed, 3 decimals).
+    One row per input row, in its order.
+    """
+    version = comparison.attrs.get("paper_version", PAPER_VERSION)
+    rows = [{
+        "Abnormality": f"{r.value} [{r.category}] {format_threshold(r.direction, r.paper_threshold, r.unit)}",
+        "Task": TASK_TITLES[r.task],
+        f"Paper ({version})": format_auroc(r.paper_auroc, r.paper_low, r.paper_high),
+        "This run": format_auroc(r.auroc, r.low, r.high),
+        "Difference": "–" if pd.isna(r.difference) else f"{r.difference:+.3f}",
+    } for r in comparison.itertuples(index=False)]
+    columns = ["Abnormality", "Task", f"Paper ({version})", "This run", "Difference"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = 0.7):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import hashlib
 import platform
 import shutil
 import subprocess
@@ -289,12 +290,59 @@ def _jsonable(obj):
     return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(obj).items()}
 
 
+# Fields a resumed run may change: more epochs, other hardware. Everything else must match.
+_RUNTIME_FIELDS = ("out", "cohort", "epochs", "resume", "num_workers", "accelerator", "devices", "strategy",
+                   "precision")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_settings(cfg: TrainConfig) -> dict:
+    """What identifies a run: the config less its runtime fields, plus the inputs' digests.
+
+    A run folder is resumed only when these are unchanged, so a checkpoint is never
+    continued on another cohort, other signals or another model.
+    """
+    cohort = Path(cfg.cohort)
+    settings = {k: v for k, v in _jsonable(cfg).items() if k not in _RUNTIME_FIELDS}
+    settings["cohort_sha256"] = _file_sha256(cohort / "cohort.parquet")
+    signals_meta = cohort / "signals.json"
+    settings["signals_fingerprint"] = read_json(signals_meta).get("fingerprint") if signals_meta.exists() else None
+    return settings
+
+
+def _prepare_run_folder(cfg: TrainConfig, out: Path, settings: dict) -> Optional[Path]:
+    """The checkpoint to resume from, or None for a fresh run (old checkpoints removed)."""
+    ckpt_dir, settings_path = out / "checkpoints", out / "run_settings.json"
+    last = ckpt_dir / "last.ckpt"
+    if cfg.resume and last.exists():
+        previous = read_json(settings_path) if settings_path.exists() else {}
+        differ = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        if differ:
+            raise ValueError(f"{out}: holds a run with other settings ({', '.join(differ)} differ from "
+                             f"{settings_path.name}); resuming continues only the same run: choose another "
+                             f"--out, or pass --no-resume to start over in this folder")
+        return last
+    if ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)  # a fresh run must not inherit the previous run's best checkpoint
+    write_json(settings_path, settings)
+    return None
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train, keep the best checkpoint by validation macro AUROC, predict val and test.
 
     Writes into ``cfg.out``: ``checkpoints/{best,last}.ckpt``, ``metrics.csv``,
     ``predictions_val.npz``, ``predictions_test.npz``, ``targets.json``, ``config.json``,
-    ``run_info.json``. Resumes from ``checkpoints/last.ckpt`` when ``cfg.resume``.
+    ``run_info.json``, ``run_settings.json``. Resumes from ``checkpoints/last.ckpt`` when
+    ``cfg.resume`` and the run's settings and inputs are unchanged (:func:`run_settings`);
+    raises when they differ. Without ``resume``, earlier checkpoints in ``cfg.out`` are removed.
 
     Returns
     -------
@@ -303,6 +351,7 @@ def train(cfg: TrainConfig) -> Path:
     started = time.time()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    resume_from = _prepare_run_folder(cfg, out, run_settings(cfg))
     pl.seed_everything(cfg.seed, workers=True)
     dm = LabDataModule(cfg.data_config())
     dm.setup()
@@ -320,8 +369,6 @@ def train(cfg: TrainConfig) -> Path:
                          strategy=cfg.strategy, precision=cfg.precision, callbacks=[checkpoint], logger=False,
                          limit_train_batches=cfg.max_steps_per_epoch or 1.0, num_sanity_val_steps=0,
                          enable_model_summary=False, enable_progress_bar=True, default_root_dir=out)
-    last = ckpt_dir / "last.ckpt"
-    resume_from = last if cfg.resume and last.exists() else None
     if resume_from is not None:
         log.info("resuming from %s", resume_from)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)

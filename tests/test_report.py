@@ -183,3 +183,16 @@ def test_figures_return_figures_for_many_targets():
     assert len(fig.axes) == 4
     assert fig.axes[0].patches[0].get_width() == pytest.approx(0.25)
     plt.close(fig)
+
+
+def test_format_paper_comparison_on_a_hand_made_row():
+    comparison = pd.DataFrame([{
+        "target": "creatinine_low_est", "value": "Creatinine", "category": "Re./Ca.", "direction": "low",
+        "task": "est", "paper_threshold": 0.5, "threshold": 0.5, "unit": "mg/dL", "paper_auroc": 0.825,
+        "paper_low": 0.792, "paper_high": 0.857, "auroc": 0.8, "low": 0.75, "high": 0.85,
+        "difference": 0.8 - 0.825, "paper_version": "arXiv v1"}])
+    comparison.attrs["paper_version"] = "arXiv v1"
+    shown = report.format_paper_comparison(comparison)
+    assert list(shown.columns) == ["Abnormality", "Task", "Paper (arXiv v1)", "This run", "Difference"]
+    assert shown.iloc[0].tolist() == ["Creatinine [Re./Ca.] ≤0.5 mg/dL", "Estimation",
+                                      "0.825 (0.792, 0.857)", "0.800 (0.750, 0.850)", "-0.025"]

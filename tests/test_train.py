@@ -1,6 +1,7 @@
 """Training: the masked loss by hand, checkpoint/resume, and learning a planted effect."""
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -130,3 +131,15 @@ def test_short_run_learns_the_planted_potassium_effect(train_cohort, tmp_path):
     assert pairs > 0.7, f"potassium_high_est validation AUROC {pairs:.3f}"
     info = json.loads((out / "run_info.json").read_text())
     assert info["source"]["synthetic"] is True and info["hardware"]["torch"] == torch.__version__
+
+
+def test_resume_refuses_a_run_folder_of_other_settings(train_cohort, tmp_path):
+    train(_quick(train_cohort, tmp_path / "run", 1))
+    other = dataclasses.replace(_quick(train_cohort, tmp_path / "run", 2), model_dim=24)
+    with pytest.raises(ValueError, match="model_dim"):
+        train(other)
+    # --no-resume starts over: the old checkpoints go, the new run has the new width
+    fresh = train(dataclasses.replace(other, resume=False, epochs=1))
+    state = torch.load(fresh / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0
+    assert json.loads((fresh / "run_settings.json").read_text())["model_dim"] == 24
