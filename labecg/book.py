@@ -435,7 +435,7 @@ def build_book(cfg: BookConfig) -> BookResult:
     html_index = None
     if cfg.build_html:
         t0 = time.perf_counter()
-        html_index = _build_html(book_root)
+        html_index = _build_html(book_root, rebuild_all=any(s == "ran" for s in stages.values()))
         seconds["html"] = time.perf_counter() - t0
     executed = [p for s, p in notebooks.items() if p.exists() and stages[s] in ("ran", "cached")]
     ids_from = Path(cfg.cohort_dir) / "cohort.parquet"
@@ -469,9 +469,15 @@ def _stale_reason(record: Path, target: Path, key: dict, files: dict, force: boo
     return None
 
 
-def _build_html(book_root: Path) -> Path:
+def _build_html(book_root: Path, rebuild_all: bool) -> Path:
+    """``jupyter-book build``; with ``rebuild_all`` every page is rewritten (``--all``).
+
+    Sphinx rebuilds only pages whose own source changed, but the prose pages glue numbers
+    and figures from the notebooks, a dependency it cannot see: after any notebook ran,
+    an incremental build would leave those pages showing the previous run.
+    """
     exe = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book_root)]
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book_root)] + (["--all"] if rebuild_all else [])
     log.info("running %s", " ".join(cmd))
     proc = subprocess.run(cmd, cwd=book_root, capture_output=True, text=True)
     output = proc.stdout + proc.stderr

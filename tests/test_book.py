@@ -8,6 +8,7 @@ are checked against the files the evaluation stage wrote, not against the glue i
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import json
@@ -290,3 +291,14 @@ def test_book_in_headless_chromium(browser, served):
     assert browser.save_screenshot(str(shot))
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
+
+
+def test_prose_pages_follow_a_rerun_notebook(built):
+    # Only stage 04 reruns (more resamples); results.md did not change, yet it must show the
+    # new interval, which an incremental Sphinx build would not re-render. Runs last: it
+    # leaves the shared build valid but with other bootstrap numbers.
+    again = build_book(dataclasses.replace(built.cfg, n_iterations=SMALL["n_iterations"] + 17))
+    assert again.stages["04_results"] == "ran" and again.stages["03_training"] == "cached"
+    macro = pd.read_csv(built.cfg.run_dir / "evaluation" / "results.csv").set_index("target").loc["macro"]
+    text = (built.html / "book" / "results.html").read_text()
+    assert f"{macro['low']:.3f}" in text and f"{macro['high']:.3f}" in text
