@@ -30,7 +30,7 @@ from labecg.evaluate import (  # noqa: E402
     read_results, table_estimation, table_monitoring, to_markdown)
 
 __all__ = ["table_estimation", "table_monitoring", "compare_with_paper", "to_markdown",
-           "format_paper_comparison",
+           "format_paper_comparison", "style_table",
            "read_results", "read_paper_tables", "format_auroc", "format_threshold",
            "PAPER_VERSION", "TASKS", "TASK_TITLES", "plot_forest", "plot_horizon_heatmap",
            "plot_roc_curves", "plot_label_prevalence"]
@@ -88,6 +88,25 @@ def format_paper_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
     } for r in comparison.itertuples(index=False)]
     columns = ["Abnormality", "Task", f"Paper ({version})", "This run", "Difference"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def style_table(table: pd.DataFrame, bold_best: bool = False):
+    """A table for a page: a pandas Styler without the index, every row shown.
+
+    With ``bold_best``, each row's highest AUROC among the columns whose name contains
+    "AUROC" is set in bold, as the paper marks the best horizon in Table 2.
+    """
+    styler = table.style.hide(axis="index")
+    if not bold_best:
+        return styler
+    auroc_columns = [c for c in table.columns if "AUROC" in str(c)]
+
+    def bold(row: pd.Series) -> list[str]:
+        points = pd.to_numeric(row[auroc_columns].astype(str).str.extract(r"^([0-9.]+)")[0], errors="coerce")
+        best = points.idxmax() if points.notna().any() else None
+        return ["font-weight: bold" if c == best else "" for c in row.index]
+
+    return styler.apply(bold, axis=1)
 
 
 def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = 0.7):

@@ -196,3 +196,13 @@ def test_format_paper_comparison_on_a_hand_made_row():
     assert list(shown.columns) == ["Abnormality", "Task", "Paper (arXiv v1)", "This run", "Difference"]
     assert shown.iloc[0].tolist() == ["Creatinine [Re./Ca.] ≤0.5 mg/dL", "Estimation",
                                       "0.825 (0.792, 0.857)", "0.800 (0.750, 0.850)", "-0.025"]
+
+
+def test_style_table_bolds_each_rows_best_auroc_and_hides_the_index():
+    table = pd.DataFrame({"Value": ["A", "B"], "30 min. AUROC": ["0.710 (0.70, 0.72)", "0.800 (0.79, 0.81)"],
+                          "60 min. AUROC": ["0.750 (0.74, 0.76)", "–"]}, index=["a_high", "b_low"])
+    html = report.style_table(table, bold_best=True).to_html()
+    assert "a_high" not in html and "b_low" not in html
+    styles = report.style_table(table, bold_best=True)._compute().ctx  # {(row, col): [(prop, value)]}
+    bold = sorted(k for k, v in styles.items() if ("font-weight", "bold") in v)
+    assert bold == [(0, 2), (1, 1)]
