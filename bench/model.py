@@ -3,12 +3,15 @@
 Paper configuration: d_model 512, 4 bidirectional S4 layers, N 8, 250 samples (2.5 s at 100 Hz).
 One step = forward + backward + AdamW step of the whole FusionModel with the masked loss
 (dropout 0.2, training mode). Compares the ways of applying the kernel (``fft``, the default:
-FFT over 504 points with transpose, padding and dropout mask in one pass; ``fft_plain``:
-the plain FFT convolution over 2L with separate transposes and dropout passes, the
-reference; ``toeplitz``: a batched matrix product), same layer otherwise, and the dense
-projections alone (the floor: 4 x Linear 512->1024 + GLU, fwd + bwd + AdamW). The variants
-run interleaved, one step each per round, so that load on a shared CPU hits all alike;
-medians over rounds.
+FFT over 504 points, transpose + cast + zero padding in one copy, dropout mask on that copy,
+in-place kernel gradient; ``fft_plain``: the plain FFT convolution over 2L with separate
+transposes, pads and dropout pass, the reference; ``toeplitz``: a batched matrix product),
+same layer otherwise (real-arithmetic kernel generation, D in the kernel, dropout rescaling
+in the projection weight), and the dense projections alone (the floor: 4 x Linear
+512->1024 + GLU, fwd + bwd + AdamW). The variants run interleaved, one step each per round,
+so that load on a shared CPU hits all alike; medians over rounds. The profile lines give the
+self-time fraction in the Linear products ("matmul fraction"; the dense floor's own is the
+ceiling).
 
     .venv/bin/python bench/model.py                    # CPU, batch 32 and 256
     .venv/bin/python bench/model.py --device cuda --precision bf16 fp32 --batch 256 1024
@@ -158,14 +161,15 @@ def main():
             print(f"\n[{precision}, batch {batch}] train step (fwd + bwd + AdamW), interleaved medians")
             print(f"  {'method':10s} {'s/step':>8s} {'samples/s':>10s} {'/ dense floor':>14s} {'/ fft_plain':>12s}")
             for m in methods:
-                print(f"  {m:10s} {t[m]:8.3f} {batch / t[m]:10.1f} {t[m] / t_dense:14.2f} {t[m] / t['fft_plain']:12.2f}")
+                print(f"  {m:10s} {t[m]:8.3f} {batch / t[m]:10.1f} {t[m] / t_dense:14.2f} "
+                      f"{t[m] / t['fft_plain']:12.2f}")
             print(f"  {'dense':10s} {t_dense:8.3f} {batch / t_dense:10.1f} {1.0:14.2f} {t_dense / t['fft_plain']:12.2f}"
                   f"   (4 x Linear 512->1024 + GLU alone)")
             print(f"  default ({DEFAULT_METHOD}) {t['fft_plain'] / t[DEFAULT_METHOD]:.2f}x the plain FFT's samples/s; "
                   f"kernel generation, 4 layers fwd+bwd: {t_gen * 1e3:.1f} ms/step "
                   f"({t_gen / t[DEFAULT_METHOD]:.1%} of the default step)")
             if not args.no_profile:
-                for m in methods:
+                for m in methods + ["dense"]:
                     frac = profile_step(steps[m], args.device)
                     print(f"  profile ({m}): matmul fraction {frac.get(MATMUL, 0.0):.0%}; "
                           + "; ".join(f"{k} {v:.0%}" for k, v in frac.items() if k != MATMUL))

@@ -38,15 +38,17 @@ Three equivalent ways are implemented, plus the step-by-step loop :func:`run_rec
 
 * ``fft`` (default): zero-padded FFT convolution over n >= 2L - 1 points (:func:`fft_length`,
   504 for L = 250), the kernel laid out circularly (lag d >= 0 at index d, lag d < 0 at
-  n + d) with D at lag 0, the (B, L, H) input transposed and zero-padded in one pass, the
-  dropout mask folded into that pass, and a hand-written backward with real FFTs only.
+  n + d) with D at lag 0, the (B, L, H) input transposed, cast and zero-padded in one copy,
+  the dropout mask applied to that padded copy (no pass over the layer's output), and a
+  hand-written backward with real FFTs only.
 * ``fft_plain``: the same convolution written plainly (n = 2L, separate transposes, pads and
   dropout passes), the authors' way; kept as the reference that ``bench/model.py`` compares.
 * ``toeplitz``: one batched matrix product of the input (H, B, L) with T (H, L, L), with a
   hand-written backward whose kernel gradient is a full convolution, by FFT below
   ``FFT_GRAD_BELOW_BATCH`` and by anti-diagonal sums of one more batched product above.
 
-``bench/model.py`` measures all three on the 2-core CPU; ``fft`` won at batch 32 and 256.
+``bench/model.py`` measures all three on the 2-core CPU: ``fft`` tied with ``fft_plain`` at
+batch 32 and won by 7% at batch 256; ``toeplitz`` was 24% slower at batch 32, a tie at 256.
 
 Block layout of :class:`S4Layer` (the authors' S4 block)
 --------------------------------------------------------
@@ -72,8 +74,9 @@ from torch import nn
 
 Method = Literal["fft", "fft_plain", "toeplitz"]
 METHODS = ("fft", "fft_plain", "toeplitz")
-# bench/model.py, 2-core CPU, paper configuration: see the numbers there. Measure again on a
-# GPU (--device cuda).
+# bench/model.py, 2-core CPU, paper configuration, whole training step / dense projections
+# alone (interleaved medians): batch 32 fft 1.68, fft_plain 1.69, toeplitz 2.09; batch 256
+# fft 2.16, fft_plain 2.31, toeplitz 2.17. Measure again on a GPU (--device cuda).
 DEFAULT_METHOD: Method = "fft"
 
 
@@ -164,8 +167,9 @@ def circular_kernel(K: torch.Tensor, D: torch.Tensor | None, n: int) -> torch.Te
     n_dir, H, L = K.shape
     if n < 2 * L - 1:
         raise ValueError(f"circular_kernel: n must be >= 2L - 1 = {2 * L - 1}; got {n}")
-    kf = K[0] if D is None else torch.cat([K[0, :, :1] + D[:, None], K[0, :, 1:]], dim=-1)
-    kb = K[1, :, :-1].flip(-1) if n_dir == 2 else K.new_zeros(H, L - 1)
+    parts = K.unbind(0)  # one backward op (stack), where indexing K[0], K[1] costs one per index
+    kf = parts[0] if D is None else torch.cat([parts[0][:, :1] + D[:, None], parts[0][:, 1:]], dim=-1)
+    kb = parts[1][:, :-1].flip(-1) if n_dir == 2 else K.new_zeros(H, L - 1)
     return torch.cat([kf, K.new_zeros(H, n - 2 * L + 1), kb], dim=-1)
 
 
@@ -240,13 +244,12 @@ class _PlainFFTConv(torch.autograd.Function):
 
 
 def _pad_channels_first(u: torch.Tensor, n: int, dtype: torch.dtype, mask: torch.Tensor | None) -> torch.Tensor:
-    """(B, L, H) -> (B, H, n) in ``dtype``, zero-padded, times mask (B, H): one pass over u."""
+    """(B, L, H) -> (B, H, n) in ``dtype``, zero-padded, times mask (B, H)."""
     B, L, H = u.shape
     xp = torch.empty(B, H, n, dtype=dtype, device=u.device)
-    if mask is None:
-        xp[..., :L].copy_(u.transpose(1, 2))
-    else:
-        torch.mul(u.transpose(1, 2), mask[:, :, None], out=xp[..., :L])
+    xp[..., :L].copy_(u.transpose(1, 2))  # copy_ has a fast transposing path, mul(out=) is 2x slower
+    if mask is not None:
+        xp[..., :L].mul_(mask[:, :, None])
     xp[..., L:].zero_()
     return xp
 
@@ -262,9 +265,10 @@ class _FFTConv(torch.autograd.Function):
     """y (B, L, H) = first L samples of the circular convolution over n points of the
     zero-padded (u m) (B, L, H) with k (H, n), m a fixed (B, H) mask or None.
 
-    Transpose, zero padding, dtype cast and mask are one pass over the input; the real FFTs
-    run along the contiguous last dimension. Backward by hand with real FFTs only
-    (autograd's rfft backward takes complex FFTs of full length, the largest cost on CPU).
+    Transpose, zero padding and dtype cast are one copy of the input, the mask multiplies that
+    copy in place; the real FFTs run along the contiguous last dimension. Backward by hand
+    with real FFTs only (autograd's rfft backward takes complex FFTs of full length, the
+    largest cost on CPU).
     """
 
     @staticmethod

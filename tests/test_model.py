@@ -58,7 +58,7 @@ def test_config_validation_and_round_trip():
     assert FusionModel.from_config(cfg).config == cfg
 
 
-@pytest.mark.parametrize("method", ["toeplitz", "fft"])
+@pytest.mark.parametrize("method", ["fft", "fft_plain", "toeplitz"])
 def test_bf16_autocast_forward_backward(method):
     torch.manual_seed(3)
     model = FusionModel(T, NTAB, d_model=16, n_layers=2)

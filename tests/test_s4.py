@@ -7,7 +7,10 @@ import torch
 from scipy.linalg import expm
 
 from labecg import s4
-from labecg.s4 import S4Layer, apply_kernel, run_recurrence, two_sided_kernel, vandermonde_kernel
+from labecg.s4 import (S4Layer, apply_kernel, circular_kernel, fft_length, run_recurrence, two_sided_kernel,
+                       vandermonde_kernel)
+
+METHODS = ["fft", "fft_plain", "toeplitz"]
 
 
 def _params(layer):
@@ -15,7 +18,7 @@ def _params(layer):
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
-@pytest.mark.parametrize("method", ["toeplitz", "fft"])
+@pytest.mark.parametrize("method", METHODS)
 def test_kernel_convolution_equals_recurrence(bidirectional, method):
     torch.manual_seed(0)
     layer = S4Layer(6, d_state=8, bidirectional=bidirectional, dt_min=0.01, dt_max=0.5).double()
@@ -75,7 +78,7 @@ def test_toeplitz_backward_passes_gradcheck(fft_grad_below_batch, monkeypatch):
     assert torch.autograd.gradcheck(lambda a, b: apply_kernel(a, b, "toeplitz"), (u, k2))
 
 
-@pytest.mark.parametrize("method", ["toeplitz", "fft"])
+@pytest.mark.parametrize("method", METHODS)
 def test_bidirectional_layer_sees_the_future_and_causal_does_not(method):
     torch.manual_seed(3)
     u = torch.randn(2, 50, 8)
@@ -110,8 +113,70 @@ def test_inv_init_linear_output_and_shape_errors():
         layer(torch.randn(1, 10, 5))
 
 
-def test_fft_backward_passes_gradcheck():
+@pytest.mark.parametrize("method", ["fft", "fft_plain"])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_fft_backward_passes_gradcheck(method, with_mask):
     torch.manual_seed(4)
     u = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
     k2 = torch.randn(3, 17, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: apply_kernel(a, b, "fft"), (u, k2))
+    mask = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64) if with_mask else None
+    assert torch.autograd.gradcheck(lambda a, b: apply_kernel(a, b, method, mask=mask), (u, k2))
+
+
+def test_fft_length_is_seven_smooth_multiple_of_eight():
+    def smooth(m):  # no prime factor above 7, by trial division
+        for p in (2, 3, 5, 7):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    assert fft_length(250) == 504  # 2^3 3^2 7 >= 499; 500 and 512 measured slower
+    for L in (1, 2, 3, 40, 127, 128, 250, 1000):
+        n = fft_length(L)
+        assert n >= 2 * L - 1 and n % 8 == 0 and smooth(n)
+        assert not any(smooth(m) for m in range(n - 8, 2 * L - 2, -8))  # the smallest such
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_circular_kernel_holds_both_kernels_and_d(bidirectional):
+    torch.manual_seed(5)
+    K = torch.randn(2 if bidirectional else 1, 3, 7, dtype=torch.float64)
+    D = torch.randn(3, dtype=torch.float64)
+    k = circular_kernel(K, D, 16)
+    for d in range(7):  # lag d >= 0 at index d, lag -d at index n - d
+        torch.testing.assert_close(k[:, d], K[0, :, d] + (D if d == 0 else 0))
+    back = K[1] if bidirectional else torch.zeros(3, 7, dtype=torch.float64)
+    for d in range(1, 7):
+        torch.testing.assert_close(k[:, 16 - d], back[:, d - 1])
+    assert (k[:, 7:10] == 0).all()
+    with pytest.raises(ValueError, match="2L - 1"):
+        circular_kernel(K, D, 12)
+
+
+def test_training_dropout_is_the_same_in_every_method():
+    # The fft method folds the 0/1 mask into the padded input and the 1/(1-p) into the
+    # projection; the others apply both after GELU. Same seed -> same mask -> same output.
+    layer = S4Layer(6, d_state=4, dropout=0.5).double().train()
+    u = torch.randn(4, 30, 6, dtype=torch.float64)
+    outs, grads = [], []
+    for method in METHODS:
+        layer.method = method
+        layer.zero_grad()
+        torch.manual_seed(6)
+        y = layer(u)
+        (y * torch.linspace(-1, 1, 6, dtype=torch.float64)).sum().backward()
+        outs.append(y.detach())
+        grads.append([p.grad.clone() for p in layer.parameters()])
+    for y, g in zip(outs[1:], grads[1:]):
+        torch.testing.assert_close(y, outs[0], rtol=1e-9, atol=1e-11)
+        for a, b in zip(g, grads[0]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    torch.manual_seed(6)
+    keep = (torch.rand(4, 6) >= 0.5).double()  # the mask drawn above, by hand
+    layer.method = "fft"
+    layer.eval()
+    with torch.no_grad():  # dropped channels: the projection sees GELU(conv) * keep * 2
+        z = torch.nn.functional.gelu(apply_kernel(u, two_sided_kernel(layer.kernel(30))
+                                                   + torch.nn.functional.pad(layer.D[:, None], (29, 29)), "fft_plain"))
+        ref = torch.nn.functional.glu(layer.out(z * keep[:, None, :] * 2.0), dim=-1)
+    torch.testing.assert_close(outs[0], ref, rtol=1e-9, atol=1e-11)
