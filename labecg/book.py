@@ -64,12 +64,12 @@ class BookConfig:
         "help": "default: DATA_ROOT/mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv"})
     cohort_dir: Path = field(default=Path("data/cohort"), metadata={"help": "cohort folder (signals go beside it)"})
     run_dir: Path = field(default=Path("runs/default"), metadata={"help": "run folder of the fusion model"})
-    patients: int = field(default=1200, metadata={"help": "synthetic patients"})
-    min_lab_events: int = field(default=50, metadata={"help": "cohort: rows per lab label (paper: 200)"})
-    min_per_class: int = field(default=3, metadata={
+    patients: int = field(default=3000, metadata={"help": "synthetic patients"})
+    min_lab_events: int = field(default=200, metadata={"help": "cohort: rows per lab label (the paper's 200)"})
+    min_per_class: int = field(default=10, metadata={
         "help": "cohort: positives and negatives per validation/test fold (paper: 10)"})
     workers: int = field(default=2, metadata={"help": "processes for synthetic waveforms and signal conversion"})
-    epochs: int = field(default=6, metadata={"help": "training epochs (paper: 20)"})
+    epochs: int = field(default=12, metadata={"help": "training epochs (paper: 20)"})
     model_dim: int = field(default=64, metadata={"help": "S4 width (paper: 512)"})
     n_layers: int = field(default=2, metadata={"help": "S4 blocks (paper: 4)"})
     batch_size: int = 32
