@@ -137,3 +137,13 @@ MIMIC_COLUMNS = {
                              "hosp_hadm_id", "ed_diag_ed", "ed_diag_hosp", "hosp_diag_hosp", "all_diag_hosp",
                              "all_diag_all", "gender", "age", "anchor_year", "anchor_age", "strat_fold"],
 }
+
+# Where each file lives under a data root laid out as the four downloads are.
+MIMIC_FILES = {
+    "patients": "mimiciv/hosp/patients.csv.gz", "admissions": "mimiciv/hosp/admissions.csv.gz",
+    "labevents": "mimiciv/hosp/labevents.csv.gz", "d_labitems": "mimiciv/hosp/d_labitems.csv.gz",
+    "omr": "mimiciv/hosp/omr.csv.gz", "edstays": "mimic-iv-ed/ed/edstays.csv.gz",
+    "vitalsign": "mimic-iv-ed/ed/vitalsign.csv.gz", "record_list": "mimic-iv-ecg/record_list.csv",
+    "machine_measurements": "mimic-iv-ecg/machine_measurements.csv",
+    "records_w_diag_icd10": "mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv",
+}

@@ -38,7 +38,7 @@ from scipy.signal import lfilter
 from tqdm.auto import tqdm
 
 from labecg import ecgsim
-from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS
+from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS, MIMIC_FILES
 from labecg.util import atomic_path, get_logger, lab_slug, write_json
 
 GENERATOR_VERSION = "1.0"
@@ -254,14 +254,7 @@ _ITEM_INDEX = {t.label: i for i, t in enumerate(_ITEMS)}
 _URINE_INDEX = len(_ITEMS)
 
 COLUMNS = MIMIC_COLUMNS  # the exact column lists, in order (labecg.catalog)
-RELPATHS = {
-    "patients": "mimiciv/hosp/patients.csv.gz", "admissions": "mimiciv/hosp/admissions.csv.gz",
-    "labevents": "mimiciv/hosp/labevents.csv.gz", "d_labitems": "mimiciv/hosp/d_labitems.csv.gz",
-    "omr": "mimiciv/hosp/omr.csv.gz", "edstays": "mimic-iv-ed/ed/edstays.csv.gz",
-    "vitalsign": "mimic-iv-ed/ed/vitalsign.csv.gz", "record_list": "mimic-iv-ecg/record_list.csv",
-    "machine_measurements": "mimic-iv-ecg/machine_measurements.csv",
-    "records_w_diag_icd10": "mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv",
-}
+RELPATHS = MIMIC_FILES  # where each table lives under the data root (labecg.catalog)
 _RACES = (("WHITE", 0.55), ("BLACK/AFRICAN AMERICAN", 0.15), ("HISPANIC/LATINO - PUERTO RICAN", 0.04),
           ("HISPANIC/LATINO - DOMINICAN", 0.03), ("HISPANIC OR LATINO", 0.02), ("ASIAN - CHINESE", 0.03),
           ("ASIAN", 0.02), ("WHITE - OTHER EUROPEAN", 0.03), ("OTHER", 0.04), ("UNKNOWN", 0.06),

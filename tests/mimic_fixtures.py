@@ -11,17 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labecg.catalog import MIMIC_COLUMNS
+from labecg.catalog import MIMIC_COLUMNS, MIMIC_FILES
 
 # every table except machine_measurements, which the cohort builder does not read
 COLUMNS = {k: v for k, v in MIMIC_COLUMNS.items() if k != "machine_measurements"}
-LOCATION = {
-    "patients": "mimiciv/hosp/patients.csv.gz", "admissions": "mimiciv/hosp/admissions.csv.gz",
-    "labevents": "mimiciv/hosp/labevents.csv.gz", "d_labitems": "mimiciv/hosp/d_labitems.csv.gz",
-    "omr": "mimiciv/hosp/omr.csv.gz", "edstays": "mimic-iv-ed/ed/edstays.csv.gz",
-    "vitalsign": "mimic-iv-ed/ed/vitalsign.csv.gz", "record_list": "mimic-iv-ecg/record_list.csv",
-    "records_w_diag_icd10": "mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv",
-}
+LOCATION = MIMIC_FILES
 
 
 def sources(root: Path) -> dict:
