@@ -23,12 +23,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from labecg.cohort import RACES  # the categories cohort.parquet writes
 from labecg.signals import load_signals
 from labecg.util import read_json
 
 CONTINUOUS = ("age", "temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp",
               "bmi", "weight", "height")
-RACES = ("white", "black", "hispanic", "asian", "other")
 VARIABLES = ("sex", "age", "race", "temperature", "heartrate", "resprate", "o2sat", "sbp",
              "dbp", "bmi", "weight", "height")
 # Output columns of transform_tabular, in order.
