@@ -8,6 +8,16 @@ Statistics (the paper, section 3, and its authors' code, with one flaw fixed):
 - Bootstrap (:func:`bootstrap`): ``n_iterations`` resamples of the test ECGs with
   replacement, one resample shared by all targets; per resample the AUROC of every
   target and the macro AUROC; the 95% interval is the 2.5 and 97.5 percentiles.
+- Patient-level (cluster) bootstrap (``bootstrap(..., groups=subject_id)``): resample
+  patients with replacement and take all their ECGs. Several ECGs of one patient share
+  their labels, so resampling ECGs treats correlated rows as independent and gives
+  intervals that are too narrow; ``results.csv`` carries both (``low``/``high``, the
+  paper's, and ``low_patient``/``high_patient``). The tables keep the paper's rule.
+- Calibration (:func:`calibration`): Brier score, calibration intercept (slope fixed at
+  1) and slope (logistic recalibration on the logit of the score), and the reliability
+  curve (:func:`reliability_curve`).
+- Subgroups (:func:`subgroup_auroc`): AUROC with patient-level intervals within sex, age
+  band and race, one resample shared by every subgroup and target.
   A resample in which a target has a single class is skipped for that target (and
   counted in ``n_skipped``). A target is "significantly above 0.7" when its interval's
   lower bound exceeds 0.7, the paper's reading.
@@ -36,7 +46,9 @@ from labecg import catalog
 from labecg.metrics import auroc, sort_targets, weighted_auroc
 from labecg.util import atomic_path, get_logger, read_json
 
-__all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices",
+__all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
+           "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
+           "headline_targets", "reliability_frame", "AGE_BANDS",
            "read_predictions", "read_results", "format_threshold", "format_auroc",
            "table_estimation", "table_monitoring", "compare_with_paper", "to_markdown",
            "read_paper_tables", "PAPER_VERSION", "HORIZONS_MIN", "RESULT_COLUMNS"]
@@ -46,10 +58,15 @@ log = get_logger("labecg.evaluate")
 PAPER_VERSION = "arXiv v1"
 HORIZONS_MIN: tuple[int, ...] = (30, 60, 120)
 BOOTSTRAP_COLUMNS = ["auroc", "low", "high", "n_pos", "n_neg", "n_skipped"]
+PATIENT_COLUMNS = ["low_patient", "high_patient", "n_patients"]
 METADATA_COLUMNS = ["task", "lab", "label", "direction", "threshold", "unit", "category",
                     "horizon_min"]
-RESULT_COLUMNS = ["target", *METADATA_COLUMNS, *BOOTSTRAP_COLUMNS, "significant"]
+RESULT_COLUMNS = ["target", *METADATA_COLUMNS, *BOOTSTRAP_COLUMNS, "significant", *PATIENT_COLUMNS,
+                  "brier"]
 _PREDICTION_KEYS = ("study_id", "target_names", "y_true", "y_score")
+#: Per-ECG arrays that runs written since issue 14 carry: the patient (for the
+#: patient-level bootstrap) and the subgroup variables, as in cohort.parquet.
+PATIENT_KEYS = ("subject_id", "sex", "age", "race")
 _SYMBOL = {"high": "≥", "low": "≤"}
 
 
@@ -69,6 +86,10 @@ class EvaluateConfig:
         Which predictions to evaluate.
     auroc_threshold : float
         A target is significant when its interval's lower bound exceeds this value.
+    n_bins : int
+        Equal-width bins of the reliability curves.
+    n_headline : int
+        Headline targets (best estimation AUROCs) analysed by subgroup.
     """
 
     run: Path
@@ -76,6 +97,8 @@ class EvaluateConfig:
     seed: int = 0
     split: Literal["test", "val"] = "test"
     auroc_threshold: float = 0.7
+    n_bins: int = 10
+    n_headline: int = 4
 
     def __post_init__(self):
         if self.n_iterations < 1:
@@ -84,13 +107,17 @@ class EvaluateConfig:
             raise ValueError(f"split must be 'test' or 'val', got {self.split!r}")
         if not 0.0 <= self.auroc_threshold <= 1.0:
             raise ValueError(f"auroc_threshold must lie in [0, 1], got {self.auroc_threshold}")
+        if self.n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {self.n_bins}")
+        if self.n_headline < 1:
+            raise ValueError(f"n_headline must be >= 1, got {self.n_headline}")
 
 
 # ---------------------------------------------------------------------------- statistics
 
 
 def resample_indices(n_ecgs: int, n_iterations: int, seed: int = 0) -> Iterator[np.ndarray]:
-    """The bootstrap resamples :func:`bootstrap` uses, as row indices.
+    """The ECG-level bootstrap resamples :func:`bootstrap` uses, as row indices.
 
     Yields
     ------
@@ -102,7 +129,51 @@ def resample_indices(n_ecgs: int, n_iterations: int, seed: int = 0) -> Iterator[
         yield rng.integers(0, n_ecgs, size=n_ecgs)
 
 
-def bootstrap(y_true, y_score, n_iterations: int = 1000, seed: int = 0, *,
+def _group_codes(groups, n_ecgs: int) -> tuple[np.ndarray, int]:
+    """Group id per ECG -> code 0 .. n_groups - 1 in the order of ``np.unique``."""
+    groups = np.asarray(groups)
+    if groups.shape != (n_ecgs,):
+        raise ValueError(f"groups must have shape ({n_ecgs},), one id per ECG; got groups.shape={groups.shape}")
+    if groups.dtype.kind == "f" and np.isnan(groups).any():
+        raise ValueError(f"groups: {int(np.isnan(groups).sum())} ECGs have no group id (NaN)")
+    uniq, codes = np.unique(groups, return_inverse=True)
+    return codes.reshape(-1), uniq.size
+
+
+def resample_weights(n_ecgs: int, n_iterations: int, seed: int = 0, groups=None) -> Iterator[np.ndarray]:
+    """The bootstrap resamples of :func:`bootstrap`, as a multiplicity per ECG.
+
+    Without ``groups``: the multiplicities of :func:`resample_indices` (ECGs drawn with
+    replacement). With ``groups``: the distinct ids, sorted (``np.unique``), are drawn
+    ``n_groups`` times with replacement by ``np.random.default_rng(seed).integers(0,
+    n_groups, size=n_groups)`` per iteration, and each ECG gets its group's count: a
+    patient drawn twice brings all of its ECGs twice.
+
+    Parameters
+    ----------
+    n_ecgs : int
+    n_iterations : int
+    seed : int
+    groups : array-like of shape (n_ecgs,), optional
+        Cluster id per ECG (the patient's ``subject_id``).
+
+    Yields
+    ------
+    ndarray of shape (n_ecgs,), float64
+        Multiplicity of each ECG in the resample.
+    """
+    if groups is None:
+        for idx in resample_indices(n_ecgs, n_iterations, seed):
+            yield np.bincount(idx, minlength=n_ecgs).astype(np.float64)
+        return
+    codes, n_groups = _group_codes(groups, n_ecgs)
+    rng = np.random.default_rng(seed)
+    for _ in range(n_iterations):
+        count = np.bincount(rng.integers(0, n_groups, size=n_groups), minlength=n_groups)  # (G,)
+        yield count[codes].astype(np.float64)
+
+
+def bootstrap(y_true, y_score, n_iterations: int = 1000, seed: int = 0, *, groups=None,
               target_names=None, return_iterations: bool = False, progress: bool | None = None):
     """Bootstrap 95% intervals of every target's AUROC and of the macro AUROC.
 
@@ -113,9 +184,13 @@ def bootstrap(y_true, y_score, n_iterations: int = 1000, seed: int = 0, *,
     y_score : array-like of shape (n_ecgs, n_targets)
         Per-ECG scores (mean of the segment probabilities), finite where observed.
     n_iterations : int
-        Resamples of the ECGs, with replacement, each shared by all targets.
+        Resamples, each shared by all targets.
     seed : int
-        Seed of :func:`resample_indices`.
+        Seed of :func:`resample_weights`.
+    groups : array-like of shape (n_ecgs,), optional
+        Patient (cluster) id of each ECG. None: resample ECGs (the paper's bootstrap).
+        Given: resample patients with replacement and take all their ECGs
+        (:func:`resample_weights`).
     target_names : sequence of str of length n_targets, optional
         Row labels; default ``0 .. n_targets - 1``.
     return_iterations : bool
@@ -134,6 +209,18 @@ def bootstrap(y_true, y_score, n_iterations: int = 1000, seed: int = 0, *,
     iterations : ndarray of shape (n_iterations, n_targets + 1), float64
         Only with ``return_iterations``: AUROC per resample and target, the macro last;
         NaN where skipped.
+
+    Examples
+    --------
+    Each patient's ECGs copied three times: the patient-level interval does not move.
+
+    >>> rng = np.random.default_rng(0)
+    >>> y = (rng.random((60, 1)) < 0.4).astype(float); s = y + rng.normal(size=(60, 1))
+    >>> patient = np.arange(60)
+    >>> once = bootstrap(y, s, 200, groups=patient)
+    >>> thrice = bootstrap(np.tile(y, (3, 1)), np.tile(s, (3, 1)), 200, groups=np.tile(patient, 3))
+    >>> bool(np.allclose(once[["low", "high"]], thrice[["low", "high"]]))
+    True
     """
     st = sort_targets(y_true, y_score)
     n, T = st.n_ecgs, st.n_targets
@@ -150,10 +237,11 @@ def bootstrap(y_true, y_score, n_iterations: int = 1000, seed: int = 0, *,
 
     point, n_pos, n_neg = weighted_auroc(st, return_counts=True)
     iterations = np.empty((n_iterations, T + 1))  # (I, T + 1), macro last
-    draws = resample_indices(n, n_iterations, seed)
+    draws = resample_weights(n, n_iterations, seed, groups)
     disable = None if progress is None else not progress
-    for i, idx in enumerate(tqdm(draws, total=n_iterations, desc="bootstrap", disable=disable, leave=False)):
-        iterations[i, :T] = weighted_auroc(st, np.bincount(idx, minlength=n))
+    desc = "bootstrap" if groups is None else "patient bootstrap"
+    for i, w in enumerate(tqdm(draws, total=n_iterations, desc=desc, disable=disable, leave=False)):
+        iterations[i, :T] = weighted_auroc(st, w)
     defined = ~np.isnan(iterations[:, :T])
     n_defined = defined.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -176,6 +264,308 @@ def bootstrap(y_true, y_score, n_iterations: int = 1000, seed: int = 0, *,
     return frame
 
 
+# ---------------------------------------------------------------------------- calibration
+
+_EPS = 1e-6  # scores clipped to [eps, 1 - eps] before the logit: float32 sigmoids reach 0 and 1
+
+
+def _masked(y_true, y_score):
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_score = np.asarray(y_score, dtype=np.float64)
+    if y_true.shape != y_score.shape:
+        raise ValueError(f"y_true and y_score must have the same shape; "
+                         f"got y_true.shape={y_true.shape}, y_score.shape={y_score.shape}")
+    return y_true, y_score
+
+
+def brier_loss(y_true, y_score):
+    """Brier score of every target: mean squared difference of probability and label.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_ecgs, n_targets) or (n_ecgs,)
+        1.0 positive, 0.0 negative, NaN missing (left out).
+    y_score : array-like of the same shape
+        Probabilities in [0, 1].
+
+    Returns
+    -------
+    ndarray of shape (n_targets,), float64, or float for 1-d input
+        NaN where a target has no observed label. Lower is better; predicting the
+        prevalence ``p`` scores ``p (1 - p)``.
+    """
+    y_true, y_score = _masked(y_true, y_score)
+    one_d = y_true.ndim == 1
+    y_true, y_score = np.atleast_2d(y_true.T).T, np.atleast_2d(y_score.T).T
+    observed = ~np.isnan(y_true)
+    sq = np.where(observed, (np.where(observed, y_score, 0.0) - np.nan_to_num(y_true)) ** 2, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = sq.sum(axis=0) / observed.sum(axis=0)
+    return float(out[0]) if one_d else out
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, _EPS, 1.0 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def _newton_logistic(x: np.ndarray, y: np.ndarray, offset: np.ndarray, fit_slope: bool,
+                     max_iter: int = 100, tol: float = 1e-10) -> tuple[float, float]:
+    """Maximum-likelihood ``a`` (and ``b``) of ``P(y=1) = sigmoid(offset + a + b x)``, by Newton's method.
+
+    Step halving keeps every step an ascent; (NaN, NaN) when it does not converge (for
+    instance under complete separation, where the slope runs to infinity).
+    """
+    X = np.column_stack([np.ones_like(x), x]) if fit_slope else np.ones((x.size, 1))
+    beta = np.zeros(X.shape[1])
+
+    def loglik(b):
+        eta = offset + X @ b
+        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+    current = loglik(beta)
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-(offset + X @ beta)))
+        grad = X.T @ (y - p)
+        hess = (X * (p * (1.0 - p))[:, None]).T @ X
+        try:
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            return np.nan, np.nan
+        t = 1.0
+        while t > 1e-8:
+            candidate = loglik(beta + t * step)
+            if candidate >= current - 1e-12:
+                break
+            t /= 2.0
+        beta, previous, current = beta + t * step, current, candidate
+        if np.max(np.abs(t * step)) < tol or abs(current - previous) < tol * (1.0 + abs(current)):
+            if np.all(np.isfinite(beta)) and np.max(np.abs(beta)) < 1e6:
+                return float(beta[0]), float(beta[1]) if fit_slope else 1.0
+            break
+    return np.nan, np.nan
+
+
+def calibration(y_true, y_score, target_names=None) -> pd.DataFrame:
+    """Calibration of every target: Brier score, calibration intercept and slope.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_ecgs, n_targets)
+        1.0 positive, 0.0 negative, NaN missing (left out).
+    y_score : array-like of shape (n_ecgs, n_targets)
+        Predicted probabilities.
+    target_names : sequence of str, optional
+        Row labels; default ``0 .. n_targets - 1``.
+
+    Returns
+    -------
+    DataFrame indexed by target, columns ``n`` (observed labels), ``prevalence``,
+    ``mean_score``, ``brier`` (:func:`brier_loss`), ``brier_reference`` (the Brier score
+    of always predicting the prevalence, ``prevalence * (1 - prevalence)``),
+    ``calibration_intercept`` (``a`` of ``logit P(y) = a + logit(score)``, the slope
+    fixed at 1: 0 when the mean prediction is right, > 0 when the model under-predicts),
+    ``calibration_slope`` (``b`` of ``logit P(y) = a' + b logit(score)``: 1 ideal, < 1
+    predictions too extreme, > 1 too timid). Scores are clipped to [1e-6, 1 - 1e-6]
+    before the logit. Intercept and slope are NaN for a target with a single class or
+    when the fit does not converge.
+    """
+    y_true, y_score = _masked(y_true, y_score)
+    if y_true.ndim != 2:
+        raise ValueError(f"expected arrays of shape (n_ecgs, n_targets); got y_true.shape={y_true.shape}")
+    T = y_true.shape[1]
+    names = list(range(T)) if target_names is None else list(target_names)
+    if len(names) != T:
+        raise ValueError(f"target_names has {len(names)} names; y_true has {T} columns")
+    rows = []
+    for t in range(T):
+        m = ~np.isnan(y_true[:, t])
+        y, p = y_true[m, t], y_score[m, t]
+        prevalence = float(y.mean()) if y.size else np.nan
+        intercept = slope = np.nan
+        if 0.0 < prevalence < 1.0:
+            x = _logit(p)
+            intercept, _ = _newton_logistic(np.zeros_like(x), y, x, fit_slope=False)
+            _, slope = _newton_logistic(x, y, np.zeros_like(x), fit_slope=True)
+        rows.append({"n": int(y.size), "prevalence": prevalence,
+                     "mean_score": float(p.mean()) if y.size else np.nan,
+                     "brier": float(np.mean((p - y) ** 2)) if y.size else np.nan,
+                     "brier_reference": prevalence * (1.0 - prevalence),
+                     "calibration_intercept": intercept, "calibration_slope": slope})
+    return pd.DataFrame(rows, index=pd.Index(names, name="target", dtype=object))
+
+
+def reliability_curve(y_true, y_score, n_bins: int = 10) -> pd.DataFrame:
+    """Reliability curve of one target: observed fraction of positives per bin of predicted probability.
+
+    Bins of equal width on [0, 1]; bin k (0-based) holds the scores in (k/n_bins,
+    (k+1)/n_bins], the first also 0 (``np.searchsorted`` on the inner edges, as
+    ``sklearn.calibration.calibration_curve`` with ``strategy="uniform"``). Empty bins
+    are left out.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_ecgs,)
+        1.0, 0.0 or NaN (left out).
+    y_score : array-like of shape (n_ecgs,)
+        Probabilities in [0, 1].
+    n_bins : int
+
+    Returns
+    -------
+    DataFrame, one row per non-empty bin: ``bin``, ``mean_predicted``,
+    ``fraction_positive``, ``n``.
+    """
+    y_true, y_score = _masked(y_true, y_score)
+    if y_true.ndim != 1:
+        raise ValueError(f"expected one target, shape (n_ecgs,); got y_true.shape={y_true.shape}")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    m = ~np.isnan(y_true)
+    y, p = y_true[m], y_score[m]
+    if p.size and (p.min() < 0.0 or p.max() > 1.0):
+        raise ValueError(f"y_score must lie in [0, 1]; found [{p.min()}, {p.max()}]")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ids = np.searchsorted(edges[1:-1], p)
+    total = np.bincount(ids, minlength=n_bins)
+    sums = np.bincount(ids, weights=p, minlength=n_bins)
+    pos = np.bincount(ids, weights=y, minlength=n_bins)
+    keep = np.flatnonzero(total)
+    return pd.DataFrame({"bin": keep, "mean_predicted": sums[keep] / total[keep],
+                         "fraction_positive": pos[keep] / total[keep], "n": total[keep]})
+
+
+def reliability_frame(y_true, y_score, target_names, n_bins: int = 10) -> pd.DataFrame:
+    """:func:`reliability_curve` of every target, stacked: ``target`` then its columns."""
+    y_true, y_score = _masked(y_true, y_score)
+    frames = [reliability_curve(y_true[:, t], y_score[:, t], n_bins).assign(target=name)
+              for t, name in enumerate(target_names)]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["bin", "mean_predicted", "fraction_positive", "n", "target"])
+    return frame[["target", "bin", "mean_predicted", "fraction_positive", "n"]]
+
+
+# ---------------------------------------------------------------------------- subgroups
+
+#: Age bands of the subgroup analysis, years, [low, high).
+AGE_BANDS: tuple[tuple[float, float, str], ...] = (
+    (0.0, 45.0, "<45"), (45.0, 65.0, "45–64"), (65.0, 80.0, "65–79"), (80.0, np.inf, "≥80"))
+SUBGROUP_VARIABLES: tuple[str, ...] = ("sex", "age_band", "race")
+
+
+def subgroup_labels(sex, age, race) -> pd.DataFrame:
+    """Subgroup of every ECG by sex, age band (:data:`AGE_BANDS`) and race.
+
+    Parameters
+    ----------
+    sex : array-like of shape (n_ecgs,)
+        1.0 male, 0.0 female, NaN missing (cohort.parquet's coding).
+    age : array-like of shape (n_ecgs,)
+        Years; NaN missing.
+    race : array-like of shape (n_ecgs,)
+        Category as in cohort.parquet; None, NaN or "" missing.
+
+    Returns
+    -------
+    DataFrame with columns ``sex`` ("female", "male"), ``age_band`` and ``race`` (str),
+    None where the value is missing.
+    """
+    sex = np.asarray(sex, dtype=np.float64)
+    age = np.asarray(age, dtype=np.float64)
+    race = pd.Series(np.asarray(race, dtype=object)).astype("string").str.strip().replace("", pd.NA)
+    bad = ~np.isnan(sex) & (sex != 0.0) & (sex != 1.0)
+    if bad.any():
+        raise ValueError(f"sex must hold 1.0 (male), 0.0 (female) or NaN; found {sex[bad][0]} "
+                         f"at ECG row {np.flatnonzero(bad)[0]}")
+    band = np.full(age.shape, None, dtype=object)
+    for low, high, name in AGE_BANDS:
+        band[(age >= low) & (age < high)] = name
+    sex_name = np.where(np.isnan(sex), None, np.where(sex == 1.0, "male", "female"))
+    return pd.DataFrame({"sex": sex_name.astype(object), "age_band": band,
+                         "race": race.astype(object).where(race.notna(), None).to_numpy()})
+
+
+def headline_targets(results: pd.DataFrame, top: int = 4, task: str = "est") -> list[str]:
+    """The ``top`` targets of ``task`` with the highest AUROC: the ones the chapter shows in detail."""
+    frame = results.drop(index="macro", errors="ignore")
+    frame = frame[frame["task"] == task]
+    return list(frame["auroc"].dropna().sort_values(ascending=False, kind="stable").index[:top])
+
+
+def subgroup_auroc(y_true, y_score, target_names, subgroups: pd.DataFrame, targets=None, *,
+                   groups=None, n_iterations: int = 1000, seed: int = 0,
+                   progress: bool | None = None) -> pd.DataFrame:
+    """AUROC with 95% bootstrap interval of each target within each subgroup.
+
+    Every (subgroup, target) pair is one column of a stacked label matrix (the target's
+    labels kept in the subgroup's ECGs, NaN elsewhere), so one :func:`bootstrap` call
+    draws the same resamples for all of them, patient-level when ``groups`` is given.
+    A resample's subgroup size varies, as it would in a new sample of patients.
+
+    Parameters
+    ----------
+    y_true, y_score : array-like of shape (n_ecgs, n_targets)
+        As for :func:`bootstrap`.
+    target_names : sequence of str of length n_targets
+    subgroups : DataFrame with n_ecgs rows
+        One column per variable (:func:`subgroup_labels`), None where missing; ECGs
+        with a missing value are in no subgroup of that variable.
+    targets : sequence of str, optional
+        The targets to analyse; default all.
+    groups : array-like of shape (n_ecgs,), optional
+        Patient id per ECG for the patient-level bootstrap.
+    n_iterations, seed : int
+    progress : bool or None
+
+    Returns
+    -------
+    DataFrame, one row per (target, variable, subgroup) and a row ``variable="all"``
+    per target: ``target``, ``variable``, ``subgroup``, ``n_ecgs`` (observed labels),
+    ``n_pos``, ``n_neg``, ``auroc``, ``low``, ``high``, ``n_skipped``, ``interval``
+    ("patient" or "ECG").
+    """
+    y_true, y_score = _masked(y_true, y_score)
+    names = [str(n) for n in target_names]
+    if len(subgroups) != y_true.shape[0]:
+        raise ValueError(f"subgroups has {len(subgroups)} rows; y_true has {y_true.shape[0]} ECGs")
+    chosen = names if targets is None else list(targets)
+    unknown = [t for t in chosen if t not in names]
+    if unknown:
+        raise KeyError(f"targets {unknown} are not among the {len(names)} target names")
+    cols = [names.index(t) for t in chosen]
+    keys, masks = [], []
+    for t in chosen:
+        keys.append((t, "all", "all"))
+        masks.append(np.ones(y_true.shape[0], dtype=bool))
+    for variable in subgroups.columns:
+        values = subgroups[variable].to_numpy(dtype=object)
+        levels = sorted({v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))},
+                        key=lambda v: _level_rank(variable, v))
+        for level in levels:
+            m = values == level
+            for t in chosen:
+                keys.append((t, variable, level))
+                masks.append(m)
+    index = {t: c for t, c in zip(chosen, cols)}
+    stacked_y = np.column_stack([np.where(m, y_true[:, index[k[0]]], np.nan) for k, m in zip(keys, masks)])
+    stacked_s = np.column_stack([y_score[:, index[k[0]]] for k in keys])
+    boot = bootstrap(stacked_y, stacked_s, n_iterations, seed, groups=groups, progress=progress)
+    boot = boot.drop(index="macro").reset_index(drop=True)
+    frame = pd.DataFrame(keys, columns=["target", "variable", "subgroup"])
+    frame["n_ecgs"] = boot["n_pos"] + boot["n_neg"]
+    frame = pd.concat([frame, boot[["n_pos", "n_neg", "auroc", "low", "high", "n_skipped"]]], axis=1)
+    frame["interval"] = "ECG" if groups is None else "patient"
+    order = {t: i for i, t in enumerate(chosen)}
+    return frame.sort_values("target", key=lambda s: s.map(order), kind="stable", ignore_index=True)
+
+
+def _level_rank(variable: str, level: str):
+    if variable == "age_band":
+        names = [name for _, _, name in AGE_BANDS]
+        return (names.index(level) if level in names else len(names), level)
+    return (0, level)
+
+
 # ---------------------------------------------------------------------------- run folder
 
 
@@ -185,7 +575,9 @@ def read_predictions(path) -> dict[str, np.ndarray]:
     Returns
     -------
     dict with ``study_id`` (n,) int64, ``target_names`` (T,) str, ``y_true`` (n, T) and
-    ``y_score`` (n, T) float32 (NaN in ``y_true`` = missing).
+    ``y_score`` (n, T) float32 (NaN in ``y_true`` = missing); and, where the file has
+    them (:data:`PATIENT_KEYS`), ``subject_id`` (n,) int64, ``sex`` (n,) float64 (1.0
+    male, 0.0 female, NaN), ``age`` (n,) float64 years, ``race`` (n,) str ("" missing).
     """
     path = Path(path)
     if not path.exists():
@@ -195,8 +587,11 @@ def read_predictions(path) -> dict[str, np.ndarray]:
         if missing:
             raise KeyError(f"{path}: missing arrays {missing}; expected {list(_PREDICTION_KEYS)}, "
                            f"found {npz.files}")
-        pred = {k: npz[k] for k in _PREDICTION_KEYS}
+        pred = {k: npz[k] for k in _PREDICTION_KEYS + PATIENT_KEYS if k in npz.files}
     n, T = pred["study_id"].shape[0], pred["target_names"].shape[0]
+    for key in PATIENT_KEYS:
+        if key in pred and pred[key].shape != (n,):
+            raise ValueError(f"{path}: {key} has shape {pred[key].shape}; expected ({n},) from study_id")
     for key in ("y_true", "y_score"):
         if pred[key].shape != (n, T):
             raise ValueError(f"{path}: {key} has shape {pred[key].shape}; expected ({n}, {T}) "
@@ -226,14 +621,20 @@ def _write_text(text: str, path: Path) -> None:
 
 
 def evaluate_run(cfg: EvaluateConfig) -> Path:
-    """Bootstrap the run's predictions and write results and tables to ``RUN/evaluation``.
+    """Bootstrap, calibrate and split by subgroup the run's predictions; write to ``RUN/evaluation``.
 
     Reads ``RUN/predictions_<split>.npz`` and ``RUN/targets.json``; writes (atomically)
     ``results.csv`` (one row per target + ``macro``: bootstrap columns, target metadata,
-    ``significant``), ``bootstrap_iterations.npz`` (``target_names`` (T + 1,) with
-    ``macro`` last, ``auroc`` (n_iterations, T + 1), ``seed``, ``split``),
+    ``significant``, the patient-level interval ``low_patient``/``high_patient`` with
+    ``n_patients``, and ``brier``), ``bootstrap_iterations.npz`` (``target_names``
+    (T + 1,) with ``macro`` last, ``auroc`` (n_iterations, T + 1), ``auroc_patient``
+    likewise, ``seed``, ``split``), ``calibration.csv`` (:func:`calibration`),
+    ``reliability.csv`` (:func:`reliability_frame`), ``subgroups.csv``
+    (:func:`subgroup_auroc` of the ``n_headline`` best estimation targets),
     ``table1_estimation.{csv,md}``, ``table2_monitoring.{csv,md}`` and
-    ``paper_comparison.csv``.
+    ``paper_comparison.csv``. A predictions file without ``subject_id`` (a run from
+    before the patient-level bootstrap) leaves the patient columns NaN and writes no
+    ``subgroups.csv``.
 
     Returns
     -------
@@ -244,11 +645,25 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     pred = read_predictions(run / f"predictions_{cfg.split}.npz")
     targets_path = run / "targets.json"
     meta = _target_metadata(read_json(targets_path), pred["target_names"], targets_path)
+    names = list(pred["target_names"])
     n, T = pred["y_true"].shape
     log.info("bootstrap: %d ECGs x %d targets, %d resamples (seed %d)", n, T, cfg.n_iterations, cfg.seed)
     boot, iterations = bootstrap(pred["y_true"], pred["y_score"], cfg.n_iterations, cfg.seed,
-                                 target_names=list(pred["target_names"]), return_iterations=True)
-    results = assemble_results(boot, meta, cfg.auroc_threshold)
+                                 target_names=names, return_iterations=True)
+    subject = pred.get("subject_id")
+    if subject is not None:
+        boot_p, iterations_p = bootstrap(pred["y_true"], pred["y_score"], cfg.n_iterations, cfg.seed,
+                                         groups=subject, target_names=names, return_iterations=True)
+        patients = _patients_per_target(pred["y_true"], subject)
+    else:
+        log.warning("%s: no subject_id; the patient-level interval is left empty (retrain to get it)",
+                    run / f"predictions_{cfg.split}.npz")
+        boot_p = boot.assign(low=np.nan, high=np.nan)
+        iterations_p = np.full_like(iterations, np.nan)
+        patients = np.full(T + 1, -1, dtype=np.int64)
+    calib = calibration(pred["y_true"], pred["y_score"], names)
+    results = assemble_results(boot, meta, cfg.auroc_threshold, boot_patient=boot_p, n_patients=patients,
+                               calib=calib)
 
     out = run / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
@@ -256,8 +671,16 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     with atomic_path(out / "bootstrap_iterations.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, target_names=np.array([*pred["target_names"], "macro"]),
-                                auroc=iterations, seed=np.int64(cfg.seed),
+                                auroc=iterations, auroc_patient=iterations_p, seed=np.int64(cfg.seed),
                                 split=np.array(cfg.split), n_ecgs=np.int64(n))
+    _write_csv(calib.reset_index(), out / "calibration.csv")
+    _write_csv(reliability_frame(pred["y_true"], pred["y_score"], names, cfg.n_bins), out / "reliability.csv")
+    if subject is not None and all(k in pred for k in ("sex", "age", "race")):
+        labels = subgroup_labels(pred["sex"], pred["age"], pred["race"])
+        sub = subgroup_auroc(pred["y_true"], pred["y_score"], names, labels,
+                             headline_targets(results, cfg.n_headline), groups=subject,
+                             n_iterations=cfg.n_iterations, seed=cfg.seed)
+        _write_csv(sub, out / "subgroups.csv")
     t1 = table_estimation(results, cfg.auroc_threshold)
     t2 = table_monitoring(results, cfg.auroc_threshold)
     _write_csv(t1, out / "table1_estimation.csv", index=True)
@@ -267,14 +690,24 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
                 out / "table2_monitoring.md")
     _write_csv(compare_with_paper(results), out / "paper_comparison.csv")
     macro = results.loc["macro"]
-    log.info("macro AUROC %.3f (%.3f, %.3f); %d targets significant above %.2f",
-             macro["auroc"], macro["low"], macro["high"],
+    log.info("macro AUROC %.3f (%.3f, %.3f; patient-level %.3f, %.3f); %d targets significant above %.2f",
+             macro["auroc"], macro["low"], macro["high"], macro["low_patient"], macro["high_patient"],
              int(results["significant"].drop("macro").sum()), cfg.auroc_threshold)
     return out
 
 
-def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.DataFrame:
-    """Join bootstrap rows with target metadata and the significance rule.
+def _patients_per_target(y_true, subject) -> np.ndarray:
+    """Distinct patients with an observed label, per target, then over all targets (macro)."""
+    codes, _ = _group_codes(subject, len(subject))
+    observed = ~np.isnan(np.asarray(y_true, dtype=np.float64))
+    per_target = [np.unique(codes[observed[:, t]]).size for t in range(observed.shape[1])]
+    return np.array([*per_target, np.unique(codes[observed.any(axis=1)]).size], dtype=np.int64)
+
+
+def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: float = 0.7, *,
+                     boot_patient: pd.DataFrame | None = None, n_patients=None,
+                     calib: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Join bootstrap rows with target metadata, the significance rule, and the extra analyses.
 
     Parameters
     ----------
@@ -283,7 +716,15 @@ def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: fl
     meta : DataFrame
         Indexed by target name; columns of :data:`METADATA_COLUMNS`.
     auroc_threshold : float
-        ``significant`` is ``low > auroc_threshold`` (False where ``low`` is NaN).
+        ``significant`` is ``low > auroc_threshold`` (False where ``low`` is NaN): the
+        paper's rule on the ECG-level interval.
+    boot_patient : DataFrame, optional
+        From ``bootstrap(..., groups=...)``; its ``low``/``high`` become ``low_patient``/
+        ``high_patient`` (NaN without it).
+    n_patients : array-like of shape (n_targets + 1,), optional
+        Distinct patients with an observed label (macro last); -1 without it.
+    calib : DataFrame, optional
+        From :func:`calibration`; its ``brier`` becomes a column (NaN for macro).
 
     Returns
     -------
@@ -291,6 +732,14 @@ def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: fl
     """
     results = meta.reindex(boot.index).join(boot)
     results["significant"] = (results["low"] > auroc_threshold).fillna(False).astype(bool)
+    if boot_patient is None:
+        results["low_patient"] = results["high_patient"] = np.nan
+    else:
+        results["low_patient"] = boot_patient["low"].reindex(boot.index)
+        results["high_patient"] = boot_patient["high"].reindex(boot.index)
+    results["n_patients"] = np.asarray(n_patients if n_patients is not None else np.full(len(boot), -1),
+                                       dtype=np.int64)
+    results["brier"] = calib["brier"].reindex(boot.index) if calib is not None else np.nan
     results["horizon_min"] = pd.to_numeric(results["horizon_min"]).astype("Int64")  # NaN for est, macro
     return results[RESULT_COLUMNS[1:]]
 

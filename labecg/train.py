@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -261,11 +262,22 @@ def predict_split(module: LabModule, loader, device: torch.device) -> tuple[np.n
     return r, p.astype(np.float32)
 
 
-def write_predictions(path: Path, study_id, target_names, y_true, y_score) -> None:
-    """``predictions_{val,test}.npz`` with the keys of ARCHITECTURE.md §5."""
+def write_predictions(path: Path, study_id, target_names, y_true, y_score, patients=None) -> None:
+    """``predictions_{val,test}.npz`` with the keys of ARCHITECTURE.md §5.
+
+    ``patients``, a frame with one row per prediction and columns ``subject_id``, ``sex``,
+    ``age``, ``race`` (as in cohort.parquet), adds those arrays: the patient-level
+    bootstrap and the subgroup analysis of :mod:`labecg.evaluate` read them.
+    """
+    extra = {}
+    if patients is not None:
+        extra = {"subject_id": patients["subject_id"].to_numpy(np.int64),
+                 "sex": patients["sex"].to_numpy(np.float64, na_value=np.nan),
+                 "age": patients["age"].to_numpy(np.float64, na_value=np.nan),
+                 "race": patients["race"].astype("string").fillna("").to_numpy(dtype=str)}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, study_id=np.asarray(study_id, np.int64), target_names=np.asarray(target_names, dtype=str),
-                 y_true=np.asarray(y_true, np.float32), y_score=np.asarray(y_score, np.float32))
+                 y_true=np.asarray(y_true, np.float32), y_score=np.asarray(y_score, np.float32), **extra)
 
 
 def _git_commit() -> Optional[str]:
@@ -383,9 +395,11 @@ def train(cfg: TrainConfig) -> Path:
     device = torch.device("cuda") if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") \
         else torch.device("cpu")
     names = list(dm.target_names)
+    patients = pd.read_parquet(Path(cfg.cohort) / "cohort.parquet", columns=["subject_id", "sex", "age", "race"])
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
         rows, score = predict_split(module, loader, device)
-        write_predictions(out / f"predictions_{split}.npz", dm.study_ids[rows], names, dm.y_true[rows], score)
+        write_predictions(out / f"predictions_{split}.npz", dm.study_ids[rows], names, dm.y_true[rows], score,
+                          patients=patients.iloc[rows])
 
     targets = read_json(Path(cfg.cohort) / "targets.json")
     shutil.copyfile(Path(cfg.cohort) / "targets.json", out / "targets.json")

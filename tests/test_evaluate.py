@@ -220,3 +220,181 @@ def test_evaluate_run_names_the_file_on_bad_input(tmp_path):
         evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=5))
     with pytest.raises(ValueError, match="n_iterations"):
         EvaluateConfig(run=tmp_path, n_iterations=0)
+
+
+# ---------------------------------------------------------------------------- issue 14
+
+
+def _patient_problem(n_patients=150, seed=1):
+    """Patients with 1-4 ECGs that share the patient's labels (the case that makes ECG-level intervals narrow)."""
+    rng = np.random.default_rng(seed)
+    n_ecgs = rng.integers(1, 5, n_patients)
+    subject = np.repeat(np.arange(1000, 1000 + n_patients), n_ecgs)
+    y_patient = (rng.random((n_patients, 3)) < [0.3, 0.2, 0.4]).astype(float)
+    y = np.repeat(y_patient, n_ecgs, axis=0)
+    y[rng.random(y.shape) < 0.2] = np.nan
+    s = np.round(0.6 * np.nan_to_num(y) * [1.0, 0.5, 0.0] + rng.normal(size=y.shape), 2)
+    return y, s, subject
+
+
+def test_patient_bootstrap_of_duplicated_ecgs_equals_the_deduplicated_one():
+    y, s, subject = _patient_problem()
+    k = 3
+    once = bootstrap(y, s, 300, seed=4, groups=subject)
+    dup_y, dup_s, dup_g = np.tile(y, (k, 1)), np.tile(s, (k, 1)), np.tile(subject, k)
+    dup_patient = bootstrap(dup_y, dup_s, 300, seed=4, groups=dup_g)
+    np.testing.assert_allclose(dup_patient[["auroc", "low", "high"]], once[["auroc", "low", "high"]], atol=1e-12)
+    ecg_once = bootstrap(y, s, 300, seed=4)
+    ecg_dup = bootstrap(dup_y, dup_s, 300, seed=4)
+    width_once = (ecg_once["high"] - ecg_once["low"]).to_numpy()
+    width_dup = (ecg_dup["high"] - ecg_dup["low"]).to_numpy()
+    assert np.all(width_dup < 0.75 * width_once)  # about 1 / sqrt(3) of the width
+
+
+def test_patient_bootstrap_iterations_equal_sklearn_on_the_drawn_patients():
+    y, s, subject = _patient_problem(n_patients=60, seed=2)
+    rng_order = np.random.default_rng(9).permutation(len(subject))  # rows need not be sorted by patient
+    y, s, subject = y[rng_order], s[rng_order], subject[rng_order]
+    _, its = bootstrap(y, s, 15, seed=7, groups=subject, return_iterations=True)
+    ids = np.unique(subject)
+    members = [np.flatnonzero(subject == g) for g in ids]
+    rng = np.random.default_rng(7)
+    for i in range(15):
+        draw = rng.integers(0, ids.size, size=ids.size)
+        rows = np.concatenate([members[g] for g in draw])
+        np.testing.assert_allclose(its[i, :3], _sklearn_auroc(y[rows], s[rows]), atol=1e-12)
+
+
+def test_one_ecg_per_patient_gives_the_ecg_level_bootstrap():
+    y, s = _random_problem(n=200, T=5, seed=3)
+    ecg = bootstrap(y, s, 50, seed=2)
+    patient = bootstrap(y, s, 50, seed=2, groups=np.arange(200) * 7 + 3)
+    pd.testing.assert_frame_equal(ecg, patient)
+
+
+def test_bootstrap_rejects_bad_groups():
+    y, s = _random_problem(n=30, T=2)
+    with pytest.raises(ValueError, match=r"groups must have shape \(30,\)"):
+        bootstrap(y, s, 5, groups=np.arange(29))
+    with pytest.raises(ValueError, match="no group id"):
+        bootstrap(y, s, 5, groups=np.where(np.arange(30) == 4, np.nan, 1.0))
+
+
+def test_brier_and_reliability_equal_sklearn():
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss
+
+    y, s = _random_problem(n=500, T=6, seed=5, decimals=3)
+    s = np.clip(s / 1.5, 0, 1)
+    s[:7, 0] = [0.0, 0.1, 0.2, 0.5, 0.9, 1.0, 0.3]  # scores on bin edges
+    y[:7, 0] = [0, 1, 0, 1, 1, 1, 0]
+    brier = evaluate.brier_loss(y, s)
+    for t in range(6):
+        m = ~np.isnan(y[:, t])
+        assert brier[t] == pytest.approx(brier_score_loss(y[m, t], s[m, t]), abs=1e-12)
+        for n_bins in (5, 10):
+            curve = evaluate.reliability_curve(y[:, t], s[:, t], n_bins=n_bins)
+            prob_true, prob_pred = calibration_curve(y[m, t], s[m, t], n_bins=n_bins, strategy="uniform")
+            np.testing.assert_allclose(curve["fraction_positive"], prob_true, atol=1e-12)
+            np.testing.assert_allclose(curve["mean_predicted"], prob_pred, atol=1e-12)
+            assert curve["n"].sum() == m.sum()
+
+
+def test_calibration_intercept_and_slope_against_independent_fits():
+    from scipy.optimize import brentq
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    z = rng.normal(size=n)
+    y_true = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(float)
+    scores = np.column_stack([1 / (1 + np.exp(-z)),  # calibrated
+                              1 / (1 + np.exp(-2 * z)),  # too extreme: slope 0.5
+                              1 / (1 + np.exp(-(z - 1)))])  # under-predicts: intercept +1
+    y = np.column_stack([y_true] * 3)
+    y[rng.random(y.shape) < 0.1] = np.nan
+    cal = evaluate.calibration(y, scores, ["ok", "extreme", "low"])
+    for t, name in enumerate(["ok", "extreme", "low"]):
+        m = ~np.isnan(y[:, t])
+        x = np.log(scores[m, t] / (1 - scores[m, t]))
+        fit = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(x[:, None], y[m, t])
+        assert cal.loc[name, "calibration_slope"] == pytest.approx(fit.coef_[0, 0], abs=1e-4)
+        # intercept with the slope fixed at 1: root of the score equation sum(y - sigmoid(x + a)) = 0
+        a = brentq(lambda a: np.sum(y[m, t] - 1 / (1 + np.exp(-(x + a)))), -10, 10, xtol=1e-12)
+        assert cal.loc[name, "calibration_intercept"] == pytest.approx(a, abs=1e-6)
+        assert cal.loc[name, "n"] == m.sum() and cal.loc[name, "prevalence"] == pytest.approx(y[m, t].mean())
+    assert cal.loc["ok", "calibration_slope"] == pytest.approx(1.0, abs=0.15)
+    assert cal.loc["extreme", "calibration_slope"] == pytest.approx(0.5, abs=0.08)
+    assert cal.loc["low", "calibration_intercept"] == pytest.approx(1.0, abs=0.15)
+    single = evaluate.calibration(np.zeros((10, 1)), np.full((10, 1), 0.2))
+    assert np.isnan(single.iloc[0]["calibration_slope"]) and single.iloc[0]["brier"] == pytest.approx(0.04)
+
+
+def test_subgroup_auroc_against_sklearn_on_each_subgroup():
+    y, s, subject = _patient_problem(n_patients=120, seed=6)
+    rng = np.random.default_rng(6)
+    patient_sex = rng.integers(0, 2, 120).astype(float)
+    patient_sex[:5] = np.nan
+    codes = np.unique(subject, return_inverse=True)[1]
+    sex, age = patient_sex[codes], rng.uniform(20, 95, len(subject))
+    race = rng.choice(["white", "black", "asian", ""], len(subject))
+    labels = evaluate.subgroup_labels(sex, age, race)
+    assert set(labels["age_band"].dropna()) <= {"<45", "45–64", "65–79", "≥80"}
+    assert labels["race"].isna().sum() == (race == "").sum() and labels["sex"].isna().sum() == np.isnan(sex).sum()
+    names = ["a", "b", "c"]
+    sub = evaluate.subgroup_auroc(y, s, names, labels, ["a", "c"], groups=subject, n_iterations=12, seed=3)
+    assert set(sub["target"]) == {"a", "c"} and (sub["interval"] == "patient").all()
+    for row in sub.itertuples():
+        m = np.ones(len(y), bool) if row.variable == "all" else (labels[row.variable] == row.subgroup).to_numpy()
+        t = names.index(row.target)
+        keep = m & ~np.isnan(y[:, t])
+        assert row.n_ecgs == keep.sum()
+        assert row.auroc == pytest.approx(roc_auc_score(y[keep, t], s[keep, t]), abs=1e-12)
+    # one interval by hand: the women's AUROC of target "a" over the same patient draws
+    ids = np.unique(subject)
+    members = [np.flatnonzero(subject == g) for g in ids]
+    rng = np.random.default_rng(3)
+    women = (labels["sex"] == "female").to_numpy()
+    draws = []
+    for _ in range(12):
+        rows = np.concatenate([members[g] for g in rng.integers(0, ids.size, size=ids.size)])
+        rows = rows[women[rows] & ~np.isnan(y[rows, 0])]
+        draws.append(roc_auc_score(y[rows, 0], s[rows, 0]))
+    row = sub[(sub["target"] == "a") & (sub["subgroup"] == "female")].iloc[0]
+    assert (row.low, row.high) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])), abs=1e-12)
+
+
+def test_evaluate_run_writes_patient_interval_calibration_and_subgroups(tmp_path):
+    y, s, names = _write_run(tmp_path)
+    rng = np.random.default_rng(0)
+    subject = np.repeat(np.arange(100), 4)  # four ECGs per patient
+    with np.load(tmp_path / "predictions_test.npz") as npz:
+        arrays = dict(npz)
+    np.savez(tmp_path / "predictions_test.npz", **arrays, subject_id=subject,
+             sex=np.repeat(rng.integers(0, 2, 100).astype(float), 4), age=rng.uniform(20, 90, 400),
+             race=rng.choice(["white", "black", ""], 400))
+    out = evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=60, seed=0, n_headline=1))
+    res = evaluate.read_results(out / "results.csv")
+    direct = bootstrap(y, s, 60, seed=0, groups=subject, target_names=names)
+    np.testing.assert_allclose(res["low_patient"], direct["low"], atol=1e-12)
+    np.testing.assert_allclose(res["high_patient"], direct["high"], atol=1e-12)
+    assert res.loc["macro", "n_patients"] == 100
+    from sklearn.metrics import brier_score_loss
+    m = ~np.isnan(y[:, 0])
+    assert res.loc[names[0], "brier"] == pytest.approx(brier_score_loss(y[m, 0], s[m, 0]), abs=1e-7)
+    calib = pd.read_csv(out / "calibration.csv")
+    assert list(calib["target"]) == names
+    assert set(pd.read_csv(out / "reliability.csv")["target"]) == set(names)
+    sub = pd.read_csv(out / "subgroups.csv")
+    assert set(sub["target"]) == {"ntprobnp_high_est"}
+    assert {"sex", "age_band", "race", "all"} == set(sub["variable"])
+    with np.load(out / "bootstrap_iterations.npz") as npz:
+        assert npz["auroc_patient"].shape == (60, 6)
+
+
+def test_evaluate_run_without_subject_leaves_the_patient_interval_empty(tmp_path):
+    _write_run(tmp_path, n=120)
+    out = evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=10, seed=0))
+    res = evaluate.read_results(out / "results.csv")
+    assert res["low_patient"].isna().all() and res["brier"].drop("macro").notna().all()
+    assert not (out / "subgroups.csv").exists()
