@@ -8,7 +8,10 @@ Figures (each returns a :class:`matplotlib.figure.Figure`, never calls ``show``)
 :func:`plot_forest` (AUROC with 95% intervals per task, grouped by category),
 :func:`plot_horizon_heatmap` (AUROC of each abnormality across est/30/60/120 min.),
 :func:`plot_roc_curves` (ROC curves of the best targets), :func:`plot_label_prevalence`
-(positive fraction per target from ``targets.json`` counts).
+(positive fraction per target from ``targets.json`` counts), :func:`plot_intervals`
+(ECG-level beside patient-level intervals), :func:`plot_reliability` (reliability
+curves), :func:`plot_subgroups` (AUROC by sex, age band, race); page tables
+:func:`format_calibration`, :func:`format_subgroups`.
 
 ``results`` is the frame of :func:`labecg.evaluate.read_results` (``RUN/evaluation/results.csv``):
 indexed by target, one row per target plus ``macro``.
@@ -33,7 +36,8 @@ __all__ = ["table_estimation", "table_monitoring", "compare_with_paper", "to_mar
            "format_paper_comparison", "style_table",
            "read_results", "read_paper_tables", "format_auroc", "format_threshold",
            "PAPER_VERSION", "TASKS", "TASK_TITLES", "plot_forest", "plot_horizon_heatmap",
-           "plot_roc_curves", "plot_label_prevalence"]
+           "plot_roc_curves", "plot_label_prevalence", "plot_intervals", "plot_reliability",
+           "format_calibration", "format_subgroups", "plot_subgroups"]
 
 TASKS: tuple[str, ...] = ("est", "mon30", "mon60", "mon120")
 TASK_TITLES = {"est": "Estimation", "mon30": "30 min.", "mon60": "60 min.", "mon120": "120 min."}
@@ -302,5 +306,149 @@ def plot_label_prevalence(targets: dict, split: str = "test"):
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(order)), order, fontsize=8 if len(order) > 40 else 9)
     axes[0][0].set_ylim(len(order) - 0.5, -0.5)
+    fig.tight_layout()
+    return fig
+
+
+def _target_label(results: pd.DataFrame, target: str) -> str:
+    row = _targets(results).loc[target]
+    return f"{row['row_label']} ({TASK_TITLES.get(row['task'], row['task'])})"
+
+
+def plot_intervals(results: pd.DataFrame, task: str = "est"):
+    """ECG-level (the paper's) and patient-level 95% intervals side by side for every target of ``task``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    frame = _targets(results)
+    frame = frame[frame["task"] == task].sort_values("auroc", ascending=False, kind="stable")
+    if frame.empty:
+        raise ValueError(f"results have no targets of task {task!r}")
+    y = np.arange(len(frame))
+    fig, ax = plt.subplots(figsize=(7.0, max(3.0, 1.2 + _ROW_IN * len(frame))))
+    for offset, (lo, hi, name, color) in zip((-0.18, 0.18), (("low", "high", "ECG-level (paper)", "C0"),
+                                                             ("low_patient", "high_patient", "patient-level", "C1"))):
+        ax.hlines(y + offset, frame[lo], frame[hi], color=color, lw=1.6, label=name)
+    ax.scatter(frame["auroc"], y, s=10, color="k", zorder=3, label="AUROC")
+    ax.axvline(0.5, color="0.6", lw=0.8)
+    ax.axvline(0.7, color="C3", ls=":", lw=1)
+    ax.set_yticks(y, frame["row_label"], fontsize=8 if len(frame) > 40 else 9)
+    ax.set_ylim(len(frame) - 0.5, -0.5)
+    ax.set_xlabel("AUROC with 95% bootstrap interval")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(reliability: pd.DataFrame, results: pd.DataFrame, targets):
+    """Reliability curves: observed fraction of positives against mean predicted probability, per bin.
+
+    Parameters
+    ----------
+    reliability : DataFrame
+        ``RUN/evaluation/reliability.csv`` (:func:`labecg.evaluate.reliability_frame`).
+    results : DataFrame
+        ``results.csv``, for the labels and the Brier score.
+    targets : sequence of str
+        One panel each (the headline targets).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    targets = list(targets)
+    if not targets:
+        raise ValueError("no targets to plot")
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.0 * len(targets), 3.3), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        curve = reliability[reliability["target"] == target]
+        ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8)
+        ax.plot(curve["mean_predicted"], curve["fraction_positive"], "o-", color="C0", ms=3.5, lw=1.2)
+        for r in curve.itertuples():
+            ax.annotate(str(int(r.n)), (r.mean_predicted, r.fraction_positive), fontsize=6, color="0.4",
+                        xytext=(2, -8), textcoords="offset points")
+        ax.set_title(f"{_target_label(results, target)}\nBrier {results.loc[target, 'brier']:.3f}", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("mean predicted probability")
+    axes[0][0].set_ylabel("fraction positive")
+    fig.tight_layout()
+    return fig
+
+
+def format_calibration(calibration: pd.DataFrame, results: pd.DataFrame, targets=None) -> pd.DataFrame:
+    """Calibration of ``targets`` (default all) for a page: one row each, rounded.
+
+    Columns ``Abnormality``, ``Task``, ``n``, ``Prevalence``, ``Mean predicted``,
+    ``Brier``, ``Brier of the prevalence``, ``Intercept``, ``Slope``.
+    """
+    calib = calibration.set_index("target") if "target" in calibration.columns else calibration
+    frame = _targets(results)
+    targets = list(calib.index) if targets is None else list(targets)
+    rows = [{"Abnormality": frame.at[t, "row_label"], "Task": TASK_TITLES.get(frame.at[t, "task"], ""),
+             "n": int(calib.at[t, "n"]), "Prevalence": f"{calib.at[t, 'prevalence']:.3f}",
+             "Mean predicted": f"{calib.at[t, 'mean_score']:.3f}", "Brier": f"{calib.at[t, 'brier']:.3f}",
+             "Brier of the prevalence": f"{calib.at[t, 'brier_reference']:.3f}",
+             "Intercept": _fmt(calib.at[t, "calibration_intercept"]),
+             "Slope": _fmt(calib.at[t, "calibration_slope"])} for t in targets]
+    return pd.DataFrame(rows, columns=["Abnormality", "Task", "n", "Prevalence", "Mean predicted", "Brier",
+                                       "Brier of the prevalence", "Intercept", "Slope"])
+
+
+def _fmt(x: float) -> str:
+    return "–" if pd.isna(x) else f"{x:.2f}"
+
+
+_VARIABLE_TITLES = {"all": "All", "sex": "Sex", "age_band": "Age (years)", "race": "Race"}
+
+
+def format_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """``RUN/evaluation/subgroups.csv`` for a page: one row per subgroup, one AUROC column per target."""
+    frame = subgroups.copy()
+    frame["cell"] = [format_auroc(r.auroc, r.low, r.high) + f" [{int(r.n_pos)}/{int(r.n_neg)}]"
+                     for r in frame.itertuples()]
+    labels = {t: _target_label(results, t) for t in dict.fromkeys(frame["target"])}
+    frame["Abnormality"] = frame["target"].map(labels)
+    frame["Variable"] = frame["variable"].map(lambda v: _VARIABLE_TITLES.get(v, v))
+    table = frame.pivot_table(index=["Variable", "subgroup"], columns="Abnormality", values="cell",
+                              aggfunc="first", sort=False)
+    table = table[list(labels.values())].reset_index().rename(columns={"subgroup": "Subgroup"})
+    table.columns.name = None
+    return table.fillna("–")
+
+
+def plot_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame):
+    """AUROC with 95% interval per subgroup (sex, age band, race), one panel per target.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    targets = list(dict.fromkeys(subgroups["target"]))
+    if not targets:
+        raise ValueError("subgroups: no rows")
+    first = subgroups[subgroups["target"] == targets[0]]
+    labels = [f"{_VARIABLE_TITLES.get(v, v)}: {s}" if v != "all" else "All" for v, s in
+              zip(first["variable"], first["subgroup"])]
+    fig, axes = plt.subplots(1, len(targets), figsize=(2.8 * len(targets) + 1.6, 0.9 + 0.26 * len(labels)),
+                             sharey=True, squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        sub = subgroups[subgroups["target"] == target].reset_index(drop=True)
+        y = np.arange(len(sub))
+        err = np.vstack([sub["auroc"] - sub["low"], sub["high"] - sub["auroc"]]).clip(min=0)
+        ax.errorbar(sub["auroc"], y, xerr=np.nan_to_num(err), fmt="o", ms=3.5, color="C0", ecolor="0.4", lw=1)
+        overall = sub.loc[sub["variable"] == "all", "auroc"]
+        if len(overall):
+            ax.axvline(float(overall.iloc[0]), color="C0", lw=0.8, alpha=0.5)
+        ax.axvline(0.5, color="0.6", lw=0.8)
+        ax.set_title(_target_label(results, target), fontsize=8)
+        ax.set_xlabel("AUROC")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0][0].set_ylim(len(labels) - 0.5, -0.5)
     fig.tight_layout()
     return fig

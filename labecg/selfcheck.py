@@ -16,7 +16,7 @@ import pandas as pd
 from labecg.util import lab_slug, read_json
 
 __all__ = ["source_banner", "read_planted_effects",
-           "planted_effects_check", "summarize_check", "describe_run", "results_summary",
+           "planted_effects_check", "summarize_check", "null_coverage", "describe_run", "results_summary",
            "variants_frame"]
 
 PAPER_VERSION = "arXiv v1"
@@ -99,7 +99,9 @@ def planted_effects_check(results: pd.DataFrame, planted: pd.DataFrame) -> pd.Da
     Returns
     -------
     DataFrame, one row per target whose lab has a planted-effects row: target, task,
-    label, direction, channel, strength, auroc, low, high, expected, verdict. ``expected``
+    label, direction, channel, strength, auroc, low, high, expected, verdict, and, when
+    ``results`` has the patient-level interval, low_patient, high_patient,
+    verdict_patient (the same rule on that interval). ``expected``
     is "above 0.5" for strength >= 1 and "contains 0.5" for strength 0. ``verdict``:
     "recovered" (strength >= 1, low > 0.5), "not resolved" (strength >= 1, interval
     reaches 0.5: too weak for this scale), "as expected" (strength 0, low <= 0.5 <=
@@ -110,6 +112,8 @@ def planted_effects_check(results: pd.DataFrame, planted: pd.DataFrame) -> pd.Da
     """
     out_cols = ["target", "task", "label", "direction", "channel", "strength", "auroc", "low", "high",
                 "expected", "verdict"]
+    if "low_patient" in results.columns:
+        out_cols += ["low_patient", "high_patient", "verdict_patient"]
     if planted.empty:
         return pd.DataFrame(columns=out_cols)
     res = results.drop(index="macro", errors="ignore").reset_index()
@@ -124,13 +128,44 @@ def planted_effects_check(results: pd.DataFrame, planted: pd.DataFrame) -> pd.Da
     merged = res.drop(columns=["label"], errors="ignore").merge(
         p[["lab", "label", "direction", "channel", "strength"]], on=["lab", "direction"], how="inner")
     strength = merged["strength"].astype(float)
-    low, high = merged["low"].astype(float), merged["high"].astype(float)
     merged["expected"] = np.where(strength > 0, "above 0.5", "contains 0.5")
+    merged["verdict"] = _verdict(strength, merged["low"], merged["high"])
+    if "low_patient" in merged.columns:
+        merged["verdict_patient"] = _verdict(strength, merged["low_patient"], merged["high_patient"])
+    merged = merged.sort_values(["strength", "auroc"], ascending=[False, False], ignore_index=True)
+    return merged[out_cols].round({"auroc": 3, "low": 3, "high": 3, "low_patient": 3, "high_patient": 3})
+
+
+def _verdict(strength: pd.Series, low, high) -> np.ndarray:
+    low, high = pd.Series(low).astype(float), pd.Series(high).astype(float)
     verdict = np.where(strength > 0, np.where(low > 0.5, "recovered", "not resolved"),
                        np.where((low <= 0.5) & (high >= 0.5), "as expected", "unexpected signal"))
-    merged["verdict"] = np.where(low.isna() | high.isna(), "undefined", verdict)
-    merged = merged.sort_values(["strength", "auroc"], ascending=[False, False], ignore_index=True)
-    return merged[out_cols].round({"auroc": 3, "low": 3, "high": 3})
+    return np.where(low.isna() | high.isna(), "undefined", verdict)
+
+
+def null_coverage(check: pd.DataFrame) -> dict:
+    """How many targets with nothing planted have an interval containing 0.5, under each bootstrap.
+
+    Parameters
+    ----------
+    check : DataFrame
+        From :func:`planted_effects_check`.
+
+    Returns
+    -------
+    dict with ``n_null`` (targets of strength 0 with a defined interval), ``contains_ecg``
+    (of those, ECG-level interval contains 0.5) and ``contains_patient`` (patient-level;
+    None when the run has no patient-level interval; 0 when there are no null targets).
+    """
+    null = check[check["strength"].astype(float) == 0] if not check.empty else check
+    null = null[null["verdict"] != "undefined"] if not null.empty else null
+    out = {"n_null": int(len(null)), "contains_ecg": int((null["verdict"] == "as expected").sum()),
+           "contains_patient": None}
+    if null.empty:
+        out["contains_patient"] = 0
+    elif "verdict_patient" in check.columns and (null["verdict_patient"] != "undefined").all():
+        out["contains_patient"] = int((null["verdict_patient"] == "as expected").sum())
+    return out
 
 
 def summarize_check(check: pd.DataFrame) -> str:
@@ -140,11 +175,17 @@ def summarize_check(check: pd.DataFrame) -> str:
     s = check["strength"].astype(float)
     strong = check[s >= 2]
     none = check[s == 0]
-    return (f"Of {len(strong)} targets with a moderate or strong planted effect (strength ≥ 2), "
+    text = (f"Of {len(strong)} targets with a moderate or strong planted effect (strength ≥ 2), "
             f"{int((strong['verdict'] == 'recovered').sum())} have an AUROC interval above 0.5; "
             f"of {int((s == 1).sum())} with a weak effect, {int((check[s == 1]['verdict'] == 'recovered').sum())}; "
             f"of {len(none)} targets with nothing planted, {int((none['verdict'] == 'as expected').sum())} "
             f"have an interval containing 0.5.")
+    cover = null_coverage(check)
+    if cover["contains_patient"] is not None:
+        text += (f" With the patient-level interval, {cover['contains_patient']} of {cover['n_null']} "
+                 f"targets with nothing planted contain 0.5 (ECG-level: {cover['contains_ecg']}); "
+                 f"a 95% interval should miss 0.5 for about 1 in 20 of them.")
+    return text
 
 
 def describe_run(run_dir) -> dict:

@@ -206,3 +206,43 @@ def test_style_table_bolds_each_rows_best_auroc_and_hides_the_index():
     styles = report.style_table(table, bold_best=True)._compute().ctx  # {(row, col): [(prop, value)]}
     bold = sorted(k for k, v in styles.items() if ("font-weight", "bold") in v)
     assert bold == [(0, 2), (1, 1)]
+
+
+def test_issue14_figures_and_page_tables_from_an_evaluated_run(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from labecg import evaluate, report
+
+    rng = np.random.default_rng(0)
+    n, T = 300, 3
+    names = ["potassium_high_est", "calcium_low_est", "sodium_low_mon30"]
+    y = (rng.random((n, T)) < 0.3).astype(float)
+    s = 1 / (1 + np.exp(-(rng.normal(size=(n, T)) + 1.5 * y)))
+    subject = np.repeat(np.arange(100), 3)
+    results = evaluate.bootstrap(y, s, 40, target_names=names)
+    patient = evaluate.bootstrap(y, s, 40, groups=subject, target_names=names)
+    meta = pd.DataFrame({"task": ["est", "est", "mon30"], "lab": ["potassium", "calcium", "sodium"],
+                         "label": ["Potassium", "Calcium, Total", "Sodium"], "direction": ["high", "low", "low"],
+                         "threshold": [5.1, 8.4, 135.0], "unit": ["mEq/L", "mg/dL", "mEq/L"],
+                         "category": ["Me.", "Me.", "Me."], "horizon_min": [None, None, 30]},
+                        index=pd.Index(names, name="target"))
+    calib = evaluate.calibration(y, s, names)
+    res = evaluate.assemble_results(results, meta, boot_patient=patient, n_patients=np.full(4, 100), calib=calib)
+    headline = evaluate.headline_targets(res, top=2)
+    assert headline == list(res.loc[["potassium_high_est", "calcium_low_est"], "auroc"]
+                            .sort_values(ascending=False).index)
+    rel = evaluate.reliability_frame(y, s, names)
+    labels = evaluate.subgroup_labels(np.repeat(rng.integers(0, 2, 100), 3).astype(float),
+                                      rng.uniform(20, 90, n), rng.choice(["white", "black"], n))
+    sub = evaluate.subgroup_auroc(y, s, names, labels, headline, groups=subject, n_iterations=20)
+    for fig in (report.plot_intervals(res), report.plot_reliability(rel, res, headline),
+                report.plot_subgroups(sub, res)):
+        assert isinstance(fig, plt.Figure)
+        plt.close(fig)
+    table = report.format_subgroups(sub, res)
+    assert len(table) == len(sub) // 2 and table.shape[1] == 2 + 2  # Variable, Subgroup, one column per target
+    assert table.iloc[0]["Variable"] == "All"
+    cal_table = report.format_calibration(calib.reset_index(), res, headline)
+    assert list(cal_table["Brier"]) == [f"{calib.at[t, 'brier']:.3f}" for t in headline]
+    summary = evaluate.calibration_summary(calib)
+    assert summary["median_brier"] == pytest.approx(np.median(calib["brier"]))
