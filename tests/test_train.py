@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -116,7 +117,13 @@ def test_short_run_learns_the_planted_potassium_effect(train_cohort, tmp_path):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_macro_auroc"] and len(rows) == 4
     pred = np.load(out / "predictions_val.npz")
-    assert sorted(pred.files) == ["study_id", "target_names", "y_score", "y_true"]
+    assert sorted(pred.files) == ["age", "race", "sex", "study_id", "subject_id", "target_names", "y_score",
+                                  "y_true"]
+    cohort = pd.read_parquet(train_cohort / "cohort.parquet").set_index("study_id").loc[pred["study_id"]]
+    np.testing.assert_array_equal(pred["subject_id"], cohort["subject_id"].to_numpy())
+    np.testing.assert_array_equal(pred["sex"], cohort["sex"].to_numpy(np.float64))
+    np.testing.assert_array_equal(pred["age"], cohort["age"].to_numpy(np.float64))
+    assert list(pred["race"]) == [r if isinstance(r, str) else "" for r in cohort["race"]]
     names = list(pred["target_names"])
     assert names == [t["name"] for t in json.loads((train_cohort / "targets.json").read_text())["targets"]]
     assert pred["y_true"].shape == pred["y_score"].shape == (len(pred["study_id"]), len(names))
