@@ -1,15 +1,18 @@
 """Convert a cohort's WFDB records into one 100 Hz memory-mapped array.
 
-Each record of ``cohort.parquet`` (500 Hz, 5000 samples, 12 leads, millivolts) is read
-(MIMIC's format 16 directly with numpy, any other layout with ``wfdb``), its leads put in
-the stored order by *name*, isolated missing samples interpolated, clipped to
-``±clip_mv``, and resampled to ``fs_hz`` with a zero-phase anti-aliasing filter. Row
-``i`` of ``signals.npy`` is row ``i`` of ``cohort.parquet``.
+Each record of ``cohort.parquet`` is read (MIMIC-IV-ECG's layout, format 16 in one
+``.dat``, directly with numpy; any other layout ``wfdb`` reads, such as PTB's 1000 Hz
+records with Frank leads or the CinC challenges' ``.mat`` files, with ``wfdb``), its 12
+standard leads picked and put in the stored order by *name* (any case; extra channels
+ignored), converted to millivolts, cut to its first 10 s, isolated missing samples
+interpolated, clipped to ``±clip_mv``, and resampled from the record's own rate to
+``fs_hz`` with a zero-phase anti-aliasing filter. Row ``i`` of ``signals.npy`` is row
+``i`` of ``cohort.parquet``.
 
 Files written into the cohort folder (ARCHITECTURE.md §3):
 
 - ``signals.npy``: shape (n_ecgs, n_samples, 12), float16 (or float32), millivolts.
-- ``signals.json``: leads, fs_hz, n_samples, dtype, units, clip_mv, source_fs_hz, n_rows;
+- ``signals.json``: leads, fs_hz, n_samples, dtype, units, clip_mv, record_s, n_rows;
   written last, so its presence marks a finished conversion.
 - ``signals_manifest.parquet``: study_id, row, status (``ok`` | ``failed``), reason.
 - ``signals_stats.json``: per-lead mean_mv, std_mv over ok rows of the training folds.
@@ -25,10 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
@@ -45,8 +50,11 @@ log = get_logger("labecg.signals")
 
 LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF",
                           "V1", "V2", "V3", "V4", "V5", "V6")
-SOURCE_FS_HZ = 500.0
+SOURCE_FS_HZ = 500.0  # MIMIC-IV-ECG's rate; other sources bring their own
 SOURCE_SAMPLES = 5000  # 10 s at 500 Hz
+RECORD_S = 10.0  # every record is cut to its first 10 s; shorter ones are rejected
+# physical units of an ECG lead -> factor to millivolts (lower case; micro sign and Greek mu)
+MV_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "v": 1e3}
 TRAIN_FOLDS = tuple(range(18))
 PROGRESS_DIR = "signals_progress"
 
@@ -131,12 +139,14 @@ def _read_format16(path: Path) -> Optional[tuple[np.ndarray, list[str], list[str
     """Read the common MIMIC-IV-ECG layout directly: one .dat, format 16, no skew or offset.
 
     wfdb's header parser spends ~10 ms per record in pandas look-ups; this reads the same
-    fields with wfdb's own header regular expressions and the samples with one
-    ``numpy.fromfile``. Returns None for any other layout (the caller falls back to wfdb).
+    fields with wfdb's own header regular expressions and the first :data:`RECORD_S`
+    seconds of samples with one ``numpy.fromfile``. Returns None for any other layout
+    (the caller falls back to wfdb).
 
     Returns
     -------
-    x : ndarray of shape (sig_len, n_sig), float64, mV (NaN where the sample is -32768)
+    x : ndarray of shape (n, n_sig), float64, physical units (NaN where the sample is -32768)
+        n = min(sig_len, ceil(RECORD_S * fs)).
     names, units : list of str, header order
     fs : float, Hz
     """
@@ -155,23 +165,48 @@ def _read_format16(path: Path) -> Optional[tuple[np.ndarray, list[str], list[str
     gain = np.array([float(m["adc_gain"] or 200.0) or 200.0 for m in sigs])
     baseline = np.array([int(m["baseline"]) if m["baseline"] else int(m["adc_zero"] or 0)
                          for m in sigs], dtype=np.float64)
-    d = np.fromfile(path.parent / sigs[0]["file_name"], dtype="<i2")
-    if d.size < n_sig * sig_len:
+    n = min(sig_len, math.ceil(RECORD_S * fs - 1e-9)) if fs > 0 else sig_len
+    d = np.fromfile(path.parent / sigs[0]["file_name"], dtype="<i2", count=n_sig * n)
+    if d.size < n_sig * n:
         raise RecordError(f"truncated: {d.size // n_sig} samples in {sigs[0]['file_name']}, "
                           f"expected {sig_len}")
-    d = d[: n_sig * sig_len].reshape(sig_len, n_sig)
+    d = d.reshape(n, n_sig)
     x = (d - baseline) / gain
     x[d == -32768] = np.nan  # WFDB's "no sample" value for format 16
     return x, [m["sig_name"] for m in sigs], [m["units"] or "mV" for m in sigs], fs
 
 
-def read_record(path: str | os.PathLike) -> np.ndarray:
-    """Read one WFDB record and return its leads in the stored order.
+def _read_wfdb(path: Path) -> tuple[np.ndarray, list[str], list[str], float]:
+    """Read the first :data:`RECORD_S` seconds of any record ``wfdb`` reads (every channel).
 
-    Leads are matched by name (case-insensitive), never by position: MIMIC-IV-ECG headers
-    list I, II, III, aVR, aVF, aVL, V1-V6; the stored order is :data:`LEADS`. Records in
-    MIMIC-IV-ECG's layout (format 16, one .dat) are read directly with numpy; anything
-    else goes through ``wfdb.rdrecord``.
+    Returns
+    -------
+    x : ndarray of shape (n, n_sig), float64, physical units; NaN where a sample is missing
+    names, units : list of str, header order
+    fs : float, Hz
+    """
+    header = wfdb.rdheader(str(path))
+    fs = float(header.fs)
+    sampto = None
+    if header.sig_len and fs > 0:
+        sampto = min(int(header.sig_len), math.ceil(RECORD_S * fs - 1e-9))
+    rec = wfdb.rdrecord(str(path), sampto=sampto)
+    if rec.p_signal is None:
+        raise RecordError("unreadable: no physical signal")
+    units = [u or "mV" for u in (rec.units or [None] * rec.n_sig)]
+    return rec.p_signal, list(rec.sig_name), units, float(rec.fs)
+
+
+def read_record(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Read the first 10 s of one WFDB record's 12 standard leads, in millivolts.
+
+    Leads are matched by name without regard to case (``i``, ``avr``, ``V1``), never by
+    position: MIMIC-IV-ECG headers list I, II, III, aVR, aVF, aVL, V1-V6, PTB's list
+    ``i ... v6`` and three Frank leads; the stored order is :data:`LEADS`, other channels
+    are ignored. Units ``mV``/``mv``, ``uV``/``µV`` and ``V`` are converted to millivolts.
+    Records in MIMIC-IV-ECG's layout (format 16, one .dat) are read directly with numpy;
+    anything else goes through ``wfdb.rdrecord`` (other formats, several signal files,
+    ``.mat`` signal files at a byte offset, multi-segment records).
 
     Parameters
     ----------
@@ -180,24 +215,23 @@ def read_record(path: str | os.PathLike) -> np.ndarray:
 
     Returns
     -------
-    x : ndarray of shape (5000, 12), float64
-        Millivolts at 500 Hz, leads I, II, III, aVR, aVL, aVF, V1-V6; NaN where the record
-        marks a sample missing.
+    x : ndarray of shape (ceil(10 * fs_hz), 12), float64
+        Millivolts at the record's own rate, samples [0 s, 10 s) of the record, leads I,
+        II, III, aVR, aVL, aVF, V1-V6; NaN where the record marks a sample missing.
+    fs_hz : float
+        The record's sampling rate.
 
     Raises
     ------
     RecordError
-        Unreadable or truncated file, a sampling rate other than 500 Hz, a length other than
-        5000 samples, a unit other than mV, a missing or duplicated lead.
+        Unreadable or truncated file, a record shorter than 10 s (the reason gives its
+        length), a unit that is not a voltage, a missing or duplicated lead.
     """
     path = Path(path)
     try:
         fast = _read_format16(path)
         if fast is None:
-            rec = wfdb.rdrecord(str(path))
-            if rec.p_signal is None:
-                raise RecordError("unreadable: no physical signal")
-            fast = rec.p_signal, list(rec.sig_name), list(rec.units or ["mV"] * rec.n_sig), rec.fs
+            fast = _read_wfdb(path)
     except RecordError:
         raise
     except FileNotFoundError as e:
@@ -205,23 +239,30 @@ def read_record(path: str | os.PathLike) -> np.ndarray:
     except Exception as e:  # wfdb raises ValueError, struct/IndexError... on corrupt files
         raise RecordError(f"unreadable: {type(e).__name__}: {e}") from None
     x, sig_name, sig_units, fs = fast
-    if abs(float(fs) - SOURCE_FS_HZ) > 1e-6:
-        raise RecordError(f"fs {fs} Hz, expected {SOURCE_FS_HZ:g} Hz")
-    if x.shape[0] != SOURCE_SAMPLES:
-        raise RecordError(f"truncated: {x.shape[0]} samples, expected {SOURCE_SAMPLES}")
+    fs = float(fs)
+    if not fs > 0:
+        raise RecordError(f"unreadable: sampling rate {fs} Hz")
+    n_keep = math.ceil(RECORD_S * fs - 1e-9)
+    if x.shape[0] < n_keep:
+        raise RecordError(f"short: {x.shape[0]} samples = {x.shape[0] / fs:.3g} s at {fs:g} Hz, "
+                          f"expected at least {RECORD_S:g} s")
     names = [str(n).strip().lower() for n in sig_name]
-    units = [str(u).strip().lower() for u in sig_units]
-    index = []
+    index, factor = [], []
     for lead in LEADS:
         hits = [i for i, n in enumerate(names) if n == lead.lower()]
         if not hits:
             raise RecordError(f"missing lead {lead}; header has {list(sig_name)}")
         if len(hits) > 1:
             raise RecordError(f"lead {lead} appears {len(hits)} times in {list(sig_name)}")
-        if units[hits[0]] != "mv":
-            raise RecordError(f"lead {lead} in {sig_units[hits[0]]!r}, expected mV")
+        unit = str(sig_units[hits[0]]).strip()
+        if unit.lower() not in MV_PER_UNIT:
+            raise RecordError(f"lead {lead} in {unit!r}, expected mV, uV, \u00b5V or V")
         index.append(hits[0])
-    return x[:, index]
+        factor.append(MV_PER_UNIT[unit.lower()])
+    x = x[:n_keep, index]
+    if any(f != 1.0 for f in factor):
+        x = x * np.asarray(factor)
+    return x, fs
 
 
 def clean_signal(x: np.ndarray, max_nan_frac: float = 0.5, flat_mv: float = 0.01) -> np.ndarray:
@@ -269,18 +310,45 @@ def clean_signal(x: np.ndarray, max_nan_frac: float = 0.5, flat_mv: float = 0.01
     return x
 
 
-def resample_500_to_100(x: np.ndarray, factor: int = 5) -> np.ndarray:
-    """Decimate by ``factor`` with a zero-phase anti-aliasing filter.
+def resample(x: np.ndarray, fs_in_hz: float, fs_out_hz: float) -> np.ndarray:
+    """Resample from ``fs_in_hz`` to ``fs_out_hz`` with a zero-phase anti-aliasing filter.
 
-    ``scipy.signal.resample_poly(x, 1, factor)``: a Kaiser-windowed (beta 5) FIR low-pass
-    of 20*factor+1 taps, cut off at the output Nyquist rate, applied centred, so output
-    sample ``k`` sits at input sample ``factor * k`` (no delay, linear phase). The record
-    is extended by a fitted line at both ends (``padtype="line"``) rather than zeros, so a
-    baseline offset does not ring at the edges (edge error on a 0.7 mV offset: 0.03 mV
-    instead of 0.25 mV). Measured at 500 -> 100 Hz: 60 Hz attenuated by 58 dB, a 5 Hz
-    sine passed with +0.13% amplitude. Chosen over filtfilt + decimation (an IIR
-    Chebyshev run forward and backward): same passband, 2x faster here, and no edge
-    transient from the filter's initial conditions beyond the padding.
+    ``scipy.signal.resample_poly(x, up, down)``, ``up / down = fs_out_hz / fs_in_hz`` in
+    lowest terms (500 -> 100 Hz: 1/5; 1000 -> 100 Hz: 1/10; 257 -> 100 Hz: 100/257): a
+    Kaiser-windowed (beta 5) FIR low-pass of 20*max(up, down)+1 taps, cut off at the
+    lower Nyquist rate, applied centred, so output sample ``k`` sits at time
+    ``k / fs_out_hz`` (no delay, linear phase). The record is extended by a fitted line at
+    both ends (``padtype="line"``) rather than zeros, so a baseline offset does not ring
+    at the edges (edge error on a 0.7 mV offset: 0.03 mV instead of 0.25 mV). Measured at
+    500 -> 100 Hz: 60 Hz attenuated by 58 dB, a 5 Hz sine passed with +0.13% amplitude.
+    Chosen over filtfilt + decimation (an IIR Chebyshev run forward and backward): same
+    passband, 2x faster here, and no edge transient from the filter's initial conditions
+    beyond the padding. A record already at ``fs_out_hz`` is returned unfiltered.
+
+    Parameters
+    ----------
+    x : ndarray of shape (L, C)
+        Samples at ``fs_in_hz``.
+    fs_in_hz, fs_out_hz : float
+        Rates in Hz; their ratio must reduce to integers up to 1000.
+
+    Returns
+    -------
+    y : ndarray of shape (ceil(L * up / down), C), float64
+        Samples at ``fs_out_hz``; ``x`` itself when the rates are equal.
+    """
+    ratio = Fraction(repr(float(fs_out_hz))) / Fraction(repr(float(fs_in_hz)))
+    if ratio == 1:
+        return x
+    up, down = ratio.numerator, ratio.denominator
+    if max(up, down) > 1000:
+        raise RecordError(f"fs {fs_in_hz:g} Hz: no resampling ratio to {fs_out_hz:g} Hz with "
+                          f"factors up to 1000 (got {up}/{down})")
+    return resample_poly(x, up, down, axis=0, padtype="line")
+
+
+def resample_500_to_100(x: np.ndarray, factor: int = 5) -> np.ndarray:
+    """Decimate a 500 Hz record by ``factor``: :func:`resample` from 500 to 500 / factor Hz.
 
     Parameters
     ----------
@@ -294,25 +362,29 @@ def resample_500_to_100(x: np.ndarray, factor: int = 5) -> np.ndarray:
     y : ndarray of shape (L // factor, C), float64
         Samples at 500 / factor Hz.
     """
-    return resample_poly(x, 1, factor, axis=0, padtype="line")
+    return resample(x, SOURCE_FS_HZ, SOURCE_FS_HZ / factor)
 
 
 def convert_record(path: str | os.PathLike, cfg: SignalsConfig) -> np.ndarray:
-    """Read, clean, clip and resample one record.
+    """Read, clean, clip and resample one record (any rate, any layout wfdb reads).
 
     Returns
     -------
     y : ndarray of shape (cfg.n_samples, 12), cfg.dtype
-        Millivolts at ``cfg.fs_hz``, stored lead order, within ±clip_mv.
+        Millivolts at ``cfg.fs_hz``, the record's first 10 s, stored lead order, within
+        ±clip_mv.
 
     Raises
     ------
     RecordError
         If the record is rejected; the message is the reason.
     """
-    x = clean_signal(read_record(path), cfg.max_nan_frac, cfg.flat_mv)
+    x, fs = read_record(path)
+    if fs < cfg.fs_hz - 1e-9:
+        raise RecordError(f"fs {fs:g} Hz, below the stored rate {cfg.fs_hz:g} Hz")
+    x = clean_signal(x, cfg.max_nan_frac, cfg.flat_mv)
     np.clip(x, -cfg.clip_mv, cfg.clip_mv, out=x)
-    y = resample_500_to_100(x, cfg.decimation)
+    y = resample(x, fs, cfg.fs_hz)[:cfg.n_samples]
     # the filter overshoots a clipped plateau slightly; keep the documented range exact
     np.clip(y, -cfg.clip_mv, cfg.clip_mv, out=y)
     return y.astype(cfg.dtype)
@@ -512,9 +584,10 @@ def _finalize(cohort_dir: Path, frame: pd.DataFrame, cfg: SignalsConfig, fp: str
     write_json(cohort_dir / "signals.json",
                {"leads": list(LEADS), "fs_hz": cfg.fs_hz, "n_samples": cfg.n_samples,
                 "dtype": cfg.dtype, "units": "mV", "clip_mv": cfg.clip_mv,
-                "source_fs_hz": SOURCE_FS_HZ, "n_rows": n, "n_ok": n - n_failed,
+                "record_s": RECORD_S, "n_rows": n, "n_ok": n - n_failed,
                 "n_failed": n_failed, "max_nan_frac": cfg.max_nan_frac, "flat_mv": cfg.flat_mv,
-                "resampling": "scipy.signal.resample_poly(x, 1, 500/fs_hz, padtype='line')",
+                "resampling": "scipy.signal.resample_poly(x, up, down, padtype='line'), up/down = "
+                              "fs_hz / the record's rate in lowest terms; none at fs_hz",
                 "fingerprint": fp})
     shutil.rmtree(progress, ignore_errors=True)
 

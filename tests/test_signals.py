@@ -117,13 +117,13 @@ def test_record_reads_back_in_stored_lead_order(tmp_path):
     x = known_signal(3)
     write_record(tmp_path, "r", x)  # header in MIMIC order: aVF before aVL
     assert wfdb.rdheader(str(tmp_path / "r")).sig_name[4:6] == ["aVF", "aVL"]
-    got = read_record(tmp_path / "r")
-    assert got.shape == (5000, 12)
+    got, fs = read_record(tmp_path / "r")
+    assert got.shape == (5000, 12) and fs == 500
     np.testing.assert_allclose(got, x, atol=0.5 / 200 + 1e-9)  # half an ADC step
     # case-insensitive names, shuffled header order
     names = ["v6", "AVL", "i", "V1", "avf", "III", "II", "aVR", "V2", "V3", "V4", "V5"]
     write_record(tmp_path, "s", x, names=names)
-    np.testing.assert_allclose(read_record(tmp_path / "s"), x, atol=0.5 / 200 + 1e-9)
+    np.testing.assert_allclose(read_record(tmp_path / "s")[0], x, atol=0.5 / 200 + 1e-9)
 
 
 def test_direct_format16_reader_agrees_with_wfdb(tmp_path):
@@ -138,14 +138,14 @@ def test_direct_format16_reader_agrees_with_wfdb(tmp_path):
     ref = wfdb.rdrecord(str(tmp_path / "g"))
     assert ref.baseline[3] == -30 and ref.fmt[0] == "16"
     expected = ref.p_signal[:, [ref.sig_name.index(l) for l in LEADS]]
-    np.testing.assert_array_equal(read_record(tmp_path / "g"), expected)
+    np.testing.assert_array_equal(read_record(tmp_path / "g")[0], expected)
     # another storage format (212: 12-bit packed) goes through wfdb and gives the same values
     wfdb.wrsamp("h", fs=FS, units=["mV"] * 12, sig_name=names, p_signal=x[:, cols], fmt=["212"] * 12,
                 adc_gain=[200.0] * 12, baseline=[0] * 12, write_dir=str(tmp_path))
     ref = wfdb.rdrecord(str(tmp_path / "h"))
-    np.testing.assert_array_equal(read_record(tmp_path / "h"),
+    np.testing.assert_array_equal(read_record(tmp_path / "h")[0],
                                   ref.p_signal[:, [ref.sig_name.index(l) for l in LEADS]])
-    np.testing.assert_allclose(read_record(tmp_path / "h"), x, atol=0.5 / 200 + 1e-9)
+    np.testing.assert_allclose(read_record(tmp_path / "h")[0], x, atol=0.5 / 200 + 1e-9)
 
 
 def test_record_missing_a_lead_is_rejected(tmp_path):
@@ -192,7 +192,7 @@ def test_conversion_matches_ideal_decimation_and_writes_contract_files(small):
         np.testing.assert_allclose(x[i].astype(np.float64), expected, atol=0.05)
     meta = pd.read_json(cohort / "signals.json", typ="series")
     assert list(meta["leads"]) == list(LEADS) and meta["fs_hz"] == 100 and meta["n_samples"] == 1000
-    assert meta["units"] == "mV" and meta["dtype"] == "float16" and meta["source_fs_hz"] == 500
+    assert meta["units"] == "mV" and meta["dtype"] == "float16" and meta["record_s"] == 10
     manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
     assert list(manifest.columns) == ["study_id", "row", "status", "reason"]
     assert (manifest["status"] == "ok").all()
