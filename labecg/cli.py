@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                 "convert the cohort's WFDB records into a 100 Hz memory-mapped array"),
     "train": ("labecg.train", "TrainConfig", "train",
               "train the fusion model and write test predictions to the run folder"),
+    "predict": ("labecg.predict", "PredictConfig", "predict",
+                "score one ECG record with a trained run: every target's probability"),
     "evaluate": ("labecg.evaluate", "EvaluateConfig", "evaluate_run",
                  "bootstrap AUROCs and write the paper's tables to the run folder"),
     "book": ("labecg.book", "BookConfig", "build_book",

@@ -13,6 +13,7 @@ no per-item Dataset call, collation or pandas in the loop.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -414,12 +415,37 @@ class LabDataModule(pl.LightningDataModule):
         std = np.asarray(stats["std_mv"], dtype=np.float64)
         if not np.all(np.isfinite(std)) or np.any(std <= 0):
             raise ValueError(f"{cohort_dir / 'signals_stats.json'}: std_mv must be finite and > 0, got {std}")
+        self.signals_meta, self.signal_stats = meta, stats
         self.dataset = ECGBatches(cohort_dir, np.asarray(stats["mean_mv"]), std, tabular,
                                   np.nan_to_num(y, nan=0.0), (~np.isnan(y)).astype(np.float32),
                                   cfg.crop_samples)
         self.train_sampler = TrainCrops(self.rows["train"], cfg.batch_size, self.n_samples,
                                         cfg.crop_samples, cfg.seed)
         self._prepared = True
+
+    def inference_spec(self) -> dict:
+        """Everything besides the weights that scoring a new ECG needs: the run's ``inference.json``.
+
+        Returns
+        -------
+        spec : dict
+            ``signals``: the conversion settings of ``signals.json`` (rate, length, dtype,
+            clipping, cleaning thresholds), so a new record is converted as the cohort's were;
+            ``signal_stats``: per-lead ``mean_mv``, ``std_mv`` of the training rows
+            (``signals_stats.json``); ``tabular``: :class:`TabularStats` fitted on the
+            training rows and the feature columns :data:`TABULAR_FEATURES`;
+            ``crop_samples``: segment length in samples; ``target_names``: the order of the
+            model's outputs.
+        """
+        self.setup()
+        skip = ("fingerprint", "n_rows", "n_ok", "n_failed", "n_flagged")
+        return {"version": 1,
+                "signals": {k: v for k, v in self.signals_meta.items() if k not in skip},
+                "signal_stats": {k: self.signal_stats[k] for k in ("leads", "mean_mv", "std_mv", "n_records")
+                                 if k in self.signal_stats},
+                "tabular": {"features": list(TABULAR_FEATURES), **dataclasses.asdict(self.tabular_stats)},
+                "crop_samples": self.cfg.crop_samples,
+                "target_names": list(self.target_names)}
 
     def _loader(self, sampler) -> BatchLoader:
         self.setup()

@@ -352,7 +352,8 @@ def train(cfg: TrainConfig) -> Path:
 
     Writes into ``cfg.out``: ``checkpoints/{best,last}.ckpt``, ``metrics.csv``,
     ``predictions_val.npz``, ``predictions_test.npz``, ``targets.json``, ``config.json``,
-    ``run_info.json``, ``run_settings.json``. Resumes from ``checkpoints/last.ckpt`` when
+    ``inference.json`` (:meth:`LabDataModule.inference_spec`), ``run_info.json``,
+    ``run_settings.json``. Resumes from ``checkpoints/last.ckpt`` when
     ``cfg.resume`` and the run's settings and inputs are unchanged (:func:`run_settings`);
     raises when they differ. Without ``resume``, earlier checkpoints in ``cfg.out`` are removed.
 
@@ -405,6 +406,8 @@ def train(cfg: TrainConfig) -> Path:
     shutil.copyfile(Path(cfg.cohort) / "targets.json", out / "targets.json")
     write_json(out / "config.json", {"train": _jsonable(cfg), "model": dataclasses.asdict(model_cfg),
                                      "data": _jsonable(cfg.data_config())})
+    # the run folder alone scores new ECGs (labecg.predict): preprocessing fitted on this cohort
+    write_json(out / "inference.json", dm.inference_spec())
     import labecg
     write_json(out / "run_info.json", {
         "source": targets.get("source"), "labecg_version": getattr(labecg, "__version__", None),
