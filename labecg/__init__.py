@@ -3,7 +3,7 @@
 Stages, each one module, each importing only earlier ones (plus ``util`` and ``catalog``,
 which import no stage)::
 
-    synthetic -> cohort -> signals -> data -> s4 -> model -> train -> evaluate -> report -> book
+    synthetic -> cohort -> signals -> data -> s4 -> model -> train -> predict -> evaluate -> report -> book
 
 ``cli`` exposes one subcommand per stage (``labecg synth``, ``labecg cohort``, ...).
 """
