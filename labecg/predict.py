@@ -207,7 +207,7 @@ def read_features(features: Features) -> pd.DataFrame:
     out: dict = {v: np.nan for v in VARIABLES}
     out["race"] = "other"
     for col, value in row.items():
-        if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+        if value is None or (not isinstance(value, str) and pd.isna(value)) or str(value).strip() == "":
             continue
         text = str(value).strip()
         if col == "race":

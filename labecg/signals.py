@@ -34,6 +34,7 @@ import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
@@ -68,7 +69,8 @@ class SignalsConfig:
     cohort : Path
         Cohort folder holding ``cohort.parquet``; outputs are written beside it.
     ecg : Path
-        MIMIC-IV-ECG root; ``cohort.parquet``'s ``path`` column is relative to it, no extension.
+        ECG root (MIMIC-IV-ECG's, or any folder of 12-lead WFDB records);
+        ``cohort.parquet``'s ``path`` column is relative to it, no extension.
     workers : int
         Worker processes (1 = convert in this process).
     dtype : {"float16", "float32"}
@@ -310,6 +312,13 @@ def clean_signal(x: np.ndarray, max_nan_frac: float = 0.5, flat_mv: float = 0.01
     return x
 
 
+@lru_cache(maxsize=64)
+def _resampling_factors(fs_in_hz: float, fs_out_hz: float) -> tuple[int, int]:
+    """(up, down): fs_out_hz / fs_in_hz in lowest terms, the rates read as written decimals."""
+    ratio = Fraction(repr(fs_out_hz)) / Fraction(repr(fs_in_hz))
+    return ratio.numerator, ratio.denominator
+
+
 def resample(x: np.ndarray, fs_in_hz: float, fs_out_hz: float) -> np.ndarray:
     """Resample from ``fs_in_hz`` to ``fs_out_hz`` with a zero-phase anti-aliasing filter.
 
@@ -337,10 +346,9 @@ def resample(x: np.ndarray, fs_in_hz: float, fs_out_hz: float) -> np.ndarray:
     y : ndarray of shape (ceil(L * up / down), C), float64
         Samples at ``fs_out_hz``; ``x`` itself when the rates are equal.
     """
-    ratio = Fraction(repr(float(fs_out_hz))) / Fraction(repr(float(fs_in_hz)))
-    if ratio == 1:
+    up, down = _resampling_factors(float(fs_in_hz), float(fs_out_hz))
+    if up == down:
         return x
-    up, down = ratio.numerator, ratio.denominator
     if max(up, down) > 1000:
         raise RecordError(f"fs {fs_in_hz:g} Hz: no resampling ratio to {fs_out_hz:g} Hz with "
                           f"factors up to 1000 (got {up}/{down})")
