@@ -3,12 +3,20 @@
 Batches (ARCHITECTURE.md §4) are dicts: ``ecg`` (B, 250, 12) float32, normalized per lead
 with the training-fold statistics of ``signals_stats.json``; ``tabular`` (B, n_tabular)
 float32; ``y`` (B, T) float32, 0 where missing; ``mask`` (B, T) float32, 1 observed;
-``row`` (B,) int64 cohort row; ``segment`` (B,) int64, 0-3 for validation/test segments,
--1 for a random training crop.
+``row`` (B,) int64 cohort row, -1 for a padding item; ``segment`` (B,) int64, 0-3 for
+validation/test segments, -1 for a random training crop; ``start`` (B,) int64 first sample
+of the crop or segment.
 
 Everything per-row is precomputed into numpy arrays once; the sampler plans whole batches
 (sorted rows, crop offsets) and the dataset fills one float32 array per batch, so there is
 no per-item Dataset call, collation or pandas in the loop.
+
+Data parallelism (DDP): with ``world_size`` W > 1, rank r trains on a disjoint share of each
+epoch's shuffled rows (every W-th row from position r; the last ``n_train % W`` rows of the
+permutation, a different few each epoch, wait for the next epoch), and evaluates every W-th
+ECG from position r. Evaluation shares are padded to equal length with items of row -1 (and
+mask 0), so every rank runs the same number of batches; the padding is dropped before
+segment averaging, so each ECG is predicted exactly once.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ class DataConfig:
         Crop length in samples (250 = 2.5 s at 100 Hz).
     seed : int
         Seeds the training order and crop offsets (per epoch and batch).
+    pin_memory : bool
+        Page-locked batches when CUDA is available (faster, asynchronous copies to the GPU).
     train_folds, val_fold, test_fold : folds of cohort.parquet's ``fold`` column.
     targets : tuple of str, optional
         Subset of targets.json's names, in the given order; None = all.
@@ -64,6 +74,7 @@ class DataConfig:
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     crop_samples: int = field(default=250, metadata={"help": "crop length, samples (2.5 s at 100 Hz)"})
     seed: int = field(default=0, metadata={"help": "seed of training order and crops"})
+    pin_memory: bool = field(default=True, metadata={"help": "page-locked batches when CUDA is available"})
     train_folds: tuple[int, ...] = field(default=tuple(range(18)), metadata={"help": "training folds"})
     val_fold: int = field(default=18, metadata={"help": "validation fold"})
     test_fold: int = field(default=19, metadata={"help": "test fold"})
@@ -186,7 +197,8 @@ class ECGBatches(Dataset):
     """Batches read from the signal memmap; indexed by a batch plan, not by item.
 
     ``dataset[(rows, offsets, segments)]`` returns one batch dict; rows are sorted so the
-    memmap reads go forward through the file. The memmap is opened lazily in each worker.
+    memmap reads go forward through the file. Row -1 is a padding item: it reads row 0's
+    data, keeps row -1 and gets mask 0. The memmap is opened lazily in each worker.
     """
 
     def __init__(self, cohort_dir: Path, mean_mv: np.ndarray, std_mv: np.ndarray,
@@ -215,18 +227,23 @@ class ECGBatches(Dataset):
     def __getitem__(self, plan) -> dict[str, np.ndarray]:
         rows, offsets, segments = plan
         x = self.signals
+        read = np.maximum(rows, 0)  # padding items (row -1) read row 0
         ecg = np.empty((len(rows), self.crop, x.shape[2]), dtype=np.float32)  # (B, crop, C)
         # B slice copies (cast on assignment) beat one fancy-indexed gather by ~2x (bench/loader.py)
-        for i, (r, o) in enumerate(zip(rows.tolist(), offsets.tolist())):
+        for i, (r, o) in enumerate(zip(read.tolist(), offsets.tolist())):
             ecg[i] = x[r, o:o + self.crop]
         ecg -= self.mean
         ecg *= self.scale
+        mask = self.mask[read]
+        if rows.min(initial=0) < 0:
+            mask[rows < 0] = 0.0
         return {"ecg": ecg,
-                "tabular": self.tabular[rows],
-                "y": self.y[rows],
-                "mask": self.mask[rows],
+                "tabular": self.tabular[read],
+                "y": self.y[read],
+                "mask": mask,
                 "row": rows.astype(np.int64),
-                "segment": segments.astype(np.int64)}
+                "segment": segments.astype(np.int64),
+                "start": np.asarray(offsets, dtype=np.int64)}
 
 
 def _keep_batch(batch):
@@ -238,39 +255,59 @@ class BatchLoader(DataLoader):
 
     Workers return numpy arrays, pickled through the worker pipe, and the tensors are made
     here in the main process: for ~0.5 MB batches that is ~3x faster than torch's default
-    of one shared-memory segment per tensor (bench/loader.py, 2 workers).
+    of one shared-memory segment per tensor (bench/loader.py, 2 workers). With
+    ``pin_memory`` the tensors are copied into page-locked memory, so that the copy to the
+    GPU (``non_blocking``, as Lightning moves batches) overlaps the previous step.
+
+    The sampler already splits the data between DDP ranks: Lightning must not replace it
+    (``Trainer(use_distributed_sampler=False)``).
     """
 
-    def __init__(self, dataset: ECGBatches, sampler: Sampler, num_workers: int = 0):
+    def __init__(self, dataset: ECGBatches, sampler: Sampler, num_workers: int = 0,
+                 pin_memory: bool = False):
         super().__init__(dataset, sampler=sampler, batch_size=None, collate_fn=_keep_batch,
                          num_workers=num_workers, persistent_workers=num_workers > 0,
                          prefetch_factor=4 if num_workers else None)
+        self.pin = pin_memory
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for batch in super().__iter__():
-            yield {k: torch.from_numpy(v) for k, v in batch.items()}
+            if self.pin:
+                yield {k: torch.from_numpy(v).pin_memory() for k, v in batch.items()}
+            else:
+                yield {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size; got rank {rank}, world_size {world_size}")
 
 
 class TrainCrops(Sampler):
-    """Shuffled batches of training rows, each with one random crop offset.
+    """Shuffled batches of training rows, each with one random crop offset; rank ``rank``'s share.
 
-    Order and offsets come from ``numpy.random.default_rng((seed, epoch))`` in the main
-    process, so they do not depend on the number of workers. The epoch advances after
-    each pass, or is set by Lightning through :meth:`set_epoch`.
+    Order and offsets of the whole epoch come from ``numpy.random.default_rng((seed, epoch))``
+    in the main process, so they do not depend on the number of workers, and every rank
+    draws the same permutation. Rank r of W takes positions r, r + W, ... of the first
+    ``W * (n // W)`` (every row when W = 1): the shares are disjoint and equal in size, so
+    every rank runs the same number of steps. The epoch advances after each pass, or is set
+    by Lightning through :meth:`set_epoch`.
     """
 
     def __init__(self, rows: np.ndarray, batch_size: int, n_samples: int, crop: int, seed: int,
-                 drop_last: bool = False):
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1):
         if crop > n_samples:
             raise ValueError(f"crop_samples={crop} exceeds the record length {n_samples}")
+        _check_rank(rank, world_size)
         self.rows, self.batch_size, self.n_samples, self.crop = rows, batch_size, n_samples, crop
         self.seed, self.drop_last, self.epoch = seed, drop_last, 0
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        n = len(self.rows)
+        n = len(self.rows) // self.world_size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -278,6 +315,8 @@ class TrainCrops(Sampler):
         self.epoch += 1
         order = self.rows[rng.permutation(len(self.rows))]
         offsets = rng.integers(0, self.n_samples - self.crop + 1, size=len(order))  # inclusive end
+        share = slice(self.rank, self.world_size * (len(order) // self.world_size), self.world_size)
+        order, offsets = order[share], offsets[share]
         for b in range(len(self)):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
             rows, offs = order[sl], offsets[sl]
@@ -286,14 +325,22 @@ class TrainCrops(Sampler):
 
 
 class Segments(Sampler):
-    """Every row's non-overlapping segments in order: (row 0, seg 0..3), (row 1, seg 0..3), ..."""
+    """Every row's non-overlapping segments in order: (row 0, seg 0..3), (row 1, seg 0..3), ...
 
-    def __init__(self, rows: np.ndarray, batch_size: int, n_samples: int, crop: int):
+    Rank r of W takes rows r, r + W, ...; a share one ECG shorter than the longest is padded
+    with one ECG's worth of items of row -1, so every rank yields the same number of batches.
+    """
+
+    def __init__(self, rows: np.ndarray, batch_size: int, n_samples: int, crop: int,
+                 rank: int = 0, world_size: int = 1):
         n_seg = n_samples // crop
         if n_seg < 1:
             raise ValueError(f"crop_samples={crop} exceeds the record length {n_samples}")
-        self.rows = np.repeat(rows, n_seg)
-        self.segments = np.tile(np.arange(n_seg, dtype=np.int64), len(rows))
+        _check_rank(rank, world_size)
+        mine = np.asarray(rows, dtype=np.int64)[rank::world_size]
+        n_pad = -(-len(rows) // world_size) - len(mine)  # 0 or 1 ECG
+        self.rows = np.concatenate([np.repeat(mine, n_seg), np.full(n_pad * n_seg, -1, np.int64)])
+        self.segments = np.tile(np.arange(n_seg, dtype=np.int64), len(mine) + n_pad)
         self.batch_size, self.crop = batch_size, crop
 
     def __len__(self) -> int:
@@ -419,8 +466,6 @@ class LabDataModule(pl.LightningDataModule):
         self.dataset = ECGBatches(cohort_dir, np.asarray(stats["mean_mv"]), std, tabular,
                                   np.nan_to_num(y, nan=0.0), (~np.isnan(y)).astype(np.float32),
                                   cfg.crop_samples)
-        self.train_sampler = TrainCrops(self.rows["train"], cfg.batch_size, self.n_samples,
-                                        cfg.crop_samples, cfg.seed)
         self._prepared = True
 
     def inference_spec(self) -> dict:
@@ -447,20 +492,45 @@ class LabDataModule(pl.LightningDataModule):
                 "crop_samples": self.cfg.crop_samples,
                 "target_names": list(self.target_names)}
 
+    @property
+    def n_segments(self) -> int:
+        """Validation/test items per ECG (4 for 1000 samples and 250-sample crops)."""
+        self.setup()
+        return self.n_samples // self.cfg.crop_samples
+
+    def _rank(self) -> tuple[int, int]:
+        """(global rank, world size) of the attached Trainer; (0, 1) without one."""
+        if self.trainer is None:
+            return 0, 1
+        return int(self.trainer.global_rank), int(self.trainer.world_size)
+
+    @property
+    def train_sampler(self) -> TrainCrops:
+        """This rank's training sampler (made once; its epoch counter persists)."""
+        self.setup()
+        rank, world = self._rank()
+        s = getattr(self, "_train_sampler", None)
+        if s is None or (s.rank, s.world_size) != (rank, world):
+            s = self._train_sampler = TrainCrops(self.rows["train"], self.cfg.batch_size, self.n_samples,
+                                                 self.cfg.crop_samples, self.cfg.seed, rank=rank,
+                                                 world_size=world)
+        return s
+
     def _loader(self, sampler) -> BatchLoader:
         self.setup()
-        return BatchLoader(self.dataset, sampler, self.cfg.num_workers)
+        pin = self.cfg.pin_memory and torch.cuda.is_available()
+        return BatchLoader(self.dataset, sampler, self.cfg.num_workers, pin_memory=pin)
+
+    def _segments(self, split: str) -> Segments:
+        self.setup()
+        return Segments(self.rows[split], self.cfg.batch_size, self.n_samples, self.cfg.crop_samples,
+                        *self._rank())
 
     def train_dataloader(self) -> BatchLoader:
-        self.setup()
         return self._loader(self.train_sampler)
 
     def val_dataloader(self) -> BatchLoader:
-        self.setup()
-        return self._loader(Segments(self.rows["val"], self.cfg.batch_size, self.n_samples,
-                                     self.cfg.crop_samples))
+        return self._loader(self._segments("val"))
 
     def test_dataloader(self) -> BatchLoader:
-        self.setup()
-        return self._loader(Segments(self.rows["test"], self.cfg.batch_size, self.n_samples,
-                                     self.cfg.crop_samples))
+        return self._loader(self._segments("test"))

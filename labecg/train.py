@@ -6,6 +6,12 @@ targets observed in the batch (``target_reduction="mean"``; the authors sum). Th
 checkpoint has the highest validation macro AUROC, the mean over targets with both classes
 among the validation ECGs, each ECG scored by the mean of its four 2.5 s segments'
 sigmoid probabilities.
+
+Data parallelism (``--devices N --strategy ddp``, ``--num-nodes M``): each rank trains on its
+own share of every epoch's crops (:class:`labecg.data.TrainCrops`); validation and test
+segments are split between the ranks and gathered, padding dropped, before segment averaging,
+so the macro AUROC and ``predictions_{val,test}.npz`` hold every ECG exactly once. Only
+global rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.trainer.states import TrainerFn
 
 from labecg.data import DataConfig, LabDataModule, average_segments
 from labecg.metrics import auroc
@@ -54,8 +61,9 @@ class TrainConfig:
         Masked binary cross-entropy (paper) or focal BCE with ``focal_gamma`` (authors' code).
     target_reduction : {"mean", "sum"}
         How per-target losses combine: mean (default) or sum (authors' code).
-    accelerator, devices, strategy, precision : passed to ``pl.Trainer``
-        e.g. ``--devices 4 --strategy ddp --precision bf16-mixed`` on GPUs.
+    accelerator, devices, num_nodes, strategy, precision : passed to ``pl.Trainer``
+        e.g. ``--devices 4 --strategy ddp --precision bf16-mixed`` on GPUs; ``num_nodes``
+        machines with ``devices`` processes each (torchrun or SLURM start them).
     max_steps_per_epoch : int, optional
         Cap on training batches per epoch (quick runs); None = all.
     """
@@ -79,6 +87,7 @@ class TrainConfig:
     target_reduction: Literal["mean", "sum"] = "mean"
     accelerator: str = "auto"
     devices: int = 1
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
     num_workers: int = 0
@@ -87,7 +96,7 @@ class TrainConfig:
     resume: bool = True
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "model_dim", "n_layers", "d_state", "devices"):
+        for name in ("epochs", "batch_size", "model_dim", "n_layers", "d_state", "devices", "num_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1; got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.focal_gamma < 0:
@@ -165,6 +174,9 @@ class LabModule(pl.LightningModule):
         self._train_sum, self._train_n = 0.0, 0
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.y_true: Optional[np.ndarray] = None  # (n_rows, T) NaN missing, set by train()
+        self.eval_rows: Optional[dict] = None  # split -> cohort rows each predicted once, set by train()
+        self.n_segments = 0  # items per validation/test ECG, set by train()
+        self.predictions: Optional[tuple[np.ndarray, np.ndarray]] = None  # last val/test epoch, per ECG
         self.metrics_path: Optional[Path] = None
 
     def forward(self, ecg, tabular):
@@ -186,26 +198,58 @@ class LabModule(pl.LightningModule):
         self._train_sum, self._train_n = 0.0, 0
 
     def validation_step(self, batch, batch_idx):
+        # padding items (row -1) have mask 0: they do not enter the loss
         logits, loss = self._loss(batch)
         per_item = loss.detach().float().expand(len(batch["row"]))  # batch loss repeated per item
         self._val.append((batch["row"], torch.sigmoid(logits.float()), per_item))
 
-    def on_validation_epoch_end(self):
+    test_step = validation_step
+
+    def _gathered_predictions(self, split: str) -> tuple[np.ndarray, np.ndarray, float]:
+        """Per-ECG mean probabilities of this epoch's items from all ranks, each ECG once.
+
+        Returns (cohort rows (n_ecgs,), mean probabilities (n_ecgs, T), mean batch loss).
+        Raises when an expected ECG is missing or has other than ``n_segments`` items.
+        """
         rows = torch.cat([v[0] for v in self._val])
         prob = torch.cat([v[1] for v in self._val])
         losses = torch.cat([v[2] for v in self._val])
         self._val.clear()
         rows, prob, losses = (self._gather(t) for t in (rows, prob, losses))
+        real = rows >= 0  # drop the padding that equalizes the ranks' shares
+        rows, prob, losses = rows[real], prob[real], losses[real]
+        ecg_rows, counts = np.unique(rows, return_counts=True)
+        expected = self.eval_rows.get(split) if self.eval_rows else None
+        if (expected is not None and not np.array_equal(ecg_rows, np.sort(expected))) or \
+                (self.n_segments and np.any(counts != self.n_segments)):
+            raise RuntimeError(f"{split} predictions gathered from {self.trainer.world_size} rank(s): "
+                               f"{len(ecg_rows)} ECGs with {counts.min(initial=0)}-{counts.max(initial=0)} items "
+                               f"each; expected {len(expected) if expected is not None else '?'} ECGs with "
+                               f"{self.n_segments} items each")
         ecg_rows, mean_prob = average_segments(rows, prob)
+        return ecg_rows, mean_prob, float(losses.mean()) if len(losses) else float("nan")
+
+    def on_test_epoch_end(self):
+        ecg_rows, mean_prob, _ = self._gathered_predictions("test")
+        self.predictions = (ecg_rows, mean_prob)
+
+    def on_validation_epoch_end(self):
+        ecg_rows, mean_prob, val_loss = self._gathered_predictions("val")
+        self.predictions = (ecg_rows, mean_prob)
         scores = auroc(self.y_true[ecg_rows], mean_prob)
         macro = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
-        val_loss = float(losses.mean())
+        # equal on every rank (from the gathered predictions): sync_dist averages equal values
         # -inf keeps ModelCheckpoint's comparison defined when no target has both classes
-        self.log("val_macro_auroc", macro if np.isfinite(macro) else float("-inf"), prog_bar=True, sync_dist=False)
-        self.log("val_loss", val_loss, prog_bar=True, sync_dist=False)
-        if self.trainer.sanity_checking:
+        self.log("val_macro_auroc", macro if np.isfinite(macro) else float("-inf"), prog_bar=True, sync_dist=True)
+        self.log("val_loss", val_loss, prog_bar=True, sync_dist=True)
+        if self.trainer.sanity_checking or self.trainer.state.fn != TrainerFn.FITTING:
             return
-        train_loss = float(self._train_sum) / self._train_n if self._train_n else float("nan")
+        # the training loss over all ranks' items of this epoch
+        total = self.trainer.strategy.reduce(torch.as_tensor(self._train_sum, dtype=torch.float64,
+                                                             device=self.device), reduce_op="sum")
+        count = self.trainer.strategy.reduce(torch.as_tensor(float(self._train_n), dtype=torch.float64,
+                                                             device=self.device), reduce_op="sum")
+        train_loss = float(total) / float(count) if float(count) else float("nan")
         self.history = [h for h in self.history if h["epoch"] < self.current_epoch]
         self.history.append({"epoch": self.current_epoch, "train_loss": train_loss, "val_loss": val_loss,
                              "val_macro_auroc": macro})
@@ -303,8 +347,8 @@ def _jsonable(obj):
 
 
 # Fields a resumed run may change: more epochs, other hardware. Everything else must match.
-_RUNTIME_FIELDS = ("out", "cohort", "epochs", "resume", "num_workers", "accelerator", "devices", "strategy",
-                   "precision")
+_RUNTIME_FIELDS = ("out", "cohort", "epochs", "resume", "num_workers", "accelerator", "devices", "num_nodes",
+                   "strategy", "precision")
 
 
 def _file_sha256(path: Path) -> str:
@@ -347,7 +391,13 @@ def _prepare_run_folder(cfg: TrainConfig, out: Path, settings: dict) -> Optional
     return None
 
 
-def train(cfg: TrainConfig) -> Path:
+def _resume_path(cfg: TrainConfig, out: Path) -> Optional[Path]:
+    """What :func:`_prepare_run_folder` decides, read-only: for ranks other than 0."""
+    last = out / "checkpoints" / "last.ckpt"
+    return last if cfg.resume and last.exists() else None
+
+
+def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     """Train, keep the best checkpoint by validation macro AUROC, predict val and test.
 
     Writes into ``cfg.out``: ``checkpoints/{best,last}.ckpt``, ``metrics.csv``,
@@ -356,6 +406,14 @@ def train(cfg: TrainConfig) -> Path:
     ``run_settings.json``. Resumes from ``checkpoints/last.ckpt`` when
     ``cfg.resume`` and the run's settings and inputs are unchanged (:func:`run_settings`);
     raises when they differ. Without ``resume``, earlier checkpoints in ``cfg.out`` are removed.
+    Under DDP every rank runs this function (Lightning, torchrun or SLURM starts them); only
+    global rank 0 writes files.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    callbacks : tuple of pl.Callback
+        Extra Lightning callbacks (e.g. to inspect batches), beside the checkpointing.
 
     Returns
     -------
@@ -363,8 +421,22 @@ def train(cfg: TrainConfig) -> Path:
     """
     started = time.time()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    resume_from = _prepare_run_folder(cfg, out, run_settings(cfg))
+    ckpt_dir = out / "checkpoints"
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_macro_auroc",
+                                              mode="max", save_top_k=1, save_last=True,
+                                              enable_version_counter=False)
+    # the Trainer knows this process's global rank (from Lightning's launcher, torchrun or SLURM)
+    # before any process group exists; the samplers split the data themselves
+    trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+                         num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
+                         callbacks=[checkpoint, *callbacks], logger=False, use_distributed_sampler=False,
+                         limit_train_batches=cfg.max_steps_per_epoch or 1.0, num_sanity_val_steps=0,
+                         enable_model_summary=False, enable_progress_bar=True, default_root_dir=out)
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        resume_from = _prepare_run_folder(cfg, out, run_settings(cfg))
+    else:
+        resume_from = _resume_path(cfg, out)
     pl.seed_everything(cfg.seed, workers=True)
     dm = LabDataModule(cfg.data_config())
     dm.setup()
@@ -372,33 +444,27 @@ def train(cfg: TrainConfig) -> Path:
     module = LabModule(dataclasses.asdict(model_cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, loss=cfg.loss,
                        focal_gamma=cfg.focal_gamma, target_reduction=cfg.target_reduction)
     module.y_true = dm.y_true
+    module.eval_rows, module.n_segments = {"val": dm.rows["val"], "test": dm.rows["test"]}, dm.n_segments
     module.metrics_path = out / "metrics.csv"
 
-    ckpt_dir = out / "checkpoints"
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_macro_auroc",
-                                              mode="max", save_top_k=1, save_last=True,
-                                              enable_version_counter=False)
-    trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
-                         strategy=cfg.strategy, precision=cfg.precision, callbacks=[checkpoint], logger=False,
-                         limit_train_batches=cfg.max_steps_per_epoch or 1.0, num_sanity_val_steps=0,
-                         enable_model_summary=False, enable_progress_bar=True, default_root_dir=out)
     if resume_from is not None:
         log.info("resuming from %s", resume_from)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    epochs_done, best_score = trainer.current_epoch, checkpoint.best_model_score
 
-    if not trainer.is_global_zero:
-        return out
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckpt_dir / "best.ckpt"
     if not best.exists():
         raise FileNotFoundError(f"{best}: best checkpoint missing after training")
-    state = torch.load(best, map_location="cpu", weights_only=False)
-    module.load_state_dict(state["state_dict"])
-    device = torch.device("cuda") if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") \
-        else torch.device("cpu")
+    # every rank predicts its share with the best weights; gathered, each ECG once
+    predictions = {}
+    for split, run in (("val", trainer.validate), ("test", trainer.test)):
+        run(module, datamodule=dm, ckpt_path=best, verbose=False)
+        predictions[split] = module.predictions
+    if not trainer.is_global_zero:
+        return out
     names = list(dm.target_names)
     patients = pd.read_parquet(Path(cfg.cohort) / "cohort.parquet", columns=["subject_id", "sex", "age", "race"])
-    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
-        rows, score = predict_split(module, loader, device)
+    for split, (rows, score) in predictions.items():
         write_predictions(out / f"predictions_{split}.npz", dm.study_ids[rows], names, dm.y_true[rows], score,
                           patients=patients.iloc[rows])
 
@@ -413,6 +479,7 @@ def train(cfg: TrainConfig) -> Path:
         "source": targets.get("source"), "labecg_version": getattr(labecg, "__version__", None),
         "git_commit": _git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "hardware": _hardware(), "duration_s": round(time.time() - started, 1),
-        "best_checkpoint": best.name, "best_val_macro_auroc": float(checkpoint.best_model_score)
-        if checkpoint.best_model_score is not None else None, "epochs_done": trainer.current_epoch})
+        "best_checkpoint": best.name, "best_val_macro_auroc": float(best_score)
+        if best_score is not None else None, "epochs_done": epochs_done,
+        "world_size": trainer.world_size})
     return out
