@@ -193,7 +193,8 @@ def test_batches_carry_targets_mask_and_tabular(cohort):
     assert dm.target_names == (TARGETS[2], TARGETS[0]) and dm.n_targets == 2
     assert dm.n_tabular == len(TABULAR_FEATURES)
     batch = next(iter(dm.val_dataloader()))
-    assert set(batch) == {"ecg", "tabular", "y", "mask", "row", "segment"}
+    assert set(batch) == {"ecg", "tabular", "y", "mask", "row", "segment", "start"}
+    np.testing.assert_array_equal(batch["start"].numpy(), decode(batch["ecg"])[1])
     rows = batch["row"].numpy()
     assert batch["row"].dtype == torch.int64 and batch["segment"].dtype == torch.int64
     truth = frame.loc[rows, [TARGETS[2], TARGETS[0]]].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -266,3 +267,57 @@ def test_constant_training_column_does_not_blow_up_other_rows():
     stats = fit_tabular(frame, np.arange(37))
     x = transform_tabular(frame, stats)
     assert np.all(np.abs(x) < 10), np.abs(x).max()
+
+
+# ---------------------------------------------------------------------------- data parallelism
+
+def test_ranks_train_on_disjoint_equal_shares_of_each_epoch(cohort):
+    from labecg.data import TrainCrops
+
+    train = np.array(sorted(set(np.flatnonzero(FOLDS < 18)) - {2}))  # 27 rows
+    for world in (2, 4):
+        samplers = [TrainCrops(train, 4, 1000, 250, seed=5, rank=r, world_size=world) for r in range(world)]
+        for epoch in (0, 1):
+            shares = []
+            for s in samplers:
+                s.set_epoch(epoch)
+                plans = list(s)
+                assert len(plans) == len(s)
+                shares.append(np.concatenate([rows for rows, _, _ in plans]))
+            # equal sizes (equal step counts), no row twice, no row on two ranks
+            assert {len(x) for x in shares} == {len(train) // world}
+            union = np.concatenate(shares)
+            assert len(set(union.tolist())) == len(union) and set(union.tolist()) <= set(train.tolist())
+        # the same seed and world size give the same shares again
+        samplers[0].set_epoch(1)
+        again = TrainCrops(train, 4, 1000, 250, seed=5, rank=0, world_size=world)
+        again.set_epoch(1)
+        assert all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(samplers[0], again))
+    # one rank of world size 1 is the single-process order
+    single = TrainCrops(train, 4, 1000, 250, seed=5)
+    assert [p[0].tolist() for p in single] == [p[0].tolist() for p in
+                                               TrainCrops(train, 4, 1000, 250, seed=5, rank=0, world_size=1)]
+    with pytest.raises(ValueError, match="rank"):
+        TrainCrops(train, 4, 1000, 250, seed=5, rank=2, world_size=2)
+
+
+def test_evaluation_shares_cover_each_ecg_once_with_marked_padding(cohort):
+    from labecg.data import Segments
+
+    dm = LabDataModule(DataConfig(cohort=cohort, batch_size=3))
+    dm.setup()
+    val = dm.rows["val"]  # 5 ECGs
+    for world in (1, 2, 3, 4):
+        counts = []
+        items = []
+        for r in range(world):
+            s = Segments(val, 3, 1000, 250, rank=r, world_size=world)
+            batches = [dm.dataset[p] for p in s]
+            counts.append(len(batches))
+            rows = np.concatenate([b["row"] for b in batches])
+            pad = rows < 0
+            assert (np.concatenate([b["mask"] for b in batches])[pad] == 0).all()
+            items.append(rows[~pad])
+        assert len(set(counts)) == 1  # every rank runs the same number of batches
+        rows, n = np.unique(np.concatenate(items), return_counts=True)
+        assert rows.tolist() == sorted(val.tolist()) and (n == 4).all()
