@@ -156,8 +156,9 @@ def time_end_to_end(dm: LabDataModule, args, device: torch.device, precision: st
     module = make_module(dm, args, device)
     module.y_true = dm.y_true
     clock = StepClock(args.warmup)
+    callbacks = [clock, pl.callbacks.TQDMProgressBar(refresh_rate=20)] if args.progress_bar else [clock]
     trainer = pl.Trainer(max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-                         precision="bf16-mixed" if precision == "bf16" else "32-true", callbacks=[clock],
+                         precision="bf16-mixed" if precision == "bf16" else "32-true", callbacks=callbacks,
                          logger=False, enable_checkpointing=False, limit_train_batches=args.warmup + args.steps,
                          limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False,
                          enable_progress_bar=args.progress_bar, use_distributed_sampler=False)
@@ -174,6 +175,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=PAPER_SUMMARY["n_ecgs"], help="ECGs in the built cohort")
     ap.add_argument("--targets", type=int, default=PAPER_TARGETS)
     ap.add_argument("--cohort", type=Path, help="reuse a cohort folder built before (kept)")
+    ap.add_argument("--build", type=Path, help="only build the cohort into this folder (kept), then exit")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--model-dim", type=int, default=512)
     ap.add_argument("--n-layers", type=int, default=4)
@@ -183,7 +185,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
-    ap.add_argument("--progress-bar", action="store_true", help="Lightning's bar on, as labecg train has it")
+    ap.add_argument("--progress-bar", action="store_true", help="Lightning's bar on (every 20 steps), as labecg train has it")
     args = ap.parse_args()
     device = torch.device(args.device)
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
@@ -191,11 +193,14 @@ def main() -> None:
 
     tmp = None
     if args.cohort is None:
-        tmp = Path(tempfile.mkdtemp(prefix="labecg_bench_train_"))
+        tmp = args.build or Path(tempfile.mkdtemp(prefix="labecg_bench_train_"))
+        tmp.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
         build_cohort(tmp, args.n, args.targets)
         print(f"built {args.n:,} ECGs x {args.targets} targets ({args.n * 24000 / 1e9:.1f} GB signals) "
               f"in {time.perf_counter() - t:.1f} s: {tmp}")
+        if args.build:
+            return
     cohort = args.cohort or tmp
     try:
         e2e_workers = max(args.workers)
@@ -208,7 +213,7 @@ def main() -> None:
         for workers in args.workers:
             dmw = LabDataModule(DataConfig(cohort=cohort, batch_size=args.batch, num_workers=workers))
             rate = time_loader(dmw, args.steps * 4, args.warmup + (8 if workers else 0))
-            print(f"loader, {workers} workers            : {rate:9.0f} samples/s ({rate / GOAL:.2f}x the goal)")
+            print(f"loader, {workers} workers              : {rate:9.0f} samples/s ({rate / GOAL:.2f}x the goal)")
             del dmw
 
         batch = next(iter(dm.train_dataloader()))
@@ -224,7 +229,7 @@ def main() -> None:
             print(f"host-to-device, pinned {batch['ecg'].is_pinned()}: {h2d * 1e3:7.3f} ms/batch "
                   f"({args.batch / h2d:9.0f} samples/s)")
         else:
-            print("host-to-device                 : n/a on CPU")
+            print("host-to-device                   : n/a on CPU")
         dev_batch = {k: v.to(device) for k, v in batch.items()}
 
         for precision in args.precision:
@@ -232,12 +237,12 @@ def main() -> None:
             ph = time_phases(module, dev_batch, device, precision, args.steps, args.warmup)
             step = sum(ph.values())
             print(f"[{precision}] forward+loss {ph['forward'] * 1e3:8.1f} ms, backward {ph['backward'] * 1e3:8.1f} ms, "
-                  f"AdamW {ph['optimizer'] * 1e3:7.1f} ms: {args.batch / step:9.0f} samples/s on device "
+                  f"AdamW {ph['optimizer'] * 1e3:7.1f} ms: {args.batch / step:9.1f} samples/s on device "
                   f"({args.batch / step / GOAL:.2f}x the goal)")
             del module
             rate = time_end_to_end(dm, args, device, precision)
             total = PAPER_EPOCHS * PAPER_TRAIN_ECGS / rate
-            print(f"[{precision}] end to end (Lightning, {e2e_workers} workers): {rate:9.0f} samples/s "
+            print(f"[{precision}] end to end (Lightning, {e2e_workers} workers): {rate:9.1f} samples/s "
                   f"({rate / GOAL:.2f}x the {GOAL:.0f} goal; {rate * step / args.batch:.2f}x the device-only rate); "
                   f"paper's {PAPER_EPOCHS} epochs x {PAPER_TRAIN_ECGS:,} ECGs: {hms(total)} "
                   f"(authors: 19 h on one L40)")

@@ -425,11 +425,13 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_macro_auroc",
                                               mode="max", save_top_k=1, save_last=True,
                                               enable_version_counter=False)
+    # the bar's loss readout is a GPU sync (.item()); every 20 steps keeps the CPU ahead of the GPU
+    bar = pl.callbacks.TQDMProgressBar(refresh_rate=20)
     # the Trainer knows this process's global rank (from Lightning's launcher, torchrun or SLURM)
     # before any process group exists; the samplers split the data themselves
     trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
                          num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
-                         callbacks=[checkpoint, *callbacks], logger=False, use_distributed_sampler=False,
+                         callbacks=[checkpoint, bar, *callbacks], logger=False, use_distributed_sampler=False,
                          limit_train_batches=cfg.max_steps_per_epoch or 1.0, num_sanity_val_steps=0,
                          enable_model_summary=False, enable_progress_bar=True, default_root_dir=out)
     if trainer.is_global_zero:
