@@ -85,6 +85,7 @@ def test_two_ddp_processes_split_the_crops_and_predict_each_ecg_once(signals_dir
         assert list(pred["target_names"]) == names
         truth = by_study.loc[pred["study_id"], names].to_numpy(dtype=np.float32, na_value=np.nan)
         np.testing.assert_array_equal(pred["y_true"], truth)  # NaN-equal: its own labels
+        np.testing.assert_array_equal(pred["subject_id"], by_study.loc[pred["study_id"], "subject_id"])
         assert np.isfinite(pred["y_score"]).all() and (pred["y_score"] >= 0).all() and (pred["y_score"] <= 1).all()
     # the model-selection AUROC from gathered shards equals the one computed on the written file
     pred = np.load(run / "predictions_val.npz")
