@@ -76,7 +76,8 @@ class BookConfig:
     accelerator: str = field(default="cpu", metadata={"help": "Lightning accelerator: cpu, gpu, auto"})
     seed: int = 0
     n_iterations: int = field(default=1000, metadata={"help": "bootstrap resamples"})
-    variants: tuple[str, ...] = field(default=("fusion",), metadata={"help": "fusion, ecg, tabular"})
+    variants: tuple[str, ...] = field(default=("fusion",), metadata={
+        "help": "models to train and compare: fusion (the paper's), code (the authors' code), ecg, tabular"})
     stages: tuple[str, ...] = field(default=STAGES, metadata={"help": "stages to execute"})
     book_root: Path = field(default=Path("."), metadata={"help": "folder holding _config.yml, _toc.yml, book/, notebooks/"})
     build_html: bool = field(default=True, metadata={"help": "run jupyter-book build after the notebooks"})
@@ -88,9 +89,9 @@ class BookConfig:
         unknown = sorted(set(self.stages) - set(STAGES))
         if unknown:
             raise ValueError(f"stages {unknown} unknown; expected a subset of {list(STAGES)}")
-        bad = sorted(set(self.variants) - {"fusion", "ecg", "tabular"})
+        bad = sorted(set(self.variants) - set(_variant_names()))
         if bad or not self.variants:
-            raise ValueError(f"variants {list(self.variants)}: expected one or more of fusion, ecg, tabular")
+            raise ValueError(f"variants {list(self.variants)}: expected one or more of {list(_variant_names())}")
         for name in ("patients", "epochs", "model_dim", "n_layers", "batch_size", "n_iterations", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -202,11 +203,17 @@ def refresh_signals(cfg) -> Path:
     return convert_signals(cfg)
 
 
+def _variant_names() -> tuple[str, ...]:
+    from labecg.train import VARIANT_SETTINGS  # imported late: torch is slow to load for `labecg --help`
+
+    return tuple(VARIANT_SETTINGS)
+
+
 def variant_run_dir(run_dir, variant: str) -> Path:
     """Run folder of a model variant: ``run_dir`` for fusion, ``<run_dir>-<variant>`` else."""
     run_dir = Path(run_dir)
-    if variant not in ("fusion", "ecg", "tabular"):
-        raise ValueError(f"variant must be fusion, ecg or tabular, got {variant!r}")
+    if variant not in _variant_names():
+        raise ValueError(f"variant must be one of {list(_variant_names())}, got {variant!r}")
     return run_dir if variant == "fusion" else run_dir.with_name(f"{run_dir.name}-{variant}")
 
 

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
               "train the fusion model and write test predictions to the run folder"),
     "predict": ("labecg.predict", "PredictConfig", "predict",
                 "score one ECG record with a trained run: every target's probability"),
+    "explain": ("labecg.explain", "ExplainConfig", "explain_run",
+                "attribute the test predictions to the ECG, averaged over beats aligned on the R peak"),
     "evaluate": ("labecg.evaluate", "EvaluateConfig", "evaluate_run",
                  "bootstrap AUROCs and write the paper's tables to the run folder"),
     "book": ("labecg.book", "BookConfig", "build_book",

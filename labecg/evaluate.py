@@ -49,7 +49,7 @@ from labecg.util import atomic_path, get_logger, read_json
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
            "headline_targets", "reliability_frame", "calibration_summary", "describe_calibration",
-           "interval_summary", "read_calibration", "read_reliability", "read_subgroups", "AGE_BANDS",
+           "interval_summary", "compare_variants", "read_calibration", "read_reliability", "read_subgroups", "AGE_BANDS",
            "read_predictions", "read_results", "format_threshold", "format_auroc",
            "table_estimation", "table_monitoring", "compare_with_paper", "to_markdown",
            "read_paper_tables", "PAPER_VERSION", "HORIZONS_MIN", "RESULT_COLUMNS"]
@@ -861,6 +861,61 @@ def read_results(path) -> pd.DataFrame:
         raise KeyError(f"{path}: missing columns {missing}; expected {RESULT_COLUMNS}")
     frame["target"] = frame["target"].astype(object)
     return frame.set_index("target")
+
+
+def compare_variants(evaluation_dirs: dict, auroc_threshold: float = 0.7) -> pd.DataFrame:
+    """Models trained on the same data, side by side, with paired intervals of their differences.
+
+    Each variant's ``results.csv`` gives the macro AUROC and its intervals and the targets
+    significant by the paper's rule per task. The variants were evaluated on the same test
+    ECGs with the same seed, so resample i of every variant draws the same ECGs (and the
+    same patients): the difference of their macro AUROCs per resample is a paired
+    bootstrap of the difference, narrower than the two intervals side by side suggest.
+
+    Parameters
+    ----------
+    evaluation_dirs : dict
+        variant name -> ``RUN/evaluation`` folder; the first is the reference.
+    auroc_threshold : float
+
+    Returns
+    -------
+    DataFrame indexed by ``variant``: ``macro_auroc``, ``low``, ``high`` (ECG-level),
+    ``low_patient``, ``high_patient``, ``significant_est``, ``significant_mon30``,
+    ``significant_mon60``, ``significant_mon120`` (paper's rule), ``difference``
+    (macro AUROC minus the reference's), ``difference_low``, ``difference_high``
+    (paired patient-level bootstrap; ECG-level for runs without patient ids; NaN for
+    the reference).
+    """
+    rows, reference = [], None
+    for variant, folder in evaluation_dirs.items():
+        folder = Path(folder)
+        res = read_results(folder / "results.csv")
+        with np.load(folder / "bootstrap_iterations.npz", allow_pickle=False) as npz:
+            its = npz["auroc_patient"] if "auroc_patient" in npz.files else np.full_like(npz["auroc"], np.nan)
+            if np.isnan(its[:, -1]).all():
+                its = npz["auroc"]
+            macro_its, seed, split = its[:, -1], int(npz["seed"]), str(npz["split"])
+        study = read_predictions(folder.parent / f"predictions_{split}.npz")["study_id"]
+        macro = res.loc["macro"]
+        tr = res.drop(index="macro")
+        row = {"variant": variant, "macro_auroc": macro["auroc"], "low": macro["low"], "high": macro["high"],
+               "low_patient": macro["low_patient"], "high_patient": macro["high_patient"]}
+        for task in ("est", "mon30", "mon60", "mon120"):
+            row[f"significant_{task}"] = int(((tr["task"] == task) & (tr["low"] > auroc_threshold)).sum())
+        if reference is None:
+            reference = (macro["auroc"], macro_its, seed, study, variant)
+            row.update(difference=np.nan, difference_low=np.nan, difference_high=np.nan)
+        else:
+            ref_auroc, ref_its, ref_seed, ref_study, ref_name = reference
+            if seed != ref_seed or len(ref_its) != len(macro_its) or not np.array_equal(study, ref_study):
+                raise ValueError(f"{folder}: not evaluated on the same test ECGs with the same seed and resamples "
+                                 f"as {ref_name}; rerun `labecg evaluate` for both with one --seed")
+            diff = macro_its - ref_its
+            lo, hi = np.nanpercentile(diff, [2.5, 97.5])
+            row.update(difference=macro["auroc"] - ref_auroc, difference_low=lo, difference_high=hi)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("variant")
 
 
 # ---------------------------------------------------------------------------- tables

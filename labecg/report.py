@@ -10,7 +10,8 @@ Figures (each returns a :class:`matplotlib.figure.Figure`, never calls ``show``)
 :func:`plot_roc_curves` (ROC curves of the best targets), :func:`plot_label_prevalence`
 (positive fraction per target from ``targets.json`` counts), :func:`plot_intervals`
 (ECG-level beside patient-level intervals), :func:`plot_reliability` (reliability
-curves), :func:`plot_subgroups` (AUROC by sex, age band, race); page tables
+curves), :func:`plot_subgroups` (AUROC by sex, age band, race), :func:`plot_attribution`
+(attribution heat strips over the median beat); page tables
 :func:`format_calibration`, :func:`format_subgroups`.
 
 ``results`` is the frame of :func:`labecg.evaluate.read_results` (``RUN/evaluation/results.csv``):
@@ -37,7 +38,7 @@ __all__ = ["table_estimation", "table_monitoring", "compare_with_paper", "to_mar
            "read_results", "read_paper_tables", "format_auroc", "format_threshold",
            "PAPER_VERSION", "TASKS", "TASK_TITLES", "plot_forest", "plot_horizon_heatmap",
            "plot_roc_curves", "plot_label_prevalence", "plot_intervals", "plot_reliability",
-           "format_calibration", "format_subgroups", "plot_subgroups"]
+           "format_calibration", "format_subgroups", "plot_subgroups", "plot_attribution"]
 
 TASKS: tuple[str, ...] = ("est", "mon30", "mon60", "mon120")
 TASK_TITLES = {"est": "Estimation", "mon30": "30 min.", "mon60": "60 min.", "mon120": "120 min."}
@@ -450,5 +451,60 @@ def plot_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame):
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
     axes[0][0].set_ylim(len(labels) - 0.5, -0.5)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attribution(attribution: dict, windows_frame: pd.DataFrame | None = None):
+    """Where in the beat the model looks: per target, a heat strip per lead over the median beat.
+
+    Parameters
+    ----------
+    attribution : dict or None
+        ``RUN/evaluation/attribution.npz`` as read by :func:`labecg.explain.read_attribution`
+        (None: a figure saying there is none):
+        ``targets`` (K,), ``leads`` (C,), ``time_s`` (W,), ``attribution`` (K, W, C) mean
+        absolute attribution over beats, ``median_beat_mv`` (W, C).
+    windows_frame : DataFrame, optional
+        ``attribution_windows.csv``; a planted target's own window is outlined.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per target; leads top to bottom; colour: attribution scaled to the
+        target's maximum; black: the median beat of the explained ECGs.
+    """
+    if attribution is None:
+        fig, ax = plt.subplots(figsize=(6.0, 1.2))
+        ax.text(0.5, 0.5, "No attribution for this run: run `labecg explain --run RUN`.", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    targets = [str(t) for t in attribution["targets"]]
+    leads = [str(l) for l in attribution["leads"]]
+    time_s = np.asarray(attribution["time_s"], dtype=float)
+    attr = np.asarray(attribution["attribution"], dtype=float)  # (K, W, C)
+    beat = np.asarray(attribution["median_beat_mv"], dtype=float)  # (W, C)
+    scale = max(float(np.nanmax(np.abs(beat - np.median(beat, axis=0)))), 1e-6)
+    own = {}
+    if windows_frame is not None and len(windows_frame):
+        rows = windows_frame[windows_frame["planted_window"].astype(bool)]
+        own = {r.target: (r.start_s, r.end_s, r.window) for r in rows.itertuples()}
+    dt = time_s[1] - time_s[0] if time_s.size > 1 else 0.01
+    fig, axes = plt.subplots(1, len(targets), figsize=(2.3 * len(targets) + 0.6, 6.2), sharey=True, squeeze=False)
+    for ax, j in zip(axes[0], range(len(targets))):
+        a = attr[j] / max(float(attr[j].max()), 1e-12)  # (W, C)
+        ax.imshow(a.T, extent=(time_s[0] - dt / 2, time_s[-1] + dt / 2, len(leads) - 0.5, -0.5),
+                  aspect="auto", cmap="Reds", vmin=0, vmax=1, interpolation="nearest")
+        for c in range(len(leads)):
+            ax.plot(time_s, c - 0.45 * (beat[:, c] - np.median(beat[:, c])) / scale, color="k", lw=0.6)
+        if targets[j] in own:
+            start, end, name = own[targets[j]]
+            ax.axvspan(start, end, fill=False, edgecolor="C0", lw=1.2, ls="--")
+            ax.text(start, -0.9, name, fontsize=7, color="C0")
+        ax.axvline(0.0, color="0.5", lw=0.5, ls=":")
+        ax.set_title(targets[j].replace("_", " "), fontsize=8)
+        ax.set_xlabel("s from R peak")
+    axes[0][0].set_yticks(range(len(leads)), leads, fontsize=8)
+    axes[0][0].set_ylim(len(leads) - 0.5, -1.2)
     fig.tight_layout()
     return fig

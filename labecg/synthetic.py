@@ -154,6 +154,19 @@ PLANTED_EFFECTS: tuple[PlantedEffect, ...] = (
     PlantedEffect("MCV", "low", "ecg+vitals", "iron deficiency -> heart rate (weak)", 1),
 )
 
+#: Where in the beat the ECG effects of ``PLANTED_EFFECTS`` sit, as (window name, start s,
+#: end s) relative to the R peak, start included, end excluded. From :mod:`labecg.ecgsim`'s
+#: beat template over the generator's ranges (heart rate 55-100 bpm, QTc 380-460 ms,
+#: potassium factor -2 to 2; tests/test_explain.py checks them): the T wave peaks
+#: -QRS/2 + QT - 2.5 T-width after R (about 0.10-0.29 s, width 0.04-0.07 s); the ST deflection
+#: sits halfway between QRS end and T peak; the R wave is at 0 with QRS about 90 ms.
+PLANTED_WINDOWS_S: dict[str, tuple[str, float, float]] = {
+    "Potassium": ("T wave", 0.08, 0.40),  # T amplitude and width (high potassium: T peak +- 1 width)
+    "Calcium, Total": ("ST–T", 0.04, 0.45),  # QT length moves the T wave
+    "NTproBNP": ("QRS", -0.06, 0.06),  # QRS voltage (also rate and RR irregularity: not in one window)
+    "Troponin T": ("ST segment", 0.04, 0.20),  # ST depression
+}
+
 
 def planted_effects_frame() -> pd.DataFrame:
     """The planted effects as a table.

@@ -44,6 +44,27 @@ log = get_logger(__name__)
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auroc")
 
 
+#: The models the book can train and compare on the same data, as ``TrainConfig`` settings:
+#: ``fusion`` the paper's model (linear + PReLU tabular encoder, outer product, BCE);
+#: ``code`` the authors' code (3-layer MLP tabular encoder, concatenation, focal loss with
+#: gamma 2 summed over targets, state-space parameters frozen; REFERENCE_NOTES.md);
+#: ``ecg`` and ``tabular`` the fusion model with one modality only.
+VARIANT_SETTINGS: dict[str, dict] = {
+    "fusion": {},
+    "code": {"fusion": "concat", "tabular_encoder": "mlp", "loss": "focal", "focal_gamma": 2.0,
+             "target_reduction": "sum", "freeze_ssm": True},
+    "ecg": {"variant": "ecg"},
+    "tabular": {"variant": "tabular"},
+}
+
+
+def variant_settings(name: str) -> dict:
+    """The ``TrainConfig`` fields of a model variant of :data:`VARIANT_SETTINGS`."""
+    if name not in VARIANT_SETTINGS:
+        raise ValueError(f"variant {name!r} unknown; expected one of {list(VARIANT_SETTINGS)}")
+    return dict(VARIANT_SETTINGS[name])
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run (CLI flags and notebook parameters share these names).

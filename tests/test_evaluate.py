@@ -398,3 +398,37 @@ def test_evaluate_run_without_subject_leaves_the_patient_interval_empty(tmp_path
     res = evaluate.read_results(out / "results.csv")
     assert res["low_patient"].isna().all() and res["brier"].drop("macro").notna().all()
     assert not (out / "subgroups.csv").exists()
+
+
+def test_compare_variants_pairs_the_resamples(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    y, s_a, names = _write_run(tmp_path / "a")
+    rng = np.random.default_rng(5)
+    s_b = np.clip(s_a + rng.normal(0, 0.3, s_a.shape), 0, 1).astype(np.float32)
+    subject = np.repeat(np.arange(100), 4)
+    for folder, s in (("a", s_a), ("b", s_b)):
+        np.savez(tmp_path / folder / "predictions_test.npz", study_id=np.arange(400, dtype=np.int64),
+                 target_names=np.array(names), y_true=y, y_score=s, subject_id=subject,
+                 sex=np.zeros(400), age=np.full(400, 50.0), race=np.array(["white"] * 400))
+        if folder == "b":
+            (tmp_path / "b" / "targets.json").write_text((tmp_path / "a" / "targets.json").read_text())
+        evaluate_run(EvaluateConfig(run=tmp_path / folder, n_iterations=50, seed=3))
+    table = evaluate.compare_variants({"a": tmp_path / "a" / "evaluation", "b": tmp_path / "b" / "evaluation"})
+    assert list(table.index) == ["a", "b"] and np.isnan(table.loc["a", "difference"])
+    # independent: the same patient draws, macro AUROC of each model by sklearn, then the percentiles
+    rng = np.random.default_rng(3)
+    diffs = []
+    for _ in range(50):
+        rows = np.concatenate([np.arange(4 * g, 4 * g + 4) for g in rng.integers(0, 100, size=100)])
+        diffs.append(np.nanmean(_sklearn_auroc(y[rows].astype(float), s_b[rows].astype(float)))
+                     - np.nanmean(_sklearn_auroc(y[rows].astype(float), s_a[rows].astype(float))))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    assert (table.loc["b", "difference_low"], table.loc["b", "difference_high"]) == pytest.approx((lo, hi), abs=1e-9)
+    point = np.nanmean(_sklearn_auroc(y.astype(float), s_b.astype(float))) - np.nanmean(
+        _sklearn_auroc(y.astype(float), s_a.astype(float)))
+    assert table.loc["b", "difference"] == pytest.approx(point, abs=1e-9)
+    np.savez(tmp_path / "b" / "predictions_test.npz", study_id=np.arange(1, 401, dtype=np.int64),
+             target_names=np.array(names), y_true=y, y_score=s_b)
+    with pytest.raises(ValueError, match="same test ECGs"):
+        evaluate.compare_variants({"a": tmp_path / "a" / "evaluation", "b": tmp_path / "b" / "evaluation"})

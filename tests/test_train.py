@@ -150,3 +150,23 @@ def test_resume_refuses_a_run_folder_of_other_settings(train_cohort, tmp_path):
     state = torch.load(fresh / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["epoch"] == 0
     assert json.loads((fresh / "run_settings.json").read_text())["model_dim"] == 24
+
+
+def test_variant_settings_are_the_papers_model_and_the_authors_code(tmp_path):
+    from labecg import book
+    from labecg.train import VARIANT_SETTINGS, variant_settings
+
+    paper = TrainConfig(cohort=tmp_path, out=tmp_path / "run", **variant_settings("fusion"))
+    code = TrainConfig(cohort=tmp_path, out=tmp_path / "run", **variant_settings("code"))
+    assert (paper.fusion, paper.tabular_encoder, paper.loss, paper.freeze_ssm) == ("outer", "linear", "bce", False)
+    # REFERENCE_NOTES.md: MLP tabular encoder, concatenation, focal BCE (gamma 2) summed over targets, frozen SSM
+    assert (code.fusion, code.tabular_encoder, code.loss, code.focal_gamma, code.target_reduction, code.freeze_ssm) \
+        == ("concat", "mlp", "focal", 2.0, "sum", True)
+    assert TrainConfig(cohort=tmp_path, out=tmp_path, **variant_settings("ecg")).variant == "ecg"
+    assert list(VARIANT_SETTINGS) == ["fusion", "code", "ecg", "tabular"]
+    assert book.variant_run_dir("runs/default", "code") == Path("runs/default-code")
+    assert book.BookConfig(variants=("fusion", "code")).variants == ("fusion", "code")
+    with pytest.raises(ValueError, match="variant 'paper' unknown"):
+        variant_settings("paper")
+    with pytest.raises(ValueError, match="variants"):
+        book.BookConfig(variants=("paper",))
