@@ -328,7 +328,8 @@ def explain_run(cfg: ExplainConfig) -> Path:
     if model.ecg_encoder is None:
         raise ValueError(f"{run / 'config.json'}: variant {model.config.variant!r} reads no ECG; "
                          f"explain a fusion or ecg run")
-    dm = LabDataModule(DataConfig(**{**config["data"], "cohort": Path(config["data"]["cohort"])}))
+    data = {k: tuple(v) if isinstance(v, list) else v for k, v in config["data"].items()}  # JSON lists
+    dm = LabDataModule(DataConfig(**{**data, "cohort": Path(data["cohort"])}))
     dm.setup()
     names = list(dm.target_names)
     if cfg.targets:
