@@ -1,13 +1,24 @@
 # Two commands for a fresh machine (see README.md):
 #   make book   create .venv, generate the synthetic cohort, run every stage, build the book
 #   make test   create .venv and run the test suite
+# and one to publish:
+#   make publish   build the book (cached), then push _build/html to the gh-pages branch of REMOTE
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU wheel on machines that carry it locally; the usual wheels elsewhere.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv book test clean
+# the git remote that `make publish` pushes the gh-pages branch to
+REMOTE ?= origin
+
+.PHONY: venv book test publish clean
+
+ifneq ($(filter publish,$(MAKECMDGOALS)),)
+ifeq ($(shell git remote get-url $(REMOTE) 2>/dev/null),)
+$(error make publish: no git remote '$(REMOTE)' to push the book to; add one (git remote add $(REMOTE) URL) or set REMOTE=NAME)
+endif
+endif
 
 venv: $(VENV)/.installed
 
@@ -23,6 +34,12 @@ book: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# What the Pages workflow does on the default branch (.github/workflows/book.yml). Pages then
+# serves the gh-pages branch; .nojekyll keeps its _static/ and _sources/ folders.
+publish: book
+	$(BIN)/ghp-import --no-jekyll --no-history --force --push --remote $(REMOTE) --branch gh-pages \
+		--message "book built from $$(git rev-parse --short HEAD)" _build/html
 
 clean:
 	rm -rf _build data runs book/notebooks artifacts

@@ -34,8 +34,8 @@ from typing import Iterable, Optional
 
 from labecg.util import atomic_path, get_logger, read_json, write_json
 
-__all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "check_privacy", "locate_source",
-           "refresh_signals",
+__all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "cache_key", "check_privacy",
+           "locate_source", "refresh_signals", "repository_url", "stage_key",
            "source_paths", "stage_files", "variant_run_dir", "PrivacyError"]
 
 log = get_logger("labecg.book")
@@ -296,6 +296,36 @@ def _code_hash() -> str:
     return h.hexdigest()
 
 
+def stage_key(cfg: BookConfig, stage: str, book_root=None, code_hash: str | None = None) -> dict:
+    """The settings part of a stage's cache record: what makes it rerun besides its files.
+
+    Returns
+    -------
+    dict with ``params`` (the papermill parameters the notebook declares, as passed),
+    ``notebook_sha256`` (of ``notebooks/<stage>.ipynb``) and ``code_sha256`` (of the
+    package's stage modules, :func:`_code_hash`).
+    """
+    source = Path(cfg.book_root if book_root is None else book_root).resolve() / "notebooks" / f"{stage}.ipynb"
+    params_all = notebook_parameters(cfg)
+    params = {k: params_all[k] for k in _declared_parameters(source) if k in params_all}
+    return {"params": params, "notebook_sha256": _sha256(source),
+            "code_sha256": code_hash if code_hash is not None else _code_hash()}
+
+
+def cache_key(cfg: BookConfig) -> str:
+    """One hex digest over :func:`stage_key` of every stage this build executes.
+
+    ``labecg book-cache-key`` prints it (with the same flags as ``labecg book``); the
+    Pages workflow names its cache of the executed notebooks, data and runs after it, so a
+    cache restored under this key holds stage records that the build will find current
+    (the file fingerprints of each record still decide, as in any build).
+    """
+    executed = [s for s in STAGES if s in cfg.stages and (not cfg.from_run or s == "04_results")]
+    code_hash = _code_hash()
+    keys = {s: stage_key(cfg, s, code_hash=code_hash) for s in executed}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+
+
 def _declared_parameters(notebook: Path) -> list[str]:
     """Names assigned in the cell tagged ``parameters``."""
     import nbformat
@@ -404,7 +434,6 @@ def build_book(cfg: BookConfig) -> BookResult:
     out_dir = book_root / "book" / "notebooks"
     cache_dir = out_dir / ".cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    params_all = notebook_parameters(cfg)
     code_hash = _code_hash()
     kernel_dir = _kernel_dir(book_root)
     stages, notebooks, seconds, reasons = {}, {}, {}, {}
@@ -422,9 +451,9 @@ def build_book(cfg: BookConfig) -> BookResult:
             (cache_dir / f"{stage}.json").unlink(missing_ok=True)
             stages[stage], seconds[stage] = "placeholder", time.perf_counter() - t0
             continue
-        params = {k: params_all[k] for k in _declared_parameters(source) if k in params_all}
         files = stage_files(stage, cfg)
-        key = {"params": params, "notebook_sha256": _sha256(source), "code_sha256": code_hash}
+        key = stage_key(cfg, stage, book_root, code_hash)
+        params = key["params"]
         record = cache_dir / f"{stage}.json"
         why = _stale_reason(record, target, key, _fingerprint(files), cfg.force)
         if why is None:
@@ -669,3 +698,122 @@ def check_privacy(html_dir=None, notebooks: Iterable = (), cohort_parquet=None, 
                            "row-level data:\n  " + "\n  ".join(problems))
     log.info("privacy check: %d files clean (%d identifiers searched)", n, len(id_strs))
     return n
+
+
+# ---------------------------------------------------------------------------- publishing
+
+#: Where the Pages deployment (``make publish``, ghp-import) puts the built HTML.
+PAGES_BRANCH = "gh-pages"
+_EXECUTED = "book/notebooks/"  # executed copies of notebooks/<stage>.ipynb (git-ignored)
+
+
+def repository_url(book_root=".") -> Optional[str]:
+    """The book's repository as an https URL, or None.
+
+    ``repository.url`` in ``book_root/_config.yml`` when it is set; otherwise the URL of
+    the git remote ``origin`` of ``book_root`` (``git@github.com:o/r.git`` and
+    ``https://user:token@github.com/o/r.git`` both give ``https://github.com/o/r``);
+    None when neither exists.
+    """
+    import yaml
+
+    book_root = Path(book_root)
+    config = yaml.safe_load((book_root / "_config.yml").read_text()) or {}
+    url = str((config.get("repository") or {}).get("url") or "").strip()
+    if not url:
+        proc = subprocess.run(["git", "-C", str(book_root), "remote", "get-url", "origin"],
+                              capture_output=True, text=True)
+        url = proc.stdout.strip() if proc.returncode == 0 else ""
+    if not url:
+        return None
+    m = re.match(r"^(?:[\w.-]+@)?([\w.-]+):(?!//)(.+)$", url)  # scp-like git@host:owner/repo
+    if m:
+        url = f"https://{m.group(1)}/{m.group(2)}"
+    url = re.sub(r"^(?:git|ssh|http)://", "https://", url)
+    url = re.sub(r"^https://[^/@]+@", "https://", url)  # credentials never reach a page
+    return re.sub(r"\.git$", "", url.rstrip("/"))
+
+
+def git_commit(book_root=".") -> Optional[str]:
+    """The commit checked out in ``book_root``, or None outside a git work tree."""
+    proc = subprocess.run(["git", "-C", str(book_root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def install_cell_source(url: str, commit: Optional[str] = None) -> str:
+    """The first cell of a launched notebook: install labecg unless it is importable."""
+    spec = f"labecg @ git+{url}" + (f"@{commit}" if commit else "")
+    return ("# Colab: install labecg from the commit this page was built from. Where labecg is\n"
+            "# importable already (Binder, a clone, the book build) this cell does nothing.\n"
+            "import importlib.util\n\n"
+            "if importlib.util.find_spec(\"labecg\") is None:\n"
+            f"    %pip install --quiet \"{spec}\"\n")
+
+
+def _sphinx_repository(app, config) -> None:
+    """config-inited: fill in the repository URL, or turn the buttons off without one."""
+    opts = dict(config.html_theme_options)
+    url = opts.get("repository_url") or repository_url(app.confdir)
+    if url:
+        opts["repository_url"] = url
+    else:
+        log.info("no repository URL (_config.yml repository.url, git remote origin): "
+                 "repository, issue, edit and launch buttons left off")
+        for name in ("use_repository_button", "use_issues_button", "use_edit_page_button"):
+            opts[name] = False
+        opts["launch_buttons"] = {}
+    config.html_theme_options = opts
+
+
+def _sphinx_launch_paths(app, pagename, templatename, context, doctree) -> None:
+    """html-page-context: point the buttons of an executed chapter at notebooks that exist.
+
+    ``book/notebooks/<stage>.ipynb`` is a build product. Edit, source and Binder buttons
+    get the source ``notebooks/<stage>.ipynb`` on the repository's branch (Binder builds
+    the repository with ``binder/``); Colab gets the page's own executed notebook, as
+    published on the Pages branch under ``_sources/``, whose first cell installs labecg.
+    """
+    if not pagename.startswith(_EXECUTED):
+        return
+    opts = app.config.html_theme_options
+    colab = (opts.get("launch_buttons") or {}).get("colab_url", "").rstrip("/")
+    branch = opts.get("repository_branch") or "main"
+
+    def rewrite(buttons):
+        for b in buttons:
+            if isinstance(b.get("buttons"), list):
+                rewrite(b["buttons"])
+            url = b.get("url")
+            if not isinstance(url, str) or _EXECUTED not in url:
+                continue
+            if colab and url.startswith(colab):
+                b["url"] = url.replace(f"/blob/{branch}/{_EXECUTED}", f"/blob/{PAGES_BRANCH}/_sources/{_EXECUTED}")
+            else:
+                b["url"] = url.replace(_EXECUTED, "notebooks/")
+
+    rewrite(context.get("header_buttons", []))
+
+
+def _sphinx_install_cells(app, exception) -> None:
+    """build-finished: prepend the install cell to the published executed notebooks."""
+    url = app.config.html_theme_options.get("repository_url")
+    if exception is not None or app.builder.format != "html" or not url:
+        return
+    import nbformat
+
+    for path in sorted((Path(app.outdir) / "_sources" / _EXECUTED).glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        if nb.cells and "labecg-install" in nb.cells[0].metadata.get("tags", []):
+            continue
+        cell = nbformat.v4.new_code_cell(install_cell_source(url, git_commit(app.confdir)))
+        cell.metadata["tags"] = ["labecg-install"]
+        nb.cells.insert(0, cell)
+        nbformat.write(nb, path)
+
+
+def setup(app):
+    """Sphinx extension (``_config.yml`` lists ``labecg.book``): repository and launch buttons."""
+    app.connect("config-inited", _sphinx_repository)
+    app.connect("html-page-context", _sphinx_launch_paths, priority=900)
+    app.connect("build-finished", _sphinx_install_cells)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

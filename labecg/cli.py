@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                  "bootstrap AUROCs and write the paper's tables to the run folder"),
     "book": ("labecg.book", "BookConfig", "build_book",
              "execute the notebooks with papermill and build the Jupyter Book"),
+    "book-cache-key": ("labecg.book", "BookConfig", "cache_key",
+                       "print the key of the book's notebook cache for these flags (the Pages workflow's)"),
 }
 
 

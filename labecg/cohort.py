@@ -55,6 +55,7 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import json
 import os
@@ -627,12 +628,16 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     with util.atomic_path(paths["cohort"]) as tmp:
         df.to_parquet(tmp, index=False)
     data_root = Path(cfg.ecg).parent
+    marker = data_root / "labecg_synthetic.json"
+    # the settings travel with targets.json into every run folder: what made a run, told by the run
+    settings = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(cfg).items()}
     util.write_json(paths["targets"], {
         "version": 1,
         "source": {"hosp": str(cfg.hosp), "ed": str(cfg.ed), "ecg": str(cfg.ecg),
-                   "ecg_icd": str(cfg.ecg_icd),
-                   "synthetic": (data_root / "labecg_synthetic.json").exists()},
-        "summary": summary, "targets": targets})
+                   "ecg_icd": str(cfg.ecg_icd), "synthetic": marker.exists(),
+                   "synthetic_config": util.read_json(marker).get("config") if marker.exists() else None},
+        "config": settings, "summary": summary, "targets": targets})
     with util.atomic_path(paths["flow"]) as tmp:
         pd.DataFrame(flow.rows, columns=["step", "rows_in", "rows_out", "dropped", "reason"]).to_csv(tmp, index=False)
     log.info(format_summary(summary) + f" ({time.perf_counter() - t0:.1f} s)")

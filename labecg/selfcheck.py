@@ -8,6 +8,9 @@ target): a target with a planted effect (strength >= 1) should have an AUROC int
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ from labecg.util import lab_slug, read_json
 __all__ = ["source_banner", "read_planted_effects",
            "planted_effects_check", "summarize_check", "null_coverage", "attribution_check",
            "summarize_attribution", "describe_run", "results_summary",
-           "variants_frame"]
+           "variants_frame", "reproduce_commands", "reproduce_box"]
 
 PAPER_VERSION = "arXiv v1"
 _TASK_NAMES = {"est": "estimation", "mon30": "monitoring, 30 min", "mon60": "monitoring, 60 min",
@@ -297,3 +300,146 @@ def summarize_attribution(check: pd.DataFrame) -> str:
     return (f"Share of the attribution inside the window where the effect was planted: " + "; ".join(parts) +
             f". {n} of {len(check)} planted targets concentrate their attribution there more than the targets "
             f"with nothing planted do.")
+
+
+# ---------------------------------------------------------------------------- how to reproduce a page
+
+# Settings that change how a stage runs, never what it writes.
+_RUNTIME_ONLY = {"synth": ("out", "workers", "chunk_patients", "writer", "progress"),
+                 "cohort": ("memory_limit", "threads"), "train": ("resume",)}
+
+
+def _flags(config_cls, values: dict, always=(), skip=()) -> list[str]:
+    """``--flag value`` for each field of ``config_cls`` in ``values`` that differs from its default.
+
+    Fields in ``always`` are given even at their default; a field whose recorded value is
+    None while its default is not cannot be given as a flag and is left out.
+    """
+    out = []
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip or f.name not in values:
+            continue
+        value = values[f.name]
+        default = (f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                   if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        same = default is not dataclasses.MISSING and json.dumps(value, default=str) == json.dumps(
+            list(default) if isinstance(default, tuple) else default, default=str)
+        if (same and f.name not in always) or value is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, (list, tuple)):
+            out += [flag] + [shlex.quote(str(v)) for v in value]
+        else:
+            out += [flag, shlex.quote(str(value))]
+    return out
+
+
+def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "notebooks/04_results.ipynb") -> list[str]:
+    """The shell commands that rebuild a results page from nothing, from the runs' own records.
+
+    Settings come from what the stages wrote: the synthetic generator's and the cohort's
+    (``RUN/targets.json``: ``source.synthetic_config``, ``config``), the signal
+    conversion's (``COHORT/signals.json``, when present) and training's
+    (``RUN/config.json``); flags at their defaults are left out, as are settings that do
+    not change results (workers, threads, resume). Paths are printed as the stages
+    recorded them.
+
+    Parameters
+    ----------
+    run_dirs : sequence of path-like
+        Run folders shown on the page, the one that fills the tables first.
+    page_parameters : dict
+        The page's papermill parameters (``run_dir``, ``variants``, ``n_iterations``,
+        ``seed``, ...): ``n_iterations`` and ``seed`` also go to ``labecg evaluate``.
+    notebook : str
+        The page's source notebook, relative to the repository root.
+
+    Returns
+    -------
+    list of str
+        One command per line: ``labecg synth`` (synthetic sources only), ``labecg
+        cohort``, ``labecg signals``, then ``labecg train`` and ``labecg evaluate`` per
+        run, then ``papermill`` for the page. A stage whose settings were not recorded
+        (a run made before labecg recorded them) gets a ``#`` line saying so instead.
+    """
+    from labecg.cohort import CohortConfig
+    from labecg.evaluate import EvaluateConfig
+    from labecg.signals import SignalsConfig
+    from labecg.synthetic import SynthConfig
+    from labecg.train import TrainConfig
+
+    runs = [Path(r) for r in run_dirs]
+    if not runs:
+        raise ValueError("run_dirs is empty; expected the run folders shown on the page")
+    lines: list[str] = []
+    trains = []
+    for run in runs:
+        config_path = run / "config.json"
+        if not config_path.exists():
+            raise FileNotFoundError(f"{config_path}: not found; expected a run folder written by labecg train")
+        trains.append(read_json(config_path)["train"])
+    targets_path = runs[0] / "targets.json"
+    targets = read_json(targets_path)
+    source = targets.get("source", {})
+    if source.get("synthetic"):
+        synth = source.get("synthetic_config")
+        if synth is None:
+            lines.append(f"# labecg synth: the generator's settings are not recorded in {targets_path}")
+        else:
+            out = Path(source["ecg"]).parent  # the data root holds mimic-iv-ecg/
+            lines.append(" ".join(["labecg synth", "--out", shlex.quote(str(out))]
+                                  + _flags(SynthConfig, synth, always=("patients", "seed"),
+                                           skip=_RUNTIME_ONLY["synth"])))
+    cohorts = list(dict.fromkeys(t["cohort"] for t in trains))
+    cohort_cfg = targets.get("config")
+    if cohort_cfg is None:
+        lines.append(f"# labecg cohort: its settings are not recorded in {targets_path}")
+    else:
+        for cohort in cohorts:
+            lines.append(" ".join(["labecg cohort"] + _flags(
+                CohortConfig, {**cohort_cfg, "out": cohort}, always=("hosp", "ed", "ecg", "ecg_icd", "out"),
+                skip=_RUNTIME_ONLY["cohort"])))
+    for cohort in cohorts:
+        meta_path = Path(cohort) / "signals.json"
+        meta = read_json(meta_path) if meta_path.exists() else {}
+        signal_settings = {k: meta[k] for k in ("dtype", "clip_mv", "fs_hz") if k in meta}
+        lines.append(" ".join(["labecg signals"] + _flags(
+            SignalsConfig, {"cohort": cohort, "ecg": source.get("ecg"), **signal_settings},
+            always=("cohort", "ecg"))))
+    evaluate = {"n_iterations": page_parameters["n_iterations"], "seed": page_parameters["seed"]}
+    for run, train in zip(runs, trains):
+        lines.append(" ".join(["labecg train"] + _flags(TrainConfig, train, always=("cohort", "out"),
+                                                         skip=_RUNTIME_ONLY["train"])))
+        lines.append(" ".join(["labecg evaluate"] + _flags(EvaluateConfig, {"run": str(run), **evaluate},
+                                                            always=("run", "n_iterations", "seed"))))
+    output = Path(runs[0]) / Path(notebook).name
+    pm = ["papermill", shlex.quote(notebook), shlex.quote(str(output))]
+    for name, value in page_parameters.items():
+        if isinstance(value, (list, tuple, dict)):
+            pm += ["-y", shlex.quote(json.dumps({name: list(value) if isinstance(value, tuple) else value}))]
+        else:
+            pm += ["-p", name, shlex.quote(str(value))]
+    lines.append(" ".join(pm))
+    return lines
+
+
+def reproduce_box(run_dirs, page_parameters: dict, notebook: str = "notebooks/04_results.ipynb") -> str:
+    """A "How to reproduce this page" box holding :func:`reproduce_commands`, as HTML.
+
+    HTML rather than Markdown so that a page can paste it from another page's glue (the
+    results summary shows the same box as the results chapter) and Jupyter shows it as is.
+    The classes are those of a MyST ``tip`` admonition and a highlighted code block, so
+    the book styles it like its other boxes and gives the commands a copy button.
+    """
+    import html
+
+    commands = "\n".join(reproduce_commands(run_dirs, page_parameters, notebook))
+    return ('<div class="admonition tip reproduce">\n'
+            '<p class="admonition-title">How to reproduce this page</p>\n'
+            "<p>From the repository root, in the project's environment (<code>make venv</code>, then "
+            "<code>source .venv/bin/activate</code>), these commands rebuild the runs shown here and then "
+            "this page (papermill writes the executed notebook into the run folder):</p>\n"
+            '<div class="highlight-bash notranslate"><div class="highlight"><pre>'
+            f"{html.escape(commands)}</pre></div></div>\n</div>")

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import html
 import http.server
 import json
 import os
+import re
+import shlex
 import shutil
 import socketserver
+import subprocess
+import sys
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -23,13 +29,15 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from labecg.book import STAGES, BookConfig, build_book
+from labecg.book import STAGES, BookConfig, build_book, cache_key, repository_url
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(patients=50, epochs=1, model_dim=16, n_layers=1, batch_size=16, n_iterations=50,
              min_lab_events=20, min_per_class=2, workers=1)
+# the remote of the test book's git work tree; the build turns it into the buttons' URL
+TEST_REMOTE = ("git@github.com:labecg-test/labecg.git", "https://github.com/labecg-test/labecg")
 PAGES = ["index.html", "book/intro.html", "book/tasks.html", "book/methods.html",
          "book/notebooks/01_data.html", "book/notebooks/02_signals.html",
          "book/notebooks/03_training.html", "book/notebooks/04_results.html",
@@ -63,6 +71,8 @@ def small_config(root: Path, **overrides) -> BookConfig:
 def built(tmp_path_factory):
     """The book built twice from one copy of the sources (second build: all cached)."""
     root = copy_book_sources(tmp_path_factory.mktemp("book"))
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(["git", "-C", str(root), "remote", "add", "origin", TEST_REMOTE[0]], check=True)
     cfg = small_config(root)
     first = build_book(cfg)
     mtimes = {s: p.stat().st_mtime_ns for s, p in first.notebooks.items()}
@@ -207,6 +217,89 @@ def test_book_builds_from_a_run_folder_alone(tmp_path, built):
     assert "not executed" in (root / "_build" / "html" / "book" / "notebooks" / "01_data.html").read_text()
 
 
+def test_cache_key_is_the_key_of_the_books_records(built):
+    # the digest the Pages workflow names its cache after, recomputed from the records the build wrote
+    records = {s: json.loads((built.root / "book" / "notebooks" / ".cache" / f"{s}.json").read_text())["key"]
+               for s in STAGES}
+    expected = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
+    assert cache_key(built.cfg) == expected
+    flags = ["--book-root", str(built.root), "--data-root", str(built.cfg.data_root),
+             "--cohort-dir", str(built.cfg.cohort_dir), "--run-dir", str(built.cfg.run_dir)]
+    for name, value in SMALL.items():
+        flags += ["--" + name.replace("_", "-"), str(value)]
+    proc = subprocess.run([str(Path(sys.executable).parent / "labecg"), "book-cache-key", *flags],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == expected
+
+
+def _glued(notebook: Path, key: str) -> dict:
+    nb = json.loads(notebook.read_text())
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            if o.get("metadata", {}).get("scrapbook", {}).get("name") == key:
+                return o["data"]
+    raise KeyError(f"{notebook}: nothing glued as {key!r}")
+
+
+def _reproduce_commands(page_html: str) -> list[str]:
+    box = re.search(r'<div class="admonition tip reproduce">.*?<pre>(.*?)</pre>', page_html, flags=re.S)
+    assert box, "no reproduce box"
+    return html.unescape(box.group(1)).splitlines()
+
+
+def test_reproduce_box_commands_rebuild_the_same_results(built, tmp_path):
+    # The box of the executed results chapter, run as printed, in a fresh folder: the paths it
+    # prints lie in the test book's folder, so they are taken relative to it.
+    box = _glued(built.root / "book" / "notebooks" / "04_results.ipynb", "reproduce_box")["application/papermill.record/text/html"]
+    commands = _reproduce_commands("".join(box))
+    assert [c.split()[:2] for c in commands] == [
+        ["labecg", "synth"], ["labecg", "cohort"], ["labecg", "signals"], ["labecg", "train"],
+        ["labecg", "evaluate"], ["papermill", "notebooks/04_results.ipynb"]]
+    assert "--patients 50" in commands[0] and "--min-per-class 2" in commands[1]
+    assert "--epochs 1" in commands[3] and "--model-dim 16" in commands[3]
+    work = tmp_path / "again"
+    (work / "notebooks").mkdir(parents=True)
+    shutil.copy(REPO / "notebooks" / "04_results.ipynb", work / "notebooks")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    prefix = str(built.root) + os.sep
+    for command in commands:
+        assert prefix in command or command.startswith("papermill"), command
+        proc = subprocess.run(shlex.split(command.replace(prefix, "")), cwd=work, env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
+    run = built.cfg.run_dir.relative_to(built.root)
+    ours = pd.read_csv(built.cfg.run_dir / "evaluation" / "results.csv").set_index("target")
+    again = pd.read_csv(work / run / "evaluation" / "results.csv").set_index("target")
+    assert list(again.index) == list(ours.index)
+    numbers = ["auroc", "low", "high", "n_pos", "n_neg", "n_skipped"]
+    pd.testing.assert_frame_equal(again[numbers], ours[numbers], check_exact=False, rtol=0, atol=1e-9)
+    assert (work / run / "04_results.ipynb").exists()  # the page itself, executed by papermill
+
+
+def test_launch_and_edit_buttons_open_notebooks_that_exist(built):
+    page = (built.html / "book" / "notebooks" / "04_results.html").read_text()
+    links = set(re.findall(r'href="(https://[^"]+)"', page))
+    url = TEST_REMOTE[1]
+    binder = [l for l in links if l.startswith("https://mybinder.org/v2/gh/labecg-test/labecg/main")]
+    colab = [l for l in links if l.startswith("https://colab.research.google.com/github/labecg-test/labecg/")]
+    assert binder == ["https://mybinder.org/v2/gh/labecg-test/labecg/main?urlpath=tree/notebooks/04_results.ipynb"]
+    assert colab == ["https://colab.research.google.com/github/labecg-test/labecg/blob/gh-pages/"
+                     "_sources/book/notebooks/04_results.ipynb"]
+    assert f"{url}/edit/main/notebooks/04_results.ipynb" in links
+    assert url in links and any(l.startswith(f"{url}/issues/new") for l in links)
+    # each target exists: the source notebook in the repository, the executed one on the site
+    assert (REPO / "notebooks" / "04_results.ipynb").exists()
+    launched = json.loads((built.html / "_sources" / "book" / "notebooks" / "04_results.ipynb").read_text())
+    first = launched["cells"][0]
+    assert first["metadata"]["tags"] == ["labecg-install"]
+    assert f'labecg @ git+{url}"' in "".join(first["source"])  # no commit yet in the test work tree
+    executed = json.loads(built.first.notebooks["04_results"].read_text())["cells"]
+    assert [(c["source"], c.get("outputs")) for c in launched["cells"][1:]] == \
+        [(c["source"], c.get("outputs")) for c in executed]
+    prose = (built.html / "book" / "results.html").read_text()
+    assert f"{url}/edit/main/book/results.md" in prose
+
+
 # ---------------------------------------------------------------------------- browser
 
 
@@ -244,9 +337,23 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(scope="session")
+def site(request):
+    """The built book under test: ``LABECG_BOOK_HTML`` (a book built beforehand, as the Pages
+    workflow does with ``make book``; its repository is this checkout), else the small book."""
+    given = os.environ.get("LABECG_BOOK_HTML")
+    if given:
+        html_dir = Path(given).resolve()
+        if not (html_dir / "index.html").is_file():
+            pytest.fail(f"LABECG_BOOK_HTML={given}: no index.html; build the book first (make book)")
+        return SimpleNamespace(html=html_dir, root=REPO)
+    built = request.getfixturevalue("built")
+    return SimpleNamespace(html=built.html, root=built.root)
+
+
 @pytest.fixture
-def served(built):
-    handler = functools.partial(_QuietHandler, directory=str(built.html))
+def served(site):
+    handler = functools.partial(_QuietHandler, directory=str(site.html))
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -291,6 +398,39 @@ def test_book_in_headless_chromium(browser, served):
     assert browser.save_screenshot(str(shot))
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
+
+
+def test_buttons_and_reproduce_box_in_headless_chromium(browser, served, site):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url = repository_url(site.root)
+    assert url, f"{site.root}: no repository URL (set _config.yml repository.url or a git remote)"
+    for page in ("book/notebooks/04_results.html", "book/results.html"):
+        browser.get(f"{served}/{page}")
+        WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+        hrefs = browser.execute_script(
+            "return Array.from(document.querySelectorAll('.article-header-buttons a[href]')).map(a => a.href)")
+        assert url in hrefs, (page, hrefs)
+        assert any(h.startswith(f"{url}/issues/new") for h in hrefs), hrefs
+        assert any(h.startswith(f"{url}/edit/") for h in hrefs), hrefs
+        box = browser.execute_script("""
+            const box = document.querySelector('main .admonition.reproduce');
+            if (!box) return null;
+            const r = box.getBoundingClientRect();
+            return {title: box.querySelector('.admonition-title').innerText,
+                    code: box.querySelector('pre').innerText, width: r.width, height: r.height,
+                    copy: box.querySelector('button.copybtn') !== null};""")
+        assert box, f"{page}: no reproduce box"
+        assert box["title"] == "How to reproduce this page"
+        assert box["width"] > 200 and box["height"] > 50, box  # rendered, not collapsed
+        assert "labecg train" in box["code"] and "papermill notebooks/04_results.ipynb" in box["code"]
+        assert box["copy"], f"{page}: the commands have no copy button"
+        if page.startswith("book/notebooks/"):
+            launch = [h for h in hrefs if "mybinder.org" in h or "colab.research.google.com" in h]
+            assert any(h.startswith("https://mybinder.org/v2/gh/") and h.endswith(
+                "urlpath=tree/notebooks/04_results.ipynb") for h in launch), launch
+            assert any(h.startswith("https://colab.research.google.com/github/") and h.endswith(
+                "/blob/gh-pages/_sources/book/notebooks/04_results.ipynb") for h in launch), launch
 
 
 def test_prose_pages_follow_a_rerun_notebook(built):
