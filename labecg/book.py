@@ -721,9 +721,7 @@ def repository_url(book_root=".") -> Optional[str]:
     config = yaml.safe_load((book_root / "_config.yml").read_text()) or {}
     url = str((config.get("repository") or {}).get("url") or "").strip()
     if not url:
-        proc = subprocess.run(["git", "-C", str(book_root), "remote", "get-url", "origin"],
-                              capture_output=True, text=True)
-        url = proc.stdout.strip() if proc.returncode == 0 else ""
+        url = _git(book_root, "remote", "get-url", "origin") or ""
     if not url:
         return None
     m = re.match(r"^(?:[\w.-]+@)?([\w.-]+):(?!//)(.+)$", url)  # scp-like git@host:owner/repo
@@ -736,8 +734,16 @@ def repository_url(book_root=".") -> Optional[str]:
 
 def git_commit(book_root=".") -> Optional[str]:
     """The commit checked out in ``book_root``, or None outside a git work tree."""
-    proc = subprocess.run(["git", "-C", str(book_root), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    return _git(book_root, "rev-parse", "HEAD")
+
+
+def _git(cwd, *args: str) -> Optional[str]:
+    """A git command's output in ``cwd``; None when it fails or git is not installed."""
+    try:
+        proc = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 def install_cell_source(url: str, commit: Optional[str] = None) -> str:

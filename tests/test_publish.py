@@ -166,6 +166,13 @@ def _git(cwd: Path, *args: str) -> str:
                           env=env).stdout.strip()
 
 
+def _shell_env(**extra) -> dict:
+    """The environment of a shell, not of the make running this suite (`make test`): a nested
+    make would announce "Entering directory" on stdout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    return {**env, **extra}
+
+
 def _publish_tree(tmp_path: Path) -> Path:
     """A git work tree with the Makefile and a built site, no remote."""
     work = tmp_path / "work"
@@ -182,7 +189,7 @@ def _publish_tree(tmp_path: Path) -> Path:
 
 def test_make_publish_refuses_cleanly_without_a_remote(tmp_path):
     work = _publish_tree(tmp_path)
-    proc = subprocess.run(["make", "publish"], cwd=work, capture_output=True, text=True)
+    proc = subprocess.run(["make", "publish"], cwd=work, capture_output=True, text=True, env=_shell_env())
     assert proc.returncode != 0
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
@@ -195,8 +202,8 @@ def test_make_publish_pushes_the_site_to_gh_pages(tmp_path):
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
     _git(work, "remote", "add", "origin", str(remote))
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    env = _shell_env(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
+                     GIT_COMMITTER_EMAIL="t@example.org")
     # -o book: take the built site as it is (the book target is what `make book` tests)
     proc = subprocess.run(["make", "-o", "book", "publish", f"BIN={VENV_BIN}"], cwd=work,
                           capture_output=True, text=True, env=env)
