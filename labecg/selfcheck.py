@@ -360,12 +360,14 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
     -------
     list of str
         One command per line: ``labecg synth`` (synthetic sources only), ``labecg
-        cohort``, ``labecg signals``, then ``labecg train`` and ``labecg evaluate`` per
-        run, then ``papermill`` for the page. A stage whose settings were not recorded
+        cohort``, ``labecg signals``, then per run ``labecg train``, ``labecg explain``
+        (where the run holds an attribution) and ``labecg evaluate``, then ``papermill``
+        for the page. A stage whose settings were not recorded
         (a run made before labecg recorded them) gets a ``#`` line saying so instead.
     """
     from labecg.cohort import CohortConfig
     from labecg.evaluate import EvaluateConfig
+    from labecg.explain import ExplainConfig
     from labecg.signals import SignalsConfig
     from labecg.synthetic import SynthConfig
     from labecg.train import TrainConfig
@@ -412,6 +414,12 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
     for run, train in zip(runs, trains):
         lines.append(" ".join(["labecg train"] + _flags(TrainConfig, train, always=("cohort", "out"),
                                                          skip=_RUNTIME_ONLY["train"])))
+        attribution = run / "evaluation" / "attribution.npz"
+        if attribution.exists():
+            with np.load(attribution, allow_pickle=False) as npz:
+                method = str(npz["method"])  # the one setting explain records
+            lines.append(" ".join(["labecg explain"] + _flags(ExplainConfig, {"run": str(run), "method": method},
+                                                               always=("run",))))
         lines.append(" ".join(["labecg evaluate"] + _flags(EvaluateConfig, {"run": str(run), **evaluate},
                                                             always=("run", "n_iterations", "seed"))))
     output = Path(runs[0]) / Path(notebook).name

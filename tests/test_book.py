@@ -254,7 +254,7 @@ def test_reproduce_box_commands_rebuild_the_same_results(built, tmp_path):
     commands = _reproduce_commands("".join(box))
     assert [c.split()[:2] for c in commands] == [
         ["labecg", "synth"], ["labecg", "cohort"], ["labecg", "signals"], ["labecg", "train"],
-        ["labecg", "evaluate"], ["papermill", "notebooks/04_results.ipynb"]]
+        ["labecg", "explain"], ["labecg", "evaluate"], ["papermill", "notebooks/04_results.ipynb"]]
     assert "--patients 50" in commands[0] and "--min-per-class 2" in commands[1]
     assert "--epochs 1" in commands[3] and "--model-dim 16" in commands[3]
     work = tmp_path / "again"
