@@ -64,7 +64,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import pandas as pd
@@ -124,10 +124,13 @@ class CohortConfig:
     min_lab_events: int = 200
     min_per_class: int = 10
     estimation_window_min: int = 60
-    horizons_min: tuple[int, ...] = (30, 60, 120)
     vitals_window_min: int = 30
     biometrics_window_days: int = 30
-    seed: int = 0  # fold assignment of patients absent from ecg_icd
+    # authors: an ECG absent from records_w_diag_icd10.csv has no strat_fold and no split
+    unlisted_ecgs: Literal["exclude", "assign"] = "exclude"
+    # authors: ECGs without any target are dropped (they would dilute batches and statistics)
+    drop_ecgs_without_targets: bool = True
+    seed: int = 0  # fold assignment of patients absent from ecg_icd (unlisted_ecgs="assign")
     memory_limit: str = "16GB"
     threads: int = 0  # 0 = DuckDB's default (all cores)
 
@@ -140,16 +143,19 @@ class CohortConfig:
                      "vitals_window_min", "biometrics_window_days"):
             if getattr(self, name) < 0:
                 raise ValueError(f"CohortConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not self.horizons_min or any(h <= 0 for h in self.horizons_min):
-            raise ValueError(f"CohortConfig.horizons_min must be positive minutes, got {self.horizons_min}")
-        if len(set(self.horizons_min)) != len(self.horizons_min):
-            raise ValueError(f"CohortConfig.horizons_min has repeats: {self.horizons_min}")
+        if self.unlisted_ecgs not in ("exclude", "assign"):
+            raise ValueError(f"CohortConfig.unlisted_ecgs must be 'exclude' or 'assign', got {self.unlisted_ecgs!r}")
         if self.threads < 0:
             raise ValueError(f"CohortConfig.threads must be >= 0, got {self.threads}")
 
     @property
+    def horizons_min(self) -> tuple[int, ...]:
+        """The paper's monitoring horizons (fixed: target names and tables are built on them)."""
+        return util.HORIZONS_MIN
+
+    @property
     def tasks(self) -> tuple[str, ...]:
-        return ("est",) + tuple(f"mon{h}" for h in self.horizons_min)
+        return util.TASKS
 
 
 @dataclass(frozen=True)
@@ -580,21 +586,30 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
                          f"{listed.loc[bad, 'strat_fold'].iloc[0]} ({int(bad.sum())} rows)")
     fold, fc = assign_folds(ecgs.assign(sex=feats["sex"], age=feats["age"]), listed, cfg.seed)
     fold = fold.to_numpy()
-    flow.add("folds: strat_fold from ecg_icd by study_id", len(ecgs), fc["n_listed_ecgs"],
-             "ECGs not listed in ecg_icd (given their patient's fold, or a stratified one)")
+    listed_ids = listed.loc[listed["strat_fold"].notna(), "study_id"]
+    in_split = ecgs["study_id"].isin(listed_ids).to_numpy().copy()
+    if cfg.unlisted_ecgs == "exclude":
+        flow.add("folds: ECGs listed in ecg_icd", len(ecgs), int(in_split.sum()),
+                 "ECGs without a strat_fold in ecg_icd excluded (as the authors: no split)", warn=True)
+    else:
+        in_split[:] = True
+        flow.add("folds: strat_fold from ecg_icd by study_id", len(ecgs), fc["n_listed_ecgs"],
+                 "ECGs not listed in ecg_icd kept (given their patient's fold, or a stratified one)")
     if fc["n_patients_with_conflicting_folds"]:
         log.warning(f"{files['records_w_diag_icd10']}: {fc['n_patients_with_conflicting_folds']} patients "
                     "have ECGs in several strat_folds; each takes their most frequent fold")
-    log.info(f"folds: {fc['n_unlisted_ecgs_of_listed_patients']} unlisted ECGs took their patient's fold; "
-             f"{fc['n_unlisted_patients']} unlisted patients were assigned by stratification")
+    if cfg.unlisted_ecgs == "assign":
+        log.info(f"folds: {fc['n_unlisted_ecgs_of_listed_patients']} unlisted ECGs took their patient's fold; "
+                 f"{fc['n_unlisted_patients']} unlisted patients were assigned by stratification")
 
+    fold = fold[in_split]
     # per label (not per row): densify its block, count per split, keep passing columns
     targets, columns = [], {}
     by_label: dict[int, list[dict]] = {}
     for m in lab_meta:
         by_label.setdefault(m["_label_idx"], []).append(m)
     for i, ms in by_label.items():
-        block = labels.block(i)
+        block = labels.block(i)[in_split]
         sel = block[:, [m["_col"] for m in ms]]
         counts = split_counts(sel, fold)
         keep = keep_targets(counts, cfg.min_per_class)
@@ -608,6 +623,17 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
              f"targets (not rows) with < {cfg.min_per_class} positives or negatives in val or test")
     task_order = {t: n for n, t in enumerate(cfg.tasks)}
     targets.sort(key=lambda m: (task_order[m["task"]], m["lab"], m["direction"] != "low"))
+    ecgs = ecgs[in_split].reset_index(drop=True)
+    feats = {f: np.asarray(v)[in_split] for f, v in feats.items()}
+    if cfg.drop_ecgs_without_targets:
+        has = np.zeros(len(ecgs), dtype=bool)
+        for col in columns.values():
+            has |= ~np.isnan(col)
+        flow.add("targets: ECGs with at least one target", len(ecgs), int(has.sum()),
+                 "ECGs without any kept target dropped (as the authors)")
+        fold, ecgs = fold[has], ecgs[has].reset_index(drop=True)
+        feats = {f: v[has] for f, v in feats.items()}
+        columns = {k: v[has] for k, v in columns.items()}
 
     cols = {"subject_id": ecgs["subject_id"].astype("int64").to_numpy(),
             "study_id": ecgs["study_id"].astype("int64").to_numpy(),
@@ -849,7 +875,7 @@ def _label_labs(con, cfg, files, headers, n_ecg, flow) -> tuple[np.ndarray, list
         raise ValueError(f"{lpath}: no lab rows for any patient of record_list.csv (column 'subject_id')")
 
     ok = (f"valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL AND label NOT IN {DROPPED_LABELS} "
-          f"AND (NOT (ref_range_lower = 0 AND ref_range_upper = 0) IS NOT FALSE)")
+          f"AND NOT coalesce(ref_range_lower = 0 AND ref_range_upper = 0, false)")
     steps = con.execute(
         "SELECT count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL), "
         "count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL), "

@@ -34,16 +34,19 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from labecg.cohort import RACES  # the categories cohort.parquet writes
 from labecg.signals import load_signals
-from labecg.util import read_json
+from labecg.util import get_logger, read_json
+
+log = get_logger("labecg.data")
 
 CONTINUOUS = ("age", "temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp",
               "bmi", "weight", "height")
 VARIABLES = ("sex", "age", "race", "temperature", "heartrate", "resprate", "o2sat", "sbp",
              "dbp", "bmi", "weight", "height")
-# Output columns of transform_tabular, in order.
+# Output columns of transform_tabular, in order. Race has no missing indicator: the cohort
+# maps an unknown race to "other", as the authors do.
 TABULAR_FEATURES: tuple[str, ...] = (
     ("sex",) + CONTINUOUS + tuple(f"race_{r}" for r in RACES)
-    + tuple(f"{v}_missing" for v in VARIABLES))
+    + tuple(f"{v}_missing" for v in VARIABLES if v != "race"))
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class TabularStats:
     """Imputation and standardization statistics, fitted on training rows only.
 
     ``median`` has one entry for sex and each of :data:`CONTINUOUS` (race is not imputed:
-    a missing race is an all-zero one-hot plus its indicator); ``mean``/``std`` are of the
+    a missing race, which the cohort never writes, is an all-zero one-hot); ``mean``/``std`` are of the
     median-imputed continuous variables; ``n_rows`` is the number of training rows used.
     """
 
@@ -166,7 +169,7 @@ def transform_tabular(frame: pd.DataFrame, stats: TabularStats) -> np.ndarray:
     x : ndarray of shape (n_ecgs, len(TABULAR_FEATURES)), float32
         Columns :data:`TABULAR_FEATURES`: sex (1 male, 0 female; median-imputed), the ten
         continuous variables (median-imputed, then standardized), race one-hot (all zeros
-        when missing), and one 0/1 "was missing" indicator per variable.
+        when missing), and one 0/1 "was missing" indicator per variable except race.
     """
     n = len(frame)
     out = np.zeros((n, len(TABULAR_FEATURES)), dtype=np.float32)
@@ -187,7 +190,6 @@ def transform_tabular(frame: pd.DataFrame, stats: TabularStats) -> np.ndarray:
         raise ValueError(f"cohort frame: column 'race' has {unknown}; expected {RACES} or missing")
     for r in RACES:
         out[:, col[f"race_{r}"]] = race == r
-    out[:, col["race_missing"]] = np.array([r is None for r in race], dtype=bool)
     return out
 
 
@@ -291,7 +293,8 @@ class TrainCrops(Sampler):
     draws the same permutation. Rank r of W takes positions r, r + W, ... of the first
     ``W * (n // W)`` (every row when W = 1): the shares are disjoint and equal in size, so
     every rank runs the same number of steps. The epoch advances after each pass, or is set
-    by Lightning through :meth:`set_epoch`.
+    by Lightning through :meth:`set_epoch`. When a share leaves a last batch of one, that
+    row joins the batch before it (batch_size + 1 rows): BatchNorm cannot train on one sample.
     """
 
     def __init__(self, rows: np.ndarray, batch_size: int, n_samples: int, crop: int, seed: int,
@@ -308,7 +311,10 @@ class TrainCrops(Sampler):
 
     def __len__(self) -> int:
         n = len(self.rows) // self.world_size
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        if self.drop_last:
+            return n // self.batch_size
+        # a last batch of one joins the batch before it: BatchNorm cannot train on one sample
+        return max(1, n // self.batch_size) if n % self.batch_size == 1 else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         rng = np.random.default_rng((self.seed, self.epoch))
@@ -317,8 +323,10 @@ class TrainCrops(Sampler):
         offsets = rng.integers(0, self.n_samples - self.crop + 1, size=len(order))  # inclusive end
         share = slice(self.rank, self.world_size * (len(order) // self.world_size), self.world_size)
         order, offsets = order[share], offsets[share]
-        for b in range(len(self)):
-            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        n_batches = len(self)
+        for b in range(n_batches):
+            end = len(order) if b == n_batches - 1 and not self.drop_last else (b + 1) * self.batch_size
+            sl = slice(b * self.batch_size, end)
             rows, offs = order[sl], offsets[sl]
             k = np.argsort(rows, kind="stable")
             yield rows[k], offs[k], np.full(len(k), -1, dtype=np.int64)
@@ -387,7 +395,11 @@ class LabDataModule(pl.LightningDataModule):
     """Cohort + signal memmap -> train/val/test loaders of ARCHITECTURE.md §4 batches.
 
     Excludes rows whose ``signals_manifest`` status is ``failed`` and checks that the
-    manifest's study_ids match ``cohort.parquet`` row by row (the memmap row order).
+    manifest's study_ids match ``cohort.parquet`` row by row (the memmap row order). The
+    cohort's per-split class counts are then counted again over the rows that remain, and
+    a target is dropped when validation or test now holds fewer than targets.json's
+    ``config.min_per_class`` positives or negatives; :attr:`targets` holds the kept
+    targets with these counts (the run folder's ``targets.json``).
     """
 
     def __init__(self, cfg: DataConfig):
@@ -403,6 +415,7 @@ class LabDataModule(pl.LightningDataModule):
                                f"available: {names}")
             names = list(cfg.targets)
         self._target_names = tuple(names)
+        self._spec = spec
         self._prepared = False
 
     # properties the model needs before any data is loaded
@@ -449,6 +462,7 @@ class LabDataModule(pl.LightningDataModule):
                      "val": np.flatnonzero((fold == cfg.val_fold) & ok),
                      "test": np.flatnonzero((fold == cfg.test_fold) & ok)}
         self.n_failed = int((~ok).sum())
+        self._recount_targets(frame, fold)
         # medians and scales from the rows the model trains on; never validation/test
         self.tabular_stats = fit_tabular(frame, self.rows["train"])
         tabular = transform_tabular(frame, self.tabular_stats)
@@ -515,6 +529,40 @@ class LabDataModule(pl.LightningDataModule):
                                                  self.cfg.crop_samples, self.cfg.seed, rank=rank,
                                                  world_size=world)
         return s
+
+    def _recount_targets(self, frame: pd.DataFrame, fold: np.ndarray) -> None:
+        """Counts over the rows that are evaluated; drop targets the cohort's rule now fails."""
+        cfg, spec = self.cfg, self._spec
+        min_per_class = spec.get("config", {}).get("min_per_class")
+        by_name = {t["name"]: t for t in spec["targets"]}
+        kept, dropped = [], []
+        for name in self._target_names:
+            y = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            counts = {split: {"pos": int((y[r] == 1).sum()), "neg": int((y[r] == 0).sum())}
+                      for split, r in self.rows.items()}
+            if min_per_class is not None and min(counts[s][c] for s in ("val", "test")
+                                                 for c in ("pos", "neg")) < min_per_class:
+                dropped.append(name)
+                continue
+            kept.append({**by_name[name], "counts": counts})
+        if dropped:
+            log.warning("%s: %d targets dropped: fewer than %d positives or negatives in validation or "
+                        "test once records without signal are left out (e.g. %s)", Path(cfg.cohort) /
+                        "targets.json", len(dropped), min_per_class, dropped[0])
+        if not kept:
+            raise ValueError(f"{Path(cfg.cohort) / 'targets.json'}: no target keeps >= {min_per_class} "
+                             f"positives and negatives in validation and test after signal failures")
+        self.targets = kept
+        self._target_names = tuple(t["name"] for t in kept)
+
+    def targets_json(self) -> dict:
+        """targets.json of the cohort with the kept targets and their evaluated counts."""
+        self.setup()
+        n_targets = {}
+        for t in self.targets:
+            n_targets[t.get("task", "?")] = n_targets.get(t.get("task", "?"), 0) + 1
+        summary = {**self._spec.get("summary", {}), "n_targets": n_targets}
+        return {**self._spec, "summary": summary, "targets": self.targets}
 
     def _loader(self, sampler) -> BatchLoader:
         self.setup()

@@ -10,7 +10,9 @@ Inputs are the data module's standardized continuous features and one-hot catego
 not learned embeddings: a one-hot vector times a Linear weight is an embedding lookup.
 
 Fusion: ``outer`` (the paper; tensor fusion) projects the ECG embedding to ``ecg_latent``
-(H=512 -> 32) so the product stays small, then flattens
+(H=512 -> 32) so the product stays small (the paper's encoder aligns the tabular width with
+the ECG latent: 513 x 513 products would feed ~36M head weights at 137 targets; 33 x 17
+feed 77k), then flattens
 [ecg_latent, 1] (x) [tab_latent, 1] -> ((ecg_latent+1) (tab_latent+1),) and applies a
 linear head to all targets at once; the appended 1s keep each modality's own linear terms.
 ``concat`` (the authors' code) concatenates the full ECG embedding (H) with the tabular
@@ -45,6 +47,7 @@ class ModelConfig:
     tab_latent: int = 16  # linear tabular encoder width (the mlp has 128 units)
     mlp_units: int = 128
     freeze_ssm: bool = False
+    ssm_init: Literal["lin", "legs"] = "lin"  # S4D-Lin, or S4D-LegS (diagonal HiPPO-LegS)
     bidirectional: bool = True
     n_leads: int = 12
 
@@ -63,6 +66,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.variant must be fusion, ecg or tabular; got {self.variant!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1); got {self.dropout}")
+        if self.ssm_init not in ("lin", "legs"):
+            raise ValueError(f"ModelConfig.ssm_init must be 'lin' or 'legs'; got {self.ssm_init!r}")
 
 
 class ECGEncoder(nn.Module):
@@ -73,7 +78,7 @@ class ECGEncoder(nn.Module):
         self.inp = nn.Linear(cfg.n_leads, cfg.d_model)
         self.layers = nn.ModuleList(
             S4Layer(cfg.d_model, cfg.d_state, bidirectional=cfg.bidirectional, dropout=cfg.dropout,
-                    freeze_ssm=cfg.freeze_ssm) for _ in range(cfg.n_layers))
+                    freeze_ssm=cfg.freeze_ssm, init=cfg.ssm_init) for _ in range(cfg.n_layers))
         self.norms = nn.ModuleList(nn.LayerNorm(cfg.d_model) for _ in range(cfg.n_layers))
 
     def forward(self, ecg: torch.Tensor) -> torch.Tensor:

@@ -369,6 +369,37 @@ def run_recurrence(u: torch.Tensor, C: torch.Tensor, log_dt: torch.Tensor, log_a
     return y
 
 
+def legs_diagonal(d_state: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """S4D-LegS: eigenvalues and projected input vector of HiPPO-LegS's normal part.
+
+    HiPPO-LegS (N = ``d_state``): A_nk = -sqrt(2n+1) sqrt(2k+1) for n > k, -(n+1) for
+    n = k, 0 above; B_n = sqrt(2n+1). With P_n = sqrt(n + 1/2), A + P P^T = S - I/2, S
+    skew-symmetric, so its eigenvalues are -1/2 + i w. As in the S4 reference code
+    (``dplr.nplr``, used by S4D's "legs" initialization) the eigenvectors V of the normal
+    part diagonalize it, B becomes V^* B, and one eigenvalue of each conjugate pair is kept
+    (here the one with w > 0; the kernel's 2 Re adds the partner).
+
+    Returns
+    -------
+    a : complex tensor of shape (N/2,)
+        Eigenvalues, real part -1/2, imaginary part ascending.
+    b : complex tensor of shape (N/2,)
+        V^* B for the kept eigenvectors.
+    """
+    import numpy as np
+
+    N = d_state
+    q = np.sqrt(2 * np.arange(N) + 1.0)
+    A = -np.tril(np.outer(q, q), -1) - np.diag(np.arange(N) + 1.0)
+    p = np.sqrt(np.arange(N) + 0.5)
+    S = A + np.outer(p, p) + 0.5 * np.eye(N)  # skew-symmetric
+    w, V = np.linalg.eigh(-1j * S)  # S = i (-i S), -i S Hermitian: eigenvalues of S are i w
+    keep = np.argsort(w)[N // 2:]  # w > 0 (they come in +- pairs)
+    a = -0.5 + 1j * w[keep]
+    b = V[:, keep].conj().T @ q
+    return torch.tensor(a, dtype=torch.complex64), torch.tensor(b, dtype=torch.complex64)
+
+
 class S4Layer(nn.Module):
     """Bidirectional S4D layer: (B, L, H) -> (B, L, H).
 
@@ -385,8 +416,11 @@ class S4Layer(nn.Module):
         Add a backward kernel over the time-flipped input (non-causal layer).
     dropout : float
         Drop probability; one mask per (sequence, channel), shared over time.
-    init : {"lin", "inv"}
-        S4D-Lin (a_im = pi n) or S4D-Inv (a_im = N/pi (N/(2n+1) - 1)); a_re = -1/2.
+    init : {"lin", "inv", "legs"}
+        S4D-Lin (a_im = pi n, B = 1), S4D-Inv (a_im = N/pi (N/(2n+1) - 1), B = 1) or S4D-LegS
+        (A and B of the diagonalized normal part of HiPPO-LegS, :func:`legs_diagonal`: the
+        diagonal counterpart of the authors' S4 with HiPPO-LegS); a_re = -1/2 in all three.
+        The kernel keeps B = 1 and carries LegS's B in the initial C (only C B enters K).
     dt_min, dt_max : float
         Range of the log-uniform initial step sizes (sample units).
     freeze_ssm : bool
@@ -398,7 +432,7 @@ class S4Layer(nn.Module):
     """
 
     def __init__(self, d_model: int, d_state: int = 8, bidirectional: bool = True, dropout: float = 0.0,
-                 init: Literal["lin", "inv"] = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 init: Literal["lin", "inv", "legs"] = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1,
                  freeze_ssm: bool = False, output: Literal["glu", "linear"] = "glu",
                  method: Method = DEFAULT_METHOD):
         super().__init__()
@@ -406,19 +440,25 @@ class S4Layer(nn.Module):
             raise ValueError(f"S4Layer: d_state must be an even number >= 2; got {d_state}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"S4Layer: dropout must be in [0, 1); got {dropout}")
-        if init not in ("lin", "inv") or output not in ("glu", "linear") or method not in METHODS:
-            raise ValueError(f"S4Layer: init in (lin, inv), output in (glu, linear), method in {METHODS}; "
+        if init not in ("lin", "inv", "legs") or output not in ("glu", "linear") or method not in METHODS:
+            raise ValueError(f"S4Layer: init in (lin, inv, legs), output in (glu, linear), method in {METHODS}; "
                              f"got {init!r}, {output!r}, {method!r}")
         H, M = d_model, d_state // 2
         self.d_model, self.d_state, self.bidirectional, self.method = H, d_state, bidirectional, method
         n = torch.arange(M, dtype=torch.float32)
-        a_im = math.pi * n if init == "lin" else d_state / math.pi * (d_state / (2 * n + 1) - 1)
+        b = torch.ones(M, dtype=torch.complex64)
+        if init == "legs":
+            a, b = legs_diagonal(d_state)
+            a_im = a.imag.float()
+        else:
+            a_im = math.pi * n if init == "lin" else d_state / math.pi * (d_state / (2 * n + 1) - 1)
         log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
         self.log_dt = nn.Parameter(log_dt, requires_grad=not freeze_ssm)  # (H,)
         self.log_a_re = nn.Parameter(torch.full((H, M), math.log(0.5)), requires_grad=not freeze_ssm)
         self.a_im = nn.Parameter(a_im.repeat(H, 1), requires_grad=not freeze_ssm)  # (H, M)
         n_dir = 2 if bidirectional else 1
-        self.C = nn.Parameter(torch.randn(n_dir, H, M, 2) * math.sqrt(0.5))  # complex as (re, im)
+        c = torch.view_as_complex(torch.randn(n_dir, H, M, 2) * math.sqrt(0.5)) * b  # C B: (n_dir, H, M)
+        self.C = nn.Parameter(torch.view_as_real(c).contiguous())  # complex as (re, im)
         self.D = nn.Parameter(torch.randn(H))
         self.dropout = dropout
         self.out = nn.Linear(H, 2 * H if output == "glu" else H)

@@ -4,7 +4,7 @@ Each record of ``cohort.parquet`` is read (MIMIC-IV-ECG's layout, format 16 in o
 ``.dat``, directly with numpy; any other layout ``wfdb`` reads, such as PTB's 1000 Hz
 records with Frank leads or the CinC challenges' ``.mat`` files, with ``wfdb``), its 12
 standard leads picked and put in the stored order by *name* (any case; extra channels
-ignored), converted to millivolts, cut to its first 10 s, isolated missing samples
+ignored), converted to millivolts, cut to its first 10 s, missing samples
 interpolated, clipped to ``±clip_mv``, and resampled from the record's own rate to
 ``fs_hz`` with a zero-phase anti-aliasing filter. Row ``i`` of ``signals.npy`` is row
 ``i`` of ``cohort.parquet``.
@@ -14,7 +14,8 @@ Files written into the cohort folder (ARCHITECTURE.md §3):
 - ``signals.npy``: shape (n_ecgs, n_samples, 12), float16 (or float32), millivolts.
 - ``signals.json``: leads, fs_hz, n_samples, dtype, units, clip_mv, record_s, n_rows;
   written last, so its presence marks a finished conversion.
-- ``signals_manifest.parquet``: study_id, row, status (``ok`` | ``failed``), reason.
+- ``signals_manifest.parquet``: study_id, row, status (``ok`` | ``failed``), reason (why
+  failed), flag (why a kept record is suspect: a flat or mostly missing lead; "" if none).
 - ``signals_stats.json``: per-lead mean_mv, std_mv over ok rows of the training folds.
 
 While running, ``signals_progress/`` holds one small JSON per finished chunk (written
@@ -22,6 +23,9 @@ atomically after the chunk's rows are flushed) and the cohort fingerprint; a res
 run skips finished chunks and refuses to continue on a different cohort. A
 ``signals.npy`` without ``signals.json`` is unfinished; :func:`load_signals` refuses it.
 Failed rows stay zero and are marked ``failed`` in the manifest; the dataset drops them.
+A readable record with a flat or mostly missing lead is kept, as the authors keep every
+readable record (interpolated, a lead without samples as zeros), and flagged; with
+``exclude_flagged`` it fails instead.
 """
 
 from __future__ import annotations
@@ -82,10 +86,14 @@ class SignalsConfig:
     chunk_size : int
         Records per unit of work; also the unit of resumption.
     max_nan_frac : float
-        A lead with more than this fraction of missing samples rejects the record
-        (fewer are linearly interpolated).
+        A lead with more than this fraction of missing samples flags the record. Every
+        missing sample is linearly interpolated; a lead with no sample at all becomes zeros.
     flat_mv : float
-        A lead whose peak-to-peak amplitude is below this (mV) is flat and rejects the record.
+        A lead whose peak-to-peak amplitude is below this (mV) is flat and flags the record.
+    exclude_flagged : bool
+        False (the authors: every readable record is kept): a flagged record is converted,
+        ``ok`` in the manifest with the reason in its ``flag`` column. True: it is
+        ``failed``, left zero, and the dataset drops it.
     overwrite : bool
         Delete existing signal outputs (finished or partial) and convert from scratch.
     """
@@ -99,9 +107,11 @@ class SignalsConfig:
     fs_hz: float = field(default=100.0, metadata={"help": "output sampling rate, Hz (500/fs_hz whole)"})
     chunk_size: int = field(default=256, metadata={"help": "records per unit of work and of resumption"})
     max_nan_frac: float = field(default=0.5, metadata={
-        "help": "reject a record with a lead missing more than this fraction of samples"})
+        "help": "flag a record with a lead missing more than this fraction of samples"})
     flat_mv: float = field(default=0.01, metadata={
-        "help": "reject a record with a lead whose peak-to-peak amplitude is below this, mV"})
+        "help": "flag a record with a lead whose peak-to-peak amplitude is below this, mV"})
+    exclude_flagged: bool = field(default=False, metadata={
+        "help": "mark flagged (flat or mostly missing) records failed instead of keeping them"})
     overwrite: bool = field(default=False, metadata={
         "help": "delete existing signal outputs (finished or partial) and convert again"})
 
@@ -133,6 +143,10 @@ class SignalsConfig:
 
 class RecordError(ValueError):
     """A record that cannot be converted; the message is the manifest's reason."""
+
+
+class RecordFlag(RecordError):
+    """A readable record with a flat or mostly missing lead (kept unless ``exclude_flagged``)."""
 
 
 # ---------------------------------------------------------------------------- pure pieces
@@ -267,48 +281,57 @@ def read_record(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     return x, fs
 
 
-def clean_signal(x: np.ndarray, max_nan_frac: float = 0.5, flat_mv: float = 0.01) -> np.ndarray:
-    """Interpolate missing samples per lead; reject NaN-filled and flat records.
+def clean_signal(x: np.ndarray, max_nan_frac: float = 0.5, flat_mv: float = 0.01,
+                 flags: Optional[list] = None) -> np.ndarray:
+    """Interpolate missing samples per lead; flag NaN-filled and flat records.
 
     Parameters
     ----------
     x : ndarray of shape (L, C)
         Millivolts; NaN marks missing samples.
     max_nan_frac : float
-        A lead with more missing samples than this fraction rejects the record.
+        A lead with more missing samples than this fraction flags the record.
     flat_mv : float
-        A lead with peak-to-peak amplitude below this (mV) after interpolation rejects it.
+        A lead with peak-to-peak amplitude below this (mV) after interpolation flags it.
+    flags : list, optional
+        Where the flags go (their reasons are appended). None: the first flag raises.
 
     Returns
     -------
     y : ndarray of shape (L, C), float64
         ``x`` with each NaN replaced by linear interpolation between the nearest observed
-        samples of the same lead (the nearest observed value at the record's ends).
+        samples of the same lead (the nearest observed value at the record's ends); a lead
+        without any observed sample is all zeros.
 
     Raises
     ------
-    RecordError
-        Reason names the leads: ``NaN-filled: leads [...] > 50% missing`` or
-        ``flat: leads [...] peak-to-peak < 0.01 mV``.
+    RecordFlag
+        Only when ``flags`` is None. Reason names the leads: ``NaN-filled: leads [...] >
+        50% missing`` or ``flat: leads [...] peak-to-peak < 0.01 mV``.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(LEADS):
         raise ValueError(f"x must have shape (L, {len(LEADS)}), got {x.shape}")
+    found = []
     missing = np.isnan(x) | np.isinf(x)
     if missing.any():
         frac = missing.mean(axis=0)
         bad = [LEADS[c] for c in np.flatnonzero(frac > max_nan_frac)]
         if bad:
-            raise RecordError(f"NaN-filled: leads {bad} > {max_nan_frac:.0%} missing")
+            found.append(f"NaN-filled: leads {bad} > {max_nan_frac:.0%} missing")
         x = x.copy()
         t = np.arange(x.shape[0])
         for c in np.flatnonzero(missing.any(axis=0)):
             m = missing[:, c]
-            x[m, c] = np.interp(t[m], t[~m], x[~m, c])
+            x[m, c] = np.interp(t[m], t[~m], x[~m, c]) if (~m).any() else 0.0
     ptp = x.max(axis=0) - x.min(axis=0)
     flat = [LEADS[c] for c in np.flatnonzero(ptp < flat_mv)]
     if flat:
-        raise RecordError(f"flat: leads {flat} peak-to-peak < {flat_mv:g} mV")
+        found.append(f"flat: leads {flat} peak-to-peak < {flat_mv:g} mV")
+    if found and flags is None:
+        raise RecordFlag("; ".join(found))
+    if flags is not None:
+        flags.extend(found)
     return x
 
 
@@ -373,8 +396,13 @@ def resample_500_to_100(x: np.ndarray, factor: int = 5) -> np.ndarray:
     return resample(x, SOURCE_FS_HZ, SOURCE_FS_HZ / factor)
 
 
-def convert_record(path: str | os.PathLike, cfg: SignalsConfig) -> np.ndarray:
+def convert_record(path: str | os.PathLike, cfg: SignalsConfig, flags: Optional[list] = None) -> np.ndarray:
     """Read, clean, clip and resample one record (any rate, any layout wfdb reads).
+
+    Parameters
+    ----------
+    flags : list, optional
+        Receives the reasons a kept record is flagged (flat or mostly missing leads).
 
     Returns
     -------
@@ -385,12 +413,18 @@ def convert_record(path: str | os.PathLike, cfg: SignalsConfig) -> np.ndarray:
     Raises
     ------
     RecordError
-        If the record is rejected; the message is the reason.
+        If the record is rejected (unreadable; flagged when ``cfg.exclude_flagged``); the
+        message is the reason.
     """
     x, fs = read_record(path)
     if fs < cfg.fs_hz - 1e-9:
         raise RecordError(f"fs {fs:g} Hz, below the stored rate {cfg.fs_hz:g} Hz")
-    x = clean_signal(x, cfg.max_nan_frac, cfg.flat_mv)
+    found: list = []
+    x = clean_signal(x, cfg.max_nan_frac, cfg.flat_mv, found)
+    if found and cfg.exclude_flagged:
+        raise RecordFlag("; ".join(found))
+    if flags is not None:
+        flags.extend(found)
     np.clip(x, -cfg.clip_mv, cfg.clip_mv, out=x)
     y = resample(x, fs, cfg.fs_hz)[:cfg.n_samples]
     # the filter overshoots a clipped plateau slightly; keep the documented range exact
@@ -398,18 +432,22 @@ def convert_record(path: str | os.PathLike, cfg: SignalsConfig) -> np.ndarray:
     return y.astype(cfg.dtype)
 
 
-def _convert_chunk(paths: list[str], cfg: SignalsConfig) -> tuple[np.ndarray, list[str]]:
-    """Convert a list of records; failed rows are zeros with a non-empty reason."""
+def _convert_chunk(paths: list[str], cfg: SignalsConfig) -> tuple[np.ndarray, list[str], list[str]]:
+    """Convert a list of records; failed rows are zeros with a non-empty reason; kept
+    flagged rows have a non-empty flag."""
     out = np.zeros((len(paths), cfg.n_samples, len(LEADS)), dtype=cfg.dtype)
     reasons = [""] * len(paths)
+    flags = [""] * len(paths)
     for i, p in enumerate(paths):
         try:
-            out[i] = convert_record(p, cfg)
+            found: list = []
+            out[i] = convert_record(p, cfg, found)
+            flags[i] = "; ".join(found)
         except RecordError as e:
             reasons[i] = str(e)
         except Exception as e:  # never let one odd record stop an 800k-record run
             reasons[i] = f"error: {type(e).__name__}: {e}"
-    return out, reasons
+    return out, reasons, flags
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -431,6 +469,8 @@ def fingerprint_cohort(frame: pd.DataFrame, cfg: SignalsConfig) -> str:
     h.update(np.ascontiguousarray(frame["study_id"].to_numpy(np.int64)).tobytes())
     h.update("\n".join(frame["path"].astype(str)).encode())
     settings = {k: getattr(cfg, k) for k in ("dtype", "clip_mv", "fs_hz", "max_nan_frac", "flat_mv")}
+    if cfg.exclude_flagged:  # only when set, so fingerprints of the default stay as they were
+        settings["exclude_flagged"] = True
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -512,10 +552,10 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
     log.info("%s: %d records, %d of %d chunks to convert with %d worker(s)",
              npy, n, len(starts), -(-n // chunk_size), cfg.workers)
 
-    def finish(start: int, x: np.ndarray, reasons: list[str]) -> None:
+    def finish(start: int, x: np.ndarray, reasons: list[str], flags: list[str]) -> None:
         mm[start:start + len(x)] = x
         mm.flush()
-        write_json(progress / f"chunk_{start:09d}.json", {"start": start, "reasons": reasons})
+        write_json(progress / f"chunk_{start:09d}.json", {"start": start, "reasons": reasons, "flags": flags})
         if on_chunk is not None:
             on_chunk(start)
 
@@ -566,19 +606,25 @@ def _finalize(cohort_dir: Path, frame: pd.DataFrame, cfg: SignalsConfig, fp: str
     """Write manifest, per-lead statistics and signals.json; drop the progress folder."""
     n = len(frame)
     progress = cohort_dir / PROGRESS_DIR
-    reasons = [""] * n
+    reasons, flags = [""] * n, [""] * n
     for s in range(0, n, chunk_size):
         part = read_json(progress / f"chunk_{s:09d}.json")
         reasons[s:s + len(part["reasons"])] = part["reasons"]
+        flags[s:s + len(part["reasons"])] = part.get("flags", [""] * len(part["reasons"]))
     status = np.where(np.array([r == "" for r in reasons], dtype=bool), "ok", "failed")
     manifest = pd.DataFrame({"study_id": frame["study_id"].to_numpy(np.int64),
                              "row": np.arange(n, dtype=np.int64),
                              "status": pd.array(status, dtype="string"),
-                             "reason": pd.array(reasons, dtype="string")})
+                             "reason": pd.array(reasons, dtype="string"),
+                             "flag": pd.array(flags, dtype="string")})
     with atomic_path(cohort_dir / "signals_manifest.parquet") as tmp:
         manifest.to_parquet(tmp, index=False)
     failed = np.flatnonzero(status == "failed")
     n_failed = len(failed)
+    n_flagged = sum(f != "" for f in flags)
+    if n_flagged:
+        log.info("signals: %d of %d records kept with a flat or mostly missing lead (column 'flag' of "
+                 "signals_manifest.parquet)", n_flagged, n)
     if n_failed:
         log.info("signals: %d of %d records failed (listed in signals_manifest.parquet); "
                  "first: row %d, %s", n_failed, n, failed[0], reasons[failed[0]])
@@ -593,7 +639,8 @@ def _finalize(cohort_dir: Path, frame: pd.DataFrame, cfg: SignalsConfig, fp: str
                {"leads": list(LEADS), "fs_hz": cfg.fs_hz, "n_samples": cfg.n_samples,
                 "dtype": cfg.dtype, "units": "mV", "clip_mv": cfg.clip_mv,
                 "record_s": RECORD_S, "n_rows": n, "n_ok": n - n_failed,
-                "n_failed": n_failed, "max_nan_frac": cfg.max_nan_frac, "flat_mv": cfg.flat_mv,
+                "n_failed": n_failed, "n_flagged": n_flagged, "max_nan_frac": cfg.max_nan_frac,
+                "flat_mv": cfg.flat_mv, "exclude_flagged": cfg.exclude_flagged,
                 "resampling": "scipy.signal.resample_poly(x, up, down, padtype='line'), up/down = "
                               "fs_hz / the record's rate in lowest terms; none at fs_hz",
                 "fingerprint": fp})

@@ -76,8 +76,15 @@ class TrainConfig:
     out : Path
         Run folder; ``out/checkpoints/last.ckpt`` is resumed when ``resume``.
     epochs, batch_size, lr, weight_decay : training schedule (AdamW, constant rate).
-    model_dim, n_layers, d_state, dropout, fusion, tabular_encoder, variant, freeze_ssm :
+    model_dim, n_layers, d_state, dropout, fusion, tabular_encoder, variant, freeze_ssm,
+    ssm_init, ecg_latent, tab_latent :
         Architecture, see :class:`labecg.model.ModelConfig`.
+    weight_decay_scope : {"weights", "all"}
+        "weights" (the S4 reference code, :func:`parameter_groups`): no weight decay on the
+        state-space parameters (``log_dt``, ``log_a_re``, ``a_im``), biases and
+        normalization weights; "all": every trained parameter decays.
+    ssm_lr : float
+        Learning rate of the state-space parameters is min(lr, ssm_lr) (S4 reference: 1e-3).
     loss : {"bce", "focal"}
         Masked binary cross-entropy (paper) or focal BCE with ``focal_gamma`` (authors' code).
     target_reduction : {"mean", "sum"}
@@ -103,6 +110,11 @@ class TrainConfig:
     tabular_encoder: Literal["linear", "mlp"] = "linear"
     variant: Literal["fusion", "ecg", "tabular"] = "fusion"
     freeze_ssm: bool = False
+    ssm_init: Literal["lin", "legs"] = "lin"
+    ecg_latent: int = 32
+    tab_latent: int = 16
+    weight_decay_scope: Literal["weights", "all"] = "weights"
+    ssm_lr: float = 1e-3
     loss: Literal["bce", "focal"] = "bce"
     focal_gamma: float = 2.0
     target_reduction: Literal["mean", "sum"] = "mean"
@@ -117,7 +129,8 @@ class TrainConfig:
     resume: bool = True
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "model_dim", "n_layers", "d_state", "devices", "num_nodes"):
+        for name in ("epochs", "batch_size", "model_dim", "n_layers", "d_state", "devices", "num_nodes",
+                     "ecg_latent", "tab_latent"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1; got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.focal_gamma < 0:
@@ -128,6 +141,9 @@ class TrainConfig:
                              f"got {self.loss!r}, {self.target_reduction!r}")
         if self.num_workers < 0:
             raise ValueError(f"TrainConfig.num_workers must be >= 0; got {self.num_workers}")
+        if self.weight_decay_scope not in ("weights", "all") or not self.ssm_lr > 0:
+            raise ValueError(f"TrainConfig: weight_decay_scope in (weights, all), ssm_lr > 0; got "
+                             f"{self.weight_decay_scope!r}, {self.ssm_lr}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"TrainConfig.max_steps_per_epoch must be >= 1 or None; got {self.max_steps_per_epoch}")
         if not Path(self.cohort).is_dir():
@@ -137,7 +153,8 @@ class TrainConfig:
     def model_config(self, n_targets: int, n_tabular: int) -> ModelConfig:
         return ModelConfig(n_targets=n_targets, n_tabular=n_tabular, d_model=self.model_dim, d_state=self.d_state,
                            n_layers=self.n_layers, fusion=self.fusion, tabular_encoder=self.tabular_encoder,
-                           variant=self.variant, dropout=self.dropout, freeze_ssm=self.freeze_ssm)
+                           variant=self.variant, dropout=self.dropout, freeze_ssm=self.freeze_ssm,
+                           ssm_init=self.ssm_init, ecg_latent=self.ecg_latent, tab_latent=self.tab_latent)
 
     def data_config(self) -> DataConfig:
         return DataConfig(cohort=Path(self.cohort), batch_size=self.batch_size, num_workers=self.num_workers,
@@ -183,11 +200,60 @@ def masked_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, kind:
     return per_target.mean() if reduction == "mean" else per_target.sum()
 
 
+SSM_PARAMETERS = ("log_dt", "log_a_re", "a_im")  # S4Layer's state matrix and step sizes
+
+
+def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float, scope: str = "weights",
+                     ssm_lr: float = 1e-3) -> list[dict]:
+    """AdamW parameter groups: which parameters decay, and at which learning rate.
+
+    The S4/S4D reference code registers A and the step size with weight decay 0 and their
+    own learning rate (min(lr, 0.001) in its examples), and its optimizer hooks exempt
+    biases and normalization weights from weight decay; ``scope="weights"`` does the same.
+    At paper scale (~450k steps) decay on ``log_dt`` and ``a_im`` would pull step sizes and
+    frequencies toward zero.
+
+    Parameters
+    ----------
+    model : nn.Module
+    lr, weight_decay : float
+    scope : {"weights", "all"}
+        "all": one group, every trained parameter decays at ``lr`` (the earlier behaviour).
+    ssm_lr : float
+
+    Returns
+    -------
+    list of dict with keys name ("decay", "no_decay", "ssm"), params, lr, weight_decay;
+    empty groups are left out. Frozen parameters are in no group.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if scope == "all":
+        return [{"name": "decay", "params": [p for _, p in named], "lr": lr, "weight_decay": weight_decay}]
+    if scope != "weights":
+        raise ValueError(f"parameter_groups: scope must be 'weights' or 'all'; got {scope!r}")
+    norm_ids = {id(p) for m in model.modules()
+                if isinstance(m, (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm))
+                for p in m.parameters(recurse=False)}
+    groups = {"decay": [], "no_decay": [], "ssm": []}
+    for n, p in named:
+        leaf = n.rsplit(".", 1)[-1]
+        if leaf in SSM_PARAMETERS:
+            groups["ssm"].append(p)
+        elif leaf == "bias" or id(p) in norm_ids:
+            groups["no_decay"].append(p)
+        else:
+            groups["decay"].append(p)
+    settings = {"decay": (lr, weight_decay), "no_decay": (lr, 0.0), "ssm": (min(lr, ssm_lr), 0.0)}
+    return [{"name": k, "params": v, "lr": settings[k][0], "weight_decay": settings[k][1]}
+            for k, v in groups.items() if v]
+
+
 class LabModule(pl.LightningModule):
     """Lightning wrapper: masked loss, AdamW, per-ECG validation AUROC, metrics history."""
 
     def __init__(self, model_config: dict, lr: float = 1e-3, weight_decay: float = 1e-3, loss: str = "bce",
-                 focal_gamma: float = 2.0, target_reduction: str = "mean"):
+                 focal_gamma: float = 2.0, target_reduction: str = "mean", weight_decay_scope: str = "weights",
+                 ssm_lr: float = 1e-3):
         super().__init__()
         self.save_hyperparameters()
         self.model = FusionModel.from_config(ModelConfig(**model_config))
@@ -287,8 +353,9 @@ class LabModule(pl.LightningModule):
         return torch.cat([full[r, :int(n[r])] for r in range(len(n))]).detach().cpu().numpy()
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        hp = self.hparams
+        return torch.optim.AdamW(parameter_groups(self.model, hp.lr, hp.weight_decay, hp.weight_decay_scope,
+                                                  hp.ssm_lr), lr=hp.lr, weight_decay=hp.weight_decay)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["labecg_history"] = self.history
@@ -465,7 +532,8 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     dm.setup()
     model_cfg = cfg.model_config(dm.n_targets, dm.n_tabular)
     module = LabModule(dataclasses.asdict(model_cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, loss=cfg.loss,
-                       focal_gamma=cfg.focal_gamma, target_reduction=cfg.target_reduction)
+                       focal_gamma=cfg.focal_gamma, target_reduction=cfg.target_reduction,
+                       weight_decay_scope=cfg.weight_decay_scope, ssm_lr=cfg.ssm_lr)
     module.y_true = dm.y_true
     module.eval_rows, module.n_segments = {"val": dm.rows["val"], "test": dm.rows["test"]}, dm.n_segments
     module.metrics_path = out / "metrics.csv"
@@ -491,8 +559,8 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
         write_predictions(out / f"predictions_{split}.npz", dm.study_ids[rows], names, dm.y_true[rows], score,
                           patients=patients.iloc[rows])
 
-    targets = read_json(Path(cfg.cohort) / "targets.json")
-    shutil.copyfile(Path(cfg.cohort) / "targets.json", out / "targets.json")
+    targets = dm.targets_json()
+    write_json(out / "targets.json", targets)  # the counts of the ECGs evaluated
     write_json(out / "config.json", {"train": _jsonable(cfg), "model": dataclasses.asdict(model_cfg),
                                      "data": _jsonable(cfg.data_config())})
     # the run folder alone scores new ECGs (labecg.predict): preprocessing fitted on this cohort

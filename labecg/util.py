@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+HORIZONS_MIN: tuple[int, ...] = (30, 60, 120)  # the paper's monitoring horizons
+TASKS: tuple[str, ...] = ("est",) + tuple(f"mon{h}" for h in HORIZONS_MIN)
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -41,7 +43,7 @@ def target_name(label: str, direction: str, task: str) -> str:
     """
     if direction not in ("low", "high"):
         raise ValueError(f"direction must be 'low' or 'high', got {direction!r}")
-    if task not in ("est", "mon30", "mon60", "mon120"):
+    if task not in TASKS:
         raise ValueError(f"task must be est, mon30, mon60 or mon120, got {task!r}")
     return f"{lab_slug(label)}_{direction}_{task}"
 

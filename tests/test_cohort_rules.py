@@ -112,7 +112,10 @@ def base_tables() -> dict:
 
 def build(tmp_path, tables=None, **kw):
     root = mf.write_tree(tmp_path / "src", **(tables or base_tables()))
-    cfg = CohortConfig(**mf.sources(root), out=tmp_path / "out", **{"min_lab_events": 1, "min_per_class": 0, **kw})
+    # the rules of these cases are checked on every ECG: the earlier fold and row policies
+    kw = {"min_lab_events": 1, "min_per_class": 0, "unlisted_ecgs": "assign", "drop_ecgs_without_targets": False,
+          **kw}
+    cfg = CohortConfig(**mf.sources(root), out=tmp_path / "out", **kw)
     res = build_cohort(cfg)
     return res, pd.read_parquet(res.cohort).set_index("study_id", drop=False)
 
@@ -390,7 +393,7 @@ def test_duplicate_rows(tmp_path):
 
 
 def test_config_validation(tmp_path):
-    with pytest.raises(ValueError, match="horizons_min"):
-        CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, out=tmp_path, horizons_min=())
+    with pytest.raises(ValueError, match="unlisted_ecgs"):
+        CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, out=tmp_path, unlisted_ecgs="x")
     with pytest.raises(ValueError, match="min_per_class"):
         CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, out=tmp_path, min_per_class=-1)
