@@ -274,6 +274,26 @@ _RACES = (("WHITE", 0.55), ("BLACK/AFRICAN AMERICAN", 0.15), ("HISPANIC/LATINO -
           ("UNABLE TO OBTAIN", 0.01), ("PORTUGUESE", 0.02))
 _EPOCH = np.datetime64("2100-01-01T00:00:00", "s")
 
+# Real-world quirks of the MIMIC tables (book/mimic.md lists their sources), planted at these
+# rates from their own random streams, so the rest of the data is drawn as without them.
+QUIRK_STREAM = 11
+QUIRK_RATES = {
+    "lab_error": 0.0005,          # value 'ERROR', no valuenum
+    "range_empty": 0.02,          # both reference bounds empty
+    "range_zero": 0.003,          # both reference bounds 0 (the cohort drops these rows)
+    "second_itemid": 0.08,        # share of a label's rows under its second itemid
+    "temperature_celsius": 0.01,  # ED temperatures recorded in degrees Celsius
+    "pain_free_text": 0.05,       # ED pain as free text
+    "height_typo": 0.005,         # omr height typed twice ('6868')
+    "dead_lead": 0.003,           # WFDB record with one lead entirely NaN
+    "header_time_shift": 0.02,    # WFDB header base time differs from record_list ecg_time
+}
+NTPROBNP_MAX = 25000.0  # upper limit of the assay: larger values print as '>25000'
+ONE_SIDED_RANGE = ("Troponin T", "NTproBNP")
+# MIMIC-IV d_labitems has several itemids with one label and fluid (mimic-code issues 1163, 1266)
+SECOND_ITEMIDS = {"Potassium": 52610, "Creatinine": 52546, "Glucose": 52569}
+PAIN_TEXTS = ("uta", "denies", "8-9", "unable", "10, chest")
+
 
 def _rng(seed: int, stream: int, key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream, int(key)]))
@@ -464,7 +484,7 @@ def _simulate_patient(subject_id: int, n_ecg: int, study_ids: np.ndarray, fold: 
     return dict(subject_id=subject_id, female=female, age=age0, anchor_year=anchor_year, race=race,
                 dod=(anchor_year - 2100 + 7) * 365.25 * 86400 if rng.random() < 0.08 else np.nan,
                 adm=out["adm"], ed=out["ed"], vit=out["vit"], labs=labs, ecg=out["ecg"], omr=omr,
-                rng=rng, fold=fold)
+                rng=rng, fold=fold, seed=cfg.seed)
 
 
 # ---------------------------------------------------------------- tables of one chunk
@@ -512,19 +532,27 @@ def _assemble(sims: list[dict], counters: dict) -> dict[str, pd.DataFrame]:
                 np.round(78 + 10 * rng.normal(size=n)),
             ], axis=1)
             cols[rng.random(cols.shape) < np.array([0.3, 0.08, 0.1, 0.1, 0.1, 0.1])] = np.nan
+            q = _rng(p["seed"], QUIRK_STREAM, stay).random((n, 2))  # quirks: own stream, other draws unchanged
+            celsius = q[:, 0] < QUIRK_RATES["temperature_celsius"]
+            cols[celsius, 0] = np.round((cols[celsius, 0] - 32.0) * 5.0 / 9.0, 1)
             for r in range(n):
+                pain = str(int(rng.integers(0, 11))) if rng.random() < 0.6 else ("UTA" if rng.random() < 0.2 else "")
+                if q[r, 1] < QUIRK_RATES["pain_free_text"]:
+                    pain = PAIN_TEXTS[int(q[r, 1] / QUIRK_RATES["pain_free_text"] * len(PAIN_TEXTS))]
                 rows["vitalsign"].append((sid, stay, vt[r], *cols[r],
-                                          "Sinus Rhythm" if rng.random() < 0.05 else "",
-                                          str(int(rng.integers(0, 11))) if rng.random() < 0.6 else ("UTA" if rng.random() < 0.2 else "")))
+                                          "Sinus Rhythm" if rng.random() < 0.05 else "", pain))
         if p["omr"] is not None:
             dates, h_in, w_lb, sbp, dbp = p["omr"]
+            oq = _rng(p["seed"], QUIRK_STREAM + 1, sid).random(len(dates))
             for q, dt in enumerate(dates):
                 rows["omr"].append((sid, dt, 1, "Blood Pressure", f"{int(sbp[q])}/{int(dbp[q])}"))
-                rows["omr"].append((sid, dt, 1, "Weight (Lbs)", f"{w_lb[q]:.1f}"))
+                # a scale's upper limit is written as text, as '>300'
+                rows["omr"].append((sid, dt, 1, "Weight (Lbs)", f"{w_lb[q]:.1f}" if w_lb[q] <= 300 else ">300"))
                 if rng.random() < 0.7:
                     rows["omr"].append((sid, dt, 1, "BMI (kg/m2)", f"{703.0 * w_lb[q] / h_in ** 2:.1f}"))
                 if q == 0 or rng.random() < 0.3:
-                    rows["omr"].append((sid, dt, 1, "Height (Inches)", f"{h_in:.0f}"))
+                    typo = oq[q] < QUIRK_RATES["height_typo"]  # digits typed twice: 6868 inches
+                    rows["omr"].append((sid, dt, 1, "Height (Inches)", f"{h_in:.0f}" * (2 if typo else 1)))
         codes_all: set[str] = set()
         ecg_codes = []
         for ecg in p["ecg"]:
@@ -618,13 +646,30 @@ def _lab_frame(parts: list, counters: dict) -> pd.DataFrame:
     units[mchc & (u[:, 2] < 0.3)] = "%"  # a second spelling of the same unit
     hidden = u[:, 3] < 0.004  # de-identified values
     value[hidden] = "___"
-    val[hidden] = np.nan
+    val[hidden & (u[:, 3] < 0.002)] = np.nan  # half keep their valuenum, as in MIMIC
+    error = (u[:, 3] >= 0.004) & (u[:, 3] < 0.004 + QUIRK_RATES["lab_error"])
+    value[error], val[error] = "ERROR", np.nan
+    bnp = itemids[item] == _TESTS["NTproBNP"].itemid
+    over = bnp & (val > NTPROBNP_MAX)  # above the assay's range: text only
+    value[over], val[over] = f">{NTPROBNP_MAX:g}", np.nan
+    # reference ranges as printed: u[:, 1] only serves urine rows above, so it is free here
+    r = np.where(is_urine, 1.0, u[:, 1])
+    no_range = r < QUIRK_RATES["range_empty"]
+    zero_range = (r >= QUIRK_RATES["range_empty"]) & (r < QUIRK_RATES["range_empty"] + QUIRK_RATES["range_zero"])
+    lower[no_range], upper[no_range] = np.nan, np.nan
+    lower[zero_range], upper[zero_range] = 0.0, 0.0
+    one_sided = np.isin(itemids[item], [_TESTS[lb].itemid for lb in ONE_SIDED_RANGE]) & (u[:, 0] >= 0.1)
+    lower[one_sided] = np.nan  # an upper limit only, as printed for troponin and NTproBNP
+    # a second itemid with the same label and fluid (another analyser); u[:, 2] serves MCHC only
+    itemids_row = itemids[item].copy()
+    for label, second in SECOND_ITEMIDS.items():
+        itemids_row[(itemids[item] == _TESTS[label].itemid) & (u[:, 2] < QUIRK_RATES["second_itemid"])] = second
     flag = np.where((val < lower) | (val > upper), "abnormal", "")
     ids = counters["labevent"] + np.arange(1, n + 1)
     counters["labevent"] += n
     return pd.DataFrame({
         "labevent_id": ids, "subject_id": subj, "hadm_id": pd.array(np.where(np.isfinite(hadm), hadm, np.nan), dtype="Int64"),
-        "specimen_id": spec, "itemid": itemids[item],
+        "specimen_id": spec, "itemid": itemids_row,
         "order_provider_id": np.where(u[:, 4] < 0.3, "", np.char.add("P", (10000 + (u[:, 4] * 89999).astype(int)).astype(str))),
         "charttime": _fmt_time(t), "storetime": _fmt_time(t + 60 * np.floor(20 + 160 * u[:, 5])),
         "value": value, "valuenum": val, "valueuom": units, "ref_range_lower": lower, "ref_range_upper": upper,
@@ -636,6 +681,7 @@ def _lab_frame(parts: list, counters: dict) -> pd.DataFrame:
 def d_labitems_frame() -> pd.DataFrame:
     """The d_labitems rows the generator writes: the catalog's tests plus urine glucose."""
     rows = [(t.itemid, t.label, t.fluid, t.d_category) for t in LAB_TESTS]
+    rows += [(second, label, _TESTS[label].fluid, _TESTS[label].d_category) for label, second in SECOND_ITEMIDS.items()]
     rows.append(URINE_GLUCOSE[:4])
     return pd.DataFrame(sorted(rows), columns=COLUMNS["d_labitems"])
 
@@ -702,9 +748,14 @@ def _write_records(batch: list[tuple], ecg_root: str, seed: int, writer: str) ->
     for study_id, path, params, t in batch:
         rng = _rng(seed, 2, study_id)
         sig = ecgsim.simulate(params, rng)  # (5000, 12) mV
+        q = _rng(seed, QUIRK_STREAM + 2, study_id).random(3)
+        if q[0] < QUIRK_RATES["dead_lead"]:
+            sig[:, int(q[1] * 12)] = np.nan  # a lead without any sample
         d = Path(ecg_root) / Path(path).parent
         d.mkdir(parents=True, exist_ok=True)
         when = dt.datetime(2100, 1, 1) + dt.timedelta(seconds=int(t))
+        if q[0] >= 1.0 - QUIRK_RATES["header_time_shift"]:  # the cart's clock, not record_list's time
+            when += dt.timedelta(minutes=int(-90 + 180 * q[2]) or 1)
         if writer == "fast":
             write_record_fast(d, str(study_id), sig, when)
         else:
