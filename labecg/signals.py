@@ -312,7 +312,7 @@ def clean_signal(x: np.ndarray, max_nan_frac: float = 0.5, flat_mv: float = 0.01
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(LEADS):
         raise ValueError(f"x must have shape (L, {len(LEADS)}), got {x.shape}")
-    found = []
+    found, bad = [], []
     missing = np.isnan(x) | np.isinf(x)
     if missing.any():
         frac = missing.mean(axis=0)
@@ -325,7 +325,7 @@ def clean_signal(x: np.ndarray, max_nan_frac: float = 0.5, flat_mv: float = 0.01
             m = missing[:, c]
             x[m, c] = np.interp(t[m], t[~m], x[~m, c]) if (~m).any() else 0.0
     ptp = x.max(axis=0) - x.min(axis=0)
-    flat = [LEADS[c] for c in np.flatnonzero(ptp < flat_mv)]
+    flat = [LEADS[c] for c in np.flatnonzero(ptp < flat_mv) if LEADS[c] not in bad]  # NaN-filled: named once
     if flat:
         found.append(f"flat: leads {flat} peak-to-peak < {flat_mv:g} mV")
     if found and flags is None:

@@ -121,7 +121,7 @@ def test_imputation_statistics_come_from_training_rows_only():
         assert x[:30, col[name]].std() == pytest.approx(1.0, rel=1e-3), name
 
 
-def test_race_is_one_hot_with_missing_indicator():
+def test_race_is_one_hot_without_a_missing_indicator():
     frame = make_frame(np.random.default_rng(2), 6)
     frame["race"] = pd.array(["white", "black", None, "asian", "other", "hispanic"], dtype="string")
     x = transform_tabular(frame, fit_tabular(frame, np.arange(6)))
@@ -129,7 +129,8 @@ def test_race_is_one_hot_with_missing_indicator():
     onehot = x[:, [col[f"race_{r}"] for r in RACES]]
     np.testing.assert_array_equal(onehot.sum(axis=1), [1, 1, 0, 1, 1, 1])
     assert onehot[1, RACES.index("black")] == 1 and onehot[5, RACES.index("hispanic")] == 1
-    np.testing.assert_array_equal(x[:, col["race_missing"]], [0, 0, 1, 0, 0, 0])
+    # the cohort maps an unknown race to "other" (as the authors): an indicator would be always 0
+    assert "race_missing" not in col and len(TABULAR_FEATURES) == 1 + len(CONTINUOUS) + len(RACES) + 11
     frame["race"] = pd.array(["martian"] * 6, dtype="string")
     with pytest.raises(ValueError, match="race"):
         transform_tabular(frame, fit_tabular(frame, np.arange(6)))
@@ -321,3 +322,43 @@ def test_evaluation_shares_cover_each_ecg_once_with_marked_padding(cohort):
         assert len(set(counts)) == 1  # every rank runs the same number of batches
         rows, n = np.unique(np.concatenate(items), return_counts=True)
         assert rows.tolist() == sorted(val.tolist()) and (n == 4).all()
+
+
+def test_mlp_trains_when_the_last_batch_would_hold_one_ecg(cohort, tmp_path):
+    """27 ok training rows at batch 13: 13 + 13 + 1 would leave BatchNorm one sample."""
+    from labecg.train import TrainConfig, train
+
+    dm = LabDataModule(DataConfig(cohort=cohort, batch_size=13))
+    dm.setup()
+    assert len(dm.rows["train"]) == 27
+    batches = list(dm.train_dataloader())
+    assert [len(b["row"]) for b in batches] == [13, 14]
+    assert sorted(np.concatenate([b["row"].numpy() for b in batches])) == sorted(dm.rows["train"])
+    train(TrainConfig(cohort=cohort, out=tmp_path / "run", variant="tabular", tabular_encoder="mlp",
+                      batch_size=13, epochs=1, accelerator="cpu"))
+    assert (tmp_path / "run" / "predictions_test.npz").exists()
+
+
+def test_targets_are_recounted_over_the_ecgs_with_signal(cohort):
+    """Rows 30 (validation) and 36 (test) failed: counts and the >= min_per_class rule use the rest."""
+    frame = pd.read_parquet(cohort / "cohort.parquet")
+    #                             validation rows 28-33      test rows 34-39
+    frame["potassium_high_est"] = [0.0] * 28 + [0, 1, 1, 0, 0, np.nan] + [1, 1, 0, 0, 0, 1]
+    frame["sodium_low_est"] = [1.0] * 28 + [1, 1, 0, 0, 0, 1] + [1, 1, 0, 0, 0, 1]
+    frame["potassium_high_mon30"] = [0.0] * 28 + [0, 0, 1, 1, 1, 0] + [0, 1, 1, 1, np.nan, 0]
+    frame.to_parquet(cohort / "cohort.parquet", index=False)
+    (cohort / "targets.json").write_text(json.dumps(
+        {"version": 1, "rules": {"min_per_class": 2},
+         "targets": [{"name": t, "counts": "as the cohort counted"} for t in TARGETS]}))
+    dm = LabDataModule(DataConfig(cohort=cohort))
+    dm.setup()
+    # potassium_high_est: validation positives 29, 30 -> only 29 remains: 1 < 2, dropped
+    assert dm.target_names == ("sodium_low_est", "potassium_high_mon30")
+    assert dm.n_targets == 2 and dm.y_true.shape == (N, 2)
+    sodium = dm.targets[0]
+    assert sodium["counts"]["val"] == {"pos": 3, "neg": 2}  # row 30 (a 0) left out
+    assert sodium["counts"]["test"] == {"pos": 3, "neg": 2}  # row 36 (a 0) left out
+    assert sodium["counts"]["train"] == {"pos": 27, "neg": 0}  # row 2 left out
+    assert dm.targets[1]["counts"]["val"] == {"pos": 2, "neg": 3}  # row 30 (a 1) left out
+    assert dm.targets[1]["counts"]["test"] == {"pos": 2, "neg": 2}  # row 36 (a 1) out, row 38 missing
+    assert [t["name"] for t in dm.targets_json()["targets"]] == list(dm.target_names)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import shutil
 import signal
@@ -194,7 +196,7 @@ def test_conversion_matches_ideal_decimation_and_writes_contract_files(small):
     assert list(meta["leads"]) == list(LEADS) and meta["fs_hz"] == 100 and meta["n_samples"] == 1000
     assert meta["units"] == "mV" and meta["dtype"] == "float16" and meta["record_s"] == 10
     manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
-    assert list(manifest.columns) == ["study_id", "row", "status", "reason"]
+    assert list(manifest.columns) == ["study_id", "row", "status", "reason", "flag"]
     assert (manifest["status"] == "ok").all()
     assert manifest["study_id"].tolist() == pd.read_parquet(cohort / "cohort.parquet")["study_id"].tolist()
     assert not (cohort / "signals_progress").exists()
@@ -212,8 +214,7 @@ def test_lead_statistics_use_training_rows_only(small):
     assert np.abs(np.asarray(stats["mean_mv"]) - x.mean(axis=(0, 1))).min() > 0.2
 
 
-def test_corrupt_records_are_reported_and_skipped(small):
-    cohort, root, folds = small
+def _corrupt(root: Path) -> None:
     rels = [rel_path(i) for i in range(8)]
     # row 1: garbage .dat; row 2: truncated; row 3: NaN-filled lead; row 4: flat record;
     # row 6: .dat missing; row 7: missing lead
@@ -226,7 +227,13 @@ def test_corrupt_records_are_reported_and_skipped(small):
     write_record(root, rels[4], np.zeros((5000, 12)))
     (root / (rels[6] + ".dat")).unlink()
     write_record(root, rels[7], known_signal(7), names=[n for n in MIMIC_ORDER if n != "V3"] + ["X"])
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=3))
+
+
+def test_corrupt_records_are_reported_and_skipped(small):
+    """exclude_flagged=True: the earlier policy, flat and NaN-filled records fail too."""
+    cohort, root, folds = small
+    _corrupt(root)
+    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=3, exclude_flagged=True))
     manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
     status = manifest["status"].tolist()
     assert status == ["ok", "failed", "failed", "failed", "failed", "ok", "failed", "failed"]
@@ -239,6 +246,46 @@ def test_corrupt_records_are_reported_and_skipped(small):
     arr = np.load(cohort / "signals.npy")
     assert not arr[[1, 2, 3, 4, 6, 7]].any()
     np.testing.assert_allclose(arr[0, 10:-10].astype(float), analytic_100hz(0)[10:-10], atol=0.01)
+
+
+def test_flat_and_empty_leads_are_kept_and_flagged_by_default(small):
+    """The authors keep every readable record: a lead without samples becomes zeros."""
+    cohort, root, folds = small
+    _corrupt(root)
+    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=3))
+    manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
+    assert manifest["status"].tolist() == ["ok", "failed", "failed", "ok", "ok", "ok", "failed", "failed"]
+    flag = manifest["flag"].tolist()
+    assert flag[0] == flag[5] == ""
+    assert flag[3] == "NaN-filled: leads ['V1'] > 50% missing"
+    assert flag[4] == f"flat: leads {list(LEADS)} peak-to-peak < 0.01 mV"
+    assert manifest.loc[3, "reason"] == ""
+    arr = np.load(cohort / "signals.npy").astype(float)
+    assert not arr[3, :, 6].any() and not arr[4].any()
+    others = [c for c in range(12) if c != 6]
+    np.testing.assert_allclose(arr[3, 10:-10, others].T, analytic_100hz(3)[10:-10, others], atol=0.01)
+    meta = json.loads((cohort / "signals.json").read_text())
+    assert meta["n_flagged"] == 2 and meta["n_failed"] == 4
+
+
+def test_header_base_time_other_than_ecg_time_is_ignored(small):
+    """MIMIC-IV-ECG times come from the cart's clock; the cohort's ecg_time is the one used:
+    a header whose base date and time differ converts like any other record."""
+    cohort, root, folds = small
+    rel = rel_path(5)
+    x = known_signal(5)
+    cols = [LEADS.index(n) for n in MIMIC_ORDER]
+    wfdb.wrsamp(Path(rel).name, fs=FS, units=["mV"] * 12, sig_name=list(MIMIC_ORDER), p_signal=x[:, cols],
+                fmt=["16"] * 12, adc_gain=[200.0] * 12, baseline=[0] * 12, write_dir=str(root / Path(rel).parent),
+                base_time=datetime.time(3, 17, 0), base_date=datetime.date(2101, 6, 30))
+    assert wfdb.rdheader(str(root / rel)).base_date == datetime.date(2101, 6, 30)
+    before = pd.read_parquet(cohort / "cohort.parquet")
+    convert_signals(SignalsConfig(cohort=cohort, ecg=root))
+    manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
+    assert manifest.loc[5, "status"] == "ok" and manifest.loc[5, "flag"] == ""
+    arr = np.load(cohort / "signals.npy").astype(float)
+    np.testing.assert_allclose(arr[5, 10:-10], analytic_100hz(5)[10:-10], atol=0.01)
+    pd.testing.assert_frame_equal(pd.read_parquet(cohort / "cohort.parquet"), before)
 
 
 def _copy_inputs(src_cohort: Path, dst: Path) -> Path:

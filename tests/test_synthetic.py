@@ -16,7 +16,7 @@ import pytest
 import wfdb
 from scipy.signal import find_peaks
 
-from labecg import catalog, ecgsim
+from labecg import catalog, ecgsim, synthetic
 from labecg.synthetic import (PLANTED_EFFECTS, SynthConfig, generate, planted_effects_frame,
                               write_record_fast)
 from labecg.util import lab_slug
@@ -121,16 +121,17 @@ def test_labevents_values_units_flags(synthetic_root):
     # flag agrees with each row's own printed range
     expected_flag = np.where((num < lo) | (num > hi), "abnormal", "")
     assert (lab.flag.to_numpy() == expected_flag).all()
-    # numeric rows: value text equals valuenum (except the '<0.01' troponin convention)
-    m = num.notna() & ~lab.value.str.startswith("<")
+    # numeric rows: value text equals valuenum (except the '<0.01' troponin convention and
+    # de-identified '___' texts that keep their valuenum, as MIMIC prints some)
+    m = num.notna() & ~lab.value.str.startswith("<") & (lab.value != "___")
     assert np.allclose(lab.value[m].astype(float), num[m])
     assert set(lab.loc[lab.label == "MCHC", "valueuom"]) == {"%", "g/dL"}
     glucose = d[d.label == "Glucose"]
-    assert set(glucose.fluid) == {"Blood", "Urine"} and glucose.itemid.nunique() == 2
+    assert set(glucose.fluid) == {"Blood", "Urine"} and glucose.itemid.nunique() == 3
     assert (lab.label == "Glucose").groupby(lab.fluid).sum().min() > 0
     pot = lab[lab.label == "Potassium"]
     assert pot.ref_range_upper.nunique() > 1, "reference ranges never vary"
-    assert pot.ref_range_upper.astype(float).median() == 5.1
+    assert pd.to_numeric(pot.ref_range_upper, errors="coerce").median() == 5.1
     # hadm_id is empty for labs outside an admission
     assert (lab.hadm_id == "").any() and (lab.hadm_id != "").any()
 
@@ -159,7 +160,9 @@ def test_ed_vitals_races_and_ecg_counts(synthetic_root):
     assert set(vit.stay_id) <= set(ed.stay_id)
     assert (vit.temperature == "").any() and (vit.temperature != "").any()
     temp = vit.temperature[vit.temperature != ""].astype(float)
-    assert temp.between(94, 106).all(), "temperature should be in Fahrenheit"
+    celsius = temp < 50  # the planted share recorded in degrees Celsius
+    assert temp[~celsius].between(94, 106).all(), "temperature should be in Fahrenheit"
+    assert temp[celsius].between(34, 41).all() and 0 < celsius.mean() < 0.03
     adm = _read(synthetic_root, "mimiciv/hosp/admissions.csv.gz")
     races = set(adm.race) | set(ed.race)
     assert "WHITE" in races and any("/" in r or " - " in r for r in races)
@@ -171,6 +174,35 @@ def test_ed_vitals_races_and_ecg_counts(synthetic_root):
 
 
 # ------------------------------------------------------------------ WFDB records
+def test_planted_quirks_at_their_rates(synthetic_root):
+    """Each real-world quirk of synthetic.QUIRK_RATES occurs, near its stated rate."""
+    rates = synthetic.QUIRK_RATES
+    lab = _read(synthetic_root, "mimiciv/hosp/labevents.csv.gz")
+    n = len(lab)
+    both_empty = (lab.ref_range_lower == "") & (lab.ref_range_upper == "")
+    both_zero = (lab.ref_range_lower == "0.0") & (lab.ref_range_upper == "0.0")
+    urine = lab.itemid == str(synthetic.URINE_GLUCOSE[0])
+    assert abs(both_empty[~urine].mean() - rates["range_empty"]) < 0.005
+    assert 0 < both_zero.sum() and abs(both_zero.mean() - rates["range_zero"]) < 0.002
+    assert ((lab.value == "ERROR") & (lab.valuenum == "")).sum() > 0
+    trop = lab[lab.itemid == "51003"]
+    assert ((trop.ref_range_lower == "") & (trop.ref_range_upper != "")).mean() > 0.5  # one-sided
+    d = _read(synthetic_root, "mimiciv/hosp/d_labitems.csv.gz")
+    for label, second in synthetic.SECOND_ITEMIDS.items():
+        first = catalog.LAB_TESTS[[t.label for t in catalog.LAB_TESTS].index(label)].itemid
+        assert d.loc[d.itemid == str(second), "label"].item() == label
+        share = (lab.itemid == str(second)).sum() / lab.itemid.isin([str(first), str(second)]).sum()
+        assert abs(share - rates["second_itemid"]) < 0.03, label
+    vit = _read(synthetic_root, "mimic-iv-ed/ed/vitalsign.csv.gz")
+    assert vit.pain.isin(synthetic.PAIN_TEXTS).mean() > 0.5 * rates["pain_free_text"]
+    rl = _read(synthetic_root, "mimic-iv-ecg/record_list.csv")
+    shifted = 0
+    for path, t in zip(rl.path, rl.ecg_time):
+        h = wfdb.rdheader(str(synthetic_root / "mimic-iv-ecg" / path))
+        shifted += dt.datetime.combine(h.base_date, h.base_time) != dt.datetime.fromisoformat(t)
+    assert 0 < shifted < 4 * rates["header_time_shift"] * len(rl)
+
+
 def test_wfdb_headers(synthetic_root):
     rl = _read(synthetic_root, "mimic-iv-ecg/record_list.csv")
     assert len(list((synthetic_root / "mimic-iv-ecg" / "files").rglob("*.hea"))) == len(rl)
