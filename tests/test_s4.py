@@ -180,3 +180,31 @@ def test_training_dropout_is_the_same_in_every_method():
                                                    + torch.nn.functional.pad(layer.D[:, None], (29, 29)), "fft_plain"))
         ref = torch.nn.functional.glu(layer.out(z * keep[:, None, :] * 2.0), dim=-1)
     torch.testing.assert_close(outs[0], ref, rtol=1e-9, atol=1e-11)
+
+
+def test_legs_diagonal_is_the_normal_part_of_hippo_legs():
+    """Eigenvalues against numpy's of the full matrix; B by the impulse response B^T exp(A t) B."""
+    import numpy as np
+    from scipy.linalg import expm
+
+    from labecg.s4 import S4Layer, legs_diagonal
+
+    N = 8
+    A = np.zeros((N, N))
+    for n in range(N):
+        for k in range(N):
+            A[n, k] = -np.sqrt((2 * n + 1) * (2 * k + 1)) if n > k else (-(n + 1) if n == k else 0.0)
+    B = np.sqrt(2 * np.arange(N) + 1.0)
+    P = np.sqrt(np.arange(N) + 0.5)
+    normal = A + np.outer(P, P)
+    a, b = (x.numpy().astype(np.complex128) for x in legs_diagonal(N))
+    ev = np.linalg.eigvals(normal)
+    np.testing.assert_allclose(np.sort(ev.imag[ev.imag > 0]), a.imag, rtol=1e-5)
+    np.testing.assert_allclose(ev.real, -0.5, atol=1e-9)
+    np.testing.assert_allclose(a.real, -0.5)
+    for t in (0.05, 0.3, 1.0):
+        want = B @ expm(normal * t) @ B
+        got = 2 * np.real(np.sum(np.abs(b) ** 2 * np.exp(a * t)))
+        assert got == pytest.approx(want, rel=1e-4)
+    layer = S4Layer(16, d_state=N, init="legs")
+    np.testing.assert_allclose(layer.a_im.detach()[3].numpy(), a.imag, rtol=1e-6)

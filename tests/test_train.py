@@ -170,3 +170,43 @@ def test_variant_settings_are_the_papers_model_and_the_authors_code(tmp_path):
         variant_settings("paper")
     with pytest.raises(ValueError, match="variants"):
         book.BookConfig(variants=("paper",))
+
+
+def test_parameter_groups_follow_the_s4_reference():
+    """No weight decay on log_dt, log_a_re, a_im (their own rate), biases and norms; decay on the rest."""
+    from labecg.model import FusionModel
+    from labecg.train import parameter_groups
+
+    m = FusionModel(n_targets=3, n_tabular=5, d_model=8, n_layers=2, tabular_encoder="mlp")
+    groups = {g["name"]: g for g in parameter_groups(m, lr=3e-3, weight_decay=0.05)}
+    names = {id(p): n for n, p in m.named_parameters()}
+    got = {k: sorted(names[id(p)] for p in g["params"]) for k, g in groups.items()}
+    ssm = sorted(f"ecg_encoder.layers.{i}.{p}" for i in range(2) for p in ("log_dt", "log_a_re", "a_im"))
+    assert got["ssm"] == ssm
+    assert (groups["ssm"]["lr"], groups["ssm"]["weight_decay"]) == (1e-3, 0.0)  # min(3e-3, 1e-3)
+    no_decay = ([f"ecg_encoder.norms.{i}.{p}" for i in range(2) for p in ("weight", "bias")]
+                + [f"tab_encoder.{j}.{p}" for j in (1, 5, 9) for p in ("weight", "bias")]  # BatchNorm1d
+                + [n for n in names.values() if n.endswith(".bias")])
+    assert got["no_decay"] == sorted(set(no_decay))
+    assert (groups["no_decay"]["lr"], groups["no_decay"]["weight_decay"]) == (3e-3, 0.0)
+    decay = sorted(set(names.values()) - set(ssm) - set(no_decay))
+    assert got["decay"] == decay and "ecg_encoder.layers.0.C" in decay and "ecg_encoder.layers.0.D" in decay
+    assert (groups["decay"]["lr"], groups["decay"]["weight_decay"]) == (3e-3, 0.05)
+    # the earlier behaviour: one group, every parameter decays
+    (one,) = parameter_groups(m, lr=3e-3, weight_decay=0.05, scope="all")
+    assert len(one["params"]) == len(names) and one["weight_decay"] == 0.05
+    # frozen state-space parameters are in no group
+    f = FusionModel(n_targets=3, n_tabular=5, d_model=8, n_layers=1, freeze_ssm=True)
+    assert "ssm" not in {g["name"] for g in parameter_groups(f, 1e-3, 1e-3)}
+
+
+def test_fusion_latent_sizes_reach_the_model(train_cohort):
+    cfg = TrainConfig(cohort=train_cohort, out=train_cohort, ecg_latent=8, tab_latent=4, ssm_init="legs")
+    mc = cfg.model_config(n_targets=7, n_tabular=30)
+    assert (mc.ecg_latent, mc.tab_latent, mc.ssm_init) == (8, 4, "legs")
+    from labecg.model import FusionModel
+
+    m = FusionModel.from_config(mc)
+    assert m.head.in_features == (8 + 1) * (4 + 1)
+    with pytest.raises(ValueError, match="weight_decay_scope"):
+        TrainConfig(cohort=train_cohort, out=train_cohort, weight_decay_scope="some")
