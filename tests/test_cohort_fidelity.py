@@ -98,3 +98,77 @@ def test_row_policies_of_the_earlier_pipeline_as_options(tmp_path):
     assert df.loc[40000002, "creatinine_high_est"] == 1.0
     assert df.loc[40000003, ["creatinine_high_est", "creatinine_high_mon60"]].isna().all()
     assert "targets: ECGs with at least one target" not in flow.index
+
+
+# ---------------------------------------------------------------------------------------
+# real-world quirks (book/mimic.md), one hand-worked ECG at T
+
+
+BNP, K2 = 50963, 52610
+QUIRK_LAB = pd.DataFrame({"itemid": [K, K2, BNP], "label": ["Potassium", "Potassium", "NTproBNP"],
+                          "fluid": "Blood", "category": "Chemistry"})
+
+
+def quirk_tables() -> dict:
+    lab = mf.labs([
+        (1, K, ts(T + m(1)), np.nan, "mEq/L", 3.3, 5.1),        # value 'ERROR': no valuenum
+        (1, K, ts(T + m(2)), 4.0, "mEq/L", 3.3, 5.1),           # value '___' with its valuenum
+        (1, K2, ts(T + m(10)), 5.8, "mEq/L", 3.3, 5.1),         # second itemid of Potassium, high
+        (1, K, ts(T + pd.Timedelta(days=3)), 9.9, "mEq/L", 0.0, 0.0),  # bounds 0 and 0: dropped
+        (1, BNP, ts(T + m(5)), np.nan, "pg/mL", np.nan, 353.0),  # '>25000': text only
+        (1, BNP, ts(T + m(20)), 400.0, "pg/mL", np.nan, 353.0),  # one-sided range, high
+        (1, BNP, ts(T + pd.Timedelta(days=3)), 100.0, "pg/mL", np.nan, 353.0),
+    ])
+    lab["value"] = ["ERROR", "___", "5.8", "9.9", ">25000", "400", "100"]
+    vit = pd.DataFrame([
+        {"subject_id": 1, "charttime": ts(T + m(5)), "temperature": 37.2, "heartrate": 80.0, "pain": "8-9"},
+        {"subject_id": 1, "charttime": ts(T + m(20)), "temperature": 98.9, "pain": "10, chest"},
+        {"subject_id": 1, "charttime": ts(T - m(3)), "heartrate": 90.0, "pain": "uta"}])
+    omr = pd.DataFrame({"subject_id": 1, "seq_num": 1,
+                        "chartdate": [T.date(), (T - pd.Timedelta(days=2)).date(), T.date(),
+                                      (T - pd.Timedelta(days=5)).date(), T.date()],
+                        "result_name": ["Weight (Lbs)", "Weight (Lbs)", "Height (Inches)", "Height (Inches)",
+                                        "Blood Pressure"],
+                        "result_value": [">300", "250", "6868", "68", "128/74"]})
+    t = tables([], [(1, 40000001, ts(T))], [(40000001, 1, 0)], vitalsign=vit, omr=omr)
+    t["labevents"], t["d_labitems"] = lab, QUIRK_LAB
+    return t
+
+
+@pytest.fixture(scope="module")
+def quirks(tmp_path_factory):
+    res, df, flow = build(tmp_path_factory.mktemp("quirks"), quirk_tables())
+    return res, df.loc[40000001], flow
+
+
+def test_lab_text_values_second_itemids_and_ranges(quirks):
+    res, row, flow = quirks
+    # 'ERROR' and '>25000' have no valuenum: the rows without valuenum
+    assert flow.loc["labevents: valuenum and charttime", "dropped"] == 2
+    assert flow.loc["labevents: reference range", "dropped"] == 1  # the 0/0 row only
+    # closest potassium is the '___' 4.0 at +2 min (normal); mon30 holds the 52610 row's 5.8
+    assert row["potassium_high_est"] == 0.0
+    assert row["potassium_high_mon30"] == 1.0
+    spec = pd.read_json(res.targets, typ="series")
+    pot = next(t for t in spec["targets"] if t["name"] == "potassium_high_est")
+    assert pot["itemids"] == [K, K2] and pot["threshold"] == 5.1
+    # NTproBNP: the +20 min 400 is the closest kept row; no lower bound anywhere -> no low target
+    assert row["ntprobnp_high_est"] == 1.0
+    assert not any(t["name"].startswith("ntprobnp_low") for t in spec["targets"])
+
+
+def test_celsius_temperatures_and_free_text_pain(quirks):
+    _, row, flow = quirks
+    # 37.2 (degrees C) is below 50 (degrees F): implausible, missing; the +20 min 98.9 is used
+    assert row["temperature"] == 98.9
+    assert flow.loc["vitalsign: temperature plausible", "dropped"] == 1
+    # rows with free-text pain (one with a comma, quoted in the CSV) are read: heart rate of -3 min
+    assert row["heartrate"] == 90.0
+
+
+def test_omr_text_values_and_typed_twice_heights(quirks):
+    _, row, flow = quirks
+    assert flow.loc["omr: numeric biometric rows", "dropped"] == 1  # '>300'
+    assert flow.loc["omr: plausible biometrics", "dropped"] == 1  # 6868 in = 17,444.72 cm
+    assert row["weight"] == pytest.approx(250 * 0.453592)
+    assert row["height"] == pytest.approx(68 * 2.54)
