@@ -10,7 +10,7 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
 
 - Time windows, all closed (both ends included), measured in microseconds from ``ecg_time``:
   estimation labs charted in [ecg_time - 60 min, ecg_time + 60 min]; monitoring labs in
-  [ecg_time, ecg_time + h], h in ``horizons_min``; vitals in [ecg_time - 30 min,
+  [ecg_time, ecg_time + h], h in ``util.HORIZONS_MIN`` (30, 60, 120); vitals in [ecg_time - 30 min,
   ecg_time + 30 min]; omr biometrics with ``chartdate`` in [date(ecg_time) - 30 d,
   date(ecg_time) + 30 d] (omr has dates only).
 - Closest value: smallest absolute time difference; ties go to the earlier charttime, then
@@ -27,29 +27,37 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   implausible dropped: BMI outside (0, 100], weight outside [20, 400] kg, height outside
   [60, 400] cm; non-numeric ``result_value`` rows are skipped and counted.
 - Labs: ``labevents`` rows of patients with at least one ECG only (so all label statistics
-  below, fluid counts, units, row counts and medians, are over those patients' rows; the
-  authors used every row); joined to ``d_labitems`` on itemid; rows without valuenum or
-  charttime dropped; labels 'H', 'I', 'L', 'other' dropped; rows with ref_range_lower ==
-  ref_range_upper == 0 dropped; repeated ``labevent_id`` kept once; per label only its most
+  below, fluid counts, units, row counts and medians, are over those patients' rows, as in
+  the authors' code); joined to ``d_labitems`` on itemid (several itemids may share a label
+  and fluid: they are one test); rows without valuenum or charttime dropped (text-only
+  values such as 'ERROR' or '>25000'); labels 'H', 'I', 'L', 'other' dropped; rows whose two
+  reference bounds both equal 0 dropped (a row with one or two empty bounds is kept; its
+  empty bound does not enter the medians); repeated ``labevent_id`` kept once; per label only its most
   frequent fluid (ties: alphabetical); per label the most frequent unit spelling is the unit
   (ties: alphabetical); other spellings that name the same quantity (equal up to case and
   spaces, or listed in ``UNIT_SYNONYMS``) are relabelled with factor 1, rows with a unit of
   another quantity are dropped and counted; rows without a unit keep their value; labels with
   fewer than ``min_lab_events`` rows dropped.
-- Thresholds: per label the median of ``ref_range_lower`` and of ``ref_range_upper`` (NULLs
-  ignored; even counts averaged); low if valuenum < lower median, high if > upper median.
+- Thresholds: per label the median of ``ref_range_lower`` and of ``ref_range_upper`` over
+  the label's rows of ECG patients (NULLs ignored; even counts averaged); low if valuenum < lower median, high if > upper median.
   A label yields a target per abnormal class that occurs among its rows.
 - Estimation target: the closest row in the window; 1.0 if its class is the target's
   direction, else 0.0; NaN if the window is empty. Monitoring target: NaN if the window is
   empty or holds both a low and a high row; else 1.0 if it holds a row of the target's
   direction, else 0.0.
 - Folds: ``strat_fold`` joined on study_id. A patient named in the ECG-ICD list takes the most
-  frequent fold of their listed rows (ties: lowest) for all their ECGs. Wholly unlisted patients are
-  stratified by sex and age quartile: within each stratum, in a seeded random order, patients
-  are dealt round-robin over the 20 folds, each stratum starting where the previous one ended,
-  so every stratum and the total split 18:1:1 to within one patient.
+  frequent fold of their listed rows (ties: lowest) for all their ECGs. An ECG without a
+  ``strat_fold`` is excluded (``unlisted_ecgs="exclude"``, the authors': it never reaches a
+  split), counted in the flow table. With ``unlisted_ecgs="assign"`` it is kept: it takes its
+  patient's fold, and wholly unlisted patients are stratified by sex and age quartile: within
+  each stratum, in a seeded random order, patients are dealt round-robin over the 20 folds,
+  each stratum starting where the previous one ended, so every stratum and the total split
+  18:1:1 to within one patient.
 - A target is kept when the validation fold (18) and the test fold (19) each hold at least
-  ``min_per_class`` positives and ``min_per_class`` negatives.
+  ``min_per_class`` positives and ``min_per_class`` negatives (``targets.json`` records the
+  rules; the dataset counts again over the ECGs whose signal converted).
+- ECGs without any kept target are dropped (``drop_ecgs_without_targets``, the authors'),
+  counted in the flow table.
 """
 
 from __future__ import annotations

@@ -998,7 +998,10 @@ def table_monitoring(results: pd.DataFrame, auroc_threshold: float = 0.7, *,
     ("mean of test AUROC across the three horizons, considering only values if the lower
     bound of the prediction interval exceeds 0.70"), and the only reading that reproduces
     its row order (Hemoglobin ≥17.5, significant only at 120 min., sits above Creatinine
-    ≥1.2, significant at all three, although its three-horizon mean is lower).
+    ≥1.2, significant at all three, although its three-horizon mean is lower). That holds
+    with Bicarbonate's 30 min. interval un-swapped, (0.681, 0.763): not significant, so its
+    key is the mean of 60 and 120 min., 0.744. Read as printed, (0.763, 0.681), 30 min.
+    would count, the key would drop to 0.737, and Bicarbonate would sort two rows lower.
 
     Parameters
     ----------
