@@ -172,3 +172,23 @@ def test_omr_text_values_and_typed_twice_heights(quirks):
     assert flow.loc["omr: plausible biometrics", "dropped"] == 1  # 6868 in = 17,444.72 cm
     assert row["weight"] == pytest.approx(250 * 0.453592)
     assert row["height"] == pytest.approx(68 * 2.54)
+
+
+def test_every_deviation_is_a_flag():
+    """The paper's or authors' choice is the default; the other one is a command-line flag."""
+    from labecg.cli import config_from_args
+    from labecg.signals import SignalsConfig
+    from labecg.train import TrainConfig
+
+    c = config_from_args(CohortConfig, ["--hosp", "h", "--ed", "e", "--ecg", "g", "--ecg-icd", "i", "--out", "o",
+                                        "--unlisted-ecgs", "assign", "--no-drop-ecgs-without-targets"])
+    assert (c.unlisted_ecgs, c.drop_ecgs_without_targets) == ("assign", False)
+    d = config_from_args(CohortConfig, ["--hosp", "h", "--ed", "e", "--ecg", "g", "--ecg-icd", "i", "--out", "o"])
+    assert (d.unlisted_ecgs, d.drop_ecgs_without_targets) == ("exclude", True)
+    s = config_from_args(SignalsConfig, ["--cohort", "c", "--ecg", "g", "--exclude-flagged"])
+    assert s.exclude_flagged and not SignalsConfig(cohort="c", ecg="g").exclude_flagged
+    t = config_from_args(TrainConfig, ["--cohort", ".", "--out", "o", "--weight-decay-scope", "all",
+                                       "--ssm-init", "legs", "--ecg-latent", "64", "--tab-latent", "64"])
+    assert (t.weight_decay_scope, t.ssm_init, t.ecg_latent, t.tab_latent) == ("all", "legs", 64, 64)
+    u = TrainConfig(cohort=".", out="o")
+    assert (u.weight_decay_scope, u.ssm_init, u.ecg_latent, u.tab_latent) == ("weights", "lin", 32, 16)
