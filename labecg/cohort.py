@@ -32,14 +32,15 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   and fluid: they are one test); rows without valuenum or charttime dropped (text-only
   values such as 'ERROR' or '>25000'); labels 'H', 'I', 'L', 'other' dropped; rows whose two
   reference bounds both equal 0 dropped (a row with one or two empty bounds is kept; its
-  empty bound does not enter the medians); repeated ``labevent_id`` kept once; per label only its most
-  frequent fluid (ties: alphabetical); per label the most frequent unit spelling is the unit
-  (ties: alphabetical); other spellings that name the same quantity (equal up to case and
-  spaces, or listed in ``UNIT_SYNONYMS``) are relabelled with factor 1, rows with a unit of
-  another quantity are dropped and counted; rows without a unit keep their value; labels with
-  fewer than ``min_lab_events`` rows dropped.
+  empty bound does not enter the medians); repeated ``labevent_id`` kept once; per label
+  only its most frequent fluid (ties: alphabetical); per label the most frequent unit
+  spelling is the unit (ties: alphabetical); other spellings that name the same quantity
+  (equal up to case and spaces, or listed in ``UNIT_SYNONYMS``) are relabelled with factor
+  1, rows with a unit of another quantity are dropped and counted; rows without a unit keep
+  their value; labels with fewer than ``min_lab_events`` rows dropped.
 - Thresholds: per label the median of ``ref_range_lower`` and of ``ref_range_upper`` over
-  the label's rows of ECG patients (NULLs ignored; even counts averaged); low if valuenum < lower median, high if > upper median.
+  the label's rows of ECG patients (NULLs ignored; even counts averaged); low if valuenum <
+  lower median, high if > upper median.
   A label yields a target per abnormal class that occurs among its rows.
 - Estimation target: the closest row in the window; 1.0 if its class is the target's
   direction, else 0.0; NaN if the window is empty. Monitoring target: NaN if the window is
