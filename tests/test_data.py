@@ -348,7 +348,7 @@ def test_targets_are_recounted_over_the_ecgs_with_signal(cohort):
     frame["potassium_high_mon30"] = [0.0] * 28 + [0, 0, 1, 1, 1, 0] + [0, 1, 1, 1, np.nan, 0]
     frame.to_parquet(cohort / "cohort.parquet", index=False)
     (cohort / "targets.json").write_text(json.dumps(
-        {"version": 1, "rules": {"min_per_class": 2},
+        {"version": 1, "config": {"min_per_class": 2},
          "targets": [{"name": t, "counts": "as the cohort counted"} for t in TARGETS]}))
     dm = LabDataModule(DataConfig(cohort=cohort))
     dm.setup()
