@@ -64,17 +64,23 @@ class BookConfig:
         "help": "default: DATA_ROOT/mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv"})
     cohort_dir: Path = field(default=Path("data/cohort"), metadata={"help": "cohort folder (signals go beside it)"})
     run_dir: Path = field(default=Path("runs/default"), metadata={"help": "run folder of the fusion model"})
-    patients: int = field(default=3000, metadata={"help": "synthetic patients"})
+    patients: int = field(default=3000, metadata={
+        "help": "synthetic patients (labecg synth: 300, a quick test size; the book's 3,000 give the paper's cohort rules targets)"})
     min_lab_events: int = field(default=200, metadata={"help": "cohort: rows per lab label (the paper's 200)"})
     min_per_class: int = field(default=10, metadata={
         "help": "cohort: positives and negatives per validation/test fold (paper: 10)"})
-    workers: int = field(default=2, metadata={"help": "processes for synthetic waveforms and signal conversion"})
-    epochs: int = field(default=12, metadata={"help": "training epochs (paper: 20)"})
-    model_dim: int = field(default=64, metadata={"help": "S4 width (paper: 512)"})
-    n_layers: int = field(default=2, metadata={"help": "S4 blocks (paper: 4)"})
-    batch_size: int = 32
-    accelerator: str = field(default="cpu", metadata={"help": "Lightning accelerator: cpu, gpu, auto"})
-    seed: int = 0
+    workers: int = field(default=2, metadata={
+        "help": "processes for synthetic waveforms and signal conversion (labecg synth/signals: 1; the book uses a laptop's 2 cores)"})
+    epochs: int = field(default=12, metadata={
+        "help": "training epochs (labecg train and the paper: 20; 12 keep the book at classroom scale)"})
+    model_dim: int = field(default=64, metadata={
+        "help": "S4 width (labecg train and the paper: 512; 64 trains in minutes on a CPU)"})
+    n_layers: int = field(default=2, metadata={"help": "S4 blocks (labecg train and the paper: 4; 2 for a CPU)"})
+    batch_size: int = field(default=32, metadata={"help": "ECGs per training batch"})
+    accelerator: str = field(default="cpu", metadata={
+        "help": "Lightning accelerator: cpu, gpu, auto (labecg train: auto; the book pins cpu so a build "
+                "does not depend on the machine)"})
+    seed: int = field(default=0, metadata={"help": "seed of the synthetic source, folds, training and bootstrap"})
     n_iterations: int = field(default=1000, metadata={"help": "bootstrap resamples"})
     variants: tuple[str, ...] = field(default=("fusion",), metadata={
         "help": "models to train and compare: fusion (the paper's), code (the authors' code), ecg, tabular"})

@@ -3,6 +3,11 @@
 Each subcommand is a stage's config dataclass turned into flags (field ``min_lab_events``
 becomes ``--min-lab-events``) and the function the notebooks call with that config. Only
 the chosen stage's module is imported, so ``labecg synth`` does not load torch.
+
+A flag's help is the field's ``metadata["help"]``, else its entry in the config's numpydoc
+``Parameters`` (or ``Attributes``) section. An error the stages raise on purpose (bad
+input, a missing file, a refused resume) ends the command with one line on stderr and exit
+status 1; ``--debug`` (any position) or ``LABECG_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
+import os
+import re
 import sys
+import zipfile
 import types
 import typing
 from pathlib import Path
@@ -38,9 +47,42 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def _flag_kwargs(field: dataclasses.Field, hint) -> dict:
+#: Exceptions the stages raise on purpose for bad input; anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, KeyError, OSError, RuntimeError, zipfile.BadZipFile)
+DEBUG_ENV = "LABECG_DEBUG"
+
+
+def docstring_params(cls) -> dict[str, str]:
+    """Field descriptions from a numpydoc ``Parameters`` or ``Attributes`` section.
+
+    ``name : type`` followed by indented lines gives those lines, joined (the type alone
+    when nothing is indented below it); ``a, b : text`` gives ``text`` (and any indented
+    lines) to both names. Returns {field name: description}.
+    """
+    doc = inspect.getdoc(cls) or ""
+    section = re.search(r"^(?:Parameters|Attributes)\n-+\n(.*?)(?=\n[A-Z][A-Za-z ]+\n-+\n|\Z)", doc,
+                        flags=re.M | re.S)
+    out: dict[str, str] = {}
+    if not section:
+        return out
+    entries: list[tuple[list[str], str, list[str]]] = []
+    for line in section.group(1).splitlines():
+        head = re.match(r"^([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*:\s*(.*)$", line)
+        if head and not line[:1].isspace():
+            entries.append(([n.strip() for n in head.group(1).split(",")], head.group(2).strip(), []))
+        elif line.strip() and entries:
+            entries[-1][2].append(line.strip())
+    for names, rest, lines in entries:
+        text = " ".join(([rest] if len(names) > 1 or not lines else []) + lines)
+        text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")  # reST roles and literals
+        for name in names:
+            out[name] = text
+    return out
+
+
+def _flag_kwargs(field: dataclasses.Field, hint, doc_help: str = "") -> dict:
     """argparse keyword arguments for one dataclass field."""
-    kwargs: dict = {"help": field.metadata.get("help", "")}
+    kwargs: dict = {"help": field.metadata.get("help") or doc_help}
     has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
     default = field.default if field.default is not dataclasses.MISSING else (
         field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
@@ -63,8 +105,13 @@ def _flag_kwargs(field: dataclasses.Field, hint) -> dict:
         raise TypeError(f"labecg.cli: field {field.name!r} has unsupported type {hint!r}")
     if has_default:
         kwargs["default"] = default
-        if kwargs["help"] is not None and "action" not in kwargs:
-            kwargs["help"] = f"{kwargs['help']} (default: {default})".strip()
+        # percent signs would be read as argparse format fields
+        shown = str(default).replace("%", "%%")
+        kwargs["help"] = f"{kwargs['help'].replace('%', '%%')} (default: {shown})".strip()
+        if hint is bool:
+            kwargs["help"] = kwargs["help"].replace(f"(default: {shown})",
+                                                    f"(default: --{'' if default else 'no-'}"
+                                                    f"{field.name.replace('_', '-')})")
     else:
         kwargs["required"] = True
     return kwargs
@@ -72,13 +119,18 @@ def _flag_kwargs(field: dataclasses.Field, hint) -> dict:
 
 def build_parser(config_cls, prog: str, description: str) -> argparse.ArgumentParser:
     """An argparse parser with one flag per field of ``config_cls``."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     epilog=f"--debug (or {DEBUG_ENV}=1) shows the traceback of an error")
     hints = typing.get_type_hints(config_cls)
+    docs = docstring_params(config_cls)
     for field in dataclasses.fields(config_cls):
         if not field.init:
             continue
-        parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name,
-                            **_flag_kwargs(field, hints[field.name]))
+        action = parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name,
+                                     **_flag_kwargs(field, hints[field.name], docs.get(field.name, "")))
+        if isinstance(action, argparse.BooleanOptionalAction) and action.help:
+            # Python < 3.14 appends its own "(default: ...)" to boolean flags; keep ours only
+            action.help = action.help.replace(" (default: %(default)s)", "")
     return parser
 
 
@@ -89,22 +141,49 @@ def config_from_args(config_cls, argv: list[str], prog: str = "labecg", descript
     return config_cls(**values)
 
 
+def error_line(exc: BaseException) -> str:
+    """One line for an expected error: its message's first line (KeyError without quotes)."""
+    msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)
+    first = str(msg).strip().splitlines()[0] if str(msg).strip() else type(exc).__name__
+    return first if isinstance(exc, (ValueError, RuntimeError, KeyError)) else f"{type(exc).__name__}: {first}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
+    argv = [a for a in argv if a != "--debug"]
+    if argv[:1] == ["--version"]:
+        from labecg import __version__
+
+        print(f"labecg {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         width = max(map(len, COMMANDS))
         lines = [f"  {name:<{width}}  {spec[3]}" for name, spec in COMMANDS.items()]
-        print("usage: labecg <command> [flags]   (labecg <command> --help for its flags)\n\ncommands:")
+        print("usage: labecg [--version] <command> [flags] [--debug]   "
+              "(labecg <command> --help for its flags)\n\ncommands:")
         print("\n".join(lines))
+        print(f"\n--debug (or {DEBUG_ENV}=1) shows the traceback of an error instead of one line")
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nlabecg: unknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
     module_name, cls_name, fn_name, help_text = COMMANDS[argv[0]]
     module = importlib.import_module(module_name)
-    cfg = config_from_args(getattr(module, cls_name), argv[1:], prog=f"labecg {argv[0]}",
-                           description=help_text)
-    result = getattr(module, fn_name)(cfg)
+    try:
+        cfg = config_from_args(getattr(module, cls_name), argv[1:], prog=f"labecg {argv[0]}",
+                               description=help_text)
+        result = getattr(module, fn_name)(cfg)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"labecg {argv[0]}: interrupted", file=sys.stderr)
+        return 130
+    except EXPECTED_ERRORS as exc:
+        if debug:
+            raise
+        print(f"labecg {argv[0]}: error: {error_line(exc)}", file=sys.stderr)
+        return 1
     if result is not None:
         print(result)
     return 0

@@ -124,7 +124,39 @@ REQUIRED = {
 
 @dataclass(frozen=True)
 class CohortConfig:
-    """Where the sources are, where the cohort goes, and the windows of the labels."""
+    """Where the sources are, where the cohort goes, and the windows of the labels.
+
+    Parameters
+    ----------
+    hosp : Path
+        MIMIC-IV ``hosp`` folder (patients, admissions, labevents, d_labitems, omr).
+    ed : Path
+        MIMIC-IV-ED ``ed`` folder (edstays, vitalsign).
+    ecg : Path
+        MIMIC-IV-ECG root (record_list.csv, machine_measurements.csv, files/).
+    ecg_icd : Path
+        MIMIC-IV-ECG-ICD ``records_w_diag_icd10.csv`` (the folds).
+    out : Path
+        Cohort folder to write.
+    min_lab_events : int
+        A lab label needs at least this many rows to give targets (paper: 200).
+    min_per_class : int
+        A target needs this many positives and negatives in validation and in test (paper: 10).
+    estimation_window_min : int
+        Estimation labels: the lab value closest to the ECG within this many minutes.
+    horizons_min : tuple of int
+        Monitoring horizons, minutes after the ECG.
+    vitals_window_min : int
+        Vital signs: the closest within this many minutes of the ECG.
+    biometrics_window_days : int
+        BMI, weight, height: the closest within this many days of the ECG.
+    seed : int
+        Fold assignment of patients absent from ecg_icd.
+    memory_limit : str
+        DuckDB memory limit, e.g. "16GB".
+    threads : int
+        DuckDB threads; 0 = all cores.
+    """
     hosp: Path
     ed: Path
     ecg: Path

@@ -40,11 +40,10 @@ from typing import Iterator, Literal
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from labecg import catalog
 from labecg.metrics import auroc, sort_targets, weighted_auroc
-from labecg.util import atomic_path, get_logger, read_json
+from labecg.util import atomic_path, get_logger, progress_bar, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
@@ -241,7 +240,7 @@ def bootstrap(y_true, y_score, n_iterations: int = 1000, seed: int = 0, *, group
     draws = resample_weights(n, n_iterations, seed, groups)
     disable = None if progress is None else not progress
     desc = "bootstrap" if groups is None else "patient bootstrap"
-    for i, w in enumerate(tqdm(draws, total=n_iterations, desc=desc, disable=disable, leave=False)):
+    for i, w in enumerate(progress_bar(draws, total=n_iterations, desc=desc, disable=disable, leave=False)):
         iterations[i, :T] = weighted_auroc(st, w)
     defined = ~np.isnan(iterations[:, :T])
     n_defined = defined.sum(axis=1)

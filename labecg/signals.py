@@ -35,6 +35,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -47,9 +49,7 @@ import pandas as pd
 import wfdb
 from scipy.signal import resample_poly
 from wfdb.io.header import rx_record, rx_signal
-from tqdm.auto import tqdm
-
-from labecg.util import atomic_path, get_logger, read_json, write_json
+from labecg.util import atomic_path, get_logger, progress_bar, read_json, write_json
 
 log = get_logger("labecg.signals")
 
@@ -96,6 +96,10 @@ class SignalsConfig:
         ``failed``, left zero, and the dataset drops it.
     overwrite : bool
         Delete existing signal outputs (finished or partial) and convert from scratch.
+    max_failed_frac : float
+        A conversion in which more than this share of records fails is an error (a wrong
+        ``ecg`` root fails them all); if every record of the first chunk fails, the
+        conversion stops there and keeps nothing.
     """
 
     cohort: Path = field(metadata={"help": "cohort folder holding cohort.parquet; outputs go beside it"})
@@ -114,6 +118,8 @@ class SignalsConfig:
         "help": "mark flagged (flat or mostly missing) records failed instead of keeping them"})
     overwrite: bool = field(default=False, metadata={
         "help": "delete existing signal outputs (finished or partial) and convert again"})
+    max_failed_frac: float = field(default=0.5, metadata={
+        "help": "fail when more than this share of records cannot be converted"})
 
     def __post_init__(self):
         if self.workers < 1:
@@ -131,6 +137,8 @@ class SignalsConfig:
             raise ValueError(f"max_nan_frac must be in [0, 1), got {self.max_nan_frac}")
         if self.flat_mv < 0:
             raise ValueError(f"flat_mv must be >= 0 mV, got {self.flat_mv}")
+        if not 0 <= self.max_failed_frac <= 1:
+            raise ValueError(f"max_failed_frac must be in [0, 1], got {self.max_failed_frac}")
 
     @property
     def decimation(self) -> int:
@@ -452,6 +460,36 @@ def _convert_chunk(paths: list[str], cfg: SignalsConfig) -> tuple[np.ndarray, li
 
 # ---------------------------------------------------------------------------- the stage
 
+class _AllFailed(Exception):
+    """Every record tried so far failed: the conversion stops early."""
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: on Linux, end this worker when the converting process dies.
+
+    Killed with SIGTERM or SIGKILL, the parent runs no cleanup; without this its idle
+    workers would wait on their queue for ever.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel queued chunks and end the workers now, without waiting for running ones."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=5)
+
+
 def _read_cohort(cohort_dir: Path) -> pd.DataFrame:
     path = cohort_dir / "cohort.parquet"
     if not path.exists():
@@ -464,10 +502,11 @@ def _read_cohort(cohort_dir: Path) -> pd.DataFrame:
 
 
 def fingerprint_cohort(frame: pd.DataFrame, cfg: SignalsConfig) -> str:
-    """SHA-256 over the cohort's row order (study_id, path) and the settings that change rows."""
+    """SHA-256 over the cohort's row order (study_id, path), the ECG root and the settings that change rows."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(frame["study_id"].to_numpy(np.int64)).tobytes())
     h.update("\n".join(frame["path"].astype(str)).encode())
+    h.update(str(Path(cfg.ecg).resolve()).encode())  # the same paths under another root are other records
     settings = {k: getattr(cfg, k) for k in ("dtype", "clip_mv", "fs_hz", "max_nan_frac", "flat_mv")}
     if cfg.exclude_flagged:  # only when set, so fingerprints of the default stay as they were
         settings["exclude_flagged"] = True
@@ -517,14 +556,16 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
         if meta.get("fingerprint") == fp:
             log.info("%s: already converted for this cohort; nothing to do", npy)
             return npy
-        raise RuntimeError(f"{cohort_dir / 'signals.json'}: made from a different cohort.parquet or "
-                           f"settings (fingerprint {meta.get('fingerprint', '?')[:12]}, expected "
+        raise RuntimeError(f"{cohort_dir / 'signals.json'}: made from a different cohort.parquet, ECG root "
+                           f"(then {meta.get('ecg', '?')}, now {Path(cfg.ecg).resolve()}) or settings "
+                           f"(fingerprint {meta.get('fingerprint', '?')[:12]}, expected "
                            f"{fp[:12]}); rerun with --overwrite to convert again")
     if state_path.exists():
         state = read_json(state_path)
         if state.get("fingerprint") != fp or state.get("n_rows") != n:
             raise RuntimeError(f"{state_path}: the partial conversion was made from a different "
-                               f"cohort.parquet or settings (fingerprint {state.get('fingerprint', '?')[:12]}"
+                               f"cohort.parquet, ECG root (then {state.get('ecg', '?')}) or settings "
+                               f"(fingerprint {state.get('fingerprint', '?')[:12]}"
                                f", {state.get('n_rows')} rows; now {fp[:12]}, {n} rows); refusing to "
                                f"resume; rerun with --overwrite to start again")
         if not npy.exists():
@@ -543,6 +584,7 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
             np.lib.format.open_memmap(tmp, mode="w+", dtype=cfg.dtype,
                                       shape=(n, cfg.n_samples, len(LEADS))).flush()
         write_json(state_path, {"fingerprint": fp, "n_rows": n, "chunk_size": chunk_size,
+                                "ecg": str(Path(cfg.ecg).resolve()),
                                 "config": {k: str(v) for k, v in asdict(cfg).items()}})
         mm = np.load(npy, mmap_mode="r+")
 
@@ -552,16 +594,24 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
     log.info("%s: %d records, %d of %d chunks to convert with %d worker(s)",
              npy, n, len(starts), -(-n // chunk_size), cfg.workers)
 
+    tried, failed_here, first_reason = 0, 0, ""
+
     def finish(start: int, x: np.ndarray, reasons: list[str], flags: list[str]) -> None:
+        nonlocal tried, failed_here, first_reason
         mm[start:start + len(x)] = x
         mm.flush()
         write_json(progress / f"chunk_{start:09d}.json", {"start": start, "reasons": reasons, "flags": flags})
+        tried += len(reasons)
+        failed_here += sum(r != "" for r in reasons)
+        first_reason = first_reason or next((r for r in reasons if r), "")
+        if tried >= min(n, chunk_size) and failed_here == tried:
+            raise _AllFailed()
         if on_chunk is not None:
             on_chunk(start)
 
     done = 0
-    bar = tqdm(total=n, initial=n - sum(min(chunk_size, n - s) for s in starts),
-               unit="ecg", desc="signals", disable=None)
+    bar = progress_bar(total=n, initial=n - sum(min(chunk_size, n - s) for s in starts),
+                       unit="ecg", desc="signals")
     try:
         if cfg.workers == 1:
             for s in starts:
@@ -571,7 +621,8 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
                 done += 1
                 bar.update(min(chunk_size, n - s))
         else:
-            with ProcessPoolExecutor(cfg.workers) as pool:
+            pool = ProcessPoolExecutor(cfg.workers, initializer=_die_with_parent, initargs=(os.getpid(),))
+            try:
                 todo = iter(starts)
                 running: dict = {}
                 while True:
@@ -590,9 +641,20 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
                         finish(s, *fut.result())
                         done += 1
                         bar.update(min(chunk_size, n - s))
+            except BaseException:
+                _stop_pool(pool)  # an error or Ctrl-C: no worker may outlive this call
+                raise
+            pool.shutdown(wait=True)
+    except _AllFailed:
+        del mm
+        _remove_outputs(cohort_dir)
+        raise RuntimeError(f"{cohort_dir}: all {tried} records tried failed (first: {first_reason}); is "
+                           f"--ecg {cfg.ecg} the MIMIC-IV-ECG root that cohort.parquet's paths are relative "
+                           f"to? Nothing was kept") from None
     finally:
         bar.close()
-        del mm
+        if "mm" in locals():
+            del mm
 
     remaining = [s for s in range(0, n, chunk_size) if not (progress / f"chunk_{s:09d}.json").exists()]
     if remaining:
@@ -628,6 +690,15 @@ def _finalize(cohort_dir: Path, frame: pd.DataFrame, cfg: SignalsConfig, fp: str
     if n_failed:
         log.info("signals: %d of %d records failed (listed in signals_manifest.parquet); "
                  "first: row %d, %s", n_failed, n, failed[0], reasons[failed[0]])
+    if n_failed > cfg.max_failed_frac * n:
+        if n_failed == n:
+            _remove_outputs(cohort_dir)
+        raise RuntimeError(f"{cohort_dir}: {n_failed} of {n} records failed, more than max_failed_frac="
+                           f"{cfg.max_failed_frac:g} (first: row {failed[0]}, {reasons[failed[0]]}); is --ecg "
+                           f"{cfg.ecg} the MIMIC-IV-ECG root? "
+                           + ("Nothing was kept" if n_failed == n else
+                              f"the reasons are in {cohort_dir / 'signals_manifest.parquet'}; rerun with a higher "
+                              "--max-failed-frac to accept them"))
 
     ok_train = (status == "ok") & frame["fold"].isin(TRAIN_FOLDS).to_numpy()
     mean, std = compute_lead_stats(np.load(cohort_dir / "signals.npy", mmap_mode="r"),
@@ -643,7 +714,7 @@ def _finalize(cohort_dir: Path, frame: pd.DataFrame, cfg: SignalsConfig, fp: str
                 "flat_mv": cfg.flat_mv, "exclude_flagged": cfg.exclude_flagged,
                 "resampling": "scipy.signal.resample_poly(x, up, down, padtype='line'), up/down = "
                               "fs_hz / the record's rate in lowest terms; none at fs_hz",
-                "fingerprint": fp})
+                "ecg": str(Path(cfg.ecg).resolve()), "fingerprint": fp})
     shutil.rmtree(progress, ignore_errors=True)
 
 

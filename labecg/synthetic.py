@@ -35,11 +35,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
-from tqdm.auto import tqdm
 
 from labecg import ecgsim
 from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS, MIMIC_FILES
-from labecg.util import atomic_path, get_logger, lab_slug, write_json
+from labecg.util import atomic_path, get_logger, lab_slug, progress_bar, write_json
 
 GENERATOR_VERSION = "1.0"
 log = get_logger("labecg.synthetic")
@@ -55,6 +54,27 @@ class SynthConfig:
     patients held in memory at once; ``writer`` "wfdb" calls ``wfdb.wrsamp`` per record,
     "fast" writes the same bytes directly (``wfdb.wrsamp`` spends ~0.1 s per record
     in header bookkeeping; the tests check the two agree byte for byte).
+
+    Parameters
+    ----------
+    out : Path
+        Folder to write; must be empty, absent, or an earlier synthetic tree (it is replaced).
+    patients : int
+        Synthetic patients.
+    seed : int
+        Seed of everything drawn.
+    ecgs_per_patient : float
+        Mean ECGs per patient (1-8 each).
+    waveform_fraction : float
+        Share of ECGs whose WFDB record is written.
+    workers : int
+        Processes drawing the waveforms (the bytes do not depend on it).
+    chunk_patients : int
+        Patients held in memory at once.
+    writer : {"fast", "wfdb"}
+        Write WFDB files directly or through ``wfdb.wrsamp`` (same bytes).
+    progress : bool
+        Show a progress bar.
     """
 
     out: Path
@@ -799,7 +819,7 @@ def generate(cfg: SynthConfig) -> Path:
             tmp = stack.enter_context(atomic_path(root / rel))
             streams[k] = _CsvStream(tmp, rel.endswith(".gz"), COLUMNS[k])
         try:
-            bar = tqdm(total=n, desc="synthetic patients", unit="patient", disable=not cfg.progress)
+            bar = progress_bar(total=n, desc="synthetic patients", unit="patient", disable=True if not cfg.progress else None)
             for c0 in range(0, n, cfg.chunk_patients):
                 sims = []
                 for i in range(c0, min(n, c0 + cfg.chunk_patients)):

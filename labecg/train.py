@@ -74,9 +74,33 @@ class TrainConfig:
     cohort : Path
         Cohort folder with signals (``labecg cohort`` then ``labecg signals``).
     out : Path
-        Run folder; ``out/checkpoints/last.ckpt`` is resumed when ``resume``.
-    epochs, batch_size, lr, weight_decay : training schedule (AdamW, constant rate).
-    model_dim, n_layers, d_state, dropout, fusion, tabular_encoder, variant, freeze_ssm,
+        Run folder. A fresh run empties it of an earlier run's files (and refuses a folder
+        that is not a run folder); ``out/checkpoints/last.ckpt`` is resumed when ``resume``.
+    epochs : int
+        Training epochs (paper: 20; the book's classroom scale uses 12). On a CPU the
+        default 512-wide, 4-layer model takes hours for 20 epochs; see the README.
+    batch_size : int
+        ECGs per training batch (a random 2.5 s crop each).
+    lr : float
+        AdamW learning rate (constant).
+    weight_decay : float
+        AdamW weight decay.
+    model_dim : int
+        S4 width (paper: 512; the book's classroom scale uses 64).
+    n_layers : int
+        S4 blocks (paper: 4; the book uses 2).
+    d_state : int
+        S4 state size per channel.
+    dropout : float
+        Dropout of the S4 blocks and the head.
+    fusion : {"outer", "concat"}
+        How ECG and tabular embeddings are joined (paper: outer product).
+    tabular_encoder : {"linear", "mlp"}
+        Encoder of demographics, vital signs and biometrics.
+    variant : {"fusion", "ecg", "tabular"}
+        Inputs the model sees: both, the ECG alone, the tabular features alone.
+    freeze_ssm : bool
+        Keep the S4 kernels' parameters fixed.
     ssm_init, ecg_latent, tab_latent :
         Architecture, see :class:`labecg.model.ModelConfig`.
     weight_decay_scope : {"weights", "all"}
@@ -87,13 +111,22 @@ class TrainConfig:
         Learning rate of the state-space parameters is min(lr, ssm_lr) (S4 reference: 1e-3).
     loss : {"bce", "focal"}
         Masked binary cross-entropy (paper) or focal BCE with ``focal_gamma`` (authors' code).
+    focal_gamma : float
+        Focusing exponent of the focal loss.
     target_reduction : {"mean", "sum"}
         How per-target losses combine: mean (default) or sum (authors' code).
     accelerator, devices, num_nodes, strategy, precision : passed to ``pl.Trainer``
         e.g. ``--devices 4 --strategy ddp --precision bf16-mixed`` on GPUs; ``num_nodes``
         machines with ``devices`` processes each (torchrun or SLURM start them).
+    num_workers : int
+        DataLoader worker processes.
+    seed : int
+        Seeds initialization, training order and crops.
     max_steps_per_epoch : int, optional
         Cap on training batches per epoch (quick runs); None = all.
+    resume : bool
+        Continue ``out/checkpoints/last.ckpt`` when the run's settings and inputs are
+        unchanged; ``--no-resume`` starts over (after every input is checked).
     """
 
     cohort: Path

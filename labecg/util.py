@@ -1,4 +1,5 @@
-"""Small helpers shared by every stage: atomic file writes, JSON, target names, logging.
+"""Small helpers shared by every stage: atomic file writes, JSON, target names, logging,
+progress bars, and paths relative to the repository.
 
 Imports no other ``labecg`` module.
 """
@@ -10,9 +11,16 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from tqdm.std import tqdm as _tqdm
+
+#: Set by ``labecg book`` while it executes a notebook: progress bars are appended to this
+#: file, which the book echoes on its terminal, and never written into the notebook.
+PROGRESS_ENV = "LABECG_PROGRESS_FILE"
 
 HORIZONS_MIN: tuple[int, ...] = (30, 60, 120)  # the paper's monitoring horizons
 TASKS: tuple[str, ...] = ("est",) + tuple(f"mon{h}" for h in HORIZONS_MIN)
@@ -103,3 +111,83 @@ def get_logger(name: str) -> logging.Logger:
         root.addHandler(handler)
         root.setLevel(logging.INFO)
     return logger
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter (IPython) kernel."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def progress_bar(iterable=None, **kwargs):
+    """A ``tqdm`` bar that goes to a terminal, never into a book page.
+
+    - While ``labecg book`` runs a notebook (:data:`PROGRESS_ENV` set): a text bar appended
+      to that file, echoed by the book on its terminal; nothing in the notebook.
+    - In a Jupyter kernel run by hand: the notebook widget when ``ipywidgets`` is installed
+      (``make lab`` installs it), else a text bar in the cell's output.
+    - Elsewhere: a text bar on stderr, shown only when stderr is a terminal.
+
+    Takes ``tqdm``'s arguments; ``disable=True`` hides the bar everywhere.
+    """
+    target = os.environ.get(PROGRESS_ENV)
+    if kwargs.get("disable"):
+        return _tqdm(iterable, **kwargs)
+    if target:
+        kwargs.update(disable=False, mininterval=max(kwargs.get("mininterval", 0), 1.0), ncols=100)
+        return _FileBar(iterable, target=target, **kwargs)
+    if _in_kernel():
+        kwargs["disable"] = False
+        try:
+            import ipywidgets  # noqa: F401  (tqdm.notebook needs it)
+            from tqdm.notebook import tqdm as notebook_tqdm
+
+            return notebook_tqdm(iterable, **kwargs)
+        except ImportError:
+            return _tqdm(iterable, **kwargs)
+    kwargs.setdefault("disable", None)
+    return _tqdm(iterable, **kwargs)
+
+
+class _FileBar(_tqdm):
+    """A text bar appended to a file that it opens and closes itself."""
+
+    def __init__(self, iterable=None, *, target, **kwargs):
+        self._owned = open(target, "a", buffering=1)
+        super().__init__(iterable, file=self._owned, **kwargs)
+
+    def close(self):
+        super().close()
+        if not self._owned.closed:
+            self._owned.close()
+
+
+def repo_root() -> Path:
+    """The repository the notebooks belong to, whatever the working directory.
+
+    The nearest folder, from the working directory upwards, that holds ``_config.yml``
+    and ``notebooks/`` (a notebook opened in ``notebooks/`` finds its checkout); else the
+    checkout the package was installed from (``pip install -e``); else the working
+    directory.
+    """
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_config.yml").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "_config.yml").is_file() and (checkout / "notebooks").is_dir():
+        return checkout
+    return here
+
+
+def repo_path(path) -> Path | None:
+    """``path`` as given when absolute, else resolved against :func:`repo_root`; None stays None.
+
+    The notebooks' parameters (``"data/synthetic"``, ``"runs/default"``) name folders of
+    the repository, so a notebook run from ``notebooks/`` in Jupyter writes where the CLI
+    and the book do, not into ``notebooks/data/``.
+    """
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else repo_root() / path

@@ -233,7 +233,8 @@ def test_corrupt_records_are_reported_and_skipped(small):
     """exclude_flagged=True: the earlier policy, flat and NaN-filled records fail too."""
     cohort, root, folds = small
     _corrupt(root)
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=3, exclude_flagged=True))
+    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=3, exclude_flagged=True,
+                                  max_failed_frac=0.8))
     manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
     status = manifest["status"].tolist()
     assert status == ["ok", "failed", "failed", "failed", "failed", "ok", "failed", "failed"]
@@ -387,3 +388,90 @@ def test_synthetic_cohort_rows_match_an_independent_wfdb_decimation(signals_dir,
         ref = decimate(np.clip(sig, -3, 3), 5, ftype="fir", zero_phase=True, axis=0)  # Hamming FIR
         err = np.abs(x[i, 10:-10].astype(np.float64) - ref[10:-10])
         assert err.max() < 0.01, f"row {i}: max |memmap - decimate(rdsamp)| = {err.max():.3f} mV"
+
+
+# ---------------------------------------------------------------------------- wrong inputs, killed runs
+
+
+def test_wrong_ecg_root_is_an_error_and_the_right_one_then_converts(small, tmp_path):
+    cohort, root, _ = small
+    wrong = tmp_path / "not-the-ecg-root"
+    wrong.mkdir()
+    with pytest.raises(RuntimeError, match=r"all 3 records tried failed .*missing file.*--ecg"):
+        convert_signals(SignalsConfig(cohort=cohort, ecg=wrong, chunk_size=3))
+    # stopped after the first chunk, and nothing kept that a later run could mistake for signals
+    assert sorted(p.name for p in cohort.iterdir()) == ["cohort.parquet"]
+    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=3))
+    manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
+    assert (manifest["status"] == "ok").all()
+
+
+def test_an_implausible_share_of_failures_is_an_error(small):
+    cohort, root, _ = small
+    for i in (1, 2, 3, 4, 6):  # 5 of 8 records lose their .dat: 62% > 50%
+        (root / (rel_path(i) + ".dat")).unlink()
+    with pytest.raises(RuntimeError, match=r"5 of 8 records failed, more than max_failed_frac=0.5"):
+        convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=4))
+    assert not (cohort / "signals.json").exists()
+    # the same conversion, accepted with a higher share, finishes from what was converted
+    redone: list[int] = []
+    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=4, max_failed_frac=0.7),
+                    on_chunk=redone.append)
+    assert redone == [] and (cohort / "signals.json").exists()
+
+
+def test_signals_of_another_ecg_root_are_not_taken_as_done(small, tmp_path):
+    cohort, root, _ = small
+    convert_signals(SignalsConfig(cohort=cohort, ecg=root))
+    other = tmp_path / "copy-of-ecg"
+    shutil.copytree(root, other)
+    with pytest.raises(RuntimeError, match="ECG root"):
+        convert_signals(SignalsConfig(cohort=cohort, ecg=other))
+
+
+def _children(pid: int) -> set[int]:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killing_a_parallel_conversion_leaves_no_workers(small, sig):
+    cohort, root, _ = small
+    script = ("import time, sys\nfrom pathlib import Path\n"
+              "from labecg.signals import SignalsConfig, convert_signals\n"
+              "convert_signals(SignalsConfig(cohort=Path(sys.argv[1]), ecg=Path(sys.argv[2]), chunk_size=1,"
+              " workers=2), on_chunk=lambda s: time.sleep(2))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(cohort), str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while time.monotonic() < deadline and not (len(workers) >= 2 and
+                                               list((cohort / "signals_progress").glob("chunk_*.json"))):
+        workers |= _children(proc.pid)
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the conversion did not start its workers"
+    os.kill(proc.pid, sig)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.05)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, f"workers {left} outlived the killed conversion"
