@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import datetime as dt
 import hashlib
+import os
 import platform
 import shutil
 import subprocess
@@ -38,7 +39,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from labecg.data import DataConfig, LabDataModule, average_segments
 from labecg.metrics import auroc
 from labecg.model import FusionModel, ModelConfig
-from labecg.util import atomic_path, get_logger, read_json, write_json
+from labecg.util import PROGRESS_ENV, atomic_path, get_logger, progress_bar, read_json, write_json
 
 log = get_logger(__name__)
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auroc")
@@ -298,6 +299,8 @@ class LabModule(pl.LightningModule):
         self.n_segments = 0  # items per validation/test ECG, set by train()
         self.predictions: Optional[tuple[np.ndarray, np.ndarray]] = None  # last val/test epoch, per ECG
         self.metrics_path: Optional[Path] = None
+        self.started_at = time.time()  # wall clock of this call, set again by train()
+        self.duration_before_s = 0.0  # wall seconds of earlier calls, up to the checkpoint resumed from
 
     def forward(self, ecg, tabular):
         return self.model(ecg, tabular)
@@ -392,9 +395,43 @@ class LabModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["labecg_history"] = self.history
+        checkpoint["labecg_duration_s"] = self.duration_s()
 
     def on_load_checkpoint(self, checkpoint):
         self.history = list(checkpoint.get("labecg_history", []))
+        self.duration_before_s = float(checkpoint.get("labecg_duration_s", 0.0))
+
+    def duration_s(self) -> float:
+        """Wall seconds of the whole run: earlier calls up to the resumed checkpoint, plus this one."""
+        return self.duration_before_s + (time.time() - self.started_at)
+
+
+class EpochProgress(pl.Callback):
+    """One bar over epochs (loss and validation AUROC as its postfix) for :func:`labecg.util.progress_bar`.
+
+    Used instead of Lightning's bar while ``labecg book`` runs the training notebook:
+    Lightning's bar writes to the notebook's output, so every update would land in the page.
+    """
+
+    def __init__(self):
+        self.bar = None
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            self.bar = progress_bar(total=trainer.max_epochs, initial=trainer.current_epoch, desc="training",
+                                    unit="epoch")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.bar is not None:
+            last = pl_module.history[-1] if pl_module.history else {}
+            self.bar.set_postfix(train_loss=f"{last.get('train_loss', float('nan')):.3f}",
+                                 val_macro_auroc=f"{last.get('val_macro_auroc', float('nan')):.3f}")
+            self.bar.update(1)
+
+    def on_train_end(self, trainer, pl_module):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def write_metrics(path: Path, history: list[dict]) -> None:
@@ -494,9 +531,39 @@ def run_settings(cfg: TrainConfig) -> dict:
     return settings
 
 
+#: Marks a run folder: written first by a fresh run (which empties the folder), read on resume.
+RUN_SETTINGS = "run_settings.json"
+#: What ``labecg train`` reads from the cohort folder, and the command that writes it.
+COHORT_INPUTS = {"cohort.parquet": "labecg cohort", "targets.json": "labecg cohort",
+                 "signals.json": "labecg signals", "signals.npy": "labecg signals",
+                 "signals_manifest.parquet": "labecg signals", "signals_stats.json": "labecg signals"}
+
+
+def check_inputs(cfg: TrainConfig) -> None:
+    """Raise, naming the file, unless the cohort folder holds everything training reads.
+
+    Runs before the run folder is touched, so a wrong ``--cohort`` never costs a trained model.
+    """
+    cohort = Path(cfg.cohort)
+    for name, command in COHORT_INPUTS.items():
+        if not (cohort / name).is_file():
+            raise FileNotFoundError(f"{cohort / name}: not found; expected the output of `{command}` "
+                                    f"in the cohort folder {cohort}")
+    targets = read_json(cohort / "targets.json").get("targets", [])
+    if not targets:
+        raise ValueError(f"{cohort / 'targets.json'}: lists no targets, nothing to train; rebuild the cohort "
+                         f"with lower --min-per-class or --min-lab-events (`labecg cohort` says which values)")
+
+
 def _prepare_run_folder(cfg: TrainConfig, out: Path, settings: dict) -> Optional[Path]:
-    """The checkpoint to resume from, or None for a fresh run (old checkpoints removed)."""
-    ckpt_dir, settings_path = out / "checkpoints", out / "run_settings.json"
+    """The checkpoint to resume from, or None for a fresh run in an emptied folder (global rank 0 only).
+
+    A fresh run removes everything an earlier run left in ``out`` (checkpoints,
+    predictions, config, run_info, evaluation), so that the folder never holds files of
+    two runs. A non-empty ``out`` without ``run_settings.json`` is not a run folder and is
+    refused rather than emptied.
+    """
+    ckpt_dir, settings_path = out / "checkpoints", out / RUN_SETTINGS
     last = ckpt_dir / "last.ckpt"
     if cfg.resume and last.exists():
         previous = read_json(settings_path) if settings_path.exists() else {}
@@ -506,8 +573,13 @@ def _prepare_run_folder(cfg: TrainConfig, out: Path, settings: dict) -> Optional
                              f"{settings_path.name}); resuming continues only the same run: choose another "
                              f"--out, or pass --no-resume to start over in this folder")
         return last
-    if ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)  # a fresh run must not inherit the previous run's best checkpoint
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    if entries and not settings_path.exists():
+        raise FileExistsError(f"{out}: holds {entries[0].name} (and {len(entries) - 1} more) but no "
+                              f"{RUN_SETTINGS}, so it is not a run folder; choose an empty or new --out")
+    for entry in entries:  # a fresh run must not inherit the previous run's files
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     write_json(settings_path, settings)
     return None
 
@@ -526,9 +598,11 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     ``inference.json`` (:meth:`LabDataModule.inference_spec`), ``run_info.json``,
     ``run_settings.json``. Resumes from ``checkpoints/last.ckpt`` when
     ``cfg.resume`` and the run's settings and inputs are unchanged (:func:`run_settings`);
-    raises when they differ. Without ``resume``, earlier checkpoints in ``cfg.out`` are removed.
-    Under DDP every rank runs this function (Lightning, torchrun or SLURM starts them); only
-    global rank 0 writes files.
+    raises when they differ. Every input is checked (:func:`check_inputs`, the dataset's
+    setup) before ``cfg.out`` is touched; a fresh run then empties ``cfg.out`` of the
+    earlier run's files. ``run_info.json``'s ``duration_s`` counts every call of the run
+    (up to the checkpoint each resumed from). Under DDP every rank runs this function
+    (Lightning, torchrun or SLURM starts them); only global rank 0 writes files.
 
     Parameters
     ----------
@@ -542,34 +616,41 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     """
     started = time.time()
     out = Path(cfg.out)
+    check_inputs(cfg)
+    settings = run_settings(cfg)
+    # under `labecg book` Lightning's bar would fill the page; a bar the book echoes on its terminal instead
+    in_book = bool(os.environ.get(PROGRESS_ENV))
+    if in_book:  # Lightning's notes on hardware and settings are terminal talk, not page content
+        for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     ckpt_dir = out / "checkpoints"
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_macro_auroc",
                                               mode="max", save_top_k=1, save_last=True,
                                               enable_version_counter=False)
     # the bar's loss readout is a GPU sync (.item()); every 20 steps keeps the CPU ahead of the GPU
-    bar = pl.callbacks.TQDMProgressBar(refresh_rate=20)
+    bar = EpochProgress() if in_book else pl.callbacks.TQDMProgressBar(refresh_rate=20)
     # the Trainer knows this process's global rank (from Lightning's launcher, torchrun or SLURM)
     # before any process group exists; the samplers split the data themselves
     trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
                          num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
                          callbacks=[checkpoint, bar, *callbacks], logger=False, use_distributed_sampler=False,
                          limit_train_batches=cfg.max_steps_per_epoch or 1.0, num_sanity_val_steps=0,
-                         enable_model_summary=False, enable_progress_bar=True, default_root_dir=out)
-    if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        resume_from = _prepare_run_folder(cfg, out, run_settings(cfg))
-    else:
-        resume_from = _resume_path(cfg, out)
+                         enable_model_summary=False, enable_progress_bar=not in_book, default_root_dir=out)
     pl.seed_everything(cfg.seed, workers=True)
     dm = LabDataModule(cfg.data_config())
     dm.setup()
     model_cfg = cfg.model_config(dm.n_targets, dm.n_tabular)
+    if trainer.is_global_zero:  # only now, with every input read
+        resume_from = _prepare_run_folder(cfg, out, settings)
+    else:
+        resume_from = _resume_path(cfg, out)
     module = LabModule(dataclasses.asdict(model_cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, loss=cfg.loss,
                        focal_gamma=cfg.focal_gamma, target_reduction=cfg.target_reduction,
                        weight_decay_scope=cfg.weight_decay_scope, ssm_lr=cfg.ssm_lr)
     module.y_true = dm.y_true
     module.eval_rows, module.n_segments = {"val": dm.rows["val"], "test": dm.rows["test"]}, dm.n_segments
     module.metrics_path = out / "metrics.csv"
+    module.started_at = started
 
     if resume_from is not None:
         log.info("resuming from %s", resume_from)
@@ -602,7 +683,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     write_json(out / "run_info.json", {
         "source": targets.get("source"), "labecg_version": getattr(labecg, "__version__", None),
         "git_commit": _git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "hardware": _hardware(), "duration_s": round(time.time() - started, 1),
+        "hardware": _hardware(), "duration_s": round(module.duration_s(), 1),
         "best_checkpoint": best.name, "best_val_macro_auroc": float(best_score)
         if best_score is not None else None, "epochs_done": epochs_done,
         "world_size": trainer.world_size})

@@ -1,6 +1,8 @@
 """Training: the masked loss by hand, checkpoint/resume, and learning a planted effect."""
 
 import csv
+import shutil
+import time
 import dataclasses
 import json
 from pathlib import Path
@@ -210,3 +212,65 @@ def test_fusion_latent_sizes_reach_the_model(train_cohort):
     assert m.head.in_features == (8 + 1) * (4 + 1)
     with pytest.raises(ValueError, match="weight_decay_scope"):
         TrainConfig(cohort=train_cohort, out=train_cohort, weight_decay_scope="some")
+
+
+# ---------------------------------------------------------------------------- work never lost or mixed
+
+
+def _cohort_without_signals(train_cohort: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for name in ("cohort.parquet", "targets.json", "cohort_flow.csv"):
+        shutil.copy(train_cohort / name, dst / name)
+    return dst
+
+
+def test_no_resume_checks_inputs_before_touching_the_run(train_cohort, tmp_path):
+    run = train(_quick(train_cohort, tmp_path / "run", 1))
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    bare = _cohort_without_signals(train_cohort, tmp_path / "bare")
+    with pytest.raises(FileNotFoundError, match=r"signals\.json: not found; expected the output of `labecg signals`"):
+        train(dataclasses.replace(_quick(bare, run, 1), resume=False))
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+
+
+def test_a_fresh_run_killed_midway_leaves_no_file_of_the_previous_run(train_cohort, tmp_path, monkeypatch):
+    from labecg import train as train_module
+    from labecg.evaluate import EvaluateConfig, evaluate_run
+
+    run = train(_quick(train_cohort, tmp_path / "run", 1))
+    evaluate_run(EvaluateConfig(run=run, n_iterations=5))
+    assert (run / "evaluation" / "results.csv").exists()
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt  # as if the new run were killed during its first epoch
+
+    monkeypatch.setattr(train_module.pl.Trainer, "fit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(dataclasses.replace(_quick(train_cohort, run, 1), resume=False, model_dim=24))
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    assert left == ["run_settings.json"], left
+    assert json.loads((run / "run_settings.json").read_text())["model_dim"] == 24
+    with pytest.raises(FileNotFoundError, match="predictions_test.npz"):
+        evaluate_run(EvaluateConfig(run=run, n_iterations=5))
+
+
+def test_a_folder_that_is_not_a_run_is_refused(train_cohort, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a run folder"):
+        train(_quick(train_cohort, out, 1))
+    assert (out / "notes.txt").read_text() == "keep me" and sorted(out.iterdir()) == [out / "notes.txt"]
+
+
+def test_duration_counts_every_call_of_a_resumed_run(train_cohort, tmp_path):
+    t0 = time.time()
+    train(_quick(train_cohort, tmp_path / "run", 1))
+    t1 = time.time() - t0
+    first = json.loads((tmp_path / "run" / "run_info.json").read_text())["duration_s"]
+    t0 = time.time()
+    train(_quick(train_cohort, tmp_path / "run", 2))  # resumes for a second epoch
+    t2 = time.time() - t0
+    total = json.loads((tmp_path / "run" / "run_info.json").read_text())["duration_s"]
+    # the first call up to its last checkpoint (most of it: prediction is brief) plus all of the second
+    assert 0.5 * first + 0.9 * t2 <= total <= t1 + t2 + 1.0, (first, t1, t2, total)
