@@ -28,6 +28,7 @@ import contextlib
 import gzip
 import io
 import multiprocessing as mp
+import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -795,9 +796,25 @@ def generate(cfg: SynthConfig) -> Path:
     Patients are simulated in chunks of ``cfg.chunk_patients`` and appended to the
     table writers; waveform records are simulated by ``cfg.workers`` processes. Each
     table file appears atomically when complete.
+
+    ``cfg.out`` must be absent, empty, or an earlier synthetic tree (it holds
+    ``labecg_synthetic.json``, written first as an "incomplete" marker and last in full);
+    the source folders of an earlier tree are replaced. Anything else, such as real MIMIC
+    folders, is refused with ``FileExistsError`` before a file is written.
     """
     root = Path(cfg.out)
+    marker = root / "labecg_synthetic.json"
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root}: is a file; expected a folder for the synthetic tree")
+    if root.is_dir() and any(root.iterdir()) and not marker.exists():
+        first = sorted(p.name for p in root.iterdir())
+        raise FileExistsError(f"{root}: holds {first[0]}{f' and {len(first) - 1} more' if len(first) > 1 else ''} "
+                              "but no labecg_synthetic.json, so it is not an earlier synthetic tree; "
+                              "refusing to overwrite it: choose an empty or new --out")
+    for top in sorted({rel.split("/")[0] for rel in RELPATHS.values()} | {"mimic-iv-ecg"}):
+        shutil.rmtree(root / top, ignore_errors=True)  # an earlier synthetic tree: no stale records stay
     root.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"generator": "labecg.synthetic", "version": GENERATOR_VERSION, "status": "incomplete"})
     master = _rng(cfg.seed, 0, 0)
     n = cfg.patients
     step = max(2, 9_000_000 // n)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -342,3 +343,24 @@ def test_planted_effects_visible_in_read_back_ecgs(synthetic_root):
     assert r < -0.25 and abs(r) > null99, (r, null99, n)
     r, null99, n = corr(50983, "t_amp")  # sodium: no planted signal
     assert abs(r) < max(0.2, null99), (r, null99, n)
+
+
+def test_generate_refuses_a_folder_that_is_not_a_synthetic_tree(tmp_path):
+    real = tmp_path / "mimic"
+    (real / "mimiciv" / "hosp").mkdir(parents=True)
+    (real / "mimiciv" / "hosp" / "patients.csv.gz").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="not an earlier synthetic tree"):
+        generate(SynthConfig(out=real, patients=5, seed=0, progress=False))
+    assert (real / "mimiciv" / "hosp" / "patients.csv.gz").read_bytes() == b"precious"
+    assert sorted(p.name for p in real.rglob("*")) == ["hosp", "mimiciv", "patients.csv.gz"]
+
+
+def test_generate_replaces_an_earlier_synthetic_tree(tmp_path):
+    root = generate(SynthConfig(out=tmp_path / "t", patients=6, seed=0, progress=False))
+    records = {p.relative_to(root / "mimic-iv-ecg") for p in (root / "mimic-iv-ecg" / "files").rglob("*.hea")}
+    again = generate(SynthConfig(out=root, patients=4, seed=1, progress=False))
+    fresh = {p.relative_to(again / "mimic-iv-ecg") for p in (again / "mimic-iv-ecg" / "files").rglob("*.hea")}
+    listed = pd.read_csv(again / "mimic-iv-ecg" / "record_list.csv")
+    # exactly the new tree's records: none of the earlier tree's are left behind
+    assert fresh == {Path(p + ".hea") for p in listed["path"]} and records - fresh
+    assert json.loads((again / "labecg_synthetic.json").read_text())["config"]["patients"] == 4
