@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
@@ -49,7 +50,7 @@ __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_ind
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
            "headline_targets", "reliability_frame", "calibration_summary", "describe_calibration",
            "interval_summary", "compare_variants", "read_calibration", "read_reliability", "read_subgroups", "AGE_BANDS",
-           "read_predictions", "read_results", "format_threshold", "format_auroc",
+           "read_predictions", "read_results", "evaluation_dir", "format_threshold", "format_auroc",
            "table_estimation", "table_monitoring", "compare_with_paper", "to_markdown",
            "read_paper_tables", "PAPER_VERSION", "HORIZONS_MIN", "RESULT_COLUMNS"]
 
@@ -601,12 +602,17 @@ def read_predictions(path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: predictions not found; run `labecg train` first")
-    with np.load(path, allow_pickle=False) as npz:
-        missing = [k for k in _PREDICTION_KEYS if k not in npz.files]
-        if missing:
-            raise KeyError(f"{path}: missing arrays {missing}; expected {list(_PREDICTION_KEYS)}, "
-                           f"found {npz.files}")
-        pred = {k: npz[k] for k in _PREDICTION_KEYS + PATIENT_KEYS if k in npz.files}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in _PREDICTION_KEYS if k not in npz.files]
+            if missing:
+                raise KeyError(f"{path}: missing arrays {missing}; expected {list(_PREDICTION_KEYS)}, "
+                               f"found {npz.files}")
+            pred = {k: npz[k] for k in _PREDICTION_KEYS + PATIENT_KEYS if k in npz.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
+        # numpy names no file: "File is not a zip file", "Object arrays cannot be loaded ..."
+        raise ValueError(f"{path}: not a readable predictions file ({type(e).__name__}: {e}); expected the "
+                         f"numeric arrays {list(_PREDICTION_KEYS)} that `labecg train` writes") from e
     n, T = pred["study_id"].shape[0], pred["target_names"].shape[0]
     for key in PATIENT_KEYS:
         if key in pred and pred[key].shape != (n,):
@@ -639,8 +645,19 @@ def _write_text(text: str, path: Path) -> None:
         tmp.write_text(text)
 
 
+def evaluation_dir(run, split: str = "test") -> Path:
+    """Where :func:`evaluate_run` writes a split's results: ``RUN/evaluation`` (test), ``RUN/evaluation_val``."""
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    return Path(run) / ("evaluation" if split == "test" else f"evaluation_{split}")
+
+
 def evaluate_run(cfg: EvaluateConfig) -> Path:
     """Bootstrap, calibrate and split by subgroup the run's predictions; write to ``RUN/evaluation``.
+
+    The test split goes to ``RUN/evaluation``, the validation split to ``RUN/evaluation_val``
+    (:func:`evaluation_dir`), so evaluating one never replaces the other; ``results.csv``
+    names its split in the column ``split``.
 
     Reads ``RUN/predictions_<split>.npz`` and ``RUN/targets.json``; writes (atomically)
     ``results.csv`` (one row per target + ``macro``: bootstrap columns, target metadata,
@@ -658,7 +675,7 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     Returns
     -------
     Path
-        The ``RUN/evaluation`` folder.
+        The ``RUN/evaluation`` (or ``RUN/evaluation_val``) folder.
     """
     run = Path(cfg.run)
     pred = read_predictions(run / f"predictions_{cfg.split}.npz")
@@ -684,9 +701,9 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     results = assemble_results(boot, meta, cfg.auroc_threshold, boot_patient=boot_p, n_patients=patients,
                                calib=calib)
 
-    out = run / "evaluation"
+    out = evaluation_dir(run, cfg.split)
     out.mkdir(parents=True, exist_ok=True)
-    _write_csv(results.reset_index(), out / "results.csv")
+    _write_csv(results.reset_index().assign(split=cfg.split), out / "results.csv")
     with atomic_path(out / "bootstrap_iterations.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, target_names=np.array([*pred["target_names"], "macro"]),

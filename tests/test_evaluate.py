@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import warnings
 
 import numpy as np
@@ -432,3 +433,35 @@ def test_compare_variants_pairs_the_resamples(tmp_path):
              target_names=np.array(names), y_true=y, y_score=s_b)
     with pytest.raises(ValueError, match="same test ECGs"):
         evaluate.compare_variants({"a": tmp_path / "a" / "evaluation", "b": tmp_path / "b" / "evaluation"})
+
+
+def test_each_split_keeps_its_own_evaluation(tmp_path):
+    _write_run(tmp_path, n=80)
+    shutil.copy(tmp_path / "predictions_test.npz", tmp_path / "predictions_val.npz")
+    with np.load(tmp_path / "predictions_val.npz") as z:  # another model's scores on "val"
+        arrays = dict(z)
+    arrays["y_score"] = np.random.default_rng(9).random(arrays["y_score"].shape).astype(np.float32)
+    np.savez(tmp_path / "predictions_val.npz", **arrays)
+    test_dir = evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=20))
+    test_before = (test_dir / "results.csv").read_bytes()
+    val_dir = evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=20, split="val"))
+    assert test_dir == tmp_path / "evaluation" and val_dir == tmp_path / "evaluation_val"
+    assert (test_dir / "results.csv").read_bytes() == test_before
+    test_res, val_res = (pd.read_csv(d / "results.csv") for d in (test_dir, val_dir))
+    assert set(test_res["split"]) == {"test"} and set(val_res["split"]) == {"val"}
+    y = arrays["y_true"].astype(float)
+    np.testing.assert_allclose(val_res["auroc"].to_numpy()[:5], _sklearn_auroc(y, arrays["y_score"].astype(float)),
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("corrupt", ["not a zip", "pickled"])
+def test_a_corrupt_predictions_file_is_named(tmp_path, corrupt):
+    _write_run(tmp_path, n=20)
+    path = tmp_path / "predictions_test.npz"
+    if corrupt == "not a zip":
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        np.savez(path, study_id=np.arange(3), target_names=np.array([{"a": 1}], dtype=object),
+                 y_true=np.zeros((3, 1)), y_score=np.zeros((3, 1)))
+    with pytest.raises(ValueError, match=r"predictions_test\.npz: not a readable predictions file"):
+        evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=5))
