@@ -646,6 +646,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     fold = fold[in_split]
     # per label (not per row): densify its block, count per split, keep passing columns
     targets, columns = [], {}
+    smallest_class: list[int] = []  # per candidate target: fewest of val/test positives/negatives
     by_label: dict[int, list[dict]] = {}
     for m in lab_meta:
         by_label.setdefault(m["_label_idx"], []).append(m)
@@ -654,6 +655,8 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
         sel = block[:, [m["_col"] for m in ms]]
         counts = split_counts(sel, fold)
         keep = keep_targets(counts, cfg.min_per_class)
+        smallest_class += np.minimum.reduce([counts[s_][c] for s_ in ("val", "test")
+                                             for c in ("pos", "neg")]).tolist()
         for j in np.flatnonzero(keep):
             m = {k: v for k, v in ms[j].items() if not k.startswith("_")}
             m["counts"] = {s_: {"pos": int(counts[s_]["pos"][j]), "neg": int(counts[s_]["neg"][j])}
@@ -662,6 +665,11 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
             columns[m["name"]] = sel[:, j].copy()
     flow.add("targets: per-split class counts", len(lab_meta), len(targets),
              f"targets (not rows) with < {cfg.min_per_class} positives or negatives in val or test")
+    if not targets:
+        raise ValueError(no_targets_message(cfg, np.asarray(smallest_class, dtype=np.int64), len(by_label)))
+    if not any(m["task"] == "est" for m in targets):
+        log.warning("0 estimation targets (only monitoring ones); " + no_targets_message(
+            cfg, np.asarray(smallest_class, dtype=np.int64), len(by_label)).split("; ", 1)[1])
     task_order = {t: n for n, t in enumerate(cfg.tasks)}
     targets.sort(key=lambda m: (task_order[m["task"]], m["lab"], m["direction"] != "low"))
     ecgs = ecgs[in_split].reset_index(drop=True)
@@ -709,6 +717,32 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
         pd.DataFrame(flow.rows, columns=["step", "rows_in", "rows_out", "dropped", "reason"]).to_csv(tmp, index=False)
     log.info(format_summary(summary) + f" ({time.perf_counter() - t0:.1f} s)")
     return CohortResult(cohort=paths["cohort"], targets=paths["targets"], flow=paths["flow"], summary=summary)
+
+
+def no_targets_message(cfg: CohortConfig, smallest_class: np.ndarray, n_labels: int) -> str:
+    """What to lower when the filters leave no target, with the values that would leave some.
+
+    Parameters
+    ----------
+    smallest_class : ndarray of shape (n_candidates,), int
+        Per candidate target (every lab, direction and task that passed ``min_lab_events``):
+        the fewest of its validation positives, validation negatives, test positives and
+        test negatives. A target is kept when this is ``>= min_per_class``.
+    n_labels : int
+        Lab labels with at least ``min_lab_events`` rows.
+    """
+    text = (f"{cfg.out}: 0 targets: none of the {len(smallest_class)} candidate targets of {n_labels} lab labels "
+            f"(those with >= min_lab_events={cfg.min_lab_events} rows) has >= min_per_class={cfg.min_per_class} "
+            f"positives and negatives in both validation and test; ")
+    best = int(smallest_class.max()) if len(smallest_class) else 0
+    if best >= 1:
+        options = sorted({best, 1} | ({max(1, best // 2)} if best > 2 else set()), reverse=True)
+        text += "lower --min-per-class: " + ", ".join(
+            f"{k} keeps {int((smallest_class >= k).sum())} targets" for k in options)
+    else:
+        text += "no candidate has even one positive and one negative there"
+    return text + (f"; a lower --min-lab-events (now {cfg.min_lab_events}) admits labs with fewer rows, "
+                   "and more patients give every target more of both")
 
 
 def format_summary(summary: dict) -> str:

@@ -75,3 +75,26 @@ def test_folds_are_patient_level_and_follow_ecg_icd(cohort_dir, synthetic_root):
     tj = json.loads((cohort_dir / "targets.json").read_text())
     assert tj["source"]["synthetic"] is True
     assert tj["summary"]["n_ecgs"] == len(df)
+
+
+def test_a_cohort_without_targets_says_what_to_lower(synthetic_root, tmp_path):
+    import re
+
+    from labecg.cohort import CohortConfig, build_cohort
+
+    with pytest.raises(ValueError, match="0 targets") as info:
+        build_cohort(CohortConfig(**source_paths(synthetic_root), out=tmp_path / "none",
+                                  min_lab_events=20, min_per_class=500))
+    message = str(info.value)
+    assert "\n" not in message and "--min-lab-events" in message
+    assert not (tmp_path / "none" / "cohort.parquet").exists()
+    offers = {int(k): int(n) for k, n in re.findall(r"(\d+) keeps (\d+) targets", message)}
+    best = max(offers)
+    # each offered value really gives that many targets, and the largest is the largest that works
+    for k in (best, min(offers)):
+        result = build_cohort(CohortConfig(**source_paths(synthetic_root), out=tmp_path / f"k{k}",
+                                           min_lab_events=20, min_per_class=k))
+        assert sum(result.summary["n_targets"].values()) == offers[k] > 0
+    with pytest.raises(ValueError, match="0 targets"):
+        build_cohort(CohortConfig(**source_paths(synthetic_root), out=tmp_path / "over",
+                                  min_lab_events=20, min_per_class=best + 1))
