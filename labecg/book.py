@@ -14,7 +14,14 @@ notebook. A stage that reruns rewrites its outputs, which changes the fingerprin
 stages after it, so they rerun too.
 
 Split execution (``from_run=True``): only ``04_results`` runs, from ``run_dir`` alone;
-the earlier chapters are copied unexecuted with a note saying so.
+the earlier chapters are copied unexecuted with a note saying so. The run folders are
+checked first, and the placeholders are written only after ``04_results`` succeeded, so a
+failed build leaves the previous book and cache as they were.
+
+Progress: on a terminal, one bar per chapter counts its cells and shows, beside it, the
+latest state of the stage's own bar (synthetic patients, signals, training epochs,
+bootstrap). The stages write those bars to a file named by ``LABECG_PROGRESS_FILE``
+(:func:`labecg.util.progress_bar`), never into the notebook, so no page shows progress.
 """
 
 from __future__ import annotations
@@ -27,14 +34,15 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from labecg.util import atomic_path, get_logger, read_json, write_json
+from labecg.util import PROGRESS_ENV, atomic_path, get_logger, read_json, write_json
 
-__all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "cache_key", "check_privacy",
+__all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "cache_key", "check_privacy", "check_run_folders",
            "locate_source", "refresh_signals", "repository_url", "stage_key",
            "source_paths", "stage_files", "variant_run_dir", "PrivacyError"]
 
@@ -50,8 +58,9 @@ _ECG_TOP_FILES = ("record_list.csv", "machine_measurements.csv")
 class BookConfig:
     """Parameters of a book build; the notebook parameters share these names.
 
-    Paths are relative to the current directory unless absolute. The defaults are the
-    classroom scale: the whole book, training included, on a 2-core CPU in minutes.
+    Paths are relative to the current directory unless absolute (the notebooks receive
+    them relative to ``book_root`` when they lie inside it, else absolute). The defaults
+    are the classroom scale: the whole book, training included, on a 2-core CPU in minutes.
     """
 
     data_root: Path = field(default=Path("data/synthetic"), metadata={"help": "data source in the MIMIC layout"})
@@ -226,13 +235,28 @@ def variant_run_dir(run_dir, variant: str) -> Path:
 # ---------------------------------------------------------------------------- parameters
 
 
+def _notebook_path(path, book_root: Path) -> str:
+    """``path`` (relative to the working directory) as the notebooks read it.
+
+    The notebooks resolve a relative path against the repository (``book_root``,
+    :func:`labecg.util.repo_path`), so a path inside ``book_root`` is passed relative to it
+    (the pages show no home folder) and any other path absolute.
+    """
+    full = (Path.cwd() / Path(path).expanduser()).resolve()
+    try:
+        return full.relative_to(Path(book_root).resolve()).as_posix()
+    except ValueError:
+        return str(full)
+
+
 def notebook_parameters(cfg: BookConfig) -> dict:
-    """Every papermill parameter, as literals (paths as strings)."""
+    """Every papermill parameter, as literals (paths as strings, see :func:`_notebook_path`)."""
     src = source_paths(cfg.data_root, cfg.hosp, cfg.ed, cfg.ecg, cfg.ecg_icd)
+    rel = lambda p: _notebook_path(p, cfg.book_root)  # noqa: E731
     return {
-        "data_root": str(cfg.data_root), "generate_synthetic": cfg.generate_synthetic,
-        "hosp": str(src["hosp"]), "ed": str(src["ed"]), "ecg": str(src["ecg"]),
-        "ecg_icd": str(src["ecg_icd"]), "cohort_dir": str(cfg.cohort_dir), "run_dir": str(cfg.run_dir),
+        "data_root": rel(cfg.data_root), "generate_synthetic": cfg.generate_synthetic,
+        "hosp": rel(src["hosp"]), "ed": rel(src["ed"]), "ecg": rel(src["ecg"]),
+        "ecg_icd": rel(src["ecg_icd"]), "cohort_dir": rel(cfg.cohort_dir), "run_dir": rel(cfg.run_dir),
         "patients": cfg.patients, "min_lab_events": cfg.min_lab_events,
         "min_per_class": cfg.min_per_class, "workers": cfg.workers, "epochs": cfg.epochs,
         "model_dim": cfg.model_dim, "n_layers": cfg.n_layers, "batch_size": cfg.batch_size,
@@ -351,36 +375,80 @@ def _kernel_dir(book_root: Path) -> Path:
     kdir = book_root / "_build" / ".jupyter"
     spec = kdir / "kernels" / "labecg-python"
     spec.mkdir(parents=True, exist_ok=True)
+    # jupyter_client interrupts (SIGINT) every kernel it shuts down; ipykernel then logs
+    # "KeyboardInterrupt caught in kernel" on the terminal after a successful notebook.
+    # Cell errors reach the notebook and papermill, not this log.
     (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                 "--IPKernelApp.log_level=CRITICAL"],
         "display_name": "Python 3 (labecg)", "language": "python"}, indent=1))
     return kdir
 
 
-def _execute(source: Path, target: Path, params: dict, kernel_dir: Path) -> None:
-    """Run one notebook with papermill into ``target`` (replaced only on success)."""
+class _ChapterProgress:
+    """A terminal bar over a notebook's cells, with the stage's latest bar beside it.
+
+    The stages append their bars to ``path`` (:data:`labecg.util.PROGRESS_ENV`); a thread
+    shows the last state written there as this bar's postfix twice a second.
+    """
+
+    def __init__(self, stage: str, n_cells: int, path: Path):
+        from tqdm.std import tqdm
+
+        self.path = path
+        path.write_text("")
+        self.bar = tqdm(total=n_cells, desc=stage, unit="cell", file=sys.stderr, disable=None,
+                        bar_format="{desc}: {n_fmt}/{total_fmt} cells [{elapsed}] {postfix}")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def cell_done(self, **_):
+        self.bar.update(1)
+
+    def _follow(self):
+        while not self._stop.wait(0.5):
+            try:
+                text = self.path.read_text(errors="replace")
+            except OSError:
+                continue
+            last = next((p.strip() for p in reversed(re.split(r"[\r\n]", text)) if p.strip()), "")
+            self.bar.set_postfix_str(last[:80], refresh=True)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self.bar.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _execute(source: Path, target: Path, params: dict, kernel_dir: Path, cwd: Path) -> None:
+    """Run one notebook with papermill into ``target`` (replaced only on success), in ``cwd``."""
     import nbformat
     import papermill as pm
 
     failed = target.with_name(target.stem + ".failed.ipynb")
-    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "PYTHONWARNINGS", "MPLBACKEND")}
+    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "MPLBACKEND", PROGRESS_ENV)}
     os.environ["JUPYTER_PATH"] = os.pathsep.join([str(kernel_dir)] + ([saved["JUPYTER_PATH"]] if saved["JUPYTER_PATH"] else []))
-    # tqdm.auto falls back to text bars without ipywidgets, and says so on every import
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [saved["PYTHONWARNINGS"], "ignore:IProgress not found"]))
-    os.environ["MPLBACKEND"] = "Agg"  # figures are glued, never shown by the backend
+    os.environ["MPLBACKEND"] = "Agg"  # the notebooks display their figures; no GUI window
+    progress_file = target.with_name(f".{target.stem}.progress")
+    os.environ[PROGRESS_ENV] = str(progress_file)
+    n_cells = sum(c.cell_type == "code" for c in nbformat.read(source, as_version=4).cells) + 1  # + injected
+    progress = _ChapterProgress(target.stem, n_cells, progress_file)
     try:
         with atomic_path(target) as tmp:
             tmp_nb = tmp.with_suffix(".ipynb")
             try:
                 pm.execute_notebook(str(source), str(tmp_nb), parameters=params,
-                                    kernel_name="labecg-python", cwd=str(Path.cwd()),
-                                    progress_bar=False, log_output=False, request_save_on_cell_execute=False)
+                                    kernel_name="labecg-python", cwd=str(cwd),
+                                    progress_bar=False, log_output=False, request_save_on_cell_execute=False,
+                                    on_cell_complete=progress.cell_done)
             except pm.PapermillExecutionError as exc:
                 shutil.move(tmp_nb, failed)
                 raise RuntimeError(
                     f"{source}: cell {exc.cell_index} (execution count {exc.exec_count}) raised "
-                    f"{exc.ename}: {exc.evalue}\n--- cell source ---\n{exc.source}\n"
-                    f"--- executed notebook with the error: {failed}") from exc
+                    f"{exc.ename}: {exc.evalue} (executed notebook: {failed})\n--- cell source ---\n"
+                    f"{exc.source}\n--- executed notebook with the error: {failed}") from exc
             nb = nbformat.read(tmp_nb, as_version=4)
             for cell in nb.cells:
                 tags = cell.metadata.get("tags", [])
@@ -389,6 +457,7 @@ def _execute(source: Path, target: Path, params: dict, kernel_dir: Path) -> None
             nbformat.write(nb, tmp)
             tmp_nb.unlink()
     finally:
+        progress.close()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -437,12 +506,15 @@ def build_book(cfg: BookConfig) -> BookResult:
         if not (book_root / need).exists():
             raise FileNotFoundError(f"{book_root / need}: not found; book_root must hold _config.yml, "
                                     "_toc.yml, book/ and notebooks/")
+    if cfg.from_run:
+        check_run_folders([variant_run_dir(cfg.run_dir, v) for v in cfg.variants])
     out_dir = book_root / "book" / "notebooks"
     cache_dir = out_dir / ".cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     code_hash = _code_hash()
     kernel_dir = _kernel_dir(book_root)
     stages, notebooks, seconds, reasons = {}, {}, {}, {}
+    placeholders = []  # split execution: written once the results chapter has run
     for stage in STAGES:
         source, target = book_root / "notebooks" / f"{stage}.ipynb", out_dir / f"{stage}.ipynb"
         if not source.exists():
@@ -453,9 +525,8 @@ def build_book(cfg: BookConfig) -> BookResult:
             continue
         t0 = time.perf_counter()
         if cfg.from_run and stage != "04_results":
-            _write_placeholder(source, target, cfg.run_dir)
-            (cache_dir / f"{stage}.json").unlink(missing_ok=True)
-            stages[stage], seconds[stage] = "placeholder", time.perf_counter() - t0
+            placeholders.append((stage, source, target))
+            stages[stage], seconds[stage] = "placeholder", 0.0
             continue
         files = stage_files(stage, cfg)
         key = stage_key(cfg, stage, book_root, code_hash)
@@ -469,10 +540,13 @@ def build_book(cfg: BookConfig) -> BookResult:
         reasons[stage] = why
         log.info("%s: executing %s -> %s (%s)", stage, source, target, why)
         record.unlink(missing_ok=True)
-        _execute(source, target, params, kernel_dir)
+        _execute(source, target, params, kernel_dir, cwd=book_root)
         write_json(record, {"key": key, "files": _fingerprint(files)})
         stages[stage], seconds[stage] = "ran", time.perf_counter() - t0
         log.info("%s: done in %.1f s", stage, seconds[stage])
+    for stage, source, target in placeholders:
+        _write_placeholder(source, target, cfg.run_dir)
+        (cache_dir / f"{stage}.json").unlink(missing_ok=True)
 
     html_index = None
     if cfg.build_html:
@@ -488,6 +562,19 @@ def build_book(cfg: BookConfig) -> BookResult:
                         reasons=reasons)
     log.info("book built:\n%s", result)
     return result
+
+
+def check_run_folders(run_dirs) -> None:
+    """Raise, naming the file, unless each run folder holds what the results chapter reads.
+
+    Split execution replaces chapters 1-3 and their cache records; checking first means a
+    mistyped ``--run-dir`` costs nothing.
+    """
+    for run in run_dirs:
+        for name in ("targets.json", "predictions_test.npz"):
+            if not (Path(run) / name).is_file():
+                raise FileNotFoundError(f"{Path(run) / name}: not found; --from-run needs a run folder written "
+                                        f"by `labecg train` (targets.json, predictions_test.npz)")
 
 
 def _stale_reason(record: Path, target: Path, key: dict, files: dict, force: bool) -> str | None:

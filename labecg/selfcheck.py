@@ -177,13 +177,18 @@ def summarize_check(check: pd.DataFrame) -> str:
     if check.empty:
         return "No planted effects: this run was not built from the synthetic source, so there is nothing to check."
     s = check["strength"].astype(float)
-    strong = check[s >= 2]
-    none = check[s == 0]
-    text = (f"Of {len(strong)} targets with a moderate or strong planted effect (strength ≥ 2), "
-            f"{int((strong['verdict'] == 'recovered').sum())} have an AUROC interval above 0.5; "
-            f"of {int((s == 1).sum())} with a weak effect, {int((check[s == 1]['verdict'] == 'recovered').sum())}; "
-            f"of {len(none)} targets with nothing planted, {int((none['verdict'] == 'as expected').sum())} "
-            f"have an interval containing 0.5.")
+    groups = [(check[s >= 2], "targets with a moderate or strong planted effect (strength ≥ 2)", "recovered",
+               "an AUROC interval above 0.5", "no target has a moderate or strong planted effect"),
+              (check[s == 1], "with a weak effect", "recovered", "one too", "no target has a weak planted effect"),
+              (check[s == 0], "targets with nothing planted", "as expected", "an interval containing 0.5",
+               "every target has a planted effect")]
+    clauses = []
+    for frame, what, verdict, has, none in groups:
+        n, k = len(frame), int((frame["verdict"] == verdict).sum())
+        what = what.replace("targets", "target") if n == 1 else what
+        clauses.append(none if n == 0 else f"{k} of {n} {what} {'has' if 1 in (k, n) else 'have'} {has}")
+    text = "; ".join(clauses[:-1]) + "; and " + clauses[-1] + "."
+    text = text[0].upper() + text[1:]
     cover = null_coverage(check)
     if cover["contains_patient"] is not None:
         text += (f" With the patient-level interval, {cover['contains_patient']} of {cover['n_null']} "

@@ -246,3 +246,18 @@ def test_issue14_figures_and_page_tables_from_an_evaluated_run(tmp_path):
     assert list(cal_table["Brier"]) == [f"{calib.at[t, 'brier']:.3f}" for t in headline]
     summary = evaluate.calibration_summary(calib)
     assert summary["median_brier"] == pytest.approx(np.median(calib["brier"]))
+
+
+def test_selfcheck_sentence_reads_well_when_a_group_is_empty():
+    from labecg.selfcheck import summarize_check
+
+    check = pd.DataFrame({"strength": [3, 2, 0, 0, 0],
+                          "verdict": ["recovered", "not resolved", "as expected", "as expected", "unexpected signal"]})
+    assert summarize_check(check) == (
+        "1 of 2 targets with a moderate or strong planted effect (strength ≥ 2) has an AUROC interval above "
+        "0.5; no target has a weak planted effect; and 2 of 3 targets with nothing planted have an interval "
+        "containing 0.5.")
+    check = pd.DataFrame({"strength": [1, 1, 0], "verdict": ["recovered", "recovered", "unexpected signal"]})
+    assert summarize_check(check) == (
+        "No target has a moderate or strong planted effect; 2 of 2 with a weak effect have one too; and 0 of 1 "
+        "target with nothing planted has an interval containing 0.5.")
