@@ -1,6 +1,8 @@
 # Two commands for a fresh machine (see README.md):
 #   make book   create .venv, generate the synthetic cohort, run every stage, build the book
 #   make test   create .venv and run the test suite
+# one for the classroom:
+#   make lab    install JupyterLab into .venv and open the notebooks in it
 # and one to publish:
 #   make publish   build the book (cached), then push _build/html to the gh-pages branch of REMOTE
 PYTHON ?= python3
@@ -12,7 +14,7 @@ TORCH_SPEC ?= torch==2.13.0
 # the git remote that `make publish` pushes the gh-pages branch to
 REMOTE ?= origin
 
-.PHONY: venv book test publish clean
+.PHONY: venv book test lab publish clean
 
 ifneq ($(filter publish,$(MAKECMDGOALS)),)
 ifeq ($(shell git remote get-url $(REMOTE) 2>/dev/null),)
@@ -31,6 +33,15 @@ $(VENV)/.installed: pyproject.toml
 
 book: venv
 	$(BIN)/labecg book
+
+# JupyterLab and ipywidgets (notebook progress bars) from the project's environment, whose
+# kernel runs .venv's Python; the notebooks resolve their paths against the repository.
+lab: $(VENV)/.lab-installed
+	$(BIN)/jupyter lab notebooks/01_data.ipynb
+
+$(VENV)/.lab-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[lab]"
+	touch $@
 
 test: venv
 	$(BIN)/python -m pytest -q

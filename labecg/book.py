@@ -79,7 +79,7 @@ class BookConfig:
     min_per_class: int = field(default=10, metadata={
         "help": "cohort: positives and negatives per validation/test fold (paper: 10)"})
     workers: int = field(default=2, metadata={
-        "help": "processes for synthetic waveforms and signal conversion (labecg synth/signals: 1; the book uses a laptop's 2 cores)"})
+        "help": "processes for synthetic waveforms and signal conversion (labecg synth and labecg signals: 1; the book uses a laptop's 2 cores)"})
     epochs: int = field(default=12, metadata={
         "help": "training epochs (labecg train and the paper: 20; 12 keep the book at classroom scale)"})
     model_dim: int = field(default=64, metadata={

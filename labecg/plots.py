@@ -2,7 +2,7 @@
 task timeline of the paper's Figure 1, training curves, the signal conversion's status.
 
 Every function returns a :class:`matplotlib.figure.Figure` and never calls ``show``; the
-notebooks glue the figure (``glue(name, fig, display=False)``) and the pages place it.
+notebooks glue the figure (``glue(name, fig)``: shown in Jupyter, placed by the pages).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from labecg.evaluate import (  # noqa: E402
     read_results, table_estimation, table_monitoring, to_markdown)
 
 __all__ = ["table_estimation", "table_monitoring", "compare_with_paper", "to_markdown",
-           "format_paper_comparison", "style_table",
+           "format_paper_comparison", "style_table", "empty_table_note",
            "read_results", "read_paper_tables", "format_auroc", "format_threshold",
            "PAPER_VERSION", "TASKS", "TASK_TITLES", "plot_forest", "plot_horizon_heatmap",
            "plot_roc_curves", "plot_label_prevalence", "plot_intervals", "plot_reliability",
@@ -95,12 +95,18 @@ def format_paper_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def style_table(table: pd.DataFrame, bold_best: bool = False):
+def style_table(table: pd.DataFrame, bold_best: bool = False, empty: str | None = None):
     """A table for a page: a pandas Styler without the index, every row shown.
 
     With ``bold_best``, each row's highest AUROC among the columns whose name contains
-    "AUROC" is set in bold, as the paper marks the best horizon in Table 2.
+    "AUROC" is set in bold, as the paper marks the best horizon in Table 2. An empty
+    ``table`` with ``empty`` given becomes that sentence (an ``IPython.display.Markdown``)
+    instead of a header with no rows.
     """
+    if table.empty and empty is not None:
+        from IPython.display import Markdown
+
+        return Markdown(empty)
     styler = table.style.hide(axis="index")
     if not bold_best:
         return styler
@@ -112,6 +118,21 @@ def style_table(table: pd.DataFrame, bold_best: bool = False):
         return ["font-weight: bold" if c == best else "" for c in row.index]
 
     return styler.apply(bold, axis=1)
+
+
+def empty_table_note(results: pd.DataFrame, tasks, auroc_threshold: float = 0.7) -> str:
+    """Why a table of ``tasks`` (Table 1: ``("est",)``; Table 2: the monitoring tasks) has no row.
+
+    "This run has no ... target" when the cohort gave none for those tasks, else "None of
+    the N ... targets is significantly above 0.70".
+    """
+    frame = results.drop(index="macro", errors="ignore")
+    n = int(frame["task"].isin(list(tasks)).sum())
+    kind = "estimation" if tuple(tasks) == ("est",) else "monitoring"
+    if n == 0:
+        return (f"This run has no {kind} target: the cohort kept none (too few positives or negatives in "
+                f"validation or test; chapter 1's flow table counts them).")
+    return f"None of the {n} {kind} targets is significantly above {auroc_threshold:.2f}."
 
 
 def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = 0.7):
@@ -172,8 +193,9 @@ def plot_horizon_heatmap(results: pd.DataFrame, auroc_threshold: float = 0.7, an
     """Heatmap of AUROC, abnormalities x (estimation, 30, 60, 120 min.).
 
     Rows grouped by category, best first; cells of targets not significant above
-    ``auroc_threshold`` are hatched; blank where a task has no such target. Values are
-    printed in the cells when ``annotate`` (default: up to 60 rows).
+    ``auroc_threshold`` are hatched; blank where a task has no such target. A task without
+    any target has no column; the figure names it below the grid. Values are printed in
+    the cells when ``annotate`` (default: up to 60 rows).
 
     Returns
     -------
@@ -181,10 +203,12 @@ def plot_horizon_heatmap(results: pd.DataFrame, auroc_threshold: float = 0.7, an
     """
     frame = _targets(results)
     order = _abnormality_order(frame)
+    tasks = [t for t in TASKS if (frame["task"] == t).any()]
+    missing = [TASK_TITLES[t] for t in TASKS if t not in tasks]
     grid = (frame.pivot_table(index="row_label", columns="task", values="auroc", aggfunc="first")
-            .reindex(index=order, columns=list(TASKS)))
+            .reindex(index=order, columns=tasks))
     low = (frame.pivot_table(index="row_label", columns="task", values="low", aggfunc="first")
-           .reindex(index=order, columns=list(TASKS)))
+           .reindex(index=order, columns=tasks))
     annotate = len(order) <= 60 if annotate is None else annotate
     fig, ax = plt.subplots(figsize=(5.5, max(3.0, 1.2 + _ROW_IN * len(order))))
     values = grid.to_numpy(dtype=float)
@@ -200,9 +224,11 @@ def plot_horizon_heatmap(results: pd.DataFrame, auroc_threshold: float = 0.7, an
         for i, j in zip(*np.nonzero(np.isfinite(values))):
             ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if values[i, j] < (vmin + 0.9) / 2 + 0.1 else "black")
-    ax.set_xticks(range(len(TASKS)), [TASK_TITLES[t] for t in TASKS])
+    ax.set_xticks(range(len(tasks)), [TASK_TITLES[t] for t in tasks])
     ax.set_yticks(range(len(order)), order, fontsize=8 if len(order) > 40 else 9)
     ax.xaxis.tick_top()
+    if missing:
+        ax.set_xlabel(f"no target at: {', '.join(missing)}")
     fig.colorbar(im, ax=ax, label="AUROC", shrink=0.6)
     fig.tight_layout()
     return fig

@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 import os
 import platform
 import shutil

@@ -190,4 +190,6 @@ def repo_path(path) -> Path | None:
     if path is None:
         return None
     path = Path(path).expanduser()
-    return path if path.is_absolute() else repo_root() / path
+    root = repo_root()
+    # kept relative when the working directory is the repository: logs and pages show no home folder
+    return path if path.is_absolute() or root == Path.cwd().resolve() else root / path

@@ -115,6 +115,62 @@ def parse_page(path: Path) -> _Tables:
     return p
 
 
+#: What a progress bar leaves in text: tqdm's "%|" and rate, Lightning's "Epoch 0:", papermill's "Executing".
+_PROGRESS = re.compile(r"\d+%\|| \d+(?:\.\d+)?(?:it|s)/(?:s|it)\b|\bEpoch \d+:|Executing:|IProgress|TqdmWarning")
+
+
+def progress_in(text: str) -> list[str]:
+    """Progress-bar fragments found in a page's text."""
+    return sorted({m.group(0) for m in _PROGRESS.finditer(text)})
+
+
+def is_truncated(cell: str) -> bool:
+    """A table cell as pandas shortens it: "..." alone (rows or columns left out) or at the end of a text."""
+    return cell in ("...", "…") or cell.endswith("...")
+
+
+def test_progress_and_truncation_checks_catch_what_they_look_for():
+    assert progress_in("Epoch 0:  40%|████      | 2/5 [00:01<00:02,  1.53it/s, v_num=0]")
+    assert progress_in("signals: 100%|██████████| 141/141 [00:03<00:00, 40.2ecg/s]")
+    assert not progress_in("macro AUROC 0.713 (0.64, 0.79); 12 of 95 targets")
+    assert is_truncated("...") and is_truncated("QT prolongation and T-wave flat...")
+    assert not is_truncated("0.71 (0.64, 0.79)")
+
+
+def test_no_page_shows_progress_or_a_truncated_table(built):
+    for page in PAGES:
+        text = (built.html / page).read_text()
+        assert not progress_in(text), (page, progress_in(text))
+        cut = [c for t in parse_page(built.html / page).tables for row in t for c in row if is_truncated(c)]
+        assert not cut, (page, cut[:5])
+    # nor in the executed notebooks (papermill output, Lightning's bar, kernel warnings)
+    for stage, path in built.first.notebooks.items():
+        nb = json.loads(path.read_text())
+        streams = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+        assert not progress_in(streams) and "\r" not in streams, (stage, progress_in(streams))
+        assert "KeyboardInterrupt" not in streams, stage
+    assert (built.html / "book/notebooks/03_training.html").stat().st_size < 100_000
+
+
+def test_notebooks_show_each_glued_figure_and_table_once(built):
+    """A student running a notebook sees every figure and table; the page shows each once."""
+    for stage, path in built.first.notebooks.items():
+        nb = json.loads(path.read_text())
+        for c in nb["cells"]:
+            glued = [o for o in c.get("outputs", []) if o.get("metadata", {}).get("scrapbook", {}).get("name")]
+            shown = [o for o in glued if any(k.startswith(("image/", "text/html")) for k in o["data"])]
+            hidden = [o["metadata"]["scrapbook"]["name"] for o in glued
+                      if any("papermill.record/image" in k or "papermill.record/text/html" in k for k in o["data"])]
+            plain = [o for o in c.get("outputs", []) if "scrapbook" not in o.get("metadata", {})
+                     and any(k.startswith(("image/", "text/html")) for k in o.get("data", {}))]
+            assert not hidden or plain, f"{stage}: {hidden} glued for the page only, not shown in the notebook"
+            if shown:
+                assert "remove-output" in c["metadata"].get("tags", []), (stage, c["source"])
+    page = parse_page(built.html / "book/notebooks/01_data.html")
+    sources = [s for s in page.images if "_images" in s]
+    assert len(sources) == len(set(sources)) == 2, sources  # prevalence and task figures, once each
+
+
 def test_every_notebook_executed_without_error(built):
     assert built.first.stages == {s: "ran" for s in STAGES}
     for stage, path in built.first.notebooks.items():
@@ -139,7 +195,8 @@ def test_glued_figures_are_png(built):
             meta = o.get("metadata", {}).get("scrapbook", {})
             if meta.get("name"):
                 glued[meta["name"]] = o["data"]
-    assert "application/papermill.record/image/png" in glued["fig_auroc"]
+    # shown in the notebook (plain mime type) as well as glued; a PNG either way
+    assert "image/png" in glued["fig_auroc"]
     for key in ("table1", "table2", "paper_comparison", "macro_auroc", "source_label"):
         assert key in glued, key
 
@@ -162,11 +219,18 @@ def test_results_pages_show_tables_figures_and_numbers(built):
         t1_html = [t for t in parsed.tables if t and "Estimation AUROC" in t[0]]
         t2_html = [t for t in parsed.tables if t and any("60" in h for h in t[0])
                    and any("120" in h for h in t[0])]
-        assert t1_html and t2_html, f"{page}: tables 1 and 2 not found among headers {headers}"
+        # an empty table is a sentence saying why, never a header without rows
+        for csv, found, kind in ((t1, t1_html, "estimation"), (t2, t2_html, "monitoring")):
+            if csv.empty:
+                assert not found and f"{kind} target" in text, f"{page}: no note for the empty {kind} table"
+            else:
+                assert found, f"{page}: {kind} table not found among headers {headers}"
         # body rows = rows of the CSV the evaluation stage wrote (header rows have no <td>)
-        body1 = [r for r in t1_html[0][1:] if r and not all(c == "" for c in r[1:])]
-        assert len(body1) == len(t1), page
-        assert len([r for r in t2_html[0][1:] if r and not all(c == "" for c in r[1:])]) >= len(t2), page
+        if t1_html:
+            body1 = [r for r in t1_html[0][1:] if r and not all(c == "" for c in r[1:])]
+            assert len(body1) == len(t1), page
+        if t2_html:
+            assert len([r for r in t2_html[0][1:] if r and not all(c == "" for c in r[1:])]) >= len(t2), page
         imgs = [s for s in parsed.images if "_images" in s]
         assert imgs, f"{page}: no figure"
         for src in imgs:
@@ -199,6 +263,18 @@ def test_failing_notebook_stops_the_build(tmp_path, built):
     assert (root / "book" / "notebooks" / "04_results.failed.ipynb").exists()
     assert not (root / "book" / "notebooks" / "04_results.ipynb").exists()
     assert not (root / "_build" / "html" / "index.html").exists()
+
+
+def test_a_missing_run_folder_leaves_the_previous_book(tmp_path, built):
+    root = copy_book_sources(tmp_path / "keep")
+    shutil.copytree(built.root / "book" / "notebooks", root / "book" / "notebooks")
+    before = {p: p.read_bytes() for p in sorted((root / "book" / "notebooks").rglob("*")) if p.is_file()}
+    cfg = small_config(root, data_root=built.cfg.data_root, cohort_dir=built.cfg.cohort_dir,
+                       run_dir=tmp_path / "no-such-run", from_run=True)
+    with pytest.raises(FileNotFoundError, match=r"no-such-run/targets\.json: not found"):
+        build_book(cfg)
+    after = {p: p.read_bytes() for p in sorted((root / "book" / "notebooks").rglob("*")) if p.is_file()}
+    assert after == before
 
 
 def test_book_builds_from_a_run_folder_alone(tmp_path, built):
@@ -372,13 +448,23 @@ def test_book_in_headless_chromium(browser, served):
             lambda d: d.execute_script("return document.readyState") == "complete"
             and d.execute_script("return document.querySelector('main') !== null"))
 
-    severe = {}
+    severe, progress, truncated = {}, {}, {}
     for page in PAGES:
         loaded(page)
         logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         if logs:
             severe[page] = [e["message"] for e in logs]
+        found = progress_in(browser.execute_script("return document.querySelector('main').innerText"))
+        if found:
+            progress[page] = found
+        cells = browser.execute_script(
+            "return Array.from(document.querySelectorAll('main td, main th')).map(c => c.innerText.trim())")
+        cut = [c for c in cells if is_truncated(c)]
+        if cut:
+            truncated[page] = cut[:5]
     assert not severe, severe
+    assert not progress, f"progress output in the pages: {progress}"
+    assert not truncated, f"truncated table cells (pandas '...'): {truncated}"
 
     loaded("book/results.html")
     tables = browser.execute_script("return document.querySelectorAll('main table').length")

@@ -261,3 +261,19 @@ def test_selfcheck_sentence_reads_well_when_a_group_is_empty():
     assert summarize_check(check) == (
         "No target has a moderate or strong planted effect; 2 of 2 with a weak effect have one too; and 0 of 1 "
         "target with nothing planted has an interval containing 0.5.")
+
+
+def test_a_run_without_monitoring_targets_says_so():
+    results = _results([("Potassium", "high", 5.1, "mEq/L", "Me.", "est", 0.8, 0.75, 0.85),
+                        ("Sodium", "low", 135.0, "mEq/L", "Me.", "est", 0.6, 0.5, 0.7)])
+    table2 = report.table_monitoring(results)
+    assert table2.empty
+    note = report.style_table(table2, bold_best=True,
+                              empty=report.empty_table_note(results, ("mon30", "mon60", "mon120")))
+    assert "no monitoring target" in note.data and "<table" not in note.data
+    assert report.empty_table_note(results, ("est",)) == "None of the 2 estimation targets is significantly above 0.70."
+    fig = report.plot_horizon_heatmap(results)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Estimation"]  # no blank monitoring columns
+    assert ax.get_xlabel() == "no target at: 30 min., 60 min., 120 min."
+    plt.close(fig)

@@ -1,0 +1,98 @@
+"""The ``labecg`` command as a user meets it: version, help on every flag, one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import re
+
+import numpy as np
+import pytest
+
+from labecg import cli
+
+
+def _parser(command: str):
+    module_name, cls_name, _, help_text = cli.COMMANDS[command]
+    return cli.build_parser(getattr(importlib.import_module(module_name), cls_name), f"labecg {command}", help_text)
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"labecg {importlib.metadata.version('labecg')}"
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_flag_is_described_and_shows_its_default(command):
+    undescribed = []
+    for action in _parser(command)._actions:
+        if action.dest == "help":
+            continue
+        text = re.sub(r"\(default: [^)]*\)", "", action.help or "").strip()
+        if not text:
+            undescribed.append(action.option_strings[0])
+        if not action.required:
+            assert (action.help or "").count("(default:") == 1, (action.option_strings, action.help)
+    assert not undescribed, f"labecg {command}: flags without a description: {undescribed}"
+
+
+def test_resume_shows_its_default():
+    help_text = " ".join(_parser("train").format_help().split())
+    entry = help_text[help_text.index("--resume, --no-resume "):]
+    entry = entry[:entry.index(")", entry.index("(default:")) + 1]  # up to the end of its default
+    assert entry.endswith("(default: --resume)"), entry
+
+
+def test_book_says_why_its_defaults_differ_from_the_stages():
+    from labecg.book import BookConfig
+
+    book = {f.name: f for f in dataclasses.fields(BookConfig)}
+    for command in ("synth", "cohort", "signals", "train", "evaluate"):
+        module_name, cls_name, _, _ = cli.COMMANDS[command]
+        for f in dataclasses.fields(getattr(importlib.import_module(module_name), cls_name)):
+            if f.name in book and f.default is not dataclasses.MISSING and f.default != book[f.name].default:
+                help_text = book[f.name].metadata.get("help", "")
+                assert f"labecg {command}" in help_text and str(f.default) in help_text.replace(",", ""), \
+                    (f.name, f.default, book[f.name].default, help_text)
+
+
+def test_an_expected_error_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "real"
+    folder.mkdir()
+    (folder / "keep.csv").write_text("x\n")
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    assert cli.main(["synth", "--out", str(folder), "--patients", "3"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("labecg synth: error: FileExistsError: ") and str(folder) in err[0]
+    with pytest.raises(FileExistsError):
+        cli.main(["synth", "--out", str(folder), "--patients", "3", "--debug"])
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(FileExistsError):
+        cli.main(["synth", "--out", str(folder), "--patients", "3"])
+    assert (folder / "keep.csv").read_text() == "x\n"
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["signals", "--ecg", "{d}"], "cohort.parquet"),
+    (["train", "--out", "{d}/run"], "cohort.parquet"),
+])
+def test_an_empty_cohort_folder_is_named(tmp_path, capsys, monkeypatch, argv, names):
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    empty = tmp_path / "cohort"
+    empty.mkdir()
+    args = [a.format(d=tmp_path) for a in argv] + ["--cohort", str(empty)]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(empty / names) in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_corrupt_predictions_file_is_named_on_the_command_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    np.savez(tmp_path / "predictions_test.npz", study_id=np.arange(2))
+    (tmp_path / "predictions_test.npz").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "targets.json").write_text('{"targets": []}')
+    assert cli.main(["evaluate", "--run", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "predictions_test.npz: not a readable predictions file" in err[0], err
