@@ -100,13 +100,16 @@ def style_table(table: pd.DataFrame, bold_best: bool = False, empty: str | None 
 
     With ``bold_best``, each row's highest AUROC among the columns whose name contains
     "AUROC" is set in bold, as the paper marks the best horizon in Table 2. An empty
-    ``table`` with ``empty`` given becomes that sentence (an ``IPython.display.Markdown``)
-    instead of a header with no rows.
+    ``table`` with ``empty`` given becomes that sentence (an ``IPython.display.HTML``
+    paragraph, which glue places in notebook and Markdown pages alike) instead of a
+    header with no rows.
     """
     if table.empty and empty is not None:
-        from IPython.display import Markdown
+        import html
 
-        return Markdown(empty)
+        from IPython.display import HTML
+
+        return HTML(f"<p><em>{html.escape(empty)}</em></p>")
     styler = table.style.hide(axis="index")
     if not bold_best:
         return styler
