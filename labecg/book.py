@@ -620,15 +620,14 @@ def _build_html(book_root: Path, rebuild_all: bool) -> Path:
 
 
 def _run_study_ids(run_dirs) -> set[int]:
-    import numpy as np
+    from labecg.evaluate import read_predictions  # names a corrupt file
 
     ids: set[int] = set()
     for r in run_dirs:
         for name in ("predictions_val.npz", "predictions_test.npz"):
             p = Path(r) / name
             if p.exists():
-                with np.load(p, allow_pickle=False) as z:
-                    ids.update(int(i) for i in z["study_id"])
+                ids.update(int(i) for i in read_predictions(p)["study_id"])
     return ids
 
 

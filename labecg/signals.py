@@ -764,7 +764,11 @@ def load_signals(cohort_dir: str | os.PathLike) -> tuple[np.ndarray, tuple[str, 
         raise FileNotFoundError(f"{meta_path}: not found; the conversion has not finished — run "
                                 f"`labecg signals --cohort {cohort_dir} --ecg DIR`")
     meta = read_json(meta_path)
-    x = np.load(cohort_dir / "signals.npy", mmap_mode="r")
+    try:
+        x = np.load(cohort_dir / "signals.npy", mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:  # numpy names no file
+        raise ValueError(f"{cohort_dir / 'signals.npy'}: not a readable signal array ({type(e).__name__}: {e}); "
+                         f"rerun `labecg signals --cohort {cohort_dir} --ecg DIR --overwrite`") from e
     expected = (meta["n_rows"], meta["n_samples"], len(meta["leads"]))
     if x.shape != expected:
         raise ValueError(f"{cohort_dir / 'signals.npy'}: shape {x.shape}, expected {expected} "

@@ -532,3 +532,52 @@ def test_prose_pages_follow_a_rerun_notebook(built):
     macro = pd.read_csv(built.cfg.run_dir / "evaluation" / "results.csv").set_index("target").loc["macro"]
     text = (built.html / "book" / "results.html").read_text()
     assert f"{macro['low']:.3f}" in text and f"{macro['high']:.3f}" in text
+
+
+# ---------------------------------------------------------------------------- terminal
+
+
+def test_chapter_progress_shows_cells_and_the_stage_bar_on_a_terminal(tmp_path, monkeypatch):
+    import io
+    import time
+
+    from labecg import book
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    progress = book._ChapterProgress("02_signals", 3, tmp_path / ".02_signals.progress")
+    with open(tmp_path / ".02_signals.progress", "a") as f:  # what a stage's bar appends
+        f.write("\rsignals:  50%|#####     | 70/141 [00:02<00:02, 35.0ecg/s]")
+    progress.cell_done()
+    time.sleep(1.5)
+    progress.close()
+    shown = term.getvalue()
+    assert "02_signals: 1/3 cells" in shown and "signals:  50%|#####     | 70/141" in shown, shown
+    assert not (tmp_path / ".02_signals.progress").exists()
+
+
+def test_a_notebook_run_prints_no_kernel_messages(tmp_path):
+    """jupyter_client's shutdown interrupt made the kernel log "KeyboardInterrupt caught"; ipykernel warns on TCP."""
+    import subprocess
+    import sys
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print(x)")]
+    nbformat.write(nb, tmp_path / "t.ipynb")
+    script = ("import sys\nfrom pathlib import Path\nfrom labecg import book\n"
+              "root = Path(sys.argv[1])\n"
+              "book._execute(root / 't.ipynb', root / 'out.ipynb', {'x': 2}, book._kernel_dir(root), cwd=root)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "".join(json.loads((tmp_path / "out.ipynb").read_text())["cells"][-1]["outputs"][0]["text"]) == "2\n"
+    noise = [line for line in proc.stderr.splitlines() if "Kernel" in line or "KeyboardInterrupt" in line]
+    assert not noise, noise

@@ -475,3 +475,12 @@ def test_killing_a_parallel_conversion_leaves_no_workers(small, sig):
     for w in left:
         os.kill(w, signal.SIGKILL)
     assert not left, f"workers {left} outlived the killed conversion"
+
+
+def test_a_corrupt_signal_array_is_named(small):
+    cohort, root, _ = small
+    convert_signals(SignalsConfig(cohort=cohort, ecg=root))
+    npy = cohort / "signals.npy"
+    npy.write_bytes(npy.read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"signals\.npy: not a readable signal array"):
+        load_signals(cohort)
