@@ -283,11 +283,10 @@ def test_per_split_count_filter():
 
 
 def test_per_split_filter_end_to_end(tmp_path):
-    res, df = build(tmp_path, min_per_class=1)
-    # only subjects with fold 18 or 19 count: none here (folds are subject % 20 for 1..16)
-    assert json.loads(res.targets.read_text())["targets"] == []
-    flow = pd.read_csv(res.flow).set_index("step")
-    assert flow.loc["targets: per-split class counts", "rows_out"] == 0
+    # only subjects with fold 18 or 19 count: none here (folds are subject % 20 for 1..16),
+    # so no target survives, which is an error that says so rather than an empty cohort (#11)
+    with pytest.raises(ValueError, match="0 targets: .*no candidate has even one positive and one negative"):
+        build(tmp_path, min_per_class=1)
 
 
 def test_assign_folds_patient_level():
