@@ -1,10 +1,10 @@
 """Training: the masked loss by hand, checkpoint/resume, and learning a planted effect."""
 
 import csv
-import shutil
-import time
 import dataclasses
 import json
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
