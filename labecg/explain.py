@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.signal import find_peaks
-from tqdm.auto import tqdm
 
 from labecg.data import DataConfig, LabDataModule
 from labecg.model import FusionModel, ModelConfig
