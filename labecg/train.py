@@ -657,6 +657,8 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
         log.info("resuming from %s", resume_from)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     epochs_done, best_score = trainer.current_epoch, checkpoint.best_model_score
+    # loading best.ckpt below restores its duration too; the earlier calls' share is the one fit resumed
+    duration_before_s = module.duration_before_s
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckpt_dir / "best.ckpt"
     if not best.exists():
@@ -684,7 +686,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     write_json(out / "run_info.json", {
         "source": targets.get("source"), "labecg_version": getattr(labecg, "__version__", None),
         "git_commit": _git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "hardware": _hardware(), "duration_s": round(module.duration_s(), 1),
+        "hardware": _hardware(), "duration_s": round(duration_before_s + time.time() - started, 1),
         "best_checkpoint": best.name, "best_val_macro_auroc": float(best_score)
         if best_score is not None else None, "epochs_done": epochs_done,
         "world_size": trainer.world_size})
