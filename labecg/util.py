@@ -163,20 +163,16 @@ class _FileBar(_tqdm):
 
 
 def repo_root() -> Path:
-    """The repository the notebooks belong to, whatever the working directory.
+    """The repository the notebooks belong to, whatever folder inside it is the working directory.
 
     The nearest folder, from the working directory upwards, that holds ``_config.yml``
     and ``notebooks/`` (a notebook opened in ``notebooks/`` finds its checkout); else the
-    checkout the package was installed from (``pip install -e``); else the working
-    directory.
+    working directory itself (papermill run elsewhere: paths relative to where it runs).
     """
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "_config.yml").is_file() and (folder / "notebooks").is_dir():
             return folder
-    checkout = Path(__file__).resolve().parents[1]
-    if (checkout / "_config.yml").is_file() and (checkout / "notebooks").is_dir():
-        return checkout
     return here
 
 

@@ -26,9 +26,11 @@ def test_relative_paths_resolve_against_the_repository_from_notebooks(monkeypatc
     assert (Path.cwd() / repo_path("runs/default")).resolve() == ROOT / "runs" / "default"
 
 
-def test_relative_paths_from_an_unrelated_folder_use_the_installed_checkout(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert repo_path("data/cohort") == ROOT / "data" / "cohort"
+def test_relative_paths_outside_a_checkout_stay_relative_to_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()  # papermill run in a folder of its own: not a checkout
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert repo_root() == tmp_path / "notebooks"
+    assert (Path.cwd() / repo_path("data/cohort")).resolve() == tmp_path / "notebooks" / "data" / "cohort"
 
 
 @pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
