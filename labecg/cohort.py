@@ -150,8 +150,13 @@ class CohortConfig:
         Vital signs: the closest within this many minutes of the ECG.
     biometrics_window_days : int
         BMI, weight, height: the closest within this many days of the ECG.
+    unlisted_ecgs : {"exclude", "assign"}
+        An ECG absent from records_w_diag_icd10.csv has no strat_fold: "exclude" drops it
+        (the authors), "assign" gives it its patient's fold or a stratified one.
+    drop_ecgs_without_targets : bool
+        Drop ECGs without any target (the authors: they would dilute batches and statistics).
     seed : int
-        Fold assignment of patients absent from ecg_icd.
+        Fold assignment of patients absent from ecg_icd (``unlisted_ecgs="assign"``).
     memory_limit : str
         DuckDB memory limit, e.g. "16GB".
     threads : int
