@@ -805,17 +805,35 @@ def repository_url(book_root=".") -> Optional[str]:
     ``repository.url`` in ``book_root/_config.yml`` when it is set; otherwise the URL of
     the git remote ``origin`` of ``book_root`` (``git@github.com:o/r.git`` and
     ``https://user:token@github.com/o/r.git`` both give ``https://github.com/o/r``);
-    None when neither exists.
+    None when neither exists, or when ``origin`` is not a repository on GitHub, GitLab or
+    Bitbucket (a clone of a local folder, as CI makes): the book theme reads the provider,
+    owner and repository from the URL and cannot build with anything else.
+
+    Raises
+    ------
+    ValueError
+        ``repository.url`` is set but is not ``https://<provider host>/<owner>/<repo>``.
     """
     import yaml
 
     book_root = Path(book_root)
     config = yaml.safe_load((book_root / "_config.yml").read_text()) or {}
-    url = str((config.get("repository") or {}).get("url") or "").strip()
-    if not url:
-        url = _git(book_root, "remote", "get-url", "origin") or ""
+    configured = str((config.get("repository") or {}).get("url") or "").strip()
+    url = configured or _git(book_root, "remote", "get-url", "origin") or ""
     if not url:
         return None
+    url = _https_url(url)
+    if not re.match(r"^https://[^/]*(github|gitlab|bitbucket)[^/]*/[^/]+/[^/]+$", url, re.IGNORECASE):
+        if configured:
+            raise ValueError(f"{book_root / '_config.yml'}: repository.url={configured!r}; expected "
+                             "https://<github|gitlab|bitbucket host>/<owner>/<repo>")
+        log.info("git remote origin %r is no GitHub, GitLab or Bitbucket repository", url)
+        return None
+    return url
+
+
+def _https_url(url: str) -> str:
+    """A git remote as an https URL without credentials or ``.git``."""
     m = re.match(r"^(?:[\w.-]+@)?([\w.-]+):(?!//)(.+)$", url)  # scp-like git@host:owner/repo
     if m:
         url = f"https://{m.group(1)}/{m.group(2)}"

@@ -234,6 +234,24 @@ def test_repository_url_from_config_else_origin(tmp_path):
     assert repository_url(root) == "https://github.com/fork/book"
 
 
+def test_a_clone_of_a_local_folder_has_no_repository_url(tmp_path):
+    # A clean clone of a local checkout (as CI makes) has a path as origin. The theme splits
+    # a repository URL into host/owner/repo of a known provider and crashes the build on
+    # anything else, so such an origin must leave the buttons off.
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "_config.yml").write_text("repository:\n  url: \"\"\n")
+    _git(root, "init", "-q")
+    for remote in ["/work/main", "../labecg", "file:///srv/git/labecg.git",
+                   "https://git.example.org/labecg", "https://example.org/a/b"]:
+        subprocess.run(["git", "-C", str(root), "remote", "remove", "origin"], capture_output=True)
+        _git(root, "remote", "add", "origin", remote)
+        assert repository_url(root) is None, remote
+    (root / "_config.yml").write_text("repository:\n  url: /srv/labecg\n")
+    with pytest.raises(ValueError, match="repository.url"):
+        repository_url(root)
+
+
 def test_install_cell_does_nothing_where_labecg_is_installed():
     from IPython.core.inputtransformer2 import TransformerManager
 
