@@ -59,14 +59,14 @@ def run_variant(name: str, work: Path, src: dict, bc: book.BookConfig, workers: 
             for f in ("cohort.parquet", "targets.json", "cohort_flow.csv"):
                 shutil.copy2(base / f, cdir / f)
         else:
-            cohort.build_cohort(cohort.CohortConfig(**src, out=cdir, min_lab_events=bc.min_lab_events,
+            cohort.build_cohort(cohort.CohortConfig(**src, cohort_dir=cdir, min_lab_events=bc.min_lab_events,
                                                     min_per_class=bc.min_per_class, **cohort_kw))
-    signals.convert_signals(signals.SignalsConfig(cohort=cdir, ecg=src["ecg"], workers=workers, **signals_kw))
+    signals.convert_signals(signals.SignalsConfig(cohort_dir=cdir, ecg=src["ecg"], workers=workers, **signals_kw))
     run = work / "runs" / name
-    train.train(train.TrainConfig(cohort=cdir, out=run, epochs=bc.epochs, model_dim=bc.model_dim,
+    train.train(train.TrainConfig(cohort_dir=cdir, run_dir=run, epochs=bc.epochs, d_model=bc.d_model,
                                   n_layers=bc.n_layers, batch_size=bc.batch_size, accelerator=bc.accelerator,
                                   seed=bc.seed, **train_kw))
-    folder = evaluate.evaluate_run(evaluate.EvaluateConfig(run=run, n_iterations=bc.n_iterations, seed=bc.seed))
+    folder = evaluate.evaluate_run(evaluate.EvaluateConfig(run_dir=run, n_iterations=bc.n_iterations, seed=bc.seed))
     s = selfcheck.results_summary(evaluate.read_results(folder / "results.csv"))
     n_ecgs = len(pd.read_parquet(cdir / "cohort.parquet", columns=["study_id"]))
     return {"variant": name, "change": what, "macro_auroc": round(s["macro_auroc"], 3),
@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(max(1, args.workers))
     print(f"device: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; classroom defaults: {bc.patients} patients, seed {bc.seed}, "
-          f"width {bc.model_dim}, {bc.n_layers} blocks, {bc.epochs} epochs", flush=True)
+          f"width {bc.d_model}, {bc.n_layers} blocks, {bc.epochs} epochs", flush=True)
     src = book.locate_source(work / "synthetic", True, bc.patients, bc.seed, workers=args.workers)
     rows = []
     for name in args.variants:

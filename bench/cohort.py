@@ -75,7 +75,7 @@ def make_tree(kind: str, root: Path, patients: int, seed: int, labs_per_patient:
     t = time.perf_counter()
     if kind == "synthetic":
         from labecg.synthetic import SynthConfig, generate
-        generate(SynthConfig(out=root, patients=patients, seed=seed, waveform_fraction=0.0, progress=False))
+        generate(SynthConfig(data_root=root, patients=patients, seed=seed, waveform_fraction=0.0, progress=False))
     else:
         sys.path.insert(0, str(ROOT / "tests"))
         import mimic_fixtures

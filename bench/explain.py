@@ -5,7 +5,7 @@ its wall time and, per planted effect, the share of the target's attribution ins
 window the synthetic generator planted it in, beside the share of targets with nothing
 planted (the higher the contrast, the better the method localizes).
 
-    .venv/bin/python bench/explain.py --run runs/default [--ecgs 48] [--steps 8 16]
+    .venv/bin/python bench/explain.py --run-dir runs/default [--ecgs 48] [--steps 8 16]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from labecg.explain import ExplainConfig, explain_run, read_attribution
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=Path("runs/default"))
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/default"))
     parser.add_argument("--ecgs", type=int, default=48)
     parser.add_argument("--steps", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--occlusion-s", type=float, nargs="+", default=[0.04, 0.08])
@@ -44,7 +44,7 @@ def main():
         settings = [("integrated_gradients", {"n_steps": s}) for s in args.steps]
         settings += [("occlusion", {"occlusion_s": w}) for w in args.occlusion_s]
         for method, extra in settings:
-            explain_run(ExplainConfig(run=run, method=method, n_ecgs=args.ecgs, **extra))
+            explain_run(ExplainConfig(run_dir=run, method=method, n_ecgs=args.ecgs, **extra))
             data, frac = read_attribution(run / "evaluation")
             own = frac[frac["planted_window"]]
             label = f"{method} {extra}"

@@ -73,7 +73,7 @@ def main() -> None:
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
               f"{args.rows} rows, batch {args.batch_size}, {N_TARGETS} targets")
 
-        dm = LabDataModule(DataConfig(cohort=out, batch_size=args.batch_size))
+        dm = LabDataModule(DataConfig(cohort_dir=out, batch_size=args.batch_size))
         dm.setup()
         x = np.load(out / "signals.npy", mmap_mode="r")
         plans = list(dm.train_sampler)
@@ -84,7 +84,7 @@ def main() -> None:
         print(f"bare memmap read of the same batches : {floor:10.0f} samples/s")
 
         for workers in args.workers:
-            dm = LabDataModule(DataConfig(cohort=out, batch_size=args.batch_size, num_workers=workers))
+            dm = LabDataModule(DataConfig(cohort_dir=out, batch_size=args.batch_size, num_workers=workers))
             loader = dm.train_dataloader()
             rates = []
             for epoch in range(args.epochs + 1):  # epoch 0 warms up (worker start)

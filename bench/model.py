@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from labecg.model import FusionModel
+from labecg.model import FusionModel, ModelConfig
 from labecg.s4 import DEFAULT_METHOD, METHODS
 from labecg.train import masked_loss
 
@@ -40,7 +40,7 @@ def make_step(method: str, batch: int, device: str, precision: str, dense_only: 
     if dense_only:  # Linear 512 -> 1024 + GLU in four layers: the floor of any S4 block
         model = torch.nn.ModuleList(torch.nn.Linear(512, 1024) for _ in range(4)).to(device)
     else:
-        model = FusionModel(N_TARGETS, N_TAB, d_model=512, d_state=8, n_layers=4).to(device)
+        model = FusionModel(ModelConfig(N_TARGETS, N_TAB, d_model=512, d_state=8, n_layers=4)).to(device)
         for layer in model.ecg_encoder.layers:
             layer.method = method
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-3)
@@ -128,7 +128,7 @@ def profile_step(step, device: str) -> dict[str, float]:
 
 def kernel_generation_share(batch: int, device: str, warmup: int, steps: int) -> float:
     """Seconds per step spent generating the four layers' kernels (forward + backward)."""
-    model = FusionModel(N_TARGETS, N_TAB, d_model=512, d_state=8, n_layers=4).to(device)
+    model = FusionModel(ModelConfig(N_TARGETS, N_TAB, d_model=512, d_state=8, n_layers=4)).to(device)
 
     def gen():
         sum(layer.kernel(L).sum() for layer in model.ecg_encoder.layers).backward()

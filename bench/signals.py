@@ -82,7 +82,7 @@ def main() -> None:
         pd.DataFrame({"study_id": np.arange(n, dtype=np.int64), "path": rels,
                       "fold": np.arange(n, dtype=np.int64) % 20}).to_parquet(cohort / "cohort.parquet")
         t = time.perf_counter()
-        npy = convert_signals(SignalsConfig(cohort=cohort, ecg=root, workers=workers, chunk_size=64))
+        npy = convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, workers=workers, chunk_size=64))
         dt = time.perf_counter() - t
         return dt, npy.stat().st_size
 

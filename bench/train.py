@@ -90,7 +90,7 @@ def sync(device: torch.device) -> None:
 
 
 def make_module(dm: LabDataModule, args, device: torch.device) -> LabModule:
-    cfg = ModelConfig(n_targets=dm.n_targets, n_tabular=dm.n_tabular, d_model=args.model_dim, d_state=8,
+    cfg = ModelConfig(n_targets=dm.n_targets, n_tabular=dm.n_tabular, d_model=args.d_model, d_state=8,
                       n_layers=args.n_layers, dropout=0.2)
     module = LabModule(dataclasses.asdict(cfg))
     if args.compile:
@@ -186,10 +186,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=PAPER_SUMMARY["n_ecgs"], help="ECGs in the built cohort")
     ap.add_argument("--targets", type=int, default=PAPER_TARGETS)
-    ap.add_argument("--cohort", type=Path, help="reuse a cohort folder built before (kept)")
+    ap.add_argument("--cohort-dir", type=Path, help="reuse a cohort folder built before (kept)")
     ap.add_argument("--build", type=Path, help="only build the cohort into this folder (kept), then exit")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--model-dim", type=int, default=512)
+    ap.add_argument("--d-model", type=int, default=512)
     ap.add_argument("--n-layers", type=int, default=4)
     ap.add_argument("--steps", type=int, default=50, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=5)
@@ -216,14 +216,14 @@ def main() -> None:
     cohort = args.cohort or tmp
     try:
         e2e_workers = max(args.workers)
-        dm = LabDataModule(DataConfig(cohort=cohort, batch_size=args.batch, num_workers=e2e_workers))
+        dm = LabDataModule(DataConfig(cohort_dir=cohort, batch_size=args.batch, num_workers=e2e_workers))
         dm.setup()
         n_train = len(dm.rows["train"])
-        print(f"{n_train:,} training ECGs; batch {args.batch}; d {args.model_dim}, {args.n_layers} layers, N 8; "
+        print(f"{n_train:,} training ECGs; batch {args.batch}; d {args.d_model}, {args.n_layers} layers, N 8; "
               f"compile {args.compile}")
 
         for workers in args.workers:
-            dmw = LabDataModule(DataConfig(cohort=cohort, batch_size=args.batch, num_workers=workers))
+            dmw = LabDataModule(DataConfig(cohort_dir=cohort, batch_size=args.batch, num_workers=workers))
             rate = time_loader(dmw, args.steps * 4, args.warmup + (8 if workers else 0))
             print(f"loader, {workers} workers              : {rate:9.0f} samples/s ({rate / GOAL:.2f}x the goal)")
             del dmw

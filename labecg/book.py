@@ -82,7 +82,7 @@ class BookConfig:
         "help": "processes for synthetic waveforms and signal conversion (labecg synth and labecg signals: 1; the book uses a laptop's 2 cores)"})
     epochs: int = field(default=12, metadata={
         "help": "training epochs (labecg train and the paper: 20; 12 keep the book at classroom scale)"})
-    model_dim: int = field(default=64, metadata={
+    d_model: int = field(default=64, metadata={
         "help": "S4 width (labecg train and the paper: 512; 64 trains in minutes on a CPU)"})
     n_layers: int = field(default=2, metadata={"help": "S4 blocks (labecg train and the paper: 4; 2 for a CPU)"})
     batch_size: int = field(default=32, metadata={"help": "ECGs per training batch"})
@@ -107,7 +107,7 @@ class BookConfig:
         bad = sorted(set(self.variants) - set(_variant_names()))
         if bad or not self.variants:
             raise ValueError(f"variants {list(self.variants)}: expected one or more of {list(_variant_names())}")
-        for name in ("patients", "epochs", "model_dim", "n_layers", "batch_size", "n_iterations", "workers"):
+        for name in ("patients", "epochs", "d_model", "n_layers", "batch_size", "n_iterations", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -169,7 +169,7 @@ def locate_source(data_root, generate_synthetic: bool, patients: int, seed: int,
             from labecg.synthetic import SynthConfig, generate
 
             log.info("writing a synthetic source (%d patients, seed %d) into %s", patients, seed, root)
-            generate(SynthConfig(out=root, patients=patients, seed=seed, workers=workers))
+            generate(SynthConfig(data_root=root, patients=patients, seed=seed, workers=workers))
     paths = source_paths(root, hosp, ed, ecg, ecg_icd)
     missing = [f"{k}={v}" for k, v in paths.items() if not v.exists()]
     if missing:
@@ -259,7 +259,7 @@ def notebook_parameters(cfg: BookConfig) -> dict:
         "ecg_icd": rel(src["ecg_icd"]), "cohort_dir": rel(cfg.cohort_dir), "run_dir": rel(cfg.run_dir),
         "patients": cfg.patients, "min_lab_events": cfg.min_lab_events,
         "min_per_class": cfg.min_per_class, "workers": cfg.workers, "epochs": cfg.epochs,
-        "model_dim": cfg.model_dim, "n_layers": cfg.n_layers, "batch_size": cfg.batch_size,
+        "d_model": cfg.d_model, "n_layers": cfg.n_layers, "batch_size": cfg.batch_size,
         "accelerator": cfg.accelerator, "seed": cfg.seed, "n_iterations": cfg.n_iterations,
         "variants": list(cfg.variants),
     }

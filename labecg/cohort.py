@@ -136,7 +136,7 @@ class CohortConfig:
         MIMIC-IV-ECG root (record_list.csv, machine_measurements.csv, files/).
     ecg_icd : Path
         MIMIC-IV-ECG-ICD ``records_w_diag_icd10.csv`` (the folds).
-    out : Path
+    cohort_dir : Path
         Cohort folder to write.
     min_lab_events : int
         A lab label needs at least this many rows to give targets (paper: 200).
@@ -166,7 +166,7 @@ class CohortConfig:
     ed: Path
     ecg: Path
     ecg_icd: Path  # records_w_diag_icd10.csv
-    out: Path
+    cohort_dir: Path
     min_lab_events: int = 200
     min_per_class: int = 10
     estimation_window_min: int = 60
@@ -181,7 +181,7 @@ class CohortConfig:
     threads: int = 0  # 0 = DuckDB's default (all cores)
 
     def __post_init__(self):
-        for name in ("hosp", "ed", "ecg", "ecg_icd", "out"):
+        for name in ("hosp", "ed", "ecg", "ecg_icd", "cohort_dir"):
             if not isinstance(getattr(self, name), (str, os.PathLike)):
                 raise TypeError(f"CohortConfig.{name} must be a path, got {getattr(self, name)!r}")
             object.__setattr__(self, name, Path(getattr(self, name)))
@@ -588,7 +588,7 @@ def keep_targets(counts: dict, min_per_class: int) -> np.ndarray:
 
 
 def build_cohort(cfg: CohortConfig) -> CohortResult:
-    """Build ``cohort.parquet``, ``targets.json`` and ``cohort_flow.csv`` in ``cfg.out``.
+    """Build ``cohort.parquet``, ``targets.json`` and ``cohort_flow.csv`` in ``cfg.cohort_dir``.
 
     See the module docstring for every rule; ARCHITECTURE.md section 2 for the files.
     """
@@ -598,8 +598,8 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     files = _source_files(cfg)
     headers = {k: read_header(p, REQUIRED[k]) for k, p in files.items()}
     flow = _Flow()
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    tmpdir = tempfile.mkdtemp(prefix=".scratch_", dir=cfg.out)  # beside the output: room for spills
+    cfg.cohort_dir.mkdir(parents=True, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(prefix=".scratch_", dir=cfg.cohort_dir)  # beside the output: room for spills
     # a file-backed scratch database: its tables are compressed and can leave memory
     con = duckdb.connect(str(Path(tmpdir) / "scratch.duckdb"),
                          config={"memory_limit": cfg.memory_limit, "temp_directory": str(Path(tmpdir) / "spill"),
@@ -702,9 +702,9 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
 
     summary = {"n_ecgs": int(len(df)), "n_patients": int(df["subject_id"].nunique()),
                "n_targets": {t: sum(m["task"] == t for m in targets) for t in cfg.tasks}}
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    paths = {"cohort": cfg.out / "cohort.parquet", "targets": cfg.out / "targets.json",
-             "flow": cfg.out / "cohort_flow.csv"}
+    cfg.cohort_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"cohort": cfg.cohort_dir / "cohort.parquet", "targets": cfg.cohort_dir / "targets.json",
+             "flow": cfg.cohort_dir / "cohort_flow.csv"}
     with util.atomic_path(paths["cohort"]) as tmp:
         df.to_parquet(tmp, index=False)
     data_root = Path(cfg.ecg).parent
@@ -736,7 +736,7 @@ def no_targets_message(cfg: CohortConfig, smallest_class: np.ndarray, n_labels: 
     n_labels : int
         Lab labels with at least ``min_lab_events`` rows.
     """
-    text = (f"{cfg.out}: 0 targets: none of the {len(smallest_class)} candidate targets of {n_labels} lab labels "
+    text = (f"{cfg.cohort_dir}: 0 targets: none of the {len(smallest_class)} candidate targets of {n_labels} lab labels "
             f"(those with >= min_lab_events={cfg.min_lab_events} rows) has >= min_per_class={cfg.min_per_class} "
             f"positives and negatives in both validation and test; ")
     best = int(smallest_class.max()) if len(smallest_class) else 0

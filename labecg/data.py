@@ -55,7 +55,7 @@ class DataConfig:
 
     Parameters
     ----------
-    cohort : Path
+    cohort_dir : Path
         Cohort folder with cohort.parquet, targets.json and the signal files.
     batch_size : int
         Items per batch (validation/test items are 250-sample segments: 4 per ECG).
@@ -72,7 +72,7 @@ class DataConfig:
         Subset of targets.json's names, in the given order; None = all.
     """
 
-    cohort: Path = field(metadata={"help": "cohort folder with cohort.parquet, targets.json, signals"})
+    cohort_dir: Path = field(metadata={"help": "cohort folder with cohort.parquet, targets.json, signals"})
     batch_size: int = field(default=32, metadata={"help": "items per batch"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     crop_samples: int = field(default=250, metadata={"help": "crop length, samples (2.5 s at 100 Hz)"})
@@ -405,7 +405,7 @@ class LabDataModule(pl.LightningDataModule):
     def __init__(self, cfg: DataConfig):
         super().__init__()
         self.cfg = cfg
-        cohort_dir = Path(cfg.cohort)
+        cohort_dir = Path(cfg.cohort_dir)
         spec = read_json(cohort_dir / "targets.json")
         names = [t["name"] for t in spec["targets"]]
         if cfg.targets is not None:
@@ -434,7 +434,7 @@ class LabDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self._prepared:
             return
-        cfg, cohort_dir = self.cfg, Path(self.cfg.cohort)
+        cfg, cohort_dir = self.cfg, Path(self.cfg.cohort_dir)
         frame = pd.read_parquet(cohort_dir / "cohort.parquet")
         missing = [c for c in ("study_id", "fold") + VARIABLES + self._target_names
                    if c not in frame.columns]
@@ -547,10 +547,10 @@ class LabDataModule(pl.LightningDataModule):
             kept.append({**by_name[name], "counts": counts})
         if dropped:
             log.warning("%s: %d targets dropped: fewer than %d positives or negatives in validation or "
-                        "test once records without signal are left out (e.g. %s)", Path(cfg.cohort) /
+                        "test once records without signal are left out (e.g. %s)", Path(cfg.cohort_dir) /
                         "targets.json", len(dropped), min_per_class, dropped[0])
         if not kept:
-            raise ValueError(f"{Path(cfg.cohort) / 'targets.json'}: no target keeps >= {min_per_class} "
+            raise ValueError(f"{Path(cfg.cohort_dir) / 'targets.json'}: no target keeps >= {min_per_class} "
                              f"positives and negatives in validation and test after signal failures")
         self.targets = kept
         self._target_names = tuple(t["name"] for t in kept)

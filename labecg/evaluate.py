@@ -77,7 +77,7 @@ class EvaluateConfig:
 
     Attributes
     ----------
-    run : Path
+    run_dir : Path
         Run folder written by ``labecg train`` (``predictions_<split>.npz``, ``targets.json``).
     n_iterations : int
         Bootstrap resamples of the ECGs of the split.
@@ -93,7 +93,7 @@ class EvaluateConfig:
         Headline targets (best estimation AUROCs) analysed by subgroup.
     """
 
-    run: Path
+    run_dir: Path
     n_iterations: int = 1000
     seed: int = 0
     split: Literal["test", "val"] = "test"
@@ -677,7 +677,7 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     Path
         The ``RUN/evaluation`` (or ``RUN/evaluation_val``) folder.
     """
-    run = Path(cfg.run)
+    run = Path(cfg.run_dir)
     pred = read_predictions(run / f"predictions_{cfg.split}.npz")
     targets_path = run / "targets.json"
     meta = _target_metadata(read_json(targets_path), pred["target_names"], targets_path)
@@ -781,7 +781,7 @@ def interval_summary(results: pd.DataFrame, auroc_threshold: float = 0.7) -> dic
 def _read_csv(path, required: list[str], stage: str) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not found; run `labecg evaluate --run RUN` ({stage})")
+        raise FileNotFoundError(f"{path}: not found; run `labecg evaluate --run-dir RUN` ({stage})")
     frame = pd.read_csv(path)
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -870,7 +870,7 @@ def read_results(path) -> pd.DataFrame:
     """Read ``results.csv`` back, indexed by target name."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: results not found; run `labecg evaluate --run RUN` first")
+        raise FileNotFoundError(f"{path}: results not found; run `labecg evaluate --run-dir RUN` first")
     frame = pd.read_csv(path)
     missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
     if missing:

@@ -50,7 +50,7 @@ class ExplainConfig:
 
     Attributes
     ----------
-    run : Path
+    run_dir : Path
         Run folder of ``labecg train`` (``config.json``, ``checkpoints/best.ckpt``); the
         cohort folder recorded in its ``config.json`` supplies the test ECGs.
     method : {"integrated_gradients", "occlusion"}
@@ -74,7 +74,7 @@ class ExplainConfig:
     seed : int
     """
 
-    run: Path
+    run_dir: Path
     method: Method = "integrated_gradients"
     n_ecgs: int = 24
     n_steps: int = 8
@@ -300,7 +300,7 @@ def load_model(run) -> tuple[FusionModel, dict]:
         if not path.exists():
             raise FileNotFoundError(f"{path}: not found; expected a run folder written by `labecg train`")
     config = read_json(cfg_path)
-    model = FusionModel.from_config(ModelConfig(**config["model"]))
+    model = FusionModel(ModelConfig(**config["model"]))
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return model.eval(), config
@@ -322,13 +322,13 @@ def explain_run(cfg: ExplainConfig) -> Path:
     Path
         ``RUN/evaluation``.
     """
-    run = Path(cfg.run)
+    run = Path(cfg.run_dir)
     model, config = load_model(run)
     if model.ecg_encoder is None:
         raise ValueError(f"{run / 'config.json'}: variant {model.config.variant!r} reads no ECG; "
                          f"explain a fusion or ecg run")
     data = {k: tuple(v) if isinstance(v, list) else v for k, v in config["data"].items()}  # JSON lists
-    dm = LabDataModule(DataConfig(**{**data, "cohort": Path(data["cohort"])}))
+    dm = LabDataModule(DataConfig(**{**data, "cohort_dir": Path(data["cohort_dir"])}))
     dm.setup()
     names = list(dm.target_names)
     if cfg.targets:
@@ -347,7 +347,7 @@ def explain_run(cfg: ExplainConfig) -> Path:
     rng = np.random.default_rng(cfg.seed)
     test = dm.rows["test"]
     rows = np.sort(rng.choice(test, size=min(cfg.n_ecgs, test.size), replace=False))
-    meta = read_json(Path(dm.cfg.cohort) / "signals.json")
+    meta = read_json(Path(dm.cfg.cohort_dir) / "signals.json")
     fs = float(meta["fs_hz"])
     x_mv = np.asarray(dm.dataset.signals[rows], dtype=np.float32)  # (n, L, C)
     n, L, C = x_mv.shape

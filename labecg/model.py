@@ -21,7 +21,7 @@ latent, then a linear head. Variants ``ecg`` and ``tabular`` drop the other moda
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -103,25 +103,20 @@ class FusionModel(nn.Module):
 
     Parameters
     ----------
-    n_targets : int
-        T, the number of binary targets (all tasks at once).
-    n_tabular : int
-        Width of the tabular feature vector.
-    d_model, d_state, n_layers, fusion, **options
-        See :class:`ModelConfig`.
+    cfg : ModelConfig
+        Every setting (``TrainConfig.model_config`` fills it from the training settings).
 
     Examples
     --------
-    >>> m = FusionModel(n_targets=3, n_tabular=5, d_model=16, n_layers=1)
+    >>> m = FusionModel(ModelConfig(n_targets=3, n_tabular=5, d_model=16, n_layers=1))
     >>> m(torch.zeros(2, 250, 12), torch.zeros(2, 5)).shape
     torch.Size([2, 3])
     """
 
-    def __init__(self, n_targets: int, n_tabular: int, d_model: int = 512, d_state: int = 8, n_layers: int = 4,
-                 fusion: Literal["outer", "concat"] = "outer", **options):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        cfg = ModelConfig(n_targets=n_targets, n_tabular=n_tabular, d_model=d_model, d_state=d_state,
-                          n_layers=n_layers, fusion=fusion, **options)
+        if not isinstance(cfg, ModelConfig):
+            raise TypeError(f"FusionModel: expected a ModelConfig; got {type(cfg).__name__}")
         self.config = cfg
         uses_ecg, uses_tab = cfg.variant in ("fusion", "ecg"), cfg.variant in ("fusion", "tabular")
         self.ecg_encoder = ECGEncoder(cfg) if uses_ecg else None
@@ -132,12 +127,8 @@ class FusionModel(nn.Module):
         else:
             self.ecg_proj = None
             head_in = (cfg.d_model if uses_ecg else 0) + tab_width
-        self.head = nn.Linear(head_in, n_targets)
+        self.head = nn.Linear(head_in, cfg.n_targets)
 
-    @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "FusionModel":
-        kw = asdict(cfg)
-        return cls(**kw)
 
     def forward(self, ecg: torch.Tensor | None, tabular: torch.Tensor | None) -> torch.Tensor:
         """ecg (B, L, 12), tabular (B, n_tabular) -> logits (B, T); unused inputs may be None."""

@@ -50,7 +50,7 @@ class PredictConfig:
 
     Parameters
     ----------
-    run : Path
+    run_dir : Path
         Run folder of ``labecg train`` (a copy of it suffices).
     record : Path
         WFDB record path without extension, any 12-lead source ``labecg signals`` accepts.
@@ -61,7 +61,7 @@ class PredictConfig:
         Write the table as CSV here.
     """
 
-    run: Path = field(metadata={"help": "run folder of `labecg train` (a copy suffices; no cohort needed)"})
+    run_dir: Path = field(metadata={"help": "run folder of `labecg train` (a copy suffices; no cohort needed)"})
     record: Path = field(metadata={"help": "WFDB record path without extension (.hea beside it)"})
     features: Optional[Path] = field(default=None, metadata={
         "help": "one-row CSV with any of sex, age, race, vital signs, bmi, weight, height; "
@@ -94,19 +94,19 @@ def load_run(run: str | os.PathLike) -> TrainedRun:
     """
     run = Path(run)
     if not run.is_dir():
-        raise FileNotFoundError(f"{run}: not a folder; expected the run folder of `labecg train --out {run}`")
+        raise FileNotFoundError(f"{run}: not a folder; expected the run folder of `labecg train --run-dir {run}`")
     info = read_json(run / "run_info.json") if (run / "run_info.json").exists() else {}
     ckpt = run / "checkpoints" / info.get("best_checkpoint", "best.ckpt")
     if not ckpt.exists():
         raise FileNotFoundError(f"{ckpt}: not found; {run} holds no trained model "
-                                f"(`labecg train --out {run}` writes it)")
+                                f"(`labecg train --run-dir {run}` writes it)")
     for name in ("config.json", "targets.json", "inference.json"):
         if not (run / name).exists():
             why = (" (runs trained before labecg stored its preprocessing statistics lack it; retrain)"
                    if name == "inference.json" else "")
             raise FileNotFoundError(f"{run / name}: not found; a finished run folder holds it{why}")
     spec = read_json(run / "inference.json")
-    model = FusionModel.from_config(ModelConfig(**read_json(run / "config.json")["model"]))
+    model = FusionModel(ModelConfig(**read_json(run / "config.json")["model"]))
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
         # LabModule holds the network as ``self.model``
@@ -121,8 +121,8 @@ def load_run(run: str | os.PathLike) -> TrainedRun:
     if missing or len(names) != model.config.n_targets:
         raise ValueError(f"{run / 'inference.json'}: target_names ({len(names)}) do not match the model "
                          f"({model.config.n_targets} outputs) or targets.json (missing {missing[:3]})")
-    fields = {f.name for f in dataclasses.fields(SignalsConfig)} - {"cohort", "ecg"}
-    signals = SignalsConfig(cohort=run, ecg=run, **{k: v for k, v in spec["signals"].items() if k in fields})
+    fields = {f.name for f in dataclasses.fields(SignalsConfig)} - {"cohort_dir", "ecg"}
+    signals = SignalsConfig(cohort_dir=run, ecg=run, **{k: v for k, v in spec["signals"].items() if k in fields})
     stats = spec["signal_stats"]
     return TrainedRun(path=run, model=model, targets=[by_name[n] for n in names], signals=signals,
                       mean_mv=np.asarray(stats["mean_mv"], dtype=np.float32),
@@ -272,14 +272,14 @@ def predict_record(run: str | os.PathLike | TrainedRun, record: str | os.PathLik
 
 
 def predict(cfg: PredictConfig) -> str:
-    """``labecg predict``: score ``cfg.record`` with ``cfg.run``; write CSV to ``cfg.out`` if given.
+    """``labecg predict``: score ``cfg.record`` with ``cfg.run_dir``; write CSV to ``cfg.out`` if given.
 
     Returns
     -------
     text : str
         The whole table (every target), for the terminal.
     """
-    table = predict_record(cfg.run, cfg.record, cfg.features)
+    table = predict_record(cfg.run_dir, cfg.record, cfg.features)
     if cfg.out is not None:
         out = Path(cfg.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -505,7 +505,7 @@ def plot_attribution(attribution: dict, windows_frame: pd.DataFrame | None = Non
     """
     if attribution is None:
         fig, ax = plt.subplots(figsize=(6.0, 1.2))
-        ax.text(0.5, 0.5, "No attribution for this run: run `labecg explain --run RUN`.", ha="center", va="center")
+        ax.text(0.5, 0.5, "No attribution for this run: run `labecg explain --run-dir RUN`.", ha="center", va="center")
         ax.set_axis_off()
         return fig
     targets = [str(t) for t in attribution["targets"]]

@@ -298,7 +298,7 @@ def attribution_check(windows_frame: pd.DataFrame) -> pd.DataFrame:
 def summarize_attribution(check: pd.DataFrame) -> str:
     """One Markdown sentence from :func:`attribution_check`."""
     if check.empty:
-        return "No attribution was computed for this run (`labecg explain --run RUN`)."
+        return "No attribution was computed for this run (`labecg explain --run-dir RUN`)."
     parts = [f"{r.target.replace('_', ' ')}: {r.fraction:.2f} in the {r.window} window "
              f"(null targets {r.null_fraction:.2f}, uniform {r.uniform:.2f})" for r in check.itertuples()]
     n = int((check["verdict"] == "concentrated").sum())
@@ -310,7 +310,7 @@ def summarize_attribution(check: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------- how to reproduce a page
 
 # Settings that change how a stage runs, never what it writes.
-_RUNTIME_ONLY = {"synth": ("out", "workers", "chunk_patients", "writer", "progress"),
+_RUNTIME_ONLY = {"synth": ("data_root", "workers", "chunk_patients", "writer", "progress"),
                  "cohort": ("memory_limit", "threads"), "train": ("resume",)}
 
 
@@ -396,37 +396,37 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
             lines.append(f"# labecg synth: the generator's settings are not recorded in {targets_path}")
         else:
             out = Path(source["ecg"]).parent  # the data root holds mimic-iv-ecg/
-            lines.append(" ".join(["labecg synth", "--out", shlex.quote(str(out))]
+            lines.append(" ".join(["labecg synth", "--data-root", shlex.quote(str(out))]
                                   + _flags(SynthConfig, synth, always=("patients", "seed"),
                                            skip=_RUNTIME_ONLY["synth"])))
-    cohorts = list(dict.fromkeys(t["cohort"] for t in trains))
+    cohorts = list(dict.fromkeys(t["cohort_dir"] for t in trains))
     cohort_cfg = targets.get("config")
     if cohort_cfg is None:
         lines.append(f"# labecg cohort: its settings are not recorded in {targets_path}")
     else:
         for cohort in cohorts:
             lines.append(" ".join(["labecg cohort"] + _flags(
-                CohortConfig, {**cohort_cfg, "out": cohort}, always=("hosp", "ed", "ecg", "ecg_icd", "out"),
+                CohortConfig, {**cohort_cfg, "cohort_dir": cohort}, always=("hosp", "ed", "ecg", "ecg_icd", "cohort_dir"),
                 skip=_RUNTIME_ONLY["cohort"])))
     for cohort in cohorts:
         meta_path = Path(cohort) / "signals.json"
         meta = read_json(meta_path) if meta_path.exists() else {}
         signal_settings = {k: meta[k] for k in ("dtype", "clip_mv", "fs_hz") if k in meta}
         lines.append(" ".join(["labecg signals"] + _flags(
-            SignalsConfig, {"cohort": cohort, "ecg": source.get("ecg"), **signal_settings},
-            always=("cohort", "ecg"))))
+            SignalsConfig, {"cohort_dir": cohort, "ecg": source.get("ecg"), **signal_settings},
+            always=("cohort_dir", "ecg"))))
     evaluate = {"n_iterations": page_parameters["n_iterations"], "seed": page_parameters["seed"]}
     for run, train in zip(runs, trains):
-        lines.append(" ".join(["labecg train"] + _flags(TrainConfig, train, always=("cohort", "out"),
+        lines.append(" ".join(["labecg train"] + _flags(TrainConfig, train, always=("cohort_dir", "run_dir"),
                                                          skip=_RUNTIME_ONLY["train"])))
         attribution = run / "evaluation" / "attribution.npz"
         if attribution.exists():
             with np.load(attribution, allow_pickle=False) as npz:
                 method = str(npz["method"])  # the one setting explain records
-            lines.append(" ".join(["labecg explain"] + _flags(ExplainConfig, {"run": str(run), "method": method},
+            lines.append(" ".join(["labecg explain"] + _flags(ExplainConfig, {"run_dir": str(run), "method": method},
                                                                always=("run",))))
-        lines.append(" ".join(["labecg evaluate"] + _flags(EvaluateConfig, {"run": str(run), **evaluate},
-                                                            always=("run", "n_iterations", "seed"))))
+        lines.append(" ".join(["labecg evaluate"] + _flags(EvaluateConfig, {"run_dir": str(run), **evaluate},
+                                                            always=("run_dir", "n_iterations", "seed"))))
     output = Path(runs[0]) / Path(notebook).name
     pm = ["papermill", shlex.quote(notebook), shlex.quote(str(output))]
     for name, value in page_parameters.items():

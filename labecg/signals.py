@@ -70,7 +70,7 @@ class SignalsConfig:
 
     Parameters
     ----------
-    cohort : Path
+    cohort_dir : Path
         Cohort folder holding ``cohort.parquet``; outputs are written beside it.
     ecg : Path
         ECG root (MIMIC-IV-ECG's, or any folder of 12-lead WFDB records);
@@ -102,7 +102,7 @@ class SignalsConfig:
         conversion stops there and keeps nothing.
     """
 
-    cohort: Path = field(metadata={"help": "cohort folder holding cohort.parquet; outputs go beside it"})
+    cohort_dir: Path = field(metadata={"help": "cohort folder holding cohort.parquet; outputs go beside it"})
     ecg: Path = field(metadata={"help": "MIMIC-IV-ECG root (record paths are relative to it)"})
     workers: int = field(default=1, metadata={"help": "worker processes"})
     dtype: Literal["float16", "float32"] = field(default="float16", metadata={"help": "stored dtype"})
@@ -493,7 +493,7 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
 def _read_cohort(cohort_dir: Path) -> pd.DataFrame:
     path = cohort_dir / "cohort.parquet"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found; run `labecg cohort --out {cohort_dir}` first")
+        raise FileNotFoundError(f"{path}: file not found; run `labecg cohort --cohort-dir {cohort_dir}` first")
     frame = pd.read_parquet(path)
     missing = [c for c in ("study_id", "path", "fold") if c not in frame.columns]
     if missing:
@@ -522,7 +522,7 @@ def _remove_outputs(cohort_dir: Path) -> None:
 
 def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = None,
                     on_chunk: Optional[Callable[[int], None]] = None) -> Path:
-    """Convert every record of ``cfg.cohort/cohort.parquet`` into ``signals.npy``.
+    """Convert every record of ``cfg.cohort_dir/cohort.parquet`` into ``signals.npy``.
 
     Resumable: finished chunks (``signals_progress/chunk_*.json``) are skipped and their
     rows never rewritten; a cohort or settings change since the partial run is refused.
@@ -539,9 +539,9 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
     Returns
     -------
     path : Path
-        ``cfg.cohort / "signals.npy"``.
+        ``cfg.cohort_dir / "signals.npy"``.
     """
-    cohort_dir = Path(cfg.cohort)
+    cohort_dir = Path(cfg.cohort_dir)
     frame = _read_cohort(cohort_dir)
     n = len(frame)
     fp = fingerprint_cohort(frame, cfg)
@@ -762,13 +762,13 @@ def load_signals(cohort_dir: str | os.PathLike) -> tuple[np.ndarray, tuple[str, 
     meta_path = cohort_dir / "signals.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"{meta_path}: not found; the conversion has not finished — run "
-                                f"`labecg signals --cohort {cohort_dir} --ecg DIR`")
+                                f"`labecg signals --cohort-dir {cohort_dir} --ecg DIR`")
     meta = read_json(meta_path)
     try:
         x = np.load(cohort_dir / "signals.npy", mmap_mode="r")
     except (ValueError, OSError, EOFError) as e:  # numpy names no file
         raise ValueError(f"{cohort_dir / 'signals.npy'}: not a readable signal array ({type(e).__name__}: {e}); "
-                         f"rerun `labecg signals --cohort {cohort_dir} --ecg DIR --overwrite`") from e
+                         f"rerun `labecg signals --cohort-dir {cohort_dir} --ecg DIR --overwrite`") from e
     expected = (meta["n_rows"], meta["n_samples"], len(meta["leads"]))
     if x.shape != expected:
         raise ValueError(f"{cohort_dir / 'signals.npy'}: shape {x.shape}, expected {expected} "

@@ -58,7 +58,7 @@ class SynthConfig:
 
     Parameters
     ----------
-    out : Path
+    data_root : Path
         Folder to write; must be empty, absent, or an earlier synthetic tree (it is replaced).
     patients : int
         Synthetic patients.
@@ -78,7 +78,7 @@ class SynthConfig:
         Show a progress bar.
     """
 
-    out: Path
+    data_root: Path
     patients: int = 300
     seed: int = 0
     ecgs_per_patient: float = 2.5
@@ -730,7 +730,7 @@ class _CsvStream:
         self._raw.close()
 
 
-_NO_CONTENT = ("out", "workers", "chunk_patients", "writer", "progress")
+_NO_CONTENT = ("data_root", "workers", "chunk_patients", "writer", "progress")
 ADC_GAIN = 200.0  # digital units per mV, as in MIMIC-IV-ECG headers
 
 
@@ -791,18 +791,18 @@ def _write_batch(args) -> int:
 
 
 def generate(cfg: SynthConfig) -> Path:
-    """Write a synthetic MIMIC-shaped tree under ``cfg.out`` and return ``cfg.out``.
+    """Write a synthetic MIMIC-shaped tree under ``cfg.data_root`` and return ``cfg.data_root``.
 
     Patients are simulated in chunks of ``cfg.chunk_patients`` and appended to the
     table writers; waveform records are simulated by ``cfg.workers`` processes. Each
     table file appears atomically when complete.
 
-    ``cfg.out`` must be absent, empty, or an earlier synthetic tree (it holds
+    ``cfg.data_root`` must be absent, empty, or an earlier synthetic tree (it holds
     ``labecg_synthetic.json``, written first as an "incomplete" marker and last in full);
     the source folders of an earlier tree are replaced. Anything else, such as real MIMIC
     folders, is refused with ``FileExistsError`` before a file is written.
     """
-    root = Path(cfg.out)
+    root = Path(cfg.data_root)
     marker = root / "labecg_synthetic.json"
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"{root}: is a file; expected a folder for the synthetic tree")
@@ -810,7 +810,7 @@ def generate(cfg: SynthConfig) -> Path:
         first = sorted(p.name for p in root.iterdir())
         raise FileExistsError(f"{root}: holds {first[0]}{f' and {len(first) - 1} more' if len(first) > 1 else ''} "
                               "but no labecg_synthetic.json, so it is not an earlier synthetic tree; "
-                              "refusing to overwrite it: choose an empty or new --out")
+                              "refusing to overwrite it: choose an empty or new --data-root")
     for top in sorted({rel.split("/")[0] for rel in RELPATHS.values()} | {"mimic-iv-ecg"}):
         shutil.rmtree(root / top, ignore_errors=True)  # an earlier synthetic tree: no stale records stay
     root.mkdir(parents=True, exist_ok=True)

@@ -73,9 +73,9 @@ class TrainConfig:
 
     Parameters
     ----------
-    cohort : Path
+    cohort_dir : Path
         Cohort folder with signals (``labecg cohort`` then ``labecg signals``).
-    out : Path
+    run_dir : Path
         Run folder. A fresh run empties it of an earlier run's files (and refuses a folder
         that is not a run folder); ``out/checkpoints/last.ckpt`` is resumed when ``resume``.
     epochs : int
@@ -87,7 +87,7 @@ class TrainConfig:
         AdamW learning rate (constant).
     weight_decay : float
         AdamW weight decay.
-    model_dim : int
+    d_model : int
         S4 width (paper: 512; the book's classroom scale uses 64).
     n_layers : int
         S4 blocks (paper: 4; the book uses 2).
@@ -131,11 +131,11 @@ class TrainConfig:
         unchanged; ``--no-resume`` starts over (after every input is checked).
     """
 
-    cohort: Path
-    out: Path
+    cohort_dir: Path
+    run_dir: Path
     epochs: int = 20
     batch_size: int = 32
-    model_dim: int = 512
+    d_model: int = 512
     n_layers: int = 4
     d_state: int = 8
     lr: float = 1e-3
@@ -164,7 +164,7 @@ class TrainConfig:
     resume: bool = True
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "model_dim", "n_layers", "d_state", "devices", "num_nodes",
+        for name in ("epochs", "batch_size", "d_model", "n_layers", "d_state", "devices", "num_nodes",
                      "ecg_latent", "tab_latent"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1; got {getattr(self, name)}")
@@ -181,18 +181,17 @@ class TrainConfig:
                              f"{self.weight_decay_scope!r}, {self.ssm_lr}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"TrainConfig.max_steps_per_epoch must be >= 1 or None; got {self.max_steps_per_epoch}")
-        if not Path(self.cohort).is_dir():
-            raise FileNotFoundError(f"TrainConfig.cohort: {self.cohort} is not a folder; expected the output of "
+        if not Path(self.cohort_dir).is_dir():
+            raise FileNotFoundError(f"TrainConfig.cohort_dir: {self.cohort_dir} is not a folder; expected the output of "
                                     f"`labecg cohort` and `labecg signals`")
 
     def model_config(self, n_targets: int, n_tabular: int) -> ModelConfig:
-        return ModelConfig(n_targets=n_targets, n_tabular=n_tabular, d_model=self.model_dim, d_state=self.d_state,
-                           n_layers=self.n_layers, fusion=self.fusion, tabular_encoder=self.tabular_encoder,
-                           variant=self.variant, dropout=self.dropout, freeze_ssm=self.freeze_ssm,
-                           ssm_init=self.ssm_init, ecg_latent=self.ecg_latent, tab_latent=self.tab_latent)
+        """The model's settings: every :class:`ModelConfig` field this config has, by name."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig) if hasattr(self, f.name)}
+        return ModelConfig(n_targets=n_targets, n_tabular=n_tabular, **shared)
 
     def data_config(self) -> DataConfig:
-        return DataConfig(cohort=Path(self.cohort), batch_size=self.batch_size, num_workers=self.num_workers,
+        return DataConfig(cohort_dir=Path(self.cohort_dir), batch_size=self.batch_size, num_workers=self.num_workers,
                           seed=self.seed)
 
 
@@ -291,7 +290,7 @@ class LabModule(pl.LightningModule):
                  ssm_lr: float = 1e-3):
         super().__init__()
         self.save_hyperparameters()
-        self.model = FusionModel.from_config(ModelConfig(**model_config))
+        self.model = FusionModel(ModelConfig(**model_config))
         self.history: list[dict] = []
         self._train_sum, self._train_n = 0.0, 0
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -506,7 +505,7 @@ def _jsonable(obj):
 
 
 # Fields a resumed run may change: more epochs, other hardware. Everything else must match.
-_RUNTIME_FIELDS = ("out", "cohort", "epochs", "resume", "num_workers", "accelerator", "devices", "num_nodes",
+_RUNTIME_FIELDS = ("run_dir", "cohort_dir", "epochs", "resume", "num_workers", "accelerator", "devices", "num_nodes",
                    "strategy", "precision")
 
 
@@ -524,7 +523,7 @@ def run_settings(cfg: TrainConfig) -> dict:
     A run folder is resumed only when these are unchanged, so a checkpoint is never
     continued on another cohort, other signals or another model.
     """
-    cohort = Path(cfg.cohort)
+    cohort = Path(cfg.cohort_dir)
     settings = {k: v for k, v in _jsonable(cfg).items() if k not in _RUNTIME_FIELDS}
     settings["cohort_sha256"] = _file_sha256(cohort / "cohort.parquet")
     signals_meta = cohort / "signals.json"
@@ -543,9 +542,9 @@ COHORT_INPUTS = {"cohort.parquet": "labecg cohort", "targets.json": "labecg coho
 def check_inputs(cfg: TrainConfig) -> None:
     """Raise, naming the file, unless the cohort folder holds everything training reads.
 
-    Runs before the run folder is touched, so a wrong ``--cohort`` never costs a trained model.
+    Runs before the run folder is touched, so a wrong ``--cohort-dir`` never costs a trained model.
     """
-    cohort = Path(cfg.cohort)
+    cohort = Path(cfg.cohort_dir)
     for name, command in COHORT_INPUTS.items():
         if not (cohort / name).is_file():
             raise FileNotFoundError(f"{cohort / name}: not found; expected the output of `{command}` "
@@ -572,12 +571,12 @@ def _prepare_run_folder(cfg: TrainConfig, out: Path, settings: dict) -> Optional
         if differ:
             raise ValueError(f"{out}: holds a run with other settings ({', '.join(differ)} differ from "
                              f"{settings_path.name}); resuming continues only the same run: choose another "
-                             f"--out, or pass --no-resume to start over in this folder")
+                             f"--run-dir, or pass --no-resume to start over in this folder")
         return last
     entries = sorted(out.iterdir()) if out.is_dir() else []
     if entries and not settings_path.exists():
         raise FileExistsError(f"{out}: holds {entries[0].name} (and {len(entries) - 1} more) but no "
-                              f"{RUN_SETTINGS}, so it is not a run folder; choose an empty or new --out")
+                              f"{RUN_SETTINGS}, so it is not a run folder; choose an empty or new --run-dir")
     for entry in entries:  # a fresh run must not inherit the previous run's files
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -594,13 +593,13 @@ def _resume_path(cfg: TrainConfig, out: Path) -> Optional[Path]:
 def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     """Train, keep the best checkpoint by validation macro AUROC, predict val and test.
 
-    Writes into ``cfg.out``: ``checkpoints/{best,last}.ckpt``, ``metrics.csv``,
+    Writes into ``cfg.run_dir``: ``checkpoints/{best,last}.ckpt``, ``metrics.csv``,
     ``predictions_val.npz``, ``predictions_test.npz``, ``targets.json``, ``config.json``,
     ``inference.json`` (:meth:`LabDataModule.inference_spec`), ``run_info.json``,
     ``run_settings.json``. Resumes from ``checkpoints/last.ckpt`` when
     ``cfg.resume`` and the run's settings and inputs are unchanged (:func:`run_settings`);
     raises when they differ. Every input is checked (:func:`check_inputs`, the dataset's
-    setup) before ``cfg.out`` is touched; a fresh run then empties ``cfg.out`` of the
+    setup) before ``cfg.run_dir`` is touched; a fresh run then empties ``cfg.run_dir`` of the
     earlier run's files. ``run_info.json``'s ``duration_s`` counts every call of the run
     (up to the checkpoint each resumed from). Under DDP every rank runs this function
     (Lightning, torchrun or SLURM starts them); only global rank 0 writes files.
@@ -616,7 +615,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     out : Path, the run folder.
     """
     started = time.time()
-    out = Path(cfg.out)
+    out = Path(cfg.run_dir)
     check_inputs(cfg)
     settings = run_settings(cfg)
     # under `labecg book` Lightning's bar would fill the page; a bar the book echoes on its terminal instead
@@ -671,7 +670,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     if not trainer.is_global_zero:
         return out
     names = list(dm.target_names)
-    patients = pd.read_parquet(Path(cfg.cohort) / "cohort.parquet", columns=["subject_id", "sex", "age", "race"])
+    patients = pd.read_parquet(Path(cfg.cohort_dir) / "cohort.parquet", columns=["subject_id", "sex", "age", "race"])
     for split, (rows, score) in predictions.items():
         write_predictions(out / f"predictions_{split}.npz", dm.study_ids[rows], names, dm.y_true[rows], score,
                           patients=patients.iloc[rows])

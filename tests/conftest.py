@@ -19,7 +19,7 @@ def synthetic_root(tmp_path_factory) -> Path:
     from labecg.synthetic import SynthConfig, generate
 
     out = tmp_path_factory.mktemp("synth") / "mimic"
-    return Path(generate(SynthConfig(out=out, patients=SMALL_PATIENTS, seed=0)))
+    return Path(generate(SynthConfig(data_root=out, patients=SMALL_PATIENTS, seed=0)))
 
 
 def source_paths(root: Path) -> dict[str, Path]:
@@ -38,7 +38,7 @@ def cohort_dir(synthetic_root, tmp_path_factory) -> Path:
     from labecg.cohort import CohortConfig, build_cohort
 
     out = tmp_path_factory.mktemp("cohort")
-    build_cohort(CohortConfig(**source_paths(synthetic_root), out=out,
+    build_cohort(CohortConfig(**source_paths(synthetic_root), cohort_dir=out,
                               min_lab_events=20, min_per_class=2))
     return out
 
@@ -48,5 +48,5 @@ def signals_dir(cohort_dir, synthetic_root) -> Path:
     """The cohort folder after ``convert_signals`` (signals.npy and friends beside it)."""
     from labecg.signals import SignalsConfig, convert_signals
 
-    convert_signals(SignalsConfig(cohort=cohort_dir, ecg=synthetic_root / "mimic-iv-ecg", workers=1))
+    convert_signals(SignalsConfig(cohort_dir=cohort_dir, ecg=synthetic_root / "mimic-iv-ecg", workers=1))
     return cohort_dir

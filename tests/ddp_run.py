@@ -1,6 +1,6 @@
 """Run ``labecg train`` with the given flags and record what each rank trained on.
 
-    python tests/ddp_run.py RECORD_DIR --cohort C --out RUN --devices 2 --strategy ddp ...
+    python tests/ddp_run.py RECORD_DIR --cohort-dir C --run-dir RUN --devices 2 --strategy ddp ...
 
 Lightning's DDP launcher starts this same script again for every further rank; each rank
 writes ``RECORD_DIR/crops_rank{r}.npy``, int64 (n_items, 3): epoch, cohort row and crop start

@@ -34,7 +34,7 @@ from labecg.book import STAGES, BookConfig, build_book, cache_key, repository_ur
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(patients=50, epochs=1, model_dim=16, n_layers=1, batch_size=16, n_iterations=50,
+SMALL = dict(patients=50, epochs=1, d_model=16, n_layers=1, batch_size=16, n_iterations=50,
              min_lab_events=20, min_per_class=2, workers=1)
 # the remote of the test book's git work tree; the build turns it into the buttons' URL
 TEST_REMOTE = ("git@github.com:labecg-test/labecg.git", "https://github.com/labecg-test/labecg")
@@ -332,7 +332,7 @@ def test_reproduce_box_commands_rebuild_the_same_results(built, tmp_path):
         ["labecg", "synth"], ["labecg", "cohort"], ["labecg", "signals"], ["labecg", "train"],
         ["labecg", "explain"], ["labecg", "evaluate"], ["papermill", "notebooks/04_results.ipynb"]]
     assert "--patients 50" in commands[0] and "--min-per-class 2" in commands[1]
-    assert "--epochs 1" in commands[3] and "--model-dim 16" in commands[3]
+    assert "--epochs 1" in commands[3] and "--d-model 16" in commands[3]
     work = tmp_path / "again"
     (work / "notebooks").mkdir(parents=True)
     shutil.copy(REPO / "notebooks" / "04_results.ipynb", work / "notebooks")

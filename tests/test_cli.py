@@ -62,26 +62,26 @@ def test_an_expected_error_is_one_line_and_debug_shows_the_traceback(tmp_path, c
     folder.mkdir()
     (folder / "keep.csv").write_text("x\n")
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
-    assert cli.main(["synth", "--out", str(folder), "--patients", "3"]) == 1
+    assert cli.main(["synth", "--data-root", str(folder), "--patients", "3"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("labecg synth: error: FileExistsError: ") and str(folder) in err[0]
     with pytest.raises(FileExistsError):
-        cli.main(["synth", "--out", str(folder), "--patients", "3", "--debug"])
+        cli.main(["synth", "--data-root", str(folder), "--patients", "3", "--debug"])
     monkeypatch.setenv(cli.DEBUG_ENV, "1")
     with pytest.raises(FileExistsError):
-        cli.main(["synth", "--out", str(folder), "--patients", "3"])
+        cli.main(["synth", "--data-root", str(folder), "--patients", "3"])
     assert (folder / "keep.csv").read_text() == "x\n"
 
 
 @pytest.mark.parametrize("argv, names", [
     (["signals", "--ecg", "{d}"], "cohort.parquet"),
-    (["train", "--out", "{d}/run"], "cohort.parquet"),
+    (["train", "--run-dir", "{d}/run"], "cohort.parquet"),
 ])
 def test_an_empty_cohort_folder_is_named(tmp_path, capsys, monkeypatch, argv, names):
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
     empty = tmp_path / "cohort"
     empty.mkdir()
-    args = [a.format(d=tmp_path) for a in argv] + ["--cohort", str(empty)]
+    args = [a.format(d=tmp_path) for a in argv] + ["--cohort-dir", str(empty)]
     assert cli.main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(empty / names) in err[0], err
@@ -93,6 +93,6 @@ def test_a_corrupt_predictions_file_is_named_on_the_command_line(tmp_path, capsy
     np.savez(tmp_path / "predictions_test.npz", study_id=np.arange(2))
     (tmp_path / "predictions_test.npz").write_bytes(b"PK\x03\x04 truncated")
     (tmp_path / "targets.json").write_text('{"targets": []}')
-    assert cli.main(["evaluate", "--run", str(tmp_path)]) == 1
+    assert cli.main(["evaluate", "--run-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "predictions_test.npz: not a readable predictions file" in err[0], err

@@ -35,7 +35,7 @@ def tables(lab_rows, ecg_rows, listed, **extra) -> dict:
 
 def build(tmp_path, t, **kw):
     root = mf.write_tree(tmp_path / "src", **t)
-    res = build_cohort(CohortConfig(**mf.sources(root), out=tmp_path / "out",
+    res = build_cohort(CohortConfig(**mf.sources(root), cohort_dir=tmp_path / "out",
                                     **{"min_lab_events": 1, "min_per_class": 0, **kw}))
     flow = pd.read_csv(res.flow).set_index("step")
     return res, pd.read_parquet(res.cohort).set_index("study_id", drop=False), flow
@@ -68,10 +68,10 @@ def test_rows_with_empty_reference_ranges_are_kept(tmp_path):
 
 
 def test_horizons_are_the_papers_and_not_an_option(tmp_path):
-    cfg = CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, out=tmp_path)
+    cfg = CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, cohort_dir=tmp_path)
     assert cfg.tasks == ("est", "mon30", "mon60", "mon120")
     with pytest.raises(TypeError):
-        CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, out=tmp_path,
+        CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, cohort_dir=tmp_path,
                      horizons_min=(45,))
 
 
@@ -185,10 +185,10 @@ def test_every_deviation_is_a_flag():
     assert (c.unlisted_ecgs, c.drop_ecgs_without_targets) == ("assign", False)
     d = config_from_args(CohortConfig, ["--hosp", "h", "--ed", "e", "--ecg", "g", "--ecg-icd", "i", "--out", "o"])
     assert (d.unlisted_ecgs, d.drop_ecgs_without_targets) == ("exclude", True)
-    s = config_from_args(SignalsConfig, ["--cohort", "c", "--ecg", "g", "--exclude-flagged"])
-    assert s.exclude_flagged and not SignalsConfig(cohort="c", ecg="g").exclude_flagged
-    t = config_from_args(TrainConfig, ["--cohort", ".", "--out", "o", "--weight-decay-scope", "all",
+    s = config_from_args(SignalsConfig, ["--cohort-dir", "c", "--ecg", "g", "--exclude-flagged"])
+    assert s.exclude_flagged and not SignalsConfig(cohort_dir="c", ecg="g").exclude_flagged
+    t = config_from_args(TrainConfig, ["--cohort-dir", ".", "--out", "o", "--weight-decay-scope", "all",
                                        "--ssm-init", "legs", "--ecg-latent", "64", "--tab-latent", "64"])
     assert (t.weight_decay_scope, t.ssm_init, t.ecg_latent, t.tab_latent) == ("all", "legs", 64, 64)
-    u = TrainConfig(cohort=".", out="o")
+    u = TrainConfig(cohort_dir=".", run_dir="o")
     assert (u.weight_decay_scope, u.ssm_init, u.ecg_latent, u.tab_latent) == ("weights", "lin", 32, 16)

@@ -115,7 +115,7 @@ def build(tmp_path, tables=None, **kw):
     # the rules of these cases are checked on every ECG: the earlier fold and row policies
     kw = {"min_lab_events": 1, "min_per_class": 0, "unlisted_ecgs": "assign", "drop_ecgs_without_targets": False,
           **kw}
-    cfg = CohortConfig(**mf.sources(root), out=tmp_path / "out", **kw)
+    cfg = CohortConfig(**mf.sources(root), cohort_dir=tmp_path / "out", **kw)
     res = build_cohort(cfg)
     return res, pd.read_parquet(res.cohort).set_index("study_id", drop=False)
 
@@ -329,7 +329,7 @@ def test_missing_file(tmp_path):
     root = mf.write_tree(tmp_path / "src", **base_tables())
     (root / "mimiciv" / "hosp" / "omr.csv.gz").unlink()
     with pytest.raises(FileNotFoundError, match="omr.csv.gz"):
-        build_cohort(CohortConfig(**mf.sources(root), out=tmp_path / "out"))
+        build_cohort(CohortConfig(**mf.sources(root), cohort_dir=tmp_path / "out"))
 
 
 def test_renamed_column(tmp_path):
@@ -338,7 +338,7 @@ def test_renamed_column(tmp_path):
     cols[cols.index("valuenum")] = "value_num"
     mf.write_table(root, "labevents", mf.labs(LAB_ROWS), columns=cols)
     with pytest.raises(KeyError, match=r"labevents.csv.gz: missing columns \['valuenum'\]"):
-        build_cohort(CohortConfig(**mf.sources(root), out=tmp_path / "out"))
+        build_cohort(CohortConfig(**mf.sources(root), cohort_dir=tmp_path / "out"))
 
 
 def test_unparseable_ecg_time(tmp_path):
@@ -393,6 +393,6 @@ def test_duplicate_rows(tmp_path):
 
 def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="unlisted_ecgs"):
-        CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, out=tmp_path, unlisted_ecgs="x")
+        CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, cohort_dir=tmp_path, unlisted_ecgs="x")
     with pytest.raises(ValueError, match="min_per_class"):
-        CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, out=tmp_path, min_per_class=-1)
+        CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, cohort_dir=tmp_path, min_per_class=-1)

@@ -83,7 +83,7 @@ def test_a_cohort_without_targets_says_what_to_lower(synthetic_root, tmp_path):
     from labecg.cohort import CohortConfig, build_cohort
 
     with pytest.raises(ValueError, match="0 targets") as info:
-        build_cohort(CohortConfig(**source_paths(synthetic_root), out=tmp_path / "none",
+        build_cohort(CohortConfig(**source_paths(synthetic_root), cohort_dir=tmp_path / "none",
                                   min_lab_events=20, min_per_class=500))
     message = str(info.value)
     assert "\n" not in message and "--min-lab-events" in message
@@ -92,9 +92,9 @@ def test_a_cohort_without_targets_says_what_to_lower(synthetic_root, tmp_path):
     best = max(offers)
     # each offered value really gives that many targets, and the largest is the largest that works
     for k in (best, min(offers)):
-        result = build_cohort(CohortConfig(**source_paths(synthetic_root), out=tmp_path / f"k{k}",
+        result = build_cohort(CohortConfig(**source_paths(synthetic_root), cohort_dir=tmp_path / f"k{k}",
                                            min_lab_events=20, min_per_class=k))
         assert sum(result.summary["n_targets"].values()) == offers[k] > 0
     with pytest.raises(ValueError, match="0 targets"):
-        build_cohort(CohortConfig(**source_paths(synthetic_root), out=tmp_path / "over",
+        build_cohort(CohortConfig(**source_paths(synthetic_root), cohort_dir=tmp_path / "over",
                                   min_lab_events=20, min_per_class=best + 1))

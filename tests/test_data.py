@@ -139,7 +139,7 @@ def test_race_is_one_hot_without_a_missing_indicator():
 # ---------------------------------------------------------------------------- batches
 
 def test_training_crops_stay_inside_the_record_and_vary(cohort):
-    dm = LabDataModule(DataConfig(cohort=cohort, batch_size=8, seed=3))
+    dm = LabDataModule(DataConfig(cohort_dir=cohort, batch_size=8, seed=3))
     seen_rows, offsets = [], []
     for _ in range(5):
         for batch in dm.train_dataloader():
@@ -165,7 +165,7 @@ def test_training_crops_stay_inside_the_record_and_vary(cohort):
 
 def test_training_order_is_seeded_and_independent_of_workers(cohort):
     def first_epoch(workers, seed):
-        dm = LabDataModule(DataConfig(cohort=cohort, batch_size=8, seed=seed, num_workers=workers))
+        dm = LabDataModule(DataConfig(cohort_dir=cohort, batch_size=8, seed=seed, num_workers=workers))
         return [(b["row"].numpy().copy(), decode(b["ecg"])[1]) for b in dm.train_dataloader()]
 
     a, b, c = first_epoch(0, 1), first_epoch(2, 1), first_epoch(0, 2)
@@ -175,7 +175,7 @@ def test_training_order_is_seeded_and_independent_of_workers(cohort):
 
 
 def test_validation_items_are_the_four_segments_of_each_ecg(cohort):
-    dm = LabDataModule(DataConfig(cohort=cohort, batch_size=6))
+    dm = LabDataModule(DataConfig(cohort_dir=cohort, batch_size=6))
     batches = list(dm.val_dataloader())
     rows = np.concatenate([b["row"].numpy() for b in batches])
     seg = np.concatenate([b["segment"].numpy() for b in batches])
@@ -190,7 +190,7 @@ def test_validation_items_are_the_four_segments_of_each_ecg(cohort):
 
 def test_batches_carry_targets_mask_and_tabular(cohort):
     frame = pd.read_parquet(cohort / "cohort.parquet")
-    dm = LabDataModule(DataConfig(cohort=cohort, batch_size=8, targets=(TARGETS[2], TARGETS[0])))
+    dm = LabDataModule(DataConfig(cohort_dir=cohort, batch_size=8, targets=(TARGETS[2], TARGETS[0])))
     assert dm.target_names == (TARGETS[2], TARGETS[0]) and dm.n_targets == 2
     assert dm.n_tabular == len(TABULAR_FEATURES)
     batch = next(iter(dm.val_dataloader()))
@@ -205,14 +205,14 @@ def test_batches_carry_targets_mask_and_tabular(cohort):
     col = {n: i for i, n in enumerate(TABULAR_FEATURES)}
     np.testing.assert_array_equal(batch["tabular"][:, col["sex"]].numpy(), frame.loc[rows, "sex"])
     with pytest.raises(KeyError, match="unknown targets"):
-        LabDataModule(DataConfig(cohort=cohort, targets=("nope_high_est",)))
+        LabDataModule(DataConfig(cohort_dir=cohort, targets=("nope_high_est",)))
 
 
 def test_ecg_is_normalized_with_the_stored_statistics(cohort):
     mean = np.arange(12) * 2.0
     std = np.arange(1, 13) * 0.5
     (cohort / "signals_stats.json").write_text(json.dumps({"mean_mv": mean.tolist(), "std_mv": std.tolist()}))
-    dm = LabDataModule(DataConfig(cohort=cohort, batch_size=4))
+    dm = LabDataModule(DataConfig(cohort_dir=cohort, batch_size=4))
     batch = next(iter(dm.val_dataloader()))
     raw = np.load(cohort / "signals.npy")[batch["row"].numpy()][:, :250]  # segment 0 of each
     np.testing.assert_allclose(batch["ecg"][batch["segment"] == 0].numpy(),
@@ -223,7 +223,7 @@ def test_manifest_that_does_not_match_the_cohort_is_refused(cohort):
     manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
     manifest.loc[7, "study_id"] = 1
     manifest.to_parquet(cohort / "signals_manifest.parquet", index=False)
-    dm = LabDataModule(DataConfig(cohort=cohort))
+    dm = LabDataModule(DataConfig(cohort_dir=cohort))
     with pytest.raises(ValueError, match="row 7"):
         dm.setup()
 
@@ -239,9 +239,9 @@ def test_average_segments_groups_the_four_segments_of_each_ecg():
 
 def test_config_rejects_overlapping_folds(tmp_path):
     with pytest.raises(ValueError, match="overlap"):
-        DataConfig(cohort=tmp_path, val_fold=3)
+        DataConfig(cohort_dir=tmp_path, val_fold=3)
     with pytest.raises(ValueError, match="batch_size"):
-        DataConfig(cohort=tmp_path, batch_size=0)
+        DataConfig(cohort_dir=tmp_path, batch_size=0)
 
 
 def test_data_module_fits_tabular_on_ok_training_rows_only(cohort):
@@ -249,7 +249,7 @@ def test_data_module_fits_tabular_on_ok_training_rows_only(cohort):
     frame.loc[FOLDS >= 18, "weight"] = 5000.0  # extreme values only in validation/test rows
     frame.loc[2, "weight"] = -5000.0  # a training row whose signal failed: not trained on
     frame.to_parquet(cohort / "cohort.parquet", index=False)
-    dm = LabDataModule(DataConfig(cohort=cohort))
+    dm = LabDataModule(DataConfig(cohort_dir=cohort))
     dm.setup()
     used = [r for r in range(N) if FOLDS[r] < 18 and r != 2]
     w = frame.loc[used, "weight"].to_numpy()
@@ -305,7 +305,7 @@ def test_ranks_train_on_disjoint_equal_shares_of_each_epoch(cohort):
 def test_evaluation_shares_cover_each_ecg_once_with_marked_padding(cohort):
     from labecg.data import Segments
 
-    dm = LabDataModule(DataConfig(cohort=cohort, batch_size=3))
+    dm = LabDataModule(DataConfig(cohort_dir=cohort, batch_size=3))
     dm.setup()
     val = dm.rows["val"]  # 5 ECGs
     for world in (1, 2, 3, 4):
@@ -328,13 +328,13 @@ def test_mlp_trains_when_the_last_batch_would_hold_one_ecg(cohort, tmp_path):
     """27 ok training rows at batch 13: 13 + 13 + 1 would leave BatchNorm one sample."""
     from labecg.train import TrainConfig, train
 
-    dm = LabDataModule(DataConfig(cohort=cohort, batch_size=13))
+    dm = LabDataModule(DataConfig(cohort_dir=cohort, batch_size=13))
     dm.setup()
     assert len(dm.rows["train"]) == 27
     batches = list(dm.train_dataloader())
     assert [len(b["row"]) for b in batches] == [13, 14]
     assert sorted(np.concatenate([b["row"].numpy() for b in batches])) == sorted(dm.rows["train"])
-    train(TrainConfig(cohort=cohort, out=tmp_path / "run", variant="tabular", tabular_encoder="mlp",
+    train(TrainConfig(cohort_dir=cohort, run_dir=tmp_path / "run", variant="tabular", tabular_encoder="mlp",
                       batch_size=13, epochs=1, accelerator="cpu"))
     assert (tmp_path / "run" / "predictions_test.npz").exists()
 
@@ -350,7 +350,7 @@ def test_targets_are_recounted_over_the_ecgs_with_signal(cohort):
     (cohort / "targets.json").write_text(json.dumps(
         {"version": 1, "config": {"min_per_class": 2},
          "targets": [{"name": t, "counts": "as the cohort counted"} for t in TARGETS]}))
-    dm = LabDataModule(DataConfig(cohort=cohort))
+    dm = LabDataModule(DataConfig(cohort_dir=cohort))
     dm.setup()
     # potassium_high_est: validation positives 29, 30 -> only 29 remains: 1 < 2, dropped
     assert dm.target_names == ("sodium_low_est", "potassium_high_mon30")

@@ -23,8 +23,8 @@ HELPER = Path(__file__).parent / "ddp_run.py"
 
 def _launch(cohort: Path, run: Path, record: Path, epochs: int) -> None:
     record.mkdir()
-    cmd = [sys.executable, str(HELPER), str(record), "--cohort", str(cohort), "--out", str(run),
-           "--epochs", str(epochs), "--batch-size", "16", "--model-dim", "16", "--n-layers", "1",
+    cmd = [sys.executable, str(HELPER), str(record), "--cohort-dir", str(cohort), "--run-dir", str(run),
+           "--epochs", str(epochs), "--batch-size", "16", "--d-model", "16", "--n-layers", "1",
            "--dropout", "0", "--seed", "3", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
     env = {k: v for k, v in os.environ.items()
            if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT", "MASTER_ADDR")}

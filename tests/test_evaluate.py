@@ -187,7 +187,7 @@ def _write_run(run, n=400, seed=0):
 
 def test_evaluate_run_writes_results_and_tables(tmp_path):
     y, s, names = _write_run(tmp_path)
-    out = evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=100, seed=0))
+    out = evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=100, seed=0))
     assert out == tmp_path / "evaluation"
     for f in ["results.csv", "bootstrap_iterations.npz", "table1_estimation.csv", "table1_estimation.md",
               "table2_monitoring.csv", "table2_monitoring.md", "paper_comparison.csv"]:
@@ -212,15 +212,15 @@ def test_evaluate_run_writes_results_and_tables(tmp_path):
 def test_evaluate_run_names_the_file_on_bad_input(tmp_path):
     _write_run(tmp_path, n=50)
     with pytest.raises(FileNotFoundError, match="predictions_val.npz"):
-        evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=5, split="val"))
+        evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=5, split="val"))
     (tmp_path / "targets.json").write_text(json.dumps({"version": 1, "targets": []}))
     with pytest.raises(KeyError, match="targets.json"):
-        evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=5))
+        evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=5))
     np.savez(tmp_path / "predictions_test.npz", study_id=np.arange(3))
     with pytest.raises(KeyError, match=r"predictions_test.npz: missing arrays \['target_names'"):
-        evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=5))
+        evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=5))
     with pytest.raises(ValueError, match="n_iterations"):
-        EvaluateConfig(run=tmp_path, n_iterations=0)
+        EvaluateConfig(run_dir=tmp_path, n_iterations=0)
 
 
 # ---------------------------------------------------------------------------- issue 14
@@ -374,7 +374,7 @@ def test_evaluate_run_writes_patient_interval_calibration_and_subgroups(tmp_path
     np.savez(tmp_path / "predictions_test.npz", **arrays, subject_id=subject,
              sex=np.repeat(rng.integers(0, 2, 100).astype(float), 4), age=rng.uniform(20, 90, 400),
              race=rng.choice(["white", "black", ""], 400))
-    out = evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=60, seed=0, n_headline=1))
+    out = evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=60, seed=0, n_headline=1))
     res = evaluate.read_results(out / "results.csv")
     direct = bootstrap(y, s, 60, seed=0, groups=subject, target_names=names)
     np.testing.assert_allclose(res["low_patient"], direct["low"], atol=1e-12)
@@ -395,7 +395,7 @@ def test_evaluate_run_writes_patient_interval_calibration_and_subgroups(tmp_path
 
 def test_evaluate_run_without_subject_leaves_the_patient_interval_empty(tmp_path):
     _write_run(tmp_path, n=120)
-    out = evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=10, seed=0))
+    out = evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=10, seed=0))
     res = evaluate.read_results(out / "results.csv")
     assert res["low_patient"].isna().all() and res["brier"].drop("macro").notna().all()
     assert not (out / "subgroups.csv").exists()
@@ -414,7 +414,7 @@ def test_compare_variants_pairs_the_resamples(tmp_path):
                  sex=np.zeros(400), age=np.full(400, 50.0), race=np.array(["white"] * 400))
         if folder == "b":
             (tmp_path / "b" / "targets.json").write_text((tmp_path / "a" / "targets.json").read_text())
-        evaluate_run(EvaluateConfig(run=tmp_path / folder, n_iterations=50, seed=3))
+        evaluate_run(EvaluateConfig(run_dir=tmp_path / folder, n_iterations=50, seed=3))
     table = evaluate.compare_variants({"a": tmp_path / "a" / "evaluation", "b": tmp_path / "b" / "evaluation"})
     assert list(table.index) == ["a", "b"] and np.isnan(table.loc["a", "difference"])
     # independent: the same patient draws, macro AUROC of each model by sklearn, then the percentiles
@@ -442,9 +442,9 @@ def test_each_split_keeps_its_own_evaluation(tmp_path):
         arrays = dict(z)
     arrays["y_score"] = np.random.default_rng(9).random(arrays["y_score"].shape).astype(np.float32)
     np.savez(tmp_path / "predictions_val.npz", **arrays)
-    test_dir = evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=20))
+    test_dir = evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=20))
     test_before = (test_dir / "results.csv").read_bytes()
-    val_dir = evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=20, split="val"))
+    val_dir = evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=20, split="val"))
     assert test_dir == tmp_path / "evaluation" and val_dir == tmp_path / "evaluation_val"
     assert (test_dir / "results.csv").read_bytes() == test_before
     test_res, val_res = (pd.read_csv(d / "results.csv") for d in (test_dir, val_dir))
@@ -464,4 +464,4 @@ def test_a_corrupt_predictions_file_is_named(tmp_path, corrupt):
         np.savez(path, study_id=np.arange(3), target_names=np.array([{"a": 1}], dtype=object),
                  y_true=np.zeros((3, 1)), y_score=np.zeros((3, 1)))
     with pytest.raises(ValueError, match=r"predictions_test\.npz: not a readable predictions file"):
-        evaluate_run(EvaluateConfig(run=tmp_path, n_iterations=5))
+        evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=5))

@@ -31,10 +31,10 @@ def test_integrated_gradients_of_a_linear_model_is_weight_times_input():
 
 
 def test_integrated_gradients_completeness_on_the_fusion_model():
-    from labecg.model import FusionModel
+    from labecg.model import FusionModel, ModelConfig
 
     torch.manual_seed(0)
-    model = FusionModel(n_targets=3, n_tabular=4, d_model=8, n_layers=1, dropout=0.0).eval()
+    model = FusionModel(ModelConfig(n_targets=3, n_tabular=4, d_model=8, n_layers=1, dropout=0.0)).eval()
     x, tab = torch.randn(2, 40, 12), torch.randn(2, 4)
     attr = explain.integrated_gradients(model, x, tab, [0, 2], n_steps=128)
     with torch.no_grad():
@@ -125,8 +125,8 @@ def test_default_targets_pick_planted_and_null_estimation_targets():
 
 def test_explain_config_rejects_bad_values(tmp_path):
     with pytest.raises(ValueError, match="method"):
-        explain.ExplainConfig(run=tmp_path, method="saliency")
+        explain.ExplainConfig(run_dir=tmp_path, method="saliency")
     with pytest.raises(ValueError, match="n_ecgs"):
-        explain.ExplainConfig(run=tmp_path, n_ecgs=0)
+        explain.ExplainConfig(run_dir=tmp_path, n_ecgs=0)
     with pytest.raises(FileNotFoundError, match="config.json"):
-        explain.explain_run(explain.ExplainConfig(run=tmp_path))
+        explain.explain_run(explain.ExplainConfig(run_dir=tmp_path))

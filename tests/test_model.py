@@ -15,7 +15,7 @@ T, NTAB, B, L = 5, 7, 3, 40
 ])
 def test_output_shapes_of_all_variants(options):
     torch.manual_seed(0)
-    model = FusionModel(n_targets=T, n_tabular=NTAB, d_model=16, n_layers=2, **options)
+    model = FusionModel(ModelConfig(n_targets=T, n_tabular=NTAB, d_model=16, n_layers=2, **options))
     out = model(torch.randn(B, L, 12), torch.randn(B, NTAB))
     assert out.shape == (B, T)
     out.sum().backward()
@@ -25,7 +25,7 @@ def test_output_shapes_of_all_variants(options):
 
 def test_outer_fusion_head_input_is_the_kronecker_product():
     torch.manual_seed(1)
-    model = FusionModel(n_targets=T, n_tabular=NTAB, d_model=16, n_layers=1, ecg_latent=4, tab_latent=3).eval()
+    model = FusionModel(ModelConfig(n_targets=T, n_tabular=NTAB, d_model=16, n_layers=1, ecg_latent=4, tab_latent=3)).eval()
     ecg, tab = torch.randn(B, L, 12), torch.randn(B, NTAB)
     with torch.no_grad():
         e = model.ecg_proj(model.ecg_encoder(ecg))
@@ -39,9 +39,9 @@ def test_outer_fusion_head_input_is_the_kronecker_product():
 def test_single_modality_variants_ignore_the_other_input():
     torch.manual_seed(2)
     ecg, tab = torch.randn(B, L, 12), torch.randn(B, NTAB)
-    ecg_only = FusionModel(T, NTAB, d_model=16, n_layers=1, variant="ecg").eval()
-    tab_only = FusionModel(T, NTAB, d_model=16, n_layers=1, variant="tabular").eval()
-    fusion = FusionModel(T, NTAB, d_model=16, n_layers=1).eval()
+    ecg_only = FusionModel(ModelConfig(T, NTAB, d_model=16, n_layers=1, variant="ecg")).eval()
+    tab_only = FusionModel(ModelConfig(T, NTAB, d_model=16, n_layers=1, variant="tabular")).eval()
+    fusion = FusionModel(ModelConfig(T, NTAB, d_model=16, n_layers=1)).eval()
     with torch.no_grad():
         torch.testing.assert_close(ecg_only(ecg, tab), ecg_only(ecg, None))
         torch.testing.assert_close(tab_only(ecg, tab), tab_only(None, tab))
@@ -55,13 +55,13 @@ def test_config_validation_and_round_trip():
     with pytest.raises(ValueError, match="n_tabular"):
         ModelConfig(n_targets=2, n_tabular=0)
     cfg = ModelConfig(n_targets=2, n_tabular=3, d_model=8, n_layers=1, variant="ecg")
-    assert FusionModel.from_config(cfg).config == cfg
+    assert FusionModel(cfg).config == cfg
 
 
 @pytest.mark.parametrize("method", ["fft", "fft_plain", "toeplitz"])
 def test_bf16_autocast_forward_backward(method):
     torch.manual_seed(3)
-    model = FusionModel(T, NTAB, d_model=16, n_layers=2)
+    model = FusionModel(ModelConfig(T, NTAB, d_model=16, n_layers=2))
     for layer in model.ecg_encoder.layers:
         layer.method = method
     ecg, tab = torch.randn(B, L, 12), torch.randn(B, NTAB)

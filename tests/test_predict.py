@@ -38,8 +38,8 @@ def run_copy(signals_dir, synthetic_root, tmp_path_factory):
     frame = pd.read_parquet(cohort / "cohort.parquet")
     manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
     stats = json.loads((cohort / "signals_stats.json").read_text())
-    run = train(TrainConfig(cohort=cohort, out=tmp_path_factory.mktemp("predict_run") / "run", epochs=1,
-                            model_dim=16, n_layers=1, dropout=0.0, batch_size=16, max_steps_per_epoch=2, seed=3))
+    run = train(TrainConfig(cohort_dir=cohort, run_dir=tmp_path_factory.mktemp("predict_run") / "run", epochs=1,
+                            d_model=16, n_layers=1, dropout=0.0, batch_size=16, max_steps_per_epoch=2, seed=3))
     copy = tmp_path_factory.mktemp("predict_copy") / "run"
     shutil.copytree(run, copy)
     shutil.rmtree(cohort)
@@ -113,7 +113,7 @@ def test_cli_prints_the_table_and_writes_csv(run_copy, tmp_path, capsys):
     features = tmp_path / "features.csv"
     features.write_text("sex,age,race,heartrate,weight\n1,59,white,72,\n")
     out = tmp_path / "pred" / "one.csv"
-    assert cli.main(["predict", "--run", str(run), "--record", str(record), "--features", str(features),
+    assert cli.main(["predict", "--run-dir", str(run), "--record", str(record), "--features", str(features),
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     got = pd.read_csv(out)

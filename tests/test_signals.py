@@ -181,7 +181,7 @@ def test_clean_signal_interpolates_isolated_nans_and_rejects_bad_leads():
 
 def test_conversion_matches_ideal_decimation_and_writes_contract_files(small):
     cohort, root, folds = small
-    out = convert_signals(SignalsConfig(cohort=cohort, ecg=root))
+    out = convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root))
     x, leads = load_signals(cohort)
     assert out == cohort / "signals.npy" and leads == LEADS
     assert x.shape == (8, 1000, 12) and x.dtype == np.float16
@@ -204,7 +204,7 @@ def test_conversion_matches_ideal_decimation_and_writes_contract_files(small):
 
 def test_lead_statistics_use_training_rows_only(small):
     cohort, root, folds = small
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root))
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root))
     x = np.load(cohort / "signals.npy").astype(np.float64)
     train = [i for i, f in enumerate(folds) if f < 18]
     stats = pd.read_json(cohort / "signals_stats.json", typ="series")
@@ -233,7 +233,7 @@ def test_corrupt_records_are_reported_and_skipped(small):
     """exclude_flagged=True: the earlier policy, flat and NaN-filled records fail too."""
     cohort, root, folds = small
     _corrupt(root)
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=3, exclude_flagged=True,
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, chunk_size=3, exclude_flagged=True,
                                   max_failed_frac=0.8))
     manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
     status = manifest["status"].tolist()
@@ -253,7 +253,7 @@ def test_flat_and_empty_leads_are_kept_and_flagged_by_default(small):
     """The authors keep every readable record: a lead without samples becomes zeros."""
     cohort, root, folds = small
     _corrupt(root)
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=3))
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, chunk_size=3))
     manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
     assert manifest["status"].tolist() == ["ok", "failed", "failed", "ok", "ok", "ok", "failed", "failed"]
     flag = manifest["flag"].tolist()
@@ -281,7 +281,7 @@ def test_header_base_time_other_than_ecg_time_is_ignored(small):
                 base_time=datetime.time(3, 17, 0), base_date=datetime.date(2101, 6, 30))
     assert wfdb.rdheader(str(root / rel)).base_date == datetime.date(2101, 6, 30)
     before = pd.read_parquet(cohort / "cohort.parquet")
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root))
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root))
     manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
     assert manifest.loc[5, "status"] == "ok" and manifest.loc[5, "flag"] == ""
     arr = np.load(cohort / "signals.npy").astype(float)
@@ -298,15 +298,15 @@ def _copy_inputs(src_cohort: Path, dst: Path) -> Path:
 def test_resume_after_interruption_is_byte_identical_and_skips_finished_rows(small, tmp_path):
     cohort, root, _ = small
     straight = _copy_inputs(cohort, tmp_path / "straight")
-    convert_signals(SignalsConfig(cohort=straight, ecg=root, chunk_size=2))
+    convert_signals(SignalsConfig(cohort_dir=straight, ecg=root, chunk_size=2))
     resumed = _copy_inputs(cohort, tmp_path / "resumed")
     first: list[int] = []
-    convert_signals(SignalsConfig(cohort=resumed, ecg=root, chunk_size=2),
+    convert_signals(SignalsConfig(cohort_dir=resumed, ecg=root, chunk_size=2),
                     stop_after_chunks=2, on_chunk=first.append)
     assert len(first) == 2 and not (resumed / "signals.json").exists()
     # a different chunk size on resume must not change the chunking of the partial run
     second: list[int] = []
-    convert_signals(SignalsConfig(cohort=resumed, ecg=root, chunk_size=5), on_chunk=second.append)
+    convert_signals(SignalsConfig(cohort_dir=resumed, ecg=root, chunk_size=5), on_chunk=second.append)
     assert sorted(first + second) == [0, 2, 4, 6] and not set(first) & set(second)
     assert (resumed / "signals.npy").read_bytes() == (straight / "signals.npy").read_bytes()
     pd.testing.assert_frame_equal(pd.read_parquet(resumed / "signals_manifest.parquet"),
@@ -316,11 +316,11 @@ def test_resume_after_interruption_is_byte_identical_and_skips_finished_rows(sma
 def test_resume_after_killed_process_is_byte_identical(small, tmp_path):
     cohort, root, _ = small
     straight = _copy_inputs(cohort, tmp_path / "straight")
-    convert_signals(SignalsConfig(cohort=straight, ecg=root, chunk_size=1))
+    convert_signals(SignalsConfig(cohort_dir=straight, ecg=root, chunk_size=1))
     killed = _copy_inputs(cohort, tmp_path / "killed")
     script = ("import time, sys\nfrom pathlib import Path\n"
               "from labecg.signals import SignalsConfig, convert_signals\n"
-              "convert_signals(SignalsConfig(cohort=Path(sys.argv[1]), ecg=Path(sys.argv[2]), chunk_size=1),"
+              "convert_signals(SignalsConfig(cohort_dir=Path(sys.argv[1]), ecg=Path(sys.argv[2]), chunk_size=1),"
               " on_chunk=lambda s: time.sleep(0.4))\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(killed), str(root)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -333,38 +333,38 @@ def test_resume_after_killed_process_is_byte_identical(small, tmp_path):
     done_before = sorted(int(p.stem.split("_")[1]) for p in progress.glob("chunk_*.json"))
     assert 2 <= len(done_before) < 8 and not (killed / "signals.json").exists()
     rewritten: list[int] = []
-    convert_signals(SignalsConfig(cohort=killed, ecg=root), on_chunk=rewritten.append)
+    convert_signals(SignalsConfig(cohort_dir=killed, ecg=root), on_chunk=rewritten.append)
     assert not set(rewritten) & set(done_before)
     assert (killed / "signals.npy").read_bytes() == (straight / "signals.npy").read_bytes()
 
 
 def test_resume_refuses_a_changed_cohort(small):
     cohort, root, _ = small
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=2), stop_after_chunks=1)
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, chunk_size=2), stop_after_chunks=1)
     frame = pd.read_parquet(cohort / "cohort.parquet")
     frame.iloc[::-1].reset_index(drop=True).to_parquet(cohort / "cohort.parquet", index=False)
     with pytest.raises(RuntimeError, match="different cohort"):
-        convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=2))
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root, overwrite=True))
+        convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, chunk_size=2))
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, overwrite=True))
     assert (cohort / "signals.json").exists()
 
 
 def test_parallel_conversion_equals_serial(small, tmp_path):
     cohort, root, _ = small
     serial = _copy_inputs(cohort, tmp_path / "serial")
-    convert_signals(SignalsConfig(cohort=serial, ecg=root, chunk_size=3))
+    convert_signals(SignalsConfig(cohort_dir=serial, ecg=root, chunk_size=3))
     parallel = _copy_inputs(cohort, tmp_path / "parallel")
-    convert_signals(SignalsConfig(cohort=parallel, ecg=root, chunk_size=3, workers=2, dtype="float16"))
+    convert_signals(SignalsConfig(cohort_dir=parallel, ecg=root, chunk_size=3, workers=2, dtype="float16"))
     assert (parallel / "signals.npy").read_bytes() == (serial / "signals.npy").read_bytes()
 
 
 def test_config_rejects_bad_values(tmp_path):
     with pytest.raises(ValueError, match="workers"):
-        SignalsConfig(cohort=tmp_path, ecg=tmp_path, workers=0)
+        SignalsConfig(cohort_dir=tmp_path, ecg=tmp_path, workers=0)
     with pytest.raises(ValueError, match="fs_hz"):
-        SignalsConfig(cohort=tmp_path, ecg=tmp_path, fs_hz=300.0)
+        SignalsConfig(cohort_dir=tmp_path, ecg=tmp_path, fs_hz=300.0)
     with pytest.raises(FileNotFoundError, match="cohort.parquet"):
-        convert_signals(SignalsConfig(cohort=tmp_path, ecg=tmp_path))
+        convert_signals(SignalsConfig(cohort_dir=tmp_path, ecg=tmp_path))
 
 
 # ---------------------------------------------------------------------------- on the synthetic cohort
@@ -398,10 +398,10 @@ def test_wrong_ecg_root_is_an_error_and_the_right_one_then_converts(small, tmp_p
     wrong = tmp_path / "not-the-ecg-root"
     wrong.mkdir()
     with pytest.raises(RuntimeError, match=r"all 3 records tried failed .*missing file.*--ecg"):
-        convert_signals(SignalsConfig(cohort=cohort, ecg=wrong, chunk_size=3))
+        convert_signals(SignalsConfig(cohort_dir=cohort, ecg=wrong, chunk_size=3))
     # stopped after the first chunk, and nothing kept that a later run could mistake for signals
     assert sorted(p.name for p in cohort.iterdir()) == ["cohort.parquet"]
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=3))
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, chunk_size=3))
     manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
     assert (manifest["status"] == "ok").all()
 
@@ -411,22 +411,22 @@ def test_an_implausible_share_of_failures_is_an_error(small):
     for i in (1, 2, 3, 4, 6):  # 5 of 8 records lose their .dat: 62% > 50%
         (root / (rel_path(i) + ".dat")).unlink()
     with pytest.raises(RuntimeError, match=r"5 of 8 records failed, more than max_failed_frac=0.5"):
-        convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=4))
+        convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, chunk_size=4))
     assert not (cohort / "signals.json").exists()
     # the same conversion, accepted with a higher share, finishes from what was converted
     redone: list[int] = []
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=4, max_failed_frac=0.7),
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, chunk_size=4, max_failed_frac=0.7),
                     on_chunk=redone.append)
     assert redone == [] and (cohort / "signals.json").exists()
 
 
 def test_signals_of_another_ecg_root_are_not_taken_as_done(small, tmp_path):
     cohort, root, _ = small
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root))
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root))
     other = tmp_path / "copy-of-ecg"
     shutil.copytree(root, other)
     with pytest.raises(RuntimeError, match="ECG root"):
-        convert_signals(SignalsConfig(cohort=cohort, ecg=other))
+        convert_signals(SignalsConfig(cohort_dir=cohort, ecg=other))
 
 
 def _children(pid: int) -> set[int]:
@@ -455,7 +455,7 @@ def test_killing_a_parallel_conversion_leaves_no_workers(small, sig):
     cohort, root, _ = small
     script = ("import time, sys\nfrom pathlib import Path\n"
               "from labecg.signals import SignalsConfig, convert_signals\n"
-              "convert_signals(SignalsConfig(cohort=Path(sys.argv[1]), ecg=Path(sys.argv[2]), chunk_size=1,"
+              "convert_signals(SignalsConfig(cohort_dir=Path(sys.argv[1]), ecg=Path(sys.argv[2]), chunk_size=1,"
               " workers=2), on_chunk=lambda s: time.sleep(2))\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(cohort), str(root)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -479,7 +479,7 @@ def test_killing_a_parallel_conversion_leaves_no_workers(small, sig):
 
 def test_a_corrupt_signal_array_is_named(small):
     cohort, root, _ = small
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root))
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root))
     npy = cohort / "signals.npy"
     npy.write_bytes(npy.read_bytes()[:40])
     with pytest.raises(ValueError, match=r"signals\.npy: not a readable signal array"):

@@ -56,7 +56,7 @@ def assert_limb_leads_consistent(x: np.ndarray, atol_mv: float) -> None:
 
 
 def _cfg(tmp_path: Path, **kw) -> SignalsConfig:
-    return SignalsConfig(cohort=tmp_path, ecg=tmp_path, **kw)
+    return SignalsConfig(cohort_dir=tmp_path, ecg=tmp_path, **kw)
 
 
 # ---------------------------------------------------------------------------- one record
@@ -185,7 +185,7 @@ def test_cohort_of_mixed_sources_converts_every_readable_record(tmp_path):
     cohort.mkdir()
     pd.DataFrame({"study_id": np.arange(len(rels), dtype=np.int64) + 1, "path": rels,
                   "fold": np.zeros(len(rels), dtype=np.int64)}).to_parquet(cohort / "cohort.parquet")
-    convert_signals(SignalsConfig(cohort=cohort, ecg=root, chunk_size=4))
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, chunk_size=4))
     manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
     status = dict(zip(rels, manifest["status"]))
     reason = dict(zip(rels, manifest["reason"]))

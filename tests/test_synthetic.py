@@ -70,10 +70,10 @@ def tiny_trees(tmp_path_factory):
     base = tmp_path_factory.mktemp("tiny")
     kw = dict(patients=10, progress=False, chunk_patients=4)
     return {
-        "a": generate(SynthConfig(out=base / "a", seed=3, workers=1, **kw)),
-        "b": generate(SynthConfig(out=base / "b", seed=3, workers=2, **kw)),
-        "wfdb": generate(SynthConfig(out=base / "w", seed=3, writer="wfdb", **kw)),
-        "other": generate(SynthConfig(out=base / "o", seed=4, **kw)),
+        "a": generate(SynthConfig(data_root=base / "a", seed=3, workers=1, **kw)),
+        "b": generate(SynthConfig(data_root=base / "b", seed=3, workers=2, **kw)),
+        "wfdb": generate(SynthConfig(data_root=base / "w", seed=3, writer="wfdb", **kw)),
+        "other": generate(SynthConfig(data_root=base / "o", seed=4, **kw)),
     }
 
 
@@ -274,7 +274,7 @@ def test_different_seed_differs(tiny_trees):
 
 
 def test_waveform_fraction_writes_a_subset(tmp_path):
-    root = generate(SynthConfig(out=tmp_path / "t", patients=20, seed=1, waveform_fraction=0.3, progress=False))
+    root = generate(SynthConfig(data_root=tmp_path / "t", patients=20, seed=1, waveform_fraction=0.3, progress=False))
     n_rec = len(_read(root, "mimic-iv-ecg/record_list.csv"))
     n_hea = len(list(root.rglob("*.hea")))
     assert 0 < n_hea < n_rec
@@ -284,7 +284,7 @@ def test_config_validation(tmp_path):
     for bad in (dict(patients=0), dict(waveform_fraction=1.5), dict(workers=0), dict(ecgs_per_patient=9.0),
                 dict(writer="fastest")):
         with pytest.raises(ValueError):
-            SynthConfig(out=tmp_path, **bad)
+            SynthConfig(data_root=tmp_path, **bad)
 
 
 # ------------------------------------------------------------------ planted effects
@@ -350,15 +350,15 @@ def test_generate_refuses_a_folder_that_is_not_a_synthetic_tree(tmp_path):
     (real / "mimiciv" / "hosp").mkdir(parents=True)
     (real / "mimiciv" / "hosp" / "patients.csv.gz").write_bytes(b"precious")
     with pytest.raises(FileExistsError, match="not an earlier synthetic tree"):
-        generate(SynthConfig(out=real, patients=5, seed=0, progress=False))
+        generate(SynthConfig(data_root=real, patients=5, seed=0, progress=False))
     assert (real / "mimiciv" / "hosp" / "patients.csv.gz").read_bytes() == b"precious"
     assert sorted(p.name for p in real.rglob("*")) == ["hosp", "mimiciv", "patients.csv.gz"]
 
 
 def test_generate_replaces_an_earlier_synthetic_tree(tmp_path):
-    root = generate(SynthConfig(out=tmp_path / "t", patients=6, seed=0, progress=False))
+    root = generate(SynthConfig(data_root=tmp_path / "t", patients=6, seed=0, progress=False))
     records = {p.relative_to(root / "mimic-iv-ecg") for p in (root / "mimic-iv-ecg" / "files").rglob("*.hea")}
-    again = generate(SynthConfig(out=root, patients=4, seed=1, progress=False))
+    again = generate(SynthConfig(data_root=root, patients=4, seed=1, progress=False))
     fresh = {p.relative_to(again / "mimic-iv-ecg") for p in (again / "mimic-iv-ecg" / "files").rglob("*.hea")}
     listed = pd.read_csv(again / "mimic-iv-ecg" / "record_list.csv")
     # exactly the new tree's records: none of the earlier tree's are left behind

@@ -25,11 +25,11 @@ def train_cohort(tmp_path_factory) -> Path:
     from labecg.signals import SignalsConfig, convert_signals
     from labecg.synthetic import SynthConfig, generate
 
-    root = Path(generate(SynthConfig(out=tmp_path_factory.mktemp("train_synth") / "mimic", patients=PATIENTS,
+    root = Path(generate(SynthConfig(data_root=tmp_path_factory.mktemp("train_synth") / "mimic", patients=PATIENTS,
                                      seed=0)))
     out = tmp_path_factory.mktemp("train_cohort")
-    build_cohort(CohortConfig(**source_paths(root), out=out, min_lab_events=20, min_per_class=2))
-    convert_signals(SignalsConfig(cohort=out, ecg=root / "mimic-iv-ecg", workers=1))
+    build_cohort(CohortConfig(**source_paths(root), cohort_dir=out, min_lab_events=20, min_per_class=2))
+    convert_signals(SignalsConfig(cohort_dir=out, ecg=root / "mimic-iv-ecg", workers=1))
     return out
 
 
@@ -75,13 +75,13 @@ def test_masked_entries_get_zero_gradient():
 
 def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="epochs"):
-        TrainConfig(cohort=tmp_path, out=tmp_path / "run", epochs=0)
+        TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path / "run", epochs=0)
     with pytest.raises(FileNotFoundError, match="not a folder"):
-        TrainConfig(cohort=tmp_path / "missing", out=tmp_path / "run")
+        TrainConfig(cohort_dir=tmp_path / "missing", run_dir=tmp_path / "run")
 
 
 def _quick(cohort, out, epochs, **kw):
-    return TrainConfig(cohort=cohort, out=out, epochs=epochs, model_dim=16, n_layers=1, dropout=0.0,
+    return TrainConfig(cohort_dir=cohort, run_dir=out, epochs=epochs, d_model=16, n_layers=1, dropout=0.0,
                        max_steps_per_epoch=3, seed=1, **kw)
 
 
@@ -110,7 +110,7 @@ def test_resume_continues_where_a_straight_run_would_be(train_cohort, tmp_path):
 def test_short_run_learns_the_planted_potassium_effect(train_cohort, tmp_path):
     from labecg.metrics import auroc
 
-    out = train(TrainConfig(cohort=train_cohort, out=tmp_path / "run", epochs=4, model_dim=32, n_layers=2,
+    out = train(TrainConfig(cohort_dir=train_cohort, run_dir=tmp_path / "run", epochs=4, d_model=32, n_layers=2,
                             lr=3e-3, dropout=0.0, seed=0))
     for name in ("config.json", "run_info.json", "targets.json", "metrics.csv", "checkpoints/best.ckpt",
                  "checkpoints/last.ckpt", "predictions_val.npz", "predictions_test.npz"):
@@ -144,27 +144,27 @@ def test_short_run_learns_the_planted_potassium_effect(train_cohort, tmp_path):
 
 def test_resume_refuses_a_run_folder_of_other_settings(train_cohort, tmp_path):
     train(_quick(train_cohort, tmp_path / "run", 1))
-    other = dataclasses.replace(_quick(train_cohort, tmp_path / "run", 2), model_dim=24)
-    with pytest.raises(ValueError, match="model_dim"):
+    other = dataclasses.replace(_quick(train_cohort, tmp_path / "run", 2), d_model=24)
+    with pytest.raises(ValueError, match="d_model"):
         train(other)
     # --no-resume starts over: the old checkpoints go, the new run has the new width
     fresh = train(dataclasses.replace(other, resume=False, epochs=1))
     state = torch.load(fresh / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["epoch"] == 0
-    assert json.loads((fresh / "run_settings.json").read_text())["model_dim"] == 24
+    assert json.loads((fresh / "run_settings.json").read_text())["d_model"] == 24
 
 
 def test_variant_settings_are_the_papers_model_and_the_authors_code(tmp_path):
     from labecg import book
     from labecg.train import VARIANT_SETTINGS, variant_settings
 
-    paper = TrainConfig(cohort=tmp_path, out=tmp_path / "run", **variant_settings("fusion"))
-    code = TrainConfig(cohort=tmp_path, out=tmp_path / "run", **variant_settings("code"))
+    paper = TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path / "run", **variant_settings("fusion"))
+    code = TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path / "run", **variant_settings("code"))
     assert (paper.fusion, paper.tabular_encoder, paper.loss, paper.freeze_ssm) == ("outer", "linear", "bce", False)
     # REFERENCE_NOTES.md: MLP tabular encoder, concatenation, focal BCE (gamma 2) summed over targets, frozen SSM
     assert (code.fusion, code.tabular_encoder, code.loss, code.focal_gamma, code.target_reduction, code.freeze_ssm) \
         == ("concat", "mlp", "focal", 2.0, "sum", True)
-    assert TrainConfig(cohort=tmp_path, out=tmp_path, **variant_settings("ecg")).variant == "ecg"
+    assert TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path, **variant_settings("ecg")).variant == "ecg"
     assert list(VARIANT_SETTINGS) == ["fusion", "code", "ecg", "tabular"]
     assert book.variant_run_dir("runs/default", "code") == Path("runs/default-code")
     assert book.BookConfig(variants=("fusion", "code")).variants == ("fusion", "code")
@@ -176,10 +176,10 @@ def test_variant_settings_are_the_papers_model_and_the_authors_code(tmp_path):
 
 def test_parameter_groups_follow_the_s4_reference():
     """No weight decay on log_dt, log_a_re, a_im (their own rate), biases and norms; decay on the rest."""
-    from labecg.model import FusionModel
+    from labecg.model import FusionModel, ModelConfig
     from labecg.train import parameter_groups
 
-    m = FusionModel(n_targets=3, n_tabular=5, d_model=8, n_layers=2, tabular_encoder="mlp")
+    m = FusionModel(ModelConfig(n_targets=3, n_tabular=5, d_model=8, n_layers=2, tabular_encoder="mlp"))
     groups = {g["name"]: g for g in parameter_groups(m, lr=3e-3, weight_decay=0.05)}
     names = {id(p): n for n, p in m.named_parameters()}
     got = {k: sorted(names[id(p)] for p in g["params"]) for k, g in groups.items()}
@@ -198,20 +198,20 @@ def test_parameter_groups_follow_the_s4_reference():
     (one,) = parameter_groups(m, lr=3e-3, weight_decay=0.05, scope="all")
     assert len(one["params"]) == len(names) and one["weight_decay"] == 0.05
     # frozen state-space parameters are in no group
-    f = FusionModel(n_targets=3, n_tabular=5, d_model=8, n_layers=1, freeze_ssm=True)
+    f = FusionModel(ModelConfig(n_targets=3, n_tabular=5, d_model=8, n_layers=1, freeze_ssm=True))
     assert "ssm" not in {g["name"] for g in parameter_groups(f, 1e-3, 1e-3)}
 
 
 def test_fusion_latent_sizes_reach_the_model(train_cohort):
-    cfg = TrainConfig(cohort=train_cohort, out=train_cohort, ecg_latent=8, tab_latent=4, ssm_init="legs")
+    cfg = TrainConfig(cohort_dir=train_cohort, run_dir=train_cohort, ecg_latent=8, tab_latent=4, ssm_init="legs")
     mc = cfg.model_config(n_targets=7, n_tabular=30)
     assert (mc.ecg_latent, mc.tab_latent, mc.ssm_init) == (8, 4, "legs")
-    from labecg.model import FusionModel
+    from labecg.model import FusionModel, ModelConfig
 
-    m = FusionModel.from_config(mc)
+    m = FusionModel(mc)
     assert m.head.in_features == (8 + 1) * (4 + 1)
     with pytest.raises(ValueError, match="weight_decay_scope"):
-        TrainConfig(cohort=train_cohort, out=train_cohort, weight_decay_scope="some")
+        TrainConfig(cohort_dir=train_cohort, run_dir=train_cohort, weight_decay_scope="some")
 
 
 # ---------------------------------------------------------------------------- work never lost or mixed
@@ -238,7 +238,7 @@ def test_a_fresh_run_killed_midway_leaves_no_file_of_the_previous_run(train_coho
     from labecg.evaluate import EvaluateConfig, evaluate_run
 
     run = train(_quick(train_cohort, tmp_path / "run", 1))
-    evaluate_run(EvaluateConfig(run=run, n_iterations=5))
+    evaluate_run(EvaluateConfig(run_dir=run, n_iterations=5))
     assert (run / "evaluation" / "results.csv").exists()
 
     def killed(self, *args, **kwargs):
@@ -246,12 +246,12 @@ def test_a_fresh_run_killed_midway_leaves_no_file_of_the_previous_run(train_coho
 
     monkeypatch.setattr(train_module.pl.Trainer, "fit", killed)
     with pytest.raises(KeyboardInterrupt):
-        train(dataclasses.replace(_quick(train_cohort, run, 1), resume=False, model_dim=24))
+        train(dataclasses.replace(_quick(train_cohort, run, 1), resume=False, d_model=24))
     left = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
     assert left == ["run_settings.json"], left
-    assert json.loads((run / "run_settings.json").read_text())["model_dim"] == 24
+    assert json.loads((run / "run_settings.json").read_text())["d_model"] == 24
     with pytest.raises(FileNotFoundError, match="predictions_test.npz"):
-        evaluate_run(EvaluateConfig(run=run, n_iterations=5))
+        evaluate_run(EvaluateConfig(run_dir=run, n_iterations=5))
 
 
 def test_a_folder_that_is_not_a_run_is_refused(train_cohort, tmp_path):
