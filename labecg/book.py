@@ -3,7 +3,9 @@
 ``labecg book`` (and ``make book``) runs ``notebooks/01_data.ipynb`` ... ``04_results.ipynb``
 in order, each into ``book/notebooks/`` (git-ignored; the book renders these executed
 copies, ``_config.yml`` sets ``execute_notebooks: "off"``), then ``jupyter-book build``,
-then the privacy check over the HTML and the executed notebooks.
+then the privacy check (:func:`labecg.privacy.check_privacy`) over the HTML and the executed
+notebooks. It builds the book and nothing else: the notebooks call the stages themselves
+(:mod:`labecg.sources`, :mod:`labecg.signals`, :mod:`labecg.train`, ...), as the CLI does.
 
 Caching: a stage is skipped when its record in ``book/notebooks/.cache/<stage>.json``
 equals what it would be now: the parameters passed, the SHA-256 of the source notebook and
@@ -27,7 +29,6 @@ bootstrap). The stages write those bars to a file named by ``LABECG_PROGRESS_FIL
 from __future__ import annotations
 
 import hashlib
-import html.parser
 import json
 import os
 import re
@@ -40,18 +41,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
+from labecg.catalog import MIMIC_TABLES, SYNTHETIC_MARKER
+from labecg.privacy import check_privacy
+from labecg.sources import source_paths
 from labecg.util import PROGRESS_ENV, atomic_path, get_logger, read_json, write_json
 
-__all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "cache_key", "check_privacy", "check_run_folders",
-           "locate_source", "refresh_signals", "repository_url", "stage_key",
-           "source_paths", "stage_files", "variant_run_dir", "PrivacyError"]
+__all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "stage_files"]
 
 log = get_logger("labecg.book")
 
 STAGES: tuple[str, ...] = ("01_data", "02_signals", "03_training", "04_results")
 _COHORT_FILES = ("cohort.parquet", "targets.json", "cohort_flow.csv")
 _SIGNAL_FILES = ("signals.npy", "signals.json", "signals_manifest.parquet", "signals_stats.json")
-_ECG_TOP_FILES = ("record_list.csv", "machine_measurements.csv")
+_ECG_TOP_FILES = tuple(name for source, name in MIMIC_TABLES.values() if source == "ecg")
 
 
 @dataclass(frozen=True)
@@ -129,107 +131,17 @@ class BookResult:
         return "\n".join(lines)
 
 
-class PrivacyError(RuntimeError):
-    """The built book or an executed notebook shows patient identifiers or row-level data."""
-
-
-def source_paths(data_root, hosp=None, ed=None, ecg=None, ecg_icd=None) -> dict[str, Path]:
-    """The four source locations, defaulting to the MIMIC layout under ``data_root``."""
-    root = Path(data_root)
-    return {
-        "hosp": Path(hosp) if hosp else root / "mimiciv" / "hosp",
-        "ed": Path(ed) if ed else root / "mimic-iv-ed" / "ed",
-        "ecg": Path(ecg) if ecg else root / "mimic-iv-ecg",
-        "ecg_icd": Path(ecg_icd) if ecg_icd else root / "mimic-iv-ecg-ext-icd-labels" / "records_w_diag_icd10.csv",
-    }
-
-
-def locate_source(data_root, generate_synthetic: bool, patients: int, seed: int,
-                  hosp=None, ed=None, ecg=None, ecg_icd=None, workers: int = 1) -> dict[str, Path]:
-    """Return the source paths, writing a synthetic source first where asked and needed.
-
-    With ``generate_synthetic``, ``data_root`` is (re)generated with
-    :func:`labecg.synthetic.generate` unless its ``labecg_synthetic.json`` already records
-    the same ``patients`` and ``seed`` (``workers`` processes draw the waveforms; the
-    bytes do not depend on it). A ``data_root`` that holds files but no
-    ``labecg_synthetic.json`` is taken to be real data and is never overwritten.
-
-    Returns
-    -------
-    dict with keys hosp, ed, ecg, ecg_icd (paths, as ``CohortConfig`` takes them).
-    """
-    root = Path(data_root)
-    marker = root / "labecg_synthetic.json"
-    if generate_synthetic:
-        if not marker.exists() and root.exists() and any(root.iterdir()):
-            raise FileExistsError(
-                f"{root}: holds files but no labecg_synthetic.json, so it looks like real data; "
-                "set generate_synthetic=False to use it, or choose an empty data_root")
-        if not marker.exists() or not _synthetic_matches(read_json(marker), patients, seed):
-            from labecg.synthetic import SynthConfig, generate
-
-            log.info("writing a synthetic source (%d patients, seed %d) into %s", patients, seed, root)
-            generate(SynthConfig(data_root=root, patients=patients, seed=seed, workers=workers))
-    paths = source_paths(root, hosp, ed, ecg, ecg_icd)
-    missing = [f"{k}={v}" for k, v in paths.items() if not v.exists()]
-    if missing:
-        raise FileNotFoundError(f"data source incomplete, not found: {', '.join(missing)}; expected the "
-                                "MIMIC layout of ARCHITECTURE.md section 1 (or generate_synthetic=True)")
-    return paths
-
-
-def _synthetic_matches(meta: dict, patients: int, seed: int) -> bool:
-    cfg = meta.get("config", meta)
-    return cfg.get("patients") == patients and cfg.get("seed", meta.get("seed")) == seed
-
-
-def refresh_signals(cfg) -> Path:
-    """:func:`labecg.signals.convert_signals`, replacing outputs left by an earlier cohort.
-
-    ``convert_signals`` refuses signals (finished or partial) made from another
-    ``cohort.parquet``, so that a long conversion is never discarded by accident. In the
-    book pipeline a rebuilt cohort makes them useless, so they are converted again
-    (``overwrite=True``); a partial conversion of the same cohort is resumed.
-
-    Parameters
-    ----------
-    cfg : labecg.signals.SignalsConfig
-
-    Returns
-    -------
-    Path
-        ``cfg.cohort / "signals.npy"``.
-    """
-    import dataclasses
-
-    import pandas as pd
-
-    from labecg.signals import PROGRESS_DIR, convert_signals, fingerprint_cohort
-
-    cohort_dir = Path(cfg.cohort)
-    records = [cohort_dir / "signals.json", cohort_dir / PROGRESS_DIR / "state.json"]
-    if any(p.exists() for p in records) and not cfg.overwrite:
-        frame = pd.read_parquet(cohort_dir / "cohort.parquet", columns=["study_id", "path"])
-        fp = fingerprint_cohort(frame, cfg)
-        stale = [p for p in records if p.exists() and read_json(p).get("fingerprint") != fp]
-        if stale:
-            log.info("%s: made from an earlier cohort; converting again", stale[0])
-            cfg = dataclasses.replace(cfg, overwrite=True)
-    return convert_signals(cfg)
-
-
 def _variant_names() -> tuple[str, ...]:
     from labecg.train import VARIANT_SETTINGS  # imported late: torch is slow to load for `labecg --help`
 
     return tuple(VARIANT_SETTINGS)
 
 
-def variant_run_dir(run_dir, variant: str) -> Path:
-    """Run folder of a model variant: ``run_dir`` for fusion, ``<run_dir>-<variant>`` else."""
-    run_dir = Path(run_dir)
-    if variant not in _variant_names():
-        raise ValueError(f"variant must be one of {list(_variant_names())}, got {variant!r}")
-    return run_dir if variant == "fusion" else run_dir.with_name(f"{run_dir.name}-{variant}")
+def _run_dirs(cfg: BookConfig) -> list[Path]:
+    """The run folder of each variant of the build (:func:`labecg.train.variant_run_dir`)."""
+    from labecg.train import variant_run_dir  # imported late, as above
+
+    return [variant_run_dir(cfg.run_dir, name) for name in cfg.variants]
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -275,10 +187,10 @@ def stage_files(stage: str, cfg: BookConfig) -> list[tuple[Path, bool]]:
     src = source_paths(cfg.data_root, cfg.hosp, cfg.ed, cfg.ecg, cfg.ecg_icd)
     cohort, run = Path(cfg.cohort_dir), Path(cfg.run_dir)
     ecg_index = [(src["ecg"] / f, False) for f in _ECG_TOP_FILES]
-    runs = [variant_run_dir(run, v) for v in cfg.variants]
+    runs = _run_dirs(cfg)
     if stage == "01_data":
         return ([(src["hosp"], True), (src["ed"], True), (src["ecg_icd"], False),
-                 (Path(cfg.data_root) / "labecg_synthetic.json", False)] + ecg_index
+                 (Path(cfg.data_root) / SYNTHETIC_MARKER, False)] + ecg_index
                 + [(cohort / f, False) for f in _COHORT_FILES])
     if stage == "02_signals":
         return ecg_index + [(cohort / f, False) for f in _COHORT_FILES + _SIGNAL_FILES]
@@ -507,7 +419,7 @@ def build_book(cfg: BookConfig) -> BookResult:
             raise FileNotFoundError(f"{book_root / need}: not found; book_root must hold _config.yml, "
                                     "_toc.yml, book/ and notebooks/")
     if cfg.from_run:
-        check_run_folders([variant_run_dir(cfg.run_dir, v) for v in cfg.variants])
+        check_run_folders(_run_dirs(cfg))
     out_dir = book_root / "book" / "notebooks"
     cache_dir = out_dir / ".cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -557,7 +469,7 @@ def build_book(cfg: BookConfig) -> BookResult:
     ids_from = Path(cfg.cohort_dir) / "cohort.parquet"
     check_privacy(html_index.parent if html_index else None, executed,
                   ids_from if ids_from.exists() else None,
-                  ids=_run_study_ids([variant_run_dir(cfg.run_dir, v) for v in cfg.variants]))
+                  ids=_run_study_ids(_run_dirs(cfg)))
     result = BookResult(stages=stages, notebooks=notebooks, html_index=html_index, seconds=seconds,
                         reasons=reasons)
     log.info("book built:\n%s", result)
@@ -629,167 +541,6 @@ def _run_study_ids(run_dirs) -> set[int]:
             if p.exists():
                 ids.update(int(i) for i in read_predictions(p)["study_id"])
     return ids
-
-
-# ---------------------------------------------------------------------------- privacy
-
-#: Column headers that make a table row-level: identifiers and per-event timestamps.
-IDENTIFIER_COLUMNS = frozenset({"subject_id", "study_id", "hadm_id", "stay_id", "ecg_time",
-                                "charttime", "path", "file_name"})
-#: Per-ECG feature columns of cohort.parquet.
-FEATURE_COLUMNS = frozenset({"sex", "age", "race", "temperature", "heartrate", "resprate", "o2sat",
-                             "sbp", "dbp", "bmi", "weight", "height"})
-#: More body rows than any summary table can have (the paper's 514 targets of all tasks).
-MAX_TABLE_ROWS = 600
-MIN_ID_DIGITS = 5
-# A run of digits that is not the fraction part of a decimal number ("0.12345678") and
-# not part of a hex digest (asset URLs of the built HTML: "?digest=5b4479735964").
-_DIGIT_RUN = re.compile(r"(?<![\da-fA-F])(?<!\d\.)\d+(?![\da-fA-F])")
-_DATA_URI = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=\s]+")
-
-
-class _TableParser(html.parser.HTMLParser):
-    """Collect each <table>: header cell texts, and (first cell text) of each body row."""
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.tables: list[dict] = []
-        self._stack: list[dict] = []
-        self._cell: list[str] | None = None
-        self._in_head = False
-        self._row: list[str] | None = None
-        self._row_cells_tags: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self._stack.append({"headers": [], "rows": []})
-        elif not self._stack:
-            return
-        elif tag == "thead":
-            self._in_head = True
-        elif tag == "tr":
-            self._row, self._row_cells_tags = [], []
-        elif tag in ("td", "th"):
-            self._cell = []
-            self._row_cells_tags.append(tag)
-
-    def handle_endtag(self, tag):
-        if not self._stack:
-            return
-        t = self._stack[-1]
-        if tag in ("td", "th") and self._cell is not None and self._row is not None:
-            self._row.append(" ".join("".join(self._cell).split()))
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            if self._in_head or (self._row_cells_tags and all(c == "th" for c in self._row_cells_tags)
-                                 and not t["rows"]):
-                t["headers"].extend(self._row)
-            else:
-                t["rows"].append(self._row)
-            self._row = None
-        elif tag == "thead":
-            self._in_head = False
-        elif tag == "table":
-            self.tables.append(self._stack.pop())
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def row_level_reason(table: dict) -> str | None:
-    """Why a parsed table is row-level patient data, or None.
-
-    A table is row-level when (a) a header names an identifier or per-event time column
-    (:data:`IDENTIFIER_COLUMNS`), or (b) it has more than :data:`MAX_TABLE_ROWS` body
-    rows, or (c) at least three headers are per-ECG feature columns
-    (:data:`FEATURE_COLUMNS`) and its rows are labelled by integers (a DataFrame's
-    positional index: individual ECGs, not summary statistics or groups).
-    """
-    headers = {h.strip().lower() for h in table["headers"]}
-    ident = sorted(headers & IDENTIFIER_COLUMNS)
-    if ident:
-        return f"identifier column(s) {ident}"
-    if len(table["rows"]) > MAX_TABLE_ROWS:
-        return f"{len(table['rows'])} rows (> {MAX_TABLE_ROWS})"
-    feats = headers & FEATURE_COLUMNS
-    if len(feats) >= 3 and table["rows"] and all(r and r[0].strip().isdigit() for r in table["rows"]):
-        return f"per-ECG features {sorted(feats)} in rows labelled by position"
-    return None
-
-
-def _scan_text(text: str, ids: set[str], where: str, problems: list[str]) -> None:
-    text = _DATA_URI.sub(" ", text)
-    found = sorted({m.group(0) for m in _DIGIT_RUN.finditer(text)} & ids)
-    if found:
-        problems.append(f"{where}: identifier(s) {found[:5]}{' ...' if len(found) > 5 else ''}")
-    if "<table" in text.lower():
-        parser = _TableParser()
-        parser.feed(text)
-        for i, table in enumerate(parser.tables):
-            reason = row_level_reason(table)
-            if reason:
-                problems.append(f"{where}: table {i} is row-level patient data: {reason}")
-
-
-def check_privacy(html_dir=None, notebooks: Iterable = (), cohort_parquet=None, ids: Iterable[int] = ()) -> int:
-    """Fail if the book shows a cohort identifier or a row-level patient table.
-
-    Scans every ``.html`` file under ``html_dir`` and every output (``text/plain``,
-    ``text/html``, streams, errors; images skipped) of each executed notebook.
-
-    An identifier is any ``subject_id`` or ``study_id`` of ``cohort_parquet`` (plus
-    ``ids``) with at least :data:`MIN_ID_DIGITS` digits, found as a whole run of digits
-    that is not the fraction part of a decimal number (so ``12345678``, ``12345678.0``
-    and ``id=12345678`` match, ``0.12345678`` and ``123456789`` do not). Shorter ids
-    cannot be told from ordinary numbers and are not searched (MIMIC's have 8 digits).
-    Row-level tables: see :func:`row_level_reason`.
-
-    Returns
-    -------
-    int
-        Number of files scanned.
-
-    Raises
-    ------
-    PrivacyError
-        Listing each file and what was found in it.
-    """
-    id_set = {int(i) for i in ids}
-    if cohort_parquet is not None:
-        import pandas as pd
-
-        df = pd.read_parquet(cohort_parquet, columns=["subject_id", "study_id"])
-        id_set.update(int(i) for i in df["subject_id"].unique())
-        id_set.update(int(i) for i in df["study_id"].unique())
-    id_strs = {str(i) for i in id_set if len(str(abs(i))) >= MIN_ID_DIGITS}
-    problems: list[str] = []
-    n = 0
-    if html_dir is not None:
-        for page in sorted(Path(html_dir).rglob("*.html")):
-            _scan_text(page.read_text(errors="replace"), id_strs, str(page), problems)
-            n += 1
-    for nb_path in notebooks:
-        nb = json.loads(Path(nb_path).read_text())
-        for ci, cell in enumerate(nb.get("cells", [])):
-            for oi, out in enumerate(cell.get("outputs", [])):
-                where = f"{nb_path} cell {ci} output {oi}"
-                texts = []
-                if "text" in out:
-                    texts.append(out["text"])
-                for mime, value in out.get("data", {}).items():
-                    if not mime.startswith("image/"):
-                        texts.append(value if isinstance(value, (str, list)) else json.dumps(value))
-                if "traceback" in out:
-                    texts.append(out["traceback"])
-                for t in texts:
-                    _scan_text("".join(t) if isinstance(t, list) else t, id_strs, where, problems)
-        n += 1
-    if problems:
-        raise PrivacyError("privacy check failed; the book must not show patient identifiers or "
-                           "row-level data:\n  " + "\n  ".join(problems))
-    log.info("privacy check: %d files clean (%d identifiers searched)", n, len(id_strs))
-    return n
 
 
 # ---------------------------------------------------------------------------- publishing

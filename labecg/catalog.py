@@ -138,12 +138,19 @@ MIMIC_COLUMNS = {
                              "all_diag_all", "gender", "age", "anchor_year", "anchor_age", "strat_fold"],
 }
 
-# Where each file lives under a data root laid out as the four downloads are.
-MIMIC_FILES = {
-    "patients": "mimiciv/hosp/patients.csv.gz", "admissions": "mimiciv/hosp/admissions.csv.gz",
-    "labevents": "mimiciv/hosp/labevents.csv.gz", "d_labitems": "mimiciv/hosp/d_labitems.csv.gz",
-    "omr": "mimiciv/hosp/omr.csv.gz", "edstays": "mimic-iv-ed/ed/edstays.csv.gz",
-    "vitalsign": "mimic-iv-ed/ed/vitalsign.csv.gz", "record_list": "mimic-iv-ecg/record_list.csv",
-    "machine_measurements": "mimic-iv-ecg/machine_measurements.csv",
-    "records_w_diag_icd10": "mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv",
+# Where the four sources lie under a data root laid out as the downloads are (CohortConfig's
+# hosp, ed, ecg folders and the ecg_icd file).
+MIMIC_SOURCES = {"hosp": "mimiciv/hosp", "ed": "mimic-iv-ed/ed", "ecg": "mimic-iv-ecg",
+                 "ecg_icd": "mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv"}
+# Each table: its source and its file name there (None: the source is the file itself).
+MIMIC_TABLES = {
+    "patients": ("hosp", "patients.csv.gz"), "admissions": ("hosp", "admissions.csv.gz"),
+    "labevents": ("hosp", "labevents.csv.gz"), "d_labitems": ("hosp", "d_labitems.csv.gz"),
+    "omr": ("hosp", "omr.csv.gz"), "edstays": ("ed", "edstays.csv.gz"), "vitalsign": ("ed", "vitalsign.csv.gz"),
+    "record_list": ("ecg", "record_list.csv"), "machine_measurements": ("ecg", "machine_measurements.csv"),
+    "records_w_diag_icd10": ("ecg_icd", None),
 }
+# Where each file lives under a data root.
+MIMIC_FILES = {table: MIMIC_SOURCES[src] + (f"/{name}" if name else "") for table, (src, name) in MIMIC_TABLES.items()}
+#: Written by the synthetic generator at the data root; its absence marks real data.
+SYNTHETIC_MARKER = "labecg_synthetic.json"

@@ -96,6 +96,10 @@ class SignalsConfig:
         ``failed``, left zero, and the dataset drops it.
     overwrite : bool
         Delete existing signal outputs (finished or partial) and convert from scratch.
+    replace_stale : bool
+        Outputs (finished or partial) made from another ``cohort.parquet`` or other settings
+        are converted again instead of refused (the book, whose cohort may have been rebuilt);
+        a partial conversion of the same cohort is resumed either way.
     max_failed_frac : float
         A conversion in which more than this share of records fails is an error (a wrong
         ``ecg`` root fails them all); if every record of the first chunk fails, the
@@ -118,6 +122,8 @@ class SignalsConfig:
         "help": "mark flagged (flat or mostly missing) records failed instead of keeping them"})
     overwrite: bool = field(default=False, metadata={
         "help": "delete existing signal outputs (finished or partial) and convert again"})
+    replace_stale: bool = field(default=False, metadata={
+        "help": "convert again, instead of refusing, when the outputs come from another cohort.parquet or settings"})
     max_failed_frac: float = field(default=0.5, metadata={
         "help": "fail when more than this share of records cannot be converted"})
 
@@ -514,6 +520,16 @@ def fingerprint_cohort(frame: pd.DataFrame, cfg: SignalsConfig) -> str:
     return h.hexdigest()
 
 
+def _stale_record(cohort_dir: Path, fp: str, n_rows: int) -> Optional[Path]:
+    """The record (``signals.json``, or a partial run's state) of outputs made from another cohort, or None."""
+    for path in (cohort_dir / "signals.json", cohort_dir / PROGRESS_DIR / "state.json"):
+        if path.exists():
+            record = read_json(path)
+            if record.get("fingerprint") != fp or record.get("n_rows", n_rows) != n_rows:
+                return path
+    return None
+
+
 def _remove_outputs(cohort_dir: Path) -> None:
     for name in ("signals.npy", "signals.json", "signals_manifest.parquet", "signals_stats.json"):
         (cohort_dir / name).unlink(missing_ok=True)
@@ -548,7 +564,10 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
     npy = cohort_dir / "signals.npy"
     progress = cohort_dir / PROGRESS_DIR
     state_path = progress / "state.json"
-    if cfg.overwrite:
+    stale = _stale_record(cohort_dir, fp, n)
+    if stale is not None and cfg.replace_stale and not cfg.overwrite:
+        log.info("%s: made from another cohort.parquet or settings; converting again", stale)
+    if cfg.overwrite or (stale is not None and cfg.replace_stale):
         _remove_outputs(cohort_dir)
 
     if (cohort_dir / "signals.json").exists():

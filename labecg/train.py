@@ -60,6 +60,14 @@ VARIANT_SETTINGS: dict[str, dict] = {
 }
 
 
+def variant_run_dir(run_dir, variant: str) -> Path:
+    """Run folder of a model variant: ``run_dir`` for fusion, ``<run_dir>-<variant>`` else."""
+    run_dir = Path(run_dir)
+    if variant not in VARIANT_SETTINGS:
+        raise ValueError(f"variant must be one of {list(VARIANT_SETTINGS)}, got {variant!r}")
+    return run_dir if variant == "fusion" else run_dir.with_name(f"{run_dir.name}-{variant}")
+
+
 def variant_settings(name: str) -> dict:
     """The ``TrainConfig`` fields of a model variant of :data:`VARIANT_SETTINGS`."""
     if name not in VARIANT_SETTINGS:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from labecg.sources import source_paths  # noqa: F401  (tests import it from here)
+
 SMALL_PATIENTS = 80
 
 
@@ -20,16 +22,6 @@ def synthetic_root(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("synth") / "mimic"
     return Path(generate(SynthConfig(data_root=out, patients=SMALL_PATIENTS, seed=0)))
-
-
-def source_paths(root: Path) -> dict[str, Path]:
-    """The four source locations under a data root, as CohortConfig takes them."""
-    return {
-        "hosp": root / "mimiciv" / "hosp",
-        "ed": root / "mimic-iv-ed" / "ed",
-        "ecg": root / "mimic-iv-ecg",
-        "ecg_icd": root / "mimic-iv-ecg-ext-icd-labels" / "records_w_diag_icd10.csv",
-    }
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from labecg.catalog import MIMIC_COLUMNS, MIMIC_FILES
+from labecg.sources import source_paths
 
 # every table except machine_measurements, which the cohort builder does not read
 COLUMNS = {k: v for k, v in MIMIC_COLUMNS.items() if k != "machine_measurements"}
@@ -20,9 +21,7 @@ LOCATION = MIMIC_FILES
 
 def sources(root: Path) -> dict:
     """The four source paths under ``root``, as CohortConfig takes them."""
-    return {"hosp": root / "mimiciv" / "hosp", "ed": root / "mimic-iv-ed" / "ed",
-            "ecg": root / "mimic-iv-ecg",
-            "ecg_icd": root / "mimic-iv-ecg-ext-icd-labels" / "records_w_diag_icd10.csv"}
+    return source_paths(root)
 
 
 def full_table(name: str, df: pd.DataFrame | None) -> pd.DataFrame:

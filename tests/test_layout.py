@@ -11,10 +11,10 @@ from labecg import cli
 
 PKG = Path(__file__).resolve().parents[1] / "labecg"
 # Modules that import no stage.
-BASE = {"util", "catalog", "metrics"}
+BASE = {"util", "catalog", "metrics", "paper"}
 # Stages in pipeline order; a module may import only base modules and earlier stages.
-ORDER = ["ecgsim", "synthetic", "cohort", "signals", "data", "s4", "model", "train", "predict", "explain",
-         "evaluate", "report", "plots", "selfcheck", "book"]
+ORDER = ["ecgsim", "synthetic", "sources", "cohort", "signals", "data", "s4", "model", "train", "predict", "explain",
+         "evaluate", "report", "plots", "selfcheck", "privacy", "book"]
 
 
 def _labecg_imports(path: Path) -> set[str]:

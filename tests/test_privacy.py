@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labecg.book import MAX_TABLE_ROWS, PrivacyError, check_privacy
+from labecg.privacy import MAX_TABLE_ROWS, PrivacyError, check_privacy
 
 SUBJECT, STUDY = 12345678, 40001234
 

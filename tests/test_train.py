@@ -156,7 +156,7 @@ def test_resume_refuses_a_run_folder_of_other_settings(train_cohort, tmp_path):
 
 def test_variant_settings_are_the_papers_model_and_the_authors_code(tmp_path):
     from labecg import book
-    from labecg.train import VARIANT_SETTINGS, variant_settings
+    from labecg.train import VARIANT_SETTINGS, variant_run_dir, variant_settings
 
     paper = TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path / "run", **variant_settings("fusion"))
     code = TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path / "run", **variant_settings("code"))
@@ -166,7 +166,7 @@ def test_variant_settings_are_the_papers_model_and_the_authors_code(tmp_path):
         == ("concat", "mlp", "focal", 2.0, "sum", True)
     assert TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path, **variant_settings("ecg")).variant == "ecg"
     assert list(VARIANT_SETTINGS) == ["fusion", "code", "ecg", "tabular"]
-    assert book.variant_run_dir("runs/default", "code") == Path("runs/default-code")
+    assert variant_run_dir("runs/default", "code") == Path("runs/default-code")
     assert book.BookConfig(variants=("fusion", "code")).variants == ("fusion", "code")
     with pytest.raises(ValueError, match="variant 'paper' unknown"):
         variant_settings("paper")
