@@ -39,7 +39,8 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from labecg.cohort import PAPER_SUMMARY, RACES
+from labecg.cohort import RACES
+from labecg.paper import COHORT as PAPER_SUMMARY
 from labecg.data import DataConfig, LabDataModule
 from labecg.model import ModelConfig
 from labecg.signals import LEADS

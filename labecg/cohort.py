@@ -78,7 +78,7 @@ from typing import Literal, Optional
 import numpy as np
 import pandas as pd
 
-from labecg import catalog, util
+from labecg import catalog, paper, util
 
 log = util.get_logger("labecg.cohort")
 
@@ -104,8 +104,7 @@ UNIT_SYNONYMS: dict[Optional[str], tuple[frozenset, ...]] = {
 }
 N_FOLDS = 20
 VAL_FOLD, TEST_FOLD = 18, 19
-PAPER_SUMMARY = {"n_ecgs": 795546, "n_patients": 159608,
-                 "n_targets": {"est": 137, "mon30": 116, "mon60": 126, "mon120": 135}}
+TRAIN_FOLDS: tuple[int, ...] = tuple(range(VAL_FOLD))  # 0-17
 
 # Columns each source must have (others are read as text and ignored).
 REQUIRED = {
@@ -231,13 +230,8 @@ class _Flow:
 
 
 def _source_files(cfg: CohortConfig) -> dict[str, Path]:
-    files = {
-        "patients": cfg.hosp / "patients.csv.gz", "admissions": cfg.hosp / "admissions.csv.gz",
-        "labevents": cfg.hosp / "labevents.csv.gz", "d_labitems": cfg.hosp / "d_labitems.csv.gz",
-        "omr": cfg.hosp / "omr.csv.gz", "edstays": cfg.ed / "edstays.csv.gz",
-        "vitalsign": cfg.ed / "vitalsign.csv.gz", "record_list": cfg.ecg / "record_list.csv",
-        "records_w_diag_icd10": cfg.ecg_icd,
-    }
+    files = {table: getattr(cfg, source) / name if name else getattr(cfg, source)
+             for table, (source, name) in catalog.MIMIC_TABLES.items() if table in REQUIRED}
     for key, path in files.items():
         if not path.exists() and path.suffix == ".gz" and path.with_suffix("").exists():
             files[key] = path.with_suffix("")  # an unpacked copy is read as well
@@ -708,7 +702,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     with util.atomic_path(paths["cohort"]) as tmp:
         df.to_parquet(tmp, index=False)
     data_root = Path(cfg.ecg).parent
-    marker = data_root / "labecg_synthetic.json"
+    marker = data_root / catalog.SYNTHETIC_MARKER
     # the settings travel with targets.json into every run folder: what made a run, told by the run
     settings = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
                 for k, v in dataclasses.asdict(cfg).items()}
@@ -769,11 +763,11 @@ def describe_cohort(out_dir) -> pd.DataFrame:
     at 30/60/120 min) with integer columns ``ours`` and ``paper``.
     """
     s = util.read_json(Path(out_dir) / "targets.json")["summary"]
-    rows = {"ECGs": (s["n_ecgs"], PAPER_SUMMARY["n_ecgs"]),
-            "patients": (s["n_patients"], PAPER_SUMMARY["n_patients"])}
+    rows = {"ECGs": (s["n_ecgs"], paper.COHORT["n_ecgs"]),
+            "patients": (s["n_patients"], paper.COHORT["n_patients"])}
     for task, n in s["n_targets"].items():
         name = "estimation targets" if task == "est" else f"monitoring targets, {task[3:]} min"
-        rows[name] = (n, PAPER_SUMMARY["n_targets"].get(task))
+        rows[name] = (n, paper.COHORT["n_targets"].get(task))
     return pd.DataFrame.from_dict(rows, orient="index", columns=["ours", "paper"]).astype("Int64")
 
 

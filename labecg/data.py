@@ -32,16 +32,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from labecg.cohort import RACES  # the categories cohort.parquet writes
+from labecg.cohort import FEATURES, RACES, TEST_FOLD, TRAIN_FOLDS, VAL_FOLD
 from labecg.signals import load_signals
 from labecg.util import get_logger, read_json
 
 log = get_logger("labecg.data")
 
-CONTINUOUS = ("age", "temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp",
-              "bmi", "weight", "height")
-VARIABLES = ("sex", "age", "race", "temperature", "heartrate", "resprate", "o2sat", "sbp",
-             "dbp", "bmi", "weight", "height")
+CONTINUOUS = tuple(f for f in FEATURES if f not in ("sex", "race"))
+VARIABLES = FEATURES
 # Output columns of transform_tabular, in order. Race has no missing indicator: the cohort
 # maps an unknown race to "other", as the authors do.
 TABULAR_FEATURES: tuple[str, ...] = (
@@ -78,9 +76,9 @@ class DataConfig:
     crop_samples: int = field(default=250, metadata={"help": "crop length, samples (2.5 s at 100 Hz)"})
     seed: int = field(default=0, metadata={"help": "seed of training order and crops"})
     pin_memory: bool = field(default=True, metadata={"help": "page-locked batches when CUDA is available"})
-    train_folds: tuple[int, ...] = field(default=tuple(range(18)), metadata={"help": "training folds"})
-    val_fold: int = field(default=18, metadata={"help": "validation fold"})
-    test_fold: int = field(default=19, metadata={"help": "test fold"})
+    train_folds: tuple[int, ...] = field(default=TRAIN_FOLDS, metadata={"help": "training folds"})
+    val_fold: int = field(default=VAL_FOLD, metadata={"help": "validation fold"})
+    test_fold: int = field(default=TEST_FOLD, metadata={"help": "test fold"})
     targets: Optional[tuple[str, ...]] = field(default=None, metadata={
         "help": "subset of targets.json names; None = all"})
 

@@ -42,9 +42,9 @@ from typing import Iterator, Literal
 import numpy as np
 import pandas as pd
 
-from labecg import catalog
+from labecg import catalog, paper
 from labecg.metrics import auroc, sort_targets, weighted_auroc
-from labecg.util import atomic_path, get_logger, progress_bar, read_json
+from labecg.util import HORIZONS_MIN, TASKS, atomic_path, get_logger, progress_bar, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
@@ -52,12 +52,10 @@ __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_ind
            "interval_summary", "compare_variants", "read_calibration", "read_reliability", "read_subgroups", "AGE_BANDS",
            "read_predictions", "read_results", "evaluation_dir", "format_threshold", "format_auroc",
            "table_estimation", "table_monitoring", "compare_with_paper", "to_markdown",
-           "read_paper_tables", "PAPER_VERSION", "HORIZONS_MIN", "RESULT_COLUMNS"]
+           "HORIZONS_MIN", "RESULT_COLUMNS"]
 
 log = get_logger("labecg.evaluate")
 
-PAPER_VERSION = "arXiv v1"
-HORIZONS_MIN: tuple[int, ...] = (30, 60, 120)
 BOOTSTRAP_COLUMNS = ["auroc", "low", "high", "n_pos", "n_neg", "n_skipped"]
 PATIENT_COLUMNS = ["low_patient", "high_patient", "n_patients"]
 METADATA_COLUMNS = ["task", "lab", "label", "direction", "threshold", "unit", "category",
@@ -753,13 +751,13 @@ def interval_summary(results: pd.DataFrame, auroc_threshold: float = 0.7) -> dic
     """
     targets = results.drop(index="macro")
     sig_p = (targets["low_patient"] > auroc_threshold).fillna(False)
-    n_sig = {t: int(sig_p[targets["task"] == t].sum()) for t in ("est", "mon30", "mon60", "mon120")}
+    n_sig = {t: int(sig_p[targets["task"] == t].sum()) for t in TASKS}
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = ((targets["high_patient"] - targets["low_patient"]) / (targets["high"] - targets["low"]))
     ratio = ratio.replace([np.inf, -np.inf], np.nan)
     macro = results.loc["macro"]
     out = {"n_significant_patient": n_sig,
-           "n_significant_patient_mon_max": max(n_sig[t] for t in ("mon30", "mon60", "mon120")),
+           "n_significant_patient_mon_max": max(n_sig[t] for t in TASKS[1:]),
            "n_lost": int((targets["significant"].astype(bool) & ~sig_p).sum()),
            "median_width_ratio": float(ratio.median()),
            "macro_low_patient": float(macro["low_patient"]), "macro_high_patient": float(macro["high_patient"]),
@@ -917,7 +915,7 @@ def compare_variants(evaluation_dirs: dict, auroc_threshold: float = 0.7) -> pd.
         tr = res.drop(index="macro")
         row = {"variant": variant, "macro_auroc": macro["auroc"], "low": macro["low"], "high": macro["high"],
                "low_patient": macro["low_patient"], "high_patient": macro["high_patient"]}
-        for task in ("est", "mon30", "mon60", "mon120"):
+        for task in TASKS:
             row[f"significant_{task}"] = int(((tr["task"] == task) & (tr["low"] > auroc_threshold)).sum())
         if reference is None:
             reference = (macro["auroc"], macro_its, seed, study, variant)
@@ -1079,31 +1077,6 @@ def to_markdown(table: pd.DataFrame, index: bool = False) -> str:
 # ---------------------------------------------------------------------------- the paper
 
 
-def read_paper_tables() -> pd.DataFrame:
-    """The paper's published Tables 1 and 2 (arXiv v1), one row per (value, direction, task).
-
-    Returns
-    -------
-    DataFrame with columns ``value`` (the paper's name), ``category``, ``direction``,
-    ``threshold``, ``unit``, ``task`` (est, mon30, mon60, mon120), ``auroc``, ``low``, ``high``.
-    Published as printed, including Table 2's Bicarbonate 30 min. interval
-    (0.763, 0.681), whose bounds the paper swapped.
-    """
-    folder = Path(__file__).parent / "paper_tables"
-    keys = ["value", "category", "direction", "threshold", "unit"]
-    t1 = pd.read_csv(folder / "table1_estimation.csv")
-    frames = [t1.rename(columns={"ci_low": "low", "ci_high": "high"}).assign(task="est")]
-    t2 = pd.read_csv(folder / "table2_monitoring.csv")
-    for h in HORIZONS_MIN:
-        part = t2[keys + [f"auroc_{h}", f"ci_low_{h}", f"ci_high_{h}"]]
-        part = part.rename(columns={f"auroc_{h}": "auroc", f"ci_low_{h}": "low", f"ci_high_{h}": "high"})
-        frames.append(part.assign(task=f"mon{h}"))
-    paper = pd.concat(frames, ignore_index=True)
-    paper = paper.astype({"value": object, "category": object, "direction": object,
-                          "unit": object, "task": object})
-    return paper[keys[:3] + ["threshold", "unit", "task", "auroc", "low", "high"]]
-
-
 def compare_with_paper(results: pd.DataFrame) -> pd.DataFrame:
     """Our AUROCs beside the paper's, for every target both report.
 
@@ -1120,16 +1093,16 @@ def compare_with_paper(results: pd.DataFrame) -> pd.DataFrame:
     ours = _targets_only(results).reset_index()
     ours["value"] = [catalog.paper_name(label) if isinstance(label, str) else label
                      for label in ours["label"]]
-    paper = read_paper_tables().rename(columns={"auroc": "paper_auroc", "low": "paper_low",
+    paper = paper.read_paper_tables().rename(columns={"auroc": "paper_auroc", "low": "paper_low",
                                                 "high": "paper_high", "threshold": "paper_threshold",
                                                 "unit": "paper_unit", "category": "paper_category"})
     merged = paper.merge(ours, on=["value", "direction", "task"], how="inner")
     merged["difference"] = merged["auroc"] - merged["paper_auroc"]
-    merged["paper_version"] = PAPER_VERSION
+    merged["paper_version"] = paper.VERSION
     merged["category"] = merged["paper_category"]
     columns = ["target", "value", "category", "direction", "task", "paper_threshold", "threshold",
                "unit", "paper_auroc", "paper_low", "paper_high", "auroc", "low", "high",
                "difference", "paper_version"]
     merged = merged[columns]
-    merged.attrs["paper_version"] = PAPER_VERSION
+    merged.attrs["paper_version"] = paper.VERSION
     return merged

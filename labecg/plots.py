@@ -16,12 +16,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["LEADS", "plot_ecg_12lead", "plot_cohort_ecg", "plot_task_timeline", "signal_status_counts",
+from labecg.signals import LEADS  # noqa: E402  (the stored order)
+
+__all__ = ["plot_ecg_12lead", "plot_cohort_ecg", "plot_task_timeline", "signal_status_counts",
            "plot_training_curves"]
 
-# Order of the lead axis of signals.npy (ARCHITECTURE.md section 3).
-LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF",
-                          "V1", "V2", "V3", "V4", "V5", "V6")
 # The usual printout: columns of 2.5 s, limb leads left, chest leads right.
 _GRID_LAYOUT = (("I", "aVR", "V1", "V4"),
                 ("II", "aVL", "V2", "V5"),

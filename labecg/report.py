@@ -28,19 +28,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from labecg import catalog  # noqa: E402
+from labecg import catalog, paper  # noqa: E402
 from labecg.evaluate import (  # noqa: E402
-    PAPER_VERSION, auroc, compare_with_paper, format_auroc, format_threshold, read_paper_tables,
+    auroc, compare_with_paper, format_auroc, format_threshold,
     read_results, table_estimation, table_monitoring, to_markdown)
+from labecg.util import TASKS  # noqa: E402
 
 __all__ = ["table_estimation", "table_monitoring", "compare_with_paper", "to_markdown",
            "format_paper_comparison", "style_table", "empty_table_note",
-           "read_results", "read_paper_tables", "format_auroc", "format_threshold",
-           "PAPER_VERSION", "TASKS", "TASK_TITLES", "plot_forest", "plot_horizon_heatmap",
+           "read_results", "format_auroc", "format_threshold",
+           "TASK_TITLES", "plot_forest", "plot_horizon_heatmap",
            "plot_roc_curves", "plot_label_prevalence", "plot_intervals", "plot_reliability",
            "format_calibration", "format_subgroups", "plot_subgroups", "plot_attribution"]
 
-TASKS: tuple[str, ...] = ("est", "mon30", "mon60", "mon120")
 TASK_TITLES = {"est": "Estimation", "mon30": "30 min.", "mon60": "60 min.", "mon120": "120 min."}
 _CATEGORY_ORDER = ["Ca.", "Re./Ca.", "Re.", "He.", "Me.", "Im.", "Co.", "–"]
 _ROW_IN = 0.19  # figure height per target row, inches: readable from ~20 to ~140 rows
@@ -83,7 +83,7 @@ def format_paper_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
     (AUROC with 95% interval), ``Difference`` (ours minus the paper's, signed, 3 decimals).
     One row per input row, in its order.
     """
-    version = comparison.attrs.get("paper_version", PAPER_VERSION)
+    version = comparison.attrs.get("paper_version", paper.VERSION)
     rows = [{
         "Abnormality": f"{r.value} [{r.category}] {format_threshold(r.direction, r.paper_threshold, r.unit)}",
         "Task": TASK_TITLES[r.task],

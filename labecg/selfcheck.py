@@ -16,21 +16,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labecg.util import lab_slug, read_json
+from labecg import paper
+from labecg.catalog import SYNTHETIC_MARKER
+from labecg.util import TASKS, lab_slug, read_json
 
 __all__ = ["source_banner", "read_planted_effects",
            "planted_effects_check", "summarize_check", "null_coverage", "attribution_check",
            "summarize_attribution", "describe_run", "results_summary",
            "variants_frame", "reproduce_commands", "reproduce_box"]
 
-PAPER_VERSION = "arXiv v1"
-_TASK_NAMES = {"est": "estimation", "mon30": "monitoring, 30 min", "mon60": "monitoring, 60 min",
-               "mon120": "monitoring, 120 min"}
-_SYNTH_FILE = "labecg_synthetic.json"
 
 
 def _is_synthetic_root(data_root: Path) -> bool:
-    return (Path(data_root) / _SYNTH_FILE).exists()
+    return (Path(data_root) / SYNTHETIC_MARKER).exists()
 
 
 def _banner(synthetic: bool, where: str) -> str:
@@ -40,7 +38,7 @@ def _banner(synthetic: bool, where: str) -> str:
                 "synthetic source; they say nothing about real patients or about the paper's "
                 "clinical findings.\n```")
     return ("```{important}\n**Built from the MIMIC-IV data sources.** " + where +
-            " Compare with the paper (" + PAPER_VERSION + ") only at full scale and full training.\n```")
+            " Compare with the paper (" + paper.VERSION + ") only at full scale and full training.\n```")
 
 
 def source_banner(data_root) -> str:
@@ -69,7 +67,7 @@ def read_planted_effects(data_root, run_dir=None) -> pd.DataFrame:
         if hosp:
             candidates.append(Path(hosp).parent.parent)
     for root in candidates:
-        marker = root / _SYNTH_FILE
+        marker = root / SYNTHETIC_MARKER
         if marker.exists():
             meta = read_json(marker)
             if meta.get("planted_effects"):
@@ -250,11 +248,11 @@ def results_summary(results: pd.DataFrame) -> dict:
     by_task = (tr.groupby("task", sort=False)
                  .agg(targets=("auroc", "size"), significant=("significant", "sum"),
                       median_auroc=("auroc", "median"))
-                 .reindex([t for t in _TASK_NAMES if t in set(tr["task"])]))
-    n_sig = {t: int(by_task["significant"].get(t, 0)) for t in _TASK_NAMES}
+                 .reindex([t for t in TASKS if t in set(tr["task"])]))
+    n_sig = {t: int(by_task["significant"].get(t, 0)) for t in TASKS}
     return {"macro_auroc": float(macro["auroc"]), "macro_low": float(macro["low"]),
             "macro_high": float(macro["high"]), "n_targets": int(len(tr)), "n_significant": n_sig,
-            "n_significant_mon_max": max(n_sig[t] for t in ("mon30", "mon60", "mon120")),
+            "n_significant_mon_max": max(n_sig[t] for t in TASKS[1:]),
             "by_task": by_task}
 
 

@@ -49,6 +49,7 @@ import pandas as pd
 import wfdb
 from scipy.signal import resample_poly
 from wfdb.io.header import rx_record, rx_signal
+from labecg.cohort import TRAIN_FOLDS
 from labecg.util import atomic_path, get_logger, progress_bar, read_json, write_json
 
 log = get_logger("labecg.signals")
@@ -60,7 +61,6 @@ SOURCE_SAMPLES = 5000  # 10 s at 500 Hz
 RECORD_S = 10.0  # every record is cut to its first 10 s; shorter ones are rejected
 # physical units of an ECG lead -> factor to millivolts (lower case; micro sign and Greek mu)
 MV_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "v": 1e3}
-TRAIN_FOLDS = tuple(range(18))
 PROGRESS_DIR = "signals_progress"
 
 

@@ -38,7 +38,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from labecg import ecgsim
-from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS, MIMIC_FILES
+from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS, MIMIC_FILES, SYNTHETIC_MARKER
 from labecg.util import atomic_path, get_logger, lab_slug, progress_bar, write_json
 
 GENERATOR_VERSION = "1.0"
@@ -803,7 +803,7 @@ def generate(cfg: SynthConfig) -> Path:
     folders, is refused with ``FileExistsError`` before a file is written.
     """
     root = Path(cfg.data_root)
-    marker = root / "labecg_synthetic.json"
+    marker = root / SYNTHETIC_MARKER
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"{root}: is a file; expected a folder for the synthetic tree")
     if root.is_dir() and any(root.iterdir()) and not marker.exists():
@@ -875,7 +875,7 @@ def generate(cfg: SynthConfig) -> Path:
             "seed": cfg.seed,
             "rows": counts, "n_waveforms": n_wave, "factors": list(FACTORS),
             "planted_effects": planted_effects_frame().to_dict(orient="records")}
-    write_json(root / "labecg_synthetic.json", meta)
+    write_json(root / SYNTHETIC_MARKER, meta)
     log.info("wrote %d patients, %d ECGs (%d waveforms), %d lab rows to %s",
              n, counts["record_list"], n_wave, counts["labevents"], root)
     return root

@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from labecg import catalog, report  # noqa: E402
+from labecg import catalog, paper, report  # noqa: E402
 from labecg.util import lab_slug  # noqa: E402
 
 TASK_HORIZON = {"est": None, "mon30": 30, "mon60": 60, "mon120": 120}
@@ -109,7 +109,7 @@ def test_to_markdown():
 def _paper_as_results():
     """The paper's published values as a results frame (bounds put in order)."""
     label_of = {v: k for k, v in catalog.PAPER_NAMES.items()}
-    paper = report.read_paper_tables()
+    paper = paper.read_paper_tables()
     rows = [(label_of.get(r.value, r.value), r.direction, r.threshold, r.unit, r.category, r.task,
              r.auroc, min(r.low, r.high), max(r.low, r.high)) for r in paper.itertuples()]
     return _results(rows)
