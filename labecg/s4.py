@@ -33,22 +33,17 @@ of length 2L - 1.
 
 Applying the kernel
 -------------------
-Three equivalent ways are implemented, plus the step-by-step loop :func:`run_recurrence`
-(slow; the test reference):
+One way: a zero-padded FFT convolution over n >= 2L - 1 points (:func:`fft_length`, 504 for
+L = 250), the kernel laid out circularly (lag d >= 0 at index d, lag d < 0 at n + d) with D at
+lag 0 (:func:`circular_kernel`), the (B, L, H) input transposed, cast and zero-padded in one
+copy, the dropout mask applied to that padded copy (no pass over the layer's output), and a
+hand-written backward with real FFTs only (:class:`_FFTConv`).
 
-* ``fft`` (default): zero-padded FFT convolution over n >= 2L - 1 points (:func:`fft_length`,
-  504 for L = 250), the kernel laid out circularly (lag d >= 0 at index d, lag d < 0 at
-  n + d) with D at lag 0, the (B, L, H) input transposed, cast and zero-padded in one copy,
-  the dropout mask applied to that padded copy (no pass over the layer's output), and a
-  hand-written backward with real FFTs only.
-* ``fft_plain``: the same convolution written plainly (n = 2L, separate transposes, pads and
-  dropout passes), the authors' way; kept as the reference that ``bench/model.py`` compares.
-* ``toeplitz``: one batched matrix product of the input (H, B, L) with T (H, L, L), with a
-  hand-written backward whose kernel gradient is a full convolution, by FFT below
-  ``FFT_GRAD_BELOW_BATCH`` and by anti-diagonal sums of one more batched product above.
-
-``bench/model.py`` measures all three on the 2-core CPU: ``fft`` tied with ``fft_plain`` at
-batch 32 and won by 7% at batch 256; ``toeplitz`` was 24% slower at batch 32, a tie at 256.
+The tests hold the references (``tests/reference/s4_convolutions.py``): the step-by-step
+recurrence, the plain FFT convolution (n = 2L, the authors' way) and the Toeplitz matrix
+product. ``bench/model.py`` times the three convolutions on the 2-core CPU: this one tied with
+the plain FFT at batch 32 and won by 7% at batch 256; the Toeplitz product was 24% slower at
+batch 32, a tie at 256.
 
 Block layout of :class:`S4Layer` (the authors' S4 block)
 --------------------------------------------------------
@@ -57,8 +52,8 @@ shared over time) -> Linear(H, 2H) + GLU (or Linear(H, H)) -> (B, L, H). Residua
 connection and normalization belong to the model (``labecg.model``).
 
 The 0/1 dropout mask m (B, H) is constant over time, so it commutes with the per-channel
-convolution and with GELU (GELU(0) = 0): GELU(conv(u)) m = GELU(conv(u m)). The ``fft``
-method therefore multiplies u by m while padding it, and the 1 / (1 - p) rescaling goes into
+convolution and with GELU (GELU(0) = 0): GELU(conv(u)) m = GELU(conv(u m)). The layer
+therefore multiplies u by m while padding it, and the 1 / (1 - p) rescaling goes into
 the projection's weight (a (2H, H) product instead of a (B, L, H) pass); same result as the
 plain order, two passes over (B, L, H) fewer forward and backward.
 """
@@ -72,12 +67,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Method = Literal["fft", "fft_plain", "toeplitz"]
-METHODS = ("fft", "fft_plain", "toeplitz")
-# bench/model.py, 2-core CPU, paper configuration, whole training step / dense projections
-# alone (interleaved medians): batch 32 fft 1.68, fft_plain 1.69, toeplitz 2.09; batch 256
-# fft 2.16, fft_plain 2.31, toeplitz 2.17. Measure again on a GPU (--device cuda).
-DEFAULT_METHOD: Method = "fft"
 
 
 def vandermonde_kernel(C: torch.Tensor, log_dt: torch.Tensor, log_a_re: torch.Tensor,
@@ -173,76 +162,6 @@ def circular_kernel(K: torch.Tensor, D: torch.Tensor | None, n: int) -> torch.Te
     return torch.cat([kf, K.new_zeros(H, n - 2 * L + 1), kb], dim=-1)
 
 
-class _ToeplitzConv(torch.autograd.Function):
-    """y (H, B, L) = x (H, B, L) @ T (H, L, L), T[h, i, j] = k2[h, j - i + L - 1]."""
-
-    @staticmethod
-    def forward(ctx, x, k2):
-        L = x.shape[-1]
-        T = k2.unfold(-1, L, 1).flip(1).contiguous()  # (H, L, L): unfold[a, b] = k2[a + b]
-        ctx.save_for_backward(x, T)
-        return torch.bmm(x, T)
-
-    @staticmethod
-    def backward(ctx, gy):
-        x, T = ctx.saved_tensors
-        H, B, L = x.shape
-        gy = gy.to(x.dtype).contiguous()
-        gx = torch.bmm(gy, T.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        gk2 = None
-        if ctx.needs_input_grad[1]:
-            # dL/dk2[m] = sum_b sum_{i'+j=m} xf[b, i'] gy[b, j], xf the time-flipped input:
-            # anti-diagonal sums of the (L, L) matrix xf^T gy, i.e. a full convolution.
-            gk2 = _full_convolution_sum(x.flip(-1), gy).to(T.dtype)
-        return gx, gk2
-
-
-# Below this batch the (H, L, L) gradient matrix costs more than FFTs (measured, 2-core CPU)
-FFT_GRAD_BELOW_BATCH = 128
-
-
-def _full_convolution_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum_b of the full linear convolution of a[h, b] and b[h, b]: (H, B, L) x 2 -> (H, 2L - 1)."""
-    H, B, L = a.shape
-    acc = torch.promote_types(a.dtype, torch.float32)  # at least float32: 250 bf16 terms lose too much
-    if B < FFT_GRAD_BELOW_BATCH:
-        n = 2 * L
-        spectrum = (torch.fft.rfft(a.to(acc), n=n) * torch.fft.rfft(b.to(acc), n=n)).sum(1)  # (H, L + 1)
-        return torch.fft.irfft(spectrum, n=n)[:, :2 * L - 1]
-    # the matrix G = a^T b (one bmm), padded so that a row-shifted strided view lines up
-    # its anti-diagonals i + j = m as columns
-    G = torch.bmm(a.transpose(1, 2), b)  # (H, L, L)
-    padded = F.pad(G, (0, L - 1)).reshape(H, -1)  # (H, L * (2L-1)), rows of width 2L-1
-    diagonals = padded.as_strided((H, L, 2 * L - 1), (L * (2 * L - 1), 2 * L - 2, 1))  # [i, m] = G[i, m-i]
-    return diagonals.sum(1, dtype=acc)
-
-
-class _PlainFFTConv(torch.autograd.Function):
-    """y (B, H, L) = first L samples of the circular convolution over n = 2L of zero-padded
-    x (B, H, L) with k (H, 2L). Backward by hand with real FFTs only (autograd's rfft
-    backward takes complex FFTs of full length, the largest cost on CPU)."""
-
-    @staticmethod
-    def forward(ctx, x, k):
-        L = x.shape[-1]
-        n = 2 * L
-        X = torch.fft.rfft(x, n=n)  # (B, H, L + 1)
-        Kf = torch.fft.rfft(k, n=n)  # (H, L + 1)
-        ctx.save_for_backward(X, Kf)
-        ctx.L = L
-        return torch.fft.irfft(X * Kf, n=n)[..., :L]
-
-    @staticmethod
-    def backward(ctx, gy):
-        X, Kf = ctx.saved_tensors
-        n = 2 * ctx.L
-        Gy = torch.fft.rfft(gy.to(X.real.dtype), n=n)  # (B, H, L + 1), gy zero-padded
-        # gx[s] = sum_t gy[t] k[(t - s) mod n]; gk[d] = sum_b sum_t gy[t] x[(t - d) mod n]
-        gx = torch.fft.irfft(Gy * Kf.conj(), n=n)[..., :ctx.L] if ctx.needs_input_grad[0] else None
-        gk = torch.fft.irfft((Gy * X.conj()).sum(0), n=n) if ctx.needs_input_grad[1] else None
-        return gx, gk
-
-
 def _pad_channels_first(u: torch.Tensor, n: int, dtype: torch.dtype, mask: torch.Tensor | None) -> torch.Tensor:
     """(B, L, H) -> (B, H, n) in ``dtype``, zero-padded, times mask (B, H)."""
     B, L, H = u.shape
@@ -291,82 +210,6 @@ class _FFTConv(torch.autograd.Function):
             gx = _first_samples_channels_last(torch.fft.irfft(Gy * Kf.conj(), n=n), L, ctx.u_dtype)
         gk = torch.fft.irfft(Gy.mul_(X.conj()).sum(0), n=n) if ctx.needs_input_grad[1] else None
         return gx, gk, None
-
-
-def apply_kernel(u: torch.Tensor, k2: torch.Tensor, method: Method = DEFAULT_METHOD,
-                 mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Convolve each channel of u with its two-sided kernel.
-
-    Parameters
-    ----------
-    u : tensor of shape (B, L, H)
-    k2 : tensor of shape (H, 2L - 1), from :func:`two_sided_kernel`.
-    method : {"fft", "fft_plain", "toeplitz"}
-    mask : tensor of shape (B, H) or None
-        0/1 per sequence and channel, constant over time: the result is multiplied by it.
-
-    Returns
-    -------
-    y : tensor of shape (B, L, H), y[:, i] = mask sum_j k2[:, i - j + L - 1] u[:, j].
-    """
-    B, L, H = u.shape
-    if k2.shape != (H, 2 * L - 1):
-        raise ValueError(f"apply_kernel: k2 must have shape (H, 2L-1) = ({H}, {2 * L - 1}); got {tuple(k2.shape)}")
-    if mask is not None and mask.shape != (B, H):
-        raise ValueError(f"apply_kernel: mask must have shape (B, H) = ({B}, {H}); got {tuple(mask.shape)}")
-    ft = torch.promote_types(u.dtype, torch.float32)  # no bf16 FFT on CPU
-    if method == "fft":
-        n = fft_length(L)
-        k = torch.cat([k2[:, L - 1:], k2.new_zeros(H, n - 2 * L + 1), k2[:, :L - 1]], dim=-1)  # (H, n)
-        return _FFTConv.apply(u, k.to(ft), None if mask is None else mask.to(ft))
-    if method == "toeplitz":
-        x = u.permute(2, 0, 1).contiguous()  # (H, B, L)
-        # contiguous: elementwise backward passes (GELU) on mixed layouts are several times slower
-        y = _ToeplitzConv.apply(x, k2).permute(1, 2, 0).contiguous()  # (B, L, H)
-    elif method == "fft_plain":
-        # circular layout over 2L: lag d >= 0 at index d, lag d < 0 at n + d
-        k = torch.cat([k2[:, L - 1:], k2.new_zeros(H, 1), k2[:, :L - 1]], dim=-1)  # (H, 2L)
-        x = u.transpose(1, 2).to(ft).contiguous()  # (B, H, L)
-        y = _PlainFFTConv.apply(x, k.to(ft)).transpose(1, 2).to(u.dtype).contiguous()  # (B, L, H)
-    else:
-        raise ValueError(f"apply_kernel: method must be one of {METHODS}; got {method!r}")
-    return y if mask is None else y * mask[:, None, :].to(y.dtype)
-
-
-def run_recurrence(u: torch.Tensor, C: torch.Tensor, log_dt: torch.Tensor, log_a_re: torch.Tensor,
-                   a_im: torch.Tensor) -> torch.Tensor:
-    """The discrete state-space recurrence, step by step (test reference; slow).
-
-    x_k = Abar x_{k-1} + Bbar u_k, y_k = 2 Re(C x_k) forward in time; with a second C the
-    same over the flipped input, shifted one sample (see the module docstring). No D term.
-
-    Parameters
-    ----------
-    u : tensor of shape (B, L, H)
-    C : complex tensor of shape (n_dir, H, M)
-
-    Returns
-    -------
-    y : tensor of shape (B, L, H)
-    """
-    A = torch.complex(-torch.exp(log_a_re), a_im)
-    dtA = torch.exp(log_dt)[:, None] * A
-    Abar, Bbar = torch.exp(dtA), (torch.exp(dtA) - 1.0) / A  # (H, M)
-    B, L, H = u.shape
-
-    def scan(seq, c):  # seq (B, L, H) -> (B, L, H)
-        x = torch.zeros(B, H, A.shape[1], dtype=A.dtype, device=u.device)
-        out = []
-        for k in range(L):
-            x = Abar * x + Bbar * seq[:, k, :, None]
-            out.append(2.0 * (c * x).sum(-1).real)
-        return torch.stack(out, dim=1)
-
-    y = scan(u, C[0])
-    if C.shape[0] == 2:
-        yb = scan(u.flip(1), C[1]).flip(1)  # yb[i] = sum_{j>=i} Kb[j-i] u_j
-        y = y + F.pad(yb[:, 1:], (0, 0, 0, 1))  # shift: output i gets sum_{j>i} Kb[j-i-1] u_j
-    return y
 
 
 def legs_diagonal(d_state: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -427,24 +270,21 @@ class S4Layer(nn.Module):
         Keep A and the step sizes fixed (the authors' code trains only C, D and the
         projection).
     output : {"glu", "linear"}
-    method : {"fft", "fft_plain", "toeplitz"}
-        How the kernel is applied (same result; see the module docstring).
     """
 
     def __init__(self, d_model: int, d_state: int = 8, bidirectional: bool = True, dropout: float = 0.0,
                  init: Literal["lin", "inv", "legs"] = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 freeze_ssm: bool = False, output: Literal["glu", "linear"] = "glu",
-                 method: Method = DEFAULT_METHOD):
+                 freeze_ssm: bool = False, output: Literal["glu", "linear"] = "glu"):
         super().__init__()
         if d_state < 2 or d_state % 2:
             raise ValueError(f"S4Layer: d_state must be an even number >= 2; got {d_state}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"S4Layer: dropout must be in [0, 1); got {dropout}")
-        if init not in ("lin", "inv", "legs") or output not in ("glu", "linear") or method not in METHODS:
-            raise ValueError(f"S4Layer: init in (lin, inv, legs), output in (glu, linear), method in {METHODS}; "
-                             f"got {init!r}, {output!r}, {method!r}")
+        if init not in ("lin", "inv", "legs") or output not in ("glu", "linear"):
+            raise ValueError(f"S4Layer: init in (lin, inv, legs), output in (glu, linear); "
+                             f"got {init!r}, {output!r}")
         H, M = d_model, d_state // 2
-        self.d_model, self.d_state, self.bidirectional, self.method = H, d_state, bidirectional, method
+        self.d_model, self.d_state, self.bidirectional = H, d_state, bidirectional
         n = torch.arange(M, dtype=torch.float32)
         b = torch.ones(M, dtype=torch.complex64)
         if init == "legs":
@@ -472,21 +312,21 @@ class S4Layer(nn.Module):
         """u: (B, L, H) -> (B, L, H)."""
         if u.dim() != 3 or u.shape[-1] != self.d_model:
             raise ValueError(f"S4Layer: expected input (batch, length, {self.d_model}); got {tuple(u.shape)}")
-        B, L, H = u.shape
-        drop = self.training and self.dropout > 0
-        mask = (torch.rand(B, H, device=u.device) >= self.dropout).to(u.dtype) if drop else None  # (B, H)
-        K = self.kernel(L)  # (n_dir, H, L)
-        if self.method == "fft":
-            k = circular_kernel(K, self.D, fft_length(L))  # (H, n), D u_i is lag 0
-            ft = torch.promote_types(u.dtype, torch.float32)
-            y = _FFTConv.apply(u, k.to(ft), None if mask is None else mask.to(ft))  # (B, L, H), times mask
-            y = F.gelu(y)
-        else:
-            k2 = two_sided_kernel(K)  # (H, 2L-1)
-            k2 = k2 + F.pad(self.D[:, None], (L - 1, L - 1))  # D u_i is lag 0: one pass less over (B, L, H)
-            y = F.gelu(apply_kernel(u, k2.to(u.dtype), self.method))  # (B, L, H)
-            if drop:
-                y = y * mask[:, None, :]
-        weight = self.out.weight / (1.0 - self.dropout) if drop else self.out.weight  # inverted dropout scale
+        L = u.shape[1]
+        mask = self.dropout_mask(u)  # (B, H) or None
+        k = circular_kernel(self.kernel(L), self.D, fft_length(L))  # (H, n), D u_i is lag 0
+        ft = torch.promote_types(u.dtype, torch.float32)  # no bf16 FFT on CPU
+        y = _FFTConv.apply(u, k.to(ft), None if mask is None else mask.to(ft))  # (B, L, H), times mask
+        return self.project(F.gelu(y), dropped=mask is not None)
+
+    def dropout_mask(self, u: torch.Tensor) -> torch.Tensor | None:
+        """0/1 mask of shape (B, H), one draw per sequence and channel, in training; else None."""
+        if not (self.training and self.dropout > 0):
+            return None
+        return (torch.rand(u.shape[0], u.shape[2], device=u.device) >= self.dropout).to(u.dtype)
+
+    def project(self, y: torch.Tensor, dropped: bool) -> torch.Tensor:
+        """(B, L, H) -> (B, L, H): the output projection (+ GLU); 1 / (1 - p) folded into its weight."""
+        weight = self.out.weight / (1.0 - self.dropout) if dropped else self.out.weight  # inverted dropout scale
         y = F.linear(y, weight, self.out.bias)  # (B, L, 2H) or (B, L, H)
         return F.glu(y, dim=-1) if self.glu else y

@@ -1,16 +1,15 @@
 """S4 layer: kernel against the step-by-step recurrence, the ZOH formula against scipy,
-the Toeplitz product against the FFT convolution, and (non-)causality."""
+the layer's one convolution against the references of ``tests/reference/s4_convolutions.py``
+(Toeplitz product, plain FFT), and (non-)causality."""
 
 import numpy as np
 import pytest
 import torch
 from scipy.linalg import expm
 
-from labecg import s4
-from labecg.s4 import (S4Layer, apply_kernel, circular_kernel, fft_length, run_recurrence, two_sided_kernel,
-                       vandermonde_kernel)
-
-METHODS = ["fft", "fft_plain", "toeplitz"]
+from labecg.s4 import S4Layer, circular_kernel, fft_length, two_sided_kernel, vandermonde_kernel
+from reference import s4_convolutions as s4_ref
+from reference.s4_convolutions import METHODS, apply_kernel, layer_forward, run_recurrence
 
 
 def _params(layer):
@@ -55,23 +54,22 @@ def test_zoh_discretization_matches_matrix_exponential():
 
 def test_toeplitz_gradients_equal_fft_gradients():
     torch.manual_seed(1)
-    layer_t = S4Layer(5, d_state=4, method="toeplitz").double()
-    layer_f = S4Layer(5, d_state=4, method="fft").double()
-    layer_f.load_state_dict(layer_t.state_dict())
+    layer = S4Layer(5, d_state=4).double()
     u = torch.randn(2, 31, 5, dtype=torch.float64)
     w = torch.randn(2, 31, 5, dtype=torch.float64)
     grads = []
-    for layer in (layer_t, layer_f):
+    for forward in (lambda x: layer_forward(layer, x, "toeplitz"), layer):
+        layer.zero_grad()
         ui = u.clone().requires_grad_()
-        (layer(ui) * w).sum().backward()
-        grads.append([ui.grad] + [p.grad for p in layer.parameters()])
+        (forward(ui) * w).sum().backward()
+        grads.append([ui.grad] + [p.grad.clone() for p in layer.parameters()])
     for g_t, g_f in zip(*grads):
         torch.testing.assert_close(g_t, g_f, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("fft_grad_below_batch", [0, 10**9])  # both ways to the kernel gradient
 def test_toeplitz_backward_passes_gradcheck(fft_grad_below_batch, monkeypatch):
-    monkeypatch.setattr(s4, "FFT_GRAD_BELOW_BATCH", fft_grad_below_batch)
+    monkeypatch.setattr(s4_ref, "FFT_GRAD_BELOW_BATCH", fft_grad_below_batch)
     torch.manual_seed(2)
     u = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
     k2 = torch.randn(3, 17, dtype=torch.float64, requires_grad=True)
@@ -85,10 +83,11 @@ def test_bidirectional_layer_sees_the_future_and_causal_does_not(method):
     late = u.clone()
     late[:, 45] += 5.0
     for bidirectional in (True, False):
-        layer = S4Layer(8, bidirectional=bidirectional, dt_min=0.05, dt_max=0.5, method=method).eval()
+        layer = S4Layer(8, bidirectional=bidirectional, dt_min=0.05, dt_max=0.5).eval()
+        forward = layer if method == "fft" else (lambda x: layer_forward(layer, x, method))
         with torch.no_grad():
             layer.log_a_re.fill_(np.log(0.02))  # slow decay: effect must reach 45 samples back
-            diff = (layer(late) - layer(u)).abs()  # (B, L, H)
+            diff = (forward(late) - forward(u)).abs()  # (B, L, H)
         if bidirectional:
             assert diff[:, 0].max() > 1e-3
         else:
@@ -154,16 +153,15 @@ def test_circular_kernel_holds_both_kernels_and_d(bidirectional):
 
 
 def test_training_dropout_is_the_same_in_every_method():
-    # The fft method folds the 0/1 mask into the padded input and the 1/(1-p) into the
-    # projection; the others apply both after GELU. Same seed -> same mask -> same output.
+    # The layer folds the 0/1 mask into the padded input and the 1/(1-p) into the
+    # projection; the references apply both after GELU. Same seed -> same mask -> same output.
     layer = S4Layer(6, d_state=4, dropout=0.5).double().train()
     u = torch.randn(4, 30, 6, dtype=torch.float64)
     outs, grads = [], []
-    for method in METHODS:
-        layer.method = method
+    for forward in [layer] + [lambda x, m=m: layer_forward(layer, x, m) for m in METHODS]:
         layer.zero_grad()
         torch.manual_seed(6)
-        y = layer(u)
+        y = forward(u)
         (y * torch.linspace(-1, 1, 6, dtype=torch.float64)).sum().backward()
         outs.append(y.detach())
         grads.append([p.grad.clone() for p in layer.parameters()])
@@ -173,7 +171,6 @@ def test_training_dropout_is_the_same_in_every_method():
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
     torch.manual_seed(6)
     keep = (torch.rand(4, 6) >= 0.5).double()  # the mask drawn above, by hand
-    layer.method = "fft"
     layer.eval()
     with torch.no_grad():  # dropped channels: the projection sees GELU(conv) * keep * 2
         z = torch.nn.functional.gelu(apply_kernel(u, two_sided_kernel(layer.kernel(30))
