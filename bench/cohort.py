@@ -86,7 +86,7 @@ def make_tree(kind: str, root: Path, patients: int, seed: int, labs_per_patient:
 
 
 def load_baseline():
-    spec = importlib.util.spec_from_file_location("cohort_baseline", ROOT / "bench" / "cohort_baseline.py")
+    spec = importlib.util.spec_from_file_location("cohort_baseline", ROOT / "tests" / "reference" / "cohort_baseline.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

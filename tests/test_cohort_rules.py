@@ -12,6 +12,7 @@ import pytest
 import mimic_fixtures as mf
 from labecg import cohort
 from labecg.cohort import CohortConfig, build_cohort
+from reference import cohort_rules as rules
 
 T = pd.Timestamp("2150-01-01 12:00:00")
 K, NA, GLU, GLU_U, MCHC, CA = 50971, 50983, 50931, 51478, 51249, 50893
@@ -174,8 +175,8 @@ def test_threshold_medians(built):
     assert t["potassium_high_mon60"]["threshold"] == 5.0 and t["potassium_high_mon60"]["horizon_min"] == 60
     assert [val(df, 11, "sodium_low_est", s_) for s_ in (40000011, 40000111, 40000112, 40000113)] == [0, 0, 0, 1]
     assert [val(df, 11, "sodium_high_est", s_) for s_ in (40000011, 40000111, 40000112, 40000113)] == [0, 1, 0, 0]
-    np.testing.assert_array_equal(cohort.classify_values([133.9, 134, 147.5, 147.6], 134, 147.5), [-1, 0, 0, 1])
-    thr = cohort.lab_thresholds(pd.DataFrame({"label": ["a"] * 4, "ref_range_lower": [130, 133, 135, 140],
+    np.testing.assert_array_equal(rules.classify_values([133.9, 134, 147.5, 147.6], 134, 147.5), [-1, 0, 0, 1])
+    thr = rules.lab_thresholds(pd.DataFrame({"label": ["a"] * 4, "ref_range_lower": [130, 133, 135, 140],
                                               "ref_range_upper": [145, 145, 150, np.nan]}))
     assert thr.loc["a", "lower"] == 134 and thr.loc["a", "upper"] == 145
 
@@ -318,9 +319,30 @@ def test_assign_folds_patient_level():
 def test_closest_within_reference_function():
     ev = pd.DataFrame({"subject_id": [1, 1, 1], "charttime": [T - m(5), T + m(5), T + m(6)], "x": [1.0, 2.0, 3.0]})
     an = pd.DataFrame({"subject_id": [1, 2], "ecg_time": [T, T]})
-    got = cohort.closest_within(ev, an, "x", m(5))
+    got = rules.closest_within(ev, an, "x", m(5))
     assert got.iloc[0] == 1.0 and np.isnan(got.iloc[1])
 
+
+def test_production_labels_equal_the_pandas_rules(built):
+    # build_cohort's SQL against the pandas reference (tests/reference/cohort_rules.py) on the
+    # hand-worked potassium rows: every window edge and tie case above, every ECG
+    _, df = built
+    labs = mf.labs(LAB_ROWS)
+    pot = labs[(labs["itemid"] == K) & labs["subject_id"].isin(df["subject_id"])]
+    pot = pot.assign(label="Potassium", charttime=pd.to_datetime(pot["charttime"]))
+    thr = rules.lab_thresholds(pot).loc["Potassium"]
+    pot = pot.assign(cls=rules.classify_values(pot["valuenum"], thr["lower"], thr["upper"]))
+    anchors = df[["subject_id", "ecg_time"]]
+    est = rules.label_estimation(pot, anchors, 60)
+    for direction, cls in (("low", -1), ("high", 1)):
+        np.testing.assert_array_equal(df[f"potassium_{direction}_est"].to_numpy(float),
+                                      np.where(est.isna(), np.nan, (est == cls).astype(float)), err_msg=direction)
+    for h in (30, 60, 120):
+        mon = rules.label_monitoring(pot, anchors, h)
+        for direction in ("low", "high"):
+            np.testing.assert_array_equal(df[f"potassium_{direction}_mon{h}"].to_numpy(float),
+                                          mon[direction].to_numpy(float), err_msg=f"{direction} mon{h}")
+    assert est.notna().sum() >= 6  # the comparison is not vacuous
 
 # ------------------------------------------------------------------- bad input
 

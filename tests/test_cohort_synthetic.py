@@ -12,7 +12,7 @@ import pytest
 
 from conftest import source_paths
 
-BASELINE = Path(__file__).resolve().parents[1] / "bench" / "cohort_baseline.py"
+BASELINE = Path(__file__).resolve().parent / "reference" / "cohort_baseline.py"
 FEATURES = ["sex", "age", "temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "bmi", "weight", "height"]
 
 

@@ -5,7 +5,7 @@ implementation that ``tests/test_cohort_synthetic.py`` checks ``labecg.cohort`` 
 It re-implements every rule of ``labecg.cohort`` (module docstring there) from the text,
 sharing only data constants (bounds, unit synonyms), not code.
 
-Usage: ``python bench/cohort_baseline.py DATA_ROOT [--min-lab-events 200]`` prints the shape.
+Usage: ``python tests/reference/cohort_baseline.py DATA_ROOT [--min-lab-events 200]`` prints the shape.
 """
 
 from __future__ import annotations
