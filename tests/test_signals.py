@@ -349,6 +349,23 @@ def test_resume_refuses_a_changed_cohort(small):
     assert (cohort / "signals.json").exists()
 
 
+def test_replace_stale_converts_again_for_another_cohort_and_resumes_the_same(small):
+    # the book's setting: a rebuilt cohort makes finished or partial signals useless
+    cohort, root, _ = small
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, chunk_size=2), stop_after_chunks=1)
+    kept = []
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, chunk_size=2, replace_stale=True), on_chunk=kept.append)
+    assert kept == [2, 4, 6]  # same cohort: the partial run resumed, its first chunk kept
+    reference, _ = load_signals(cohort)
+    reference = np.array(reference)
+    frame = pd.read_parquet(cohort / "cohort.parquet")
+    frame.iloc[::-1].reset_index(drop=True).to_parquet(cohort / "cohort.parquet", index=False)
+    with pytest.raises(RuntimeError, match="different cohort"):
+        convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root))
+    convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, replace_stale=True))
+    np.testing.assert_array_equal(np.array(load_signals(cohort)[0]), reference[::-1])  # rows follow the new cohort
+
+
 def test_parallel_conversion_equals_serial(small, tmp_path):
     cohort, root, _ = small
     serial = _copy_inputs(cohort, tmp_path / "serial")
