@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labecg.sources import source_paths
+
 ROOT = Path(__file__).resolve().parents[1]
 MIMIC_LAB_ROWS = 158_000_000
 MIMIC_ECGS = 800_000
@@ -39,11 +41,11 @@ CHILD = """
 import sys, json, time, resource
 from pathlib import Path
 from labecg.cohort import CohortConfig, build_cohort
+from labecg.sources import source_paths
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
-src = {"hosp": root / "mimiciv" / "hosp", "ed": root / "mimic-iv-ed" / "ed", "ecg": root / "mimic-iv-ecg",
-       "ecg_icd": root / "mimic-iv-ecg-ext-icd-labels" / "records_w_diag_icd10.csv"}
+src = source_paths(root)
 t = time.perf_counter()
-r = build_cohort(CohortConfig(**src, out=out, min_lab_events=int(sys.argv[3]), min_per_class=int(sys.argv[4]),
+r = build_cohort(CohortConfig(**src, cohort_dir=out, min_lab_events=int(sys.argv[3]), min_per_class=int(sys.argv[4]),
                               memory_limit=sys.argv[5]))
 print(json.dumps({"wall_s": time.perf_counter() - t, "summary": r.summary}))
 """
@@ -95,7 +97,7 @@ def load_baseline():
 def compare_labels(root: Path, out: Path, min_lab_events: int, min_per_class: int) -> tuple[float, int, int]:
     """Run the baseline; assert identical labels and kept targets. Returns (seconds, n_targets, n_values)."""
     cb = load_baseline()
-    src = {"hosp": root / "mimiciv" / "hosp", "ed": root / "mimic-iv-ed" / "ed", "ecg": root / "mimic-iv-ecg"}
+    src = source_paths(root)
     t = time.perf_counter()
     df, _ = cb.build_labels(src, min_lab_events)
     secs = time.perf_counter() - t

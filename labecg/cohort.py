@@ -67,7 +67,6 @@ import csv
 import dataclasses
 import gzip
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -181,9 +180,8 @@ class CohortConfig:
 
     def __post_init__(self):
         for name in ("hosp", "ed", "ecg", "ecg_icd", "cohort_dir"):
-            if not isinstance(getattr(self, name), (str, os.PathLike)):
-                raise TypeError(f"CohortConfig.{name} must be a path, got {getattr(self, name)!r}")
-            object.__setattr__(self, name, Path(getattr(self, name)))
+            if not isinstance(getattr(self, name), Path):
+                raise TypeError(f"CohortConfig.{name} must be a pathlib.Path, got {getattr(self, name)!r}")
         for name in ("min_lab_events", "min_per_class", "estimation_window_min",
                      "vitals_window_min", "biometrics_window_days"):
             if getattr(self, name) < 0:
@@ -814,7 +812,7 @@ def _read_biometrics(con, cfg, files, headers, n_ecg, flow) -> dict:
     return out
 
 
-def _label_labs(con, cfg, files, headers, n_ecg, flow) -> tuple[np.ndarray, list[dict]]:
+def _label_labs(con, cfg, files, headers, n_ecg, flow) -> tuple["_LongLabels", list[dict]]:
     """All candidate lab targets: (n_ecgs, n_candidates) float32 and their descriptions."""
     lpath, dpath = files["labevents"], files["d_labitems"]
     d = _read_strict(dpath, headers["d_labitems"], {"itemid": "BIGINT", "label": "VARCHAR", "fluid": "VARCHAR"})

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -152,3 +153,27 @@ class FusionModel(nn.Module):
         else:
             z = torch.cat(parts, dim=1)
         return self.head(z)  # (B, T)
+
+
+def parameter_table(model: nn.Module) -> pd.DataFrame:
+    """Trainable parameters per part of a :class:`FusionModel`, and their total.
+
+    Parts are the model's submodules: ``ecg_encoder.inp`` (the lead projection), one row per
+    S4 block (``ecg_encoder.layers.i``) and per normalization, the tabular encoder's
+    layers, the ECG projection of the outer fusion, the head.
+
+    Returns
+    -------
+    DataFrame indexed by ``part`` with an int64 column ``parameters``; the last row, ``total``,
+    is their sum.
+    """
+    counts: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        parts = name.split(".")
+        depth = 3 if len(parts) > 3 and parts[1] in ("layers", "norms") else 2
+        part = ".".join(parts[:min(depth, len(parts) - 1)])
+        counts[part] = counts.get(part, 0) + p.numel()
+    counts["total"] = sum(counts.values())
+    return pd.DataFrame({"parameters": pd.Series(counts, dtype="int64")}).rename_axis("part")

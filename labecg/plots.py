@@ -239,3 +239,93 @@ def plot_cohort_ecg(cohort_dir, index: int = 0):
     row = int(ok_rows[index])
     return plot_ecg_12lead(np.asarray(x[row], dtype=np.float32), fs_hz=float(meta["fs_hz"]), leads=leads,
                            title=f"Converted ECG no. {index + 1} of the cohort ({meta['fs_hz']:g} Hz)")
+
+
+def plot_filter_response(response: pd.DataFrame, fs_out_hz: float = 100.0, mains_hz: float = 60.0):
+    """Gain of the resampling filter against frequency (:func:`labecg.signals.filter_response`).
+
+    Shaded: frequencies at or above the output's Nyquist rate (``fs_out_hz / 2``), which
+    the stored record cannot represent; dotted: mains hum at ``mains_hz``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    freqs = response.index.to_numpy(dtype=float)
+    nyquist = fs_out_hz / 2
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.axvspan(nyquist, freqs.max(), color="0.9", zorder=0)
+    ax.plot(freqs, response["gain_db"], lw=1.2)
+    ax.axvline(nyquist, color="k", ls="--", lw=0.8)
+    ax.text(nyquist, 3, f" {nyquist:g} Hz: Nyquist rate of {fs_out_hz:g} Hz", fontsize=8, va="bottom")
+    ax.axvline(mains_hz, color="C3", lw=0.8, ls=":")
+    ax.set_xlabel("frequency of a sine in the record (Hz)")
+    ax.set_ylabel("gain (dB)")
+    ax.set_xlim(0, freqs.max())
+    ax.set_ylim(-100, 10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lead_before_after(pair: dict, seconds: float = 2.5):
+    """One lead as recorded and as stored (:func:`labecg.signals.lead_before_after`), first ``seconds``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    for key, fs_key, style, color, what in (("raw_mv", "raw_fs_hz", "-", "0.55", "as recorded"),
+                                            ("stored_mv", "fs_hz", "o-", "C0", "as stored")):
+        n = int(round(seconds * pair[fs_key]))
+        ax.plot(np.arange(n) / pair[fs_key], pair[key][:n], style, ms=2.5, lw=0.8, color=color,
+                label=f"{what} ({pair[fs_key]:g} Hz)")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel(f"lead {pair['lead']} (mV)")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_s4_kernels(layer, channels=(0, 1, 2, 3), fs_hz: float = 100.0, n_samples: int = 250):
+    """The kernels of a few channels of an S4 layer, on one axis of input time relative to output.
+
+    The two-sided kernel (:func:`labecg.s4.two_sided_kernel`) weighs the input sample at
+    lag d before the output; drawn against -d / fs_hz, the past is on the left (forward
+    kernel) and the future on the right (backward kernel: zero for a causal layer). The
+    skip term D at lag 0 is printed, not drawn (it would dwarf the kernels).
+
+    Parameters
+    ----------
+    layer : labecg.s4.S4Layer
+    channels : sequence of int
+        Channels h < H, one panel each.
+    fs_hz : float
+        Sampling rate of the layer's input, for the time axis.
+    n_samples : int
+        Kernel length L (the model's window: 250 samples).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import torch
+
+    from labecg.s4 import two_sided_kernel
+
+    with torch.no_grad():
+        k2 = two_sided_kernel(layer.kernel(n_samples)).cpu().numpy()  # (H, 2L-1): [L-1+d] lag d
+        D = layer.D.cpu().numpy()  # (H,)
+    t_s = -(np.arange(k2.shape[1]) - (n_samples - 1)) / fs_hz  # input time minus output time
+    fig, axes = plt.subplots(len(channels), 1, figsize=(8, 1.5 * len(channels) + 0.6), sharex=True, squeeze=False)
+    for ax, h in zip(axes[:, 0], channels):
+        ax.axvspan(0, t_s.max(), color="0.92", zorder=0)
+        ax.plot(t_s, k2[h], lw=1.0)
+        ax.axhline(0, color="0.6", lw=0.5)
+        ax.set_ylabel(f"channel {h}", fontsize=8)
+        ax.text(0.01, 0.85, f"D = {D[h]:+.2f} (lag 0, not drawn)", transform=ax.transAxes, fontsize=7)
+    axes[0, 0].set_title("left: past samples (forward kernel); grey, right: future samples "
+                         "(backward kernel, bidirectional layers only)", fontsize=8)
+    axes[-1, 0].set_xlabel("input time relative to the output sample (s)")
+    fig.tight_layout()
+    return fig

@@ -180,14 +180,14 @@ def test_every_deviation_is_a_flag():
     from labecg.signals import SignalsConfig
     from labecg.train import TrainConfig
 
-    c = config_from_args(CohortConfig, ["--hosp", "h", "--ed", "e", "--ecg", "g", "--ecg-icd", "i", "--out", "o",
+    c = config_from_args(CohortConfig, ["--hosp", "h", "--ed", "e", "--ecg", "g", "--ecg-icd", "i", "--cohort-dir", "o",
                                         "--unlisted-ecgs", "assign", "--no-drop-ecgs-without-targets"])
     assert (c.unlisted_ecgs, c.drop_ecgs_without_targets) == ("assign", False)
-    d = config_from_args(CohortConfig, ["--hosp", "h", "--ed", "e", "--ecg", "g", "--ecg-icd", "i", "--out", "o"])
+    d = config_from_args(CohortConfig, ["--hosp", "h", "--ed", "e", "--ecg", "g", "--ecg-icd", "i", "--cohort-dir", "o"])
     assert (d.unlisted_ecgs, d.drop_ecgs_without_targets) == ("exclude", True)
     s = config_from_args(SignalsConfig, ["--cohort-dir", "c", "--ecg", "g", "--exclude-flagged"])
     assert s.exclude_flagged and not SignalsConfig(cohort_dir="c", ecg="g").exclude_flagged
-    t = config_from_args(TrainConfig, ["--cohort-dir", ".", "--out", "o", "--weight-decay-scope", "all",
+    t = config_from_args(TrainConfig, ["--cohort-dir", ".", "--run-dir", "o", "--weight-decay-scope", "all",
                                        "--ssm-init", "legs", "--ecg-latent", "64", "--tab-latent", "64"])
     assert (t.weight_decay_scope, t.ssm_init, t.ecg_latent, t.tab_latent) == ("all", "legs", 64, 64)
     u = TrainConfig(cohort_dir=".", run_dir="o")

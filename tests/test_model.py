@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from labecg.model import FusionModel, ModelConfig
+from labecg.model import FusionModel, ModelConfig, parameter_table
 
 T, NTAB, B, L = 5, 7, 3, 40
 
@@ -69,3 +69,15 @@ def test_bf16_autocast_forward_backward():
     out.float().sum().backward()
     assert torch.isfinite(out.float()).all() and (out.float() - ref).abs().max() < 0.2
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_parameter_table_counts_every_parameter_once():
+    m = FusionModel(ModelConfig(n_targets=5, n_tabular=7, d_model=16, n_layers=2))
+    table = parameter_table(m)
+    assert table.loc["total", "parameters"] == sum(p.numel() for p in m.parameters())
+    assert table.drop(index="total")["parameters"].sum() == table.loc["total", "parameters"]
+    # one bidirectional S4 block by hand, H = 16, N = 8 (M = 4 modes): log_dt H, log_a_re and a_im
+    # H M each, C 2 directions x H x M complex, D H, projection H -> 2H with bias
+    H, M = 16, 4
+    assert table.loc["ecg_encoder.layers.0", "parameters"] == H + 2 * H * M + 2 * H * M * 2 + H + H * 2 * H + 2 * H
+    assert table.loc["ecg_encoder.inp", "parameters"] == 12 * H + H

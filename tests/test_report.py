@@ -277,3 +277,19 @@ def test_a_run_without_monitoring_targets_says_so():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["Estimation"]  # no blank monitoring columns
     assert ax.get_xlabel() == "no target at: 30 min., 60 min., 120 min."
     plt.close(fig)
+
+
+def test_teaching_figures_draw():
+    import torch
+
+    from labecg import plots
+    from labecg.s4 import S4Layer
+    from labecg.signals import filter_response
+
+    torch.manual_seed(0)
+    fig = plots.plot_s4_kernels(S4Layer(6), channels=(0, 5), n_samples=50)
+    assert len(fig.axes) == 2
+    fig = plots.plot_filter_response(filter_response(500.0, 100.0, [5.0, 60.0]))
+    assert fig.axes[0].get_ylabel() == "gain (dB)"
+    pair = {"lead": "II", "raw_mv": np.zeros(5000), "raw_fs_hz": 500.0, "stored_mv": np.zeros(1000), "fs_hz": 100.0}
+    assert len(plots.plot_lead_before_after(pair).axes[0].lines) == 2

@@ -18,7 +18,7 @@ import pytest
 import wfdb
 
 from labecg.signals import (LEADS, RecordError, SignalsConfig, clean_signal, convert_signals,
-                            load_signals, read_record, resample_500_to_100)
+                            load_signals, read_record, resample)
 
 MIMIC_ORDER = ["I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6"]
 FS = 500
@@ -90,7 +90,7 @@ def small(tmp_path):
 def test_resampling_keeps_5hz_and_removes_60hz():
     x = np.stack([np.sin(2 * np.pi * 5 * T), np.sin(2 * np.pi * 60 * T)], axis=1)
     x = np.tile(x, (1, 6))
-    y = resample_500_to_100(x)
+    y = resample(x, 500.0, 100.0)
     assert y.shape == (1000, 12)
     freqs = np.fft.rfftfreq(1000, d=1 / 100)
     amp = 2 * np.abs(np.fft.rfft(y, axis=0)) / 1000  # sine amplitude per bin
@@ -102,12 +102,12 @@ def test_resampling_keeps_5hz_and_removes_60hz():
 
 def test_resampling_has_no_time_shift():
     # 5 Hz sine: output sample k must equal the sine at t = k / 100 s
-    y = resample_500_to_100(np.tile(np.sin(2 * np.pi * 5 * T)[:, None], (1, 12)))
+    y = resample(np.tile(np.sin(2 * np.pi * 5 * T)[:, None], (1, 12)), 500.0, 100.0)
     t = np.arange(1000) / 100
     np.testing.assert_allclose(y[20:-20, 0], np.sin(2 * np.pi * 5 * t[20:-20]), atol=0.005)
     # a narrow bump centred on input sample 2500 (t = 5 s) must peak at output sample 500
     bump = np.exp(-0.5 * ((T - 5.0) / 0.02) ** 2)
-    yb = resample_500_to_100(np.tile(bump[:, None], (1, 12)))[:, 0]
+    yb = resample(np.tile(bump[:, None], (1, 12)), 500.0, 100.0)[:, 0]
     assert yb.argmax() == 500
     centroid = (np.arange(1000) * yb).sum() / yb.sum()
     assert abs(centroid - 500) < 1e-3
@@ -501,3 +501,42 @@ def test_a_corrupt_signal_array_is_named(small):
     npy.write_bytes(npy.read_bytes()[:40])
     with pytest.raises(ValueError, match=r"signals\.npy: not a readable signal array"):
         load_signals(cohort)
+
+
+def test_filter_response_is_the_resampling_filter():
+    # independent: scipy's resample_poly designs firwin(2 * 10 * 5 + 1, 1 / 5, kaiser 5) for 500 -> 100 Hz;
+    # a sine below the output Nyquist rate keeps |H(f)|, one above it aliases with amplitude |H(f)|
+    from scipy.signal import firwin, freqz
+
+    from labecg.signals import filter_response
+
+    freqs = [1.0, 5.0, 20.0, 45.0, 60.0, 73.0, 130.0, 240.0]
+    got = filter_response(500.0, 100.0, freqs)
+    h = firwin(101, 1 / 5, window=("kaiser", 5.0))
+    _, H = freqz(h, worN=2 * np.pi * np.asarray(freqs) / 500.0)
+    np.testing.assert_allclose(got["gain_db"].to_numpy(), 20 * np.log10(np.abs(H)), atol=1e-6)
+    default = filter_response()
+    assert 60.0 in default.index and 50.0 not in default.index  # 50 Hz: sampled at fixed phases
+    with pytest.raises(ValueError, match="freqs_hz"):
+        filter_response(500.0, 100.0, [300.0])
+
+
+def test_lead_before_after_are_the_record_and_its_stored_row(signals_dir, synthetic_root):
+    from scipy.signal import resample_poly
+
+    from labecg.signals import LEADS, SignalsConfig, lead_before_after, load_signals, read_record
+
+    cfg = SignalsConfig(cohort_dir=signals_dir, ecg=synthetic_root / "mimic-iv-ecg")
+    pair = lead_before_after(cfg, index=0, lead="V2")
+    manifest = pd.read_parquet(signals_dir / "signals_manifest.parquet")
+    row = int(np.sort(manifest.loc[manifest["status"] == "ok", "row"])[0])
+    path = pd.read_parquet(signals_dir / "cohort.parquet")["path"].iloc[row]
+    raw, fs = read_record(synthetic_root / "mimic-iv-ecg" / path)
+    c = LEADS.index("V2")
+    np.testing.assert_array_equal(pair["raw_mv"], raw[:, c])
+    np.testing.assert_array_equal(pair["stored_mv"], np.asarray(load_signals(signals_dir)[0][row, :, c], float))
+    assert pair["raw_fs_hz"] == fs == 500.0 and pair["fs_hz"] == 100.0
+    thinned = resample_poly(np.clip(raw[:, c], -3, 3), 1, 5, padtype="line")
+    assert np.abs(thinned - pair["stored_mv"]).max() < 0.01  # float16 storage
+    with pytest.raises(ValueError, match="lead"):
+        lead_before_after(cfg, lead="X")
