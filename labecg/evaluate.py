@@ -26,13 +26,11 @@ A resample is a vector of multiplicities, so its AUROC is a weighted Mann-Whitne
 statistic over the scores sorted once (:mod:`labecg.metrics`): no re-sorting and no
 loop over targets inside the loop over resamples.
 
-The table functions live here, not in :mod:`labecg.report`, because :func:`evaluate_run`
-writes the tables and a stage imports only earlier ones; ``report`` re-exports them.
+The paper's tables are :mod:`labecg.tables`; :func:`evaluate_run` writes them into the run folder.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -42,17 +40,15 @@ from typing import Iterator, Literal
 import numpy as np
 import pandas as pd
 
-from labecg import catalog, paper
+from labecg import tables
 from labecg.metrics import auroc, sort_targets, weighted_auroc
-from labecg.util import HORIZONS_MIN, TASKS, atomic_path, get_logger, progress_bar, read_json
+from labecg.util import TASKS, atomic_path, get_logger, progress_bar, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
            "headline_targets", "reliability_frame", "calibration_summary", "describe_calibration",
            "interval_summary", "compare_variants", "read_calibration", "read_reliability", "read_subgroups", "AGE_BANDS",
-           "read_predictions", "read_results", "evaluation_dir", "format_threshold", "format_auroc",
-           "table_estimation", "table_monitoring", "compare_with_paper", "to_markdown",
-           "HORIZONS_MIN", "RESULT_COLUMNS"]
+           "read_predictions", "read_results", "evaluation_dir", "HORIZONS_MIN", "RESULT_COLUMNS"]
 
 log = get_logger("labecg.evaluate")
 
@@ -66,7 +62,6 @@ _PREDICTION_KEYS = ("study_id", "target_names", "y_true", "y_score")
 #: Per-ECG arrays that runs written since issue 14 carry: the patient (for the
 #: patient-level bootstrap) and the subgroup variables, as in cohort.parquet.
 PATIENT_KEYS = ("subject_id", "sex", "age", "race")
-_SYMBOL = {"high": "≥", "low": "≤"}
 
 
 @dataclass(frozen=True)
@@ -715,14 +710,14 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
                              headline_targets(results, cfg.n_headline), groups=subject,
                              n_iterations=cfg.n_iterations, seed=cfg.seed)
         _write_csv(sub, out / "subgroups.csv")
-    t1 = table_estimation(results, cfg.auroc_threshold)
-    t2 = table_monitoring(results, cfg.auroc_threshold)
+    t1 = tables.table_estimation(results, cfg.auroc_threshold)
+    t2 = tables.table_monitoring(results, cfg.auroc_threshold)  # best horizon in t2.attrs, bold in the .md
     _write_csv(t1, out / "table1_estimation.csv", index=True)
-    _write_text(to_markdown(t1), out / "table1_estimation.md")
+    _write_text(tables.to_markdown(t1), out / "table1_estimation.md")
     _write_csv(t2, out / "table2_monitoring.csv", index=True)
-    _write_text(to_markdown(table_monitoring(results, cfg.auroc_threshold, bold=True)),
+    _write_text(tables.to_markdown(t2),
                 out / "table2_monitoring.md")
-    _write_csv(compare_with_paper(results), out / "paper_comparison.csv")
+    _write_csv(tables.compare_with_paper(results), out / "paper_comparison.csv")
     macro = results.loc["macro"]
     log.info("macro AUROC %.3f (%.3f, %.3f; patient-level %.3f, %.3f); %d targets significant above %.2f",
              macro["auroc"], macro["low"], macro["high"], macro["low_patient"], macro["high_patient"],
@@ -935,174 +930,6 @@ def compare_variants(evaluation_dirs: dict, auroc_threshold: float = 0.7) -> pd.
 # ---------------------------------------------------------------------------- tables
 
 
-def _number(x: float) -> str:
-    """A threshold as the paper prints it: no trailing zeros, no exponent (17.5, 353, 0.01)."""
-    return np.format_float_positional(float(f"{float(x):.6g}"), trim="-")
-
-
-def format_threshold(direction: str, threshold: float, unit: str | None) -> str:
-    """``≥353 pg/mL`` for an abnormally high value, ``≤6 mg/dL`` for a low one.
-
-    >>> format_threshold("high", 353.0, "pg/mL"), format_threshold("low", 0.50, "mg/dL")
-    ('≥353 pg/mL', '≤0.5 mg/dL')
-    """
-    if direction not in _SYMBOL:
-        raise ValueError(f"direction must be 'low' or 'high', got {direction!r}")
-    text = f"{_SYMBOL[direction]}{_number(threshold)}"
-    return f"{text} {unit}" if isinstance(unit, str) and unit else text
-
-
-def format_auroc(auroc_value: float, low: float, high: float) -> str:
-    """``0.882 (0.860, 0.902)``; ``–`` where the AUROC is undefined."""
-    if auroc_value is None or (isinstance(auroc_value, float) and math.isnan(auroc_value)):
-        return "–"
-    return f"{auroc_value:.3f} ({low:.3f}, {high:.3f})"
-
-
-def _value_name(label: str, category) -> str:
-    name = catalog.paper_name(label)
-    return f"{name} [{category}]" if isinstance(category, str) and category else name
-
-
-def _targets_only(results: pd.DataFrame) -> pd.DataFrame:
-    if "target" in results.columns:
-        results = results.set_index("target")
-    return results.drop(index="macro", errors="ignore")
-
-
-def _significant(frame: pd.DataFrame, auroc_threshold: float) -> pd.Series:
-    return (frame["low"] > auroc_threshold).fillna(False).astype(bool)
-
-
-def table_estimation(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.DataFrame:
-    """The paper's Table 1: estimation targets significantly above ``auroc_threshold``.
-
-    Parameters
-    ----------
-    results : DataFrame
-        From :func:`evaluate_run` / :func:`read_results` (indexed by target, or with a
-        ``target`` column).
-    auroc_threshold : float
-        Rows kept: interval lower bound > this value.
-
-    Returns
-    -------
-    DataFrame indexed by target name, columns ``Value`` (``NTproBNP [Ca.]``),
-    ``Threshold`` (``≥353 pg/mL``), ``Estimation AUROC`` (``0.882 (0.860, 0.902)``);
-    sorted by AUROC, highest first.
-    """
-    est = _targets_only(results)
-    est = est[(est["task"] == "est") & _significant(est, auroc_threshold)]
-    est = est.sort_values("auroc", ascending=False, kind="stable")
-    table = pd.DataFrame({
-        "Value": [_value_name(r.label, r.category) for r in est.itertuples()],
-        "Threshold": [format_threshold(r.direction, r.threshold, r.unit) for r in est.itertuples()],
-        "Estimation AUROC": [format_auroc(r.auroc, r.low, r.high) for r in est.itertuples()],
-    }, index=pd.Index(list(est.index), name="target", dtype=object), dtype=object)
-    return table
-
-
-def table_monitoring(results: pd.DataFrame, auroc_threshold: float = 0.7, *,
-                     bold: bool = False) -> pd.DataFrame:
-    """The paper's Table 2: monitoring at 30, 60 and 120 minutes.
-
-    A row per abnormality (lab and direction) significant above ``auroc_threshold`` at
-    one horizon at least; all three horizons are shown. Rows are sorted by the mean AUROC
-    over the horizons at which the abnormality is significant: the paper's caption
-    ("mean of test AUROC across the three horizons, considering only values if the lower
-    bound of the prediction interval exceeds 0.70"), and the only reading that reproduces
-    its row order (Hemoglobin ≥17.5, significant only at 120 min., sits above Creatinine
-    ≥1.2, significant at all three, although its three-horizon mean is lower). That holds
-    with Bicarbonate's 30 min. interval un-swapped, (0.681, 0.763): not significant, so its
-    key is the mean of 60 and 120 min., 0.744. Read as printed, (0.763, 0.681), 30 min.
-    would count, the key would drop to 0.737, and Bicarbonate would sort two rows lower.
-
-    Parameters
-    ----------
-    results : DataFrame
-        As for :func:`table_estimation`.
-    auroc_threshold : float
-        Significance: interval lower bound > this value.
-    bold : bool
-        Wrap the cell of the best horizon (highest AUROC) of each row in ``**``, the
-        paper's bold, for Markdown.
-
-    Returns
-    -------
-    DataFrame indexed by ``{lab}_{direction}``, columns ``Value``, ``Threshold``,
-    ``30 min. AUROC``, ``60 min. AUROC``, ``120 min. AUROC`` (``–`` where a horizon has
-    no target).
-    """
-    mon = _targets_only(results)
-    mon = mon[mon["task"].isin([f"mon{h}" for h in HORIZONS_MIN])].copy()
-    mon["significant"] = _significant(mon, auroc_threshold)
-    mon["key"] = mon["lab"].astype(str) + "_" + mon["direction"].astype(str)
-    columns = [f"{h} min. AUROC" for h in HORIZONS_MIN]
-    rows, sort_keys = [], []
-    for key, group in mon.groupby("key", sort=False):
-        if not group["significant"].any():
-            continue
-        first = group.iloc[0]
-        row = {"Value": _value_name(first["label"], first["category"]),
-               "Threshold": format_threshold(first["direction"], first["threshold"], first["unit"])}
-        by_task = group.set_index("task")
-        best_col, best_auc = None, -np.inf
-        for h, col in zip(HORIZONS_MIN, columns):
-            r = by_task.loc[f"mon{h}"] if f"mon{h}" in by_task.index else None
-            row[col] = "–" if r is None else format_auroc(r["auroc"], r["low"], r["high"])
-            if r is not None and not np.isnan(r["auroc"]) and r["auroc"] > best_auc:
-                best_col, best_auc = col, r["auroc"]
-        if bold and best_col is not None:
-            row[best_col] = f"**{row[best_col]}**"
-        rows.append((key, row))
-        sort_keys.append(group.loc[group["significant"], "auroc"].mean())
-    order = np.argsort(-np.asarray(sort_keys, dtype=float), kind="stable")
-    table = pd.DataFrame([rows[i][1] for i in order],
-                         index=pd.Index([rows[i][0] for i in order], name="abnormality", dtype=object),
-                         columns=["Value", "Threshold", *columns], dtype=object)
-    return table
-
-
-def to_markdown(table: pd.DataFrame, index: bool = False) -> str:
-    """A GitHub-flavoured Markdown table (no ``tabulate`` needed); ``|`` in cells escaped."""
-    frame = table.reset_index() if index else table
-    header = [str(c) for c in frame.columns]
-    body = [["" if (isinstance(v, float) and math.isnan(v)) else str(v).replace("|", "\\|")
-             for v in row] for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines) + "\n"
-
-
 # ---------------------------------------------------------------------------- the paper
 
 
-def compare_with_paper(results: pd.DataFrame) -> pd.DataFrame:
-    """Our AUROCs beside the paper's, for every target both report.
-
-    Matched on (paper name of the lab, direction, task). The paper lists only targets
-    significant above 0.7, so targets outside its tables do not appear.
-
-    Returns
-    -------
-    DataFrame, one row per matched target in the paper's order, columns ``target``,
-    ``value``, ``category``, ``direction``, ``task``, ``paper_threshold``, ``threshold``,
-    ``unit``, ``paper_auroc``, ``paper_low``, ``paper_high``, ``auroc``, ``low``, ``high``,
-    ``difference`` (ours minus the paper's), ``paper_version`` (``"arXiv v1"``).
-    """
-    ours = _targets_only(results).reset_index()
-    ours["value"] = [catalog.paper_name(label) if isinstance(label, str) else label
-                     for label in ours["label"]]
-    paper = paper.read_paper_tables().rename(columns={"auroc": "paper_auroc", "low": "paper_low",
-                                                "high": "paper_high", "threshold": "paper_threshold",
-                                                "unit": "paper_unit", "category": "paper_category"})
-    merged = paper.merge(ours, on=["value", "direction", "task"], how="inner")
-    merged["difference"] = merged["auroc"] - merged["paper_auroc"]
-    merged["paper_version"] = paper.VERSION
-    merged["category"] = merged["paper_category"]
-    columns = ["target", "value", "category", "direction", "task", "paper_threshold", "threshold",
-               "unit", "paper_auroc", "paper_low", "paper_high", "auroc", "low", "high",
-               "difference", "paper_version"]
-    merged = merged[columns]
-    merged.attrs["paper_version"] = paper.VERSION
-    return merged

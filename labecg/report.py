@@ -1,18 +1,13 @@
-"""Tables and figures of the results chapter, as pure functions of the results frame.
+"""Figures of the results chapter, as pure functions of the results frame.
 
-Tables (defined in :mod:`labecg.evaluate`, which writes them to the run folder, and
-re-exported here): :func:`table_estimation` (the paper's Table 1),
-:func:`table_monitoring` (Table 2), :func:`compare_with_paper`, :func:`to_markdown`.
-
-Figures (each returns a :class:`matplotlib.figure.Figure`, never calls ``show``):
+The paper's tables are in :mod:`labecg.tables`. Figures (each returns a :class:`matplotlib.figure.Figure`, never calls ``show``):
 :func:`plot_forest` (AUROC with 95% intervals per task, grouped by category),
 :func:`plot_horizon_heatmap` (AUROC of each abnormality across est/30/60/120 min.),
 :func:`plot_roc_curves` (ROC curves of the best targets), :func:`plot_label_prevalence`
 (positive fraction per target from ``targets.json`` counts), :func:`plot_intervals`
 (ECG-level beside patient-level intervals), :func:`plot_reliability` (reliability
 curves), :func:`plot_subgroups` (AUROC by sex, age band, race), :func:`plot_attribution`
-(attribution heat strips over the median beat); page tables
-:func:`format_calibration`, :func:`format_subgroups`.
+(attribution heat strips over the median beat).
 
 ``results`` is the frame of :func:`labecg.evaluate.read_results` (``RUN/evaluation/results.csv``):
 indexed by target, one row per target plus ``macro``.
@@ -29,35 +24,15 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from labecg import catalog, paper  # noqa: E402
-from labecg.evaluate import (  # noqa: E402
-    auroc, compare_with_paper, format_auroc, format_threshold,
-    read_results, table_estimation, table_monitoring, to_markdown)
+from labecg.metrics import auroc  # noqa: E402
+from labecg.tables import (TASK_TITLES, VARIABLE_TITLES, format_auroc, format_threshold, row_label,  # noqa: E402
+                           target_label, target_rows)
 from labecg.util import TASKS  # noqa: E402
 
-__all__ = ["table_estimation", "table_monitoring", "compare_with_paper", "to_markdown",
-           "format_paper_comparison", "style_table", "empty_table_note",
-           "read_results", "format_auroc", "format_threshold",
-           "TASK_TITLES", "plot_forest", "plot_horizon_heatmap",
-           "plot_roc_curves", "plot_label_prevalence", "plot_intervals", "plot_reliability",
-           "format_calibration", "format_subgroups", "plot_subgroups", "plot_attribution"]
+__all__ = ["plot_forest", "plot_horizon_heatmap", "plot_roc_curves", "plot_label_prevalence", "plot_intervals", "plot_reliability", "plot_subgroups", "plot_attribution"]
 
-TASK_TITLES = {"est": "Estimation", "mon30": "30 min.", "mon60": "60 min.", "mon120": "120 min."}
 _CATEGORY_ORDER = ["Ca.", "Re./Ca.", "Re.", "He.", "Me.", "Im.", "Co.", "–"]
 _ROW_IN = 0.19  # figure height per target row, inches: readable from ~20 to ~140 rows
-
-
-def _targets(results: pd.DataFrame) -> pd.DataFrame:
-    if "target" in results.columns:
-        results = results.set_index("target")
-    frame = results.drop(index="macro", errors="ignore").copy()
-    frame["category"] = frame["category"].where(frame["category"].notna(), "–").astype(object)
-    frame["row_label"] = [_row_label(r.label, r.direction, r.threshold, r.unit) for r in frame.itertuples()]
-    return frame
-
-
-def _row_label(label: str, direction: str, threshold: float, unit) -> str:
-    """``Creatinine ≤0.5 mg/dL``: one abnormality (lab and direction) across tasks."""
-    return f"{catalog.paper_name(label)} {format_threshold(direction, threshold, unit)}"
 
 
 def _category_rank(category: str) -> int:
@@ -75,69 +50,6 @@ def _abnormality_order(frame: pd.DataFrame) -> list[str]:
     return list(summary["row_label"])
 
 
-def format_paper_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
-    """The paper-vs-ours frame of :func:`compare_with_paper`, compact for a page.
-
-    Columns: ``Abnormality`` (paper name, category, threshold as the paper prints it),
-    ``Task`` (``Estimation``, ``30 min.``, ...), ``Paper (arXiv v1)`` and ``This run``
-    (AUROC with 95% interval), ``Difference`` (ours minus the paper's, signed, 3 decimals).
-    One row per input row, in its order.
-    """
-    version = comparison.attrs.get("paper_version", paper.VERSION)
-    rows = [{
-        "Abnormality": f"{r.value} [{r.category}] {format_threshold(r.direction, r.paper_threshold, r.unit)}",
-        "Task": TASK_TITLES[r.task],
-        f"Paper ({version})": format_auroc(r.paper_auroc, r.paper_low, r.paper_high),
-        "This run": format_auroc(r.auroc, r.low, r.high),
-        "Difference": "–" if pd.isna(r.difference) else f"{r.difference:+.3f}",
-    } for r in comparison.itertuples(index=False)]
-    columns = ["Abnormality", "Task", f"Paper ({version})", "This run", "Difference"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def style_table(table: pd.DataFrame, bold_best: bool = False, empty: str | None = None):
-    """A table for a page: a pandas Styler without the index, every row shown.
-
-    With ``bold_best``, each row's highest AUROC among the columns whose name contains
-    "AUROC" is set in bold, as the paper marks the best horizon in Table 2. An empty
-    ``table`` with ``empty`` given becomes that sentence (an ``IPython.display.HTML``
-    paragraph, which glue places in notebook and Markdown pages alike) instead of a
-    header with no rows.
-    """
-    if table.empty and empty is not None:
-        import html
-
-        from IPython.display import HTML
-
-        return HTML(f"<p><em>{html.escape(empty)}</em></p>")
-    styler = table.style.hide(axis="index")
-    if not bold_best:
-        return styler
-    auroc_columns = [c for c in table.columns if "AUROC" in str(c)]
-
-    def bold(row: pd.Series) -> list[str]:
-        points = pd.to_numeric(row[auroc_columns].astype(str).str.extract(r"^([0-9.]+)")[0], errors="coerce")
-        best = points.idxmax() if points.notna().any() else None
-        return ["font-weight: bold" if c == best else "" for c in row.index]
-
-    return styler.apply(bold, axis=1)
-
-
-def empty_table_note(results: pd.DataFrame, tasks, auroc_threshold: float = 0.7) -> str:
-    """Why a table of ``tasks`` (Table 1: ``("est",)``; Table 2: the monitoring tasks) has no row.
-
-    "This run has no ... target" when the cohort gave none for those tasks, else "None of
-    the N ... targets is significantly above 0.70".
-    """
-    frame = results.drop(index="macro", errors="ignore")
-    n = int(frame["task"].isin(list(tasks)).sum())
-    kind = "estimation" if tuple(tasks) == ("est",) else "monitoring"
-    if n == 0:
-        return (f"This run has no {kind} target: the cohort kept none (too few positives or negatives in "
-                f"validation or test; chapter 1's flow table counts them).")
-    return f"None of the {n} {kind} targets is significantly above {auroc_threshold:.2f}."
-
-
 def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = 0.7):
     """Forest plot: AUROC with its 95% interval for each abnormality, one panel per task.
 
@@ -149,7 +61,7 @@ def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = 0.7
     -------
     matplotlib.figure.Figure
     """
-    frame = _targets(results)
+    frame = target_rows(results)
     tasks = [t for t in tasks if (frame["task"] == t).any()]
     if not tasks:
         raise ValueError(f"results have no targets of tasks {list(TASKS)}")
@@ -204,7 +116,7 @@ def plot_horizon_heatmap(results: pd.DataFrame, auroc_threshold: float = 0.7, an
     -------
     matplotlib.figure.Figure
     """
-    frame = _targets(results)
+    frame = target_rows(results)
     order = _abnormality_order(frame)
     tasks = [t for t in TASKS if (frame["task"] == t).any()]
     missing = [TASK_TITLES[t] for t in TASKS if t not in tasks]
@@ -263,7 +175,7 @@ def plot_roc_curves(y_true, y_score, target_names, results: pd.DataFrame | None 
     names = [str(n) for n in target_names]
     column = {n: i for i, n in enumerate(names)}
     if results is not None:
-        frame = _targets(results)
+        frame = target_rows(results)
         frame = frame[frame.index.isin(names)]
         if task is not None:
             frame = frame[frame["task"] == task]
@@ -315,7 +227,7 @@ def plot_label_prevalence(targets: dict, split: str = "test"):
             raise KeyError(f"targets.json: target {t.get('name')!r} has no counts for split {split!r}")
         total = counts["pos"] + counts["neg"]
         rows.append({"task": t["task"], "category": t.get("category") or "–",
-                     "row_label": _row_label(t["label"], t["direction"], t.get("threshold", np.nan),
+                     "row_label": row_label(t["label"], t["direction"], t.get("threshold", np.nan),
                                              t.get("unit")),
                      "prevalence": counts["pos"] / total if total else np.nan, "n": total})
     frame = pd.DataFrame(rows)
@@ -340,11 +252,6 @@ def plot_label_prevalence(targets: dict, split: str = "test"):
     return fig
 
 
-def _target_label(results: pd.DataFrame, target: str) -> str:
-    row = _targets(results).loc[target]
-    return f"{row['row_label']} ({TASK_TITLES.get(row['task'], row['task'])})"
-
-
 def plot_intervals(results: pd.DataFrame, task: str = "est"):
     """ECG-level (the paper's) and patient-level 95% intervals side by side for every target of ``task``.
 
@@ -352,7 +259,7 @@ def plot_intervals(results: pd.DataFrame, task: str = "est"):
     -------
     matplotlib.figure.Figure
     """
-    frame = _targets(results)
+    frame = target_rows(results)
     frame = frame[frame["task"] == task].sort_values("auroc", ascending=False, kind="stable")
     if frame.empty:
         raise ValueError(f"results have no targets of task {task!r}")
@@ -400,7 +307,7 @@ def plot_reliability(reliability: pd.DataFrame, results: pd.DataFrame, targets):
         for r in curve.itertuples():
             ax.annotate(str(int(r.n)), (r.mean_predicted, r.fraction_positive), fontsize=6, color="0.4",
                         xytext=(2, -8), textcoords="offset points")
-        ax.set_title(f"{_target_label(results, target)}\nBrier {results.loc[target, 'brier']:.3f}", fontsize=8)
+        ax.set_title(f"{target_label(results, target)}\nBrier {results.loc[target, 'brier']:.3f}", fontsize=8)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
@@ -408,47 +315,6 @@ def plot_reliability(reliability: pd.DataFrame, results: pd.DataFrame, targets):
     axes[0][0].set_ylabel("fraction positive")
     fig.tight_layout()
     return fig
-
-
-def format_calibration(calibration: pd.DataFrame, results: pd.DataFrame, targets=None) -> pd.DataFrame:
-    """Calibration of ``targets`` (default all) for a page: one row each, rounded.
-
-    Columns ``Abnormality``, ``Task``, ``n``, ``Prevalence``, ``Mean predicted``,
-    ``Brier``, ``Brier of the prevalence``, ``Intercept``, ``Slope``.
-    """
-    calib = calibration.set_index("target") if "target" in calibration.columns else calibration
-    frame = _targets(results)
-    targets = list(calib.index) if targets is None else list(targets)
-    rows = [{"Abnormality": frame.at[t, "row_label"], "Task": TASK_TITLES.get(frame.at[t, "task"], ""),
-             "n": int(calib.at[t, "n"]), "Prevalence": f"{calib.at[t, 'prevalence']:.3f}",
-             "Mean predicted": f"{calib.at[t, 'mean_score']:.3f}", "Brier": f"{calib.at[t, 'brier']:.3f}",
-             "Brier of the prevalence": f"{calib.at[t, 'brier_reference']:.3f}",
-             "Intercept": _fmt(calib.at[t, "calibration_intercept"]),
-             "Slope": _fmt(calib.at[t, "calibration_slope"])} for t in targets]
-    return pd.DataFrame(rows, columns=["Abnormality", "Task", "n", "Prevalence", "Mean predicted", "Brier",
-                                       "Brier of the prevalence", "Intercept", "Slope"])
-
-
-def _fmt(x: float) -> str:
-    return "–" if pd.isna(x) else f"{x:.2f}"
-
-
-_VARIABLE_TITLES = {"all": "All", "sex": "Sex", "age_band": "Age (years)", "race": "Race"}
-
-
-def format_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """``RUN/evaluation/subgroups.csv`` for a page: one row per subgroup, one AUROC column per target."""
-    frame = subgroups.copy()
-    frame["cell"] = [format_auroc(r.auroc, r.low, r.high) + f" [{int(r.n_pos)}/{int(r.n_neg)}]"
-                     for r in frame.itertuples()]
-    labels = {t: _target_label(results, t) for t in dict.fromkeys(frame["target"])}
-    frame["Abnormality"] = frame["target"].map(labels)
-    frame["Variable"] = frame["variable"].map(lambda v: _VARIABLE_TITLES.get(v, v))
-    table = frame.pivot_table(index=["Variable", "subgroup"], columns="Abnormality", values="cell",
-                              aggfunc="first", sort=False)
-    table = table[list(labels.values())].reset_index().rename(columns={"subgroup": "Subgroup"})
-    table.columns.name = None
-    return table.fillna("–")
 
 
 def plot_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame):
@@ -462,7 +328,7 @@ def plot_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame):
     if not targets:
         raise ValueError("subgroups: no rows")
     first = subgroups[subgroups["target"] == targets[0]]
-    labels = [f"{_VARIABLE_TITLES.get(v, v)}: {s}" if v != "all" else "All" for v, s in
+    labels = [f"{VARIABLE_TITLES.get(v, v)}: {s}" if v != "all" else "All" for v, s in
               zip(first["variable"], first["subgroup"])]
     fig, axes = plt.subplots(1, len(targets), figsize=(2.8 * len(targets) + 1.6, 0.9 + 0.26 * len(labels)),
                              sharey=True, squeeze=False)
@@ -475,7 +341,7 @@ def plot_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame):
         if len(overall):
             ax.axvline(float(overall.iloc[0]), color="C0", lw=0.8, alpha=0.5)
         ax.axvline(0.5, color="0.6", lw=0.8)
-        ax.set_title(_target_label(results, target), fontsize=8)
+        ax.set_title(target_label(results, target), fontsize=8)
         ax.set_xlabel("AUROC")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)

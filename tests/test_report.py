@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from labecg import catalog, paper, report  # noqa: E402
+from labecg import catalog, paper, report, tables  # noqa: E402
 from labecg.util import lab_slug  # noqa: E402
 
 TASK_HORIZON = {"est": None, "mon30": 30, "mon60": 60, "mon120": 120}
@@ -31,17 +31,17 @@ def _results(rows):
 
 
 def test_format_threshold_and_auroc():
-    assert report.format_threshold("high", 353.0, "pg/mL") == "≥353 pg/mL"
-    assert report.format_threshold("low", 6.0, "mg/dL") == "≤6 mg/dL"
-    assert report.format_threshold("high", 17.50, "g/dL") == "≥17.5 g/dL"
-    assert report.format_threshold("low", 0.01, "K/uL") == "≤0.01 K/uL"
-    assert report.format_threshold("high", 46.300000000000004, "fL") == "≥46.3 fL"
-    assert report.format_threshold("high", 51.0, "%") == "≥51 %"
-    assert report.format_threshold("high", 1200.0, None) == "≥1200"
-    assert report.format_auroc(0.8821, 0.86, 0.9024) == "0.882 (0.860, 0.902)"
-    assert report.format_auroc(float("nan"), float("nan"), float("nan")) == "–"
+    assert tables.format_threshold("high", 353.0, "pg/mL") == "≥353 pg/mL"
+    assert tables.format_threshold("low", 6.0, "mg/dL") == "≤6 mg/dL"
+    assert tables.format_threshold("high", 17.50, "g/dL") == "≥17.5 g/dL"
+    assert tables.format_threshold("low", 0.01, "K/uL") == "≤0.01 K/uL"
+    assert tables.format_threshold("high", 46.300000000000004, "fL") == "≥46.3 fL"
+    assert tables.format_threshold("high", 51.0, "%") == "≥51 %"
+    assert tables.format_threshold("high", 1200.0, None) == "≥1200"
+    assert tables.format_auroc(0.8821, 0.86, 0.9024) == "0.882 (0.860, 0.902)"
+    assert tables.format_auroc(float("nan"), float("nan"), float("nan")) == "–"
     with pytest.raises(ValueError, match="direction"):
-        report.format_threshold("up", 1.0, "mg/dL")
+        tables.format_threshold("up", 1.0, "mg/dL")
 
 
 def test_table_estimation_keeps_significant_sorted_by_auroc():
@@ -54,7 +54,7 @@ def test_table_estimation_keeps_significant_sorted_by_auroc():
         ("Creatinine", "low", 0.5, "mg/dL", "Re./Ca.", "est", 0.825, 0.792, 0.857),
         ("Lactate", "high", 2.0, "mmol/L", None, "est", 0.801, 0.7004, 0.89),  # no category; shown 0.700 yet above 0.7
     ])
-    table = report.table_estimation(res)
+    table = tables.table_estimation(res)
     assert list(table.columns) == ["Value", "Threshold", "Estimation AUROC"]
     assert table.to_numpy().tolist() == [
         ["NTproBNP [Ca.]", "≥353 pg/mL", "0.882 (0.860, 0.902)"],
@@ -65,7 +65,7 @@ def test_table_estimation_keeps_significant_sorted_by_auroc():
     ]
     assert list(table.index)[:2] == ["ntprobnp_high_est", "urea_nitrogen_low_est"]
     # the same from a frame read back from CSV, with a ``target`` column
-    assert report.table_estimation(res.reset_index()).equals(table)
+    assert tables.table_estimation(res.reset_index()).equals(table)
 
 
 def test_table_monitoring_sorts_by_mean_of_significant_horizons_and_bolds_best():
@@ -86,45 +86,48 @@ def test_table_monitoring_sorts_by_mean_of_significant_horizons_and_bolds_best()
         # estimation rows are not Table 2's
         ("NTproBNP", "high", 353.0, "pg/mL", "Ca.", "est", 0.99, 0.98, 1.0),
     ])
-    table = report.table_monitoring(res)
+    table = tables.table_monitoring(res)
     assert list(table.columns) == ["Value", "Threshold", "30 min. AUROC", "60 min. AUROC", "120 min. AUROC"]
     assert table.to_numpy().tolist() == [
         ["Hemoglobin [He.]", "≥17.5 g/dL", "0.786 (0.609, 0.919)", "0.782 (0.676, 0.867)", "0.821 (0.736, 0.894)"],
         ["Creatinine [Re./Ca.]", "≥1.2 mg/dL", "0.794 (0.781, 0.808)", "0.801 (0.790, 0.812)", "0.804 (0.795, 0.815)"],
         ["Ferritin [Me.]", "≤13 ng/mL", "–", "0.760 (0.710, 0.800)", "–"],
     ]
-    bold = report.table_monitoring(res, bold=True)
-    assert bold.iloc[0, 4] == "**0.821 (0.736, 0.894)**" and bold.iloc[0, 2] == "0.786 (0.609, 0.919)"
-    assert bold.iloc[2, 3] == "**0.760 (0.710, 0.800)**"
-    assert report.to_markdown(bold).splitlines()[2] == (
+    # the best horizon, decided once on the AUROCs, set in bold by the Markdown and the page alike
+    assert table.attrs["best"] == {"hemoglobin_high": "120 min. AUROC", "creatinine_high": "120 min. AUROC",
+                                   "ferritin_low": "60 min. AUROC"}
+    assert tables.to_markdown(table).splitlines()[2] == (
         "| Hemoglobin [He.] | ≥17.5 g/dL | 0.786 (0.609, 0.919) | 0.782 (0.676, 0.867) | **0.821 (0.736, 0.894)** |")
+    assert tables.to_markdown(table).splitlines()[4].endswith("| **0.760 (0.710, 0.800)** | – |")
+    styles = tables.style_table(table)._compute().ctx  # {(row, col): [(prop, value)]}
+    assert sorted(k for k, v in styles.items() if ("font-weight", "bold") in v) == [(0, 4), (1, 4), (2, 3)]
 
 
 def test_to_markdown():
     table = pd.DataFrame({"Value": ["a|b", "c"], "AUROC": ["0.9 (0.8, 1.0)", "–"]})
-    assert report.to_markdown(table) == (
+    assert tables.to_markdown(table) == (
         "| Value | AUROC |\n|---|---|\n| a\\|b | 0.9 (0.8, 1.0) |\n| c | – |\n")
 
 
 def _paper_as_results():
     """The paper's published values as a results frame (bounds put in order)."""
     label_of = {v: k for k, v in catalog.PAPER_NAMES.items()}
-    paper = paper.read_paper_tables()
+    published = paper.read_paper_tables()
     rows = [(label_of.get(r.value, r.value), r.direction, r.threshold, r.unit, r.category, r.task,
-             r.auroc, min(r.low, r.high), max(r.low, r.high)) for r in paper.itertuples()]
+             r.auroc, min(r.low, r.high), max(r.low, r.high)) for r in published.itertuples()]
     return _results(rows)
 
 
 def test_paper_tables_are_reproduced_from_published_values():
     res = _paper_as_results()
-    t1 = report.table_estimation(res)
+    t1 = tables.table_estimation(res)
     # rows copied by hand from the paper's Table 1
     assert t1.iloc[0].tolist() == ["NTproBNP [Ca.]", "≥353 pg/mL", "0.882 (0.860, 0.902)"]
     assert t1.iloc[6].tolist() == ["Hematocrit [He.]", "≥51 %", "0.789 (0.731, 0.840)"]
     assert t1.iloc[16].tolist() == ["INR PT [Co.]", "≥1.1 ratio", "0.734 (0.723, 0.746)"]
     assert t1.iloc[22].tolist() == ["Lymphocytes [Im.]", "≤18 %", "0.720 (0.710, 0.731)"]
     assert len(t1) == 23  # "23 abnormalities across 19 unique laboratory values"
-    t2 = report.table_monitoring(res)
+    t2 = tables.table_monitoring(res)
     # the paper's row order (its caption's rule), as printed
     expected = ["NTproBNP", "Urea Nitrogen", "Creatinine", "Hemoglobin", "Iron Binding", "Transferrin",
                 "Creatinine", "Hematocrit", "Urea Nitrogen", "Albumin", "RDW-SD", "Hemoglobin", "eAG",
@@ -143,7 +146,7 @@ def test_compare_with_paper_matches_on_name_direction_task():
         ("INR(PT)", "high", 1.2, "ratio", "Co.", "mon60", 0.70, 0.68, 0.72),
         ("Potassium", "high", 5.1, "mEq/L", "Me.", "est", 0.8, 0.75, 0.85),  # not in the paper
     ])
-    cmp = report.compare_with_paper(res)
+    cmp = tables.compare_with_paper(res)
     assert list(cmp["target"]) == ["ntprobnp_high_est", "inr_pt_high_mon60"]
     first = cmp.iloc[0]
     assert (first["value"], first["paper_auroc"], first["paper_low"], first["paper_high"]) == (
@@ -192,20 +195,23 @@ def test_format_paper_comparison_on_a_hand_made_row():
         "paper_low": 0.792, "paper_high": 0.857, "auroc": 0.8, "low": 0.75, "high": 0.85,
         "difference": 0.8 - 0.825, "paper_version": "arXiv v1"}])
     comparison.attrs["paper_version"] = "arXiv v1"
-    shown = report.format_paper_comparison(comparison)
+    shown = tables.format_paper_comparison(comparison)
     assert list(shown.columns) == ["Abnormality", "Task", "Paper (arXiv v1)", "This run", "Difference"]
     assert shown.iloc[0].tolist() == ["Creatinine [Re./Ca.] ≤0.5 mg/dL", "Estimation",
                                       "0.825 (0.792, 0.857)", "0.800 (0.750, 0.850)", "-0.025"]
 
 
-def test_style_table_bolds_each_rows_best_auroc_and_hides_the_index():
+def test_style_table_bolds_the_cells_the_table_names_and_hides_the_index():
     table = pd.DataFrame({"Value": ["A", "B"], "30 min. AUROC": ["0.710 (0.70, 0.72)", "0.800 (0.79, 0.81)"],
                           "60 min. AUROC": ["0.750 (0.74, 0.76)", "–"]}, index=["a_high", "b_low"])
-    html = report.style_table(table, bold_best=True).to_html()
+    table.attrs["best"] = {"a_high": "60 min. AUROC", "b_low": "30 min. AUROC"}
+    html = tables.style_table(table).to_html()
     assert "a_high" not in html and "b_low" not in html
-    styles = report.style_table(table, bold_best=True)._compute().ctx  # {(row, col): [(prop, value)]}
+    styles = tables.style_table(table)._compute().ctx  # {(row, col): [(prop, value)]}
     bold = sorted(k for k, v in styles.items() if ("font-weight", "bold") in v)
     assert bold == [(0, 2), (1, 1)]
+    table.attrs = {}
+    assert not [k for k, v in tables.style_table(table)._compute().ctx.items() if ("font-weight", "bold") in v]
 
 
 def test_issue14_figures_and_page_tables_from_an_evaluated_run(tmp_path):
@@ -239,10 +245,10 @@ def test_issue14_figures_and_page_tables_from_an_evaluated_run(tmp_path):
                 report.plot_subgroups(sub, res)):
         assert isinstance(fig, plt.Figure)
         plt.close(fig)
-    table = report.format_subgroups(sub, res)
+    table = tables.format_subgroups(sub, res)
     assert len(table) == len(sub) // 2 and table.shape[1] == 2 + 2  # Variable, Subgroup, one column per target
     assert table.iloc[0]["Variable"] == "All"
-    cal_table = report.format_calibration(calib.reset_index(), res, headline)
+    cal_table = tables.format_calibration(calib.reset_index(), res, headline)
     assert list(cal_table["Brier"]) == [f"{calib.at[t, 'brier']:.3f}" for t in headline]
     summary = evaluate.calibration_summary(calib)
     assert summary["median_brier"] == pytest.approx(np.median(calib["brier"]))
@@ -266,12 +272,11 @@ def test_selfcheck_sentence_reads_well_when_a_group_is_empty():
 def test_a_run_without_monitoring_targets_says_so():
     results = _results([("Potassium", "high", 5.1, "mEq/L", "Me.", "est", 0.8, 0.75, 0.85),
                         ("Sodium", "low", 135.0, "mEq/L", "Me.", "est", 0.6, 0.5, 0.7)])
-    table2 = report.table_monitoring(results)
+    table2 = tables.table_monitoring(results)
     assert table2.empty
-    note = report.style_table(table2, bold_best=True,
-                              empty=report.empty_table_note(results, ("mon30", "mon60", "mon120")))
+    note = tables.style_table(table2, empty=tables.empty_table_note(results, ("mon30", "mon60", "mon120")))
     assert "no monitoring target" in note.data and "<table" not in note.data
-    assert report.empty_table_note(results, ("est",)) == "None of the 2 estimation targets is significantly above 0.70."
+    assert tables.empty_table_note(results, ("est",)) == "None of the 2 estimation targets is significantly above 0.70."
     fig = report.plot_horizon_heatmap(results)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["Estimation"]  # no blank monitoring columns
