@@ -1,9 +1,10 @@
-"""The laboratory tests of the paper, as MIMIC-IV ``d_labitems`` describes them.
+"""The laboratory tests of the paper as MIMIC-IV describes them, and where the MIMIC files lie.
 
 Static domain knowledge shared by the synthetic generator (which writes these itemids,
 labels, fluids and units) and by the cohort builder (which looks up the paper's
-physiological category of a label), and ``MIMIC_COLUMNS``, the column lists of the
-four sources. Imports no other ``labecg`` module.
+physiological category of a label), ``MIMIC_COLUMNS``, the column lists of the four
+sources, and their layout under a data root (``MIMIC_SOURCES``, ``MIMIC_TABLES``,
+``MIMIC_FILES``, ``SYNTHETIC_MARKER``). Imports no other ``labecg`` module.
 
 Categories are the paper's codes: ``Ca.`` cardiac, ``Re.`` renal, ``He.`` hematological,
 ``Me.`` metabolic, ``Im.`` immunological, ``Co.`` coagulation; ``Re./Ca.`` where the

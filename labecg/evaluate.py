@@ -1,4 +1,4 @@
-"""Evaluation: per-target AUROC, bootstrap intervals, and the paper's Tables 1 and 2.
+"""Evaluation statistics: per-target AUROC, bootstrap intervals, calibration, subgroups; written to the run folder.
 
 Statistics (the paper, section 3, and its authors' code, with one flaw fixed):
 

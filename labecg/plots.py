@@ -1,5 +1,8 @@
-"""Figures the book shows that no stage draws itself: the clinical 12-lead layout, the
-task timeline of the paper's Figure 1, training curves, the signal conversion's status.
+"""Figures of the pipeline chapters: the ECG, the filter, the tasks, the model's kernels, training.
+
+The clinical 12-lead layout, one lead before and after conversion, the resampling filter's
+measured response, the task timeline of the paper's Figure 1, an S4 layer's kernels (what
+bidirectional means), training curves, the signal conversion's status.
 
 Every function returns a :class:`matplotlib.figure.Figure` and never calls ``show``; the
 notebooks glue the figure (``glue(name, fig)``: shown in Jupyter, placed by the pages).

@@ -1,4 +1,7 @@
-"""What the book says about a run: which data it was built from and, on synthetic data, whether the pipeline recovers the planted effects.
+"""What the book says about a run: its data, its headline numbers, and whether it recovers the planted effects.
+
+Which data a run was built from (banners), the run summary of the results chapter, and, on
+synthetic data, the self-check.
 
 The self-check joins the planted effects of the synthetic generator (one row per laboratory
 test: direction, channel, strength 0-3) with the bootstrap results of a run (one row per

@@ -1,4 +1,4 @@
-"""Where a data source's four folders are, and finding or writing one (``labecg book``'s first step).
+"""Where a data source's four folders are, and finding it or writing a synthetic one.
 
 A data source is laid out as the four MIMIC downloads are (ARCHITECTURE.md section 1;
 :data:`labecg.catalog.MIMIC_SOURCES`), real or written by :func:`labecg.synthetic.generate`.

@@ -1,4 +1,4 @@
-"""The paper's tables from a run's results: Table 1, Table 2 (best horizon in bold), the comparison with the paper, page tables.
+"""The paper's tables from a run's results: Table 1, Table 2 with its best horizon, the comparison, page tables.
 
 Pure functions of the results frame (:func:`labecg.evaluate.read_results`, ``RUN/evaluation/results.csv``:
 indexed by target, one row per target plus ``macro``). :func:`labecg.evaluate.evaluate_run` writes

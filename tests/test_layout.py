@@ -55,6 +55,32 @@ def test_modules_import_only_earlier_stages():
     assert not bad, bad
 
 
+def test_every_module_states_its_purpose_in_one_line():
+    # the first line of each module's docstring is a whole sentence: what the module is for
+    vague = []
+    for path in sorted(PKG.glob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        first = doc.split("\n")[0]
+        if not first.endswith(".") or len(first) > 120:
+            vague.append(f"{path.name}: {first!r}")
+    assert not vague, vague
+
+
+def test_no_notebook_imports_the_book_builder():
+    # the book runs the notebooks; the notebooks call the stages, as the CLI does
+    import nbformat
+
+    for nb_path in sorted((PKG.parent / "notebooks").glob("*.ipynb")):
+        code = "\n".join(c.source for c in nbformat.read(nb_path, as_version=4).cells if c.cell_type == "code")
+        imports = set()
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("labecg"):
+                imports |= {node.module.split(".")[1]} if "." in node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                imports |= {a.name.split(".")[1] for a in node.names if a.name.startswith("labecg.")}
+        assert imports and "book" not in imports, f"{nb_path.name} imports {sorted(imports)}"
+
+
 def test_import_walker_finds_imports(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("from labecg.cohort import x\nimport labecg.data\nfrom labecg import util\nfrom . import train\n")
