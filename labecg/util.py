@@ -1,5 +1,7 @@
-"""Small helpers shared by every stage: atomic file writes, JSON, target names, logging,
-progress bars, and paths relative to the repository.
+"""Small helpers shared by every stage: files, JSON, target names, logging, progress, repository paths.
+
+Atomic file writes, JSON, target names, logging, progress bars, and paths relative to the
+repository.
 
 Imports no other ``labecg`` module.
 """
