@@ -201,6 +201,18 @@ def test_glued_figures_are_png(built):
         assert key in glued, key
 
 
+def test_glued_numbers_are_plain_numbers(built):
+    # a numpy scalar glues as "np.float64(...)", which {glue:text}`name:.2f` cannot format
+    for stage, path in built.first.notebooks.items():
+        for c in json.loads(path.read_text())["cells"]:
+            for o in c.get("outputs", []):
+                name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+                text = o.get("data", {}).get("application/papermill.record/text/plain", "")
+                assert not (name and text.startswith("np.")), f"{stage}: {name} glued as {text}"
+    assert float(_glued(built.first.notebooks["02_signals"], "filter_atten_60hz_db")[
+        "application/papermill.record/text/plain"]) > 40  # 60 Hz mains, the filter's stop band
+
+
 def test_every_chapter_page_exists(built):
     assert built.first.html_index == built.html / "index.html"
     missing = [p for p in PAGES if not (built.html / p).exists()]
