@@ -8,6 +8,7 @@ are checked against the files the evaluation stage wrote, not against the glue i
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
@@ -592,3 +593,44 @@ def test_a_notebook_run_prints_no_kernel_messages(tmp_path):
     assert "".join(json.loads((tmp_path / "out.ipynb").read_text())["cells"][-1]["outputs"][0]["text"]) == "2\n"
     noise = [line for line in proc.stderr.splitlines() if "Kernel" in line or "KeyboardInterrupt" in line]
     assert not noise, noise
+
+
+def _shown_names(cell_source: str) -> set[str]:
+    """Names a code cell shows as output: its last expression and every display(...) argument
+    but Markdown text."""
+    tree = ast.parse(cell_source)
+    shown = set()
+    if tree.body and isinstance(tree.body[-1], ast.Expr) and isinstance(tree.body[-1].value, ast.Name):
+        shown.add(tree.body[-1].value.id)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "display":
+            for arg in node.args:
+                if isinstance(arg, ast.Name):
+                    shown.add(arg.id)
+    return shown
+
+
+def test_no_page_shows_a_glued_figure_or_table_twice():
+    # A figure or table that a Markdown glue directive places on the page must not also be
+    # the visible output of its code cell: the student sees it in Jupyter, the reader once.
+    import nbformat
+
+    twice = []
+    for nb_path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cells = nbformat.read(nb_path, as_version=4).cells
+        placed = set()
+        for c in cells:
+            if c.cell_type == "markdown":
+                placed |= set(re.findall(r"```\{glue(?::\w*)?\}\s+(\w+)", c.source))
+        for i, c in enumerate(cells):
+            if c.cell_type != "code" or "remove-output" in c.metadata.get("tags", []):
+                continue
+            tree = ast.parse(c.source)
+            shown = _shown_names(c.source)
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "glue" and node.args
+                        and isinstance(node.args[0], ast.Constant) and node.args[0].value in placed):
+                    value_names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)} if len(node.args) > 1 else set()
+                    if value_names & shown:
+                        twice.append(f"{nb_path.name} cell {i}: {node.args[0].value} ({sorted(value_names & shown)})")
+    assert not twice, twice
