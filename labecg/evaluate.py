@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from labecg import tables
-from labecg.metrics import auroc, sort_targets, weighted_auroc
+from labecg.metrics import as_float_pair, auroc, sort_targets, weighted_auroc
 from labecg.util import TASKS, atomic_path, get_logger, progress_bar, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
@@ -263,15 +263,6 @@ def bootstrap(y_true, y_score, n_iterations: int = 1000, seed: int = 0, *, group
 _EPS = 1e-6  # scores clipped to [eps, 1 - eps] before the logit: float32 sigmoids reach 0 and 1
 
 
-def _masked(y_true, y_score):
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_score = np.asarray(y_score, dtype=np.float64)
-    if y_true.shape != y_score.shape:
-        raise ValueError(f"y_true and y_score must have the same shape; "
-                         f"got y_true.shape={y_true.shape}, y_score.shape={y_score.shape}")
-    return y_true, y_score
-
-
 def brier_loss(y_true, y_score):
     """Brier score of every target: mean squared difference of probability and label.
 
@@ -288,7 +279,7 @@ def brier_loss(y_true, y_score):
         NaN where a target has no observed label. Lower is better; predicting the
         prevalence ``p`` scores ``p (1 - p)``.
     """
-    y_true, y_score = _masked(y_true, y_score)
+    y_true, y_score = as_float_pair(y_true, y_score)
     one_d = y_true.ndim == 1
     y_true, y_score = np.atleast_2d(y_true.T).T, np.atleast_2d(y_score.T).T
     observed = ~np.isnan(y_true)
@@ -364,7 +355,7 @@ def calibration(y_true, y_score, target_names=None) -> pd.DataFrame:
     before the logit. Intercept and slope are NaN for a target with a single class or
     when the fit does not converge.
     """
-    y_true, y_score = _masked(y_true, y_score)
+    y_true, y_score = as_float_pair(y_true, y_score)
     if y_true.ndim != 2:
         raise ValueError(f"expected arrays of shape (n_ecgs, n_targets); got y_true.shape={y_true.shape}")
     T = y_true.shape[1]
@@ -410,7 +401,7 @@ def reliability_curve(y_true, y_score, n_bins: int = 10) -> pd.DataFrame:
     DataFrame, one row per non-empty bin: ``bin``, ``mean_predicted``,
     ``fraction_positive``, ``n``.
     """
-    y_true, y_score = _masked(y_true, y_score)
+    y_true, y_score = as_float_pair(y_true, y_score)
     if y_true.ndim != 1:
         raise ValueError(f"expected one target, shape (n_ecgs,); got y_true.shape={y_true.shape}")
     if n_bins < 1:
@@ -431,7 +422,7 @@ def reliability_curve(y_true, y_score, n_bins: int = 10) -> pd.DataFrame:
 
 def reliability_frame(y_true, y_score, target_names, n_bins: int = 10) -> pd.DataFrame:
     """:func:`reliability_curve` of every target, stacked: ``target`` then its columns."""
-    y_true, y_score = _masked(y_true, y_score)
+    y_true, y_score = as_float_pair(y_true, y_score)
     frames = [reliability_curve(y_true[:, t], y_score[:, t], n_bins).assign(target=name)
               for t, name in enumerate(target_names)]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
@@ -537,7 +528,7 @@ def subgroup_auroc(y_true, y_score, target_names, subgroups: pd.DataFrame, targe
     ``n_pos``, ``n_neg``, ``auroc``, ``low``, ``high``, ``n_skipped``, ``interval``
     ("patient" or "ECG").
     """
-    y_true, y_score = _masked(y_true, y_score)
+    y_true, y_score = as_float_pair(y_true, y_score)
     names = [str(n) for n in target_names]
     if len(subgroups) != y_true.shape[0]:
         raise ValueError(f"subgroups has {len(subgroups)} rows; y_true has {y_true.shape[0]} ECGs")
@@ -861,13 +852,7 @@ def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: fl
 
 def read_results(path) -> pd.DataFrame:
     """Read ``results.csv`` back, indexed by target name."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: results not found; run `labecg evaluate --run-dir RUN` first")
-    frame = pd.read_csv(path)
-    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
-    if missing:
-        raise KeyError(f"{path}: missing columns {missing}; expected {RESULT_COLUMNS}")
+    frame = _read_csv(path, RESULT_COLUMNS, "results")
     frame["target"] = frame["target"].astype(object)
     return frame.set_index("target")
 

@@ -78,12 +78,18 @@ class SortedTargets:
     pos_targets: np.ndarray
 
 
-def _as_2d(y_true, y_score):
+def as_float_pair(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and scores as float64 arrays of one shape; raises naming both shapes."""
     y_true = np.asarray(y_true, dtype=np.float64)
     y_score = np.asarray(y_score, dtype=np.float64)
     if y_true.shape != y_score.shape:
         raise ValueError(f"y_true and y_score must have the same shape; "
                          f"got y_true.shape={y_true.shape}, y_score.shape={y_score.shape}")
+    return y_true, y_score
+
+
+def _as_2d(y_true, y_score):
+    y_true, y_score = as_float_pair(y_true, y_score)
     if y_true.ndim == 1:
         return y_true[:, None], y_score[:, None], True
     if y_true.ndim != 2:
