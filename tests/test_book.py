@@ -631,6 +631,8 @@ def test_no_page_shows_a_glued_figure_or_table_twice():
                 if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "glue" and node.args
                         and isinstance(node.args[0], ast.Constant) and node.args[0].value in placed):
                     value_names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)} if len(node.args) > 1 else set()
-                    if value_names & shown:
-                        twice.append(f"{nb_path.name} cell {i}: {node.args[0].value} ({sorted(value_names & shown)})")
+                    hidden = any(k.arg == "display" and isinstance(k.value, ast.Constant) and k.value.value is False
+                                 for k in node.keywords)
+                    if value_names & shown or not hidden:
+                        twice.append(f"{nb_path.name} cell {i}: {node.args[0].value}")
     assert not twice, twice
