@@ -299,7 +299,9 @@ def attribution_check(windows_frame: pd.DataFrame) -> pd.DataFrame:
 def summarize_attribution(check: pd.DataFrame) -> str:
     """One Markdown sentence from :func:`attribution_check`."""
     if check.empty:
-        return "No attribution was computed for this run (`labecg explain --run-dir RUN`)."
+        return ("No target with a planted window has an attribution in this run, so there is nothing to "
+                "check against the truth (`labecg explain --run-dir RUN` explains the planted targets "
+                "that the run's cohort holds).")
     parts = [f"{r.target.replace('_', ' ')}: {r.fraction:.2f} in the {r.window} window "
              f"(null targets {r.null_fraction:.2f}, uniform {r.uniform:.2f})" for r in check.itertuples()]
     n = int((check["verdict"] == "concentrated").sum())
