@@ -295,6 +295,16 @@ def _copy_inputs(src_cohort: Path, dst: Path) -> Path:
     return dst
 
 
+def _start_slow_conversion(cohort_dir, ecg_root, workers: int, pause_s: float) -> subprocess.Popen:
+    """A signals conversion in its own process, one record per chunk, pausing after each chunk."""
+    script = ("import time, sys\nfrom pathlib import Path\n"
+              "from labecg.signals import SignalsConfig, convert_signals\n"
+              "convert_signals(SignalsConfig(cohort_dir=Path(sys.argv[1]), ecg=Path(sys.argv[2]), chunk_size=1,"
+              f" workers={workers}), on_chunk=lambda s: time.sleep({pause_s}))\n")
+    return subprocess.Popen([sys.executable, "-c", script, str(cohort_dir), str(ecg_root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def test_resume_after_interruption_is_byte_identical_and_skips_finished_rows(small, tmp_path):
     cohort, root, _ = small
     straight = _copy_inputs(cohort, tmp_path / "straight")
@@ -318,12 +328,7 @@ def test_resume_after_killed_process_is_byte_identical(small, tmp_path):
     straight = _copy_inputs(cohort, tmp_path / "straight")
     convert_signals(SignalsConfig(cohort_dir=straight, ecg=root, chunk_size=1))
     killed = _copy_inputs(cohort, tmp_path / "killed")
-    script = ("import time, sys\nfrom pathlib import Path\n"
-              "from labecg.signals import SignalsConfig, convert_signals\n"
-              "convert_signals(SignalsConfig(cohort_dir=Path(sys.argv[1]), ecg=Path(sys.argv[2]), chunk_size=1),"
-              " on_chunk=lambda s: time.sleep(0.4))\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(killed), str(root)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _start_slow_conversion(killed, root, workers=1, pause_s=0.4)
     deadline = time.monotonic() + 30
     progress = killed / "signals_progress"
     while time.monotonic() < deadline and len(list(progress.glob("chunk_*.json"))) < 2:
@@ -470,12 +475,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killing_a_parallel_conversion_leaves_no_workers(small, sig):
     cohort, root, _ = small
-    script = ("import time, sys\nfrom pathlib import Path\n"
-              "from labecg.signals import SignalsConfig, convert_signals\n"
-              "convert_signals(SignalsConfig(cohort_dir=Path(sys.argv[1]), ecg=Path(sys.argv[2]), chunk_size=1,"
-              " workers=2), on_chunk=lambda s: time.sleep(2))\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(cohort), str(root)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _start_slow_conversion(cohort, root, workers=2, pause_s=2.0)
     deadline = time.monotonic() + 60
     workers: set[int] = set()
     while time.monotonic() < deadline and not (len(workers) >= 2 and
