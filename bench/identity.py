@@ -1,0 +1,82 @@
+"""Digests of every file a fixed pipeline run writes, to show a refactor changes no number.
+
+Runs synth (300 patients, seed 0) -> cohort -> signals -> train (2 epochs, width 16, one S4
+block) -> evaluate (200 resamples) -> explain (4 ECGs, 2 steps), on one thread, and prints the
+SHA-256 of each output that carries numbers (the cohort, the signals, the predictions,
+every evaluation file). With ``--compare FILE`` it compares with the digests an earlier run
+saved (``--save FILE``) and exits 1 naming the files that differ.
+
+    python bench/identity.py --work /tmp/id_old --save /tmp/id_old.json     # before a change
+    python bench/identity.py --work /tmp/id_new --compare /tmp/id_old.json  # after it
+
+The pipeline is deterministic run to run on one machine (seeded, single thread), so equal
+digests before and after a change are a real check; run both on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from labecg import cohort, evaluate, explain, signals, sources, synthetic, train
+
+# run-specific records (dates, durations, paths) carry no number of the result
+_SKIP = {"run_info.json", "run_settings.json", "config.json", "signals.json", "targets.json", "metrics.csv"}
+
+
+def run_pipeline(work: Path) -> Path:
+    """Run every stage into ``work``; return the run folder."""
+    torch.set_num_threads(1)
+    root = synthetic.generate(synthetic.SynthConfig(data_root=work / "data", patients=300, seed=0, progress=False))
+    src = sources.source_paths(root)
+    cdir = work / "cohort"
+    cohort.build_cohort(cohort.CohortConfig(**src, cohort_dir=cdir, min_lab_events=50, min_per_class=3, threads=1))
+    signals.convert_signals(signals.SignalsConfig(cohort_dir=cdir, ecg=src["ecg"], workers=1))
+    run = work / "run"
+    train.train(train.TrainConfig(cohort_dir=cdir, run_dir=run, epochs=2, d_model=16, n_layers=1, batch_size=32,
+                                  accelerator="cpu", seed=0, resume=False))
+    evaluate.evaluate_run(evaluate.EvaluateConfig(run_dir=run, n_iterations=200, seed=0))
+    explain.explain_run(explain.ExplainConfig(run_dir=run, n_ecgs=4, n_steps=2))
+    return run
+
+
+def digests(work: Path) -> dict[str, str]:
+    """SHA-256 of the cohort, signals, predictions and evaluation files, by path under ``work``."""
+    files = [*(work / "cohort").glob("*.parquet"), work / "cohort" / "signals.npy", work / "cohort" / "cohort_flow.csv",
+             *(work / "run").glob("predictions_*.npz"), *sorted((work / "run" / "evaluation").glob("*"))]
+    return {str(p.relative_to(work)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(files) if p.is_file() and p.name not in _SKIP}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True, help="empty folder for the run")
+    ap.add_argument("--save", type=Path, help="write the digests to this JSON file")
+    ap.add_argument("--compare", type=Path, help="compare with the digests in this JSON file")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    run_pipeline(args.work)
+    found = digests(args.work)
+    print(f"pipeline in {time.perf_counter() - t0:.0f} s; {len(found)} files")
+    for name, digest in found.items():
+        print(f"  {digest[:16]}  {name}")
+    if args.save:
+        args.save.write_text(json.dumps(found, indent=1))
+    if args.compare:
+        before = json.loads(args.compare.read_text())
+        differ = sorted(k for k in before.keys() | found.keys() if before.get(k) != found.get(k))
+        if differ:
+            print(f"differ from {args.compare}: {differ}")
+            return 1
+        print(f"all {len(found)} files byte-identical to {args.compare}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
