@@ -3,7 +3,7 @@
 Runs synth (300 patients, seed 0) -> cohort -> signals -> train (2 epochs, width 16, one S4
 block) -> evaluate (200 resamples) -> explain (4 ECGs, 2 steps), on one thread, and prints the
 SHA-256 of each output that carries numbers (the cohort, the signals, the predictions,
-every evaluation file). With ``--compare FILE`` it compares with the digests an earlier run
+every evaluation file; of an ``.npz``, of its arrays less the wall-time entry). With ``--compare FILE`` it compares with the digests an earlier run
 saved (``--save FILE``) and exits 1 naming the files that differ.
 
     python bench/identity.py --work /tmp/id_old --save /tmp/id_old.json     # before a change
@@ -22,12 +22,27 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from labecg import cohort, evaluate, explain, signals, sources, synthetic, train
 
 # run-specific records (dates, durations, paths) carry no number of the result
 _SKIP = {"run_info.json", "run_settings.json", "config.json", "signals.json", "targets.json", "metrics.csv"}
+_TIMINGS = {"seconds"}  # npz entries that hold wall time (attribution.npz)
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of a file; of an .npz, of its arrays (names, dtypes, shapes, bytes) less the timings."""
+    if path.suffix != ".npz":
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    with np.load(path, allow_pickle=False) as npz:
+        for name in sorted(set(npz.files) - _TIMINGS):
+            a = npz[name]
+            h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def run_pipeline(work: Path) -> Path:
@@ -50,8 +65,7 @@ def digests(work: Path) -> dict[str, str]:
     """SHA-256 of the cohort, signals, predictions and evaluation files, by path under ``work``."""
     files = [*(work / "cohort").glob("*.parquet"), work / "cohort" / "signals.npy", work / "cohort" / "cohort_flow.csv",
              *(work / "run").glob("predictions_*.npz"), *sorted((work / "run" / "evaluation").glob("*"))]
-    return {str(p.relative_to(work)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(files) if p.is_file() and p.name not in _SKIP}
+    return {str(p.relative_to(work)): _digest(p) for p in sorted(files) if p.is_file() and p.name not in _SKIP}
 
 
 def main(argv=None) -> int:

@@ -1,9 +1,13 @@
 """labecg: a reproducible companion to CardioLab (ECG -> laboratory value abnormalities).
 
-Stages, each one module, each importing only earlier ones (plus ``util`` and ``catalog``,
-which import no stage)::
+Stages, each one module (the cohort stage's readers, features and labels in three more), each
+importing only earlier ones (plus ``util``, ``catalog``, ``metrics`` and ``paper``, which import
+no stage)::
 
-    synthetic -> cohort -> signals -> data -> s4 -> model -> train -> predict -> evaluate -> report -> book
+    synthetic -> sources -> readers -> features -> labels -> cohort -> signals -> data -> s4 -> model
+    -> train -> predict -> explain -> tables -> evaluate -> figures -> selfcheck -> privacy -> book
+
+ARCHITECTURE.md lists each module's entry points and files.
 
 ``cli`` exposes one subcommand per stage (``labecg synth``, ``labecg cohort``, ...).
 """

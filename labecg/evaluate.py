@@ -46,8 +46,7 @@ from labecg.util import TASKS, atomic_path, get_logger, progress_bar, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
-           "headline_targets", "reliability_frame", "calibration_summary", "describe_calibration",
-           "interval_summary", "compare_variants", "read_calibration", "read_reliability", "read_subgroups", "AGE_BANDS",
+           "headline_targets", "reliability_frame", "compare_variants", "read_calibration", "read_reliability", "read_subgroups", "AGE_BANDS",
            "read_predictions", "read_results", "evaluation_dir", "HORIZONS_MIN", "RESULT_COLUMNS"]
 
 log = get_logger("labecg.evaluate")
@@ -430,25 +429,6 @@ def reliability_frame(y_true, y_score, target_names, n_bins: int = 10) -> pd.Dat
     return frame[["target", "bin", "mean_predicted", "fraction_positive", "n"]]
 
 
-def calibration_summary(calib: pd.DataFrame) -> dict:
-    """Medians over targets of :func:`calibration`'s columns, for a sentence.
-
-    Returns
-    -------
-    dict with ``n_targets`` (with both classes), ``median_brier``,
-    ``median_brier_reference``, ``n_better_than_prevalence`` (Brier below the
-    prevalence's), ``median_intercept``, ``median_slope`` (over targets where the fit
-    converged), ``n_slope_fitted``.
-    """
-    both = calib[(calib["prevalence"] > 0) & (calib["prevalence"] < 1)]
-    return {"n_targets": int(len(both)), "median_brier": float(both["brier"].median()),
-            "median_brier_reference": float(both["brier_reference"].median()),
-            "n_better_than_prevalence": int((both["brier"] < both["brier_reference"]).sum()),
-            "median_intercept": float(both["calibration_intercept"].median()),
-            "median_slope": float(both["calibration_slope"].median()),
-            "n_slope_fitted": int(both["calibration_slope"].notna().sum())}
-
-
 # ---------------------------------------------------------------------------- subgroups
 
 #: Age bands of the subgroup analysis, years, [low, high).
@@ -716,52 +696,6 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     return out
 
 
-def interval_summary(results: pd.DataFrame, auroc_threshold: float = 0.7) -> dict:
-    """The ECG-level and the patient-level interval of a run, compared.
-
-    Parameters
-    ----------
-    results : DataFrame
-        :func:`read_results` of a run evaluated with ``subject_id``.
-    auroc_threshold : float
-        The paper's significance rule, applied to each interval.
-
-    Returns
-    -------
-    dict with ``n_significant_patient`` (task -> targets whose patient-level lower bound
-    exceeds the threshold), ``n_significant_patient_mon_max``, ``n_lost`` (significant by
-    the ECG-level but not by the patient-level interval), ``median_width_ratio``
-    (median over targets of patient-level width / ECG-level width), ``macro_low_patient``,
-    ``macro_high_patient``, ``n_patients`` (test patients) and ``text`` (a Markdown
-    sentence).
-    """
-    targets = results.drop(index="macro")
-    sig_p = (targets["low_patient"] > auroc_threshold).fillna(False)
-    n_sig = {t: int(sig_p[targets["task"] == t].sum()) for t in TASKS}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = ((targets["high_patient"] - targets["low_patient"]) / (targets["high"] - targets["low"]))
-    ratio = ratio.replace([np.inf, -np.inf], np.nan)
-    macro = results.loc["macro"]
-    out = {"n_significant_patient": n_sig,
-           "n_significant_patient_mon_max": max(n_sig[t] for t in TASKS[1:]),
-           "n_lost": int((targets["significant"].astype(bool) & ~sig_p).sum()),
-           "median_width_ratio": float(ratio.median()),
-           "macro_low_patient": float(macro["low_patient"]), "macro_high_patient": float(macro["high_patient"]),
-           "n_patients": int(macro["n_patients"])}
-    if np.isnan(out["macro_low_patient"]):
-        out["text"] = ("This run's predictions carry no patient id (trained before the patient-level "
-                       "bootstrap); retrain to get the patient-level interval.")
-        return out
-    out["text"] = (f"The {out['n_patients']} test patients' patient-level intervals are "
-                   f"{out['median_width_ratio']:.2f} times as wide as the ECG-level ones (median over targets). "
-                   f"Macro AUROC interval: {macro['low']:.3f}–{macro['high']:.3f} ECG-level, "
-                   f"{out['macro_low_patient']:.3f}–{out['macro_high_patient']:.3f} patient-level. "
-                   f"Significant above {auroc_threshold:.2f} by the patient-level interval: "
-                   f"{n_sig['est']} in estimation, up to {out['n_significant_patient_mon_max']} in monitoring; "
-                   f"{out['n_lost']} targets significant by the paper's rule are not by this one.")
-    return out
-
-
 def _read_csv(path, required: list[str], stage: str) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
@@ -790,16 +724,6 @@ def read_subgroups(path) -> pd.DataFrame:
                              "high", "n_skipped", "interval"], "subgroups need subject_id, sex, age, race "
                       "in the predictions")
     return frame.astype({"target": object, "variable": object, "subgroup": object})
-
-
-def describe_calibration(summary: dict) -> str:
-    """One Markdown sentence from :func:`calibration_summary`."""
-    return (f"Over the {summary['n_targets']} targets with both classes in the test ECGs, the median Brier "
-            f"score is {summary['median_brier']:.3f} (predicting each target's prevalence: "
-            f"{summary['median_brier_reference']:.3f}); {summary['n_better_than_prevalence']} targets beat "
-            f"their prevalence. Median calibration intercept {summary['median_intercept']:.2f} (ideal 0), "
-            f"median calibration slope {summary['median_slope']:.2f} (ideal 1; fitted for "
-            f"{summary['n_slope_fitted']} targets).")
 
 
 def _patients_per_target(y_true, subject) -> np.ndarray:
@@ -910,11 +834,3 @@ def compare_variants(evaluation_dirs: dict, auroc_threshold: float = 0.7) -> pd.
             row.update(difference=macro["auroc"] - ref_auroc, difference_low=lo, difference_high=hi)
         rows.append(row)
     return pd.DataFrame(rows).set_index("variant")
-
-
-# ---------------------------------------------------------------------------- tables
-
-
-# ---------------------------------------------------------------------------- the paper
-
-

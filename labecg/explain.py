@@ -6,7 +6,7 @@ sample and lead, by integrated gradients (:func:`integrated_gradients`) or by oc
 (:func:`occlusion`); the segments are put back end to end (10 s). R peaks are found in the
 ECG (:func:`find_r_peaks`), and the absolute attribution is averaged over every beat in a
 window around its R peak, per lead (:func:`beat_windows`): a heat strip over the median
-beat (:func:`labecg.report.plot_attribution`).
+beat (:func:`labecg.figures.plot_attribution`).
 
 On the synthetic source the truth is known (:data:`labecg.synthetic.PLANTED_WINDOWS_S`):
 potassium is planted in the T wave, calcium in the QT interval (the ST-T segment),

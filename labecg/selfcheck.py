@@ -1,7 +1,11 @@
 """What the book says about a run: its data, its headline numbers, and whether it recovers the planted effects.
 
-Which data a run was built from (banners), the run summary of the results chapter, and, on
-synthetic data, the self-check.
+Which data a run was built from (:func:`source_banner`, :func:`describe_run`), its headline
+numbers and the sentences of the results chapter (:func:`results_summary`,
+:func:`interval_summary`, :func:`calibration_summary` with :func:`describe_calibration`), the
+commands that rebuild a page (:func:`reproduce_box`), and, on synthetic data, the self-check
+(:func:`planted_effects_check`, :func:`attribution_check`). The statistics themselves are
+:mod:`labecg.evaluate`'s; this module only reads and words them.
 
 The self-check joins the planted effects of the synthetic generator (one row per laboratory
 test: direction, channel, strength 0-3) with the bootstrap results of a run (one row per
@@ -26,7 +30,8 @@ from labecg.util import TASKS, lab_slug, read_json
 __all__ = ["source_banner", "read_planted_effects",
            "planted_effects_check", "summarize_check", "null_coverage", "attribution_check",
            "summarize_attribution", "describe_run", "results_summary",
-           "variants_frame", "reproduce_commands", "reproduce_box"]
+           "interval_summary", "calibration_summary", "describe_calibration", "reproduce_commands",
+           "reproduce_box"]
 
 
 
@@ -259,14 +264,79 @@ def results_summary(results: pd.DataFrame) -> dict:
             "by_task": by_task}
 
 
-def variants_frame(results_by_variant: dict) -> pd.DataFrame:
-    """Macro AUROC (interval) and significant targets per task, one row per model variant."""
-    rows = []
-    for variant, res in results_by_variant.items():
-        s = results_summary(res)
-        rows.append({"variant": variant, "macro_auroc": s["macro_auroc"], "low": s["macro_low"],
-                     "high": s["macro_high"], **{f"significant_{t}": n for t, n in s["n_significant"].items()}})
-    return pd.DataFrame(rows).set_index("variant")
+def interval_summary(results: pd.DataFrame, auroc_threshold: float = 0.7) -> dict:
+    """The ECG-level and the patient-level interval of a run, compared.
+
+    Parameters
+    ----------
+    results : DataFrame
+        :func:`labecg.evaluate.read_results` of a run evaluated with ``subject_id``.
+    auroc_threshold : float
+        The paper's significance rule, applied to each interval.
+
+    Returns
+    -------
+    dict with ``n_significant_patient`` (task -> targets whose patient-level lower bound
+    exceeds the threshold), ``n_significant_patient_mon_max``, ``n_lost`` (significant by
+    the ECG-level but not by the patient-level interval), ``median_width_ratio``
+    (median over targets of patient-level width / ECG-level width), ``macro_low_patient``,
+    ``macro_high_patient``, ``n_patients`` (test patients) and ``text`` (a Markdown
+    sentence).
+    """
+    targets = results.drop(index="macro")
+    sig_p = (targets["low_patient"] > auroc_threshold).fillna(False)
+    n_sig = {t: int(sig_p[targets["task"] == t].sum()) for t in TASKS}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = ((targets["high_patient"] - targets["low_patient"]) / (targets["high"] - targets["low"]))
+    ratio = ratio.replace([np.inf, -np.inf], np.nan)
+    macro = results.loc["macro"]
+    out = {"n_significant_patient": n_sig,
+           "n_significant_patient_mon_max": max(n_sig[t] for t in TASKS[1:]),
+           "n_lost": int((targets["significant"].astype(bool) & ~sig_p).sum()),
+           "median_width_ratio": float(ratio.median()),
+           "macro_low_patient": float(macro["low_patient"]), "macro_high_patient": float(macro["high_patient"]),
+           "n_patients": int(macro["n_patients"])}
+    if np.isnan(out["macro_low_patient"]):
+        out["text"] = ("This run's predictions carry no patient id (trained before the patient-level "
+                       "bootstrap); retrain to get the patient-level interval.")
+        return out
+    out["text"] = (f"The {out['n_patients']} test patients' patient-level intervals are "
+                   f"{out['median_width_ratio']:.2f} times as wide as the ECG-level ones (median over targets). "
+                   f"Macro AUROC interval: {macro['low']:.3f}–{macro['high']:.3f} ECG-level, "
+                   f"{out['macro_low_patient']:.3f}–{out['macro_high_patient']:.3f} patient-level. "
+                   f"Significant above {auroc_threshold:.2f} by the patient-level interval: "
+                   f"{n_sig['est']} in estimation, up to {out['n_significant_patient_mon_max']} in monitoring; "
+                   f"{out['n_lost']} targets significant by the paper's rule are not by this one.")
+    return out
+
+
+def calibration_summary(calib: pd.DataFrame) -> dict:
+    """Medians over targets of :func:`labecg.evaluate.calibration`'s columns, for a sentence.
+
+    Returns
+    -------
+    dict with ``n_targets`` (with both classes), ``median_brier``,
+    ``median_brier_reference``, ``n_better_than_prevalence`` (Brier below the
+    prevalence's), ``median_intercept``, ``median_slope`` (over targets where the fit
+    converged), ``n_slope_fitted``.
+    """
+    both = calib[(calib["prevalence"] > 0) & (calib["prevalence"] < 1)]
+    return {"n_targets": int(len(both)), "median_brier": float(both["brier"].median()),
+            "median_brier_reference": float(both["brier_reference"].median()),
+            "n_better_than_prevalence": int((both["brier"] < both["brier_reference"]).sum()),
+            "median_intercept": float(both["calibration_intercept"].median()),
+            "median_slope": float(both["calibration_slope"].median()),
+            "n_slope_fitted": int(both["calibration_slope"].notna().sum())}
+
+
+def describe_calibration(summary: dict) -> str:
+    """One Markdown sentence from :func:`calibration_summary`."""
+    return (f"Over the {summary['n_targets']} targets with both classes in the test ECGs, the median Brier "
+            f"score is {summary['median_brier']:.3f} (predicting each target's prevalence: "
+            f"{summary['median_brier_reference']:.3f}); {summary['n_better_than_prevalence']} targets beat "
+            f"their prevalence. Median calibration intercept {summary['median_intercept']:.2f} (ideal 0), "
+            f"median calibration slope {summary['median_slope']:.2f} (ideal 1; fitted for "
+            f"{summary['n_slope_fitted']} targets).")
 
 
 def attribution_check(windows_frame: pd.DataFrame) -> pd.DataFrame:

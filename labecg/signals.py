@@ -778,6 +778,30 @@ def load_signals(cohort_dir: str | os.PathLike) -> tuple[np.ndarray, tuple[str, 
     return x, tuple(meta["leads"])
 
 
+def count_records(cohort_dir) -> pd.DataFrame:
+    """Records converted (``ok``) and rejected (``failed``), with the rejection reasons.
+
+    Reads ``cohort_dir/signals_manifest.parquet``.
+
+    Returns
+    -------
+    DataFrame indexed by status (ok, failed; both always present), columns ``records``
+    (int) and ``reasons`` (the distinct reasons with counts, ``"; "``-joined).
+    """
+    path = Path(cohort_dir) / "signals_manifest.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; run the signal conversion first")
+    m = pd.read_parquet(path, columns=["status", "reason"])
+    rows = []
+    for status in ("ok", "failed"):
+        part = m[m["status"] == status]
+        reasons = part["reason"].fillna("").astype(str)
+        counts = reasons[reasons != ""].value_counts()
+        rows.append({"status": status, "records": int(len(part)),
+                     "reasons": "; ".join(f"{r} ({n})" for r, n in counts.items())})
+    return pd.DataFrame(rows).set_index("status")
+
+
 # ---------------------------------------------------------------------------- what the book shows
 
 

@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "labecg"
 BASE = {"util", "catalog", "metrics", "paper"}
 # Stages in pipeline order; a module may import only base modules and earlier stages.
 ORDER = ["ecgsim", "synthetic", "sources", "cohort", "signals", "data", "s4", "model", "train", "predict", "explain", "tables",
-         "evaluate", "report", "plots", "selfcheck", "privacy", "book"]
+         "evaluate", "figures", "selfcheck", "privacy", "book"]
 
 
 def _labecg_imports(path: Path) -> set[str]:

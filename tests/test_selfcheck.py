@@ -1,7 +1,8 @@
-"""The pipeline self-check on hand-made results: verdicts under both bootstraps."""
+"""The run summary on hand-made results: the self-check's verdicts under both bootstraps, the interval sentence."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from labecg import selfcheck
 
@@ -52,13 +53,33 @@ def test_attribution_check_compares_the_planted_window_with_nulls():
 def test_attribution_figure_draws_a_strip_per_lead():
     import matplotlib.pyplot as plt
 
-    from labecg import report
+    from labecg import figures
 
     rng = np.random.default_rng(0)
     data = {"targets": np.array(["potassium_high_est", "sodium_low_est"]), "leads": np.array(list("ABC")),
             "time_s": np.arange(-25, 55) / 100, "attribution": rng.random((2, 80, 3)),
             "median_beat_mv": rng.normal(size=(80, 3))}
-    fig = report.plot_attribution(data)
+    fig = figures.plot_attribution(data)
     assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["A", "B", "C"]
     plt.close(fig)
-    plt.close(report.plot_attribution(None))
+    plt.close(figures.plot_attribution(None))
+
+
+def test_interval_summary_counts_and_widths_worked_by_hand():
+    # three targets; widths ECG-level 0.10, 0.20, 0.10 and patient-level 0.20, 0.30, 0.10 -> ratios 2, 1.5, 1
+    results = pd.DataFrame({
+        "task": ["est", "est", "mon60", None], "auroc": [0.85, 0.78, 0.74, 0.79],
+        "low": [0.80, 0.71, 0.72, 0.75], "high": [0.90, 0.91, 0.82, 0.83],
+        "low_patient": [0.75, 0.66, 0.71, 0.70], "high_patient": [0.95, 0.96, 0.81, 0.88],
+        "significant": [True, True, True, True], "n_patients": [40, 40, 30, 50]},
+        index=pd.Index(["potassium_high_est", "calcium_low_est", "sodium_low_mon60", "macro"], name="target"))
+    out = selfcheck.interval_summary(results)
+    # patient-level lower bounds above 0.7: potassium (0.75) and sodium (0.71); calcium (0.66) is lost
+    assert out["n_significant_patient"] == {"est": 1, "mon30": 0, "mon60": 1, "mon120": 0}
+    assert out["n_significant_patient_mon_max"] == 1
+    assert out["n_lost"] == 1
+    assert out["median_width_ratio"] == pytest.approx(1.5)
+    assert (out["macro_low_patient"], out["macro_high_patient"], out["n_patients"]) == (0.70, 0.88, 50)
+    assert "1.50 times as wide" in out["text"] and "1 targets significant by the paper's rule" in out["text"]
+    no_ids = results.assign(low_patient=np.nan, high_patient=np.nan)
+    assert "carry no patient id" in selfcheck.interval_summary(no_ids)["text"]

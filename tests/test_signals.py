@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import wfdb
 
+from labecg import signals
 from labecg.signals import (LEADS, RecordError, SignalsConfig, clean_signal, convert_signals,
                             load_signals, read_record, resample)
 
@@ -246,6 +247,9 @@ def test_corrupt_records_are_reported_and_skipped(small):
     assert "missing" in reason[6] and "missing lead V3" in reason[7]
     arr = np.load(cohort / "signals.npy")
     assert not arr[[1, 2, 3, 4, 6, 7]].any()
+    counts = signals.count_records(cohort)  # the book's status table: 2 ok, 6 failed, each reason once
+    assert counts["records"].to_dict() == {"ok": 2, "failed": 6} and counts.at["ok", "reasons"] == ""
+    assert counts.at["failed", "reasons"].count("(1)") == 6 and "missing lead V3" in counts.at["failed", "reasons"]
     np.testing.assert_allclose(arr[0, 10:-10].astype(float), analytic_100hz(0)[10:-10], atol=0.01)
 
 

@@ -1,4 +1,4 @@
-"""Tables in the paper's format, compared with strings written by hand; paper comparison; figures."""
+"""Tables in the paper's format, compared with strings written by hand; paper comparison; every figure draws."""
 
 import matplotlib
 
@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from labecg import catalog, paper, report, tables  # noqa: E402
+from labecg import catalog, figures, paper, tables  # noqa: E402
 from labecg.util import lab_slug  # noqa: E402
 
 TASK_HORIZON = {"est": None, "mon30": 30, "mon60": 60, "mon120": 120}
@@ -162,10 +162,10 @@ def test_compare_with_paper_matches_on_name_direction_task():
 def test_figures_return_figures_for_many_targets():
     res = _paper_as_results()
     rng = np.random.default_rng(0)
-    for fig, n_axes in [(report.plot_forest(res), 4), (report.plot_forest(res, tasks=("est",)), 1)]:
+    for fig, n_axes in [(figures.plot_forest(res), 4), (figures.plot_forest(res, tasks=("est",)), 1)]:
         assert isinstance(fig, Figure) and len(fig.axes) == n_axes
         plt.close(fig)
-    fig = report.plot_horizon_heatmap(res)
+    fig = figures.plot_horizon_heatmap(res)
     assert isinstance(fig, Figure)
     assert len(fig.axes[0].get_yticklabels()) == len({(r.label, r.direction) for r in res.drop(index="macro").itertuples()})
     plt.close(fig)
@@ -173,16 +173,16 @@ def test_figures_return_figures_for_many_targets():
     names = list(res.index[:-1])
     y = (rng.random((300, len(names))) < 0.3).astype(float)
     s = rng.random(y.shape) + 0.5 * y
-    fig = report.plot_roc_curves(y, s, names, res, top=5)
+    fig = figures.plot_roc_curves(y, s, names, res, top=5)
     assert len(fig.axes[0].get_legend().get_texts()) == 5
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "NTproBNP ≥353 pg/mL: 0.882 (0.860, 0.902)"
     plt.close(fig)
-    plt.close(report.plot_roc_curves(y, s, names, top=3))
+    plt.close(figures.plot_roc_curves(y, s, names, top=3))
 
     targets = {"targets": [{"name": n, "label": r.label, "direction": r.direction, "task": r.task,
                             "category": r.category, "threshold": r.threshold, "unit": r.unit, "counts": {"test": {"pos": 10, "neg": 30}}}
                            for n, r in zip(names, res.iloc[:-1].itertuples())]}
-    fig = report.plot_label_prevalence(targets)
+    fig = figures.plot_label_prevalence(targets)
     assert len(fig.axes) == 4
     assert fig.axes[0].patches[0].get_width() == pytest.approx(0.25)
     plt.close(fig)
@@ -217,7 +217,7 @@ def test_style_table_bolds_the_cells_the_table_names_and_hides_the_index():
 def test_issue14_figures_and_page_tables_from_an_evaluated_run(tmp_path):
     import matplotlib.pyplot as plt
 
-    from labecg import evaluate, report
+    from labecg import evaluate
 
     rng = np.random.default_rng(0)
     n, T = 300, 3
@@ -241,8 +241,8 @@ def test_issue14_figures_and_page_tables_from_an_evaluated_run(tmp_path):
     labels = evaluate.subgroup_labels(np.repeat(rng.integers(0, 2, 100), 3).astype(float),
                                       rng.uniform(20, 90, n), rng.choice(["white", "black"], n))
     sub = evaluate.subgroup_auroc(y, s, names, labels, headline, groups=subject, n_iterations=20)
-    for fig in (report.plot_intervals(res), report.plot_reliability(rel, res, headline),
-                report.plot_subgroups(sub, res)):
+    for fig in (figures.plot_intervals(res), figures.plot_reliability(rel, res, headline),
+                figures.plot_subgroups(sub, res)):
         assert isinstance(fig, plt.Figure)
         plt.close(fig)
     table = tables.format_subgroups(sub, res)
@@ -250,7 +250,9 @@ def test_issue14_figures_and_page_tables_from_an_evaluated_run(tmp_path):
     assert table.iloc[0]["Variable"] == "All"
     cal_table = tables.format_calibration(calib.reset_index(), res, headline)
     assert list(cal_table["Brier"]) == [f"{calib.at[t, 'brier']:.3f}" for t in headline]
-    summary = evaluate.calibration_summary(calib)
+    from labecg import selfcheck
+
+    summary = selfcheck.calibration_summary(calib)
     assert summary["median_brier"] == pytest.approx(np.median(calib["brier"]))
 
 
@@ -277,7 +279,7 @@ def test_a_run_without_monitoring_targets_says_so():
     note = tables.style_table(table2, empty=tables.empty_table_note(results, ("mon30", "mon60", "mon120")))
     assert "no monitoring target" in note.data and "<table" not in note.data
     assert tables.empty_table_note(results, ("est",)) == "None of the 2 estimation targets is significantly above 0.70."
-    fig = report.plot_horizon_heatmap(results)
+    fig = figures.plot_horizon_heatmap(results)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["Estimation"]  # no blank monitoring columns
     assert ax.get_xlabel() == "no target at: 30 min., 60 min., 120 min."
@@ -287,14 +289,13 @@ def test_a_run_without_monitoring_targets_says_so():
 def test_teaching_figures_draw():
     import torch
 
-    from labecg import plots
     from labecg.s4 import S4Layer
     from labecg.signals import filter_response
 
     torch.manual_seed(0)
-    fig = plots.plot_s4_kernels(S4Layer(6), channels=(0, 5), n_samples=50)
+    fig = figures.plot_s4_kernels(S4Layer(6), channels=(0, 5), n_samples=50)
     assert len(fig.axes) == 2
-    fig = plots.plot_filter_response(filter_response(500.0, 100.0, [5.0, 60.0]))
+    fig = figures.plot_filter_response(filter_response(500.0, 100.0, [5.0, 60.0]))
     assert fig.axes[0].get_ylabel() == "gain (dB)"
     pair = {"lead": "II", "raw_mv": np.zeros(5000), "raw_fs_hz": 500.0, "stored_mv": np.zeros(1000), "fs_hz": 100.0}
-    assert len(plots.plot_lead_before_after(pair).axes[0].lines) == 2
+    assert len(figures.plot_lead_before_after(pair).axes[0].lines) == 2
