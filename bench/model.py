@@ -4,7 +4,8 @@ Paper configuration: d_model 512, 4 bidirectional S4 layers, N 8, 250 samples (2
 One step = forward + backward + AdamW step of the whole FusionModel with the masked loss
 (dropout 0.2, training mode). Compares the ways of applying the kernel (``fft``, the default:
 FFT over 504 points, transpose + cast + zero padding in one copy, dropout mask on that copy,
-in-place kernel gradient; ``fft_plain``: the plain FFT convolution over 2L with separate
+in-place kernel gradient, hand-written backward; ``fft_autograd``: the same with autograd's
+backward, as the S4D reference code writes it; ``fft_plain``: the plain FFT convolution over 2L with separate
 transposes, pads and dropout pass, the reference; ``toeplitz``: a batched matrix product),
 same layer otherwise (real-arithmetic kernel generation, D in the kernel, dropout rescaling
 in the projection weight), and the dense projections alone (the floor: 4 x Linear
@@ -173,6 +174,8 @@ def main():
                       f"{t[m] / t['fft_plain']:12.2f}")
             print(f"  {'dense':10s} {t_dense:8.3f} {batch / t_dense:10.1f} {1.0:14.2f} {t_dense / t['fft_plain']:12.2f}"
                   f"   (4 x Linear 512->1024 + GLU alone)")
+            print(f"  hand-written backward (fft) vs autograd's (fft_autograd, same forward): "
+                  f"{t['fft_autograd'] / t[DEFAULT_METHOD]:.2f}x the samples/s")
             print(f"  default ({DEFAULT_METHOD}) {t['fft_plain'] / t[DEFAULT_METHOD]:.2f}x the plain FFT's samples/s; "
                   f"kernel generation, 4 layers fwd+bwd: {t_gen * 1e3:.1f} ms/step "
                   f"({t_gen / t[DEFAULT_METHOD]:.1%} of the default step)")

@@ -122,6 +122,29 @@ def test_fft_backward_passes_gradcheck(method, with_mask):
     assert torch.autograd.gradcheck(lambda a, b: apply_kernel(a, b, method, mask=mask), (u, k2))
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_hand_written_backward_equals_autograd(dropout):
+    # the layer's _FFTConv against the same convolution differentiated by autograd
+    # (tests/reference: fft_autograd); dropout 0.5 in training mode exercises the mask
+    torch.manual_seed(5)
+    layer = S4Layer(7, d_state=6, dropout=dropout).double().train()
+    u = torch.randn(3, 29, 7, dtype=torch.float64)
+    w = torch.randn(3, 29, 7, dtype=torch.float64)
+    outputs, grads = [], []
+    for forward in (layer, lambda x: layer_forward(layer, x, "fft_autograd")):
+        layer.zero_grad()
+        torch.manual_seed(6)  # the same dropout draw
+        ui = u.clone().requires_grad_()
+        y = forward(ui)
+        (y * w).sum().backward()
+        outputs.append(y.detach())
+        grads.append([ui.grad] + [p.grad.clone() for p in layer.parameters()])
+    assert torch.equal(outputs[0], outputs[1])  # same forward operations
+    assert grads[0][0].abs().max() > 0.1
+    for g_hand, g_auto in zip(*grads):
+        torch.testing.assert_close(g_hand, g_auto, rtol=1e-10, atol=1e-12)
+
+
 def test_fft_length_is_seven_smooth_multiple_of_eight():
     def smooth(m):  # no prime factor above 7, by trial division
         for p in (2, 3, 5, 7):

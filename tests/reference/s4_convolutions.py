@@ -2,8 +2,10 @@
 
 ``labecg.s4`` keeps one way to apply its kernel (the padded FFT with a hand-written
 backward). The others live here, each an independent computation of the same convolution:
-the step-by-step recurrence (:func:`run_recurrence`, slow), the plain FFT convolution over 2L
-points (the authors' way) and the Toeplitz matrix product, both with hand-written backwards
+the step-by-step recurrence (:func:`run_recurrence`, slow), the same padded FFT with
+autograd's backward (``fft_autograd``, as the S4D reference code writes it: the tests hold the
+hand-written backward to it, ``bench/model.py`` times the two), the plain FFT convolution over
+2L points (the authors' way) and the Toeplitz matrix product, both with hand-written backwards
 that the tests check with ``gradcheck``. :func:`layer_forward` is :class:`labecg.s4.S4Layer`'s
 block with any of them and the plain order of dropout (mask after GELU).
 """
@@ -13,15 +15,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from labecg.s4 import S4Layer, _FFTConv, fft_length, two_sided_kernel
+from labecg.s4 import S4Layer, _FFTConv, circular_kernel, fft_length, two_sided_kernel
 
-METHODS = ("fft", "fft_plain", "toeplitz")
+METHODS = ("fft", "fft_autograd", "fft_plain", "toeplitz")
 
 
 def layer_forward(layer: S4Layer, u: torch.Tensor, method: str) -> torch.Tensor:
-    """``layer(u)`` with the convolution ``method`` and the dropout mask applied after GELU."""
+    """``layer(u)`` with the convolution ``method`` and the dropout mask applied after GELU.
+
+    ``fft_autograd`` is :meth:`S4Layer.forward` line for line with :func:`autograd_fft_conv` in
+    place of ``_FFTConv``: only the backward differs.
+    """
     L = u.shape[1]
     mask = layer.dropout_mask(u)  # (B, H) or None: the same draw as the layer's
+    if method == "fft_autograd":
+        k = circular_kernel(layer.kernel(L), layer.D, fft_length(L))  # (H, n)
+        ft = torch.promote_types(u.dtype, torch.float32)
+        y = autograd_fft_conv(u, k.to(ft), None if mask is None else mask.to(ft))
+        return layer.project(F.gelu(y), dropped=mask is not None)
     k2 = two_sided_kernel(layer.kernel(L)) + F.pad(layer.D[:, None], (L - 1, L - 1))  # (H, 2L-1), D at lag 0
     y = F.gelu(apply_kernel(u, k2.to(u.dtype), method))  # (B, L, H)
     if mask is not None:
@@ -99,6 +110,20 @@ class _PlainFFTConv(torch.autograd.Function):
         return gx, gk
 
 
+def autograd_fft_conv(u: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """What ``labecg.s4._FFTConv.apply(u, k, mask)`` computes, written plainly with autograd's backward.
+
+    u (B, L, H), k (H, n) circular kernel, mask (B, H) or None -> (B, L, H): the first L samples
+    of the circular convolution over n points of the zero-padded u m with k.
+    """
+    L, n = u.shape[1], k.shape[-1]
+    x = u.transpose(1, 2).to(k.dtype)  # (B, H, L)
+    if mask is not None:
+        x = x * mask[:, :, None]
+    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(k), n=n)[..., :L]  # (B, H, L)
+    return y.transpose(1, 2).to(u.dtype).contiguous()
+
+
 def apply_kernel(u: torch.Tensor, k2: torch.Tensor, method: str = "fft",
                  mask: torch.Tensor | None = None) -> torch.Tensor:
     """Convolve each channel of u with its two-sided kernel.
@@ -107,7 +132,7 @@ def apply_kernel(u: torch.Tensor, k2: torch.Tensor, method: str = "fft",
     ----------
     u : tensor of shape (B, L, H)
     k2 : tensor of shape (H, 2L - 1), from :func:`two_sided_kernel`.
-    method : {"fft", "fft_plain", "toeplitz"}
+    method : {"fft", "fft_autograd", "fft_plain", "toeplitz"}
     mask : tensor of shape (B, H) or None
         0/1 per sequence and channel, constant over time: the result is multiplied by it.
 
@@ -121,10 +146,11 @@ def apply_kernel(u: torch.Tensor, k2: torch.Tensor, method: str = "fft",
     if mask is not None and mask.shape != (B, H):
         raise ValueError(f"apply_kernel: mask must have shape (B, H) = ({B}, {H}); got {tuple(mask.shape)}")
     ft = torch.promote_types(u.dtype, torch.float32)  # no bf16 FFT on CPU
-    if method == "fft":
+    if method in ("fft", "fft_autograd"):
         n = fft_length(L)
         k = torch.cat([k2[:, L - 1:], k2.new_zeros(H, n - 2 * L + 1), k2[:, :L - 1]], dim=-1)  # (H, n)
-        return _FFTConv.apply(u, k.to(ft), None if mask is None else mask.to(ft))
+        conv = _FFTConv.apply if method == "fft" else autograd_fft_conv
+        return conv(u, k.to(ft), None if mask is None else mask.to(ft))
     if method == "toeplitz":
         x = u.permute(2, 0, 1).contiguous()  # (H, B, L)
         # contiguous: elementwise backward passes (GELU) on mixed layouts are several times slower
