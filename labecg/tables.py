@@ -194,7 +194,7 @@ def compare_with_paper(results: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
-TASK_TITLES = {"est": "Estimation", "mon30": "30 min.", "mon60": "60 min.", "mon120": "120 min."}
+TASK_TITLES = {"est": "Estimation", **{f"mon{h}": f"{h} min." for h in HORIZONS_MIN}}
 
 
 def target_rows(results: pd.DataFrame) -> pd.DataFrame:
