@@ -3,8 +3,8 @@
 Reads MIMIC-IV ``hosp`` and ``ed``, MIMIC-IV-ECG ``record_list.csv`` and MIMIC-IV-ECG-ICD
 ``records_w_diag_icd10.csv`` (real or synthetic, the same code) and writes one row per ECG
 study with demographics, vitals, biometrics, a fold, and the estimation and monitoring
-targets of the paper (section 3.1). Large tables are streamed by DuckDB from the gzip CSVs;
-windows are bucketed hash joins (no Python loop per row or per ECG).
+targets of the paper (section 3.1). The tables are read by ``labecg.readers`` (DuckDB
+streams the large ones; every dropped row is counted in ``cohort_flow.csv``).
 
 Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ours where both are):
 
@@ -63,10 +63,7 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
-import json
 import shutil
 import tempfile
 import time
@@ -77,11 +74,10 @@ from typing import Literal, Optional
 import numpy as np
 import pandas as pd
 
-from labecg import catalog, paper, util
+from labecg import catalog, paper, readers, util
 
 log = util.get_logger("labecg.cohort")
 
-VITALS = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp")
 # closed plausible ranges; outside -> missing
 VITAL_BOUNDS = {"temperature": (50.0, 150.0), "heartrate": (0.0, 700.0), "resprate": (0.0, 300.0),
                 "o2sat": (0.0, 100.0), "sbp": (0.0, 500.0), "dbp": (0.0, 500.0)}
@@ -91,7 +87,7 @@ BIOMETRICS = {"BMI (kg/m2)": ("bmi", 1.0, 0.0, True, 100.0),
               "Height (Inches)": ("height", 2.54, 60.0, False, 400.0)}
 BIOMETRIC_FEATURES = ("bmi", "weight", "height")
 RACES = ("white", "black", "hispanic", "asian", "other")
-FEATURES = ("sex", "age", "race") + VITALS + BIOMETRIC_FEATURES
+FEATURES = ("sex", "age", "race") + readers.VITALS + BIOMETRIC_FEATURES
 BASE_COLUMNS = ("subject_id", "study_id", "ecg_time", "path", "fold")
 DROPPED_LABELS = ("H", "I", "L", "other")
 # Spellings that name the same quantity (factor 1); label None = any label.
@@ -104,20 +100,6 @@ UNIT_SYNONYMS: dict[Optional[str], tuple[frozenset, ...]] = {
 N_FOLDS = 20
 VAL_FOLD, TEST_FOLD = 18, 19
 TRAIN_FOLDS: tuple[int, ...] = tuple(range(VAL_FOLD))  # 0-17
-
-# Columns each source must have (others are read as text and ignored).
-REQUIRED = {
-    "patients": ("subject_id", "gender", "anchor_age"),
-    "admissions": ("subject_id", "admittime", "race"),
-    "labevents": ("labevent_id", "subject_id", "itemid", "charttime", "valuenum", "valueuom",
-                  "ref_range_lower", "ref_range_upper"),
-    "d_labitems": ("itemid", "label", "fluid"),
-    "omr": ("subject_id", "chartdate", "seq_num", "result_name", "result_value"),
-    "edstays": ("subject_id", "intime", "race"),
-    "vitalsign": ("subject_id", "charttime") + VITALS,
-    "record_list": ("subject_id", "study_id", "ecg_time", "path"),
-    "records_w_diag_icd10": ("study_id", "subject_id", "strat_fold"),
-}
 
 
 @dataclass(frozen=True)
@@ -207,122 +189,6 @@ class CohortResult:
     targets: Path
     flow: Path
     summary: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------
-# reading
-
-
-class _Flow:
-    """Rows in and out of every filter, for cohort_flow.csv."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def add(self, step: str, rows_in: int, rows_out: int, reason: str, warn: bool = False):
-        rows_in, rows_out = int(rows_in), int(rows_out)
-        self.rows.append({"step": step, "rows_in": rows_in, "rows_out": rows_out,
-                          "dropped": rows_in - rows_out, "reason": reason})
-        if rows_in != rows_out:
-            (log.warning if warn else log.info)(f"{step}: {rows_in - rows_out} of {rows_in} {reason}")
-
-
-def _source_files(cfg: CohortConfig) -> dict[str, Path]:
-    files = {table: getattr(cfg, source) / name if name else getattr(cfg, source)
-             for table, (source, name) in catalog.MIMIC_TABLES.items() if table in REQUIRED}
-    for key, path in files.items():
-        if not path.exists() and path.suffix == ".gz" and path.with_suffix("").exists():
-            files[key] = path.with_suffix("")  # an unpacked copy is read as well
-        if not files[key].is_file():
-            raise FileNotFoundError(f"{files[key]}: file not found (the {key} table of the "
-                                    f"{'ecg_icd' if key == 'records_w_diag_icd10' else 'sources'})")
-    return files
-
-
-def read_header(path: Path, required: tuple[str, ...]) -> list[str]:
-    """Return the column names of a CSV (gzip or plain); raise if a required one is absent."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", newline="") as f:
-            header = next(csv.reader(f), None)
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: cannot read the header row ({e})") from e
-    if not header:
-        raise ValueError(f"{path}: empty file; expected a header row with columns {list(required)}")
-    header = [h.strip() for h in header]
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise KeyError(f"{path}: missing columns {missing}; expected {list(required)}; found {header}")
-    return header
-
-
-def _scan(path: Path, header: list[str], types: dict[str, str], rejects: Optional[str] = None) -> str:
-    """SQL for DuckDB's read_csv of ``path`` with explicit column types (text where unset)."""
-    cols = "{" + ", ".join(f"'{c}': '{types.get(c, 'VARCHAR')}'" for c in header) + "}"
-    opts = (f"header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
-            f"columns={cols}, null_padding=false")
-    if rejects:
-        opts += f", store_rejects=true, rejects_table='{rejects}', rejects_scan='{rejects}_scan'"
-    p = str(path).replace("'", "''")
-    return f"read_csv('{p}', {opts})"
-
-
-def _report_rejects(con, rejects: str, path: Path, flow: Optional[_Flow], rows_ok: int) -> int:
-    """Warn, once per column, about rows DuckDB could not parse; add a flow step; return how many."""
-    rej = con.execute(f"SELECT column_name, count(DISTINCT line) AS n, min(line) AS line, "
-                      f"any_value(error_message) AS msg FROM {rejects} GROUP BY 1 ORDER BY 1").fetchall()
-    n_total = con.execute(f"SELECT count(DISTINCT line) FROM {rejects}").fetchone()[0]
-    for col, n, line, msg in rej:
-        log.warning(f"{path}: skipped {n} rows with an unusable value in column {col!r} "
-                    f"(first at line {line}: {msg.splitlines()[0]})")
-    if flow is not None:
-        flow.add(f"read {path.name}", rows_ok + n_total, rows_ok,
-                 "rows skipped: a value could not be parsed (see warnings)", warn=True)
-    return n_total
-
-
-def _read_strict(path: Path, header: list[str], types: dict[str, str]) -> pd.DataFrame:
-    """Read a small table in file order; raise naming file, column, line and value on any
-    entry that does not parse as its type (``types``: column -> BIGINT, DOUBLE, TIMESTAMP, VARCHAR)."""
-    raw = pd.read_csv(path, usecols=list(types), dtype=str, keep_default_na=False, na_values=[""])
-    out = {}
-    for col, typ in types.items():
-        s = raw[col]
-        if typ == "VARCHAR":
-            out[col] = s
-            continue
-        if typ == "TIMESTAMP":
-            parsed = pd.to_datetime(s, format="ISO8601", errors="coerce")
-        else:
-            parsed = pd.to_numeric(s, errors="coerce")
-        bad = s.notna() & parsed.isna()
-        if typ == "BIGINT":
-            bad |= parsed.notna() & (parsed != parsed.round())
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"{path}: column {col!r} line {i + 2}: cannot parse {s.iloc[i]!r} as "
-                             f"{typ.lower()} ({int(bad.sum())} such rows)")
-        out[col] = parsed
-    return pd.DataFrame(out)
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _scanned_rows(con) -> Optional[int]:
-    """Rows the last query's CSV scan read, from DuckDB's profiler; None if unavailable."""
-    try:
-        prof = json.loads(con.get_profiling_information(format="json"))
-    except Exception:  # profiler layout is not a stable API
-        return None
-    stack = list(prof.get("operator", prof.get("children", [])))
-    while stack:
-        node = stack.pop()
-        if node.get("extra_info", {}).get("Function") == "READ_CSV":
-            return int(node.get("rows_scanned") or node.get("intermediate_rows"))
-        stack.extend(node.get("children", []))
-    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -484,9 +350,9 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     import duckdb
 
     t0 = time.perf_counter()
-    files = _source_files(cfg)
-    headers = {k: read_header(p, REQUIRED[k]) for k, p in files.items()}
-    flow = _Flow()
+    files = readers.source_files(cfg.hosp, cfg.ed, cfg.ecg, cfg.ecg_icd)
+    headers = {k: readers.read_header(p, readers.REQUIRED[k]) for k, p in files.items()}
+    flow = readers.Flow()
     cfg.cohort_dir.mkdir(parents=True, exist_ok=True)
     tmpdir = tempfile.mkdtemp(prefix=".scratch_", dir=cfg.cohort_dir)  # beside the output: room for spills
     # a file-backed scratch database: its tables are compressed and can leave memory
@@ -500,16 +366,13 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     if cfg.threads:
         con.execute(f"SET threads = {int(cfg.threads)}")
     try:
-        ecgs = _read_ecgs(con, files, headers, flow)
-        con.register("ecg_df", ecgs[["row_idx", "subject_id", "study_id", "ecg_time"]])
-        con.execute("CREATE TABLE ecg AS SELECT row_idx, subject_id, study_id, "
-                    "epoch_us(ecg_time) AS t_us, CAST(ecg_time AS DATE) AS d FROM ecg_df")
-        con.execute("CREATE TABLE ecg_subjects AS SELECT DISTINCT subject_id FROM ecg")
+        ecgs = readers.read_ecgs(files["record_list"], headers["record_list"], flow)
+        readers.load_ecgs(con, ecgs)
         feats = _read_demographics(con, files, headers, ecgs, flow)
         feats.update(_read_vitals(con, cfg, files, headers, len(ecgs), flow))
         feats.update(_read_biometrics(con, cfg, files, headers, len(ecgs), flow))
         labels, lab_meta = _label_labs(con, cfg, files, headers, len(ecgs), flow)
-        listed = _read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
+        listed = readers.read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
                               {"study_id": "BIGINT", "subject_id": "BIGINT", "strat_fold": "BIGINT"})
     finally:
         con.close()
@@ -670,30 +533,8 @@ def describe_cohort(out_dir) -> pd.DataFrame:
 # stages of build_cohort
 
 
-def _read_ecgs(con, files, headers, flow) -> pd.DataFrame:
-    path = files["record_list"]
-    ecgs = _read_strict(path, headers["record_list"],
-                        {"subject_id": "BIGINT", "study_id": "BIGINT", "ecg_time": "TIMESTAMP", "path": "VARCHAR"})
-    if ecgs.empty:
-        raise ValueError(f"{path}: no ECG rows; expected one row per ECG study")
-    for col in ("subject_id", "study_id", "ecg_time", "path"):
-        if ecgs[col].isna().any():
-            i = int(np.flatnonzero(ecgs[col].isna().to_numpy())[0])
-            raise ValueError(f"{path}: column {col!r} is empty at line {i + 2}; every ECG needs it")
-    n0 = len(ecgs)
-    ecgs = ecgs.drop_duplicates()
-    flow.add("record_list: duplicate rows", n0, len(ecgs), "identical duplicate rows", warn=True)
-    dup = ecgs["study_id"].duplicated(keep=False)
-    if dup.any():
-        raise ValueError(f"{path}: column 'study_id' repeats with different contents, e.g. study "
-                         f"{int(ecgs.loc[dup, 'study_id'].iloc[0])} ({int(dup.sum())} rows)")
-    ecgs = ecgs.sort_values(["subject_id", "ecg_time", "study_id"], kind="stable").reset_index(drop=True)
-    ecgs["row_idx"] = np.arange(len(ecgs), dtype=np.int64)
-    return ecgs
-
-
 def _read_demographics(con, files, headers, ecgs, flow) -> dict:
-    pat = _read_strict(files["patients"], headers["patients"],
+    pat = readers.read_strict(files["patients"], headers["patients"],
                        {"subject_id": "BIGINT", "gender": "VARCHAR", "anchor_age": "DOUBLE"})
     n0 = len(pat)
     pat = pat.drop_duplicates("subject_id")
@@ -709,10 +550,10 @@ def _read_demographics(con, files, headers, ecgs, flow) -> dict:
         r = con.execute(
             f"SELECT subject_id, race FROM (SELECT subject_id, race, row_number() OVER "
             f"(PARTITION BY subject_id ORDER BY {tcol} NULLS LAST, race) AS k FROM "
-            f"{_scan(files[key], headers[key], {'subject_id': 'BIGINT', tcol: 'TIMESTAMP'}, 'rej_' + key)} "
+            f"{readers.scan_sql(files[key], headers[key], {'subject_id': 'BIGINT', tcol: 'TIMESTAMP'}, 'rej_' + key)} "
             f"WHERE race IS NOT NULL AND trim(race) <> '' "
             f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)) WHERE k = 1").df()
-        _report_rejects(con, f"rej_{key}", files[key], None, 0)  # warns; race only, no flow step
+        readers.report_rejects(con, f"rej_{key}", files[key], None, 0)  # warns; race only, no flow step
         races.append(r.set_index("subject_id")["race"])
     race_src = races[0].combine_first(races[1]) if len(races[1]) else races[0]
     race = ecgs["subject_id"].map(race_src).map(map_race).astype(str).to_numpy()
@@ -722,25 +563,18 @@ def _read_demographics(con, files, headers, ecgs, flow) -> dict:
     return {"sex": sex, "age": p["anchor_age"].astype("float64").to_numpy(), "race": race}
 
 
-def _bucketed_ecg(con, name: str, width_us: int, before_us: int, after_us: int, time_col: str = "t_us"):
-    """ECG rows repeated once per time bucket their window [t - before, t + after] touches."""
-    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT row_idx, subject_id, {time_col} AS t, "
-                f"unnest(range(floor(({time_col} - {before_us}) / {width_us})::BIGINT, "
-                f"floor(({time_col} + {after_us}) / {width_us})::BIGINT + 1)) AS b FROM ecg")
-
-
 def _read_vitals(con, cfg, files, headers, n_ecg, flow) -> dict:
     key = "vitalsign"
     path = files[key]
-    types = {"subject_id": "BIGINT", "charttime": "TIMESTAMP", **{v: "DOUBLE" for v in VITALS}}
+    types = {"subject_id": "BIGINT", "charttime": "TIMESTAMP", **{v: "DOUBLE" for v in readers.VITALS}}
     con.execute(f"CREATE TABLE vit AS SELECT subject_id, epoch_us(charttime) AS t, "
-                f"{', '.join(VITALS)} FROM {_scan(path, headers[key], types, 'rej_vit')} "
+                f"{', '.join(readers.VITALS)} FROM {readers.scan_sql(path, headers[key], types, 'rej_vit')} "
                 f"WHERE subject_id IN (SELECT subject_id FROM ecg_subjects)")
     n = con.execute("SELECT count(*) FROM vit").fetchone()[0]
-    _report_rejects(con, "rej_vit", path, flow, n)
+    readers.report_rejects(con, "rej_vit", path, flow, n)
     n_nt = con.execute("SELECT count(*) FROM vit WHERE t IS NULL").fetchone()[0]
     flow.add("vitalsign: charttime present", n, n - n_nt, "rows without charttime", warn=True)
-    for v in VITALS:
+    for v in readers.VITALS:
         lo, hi = VITAL_BOUNDS[v]
         n_v, n_bad = con.execute(f"SELECT count({v}), count({v}) FILTER (WHERE {v} < {lo} OR {v} > {hi}) "
                                  f"FROM vit").fetchone()
@@ -748,17 +582,17 @@ def _read_vitals(con, cfg, files, headers, n_ecg, flow) -> dict:
                  f"{v} values outside [{lo:g}, {hi:g}] set missing (values, not rows)", warn=True)
     w = cfg.vitals_window_min * 60_000_000
     width = max(w, 60_000_000)
-    _bucketed_ecg(con, "ecg_bv", width, w, w)
+    readers.bucket_ecgs(con, "ecg_bv", width, w, w)
     aggs = ", ".join(
         f"arg_min(v.{v}, struct_pack(a := abs(v.t - e.t), t := v.t, x := v.{v})) FILTER "
-        f"(WHERE v.{v} BETWEEN {VITAL_BOUNDS[v][0]} AND {VITAL_BOUNDS[v][1]}) AS {v}" for v in VITALS)
+        f"(WHERE v.{v} BETWEEN {VITAL_BOUNDS[v][0]} AND {VITAL_BOUNDS[v][1]}) AS {v}" for v in readers.VITALS)
     res = con.execute(
         f"SELECT e.row_idx, {aggs} FROM ecg_bv e JOIN (SELECT *, floor(t / {width})::BIGINT AS b FROM vit "
         f"WHERE t IS NOT NULL) v ON v.subject_id = e.subject_id AND v.b = e.b "
         f"WHERE v.t BETWEEN e.t - {w} AND e.t + {w} GROUP BY e.row_idx").fetchnumpy()
     out = {}
     idx = np.asarray(res["row_idx"], dtype=np.int64)
-    for v in VITALS:
+    for v in readers.VITALS:
         arr = np.full(n_ecg, np.nan)
         arr[idx] = np.ma.filled(np.ma.asarray(res[v], dtype=float), np.nan)
         out[v] = arr
@@ -772,10 +606,10 @@ def _read_biometrics(con, cfg, files, headers, n_ecg, flow) -> dict:
     names = ", ".join(f"'{k}'" for k in BIOMETRICS)
     con.execute(f"CREATE TABLE omr AS SELECT subject_id, chartdate, seq_num, result_name, "
                 f"result_value, TRY_CAST(result_value AS DOUBLE) AS x "
-                f"FROM {_scan(path, headers[key], types, 'rej_omr')} WHERE result_name IN ({names}) "
+                f"FROM {readers.scan_sql(path, headers[key], types, 'rej_omr')} WHERE result_name IN ({names}) "
                 f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)")
     n = con.execute("SELECT count(*) FROM omr").fetchone()[0]
-    _report_rejects(con, "rej_omr", path, flow, n)
+    readers.report_rejects(con, "rej_omr", path, flow, n)
     n_ok = con.execute("SELECT count(*) FROM omr WHERE x IS NOT NULL AND chartdate IS NOT NULL").fetchone()[0]
     if n - n_ok:
         ex = con.execute("SELECT result_value FROM omr WHERE x IS NULL LIMIT 1").fetchone()
@@ -815,7 +649,7 @@ def _read_biometrics(con, cfg, files, headers, n_ecg, flow) -> dict:
 def _label_labs(con, cfg, files, headers, n_ecg, flow) -> tuple["_LongLabels", list[dict]]:
     """All candidate lab targets: (n_ecgs, n_candidates) float32 and their descriptions."""
     lpath, dpath = files["labevents"], files["d_labitems"]
-    d = _read_strict(dpath, headers["d_labitems"], {"itemid": "BIGINT", "label": "VARCHAR", "fluid": "VARCHAR"})
+    d = readers.read_strict(dpath, headers["d_labitems"], {"itemid": "BIGINT", "label": "VARCHAR", "fluid": "VARCHAR"})
     if d.empty:
         raise ValueError(f"{dpath}: no rows; expected one row per lab itemid")
     n_d = len(d)
@@ -829,12 +663,12 @@ def _label_labs(con, cfg, files, headers, n_ecg, flow) -> tuple["_LongLabels", l
     con.execute("PRAGMA enable_profiling = 'no_output'")
     con.execute(f"CREATE TABLE lab_raw AS SELECT labevent_id, subject_id, itemid, epoch_us(charttime) AS t, "
                 f"valuenum, valueuom, ref_range_lower, ref_range_upper "
-                f"FROM {_scan(lpath, headers['labevents'], types, 'rej_lab')} "
+                f"FROM {readers.scan_sql(lpath, headers['labevents'], types, 'rej_lab')} "
                 f"WHERE subject_id IN (SELECT subject_id FROM ecg_subjects)")
-    n_scanned = _scanned_rows(con)
+    n_scanned = readers.count_scanned_rows(con)
     con.execute("PRAGMA disable_profiling")
     n_raw = con.execute("SELECT count(*) FROM lab_raw").fetchone()[0]
-    n_rej = _report_rejects(con, "rej_lab", lpath, None, 0)
+    n_rej = readers.report_rejects(con, "rej_lab", lpath, None, 0)
     if n_scanned is None:
         n_scanned = n_raw  # profiler unavailable: the patient filter is reported as not counted
         log.warning(f"{lpath}: rows of patients without an ECG were not counted (no profiler)")
@@ -925,7 +759,7 @@ def _label_labs(con, cfg, files, headers, n_ecg, flow) -> tuple["_LongLabels", l
     w = cfg.estimation_window_min * 60_000_000
     hmax = max(cfg.horizons_min) * 60_000_000
     width = 3_600_000_000
-    _bucketed_ecg(con, "ecg_bl", width, w, max(w, hmax))
+    readers.bucket_ecgs(con, "ecg_bl", width, w, max(w, hmax))
     mon = ", ".join(
         f"count(*) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS n{h}, "
         f"bool_or(cls = -1) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS lo{h}, "
