@@ -8,24 +8,13 @@ streams the large ones; every dropped row is counted in ``cohort_flow.csv``).
 
 Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ours where both are):
 
-- Time windows, all closed (both ends included), measured in microseconds from ``ecg_time``:
+- Lab time windows, all closed (both ends included), measured in microseconds from ``ecg_time``:
   estimation labs charted in [ecg_time - 60 min, ecg_time + 60 min]; monitoring labs in
-  [ecg_time, ecg_time + h], h in ``util.HORIZONS_MIN`` (30, 60, 120); vitals in [ecg_time - 30 min,
-  ecg_time + 30 min]; omr biometrics with ``chartdate`` in [date(ecg_time) - 30 d,
-  date(ecg_time) + 30 d] (omr has dates only).
-- Closest value: smallest absolute time difference; ties go to the earlier charttime, then
-  (labs) the higher ``labevent_id``, (omr) the lower ``seq_num``, then (vitals, omr) the
-  smaller value.
-- Demographics: ``patients.gender`` M -> 1.0, F -> 0.0, else NaN; ``anchor_age``. Race: the
-  subject's earliest admission (``admittime``) with a non-empty race, else the earliest ED
-  stay (``intime``); mapped by substring WHITE/BLACK/HISPANIC/ASIAN, else (and when no race
-  is known) ``other``.
-- Vitals: implausible values become missing before choosing the closest: plausible ranges
-  (closed) temperature [50, 150] °F, heartrate [0, 700], resprate [0, 300], o2sat [0, 100],
-  sbp and dbp [0, 500] (the notes' upper bounds; negative values also count as implausible).
-- Biometrics: 'BMI (kg/m2)', 'Weight (Lbs)' x 0.453592 -> kg, 'Height (Inches)' x 2.54 -> cm;
-  implausible dropped: BMI outside (0, 100], weight outside [20, 400] kg, height outside
-  [60, 400] cm; non-numeric ``result_value`` rows are skipped and counted.
+  [ecg_time, ecg_time + h], h in ``util.HORIZONS_MIN`` (30, 60, 120).
+- Closest lab value: smallest absolute time difference; ties go to the earlier charttime, then
+  the higher ``labevent_id``.
+- Demographics, vitals and biometrics (their windows, closest values, plausible ranges and
+  units): ``labecg.features``.
 - Labs: ``labevents`` rows of patients with at least one ECG only (so all label statistics
   below, fluid counts, units, row counts and medians, are over those patients' rows, as in
   the authors' code); joined to ``d_labitems`` on itemid (several itemids may share a label
@@ -74,20 +63,10 @@ from typing import Literal, Optional
 import numpy as np
 import pandas as pd
 
-from labecg import catalog, paper, readers, util
+from labecg import catalog, features, paper, readers, util
 
 log = util.get_logger("labecg.cohort")
 
-# closed plausible ranges; outside -> missing
-VITAL_BOUNDS = {"temperature": (50.0, 150.0), "heartrate": (0.0, 700.0), "resprate": (0.0, 300.0),
-                "o2sat": (0.0, 100.0), "sbp": (0.0, 500.0), "dbp": (0.0, 500.0)}
-# omr result_name -> (feature, factor to our unit, lower bound, lower bound open?, upper bound)
-BIOMETRICS = {"BMI (kg/m2)": ("bmi", 1.0, 0.0, True, 100.0),
-              "Weight (Lbs)": ("weight", 0.453592, 20.0, False, 400.0),
-              "Height (Inches)": ("height", 2.54, 60.0, False, 400.0)}
-BIOMETRIC_FEATURES = ("bmi", "weight", "height")
-RACES = ("white", "black", "hispanic", "asian", "other")
-FEATURES = ("sex", "age", "race") + readers.VITALS + BIOMETRIC_FEATURES
 BASE_COLUMNS = ("subject_id", "study_id", "ecg_time", "path", "fold")
 DROPPED_LABELS = ("H", "I", "L", "other")
 # Spellings that name the same quantity (factor 1); label None = any label.
@@ -249,17 +228,6 @@ def harmonize_units(counts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def map_race(race) -> str:
-    """Free-text race -> white, black, hispanic, asian or other (by substring, upper case)."""
-    if not isinstance(race, str):
-        return "other"
-    r = race.upper()
-    for key in ("WHITE", "BLACK", "HISPANIC", "ASIAN"):
-        if key in r:
-            return key.lower()
-    return "other"
-
-
 def assign_folds(ecgs: pd.DataFrame, listed: pd.DataFrame, seed: int = 0) -> tuple[pd.Series, dict]:
     """Patient-level folds 0-19 for every ECG.
 
@@ -368,9 +336,10 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     try:
         ecgs = readers.read_ecgs(files["record_list"], headers["record_list"], flow)
         readers.load_ecgs(con, ecgs)
-        feats = _read_demographics(con, files, headers, ecgs, flow)
-        feats.update(_read_vitals(con, cfg, files, headers, len(ecgs), flow))
-        feats.update(_read_biometrics(con, cfg, files, headers, len(ecgs), flow))
+        feats = features.read_demographics(con, files, headers, ecgs, flow)
+        feats.update(features.read_vitals(con, files, headers, len(ecgs), flow, window_min=cfg.vitals_window_min))
+        feats.update(features.read_biometrics(con, files, headers, len(ecgs), flow,
+                                              window_days=cfg.biometrics_window_days))
         labels, lab_meta = _label_labs(con, cfg, files, headers, len(ecgs), flow)
         listed = readers.read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
                               {"study_id": "BIGINT", "subject_id": "BIGINT", "strat_fold": "BIGINT"})
@@ -445,7 +414,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
             "study_id": ecgs["study_id"].astype("int64").to_numpy(),
             "ecg_time": ecgs["ecg_time"].to_numpy(), "path": ecgs["path"].astype(str).to_numpy(),
             "fold": fold.astype("int64")}
-    for f in FEATURES:
+    for f in features.FEATURES:
         cols[f] = feats[f] if f == "race" else np.asarray(feats[f], dtype="float64")
     for m in targets:
         cols[m["name"]] = columns.pop(m["name"])
@@ -531,119 +500,6 @@ def describe_cohort(out_dir) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------
 # stages of build_cohort
-
-
-def _read_demographics(con, files, headers, ecgs, flow) -> dict:
-    pat = readers.read_strict(files["patients"], headers["patients"],
-                       {"subject_id": "BIGINT", "gender": "VARCHAR", "anchor_age": "DOUBLE"})
-    n0 = len(pat)
-    pat = pat.drop_duplicates("subject_id")
-    flow.add("patients: duplicate subject_id", n0, len(pat), "repeated subject rows (first kept)", warn=True)
-    p = ecgs[["subject_id"]].merge(pat, on="subject_id", how="left")
-    n_no_pat = int((~ecgs["subject_id"].isin(pat["subject_id"])).sum())
-    flow.add("patients: ECGs whose subject is in patients", len(ecgs), len(ecgs) - n_no_pat,
-             "ECGs kept with sex and age missing (subject absent from patients)", warn=True)
-    sex = p["gender"].map({"M": 1.0, "F": 0.0}).astype("float64").to_numpy()
-
-    races = []
-    for key, tcol in (("admissions", "admittime"), ("edstays", "intime")):
-        r = con.execute(
-            f"SELECT subject_id, race FROM (SELECT subject_id, race, row_number() OVER "
-            f"(PARTITION BY subject_id ORDER BY {tcol} NULLS LAST, race) AS k FROM "
-            f"{readers.scan_sql(files[key], headers[key], {'subject_id': 'BIGINT', tcol: 'TIMESTAMP'}, 'rej_' + key)} "
-            f"WHERE race IS NOT NULL AND trim(race) <> '' "
-            f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)) WHERE k = 1").df()
-        readers.report_rejects(con, f"rej_{key}", files[key], None, 0)  # warns; race only, no flow step
-        races.append(r.set_index("subject_id")["race"])
-    race_src = races[0].combine_first(races[1]) if len(races[1]) else races[0]
-    race = ecgs["subject_id"].map(race_src).map(map_race).astype(str).to_numpy()
-    n_norace = int((~ecgs["subject_id"].isin(race_src.index)).sum())
-    flow.add("race: ECGs whose subject has a race", len(ecgs), len(ecgs) - n_norace,
-             "ECGs kept with race 'other' (no race in admissions or edstays)")
-    return {"sex": sex, "age": p["anchor_age"].astype("float64").to_numpy(), "race": race}
-
-
-def _read_vitals(con, cfg, files, headers, n_ecg, flow) -> dict:
-    key = "vitalsign"
-    path = files[key]
-    types = {"subject_id": "BIGINT", "charttime": "TIMESTAMP", **{v: "DOUBLE" for v in readers.VITALS}}
-    con.execute(f"CREATE TABLE vit AS SELECT subject_id, epoch_us(charttime) AS t, "
-                f"{', '.join(readers.VITALS)} FROM {readers.scan_sql(path, headers[key], types, 'rej_vit')} "
-                f"WHERE subject_id IN (SELECT subject_id FROM ecg_subjects)")
-    n = con.execute("SELECT count(*) FROM vit").fetchone()[0]
-    readers.report_rejects(con, "rej_vit", path, flow, n)
-    n_nt = con.execute("SELECT count(*) FROM vit WHERE t IS NULL").fetchone()[0]
-    flow.add("vitalsign: charttime present", n, n - n_nt, "rows without charttime", warn=True)
-    for v in readers.VITALS:
-        lo, hi = VITAL_BOUNDS[v]
-        n_v, n_bad = con.execute(f"SELECT count({v}), count({v}) FILTER (WHERE {v} < {lo} OR {v} > {hi}) "
-                                 f"FROM vit").fetchone()
-        flow.add(f"vitalsign: {v} plausible", n_v, n_v - n_bad,
-                 f"{v} values outside [{lo:g}, {hi:g}] set missing (values, not rows)", warn=True)
-    w = cfg.vitals_window_min * 60_000_000
-    width = max(w, 60_000_000)
-    readers.bucket_ecgs(con, "ecg_bv", width, w, w)
-    aggs = ", ".join(
-        f"arg_min(v.{v}, struct_pack(a := abs(v.t - e.t), t := v.t, x := v.{v})) FILTER "
-        f"(WHERE v.{v} BETWEEN {VITAL_BOUNDS[v][0]} AND {VITAL_BOUNDS[v][1]}) AS {v}" for v in readers.VITALS)
-    res = con.execute(
-        f"SELECT e.row_idx, {aggs} FROM ecg_bv e JOIN (SELECT *, floor(t / {width})::BIGINT AS b FROM vit "
-        f"WHERE t IS NOT NULL) v ON v.subject_id = e.subject_id AND v.b = e.b "
-        f"WHERE v.t BETWEEN e.t - {w} AND e.t + {w} GROUP BY e.row_idx").fetchnumpy()
-    out = {}
-    idx = np.asarray(res["row_idx"], dtype=np.int64)
-    for v in readers.VITALS:
-        arr = np.full(n_ecg, np.nan)
-        arr[idx] = np.ma.filled(np.ma.asarray(res[v], dtype=float), np.nan)
-        out[v] = arr
-    return out
-
-
-def _read_biometrics(con, cfg, files, headers, n_ecg, flow) -> dict:
-    key = "omr"
-    path = files[key]
-    types = {"subject_id": "BIGINT", "chartdate": "DATE", "seq_num": "BIGINT"}
-    names = ", ".join(f"'{k}'" for k in BIOMETRICS)
-    con.execute(f"CREATE TABLE omr AS SELECT subject_id, chartdate, seq_num, result_name, "
-                f"result_value, TRY_CAST(result_value AS DOUBLE) AS x "
-                f"FROM {readers.scan_sql(path, headers[key], types, 'rej_omr')} WHERE result_name IN ({names}) "
-                f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)")
-    n = con.execute("SELECT count(*) FROM omr").fetchone()[0]
-    readers.report_rejects(con, "rej_omr", path, flow, n)
-    n_ok = con.execute("SELECT count(*) FROM omr WHERE x IS NOT NULL AND chartdate IS NOT NULL").fetchone()[0]
-    if n - n_ok:
-        ex = con.execute("SELECT result_value FROM omr WHERE x IS NULL LIMIT 1").fetchone()
-        log.warning(f"{path}: column 'result_value': {n - n_ok} biometric rows skipped, not a number "
-                    f"or no chartdate (e.g. {ex[0] if ex else None!r})")
-    flow.add("omr: numeric biometric rows", n, n_ok, "BMI/weight/height rows with a non-numeric "
-             "result_value or no chartdate", warn=True)
-    cases = " ".join(f"WHEN '{k}' THEN '{f}'" for k, (f, *_rest) in BIOMETRICS.items())
-    factors = " ".join(f"WHEN '{k}' THEN x * {fac}" for k, (_f, fac, *_r) in BIOMETRICS.items())
-    plaus = " OR ".join(f"(result_name = '{k}' AND y {'>' if open_ else '>='} {lo} AND y <= {hi})"
-                        for k, (_f, _fac, lo, open_, hi) in BIOMETRICS.items())
-    con.execute(f"CREATE TABLE bio AS SELECT * FROM (SELECT subject_id, "
-                f"(chartdate - DATE '1970-01-01') AS d, seq_num, CASE result_name {cases} END AS f, "
-                f"CASE result_name {factors} END AS y, result_name FROM omr "
-                f"WHERE x IS NOT NULL AND chartdate IS NOT NULL) WHERE {plaus}")
-    n_pl = con.execute("SELECT count(*) FROM bio").fetchone()[0]
-    flow.add("omr: plausible biometrics", n_ok, n_pl, "implausible BMI, weight or height values", warn=True)
-    w = cfg.biometrics_window_days
-    width = max(w, 1)
-    con.execute(f"CREATE OR REPLACE TABLE ecg_bd AS SELECT row_idx, subject_id, "
-                f"(d - DATE '1970-01-01') AS t, unnest(range(floor(((d - DATE '1970-01-01') - {w}) / {width})::BIGINT, "
-                f"floor(((d - DATE '1970-01-01') + {w}) / {width})::BIGINT + 1)) AS b FROM ecg")
-    res = con.execute(
-        f"SELECT e.row_idx, o.f, arg_min(o.y, struct_pack(a := abs(o.d - e.t), t := o.d, s := o.seq_num, "
-        f"x := o.y)) AS y FROM ecg_bd e JOIN (SELECT *, floor(d / {width})::BIGINT AS b FROM bio) o "
-        f"ON o.subject_id = e.subject_id AND o.b = e.b WHERE o.d BETWEEN e.t - {w} AND e.t + {w} "
-        f"GROUP BY e.row_idx, o.f").df()
-    out = {}
-    for f in BIOMETRIC_FEATURES:
-        arr = np.full(n_ecg, np.nan)
-        r = res[res["f"] == f]
-        arr[r["row_idx"].to_numpy(dtype=np.int64)] = r["y"].to_numpy(dtype=float)
-        out[f] = arr
-    return out
 
 
 def _label_labs(con, cfg, files, headers, n_ecg, flow) -> tuple["_LongLabels", list[dict]]:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import mimic_fixtures as mf
-from labecg import cohort
+from labecg import cohort, features
 from labecg.cohort import CohortConfig, build_cohort
 from reference import cohort_rules as rules
 
@@ -233,7 +233,7 @@ def test_demographics(built):
     assert df.loc[40000001, "race"] == "other" and df.loc[40000002, "race"] == "other"
     assert df.loc[40000003, "sex"] == 0.0 and df.loc[40000001, "sex"] == 1.0
     assert df.loc[40000003, "age"] == 53.0
-    assert [cohort.map_race(r) for r in ("ASIAN - CHINESE", "WHITE - RUSSIAN", None, "PORTUGUESE")] == \
+    assert [features.map_race(r) for r in ("ASIAN - CHINESE", "WHITE - RUSSIAN", None, "PORTUGUESE")] == \
         ["asian", "white", "other", "other"]
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labecg.cohort import BIOMETRICS, DROPPED_LABELS, UNIT_SYNONYMS, VITAL_BOUNDS, VITALS
+from labecg.cohort import DROPPED_LABELS, UNIT_SYNONYMS
+from labecg.features import BIOMETRICS, VITAL_BOUNDS
+from labecg.readers import VITALS
 
 READ = dict(keep_default_na=False, na_values=[""])
 
