@@ -39,7 +39,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from labecg.cohort import RACES
+from labecg.features import RACES
 from labecg.paper import COHORT as PAPER_SUMMARY
 from labecg.data import DataConfig, LabDataModule
 from labecg.model import ModelConfig

@@ -3,49 +3,16 @@
 Reads MIMIC-IV ``hosp`` and ``ed``, MIMIC-IV-ECG ``record_list.csv`` and MIMIC-IV-ECG-ICD
 ``records_w_diag_icd10.csv`` (real or synthetic, the same code) and writes one row per ECG
 study with demographics, vitals, biometrics, a fold, and the estimation and monitoring
-targets of the paper (section 3.1). Large tables are streamed by DuckDB from the gzip CSVs;
-windows are bucketed hash joins (no Python loop per row or per ECG).
+targets of the paper (section 3.1). This module assigns the folds, keeps the targets and
+writes the files; the tables are read by ``labecg.readers`` (DuckDB streams the large ones;
+every dropped row is counted in ``cohort_flow.csv``).
 
 Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ours where both are):
 
-- Time windows, all closed (both ends included), measured in microseconds from ``ecg_time``:
-  estimation labs charted in [ecg_time - 60 min, ecg_time + 60 min]; monitoring labs in
-  [ecg_time, ecg_time + h], h in ``util.HORIZONS_MIN`` (30, 60, 120); vitals in [ecg_time - 30 min,
-  ecg_time + 30 min]; omr biometrics with ``chartdate`` in [date(ecg_time) - 30 d,
-  date(ecg_time) + 30 d] (omr has dates only).
-- Closest value: smallest absolute time difference; ties go to the earlier charttime, then
-  (labs) the higher ``labevent_id``, (omr) the lower ``seq_num``, then (vitals, omr) the
-  smaller value.
-- Demographics: ``patients.gender`` M -> 1.0, F -> 0.0, else NaN; ``anchor_age``. Race: the
-  subject's earliest admission (``admittime``) with a non-empty race, else the earliest ED
-  stay (``intime``); mapped by substring WHITE/BLACK/HISPANIC/ASIAN, else (and when no race
-  is known) ``other``.
-- Vitals: implausible values become missing before choosing the closest: plausible ranges
-  (closed) temperature [50, 150] °F, heartrate [0, 700], resprate [0, 300], o2sat [0, 100],
-  sbp and dbp [0, 500] (the notes' upper bounds; negative values also count as implausible).
-- Biometrics: 'BMI (kg/m2)', 'Weight (Lbs)' x 0.453592 -> kg, 'Height (Inches)' x 2.54 -> cm;
-  implausible dropped: BMI outside (0, 100], weight outside [20, 400] kg, height outside
-  [60, 400] cm; non-numeric ``result_value`` rows are skipped and counted.
-- Labs: ``labevents`` rows of patients with at least one ECG only (so all label statistics
-  below, fluid counts, units, row counts and medians, are over those patients' rows, as in
-  the authors' code); joined to ``d_labitems`` on itemid (several itemids may share a label
-  and fluid: they are one test); rows without valuenum or charttime dropped (text-only
-  values such as 'ERROR' or '>25000'); labels 'H', 'I', 'L', 'other' dropped; rows whose two
-  reference bounds both equal 0 dropped (a row with one or two empty bounds is kept; its
-  empty bound does not enter the medians); repeated ``labevent_id`` kept once; per label
-  only its most frequent fluid (ties: alphabetical); per label the most frequent unit
-  spelling is the unit (ties: alphabetical); other spellings that name the same quantity
-  (equal up to case and spaces, or listed in ``UNIT_SYNONYMS``) are relabelled with factor
-  1, rows with a unit of another quantity are dropped and counted; rows without a unit keep
-  their value; labels with fewer than ``min_lab_events`` rows dropped.
-- Thresholds: per label the median of ``ref_range_lower`` and of ``ref_range_upper`` over
-  the label's rows of ECG patients (NULLs ignored; even counts averaged); low if valuenum <
-  lower median, high if > upper median.
-  A label yields a target per abnormal class that occurs among its rows.
-- Estimation target: the closest row in the window; 1.0 if its class is the target's
-  direction, else 0.0; NaN if the window is empty. Monitoring target: NaN if the window is
-  empty or holds both a low and a high row; else 1.0 if it holds a row of the target's
-  direction, else 0.0.
+- Demographics, vitals and biometrics (windows, closest value, plausible ranges, units):
+  ``labecg.features``.
+- Lab rows, units, thresholds, and the estimation and monitoring targets (windows, closest
+  value): ``labecg.labels``.
 - Folds: ``strat_fold`` joined on study_id. A patient named in the ECG-ICD list takes the most
   frequent fold of their listed rows (ties: lowest) for all their ECGs. An ECG without a
   ``strat_fold`` is excluded (``unlisted_ecgs="exclude"``, the authors': it never reaches a
@@ -63,61 +30,25 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
-import json
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from labecg import catalog, paper, util
+from labecg import catalog, features, labels, paper, readers, util
 
 log = util.get_logger("labecg.cohort")
 
-VITALS = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp")
-# closed plausible ranges; outside -> missing
-VITAL_BOUNDS = {"temperature": (50.0, 150.0), "heartrate": (0.0, 700.0), "resprate": (0.0, 300.0),
-                "o2sat": (0.0, 100.0), "sbp": (0.0, 500.0), "dbp": (0.0, 500.0)}
-# omr result_name -> (feature, factor to our unit, lower bound, lower bound open?, upper bound)
-BIOMETRICS = {"BMI (kg/m2)": ("bmi", 1.0, 0.0, True, 100.0),
-              "Weight (Lbs)": ("weight", 0.453592, 20.0, False, 400.0),
-              "Height (Inches)": ("height", 2.54, 60.0, False, 400.0)}
-BIOMETRIC_FEATURES = ("bmi", "weight", "height")
-RACES = ("white", "black", "hispanic", "asian", "other")
-FEATURES = ("sex", "age", "race") + VITALS + BIOMETRIC_FEATURES
 BASE_COLUMNS = ("subject_id", "study_id", "ecg_time", "path", "fold")
-DROPPED_LABELS = ("H", "I", "L", "other")
-# Spellings that name the same quantity (factor 1); label None = any label.
-UNIT_SYNONYMS: dict[Optional[str], tuple[frozenset, ...]] = {
-    None: (frozenset({"K/uL", "10^3/uL", "x10E3/uL", "THOU/uL"}),
-           frozenset({"m/uL", "10^6/uL", "x10E6/uL", "MIL/uL"}),
-           frozenset({"IU/L", "U/L"})),
-    "MCHC": (frozenset({"g/dL", "%"}),),  # MIMIC prints MCHC both ways, same numbers
-}
 N_FOLDS = 20
 VAL_FOLD, TEST_FOLD = 18, 19
 TRAIN_FOLDS: tuple[int, ...] = tuple(range(VAL_FOLD))  # 0-17
-
-# Columns each source must have (others are read as text and ignored).
-REQUIRED = {
-    "patients": ("subject_id", "gender", "anchor_age"),
-    "admissions": ("subject_id", "admittime", "race"),
-    "labevents": ("labevent_id", "subject_id", "itemid", "charttime", "valuenum", "valueuom",
-                  "ref_range_lower", "ref_range_upper"),
-    "d_labitems": ("itemid", "label", "fluid"),
-    "omr": ("subject_id", "chartdate", "seq_num", "result_name", "result_value"),
-    "edstays": ("subject_id", "intime", "race"),
-    "vitalsign": ("subject_id", "charttime") + VITALS,
-    "record_list": ("subject_id", "study_id", "ecg_time", "path"),
-    "records_w_diag_icd10": ("study_id", "subject_id", "strat_fold"),
-}
 
 
 @dataclass(frozen=True)
@@ -210,188 +141,7 @@ class CohortResult:
 
 
 # ---------------------------------------------------------------------------------------
-# reading
-
-
-class _Flow:
-    """Rows in and out of every filter, for cohort_flow.csv."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def add(self, step: str, rows_in: int, rows_out: int, reason: str, warn: bool = False):
-        rows_in, rows_out = int(rows_in), int(rows_out)
-        self.rows.append({"step": step, "rows_in": rows_in, "rows_out": rows_out,
-                          "dropped": rows_in - rows_out, "reason": reason})
-        if rows_in != rows_out:
-            (log.warning if warn else log.info)(f"{step}: {rows_in - rows_out} of {rows_in} {reason}")
-
-
-def _source_files(cfg: CohortConfig) -> dict[str, Path]:
-    files = {table: getattr(cfg, source) / name if name else getattr(cfg, source)
-             for table, (source, name) in catalog.MIMIC_TABLES.items() if table in REQUIRED}
-    for key, path in files.items():
-        if not path.exists() and path.suffix == ".gz" and path.with_suffix("").exists():
-            files[key] = path.with_suffix("")  # an unpacked copy is read as well
-        if not files[key].is_file():
-            raise FileNotFoundError(f"{files[key]}: file not found (the {key} table of the "
-                                    f"{'ecg_icd' if key == 'records_w_diag_icd10' else 'sources'})")
-    return files
-
-
-def read_header(path: Path, required: tuple[str, ...]) -> list[str]:
-    """Return the column names of a CSV (gzip or plain); raise if a required one is absent."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", newline="") as f:
-            header = next(csv.reader(f), None)
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: cannot read the header row ({e})") from e
-    if not header:
-        raise ValueError(f"{path}: empty file; expected a header row with columns {list(required)}")
-    header = [h.strip() for h in header]
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise KeyError(f"{path}: missing columns {missing}; expected {list(required)}; found {header}")
-    return header
-
-
-def _scan(path: Path, header: list[str], types: dict[str, str], rejects: Optional[str] = None) -> str:
-    """SQL for DuckDB's read_csv of ``path`` with explicit column types (text where unset)."""
-    cols = "{" + ", ".join(f"'{c}': '{types.get(c, 'VARCHAR')}'" for c in header) + "}"
-    opts = (f"header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
-            f"columns={cols}, null_padding=false")
-    if rejects:
-        opts += f", store_rejects=true, rejects_table='{rejects}', rejects_scan='{rejects}_scan'"
-    p = str(path).replace("'", "''")
-    return f"read_csv('{p}', {opts})"
-
-
-def _report_rejects(con, rejects: str, path: Path, flow: Optional[_Flow], rows_ok: int) -> int:
-    """Warn, once per column, about rows DuckDB could not parse; add a flow step; return how many."""
-    rej = con.execute(f"SELECT column_name, count(DISTINCT line) AS n, min(line) AS line, "
-                      f"any_value(error_message) AS msg FROM {rejects} GROUP BY 1 ORDER BY 1").fetchall()
-    n_total = con.execute(f"SELECT count(DISTINCT line) FROM {rejects}").fetchone()[0]
-    for col, n, line, msg in rej:
-        log.warning(f"{path}: skipped {n} rows with an unusable value in column {col!r} "
-                    f"(first at line {line}: {msg.splitlines()[0]})")
-    if flow is not None:
-        flow.add(f"read {path.name}", rows_ok + n_total, rows_ok,
-                 "rows skipped: a value could not be parsed (see warnings)", warn=True)
-    return n_total
-
-
-def _read_strict(path: Path, header: list[str], types: dict[str, str]) -> pd.DataFrame:
-    """Read a small table in file order; raise naming file, column, line and value on any
-    entry that does not parse as its type (``types``: column -> BIGINT, DOUBLE, TIMESTAMP, VARCHAR)."""
-    raw = pd.read_csv(path, usecols=list(types), dtype=str, keep_default_na=False, na_values=[""])
-    out = {}
-    for col, typ in types.items():
-        s = raw[col]
-        if typ == "VARCHAR":
-            out[col] = s
-            continue
-        if typ == "TIMESTAMP":
-            parsed = pd.to_datetime(s, format="ISO8601", errors="coerce")
-        else:
-            parsed = pd.to_numeric(s, errors="coerce")
-        bad = s.notna() & parsed.isna()
-        if typ == "BIGINT":
-            bad |= parsed.notna() & (parsed != parsed.round())
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"{path}: column {col!r} line {i + 2}: cannot parse {s.iloc[i]!r} as "
-                             f"{typ.lower()} ({int(bad.sum())} such rows)")
-        out[col] = parsed
-    return pd.DataFrame(out)
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _scanned_rows(con) -> Optional[int]:
-    """Rows the last query's CSV scan read, from DuckDB's profiler; None if unavailable."""
-    try:
-        prof = json.loads(con.get_profiling_information(format="json"))
-    except Exception:  # profiler layout is not a stable API
-        return None
-    stack = list(prof.get("operator", prof.get("children", [])))
-    while stack:
-        node = stack.pop()
-        if node.get("extra_info", {}).get("Function") == "READ_CSV":
-            return int(node.get("rows_scanned") or node.get("intermediate_rows"))
-        stack.extend(node.get("children", []))
-    return None
-
-
-# ---------------------------------------------------------------------------------------
-# rules applied in pandas to small tables (per label, per patient); the pandas form of the
-# SQL rules is tests/reference/cohort_rules.py
-
-
-def choose_fluid(counts: pd.DataFrame) -> pd.Series:
-    """Per label its most frequent fluid.
-
-    Parameters
-    ----------
-    counts : DataFrame with columns label, fluid, n (rows of that label and fluid)
-
-    Returns
-    -------
-    Series indexed by label: the fluid with most rows (ties: alphabetically first).
-    """
-    n = counts.sort_values(["label", "n", "fluid"], ascending=[True, False, True])
-    return n.drop_duplicates("label").set_index("label")["fluid"]
-
-
-def _unit_key(u: str) -> str:
-    return "".join(u.split()).lower()
-
-
-def same_quantity(label: str, unit_a: str, unit_b: str) -> bool:
-    """Whether two unit spellings of a label name the same quantity (conversion factor 1)."""
-    if _unit_key(unit_a) == _unit_key(unit_b):
-        return True
-    for group in UNIT_SYNONYMS.get(None, ()) + UNIT_SYNONYMS.get(label, ()):
-        keys = {_unit_key(g) for g in group}
-        if _unit_key(unit_a) in keys and _unit_key(unit_b) in keys:
-            return True
-    return False
-
-
-def harmonize_units(counts: pd.DataFrame) -> pd.DataFrame:
-    """Unit map per label: the most frequent spelling is the unit, others relabelled or dropped.
-
-    Parameters
-    ----------
-    counts : DataFrame with columns label, valueuom (NaN = none given), n (rows)
-        Rows after the fluid choice.
-
-    Returns
-    -------
-    ``counts`` plus columns unit (the label's most frequent spelling; ties alphabetical) and
-    keep (bool: same quantity as the unit per ``same_quantity``, or no unit given). Kept rows
-    keep their value (every listed synonym has factor 1).
-    """
-    named = counts[counts["valueuom"].notna()].sort_values(["label", "n", "valueuom"],
-                                                           ascending=[True, False, True])
-    unit = named.drop_duplicates("label").set_index("label")["valueuom"]
-    out = counts.assign(unit=counts["label"].map(unit))
-    out["keep"] = [pd.isna(u) or pd.isna(c) or same_quantity(lab, u, c)
-                   for lab, u, c in zip(out["label"], out["valueuom"], out["unit"])]
-    return out
-
-
-def map_race(race) -> str:
-    """Free-text race -> white, black, hispanic, asian or other (by substring, upper case)."""
-    if not isinstance(race, str):
-        return "other"
-    r = race.upper()
-    for key in ("WHITE", "BLACK", "HISPANIC", "ASIAN"):
-        if key in r:
-            return key.lower()
-    return "other"
+# folds and kept targets
 
 
 def assign_folds(ecgs: pd.DataFrame, listed: pd.DataFrame, seed: int = 0) -> tuple[pd.Series, dict]:
@@ -472,6 +222,51 @@ def keep_targets(counts: dict, min_per_class: int) -> np.ndarray:
             & (counts["test"]["pos"] >= min_per_class) & (counts["test"]["neg"] >= min_per_class))
 
 
+def _select_targets(long_labels: labels.LongLabels, candidates: list[dict], in_split: np.ndarray,
+                    fold: np.ndarray, min_per_class: int) -> tuple[list[dict], dict, np.ndarray, int]:
+    """The candidate targets that ``keep_targets`` keeps over the ECGs in a split.
+
+    Parameters
+    ----------
+    long_labels, candidates : what ``labels.label_labs`` returns
+    in_split : ndarray of shape (n_ecgs,), bool
+        The ECGs that have a fold.
+    fold : ndarray of shape (n_in_split,), int
+        Their folds.
+
+    Returns
+    -------
+    targets : list of dict
+        The kept candidates without their ``_`` keys, plus ``counts`` (pos, neg per split).
+    columns : dict
+        Target name -> ndarray of shape (n_in_split,), float32 (1.0, 0.0, NaN).
+    smallest_class : ndarray of shape (n_candidates,), int64
+        Per candidate: the fewest of its validation and test positives and negatives.
+    n_labels : int
+        Lab labels with candidates.
+    """
+    # per label (not per row): densify its block, count per split, keep passing columns
+    targets, columns = [], {}
+    smallest_class: list[int] = []
+    by_label: dict[int, list[dict]] = {}
+    for candidate in candidates:
+        by_label.setdefault(candidate["_label_idx"], []).append(candidate)
+    for label_idx, label_candidates in by_label.items():
+        block = long_labels.block(label_idx)[in_split]
+        values = block[:, [candidate["_col"] for candidate in label_candidates]]
+        counts = split_counts(values, fold)
+        keep = keep_targets(counts, min_per_class)
+        smallest_class += np.minimum.reduce([counts[split][cls] for split in ("val", "test")
+                                             for cls in ("pos", "neg")]).tolist()
+        for j in np.flatnonzero(keep):
+            target = {k: v for k, v in label_candidates[j].items() if not k.startswith("_")}
+            target["counts"] = {split: {"pos": int(counts[split]["pos"][j]), "neg": int(counts[split]["neg"][j])}
+                                for split in ("train", "val", "test")}
+            targets.append(target)
+            columns[target["name"]] = values[:, j].copy()
+    return targets, columns, np.asarray(smallest_class, dtype=np.int64), len(by_label)
+
+
 # ---------------------------------------------------------------------------------------
 # the builder
 
@@ -479,14 +274,15 @@ def keep_targets(counts: dict, min_per_class: int) -> np.ndarray:
 def build_cohort(cfg: CohortConfig) -> CohortResult:
     """Build ``cohort.parquet``, ``targets.json`` and ``cohort_flow.csv`` in ``cfg.cohort_dir``.
 
-    See the module docstring for every rule; ARCHITECTURE.md section 2 for the files.
+    The rules: the docstrings of this module, ``labecg.features`` and ``labecg.labels``;
+    the files: ARCHITECTURE.md section 2.
     """
     import duckdb
 
     t0 = time.perf_counter()
-    files = _source_files(cfg)
-    headers = {k: read_header(p, REQUIRED[k]) for k, p in files.items()}
-    flow = _Flow()
+    files = readers.source_files(cfg.hosp, cfg.ed, cfg.ecg, cfg.ecg_icd)
+    headers = {k: readers.read_header(p, readers.REQUIRED[k]) for k, p in files.items()}
+    flow = readers.Flow()
     cfg.cohort_dir.mkdir(parents=True, exist_ok=True)
     tmpdir = tempfile.mkdtemp(prefix=".scratch_", dir=cfg.cohort_dir)  # beside the output: room for spills
     # a file-backed scratch database: its tables are compressed and can leave memory
@@ -500,17 +296,17 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     if cfg.threads:
         con.execute(f"SET threads = {int(cfg.threads)}")
     try:
-        ecgs = _read_ecgs(con, files, headers, flow)
-        con.register("ecg_df", ecgs[["row_idx", "subject_id", "study_id", "ecg_time"]])
-        con.execute("CREATE TABLE ecg AS SELECT row_idx, subject_id, study_id, "
-                    "epoch_us(ecg_time) AS t_us, CAST(ecg_time AS DATE) AS d FROM ecg_df")
-        con.execute("CREATE TABLE ecg_subjects AS SELECT DISTINCT subject_id FROM ecg")
-        feats = _read_demographics(con, files, headers, ecgs, flow)
-        feats.update(_read_vitals(con, cfg, files, headers, len(ecgs), flow))
-        feats.update(_read_biometrics(con, cfg, files, headers, len(ecgs), flow))
-        labels, lab_meta = _label_labs(con, cfg, files, headers, len(ecgs), flow)
-        listed = _read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
-                              {"study_id": "BIGINT", "subject_id": "BIGINT", "strat_fold": "BIGINT"})
+        ecgs = readers.read_ecgs(files["record_list"], headers["record_list"], flow)
+        readers.load_ecgs(con, ecgs)
+        feats = features.read_demographics(con, files, headers, ecgs, flow)
+        feats.update(features.read_vitals(con, files, headers, len(ecgs), flow, window_min=cfg.vitals_window_min))
+        feats.update(features.read_biometrics(con, files, headers, len(ecgs), flow,
+                                              window_days=cfg.biometrics_window_days))
+        long_labels, candidates = labels.label_labs(con, files, headers, len(ecgs), flow,
+                                                    min_lab_events=cfg.min_lab_events,
+                                                    estimation_window_min=cfg.estimation_window_min)
+        listed = readers.read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
+                                     {"study_id": "BIGINT", "subject_id": "BIGINT", "strat_fold": "BIGINT"})
     finally:
         con.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -519,7 +315,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     if bad.any():
         raise ValueError(f"{files['records_w_diag_icd10']}: column 'strat_fold' must be 0-19; found "
                          f"{listed.loc[bad, 'strat_fold'].iloc[0]} ({int(bad.sum())} rows)")
-    fold, fc = assign_folds(ecgs.assign(sex=feats["sex"], age=feats["age"]), listed, cfg.seed)
+    fold, fold_counts = assign_folds(ecgs.assign(sex=feats["sex"], age=feats["age"]), listed, cfg.seed)
     fold = fold.to_numpy()
     listed_ids = listed.loc[listed["strat_fold"].notna(), "study_id"]
     in_split = ecgs["study_id"].isin(listed_ids).to_numpy().copy()
@@ -528,44 +324,27 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
                  "ECGs without a strat_fold in ecg_icd excluded (as the authors: no split)", warn=True)
     else:
         in_split[:] = True
-        flow.add("folds: strat_fold from ecg_icd by study_id", len(ecgs), fc["n_listed_ecgs"],
+        flow.add("folds: strat_fold from ecg_icd by study_id", len(ecgs), fold_counts["n_listed_ecgs"],
                  "ECGs not listed in ecg_icd kept (given their patient's fold, or a stratified one)")
-    if fc["n_patients_with_conflicting_folds"]:
-        log.warning(f"{files['records_w_diag_icd10']}: {fc['n_patients_with_conflicting_folds']} patients "
+    if fold_counts["n_patients_with_conflicting_folds"]:
+        log.warning(f"{files['records_w_diag_icd10']}: {fold_counts['n_patients_with_conflicting_folds']} patients "
                     "have ECGs in several strat_folds; each takes their most frequent fold")
     if cfg.unlisted_ecgs == "assign":
-        log.info(f"folds: {fc['n_unlisted_ecgs_of_listed_patients']} unlisted ECGs took their patient's fold; "
-                 f"{fc['n_unlisted_patients']} unlisted patients were assigned by stratification")
+        log.info(f"folds: {fold_counts['n_unlisted_ecgs_of_listed_patients']} unlisted ECGs took their patient's fold; "
+                 f"{fold_counts['n_unlisted_patients']} unlisted patients were assigned by stratification")
 
     fold = fold[in_split]
-    # per label (not per row): densify its block, count per split, keep passing columns
-    targets, columns = [], {}
-    smallest_class: list[int] = []  # per candidate target: fewest of val/test positives/negatives
-    by_label: dict[int, list[dict]] = {}
-    for m in lab_meta:
-        by_label.setdefault(m["_label_idx"], []).append(m)
-    for i, ms in by_label.items():
-        block = labels.block(i)[in_split]
-        sel = block[:, [m["_col"] for m in ms]]
-        counts = split_counts(sel, fold)
-        keep = keep_targets(counts, cfg.min_per_class)
-        smallest_class += np.minimum.reduce([counts[s_][c] for s_ in ("val", "test")
-                                             for c in ("pos", "neg")]).tolist()
-        for j in np.flatnonzero(keep):
-            m = {k: v for k, v in ms[j].items() if not k.startswith("_")}
-            m["counts"] = {s_: {"pos": int(counts[s_]["pos"][j]), "neg": int(counts[s_]["neg"][j])}
-                           for s_ in ("train", "val", "test")}
-            targets.append(m)
-            columns[m["name"]] = sel[:, j].copy()
-    flow.add("targets: per-split class counts", len(lab_meta), len(targets),
+    targets, columns, smallest_class, n_labels = _select_targets(long_labels, candidates, in_split, fold,
+                                                                 cfg.min_per_class)
+    flow.add("targets: per-split class counts", len(candidates), len(targets),
              f"targets (not rows) with < {cfg.min_per_class} positives or negatives in val or test")
     if not targets:
-        raise ValueError(no_targets_message(cfg, np.asarray(smallest_class, dtype=np.int64), len(by_label)))
-    if not any(m["task"] == "est" for m in targets):
-        log.warning("0 estimation targets (only monitoring ones); " + no_targets_message(
-            cfg, np.asarray(smallest_class, dtype=np.int64), len(by_label)).split("; ", 1)[1])
-    task_order = {t: n for n, t in enumerate(cfg.tasks)}
-    targets.sort(key=lambda m: (task_order[m["task"]], m["lab"], m["direction"] != "low"))
+        raise ValueError(no_targets_message(cfg, smallest_class, n_labels))
+    if not any(target["task"] == "est" for target in targets):
+        log.warning("0 estimation targets (only monitoring ones); "
+                    + no_targets_message(cfg, smallest_class, n_labels).split("; ", 1)[1])
+    task_order = {task: n for n, task in enumerate(cfg.tasks)}
+    targets.sort(key=lambda target: (task_order[target["task"]], target["lab"], target["direction"] != "low"))
     ecgs = ecgs[in_split].reset_index(drop=True)
     feats = {f: np.asarray(v)[in_split] for f, v in feats.items()}
     if cfg.drop_ecgs_without_targets:
@@ -582,15 +361,15 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
             "study_id": ecgs["study_id"].astype("int64").to_numpy(),
             "ecg_time": ecgs["ecg_time"].to_numpy(), "path": ecgs["path"].astype(str).to_numpy(),
             "fold": fold.astype("int64")}
-    for f in FEATURES:
+    for f in features.FEATURES:
         cols[f] = feats[f] if f == "race" else np.asarray(feats[f], dtype="float64")
-    for m in targets:
-        cols[m["name"]] = columns.pop(m["name"])
+    for target in targets:
+        cols[target["name"]] = columns.pop(target["name"])
     df = pd.DataFrame(cols)
     df["race"] = df["race"].astype(str)
 
     summary = {"n_ecgs": int(len(df)), "n_patients": int(df["subject_id"].nunique()),
-               "n_targets": {t: sum(m["task"] == t for m in targets) for t in cfg.tasks}}
+               "n_targets": {task: sum(target["task"] == task for target in targets) for task in cfg.tasks}}
     cfg.cohort_dir.mkdir(parents=True, exist_ok=True)
     paths = {"cohort": cfg.cohort_dir / "cohort.parquet", "targets": cfg.cohort_dir / "targets.json",
              "flow": cfg.cohort_dir / "cohort_flow.csv"}
@@ -664,333 +443,3 @@ def describe_cohort(out_dir) -> pd.DataFrame:
         name = "estimation targets" if task == "est" else f"monitoring targets, {task[3:]} min"
         rows[name] = (n, paper.COHORT["n_targets"].get(task))
     return pd.DataFrame.from_dict(rows, orient="index", columns=["ours", "paper"]).astype("Int64")
-
-
-# ---------------------------------------------------------------------------------------
-# stages of build_cohort
-
-
-def _read_ecgs(con, files, headers, flow) -> pd.DataFrame:
-    path = files["record_list"]
-    ecgs = _read_strict(path, headers["record_list"],
-                        {"subject_id": "BIGINT", "study_id": "BIGINT", "ecg_time": "TIMESTAMP", "path": "VARCHAR"})
-    if ecgs.empty:
-        raise ValueError(f"{path}: no ECG rows; expected one row per ECG study")
-    for col in ("subject_id", "study_id", "ecg_time", "path"):
-        if ecgs[col].isna().any():
-            i = int(np.flatnonzero(ecgs[col].isna().to_numpy())[0])
-            raise ValueError(f"{path}: column {col!r} is empty at line {i + 2}; every ECG needs it")
-    n0 = len(ecgs)
-    ecgs = ecgs.drop_duplicates()
-    flow.add("record_list: duplicate rows", n0, len(ecgs), "identical duplicate rows", warn=True)
-    dup = ecgs["study_id"].duplicated(keep=False)
-    if dup.any():
-        raise ValueError(f"{path}: column 'study_id' repeats with different contents, e.g. study "
-                         f"{int(ecgs.loc[dup, 'study_id'].iloc[0])} ({int(dup.sum())} rows)")
-    ecgs = ecgs.sort_values(["subject_id", "ecg_time", "study_id"], kind="stable").reset_index(drop=True)
-    ecgs["row_idx"] = np.arange(len(ecgs), dtype=np.int64)
-    return ecgs
-
-
-def _read_demographics(con, files, headers, ecgs, flow) -> dict:
-    pat = _read_strict(files["patients"], headers["patients"],
-                       {"subject_id": "BIGINT", "gender": "VARCHAR", "anchor_age": "DOUBLE"})
-    n0 = len(pat)
-    pat = pat.drop_duplicates("subject_id")
-    flow.add("patients: duplicate subject_id", n0, len(pat), "repeated subject rows (first kept)", warn=True)
-    p = ecgs[["subject_id"]].merge(pat, on="subject_id", how="left")
-    n_no_pat = int((~ecgs["subject_id"].isin(pat["subject_id"])).sum())
-    flow.add("patients: ECGs whose subject is in patients", len(ecgs), len(ecgs) - n_no_pat,
-             "ECGs kept with sex and age missing (subject absent from patients)", warn=True)
-    sex = p["gender"].map({"M": 1.0, "F": 0.0}).astype("float64").to_numpy()
-
-    races = []
-    for key, tcol in (("admissions", "admittime"), ("edstays", "intime")):
-        r = con.execute(
-            f"SELECT subject_id, race FROM (SELECT subject_id, race, row_number() OVER "
-            f"(PARTITION BY subject_id ORDER BY {tcol} NULLS LAST, race) AS k FROM "
-            f"{_scan(files[key], headers[key], {'subject_id': 'BIGINT', tcol: 'TIMESTAMP'}, 'rej_' + key)} "
-            f"WHERE race IS NOT NULL AND trim(race) <> '' "
-            f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)) WHERE k = 1").df()
-        _report_rejects(con, f"rej_{key}", files[key], None, 0)  # warns; race only, no flow step
-        races.append(r.set_index("subject_id")["race"])
-    race_src = races[0].combine_first(races[1]) if len(races[1]) else races[0]
-    race = ecgs["subject_id"].map(race_src).map(map_race).astype(str).to_numpy()
-    n_norace = int((~ecgs["subject_id"].isin(race_src.index)).sum())
-    flow.add("race: ECGs whose subject has a race", len(ecgs), len(ecgs) - n_norace,
-             "ECGs kept with race 'other' (no race in admissions or edstays)")
-    return {"sex": sex, "age": p["anchor_age"].astype("float64").to_numpy(), "race": race}
-
-
-def _bucketed_ecg(con, name: str, width_us: int, before_us: int, after_us: int, time_col: str = "t_us"):
-    """ECG rows repeated once per time bucket their window [t - before, t + after] touches."""
-    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT row_idx, subject_id, {time_col} AS t, "
-                f"unnest(range(floor(({time_col} - {before_us}) / {width_us})::BIGINT, "
-                f"floor(({time_col} + {after_us}) / {width_us})::BIGINT + 1)) AS b FROM ecg")
-
-
-def _read_vitals(con, cfg, files, headers, n_ecg, flow) -> dict:
-    key = "vitalsign"
-    path = files[key]
-    types = {"subject_id": "BIGINT", "charttime": "TIMESTAMP", **{v: "DOUBLE" for v in VITALS}}
-    con.execute(f"CREATE TABLE vit AS SELECT subject_id, epoch_us(charttime) AS t, "
-                f"{', '.join(VITALS)} FROM {_scan(path, headers[key], types, 'rej_vit')} "
-                f"WHERE subject_id IN (SELECT subject_id FROM ecg_subjects)")
-    n = con.execute("SELECT count(*) FROM vit").fetchone()[0]
-    _report_rejects(con, "rej_vit", path, flow, n)
-    n_nt = con.execute("SELECT count(*) FROM vit WHERE t IS NULL").fetchone()[0]
-    flow.add("vitalsign: charttime present", n, n - n_nt, "rows without charttime", warn=True)
-    for v in VITALS:
-        lo, hi = VITAL_BOUNDS[v]
-        n_v, n_bad = con.execute(f"SELECT count({v}), count({v}) FILTER (WHERE {v} < {lo} OR {v} > {hi}) "
-                                 f"FROM vit").fetchone()
-        flow.add(f"vitalsign: {v} plausible", n_v, n_v - n_bad,
-                 f"{v} values outside [{lo:g}, {hi:g}] set missing (values, not rows)", warn=True)
-    w = cfg.vitals_window_min * 60_000_000
-    width = max(w, 60_000_000)
-    _bucketed_ecg(con, "ecg_bv", width, w, w)
-    aggs = ", ".join(
-        f"arg_min(v.{v}, struct_pack(a := abs(v.t - e.t), t := v.t, x := v.{v})) FILTER "
-        f"(WHERE v.{v} BETWEEN {VITAL_BOUNDS[v][0]} AND {VITAL_BOUNDS[v][1]}) AS {v}" for v in VITALS)
-    res = con.execute(
-        f"SELECT e.row_idx, {aggs} FROM ecg_bv e JOIN (SELECT *, floor(t / {width})::BIGINT AS b FROM vit "
-        f"WHERE t IS NOT NULL) v ON v.subject_id = e.subject_id AND v.b = e.b "
-        f"WHERE v.t BETWEEN e.t - {w} AND e.t + {w} GROUP BY e.row_idx").fetchnumpy()
-    out = {}
-    idx = np.asarray(res["row_idx"], dtype=np.int64)
-    for v in VITALS:
-        arr = np.full(n_ecg, np.nan)
-        arr[idx] = np.ma.filled(np.ma.asarray(res[v], dtype=float), np.nan)
-        out[v] = arr
-    return out
-
-
-def _read_biometrics(con, cfg, files, headers, n_ecg, flow) -> dict:
-    key = "omr"
-    path = files[key]
-    types = {"subject_id": "BIGINT", "chartdate": "DATE", "seq_num": "BIGINT"}
-    names = ", ".join(f"'{k}'" for k in BIOMETRICS)
-    con.execute(f"CREATE TABLE omr AS SELECT subject_id, chartdate, seq_num, result_name, "
-                f"result_value, TRY_CAST(result_value AS DOUBLE) AS x "
-                f"FROM {_scan(path, headers[key], types, 'rej_omr')} WHERE result_name IN ({names}) "
-                f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)")
-    n = con.execute("SELECT count(*) FROM omr").fetchone()[0]
-    _report_rejects(con, "rej_omr", path, flow, n)
-    n_ok = con.execute("SELECT count(*) FROM omr WHERE x IS NOT NULL AND chartdate IS NOT NULL").fetchone()[0]
-    if n - n_ok:
-        ex = con.execute("SELECT result_value FROM omr WHERE x IS NULL LIMIT 1").fetchone()
-        log.warning(f"{path}: column 'result_value': {n - n_ok} biometric rows skipped, not a number "
-                    f"or no chartdate (e.g. {ex[0] if ex else None!r})")
-    flow.add("omr: numeric biometric rows", n, n_ok, "BMI/weight/height rows with a non-numeric "
-             "result_value or no chartdate", warn=True)
-    cases = " ".join(f"WHEN '{k}' THEN '{f}'" for k, (f, *_rest) in BIOMETRICS.items())
-    factors = " ".join(f"WHEN '{k}' THEN x * {fac}" for k, (_f, fac, *_r) in BIOMETRICS.items())
-    plaus = " OR ".join(f"(result_name = '{k}' AND y {'>' if open_ else '>='} {lo} AND y <= {hi})"
-                        for k, (_f, _fac, lo, open_, hi) in BIOMETRICS.items())
-    con.execute(f"CREATE TABLE bio AS SELECT * FROM (SELECT subject_id, "
-                f"(chartdate - DATE '1970-01-01') AS d, seq_num, CASE result_name {cases} END AS f, "
-                f"CASE result_name {factors} END AS y, result_name FROM omr "
-                f"WHERE x IS NOT NULL AND chartdate IS NOT NULL) WHERE {plaus}")
-    n_pl = con.execute("SELECT count(*) FROM bio").fetchone()[0]
-    flow.add("omr: plausible biometrics", n_ok, n_pl, "implausible BMI, weight or height values", warn=True)
-    w = cfg.biometrics_window_days
-    width = max(w, 1)
-    con.execute(f"CREATE OR REPLACE TABLE ecg_bd AS SELECT row_idx, subject_id, "
-                f"(d - DATE '1970-01-01') AS t, unnest(range(floor(((d - DATE '1970-01-01') - {w}) / {width})::BIGINT, "
-                f"floor(((d - DATE '1970-01-01') + {w}) / {width})::BIGINT + 1)) AS b FROM ecg")
-    res = con.execute(
-        f"SELECT e.row_idx, o.f, arg_min(o.y, struct_pack(a := abs(o.d - e.t), t := o.d, s := o.seq_num, "
-        f"x := o.y)) AS y FROM ecg_bd e JOIN (SELECT *, floor(d / {width})::BIGINT AS b FROM bio) o "
-        f"ON o.subject_id = e.subject_id AND o.b = e.b WHERE o.d BETWEEN e.t - {w} AND e.t + {w} "
-        f"GROUP BY e.row_idx, o.f").df()
-    out = {}
-    for f in BIOMETRIC_FEATURES:
-        arr = np.full(n_ecg, np.nan)
-        r = res[res["f"] == f]
-        arr[r["row_idx"].to_numpy(dtype=np.int64)] = r["y"].to_numpy(dtype=float)
-        out[f] = arr
-    return out
-
-
-def _label_labs(con, cfg, files, headers, n_ecg, flow) -> tuple["_LongLabels", list[dict]]:
-    """All candidate lab targets: (n_ecgs, n_candidates) float32 and their descriptions."""
-    lpath, dpath = files["labevents"], files["d_labitems"]
-    d = _read_strict(dpath, headers["d_labitems"], {"itemid": "BIGINT", "label": "VARCHAR", "fluid": "VARCHAR"})
-    if d.empty:
-        raise ValueError(f"{dpath}: no rows; expected one row per lab itemid")
-    n_d = len(d)
-    d = d.dropna(subset=["itemid"]).drop_duplicates("itemid")
-    flow.add("d_labitems: unique itemid", n_d, len(d), "repeated or empty itemids (first kept)", warn=True)
-    con.register("d_df", d)
-    con.execute("CREATE TABLE d_lab AS SELECT itemid::BIGINT AS itemid, label, fluid FROM d_df")
-
-    types = {"labevent_id": "BIGINT", "subject_id": "BIGINT", "itemid": "BIGINT", "charttime": "TIMESTAMP",
-             "valuenum": "DOUBLE", "ref_range_lower": "DOUBLE", "ref_range_upper": "DOUBLE"}
-    con.execute("PRAGMA enable_profiling = 'no_output'")
-    con.execute(f"CREATE TABLE lab_raw AS SELECT labevent_id, subject_id, itemid, epoch_us(charttime) AS t, "
-                f"valuenum, valueuom, ref_range_lower, ref_range_upper "
-                f"FROM {_scan(lpath, headers['labevents'], types, 'rej_lab')} "
-                f"WHERE subject_id IN (SELECT subject_id FROM ecg_subjects)")
-    n_scanned = _scanned_rows(con)
-    con.execute("PRAGMA disable_profiling")
-    n_raw = con.execute("SELECT count(*) FROM lab_raw").fetchone()[0]
-    n_rej = _report_rejects(con, "rej_lab", lpath, None, 0)
-    if n_scanned is None:
-        n_scanned = n_raw  # profiler unavailable: the patient filter is reported as not counted
-        log.warning(f"{lpath}: rows of patients without an ECG were not counted (no profiler)")
-    flow.add(f"read {lpath.name}", n_scanned + n_rej, n_scanned, "rows skipped: a value could not be parsed", warn=True)
-    flow.add("labevents: patients with an ECG", n_scanned, n_raw, "rows of patients without an ECG")
-    if n_raw == 0:
-        raise ValueError(f"{lpath}: no lab rows for any patient of record_list.csv (column 'subject_id')")
-
-    ok = (f"valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL AND label NOT IN {DROPPED_LABELS} "
-          f"AND NOT coalesce(ref_range_lower = 0 AND ref_range_upper = 0, false)")
-    steps = con.execute(
-        "SELECT count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL), "
-        "count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL), "
-        f"count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL "
-        f"AND label NOT IN {DROPPED_LABELS}), "
-        f"count(*) FILTER (WHERE {ok}), "
-        f"count(DISTINCT labevent_id) FILTER (WHERE {ok}) + count(*) FILTER (WHERE {ok} AND labevent_id IS NULL) "
-        "FROM lab_raw l LEFT JOIN d_lab USING (itemid)").fetchone()
-    reasons = ["rows without valuenum or charttime", "rows whose itemid is not in d_labitems (or has no label)",
-               f"rows of labels {list(DROPPED_LABELS)}", "rows with ref_range_lower = ref_range_upper = 0"]
-    prev = n_raw
-    for name, n, why in zip(["valuenum and charttime", "join d_labitems", "label filter", "reference range"],
-                            steps[:4], reasons):
-        flow.add(f"labevents: {name}", prev, n, why, warn=name == "join d_labitems")
-        prev = n
-    n_ok, n_ids = prev, steps[4]
-    # a view, not a table: one materialization of the lab rows fewer
-    con.execute(f"CREATE VIEW lab_ok AS SELECT l.labevent_id, l.subject_id, l.itemid, l.t, l.valuenum, "
-                f"l.valueuom, l.ref_range_lower, l.ref_range_upper, d.label, d.fluid FROM lab_raw l "
-                f"JOIN d_lab d USING (itemid) WHERE {ok}")
-    src = "lab_ok"
-    if n_ids < n_ok:
-        con.execute("CREATE TABLE lab_dedup AS SELECT * FROM lab_ok "
-                    "QUALIFY labevent_id IS NULL OR row_number() OVER (PARTITION BY labevent_id ORDER BY t, valuenum) = 1")
-        src = "lab_dedup"
-    flow.add("labevents: duplicate labevent_id", n_ok, n_ids, "repeated labevent_id rows (first kept)", warn=True)
-
-    flu = con.execute(f"SELECT label, fluid, valueuom, count(*) AS n FROM {src} GROUP BY ALL").df()
-    fl = flu.groupby(["label", "fluid"], as_index=False)["n"].sum()
-    fluid = choose_fluid(fl)
-    con.register("fluid_df", fluid.rename("fluid").reset_index())
-    n_fl = int(fl.merge(fluid.reset_index(), on=["label", "fluid"])["n"].sum())
-    flow.add("labevents: most frequent fluid per label", n_ids, n_fl, "rows of a label's other fluids")
-
-    un = (flu.merge(fluid.reset_index(), on=["label", "fluid"])
-          .groupby(["label", "valueuom"], as_index=False, dropna=False)["n"].sum())
-    umap = harmonize_units(un)
-    for lab, g in umap.groupby("label"):
-        if len(g) > 1:
-            log.info(f"units of {lab!r}: " + ", ".join(
-                f"{u!r} {n} rows {'-> ' + repr(c) if k and u != c else ('kept' if k else 'dropped')}"
-                for u, n, c, k in zip(g["valueuom"], g["n"], g["unit"], g["keep"])))
-    n_u = int(umap.loc[umap["keep"], "n"].sum())
-    flow.add("labevents: unit harmonized", n_fl, n_u, "rows whose unit names another quantity than the "
-             "label's most frequent unit", warn=True)
-    per_label = umap[umap["keep"]].groupby("label")["n"].sum()
-    labels_kept = per_label[per_label >= cfg.min_lab_events].index
-    flow.add("labevents: labels with enough rows", n_u, int(per_label[labels_kept].sum()),
-             f"rows of labels with < {cfg.min_lab_events} rows")
-    if len(labels_kept) == 0:
-        raise ValueError(f"{lpath}: no lab label has >= min_lab_events={cfg.min_lab_events} rows "
-                         f"(largest: {int(per_label.max()) if len(per_label) else 0})")
-    umap = umap[umap["keep"] & umap["label"].isin(labels_kept)]
-    con.register("unit_df", umap[["label", "valueuom", "unit"]])
-    lab_names = sorted(labels_kept)
-    con.register("label_df", pd.DataFrame({"label": lab_names, "label_idx": np.arange(len(lab_names))}))
-    con.execute(f"CREATE TABLE lab AS SELECT o.labevent_id, o.subject_id, o.t, o.valuenum, "
-                f"o.ref_range_lower, o.ref_range_upper, o.itemid, x.label_idx FROM {src} o "
-                "JOIN fluid_df USING (label, fluid) JOIN label_df x USING (label) "
-                "JOIN unit_df u ON u.label = o.label AND u.valueuom IS NOT DISTINCT FROM o.valueuom")
-    con.execute("DROP VIEW lab_ok")
-    con.execute("DROP TABLE lab_raw")
-
-    thr = con.execute("SELECT label_idx, median(ref_range_lower) AS lo, median(ref_range_upper) AS hi, "
-                      "list(DISTINCT itemid ORDER BY itemid) AS itemids FROM lab GROUP BY label_idx").df()
-    thr = thr.set_index("label_idx").reindex(np.arange(len(lab_names)))
-    con.register("thr_df", thr[["lo", "hi"]].reset_index())
-    occ = con.execute("SELECT l.label_idx, bool_or(l.valuenum < t.lo), bool_or(l.valuenum > t.hi) FROM lab l "
-                      "JOIN thr_df t USING (label_idx) GROUP BY 1").fetchall()
-    occurs = {i: (bool(a), bool(b)) for i, a, b in occ}
-
-    n_nolab = con.execute("SELECT count(*) FROM ecg WHERE subject_id NOT IN (SELECT DISTINCT subject_id FROM lab)"
-                          ).fetchone()[0]
-    flow.add("labels: ECGs whose patient has lab rows", n_ecg, n_ecg - n_nolab,
-             "ECGs kept with every lab target missing (patient has no usable lab rows)", warn=True)
-
-    # one bucketed join serves every window: [t - est, t + max(est, h_max)]
-    w = cfg.estimation_window_min * 60_000_000
-    hmax = max(cfg.horizons_min) * 60_000_000
-    width = 3_600_000_000
-    _bucketed_ecg(con, "ecg_bl", width, w, max(w, hmax))
-    mon = ", ".join(
-        f"count(*) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS n{h}, "
-        f"bool_or(cls = -1) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS lo{h}, "
-        f"bool_or(cls = 1) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS hi{h}" for h in cfg.horizons_min)
-    res = con.execute(
-        f"SELECT row_idx, label_idx, arg_min(cls, struct_pack(a := abs(dt), t := lt, i := -labevent_id)) "
-        f"FILTER (WHERE dt BETWEEN -{w} AND {w}) AS est, {mon} FROM ("
-        f"SELECT e.row_idx, l.label_idx, l.t - e.t AS dt, l.t AS lt, l.labevent_id, "
-        f"CASE WHEN l.valuenum < th.lo THEN -1 WHEN l.valuenum > th.hi THEN 1 ELSE 0 END AS cls "
-        f"FROM ecg_bl e JOIN (SELECT *, floor(t / {width})::BIGINT AS b FROM lab) l "
-        f"ON l.subject_id = e.subject_id AND l.b = e.b JOIN thr_df th ON th.label_idx = l.label_idx "
-        f"WHERE l.t BETWEEN e.t - {w} AND e.t + {max(w, hmax)}) GROUP BY ALL").fetchnumpy()
-
-    row = np.asarray(res["row_idx"], dtype=np.int64)
-    li = np.asarray(res["label_idx"], dtype=np.int64)
-    tasks = cfg.tasks
-    # vals[:, direction * n_tasks + task]: the target of (row, label); long form, sorted by label
-    vals = np.full((len(row), 2 * len(tasks)), np.nan, dtype=np.float32)
-    est = np.ma.asarray(res["est"], dtype=float).filled(np.nan)
-    vals[:, 0] = np.where(np.isnan(est), np.nan, est == -1)
-    vals[:, len(tasks)] = np.where(np.isnan(est), np.nan, est == 1)
-    for k, h in enumerate(cfg.horizons_min, start=1):
-        n = np.asarray(res[f"n{h}"], dtype=np.int64)
-        lo = np.ma.asarray(res[f"lo{h}"], dtype=float).filled(0) == 1
-        hi = np.ma.asarray(res[f"hi{h}"], dtype=float).filled(0) == 1
-        miss = (n == 0) | (lo & hi)
-        vals[:, k] = np.where(miss, np.nan, lo)
-        vals[:, len(tasks) + k] = np.where(miss, np.nan, hi)
-    order = np.argsort(li, kind="stable")
-    row, li, vals = row[order], li[order], vals[order]
-    starts = np.searchsorted(li, np.arange(len(lab_names) + 1))
-
-    meta = []
-    units = umap.drop_duplicates("label").set_index("label")["unit"]
-    for i, label in enumerate(lab_names):
-        for dirn, direction in enumerate(("low", "high")):
-            thr_v = thr.loc[i, "lo" if direction == "low" else "hi"]
-            if not occurs.get(i, (False, False))[dirn] or pd.isna(thr_v):
-                continue
-            for k, task in enumerate(tasks):
-                meta.append({"name": util.target_name(label, direction, task), "lab": util.lab_slug(label),
-                             "label": label, "itemids": [int(x) for x in thr.loc[i, "itemids"]],
-                             "fluid": str(fluid[label]), "direction": direction, "threshold": float(thr_v),
-                             "unit": None if pd.isna(units.get(label)) else str(units.get(label)),
-                             "category": catalog.category_for_label(label), "task": task,
-                             "horizon_min": None if task == "est" else int(task[3:]),
-                             "_label_idx": i, "_col": dirn * len(tasks) + k})
-    names = [m["name"] for m in meta]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"{dpath}: column 'label': different labels give the same target names {dup}")
-    return _LongLabels(row=row, vals=vals, starts=starts, n_ecgs=n_ecg), meta
-
-
-@dataclass(frozen=True)
-class _LongLabels:
-    """Targets in long form: rows sorted by label; vals (n_pairs, 2 * n_tasks) float32."""
-    row: np.ndarray
-    vals: np.ndarray
-    starts: np.ndarray
-    n_ecgs: int
-
-    def block(self, label_idx: int) -> np.ndarray:
-        """Dense targets of one label: (n_ecgs, 2 * n_tasks) float32, NaN where missing."""
-        sl = slice(self.starts[label_idx], self.starts[label_idx + 1])
-        out = np.full((self.n_ecgs, self.vals.shape[1]), np.nan, dtype=np.float32)
-        out[self.row[sl]] = self.vals[sl]
-        return out

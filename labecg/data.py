@@ -32,7 +32,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from labecg.cohort import FEATURES, RACES, TEST_FOLD, TRAIN_FOLDS, VAL_FOLD
+from labecg.cohort import TEST_FOLD, TRAIN_FOLDS, VAL_FOLD
+from labecg.features import FEATURES, RACES
 from labecg.signals import load_signals
 from labecg.util import get_logger, read_json
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labecg.cohort import BIOMETRICS, FEATURES, RACES, VITAL_BOUNDS
+from labecg.features import BIOMETRICS, FEATURES, RACES, VITAL_BOUNDS
 from labecg.data import VARIABLES, TabularStats, transform_tabular
 from labecg.model import FusionModel, ModelConfig
 from labecg.signals import RecordError, SignalsConfig, convert_record
@@ -167,7 +167,7 @@ def read_features(features: Features) -> pd.DataFrame:
     ----------
     features : None, path of a one-row CSV, mapping, Series or one-row DataFrame
         Any of ``sex`` (1 male, 0 female, or M/F), ``age`` (years), ``race`` (one of
-        :data:`labecg.cohort.RACES`), ``temperature`` (°F), ``heartrate``, ``resprate``,
+        :data:`labecg.features.RACES`), ``temperature`` (°F), ``heartrate``, ``resprate``,
         ``o2sat``, ``sbp``, ``dbp``, ``bmi``, ``weight`` (kg), ``height`` (cm). Empty
         values count as missing.
 

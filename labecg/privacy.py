@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from labecg.cohort import FEATURES
+from labecg.features import FEATURES
 from labecg.util import get_logger
 
 __all__ = ["PrivacyError", "check_privacy", "row_level_reason", "IDENTIFIER_COLUMNS", "FEATURE_COLUMNS",

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import mimic_fixtures as mf
-from labecg import cohort
+from labecg import cohort, features, labels
 from labecg.cohort import CohortConfig, build_cohort
 from reference import cohort_rules as rules
 
@@ -193,10 +193,10 @@ def test_fluid_choice_and_unit_harmonization(built):
     flow = pd.read_csv(res.flow).set_index("step")
     assert flow.loc["labevents: most frequent fluid per label", "dropped"] == 2
     assert flow.loc["labevents: unit harmonized", "dropped"] == 1
-    assert cohort.same_quantity("MCHC", "%", "g/dL") and cohort.same_quantity("Glucose", "mg/dl", "mg/dL")
-    assert not cohort.same_quantity("Calcium, Total", "mmol/L", "mg/dL")
-    assert not cohort.same_quantity("Potassium", "%", "g/dL")
-    fl = cohort.choose_fluid(pd.DataFrame({"label": ["a", "a", "b", "b"], "fluid": ["Urine", "Blood", "X", "Blood"],
+    assert labels.same_quantity("MCHC", "%", "g/dL") and labels.same_quantity("Glucose", "mg/dl", "mg/dL")
+    assert not labels.same_quantity("Calcium, Total", "mmol/L", "mg/dL")
+    assert not labels.same_quantity("Potassium", "%", "g/dL")
+    fl = labels.choose_fluid(pd.DataFrame({"label": ["a", "a", "b", "b"], "fluid": ["Urine", "Blood", "X", "Blood"],
                                            "n": [3, 2, 2, 2]}))
     assert fl.to_dict() == {"a": "Urine", "b": "Blood"}
 
@@ -233,7 +233,7 @@ def test_demographics(built):
     assert df.loc[40000001, "race"] == "other" and df.loc[40000002, "race"] == "other"
     assert df.loc[40000003, "sex"] == 0.0 and df.loc[40000001, "sex"] == 1.0
     assert df.loc[40000003, "age"] == 53.0
-    assert [cohort.map_race(r) for r in ("ASIAN - CHINESE", "WHITE - RUSSIAN", None, "PORTUGUESE")] == \
+    assert [features.map_race(r) for r in ("ASIAN - CHINESE", "WHITE - RUSSIAN", None, "PORTUGUESE")] == \
         ["asian", "white", "other", "other"]
 
 

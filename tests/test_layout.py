@@ -13,8 +13,8 @@ PKG = Path(__file__).resolve().parents[1] / "labecg"
 # Modules that import no stage.
 BASE = {"util", "catalog", "metrics", "paper"}
 # Stages in pipeline order; a module may import only base modules and earlier stages.
-ORDER = ["ecgsim", "synthetic", "sources", "cohort", "signals", "data", "s4", "model", "train", "predict", "explain", "tables",
-         "evaluate", "figures", "selfcheck", "privacy", "book"]
+ORDER = ["ecgsim", "synthetic", "sources", "readers", "features", "labels", "cohort", "signals", "data", "s4", "model",
+         "train", "predict", "explain", "tables", "evaluate", "figures", "selfcheck", "privacy", "book"]
 
 
 def _labecg_imports(path: Path) -> set[str]:

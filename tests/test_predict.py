@@ -18,7 +18,7 @@ import torch
 import wfdb
 
 from labecg import cli
-from labecg.cohort import FEATURES
+from labecg.features import FEATURES
 from labecg.predict import OUTPUT_COLUMNS, load_run, predict_record
 from labecg.signals import RecordError
 from test_signals_sources import DATA, MIMIC_ORDER, UNREADABLE, _sines, _write, independent

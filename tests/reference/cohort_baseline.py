@@ -2,8 +2,9 @@
 
 Two roles: the speed baseline of ``bench/cohort.py`` and the independent slow
 implementation that ``tests/test_cohort_synthetic.py`` checks ``labecg.cohort`` against.
-It re-implements every rule of ``labecg.cohort`` (module docstring there) from the text,
-sharing only data constants (bounds, unit synonyms), not code.
+It re-implements every rule of the cohort stage (the module docstrings of ``labecg.features``,
+``labecg.labels`` and ``labecg.cohort``) from the text, sharing only data constants (bounds,
+unit synonyms), not code.
 
 Usage: ``python tests/reference/cohort_baseline.py DATA_ROOT [--min-lab-events 200]`` prints the shape.
 """
@@ -17,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labecg.cohort import BIOMETRICS, DROPPED_LABELS, UNIT_SYNONYMS, VITAL_BOUNDS, VITALS
+from labecg.features import BIOMETRICS, VITAL_BOUNDS
+from labecg.labels import DROPPED_LABELS, UNIT_SYNONYMS
+from labecg.readers import VITALS
 
 READ = dict(keep_default_na=False, na_values=[""])
 

@@ -1,6 +1,6 @@
-"""The cohort's labelling rules in plain pandas: the reference the tests hold ``labecg.cohort`` to.
+"""The cohort's labelling rules in plain pandas: the reference the tests hold ``labecg.labels`` to.
 
-``labecg.cohort`` computes thresholds, classes and the estimation and monitoring targets in
+``labecg.labels`` computes thresholds, classes and the estimation and monitoring targets in
 DuckDB (bucketed joins); these functions state the same rules (its module docstring) one
 data frame at a time, slowly, for hand-worked cases. ``cohort_baseline.py`` beside this
 file re-implements the whole builder the same way, for the synthetic tree and for

@@ -1,0 +1,341 @@
+"""The lab labels of the cohort: lab rows, units, thresholds, and the estimation and monitoring targets.
+
+Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ours where both are):
+
+- Time windows, closed (both ends included), measured in microseconds from ``ecg_time``:
+  estimation labs charted in [ecg_time - w, ecg_time + w], w = ``estimation_window_min``
+  (60 min); monitoring labs in [ecg_time, ecg_time + h], h in ``util.HORIZONS_MIN`` (30, 60, 120).
+- Closest value: smallest absolute time difference; ties go to the earlier charttime, then
+  the higher ``labevent_id``.
+- Labs: ``labevents`` rows of patients with at least one ECG only (so all label statistics
+  below, fluid counts, units, row counts and medians, are over those patients' rows, as in
+  the authors' code); joined to ``d_labitems`` on itemid (several itemids may share a label
+  and fluid: they are one test); rows without valuenum or charttime dropped (text-only
+  values such as 'ERROR' or '>25000'); labels 'H', 'I', 'L', 'other' dropped; rows whose two
+  reference bounds both equal 0 dropped (a row with one or two empty bounds is kept; its
+  empty bound does not enter the medians); repeated ``labevent_id`` kept once; per label
+  only its most frequent fluid (ties: alphabetical); per label the most frequent unit
+  spelling is the unit (ties: alphabetical); other spellings that name the same quantity
+  (equal up to case and spaces, or listed in ``UNIT_SYNONYMS``) are relabelled with factor
+  1, rows with a unit of another quantity are dropped and counted; rows without a unit keep
+  their value; labels with fewer than ``min_lab_events`` rows dropped.
+- Thresholds: per label the median of ``ref_range_lower`` and of ``ref_range_upper`` over
+  the label's rows of ECG patients (NULLs ignored; even counts averaged); low if valuenum <
+  lower median, high if > upper median.
+  A label yields a target per abnormal class that occurs among its rows.
+- Estimation target: the closest row in the window; 1.0 if its class is the target's
+  direction, else 0.0; NaN if the window is empty. Monitoring target: NaN if the window is
+  empty or holds both a low and a high row; else 1.0 if it holds a row of the target's
+  direction, else 0.0.
+
+The SQL below applies these rules with bucketed joins; the pandas form of the same rules, a
+data frame at a time, is ``tests/reference/cohort_rules.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from labecg import catalog, readers, util
+
+log = util.get_logger("labecg.cohort")  # the cohort stage's messages, whichever module says them
+
+DROPPED_LABELS = ("H", "I", "L", "other")
+# Spellings that name the same quantity (factor 1); label None = any label.
+UNIT_SYNONYMS: dict[Optional[str], tuple[frozenset, ...]] = {
+    None: (frozenset({"K/uL", "10^3/uL", "x10E3/uL", "THOU/uL"}),
+           frozenset({"m/uL", "10^6/uL", "x10E6/uL", "MIL/uL"}),
+           frozenset({"IU/L", "U/L"})),
+    "MCHC": (frozenset({"g/dL", "%"}),),  # MIMIC prints MCHC both ways, same numbers
+}
+
+
+def choose_fluid(counts: pd.DataFrame) -> pd.Series:
+    """Per label its most frequent fluid.
+
+    Parameters
+    ----------
+    counts : DataFrame with columns label, fluid, n (rows of that label and fluid)
+
+    Returns
+    -------
+    Series indexed by label: the fluid with most rows (ties: alphabetically first).
+    """
+    ordered = counts.sort_values(["label", "n", "fluid"], ascending=[True, False, True])
+    return ordered.drop_duplicates("label").set_index("label")["fluid"]
+
+
+def _unit_key(unit: str) -> str:
+    return "".join(unit.split()).lower()
+
+
+def same_quantity(label: str, unit_a: str, unit_b: str) -> bool:
+    """Whether two unit spellings of a label name the same quantity (conversion factor 1)."""
+    if _unit_key(unit_a) == _unit_key(unit_b):
+        return True
+    for group in UNIT_SYNONYMS.get(None, ()) + UNIT_SYNONYMS.get(label, ()):
+        keys = {_unit_key(g) for g in group}
+        if _unit_key(unit_a) in keys and _unit_key(unit_b) in keys:
+            return True
+    return False
+
+
+def harmonize_units(counts: pd.DataFrame) -> pd.DataFrame:
+    """Unit map per label: the most frequent spelling is the unit, others relabelled or dropped.
+
+    Parameters
+    ----------
+    counts : DataFrame with columns label, valueuom (NaN = none given), n (rows)
+        Rows after the fluid choice.
+
+    Returns
+    -------
+    ``counts`` plus columns unit (the label's most frequent spelling; ties alphabetical) and
+    keep (bool: same quantity as the unit per ``same_quantity``, or no unit given). Kept rows
+    keep their value (every listed synonym has factor 1).
+    """
+    named = counts[counts["valueuom"].notna()].sort_values(["label", "n", "valueuom"],
+                                                           ascending=[True, False, True])
+    unit = named.drop_duplicates("label").set_index("label")["valueuom"]
+    out = counts.assign(unit=counts["label"].map(unit))
+    out["keep"] = [pd.isna(u) or pd.isna(c) or same_quantity(lab, u, c)
+                   for lab, u, c in zip(out["label"], out["valueuom"], out["unit"])]
+    return out
+
+
+@dataclass(frozen=True)
+class LongLabels:
+    """Candidate targets in long form, one row per (ECG, label) pair with a lab row in a window.
+
+    Attributes
+    ----------
+    rows : ndarray of shape (n_pairs,), int64
+        The ECG (``row_idx``) of each pair; pairs sorted by label.
+    values : ndarray of shape (n_pairs, 2 * n_tasks), float32
+        Column ``direction * n_tasks + task`` (direction 0 low, 1 high; tasks in the order of
+        ``util.TASKS``): 1.0, 0.0 or NaN.
+    label_starts : ndarray of shape (n_labels + 1,), int64
+        The pairs of label i are ``label_starts[i]:label_starts[i + 1]``.
+    n_ecgs : int
+    """
+    rows: np.ndarray
+    values: np.ndarray
+    label_starts: np.ndarray
+    n_ecgs: int
+
+    def block(self, label_idx: int) -> np.ndarray:
+        """Dense targets of one label: (n_ecgs, 2 * n_tasks) float32, NaN where missing."""
+        pairs = slice(self.label_starts[label_idx], self.label_starts[label_idx + 1])
+        out = np.full((self.n_ecgs, self.values.shape[1]), np.nan, dtype=np.float32)
+        out[self.rows[pairs]] = self.values[pairs]
+        return out
+
+
+def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *,
+               min_lab_events: int, estimation_window_min: int) -> tuple[LongLabels, list[dict]]:
+    """Every candidate lab target of every ECG, and its description.
+
+    Parameters
+    ----------
+    con : DuckDB connection holding the tables of ``readers.load_ecgs``
+    files, headers : dict
+        Table -> path (``readers.source_files``) and -> column names (``readers.read_header``).
+    n_ecgs : int
+        Rows of the ``ecg`` table.
+    flow : readers.Flow
+        Every filter of the lab rows is added to it.
+    min_lab_events : int
+        A label needs at least this many rows to give targets.
+    estimation_window_min : int
+        Half width of the estimation window, minutes.
+
+    Returns
+    -------
+    labels : LongLabels
+        ``labels.block(i)``: ndarray of shape (n_ecgs, 2 * n_tasks), float32, the targets of
+        label i (1.0, 0.0, NaN), labels in alphabetical order.
+    candidates : list of dict, one per candidate target (n_candidates)
+        Each label, direction that occurs among its rows and task of ``util.TASKS``, in that
+        order: the ``targets.json`` fields (name, lab, label, itemids, fluid, direction,
+        threshold, unit, category, task, horizon_min) and ``_label_idx``, ``_col``: the
+        target's block of ``labels`` and its column there.
+    """
+    labevents_path, d_labitems_path = files["labevents"], files["d_labitems"]
+    d_labitems = readers.read_strict(d_labitems_path, headers["d_labitems"],
+                                     {"itemid": "BIGINT", "label": "VARCHAR", "fluid": "VARCHAR"})
+    if d_labitems.empty:
+        raise ValueError(f"{d_labitems_path}: no rows; expected one row per lab itemid")
+    n_items = len(d_labitems)
+    d_labitems = d_labitems.dropna(subset=["itemid"]).drop_duplicates("itemid")
+    flow.add("d_labitems: unique itemid", n_items, len(d_labitems), "repeated or empty itemids (first kept)",
+             warn=True)
+    con.register("d_df", d_labitems)
+    con.execute("CREATE TABLE d_lab AS SELECT itemid::BIGINT AS itemid, label, fluid FROM d_df")
+
+    types = {"labevent_id": "BIGINT", "subject_id": "BIGINT", "itemid": "BIGINT", "charttime": "TIMESTAMP",
+             "valuenum": "DOUBLE", "ref_range_lower": "DOUBLE", "ref_range_upper": "DOUBLE"}
+    con.execute("PRAGMA enable_profiling = 'no_output'")
+    con.execute(f"CREATE TABLE lab_raw AS SELECT labevent_id, subject_id, itemid, epoch_us(charttime) AS t, "
+                f"valuenum, valueuom, ref_range_lower, ref_range_upper "
+                f"FROM {readers.scan_sql(labevents_path, headers['labevents'], types, 'rej_lab')} "
+                f"WHERE subject_id IN (SELECT subject_id FROM ecg_subjects)")
+    n_scanned = readers.count_scanned_rows(con)
+    con.execute("PRAGMA disable_profiling")
+    n_raw = con.execute("SELECT count(*) FROM lab_raw").fetchone()[0]
+    n_rejected = readers.report_rejects(con, "rej_lab", labevents_path, None, 0)
+    if n_scanned is None:
+        n_scanned = n_raw  # profiler unavailable: the patient filter is reported as not counted
+        log.warning(f"{labevents_path}: rows of patients without an ECG were not counted (no profiler)")
+    flow.add(f"read {labevents_path.name}", n_scanned + n_rejected, n_scanned,
+             "rows skipped: a value could not be parsed", warn=True)
+    flow.add("labevents: patients with an ECG", n_scanned, n_raw, "rows of patients without an ECG")
+    if n_raw == 0:
+        raise ValueError(f"{labevents_path}: no lab rows for any patient of record_list.csv (column 'subject_id')")
+
+    usable = (f"valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL AND label NOT IN {DROPPED_LABELS} "
+              f"AND NOT coalesce(ref_range_lower = 0 AND ref_range_upper = 0, false)")
+    step_counts = con.execute(
+        "SELECT count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL), "
+        "count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL), "
+        f"count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL "
+        f"AND label NOT IN {DROPPED_LABELS}), "
+        f"count(*) FILTER (WHERE {usable}), "
+        f"count(DISTINCT labevent_id) FILTER (WHERE {usable}) + count(*) FILTER (WHERE {usable} "
+        "AND labevent_id IS NULL) FROM lab_raw l LEFT JOIN d_lab USING (itemid)").fetchone()
+    reasons = ["rows without valuenum or charttime", "rows whose itemid is not in d_labitems (or has no label)",
+               f"rows of labels {list(DROPPED_LABELS)}", "rows with ref_range_lower = ref_range_upper = 0"]
+    rows_before = n_raw
+    for step, n_rows, reason in zip(["valuenum and charttime", "join d_labitems", "label filter", "reference range"],
+                                    step_counts[:4], reasons):
+        flow.add(f"labevents: {step}", rows_before, n_rows, reason, warn=step == "join d_labitems")
+        rows_before = n_rows
+    n_usable, n_unique_ids = rows_before, step_counts[4]
+    # a view, not a table: one materialization of the lab rows fewer
+    con.execute(f"CREATE VIEW lab_ok AS SELECT l.labevent_id, l.subject_id, l.itemid, l.t, l.valuenum, "
+                f"l.valueuom, l.ref_range_lower, l.ref_range_upper, d.label, d.fluid FROM lab_raw l "
+                f"JOIN d_lab d USING (itemid) WHERE {usable}")
+    lab_rows = "lab_ok"
+    if n_unique_ids < n_usable:
+        con.execute("CREATE TABLE lab_dedup AS SELECT * FROM lab_ok "
+                    "QUALIFY labevent_id IS NULL OR row_number() OVER (PARTITION BY labevent_id ORDER BY t, valuenum) = 1")
+        lab_rows = "lab_dedup"
+    flow.add("labevents: duplicate labevent_id", n_usable, n_unique_ids, "repeated labevent_id rows (first kept)",
+             warn=True)
+
+    # rows per label, fluid and unit spelling: the fluid and unit rules need only these counts
+    spelling_counts = con.execute(f"SELECT label, fluid, valueuom, count(*) AS n FROM {lab_rows} GROUP BY ALL").df()
+    fluid_counts = spelling_counts.groupby(["label", "fluid"], as_index=False)["n"].sum()
+    fluid = choose_fluid(fluid_counts)
+    con.register("fluid_df", fluid.rename("fluid").reset_index())
+    n_chosen_fluid = int(fluid_counts.merge(fluid.reset_index(), on=["label", "fluid"])["n"].sum())
+    flow.add("labevents: most frequent fluid per label", n_unique_ids, n_chosen_fluid, "rows of a label's other fluids")
+
+    unit_counts = (spelling_counts.merge(fluid.reset_index(), on=["label", "fluid"])
+                   .groupby(["label", "valueuom"], as_index=False, dropna=False)["n"].sum())
+    unit_map = harmonize_units(unit_counts)
+    for label, spellings in unit_map.groupby("label"):
+        if len(spellings) > 1:
+            outcomes = [f"{spelling!r} {n_rows} rows "
+                        + ("-> " + repr(unit) if keep and spelling != unit else ("kept" if keep else "dropped"))
+                        for spelling, n_rows, unit, keep in zip(spellings["valueuom"], spellings["n"],
+                                                                spellings["unit"], spellings["keep"])]
+            log.info(f"units of {label!r}: " + ", ".join(outcomes))
+    n_unit_kept = int(unit_map.loc[unit_map["keep"], "n"].sum())
+    flow.add("labevents: unit harmonized", n_chosen_fluid, n_unit_kept, "rows whose unit names another quantity "
+             "than the label's most frequent unit", warn=True)
+    rows_per_label = unit_map[unit_map["keep"]].groupby("label")["n"].sum()
+    labels_kept = rows_per_label[rows_per_label >= min_lab_events].index
+    flow.add("labevents: labels with enough rows", n_unit_kept, int(rows_per_label[labels_kept].sum()),
+             f"rows of labels with < {min_lab_events} rows")
+    if len(labels_kept) == 0:
+        raise ValueError(f"{labevents_path}: no lab label has >= min_lab_events={min_lab_events} rows "
+                         f"(largest: {int(rows_per_label.max()) if len(rows_per_label) else 0})")
+    unit_map = unit_map[unit_map["keep"] & unit_map["label"].isin(labels_kept)]
+    con.register("unit_df", unit_map[["label", "valueuom", "unit"]])
+    lab_names = sorted(labels_kept)
+    con.register("label_df", pd.DataFrame({"label": lab_names, "label_idx": np.arange(len(lab_names))}))
+    con.execute(f"CREATE TABLE lab AS SELECT o.labevent_id, o.subject_id, o.t, o.valuenum, "
+                f"o.ref_range_lower, o.ref_range_upper, o.itemid, x.label_idx FROM {lab_rows} o "
+                "JOIN fluid_df USING (label, fluid) JOIN label_df x USING (label) "
+                "JOIN unit_df u ON u.label = o.label AND u.valueuom IS NOT DISTINCT FROM o.valueuom")
+    con.execute("DROP VIEW lab_ok")
+    con.execute("DROP TABLE lab_raw")
+
+    # per label_idx: lo, hi (the medians of the reference bounds), itemids
+    thresholds = con.execute("SELECT label_idx, median(ref_range_lower) AS lo, median(ref_range_upper) AS hi, "
+                             "list(DISTINCT itemid ORDER BY itemid) AS itemids FROM lab GROUP BY label_idx").df()
+    thresholds = thresholds.set_index("label_idx").reindex(np.arange(len(lab_names)))
+    con.register("thr_df", thresholds[["lo", "hi"]].reset_index())
+    occurrences = con.execute("SELECT l.label_idx, bool_or(l.valuenum < t.lo), bool_or(l.valuenum > t.hi) "
+                              "FROM lab l JOIN thr_df t USING (label_idx) GROUP BY 1").fetchall()
+    class_occurs = {label_idx: (bool(low), bool(high)) for label_idx, low, high in occurrences}
+
+    n_without_labs = con.execute("SELECT count(*) FROM ecg WHERE subject_id NOT IN "
+                                 "(SELECT DISTINCT subject_id FROM lab)").fetchone()[0]
+    flow.add("labels: ECGs whose patient has lab rows", n_ecgs, n_ecgs - n_without_labs,
+             "ECGs kept with every lab target missing (patient has no usable lab rows)", warn=True)
+
+    # one bucketed join serves every window: [t - est, t + max(est, h_max)]
+    window_us = estimation_window_min * 60_000_000
+    horizon_max_us = max(util.HORIZONS_MIN) * 60_000_000
+    width_us = 3_600_000_000
+    readers.bucket_ecgs(con, "ecg_bl", width_us, window_us, max(window_us, horizon_max_us))
+    # per horizon h: n{h} lab rows in [t, t + h], lo{h} / hi{h} whether one of them is low / high
+    monitoring = ", ".join(
+        f"count(*) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS n{h}, "
+        f"bool_or(cls = -1) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS lo{h}, "
+        f"bool_or(cls = 1) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS hi{h}" for h in util.HORIZONS_MIN)
+    # per (ECG, label) pair: est, the class (-1, 0, 1) of the closest row in the estimation window
+    windows = con.execute(
+        f"SELECT row_idx, label_idx, arg_min(cls, struct_pack(a := abs(dt), t := lt, i := -labevent_id)) "
+        f"FILTER (WHERE dt BETWEEN -{window_us} AND {window_us}) AS est, {monitoring} FROM ("
+        f"SELECT e.row_idx, l.label_idx, l.t - e.t AS dt, l.t AS lt, l.labevent_id, "
+        f"CASE WHEN l.valuenum < th.lo THEN -1 WHEN l.valuenum > th.hi THEN 1 ELSE 0 END AS cls "
+        f"FROM ecg_bl e JOIN (SELECT *, floor(t / {width_us})::BIGINT AS b FROM lab) l "
+        f"ON l.subject_id = e.subject_id AND l.b = e.b JOIN thr_df th ON th.label_idx = l.label_idx "
+        f"WHERE l.t BETWEEN e.t - {window_us} AND e.t + {max(window_us, horizon_max_us)}) GROUP BY ALL").fetchnumpy()
+
+    rows = np.asarray(windows["row_idx"], dtype=np.int64)
+    label_index = np.asarray(windows["label_idx"], dtype=np.int64)
+    n_tasks = len(util.TASKS)
+    # values[:, direction * n_tasks + task]: the target of (row, label); long form, sorted by label
+    values = np.full((len(rows), 2 * n_tasks), np.nan, dtype=np.float32)
+    closest_class = np.ma.asarray(windows["est"], dtype=float).filled(np.nan)
+    values[:, 0] = np.where(np.isnan(closest_class), np.nan, closest_class == -1)
+    values[:, n_tasks] = np.where(np.isnan(closest_class), np.nan, closest_class == 1)
+    for task_idx, h in enumerate(util.HORIZONS_MIN, start=1):
+        n_rows = np.asarray(windows[f"n{h}"], dtype=np.int64)
+        any_low = np.ma.asarray(windows[f"lo{h}"], dtype=float).filled(0) == 1
+        any_high = np.ma.asarray(windows[f"hi{h}"], dtype=float).filled(0) == 1
+        missing = (n_rows == 0) | (any_low & any_high)
+        values[:, task_idx] = np.where(missing, np.nan, any_low)
+        values[:, n_tasks + task_idx] = np.where(missing, np.nan, any_high)
+    order = np.argsort(label_index, kind="stable")
+    rows, label_index, values = rows[order], label_index[order], values[order]
+    label_starts = np.searchsorted(label_index, np.arange(len(lab_names) + 1))
+
+    candidates = []
+    unit_of_label = unit_map.drop_duplicates("label").set_index("label")["unit"]
+    for i, label in enumerate(lab_names):
+        for direction_idx, direction in enumerate(("low", "high")):
+            threshold = thresholds.loc[i, "lo" if direction == "low" else "hi"]
+            if not class_occurs.get(i, (False, False))[direction_idx] or pd.isna(threshold):
+                continue
+            unit = unit_of_label.get(label)
+            for task_idx, task in enumerate(util.TASKS):
+                candidates.append({"name": util.target_name(label, direction, task), "lab": util.lab_slug(label),
+                                   "label": label, "itemids": [int(x) for x in thresholds.loc[i, "itemids"]],
+                                   "fluid": str(fluid[label]), "direction": direction, "threshold": float(threshold),
+                                   "unit": None if pd.isna(unit) else str(unit),
+                                   "category": catalog.category_for_label(label), "task": task,
+                                   "horizon_min": None if task == "est" else int(task[3:]),
+                                   "_label_idx": i, "_col": direction_idx * n_tasks + task_idx})
+    names = [candidate["name"] for candidate in candidates]
+    if len(set(names)) != len(names):
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        raise ValueError(f"{d_labitems_path}: column 'label': different labels give the same target names {repeated}")
+    return LongLabels(rows=rows, values=values, label_starts=label_starts, n_ecgs=n_ecgs), candidates
