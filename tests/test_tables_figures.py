@@ -139,6 +139,12 @@ def test_paper_tables_are_reproduced_from_published_values():
                                    "0.803 (0.737, 0.873)", "0.802 (0.745, 0.861)"]
 
 
+def test_paper_significant_counts_equal_the_papers_text():
+    # section 4 of the paper, in words: 23 in estimation; 15, 25 and 26 at 30, 60 and 120 min.
+    # (the 30 min. count leaves out Bicarbonate, whose printed bounds are swapped)
+    assert paper.significant_counts() == {"est": 23, "mon30": 15, "mon60": 25, "mon120": 26}
+
+
 def test_compare_with_paper_matches_on_name_direction_task():
     res = _results([
         ("NTproBNP", "high", 353.0, "pg/mL", "Ca.", "est", 0.85, 0.83, 0.87),
