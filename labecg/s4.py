@@ -43,9 +43,11 @@ The tests hold the references (``tests/reference/s4_convolutions.py``): the step
 recurrence, this convolution with autograd's backward (``fft_autograd``, the S4D reference
 code's way: same forward bit for bit, gradients equal to 1e-10), the plain FFT convolution
 (n = 2L, the authors' way) and the Toeplitz matrix product. ``bench/model.py`` times them on
-the 2-core CPU (paper size, batch 32, fwd + bwd + AdamW, interleaved medians): this one 0.95 s
-a step, with autograd's backward 1.12 s (the hand-written backward gives 1.17x the samples/s,
-so it stays), the plain FFT 1.00 s, the Toeplitz product 1.38 s.
+the 2-core CPU (paper size, fwd + bwd + AdamW, interleaved medians, two runs): at batch 32 this
+one 0.95-1.05 s a step, with autograd's backward 1.12-1.38 s (the hand-written backward gives
+1.17-1.31x the samples/s, 1.17x at batch 256, so it stays), the plain FFT 1.00-1.11 s, the
+Toeplitz product 1.38-2.08 s. At batch 256 the order of the three hand-written ones varies
+from run to run (this one 0.89x to 1.07x the plain FFT's samples/s).
 
 Block layout of :class:`S4Layer` (the authors' S4 block)
 --------------------------------------------------------
