@@ -46,7 +46,8 @@ from labecg.util import TASKS, atomic_path, get_logger, progress_bar, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
-           "headline_targets", "reliability_frame", "compare_variants", "read_calibration", "read_reliability", "read_subgroups", "AGE_BANDS",
+           "headline_targets", "reliability_frame", "compare_variants", "read_calibration", "read_reliability",
+           "read_subgroups", "AGE_BANDS",
            "read_predictions", "read_results", "evaluation_dir", "HORIZONS_MIN", "RESULT_COLUMNS"]
 
 log = get_logger("labecg.evaluate")

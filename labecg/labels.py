@@ -164,6 +164,26 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
         threshold, unit, category, task, horizon_min) and ``_label_idx``, ``_col``: the
         target's block of ``labels`` and its column there.
     """
+    lab_rows, n_rows = _read_usable_lab_rows(con, files, headers, flow)
+    lab_names, fluid, unit_map = _make_lab_table(con, lab_rows, n_rows, flow, min_lab_events, files["labevents"])
+    thresholds, class_occurs = _median_thresholds(con, len(lab_names))
+    long_labels = _window_targets(con, n_ecgs, len(lab_names), flow, estimation_window_min)
+    candidates = _describe_candidates(lab_names, thresholds, class_occurs, fluid, unit_map)
+    names = [candidate["name"] for candidate in candidates]
+    if len(set(names)) != len(names):
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        raise ValueError(f"{files['d_labitems']}: column 'label': different labels give the same target names "
+                         f"{repeated}")
+    return long_labels, candidates
+
+
+def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -> tuple[str, int]:
+    """Lab rows of ECG patients with a value, a time, a label and a reference range; each labevent_id once.
+
+    Creates ``d_lab`` (d_labitems) and ``lab_raw`` (the scanned rows), and the view ``lab_ok``
+    (joined with d_labitems, filtered); returns the name of the table or view of the usable
+    rows (``lab_ok``, or ``lab_dedup`` when a labevent_id repeats) and their count.
+    """
     labevents_path, d_labitems_path = files["labevents"], files["d_labitems"]
     d_labitems = readers.read_strict(d_labitems_path, headers["d_labitems"],
                                      {"itemid": "BIGINT", "label": "VARCHAR", "fluid": "VARCHAR"})
@@ -225,14 +245,29 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
         lab_rows = "lab_dedup"
     flow.add("labevents: duplicate labevent_id", n_usable, n_unique_ids, "repeated labevent_id rows (first kept)",
              warn=True)
+    return lab_rows, n_unique_ids
 
+
+def _make_lab_table(con, lab_rows: str, n_rows: int, flow: readers.Flow, min_lab_events: int,
+                    labevents_path) -> tuple[list[str], pd.Series, pd.DataFrame]:
+    """Table ``lab``: the usable rows of each label's most frequent fluid and unit, labels with enough rows.
+
+    Returns
+    -------
+    lab_names : list of str
+        The kept labels, alphabetical; ``lab.label_idx`` indexes it.
+    fluid : Series
+        Label -> its fluid (:func:`choose_fluid`).
+    unit_map : DataFrame
+        :func:`harmonize_units` rows kept (label, valueuom, n, unit, keep).
+    """
     # rows per label, fluid and unit spelling: the fluid and unit rules need only these counts
     spelling_counts = con.execute(f"SELECT label, fluid, valueuom, count(*) AS n FROM {lab_rows} GROUP BY ALL").df()
     fluid_counts = spelling_counts.groupby(["label", "fluid"], as_index=False)["n"].sum()
     fluid = choose_fluid(fluid_counts)
     con.register("fluid_df", fluid.rename("fluid").reset_index())
     n_chosen_fluid = int(fluid_counts.merge(fluid.reset_index(), on=["label", "fluid"])["n"].sum())
-    flow.add("labevents: most frequent fluid per label", n_unique_ids, n_chosen_fluid, "rows of a label's other fluids")
+    flow.add("labevents: most frequent fluid per label", n_rows, n_chosen_fluid, "rows of a label's other fluids")
 
     unit_counts = (spelling_counts.merge(fluid.reset_index(), on=["label", "fluid"])
                    .groupby(["label", "valueuom"], as_index=False, dropna=False)["n"].sum())
@@ -264,16 +299,34 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
                 "JOIN unit_df u ON u.label = o.label AND u.valueuom IS NOT DISTINCT FROM o.valueuom")
     con.execute("DROP VIEW lab_ok")
     con.execute("DROP TABLE lab_raw")
+    return lab_names, fluid, unit_map
 
+
+def _median_thresholds(con, n_labels: int) -> tuple[pd.DataFrame, dict]:
+    """Per label the medians of its reference bounds (table ``thr_df``) and which abnormal classes occur.
+
+    Returns
+    -------
+    thresholds : DataFrame indexed by label_idx 0 .. n_labels - 1: lo, hi, itemids
+    class_occurs : dict label_idx -> (a value below lo occurs, a value above hi occurs)
+    """
     # per label_idx: lo, hi (the medians of the reference bounds), itemids
     thresholds = con.execute("SELECT label_idx, median(ref_range_lower) AS lo, median(ref_range_upper) AS hi, "
                              "list(DISTINCT itemid ORDER BY itemid) AS itemids FROM lab GROUP BY label_idx").df()
-    thresholds = thresholds.set_index("label_idx").reindex(np.arange(len(lab_names)))
+    thresholds = thresholds.set_index("label_idx").reindex(np.arange(n_labels))
     con.register("thr_df", thresholds[["lo", "hi"]].reset_index())
     occurrences = con.execute("SELECT l.label_idx, bool_or(l.valuenum < t.lo), bool_or(l.valuenum > t.hi) "
                               "FROM lab l JOIN thr_df t USING (label_idx) GROUP BY 1").fetchall()
     class_occurs = {label_idx: (bool(low), bool(high)) for label_idx, low, high in occurrences}
+    return thresholds, class_occurs
 
+
+def _window_targets(con, n_ecgs: int, n_labels: int, flow: readers.Flow, estimation_window_min: int) -> LongLabels:
+    """The estimation and monitoring targets of every (ECG, label) pair with a lab row in a window.
+
+    Estimation: the class of the closest row in [t - w, t + w]; monitoring: whether a low or a
+    high row falls in [t, t + h] (NaN if none, or both), t the ECG's time, all in microseconds.
+    """
     n_without_labs = con.execute("SELECT count(*) FROM ecg WHERE subject_id NOT IN "
                                  "(SELECT DISTINCT subject_id FROM lab)").fetchone()[0]
     flow.add("labels: ECGs whose patient has lab rows", n_ecgs, n_ecgs - n_without_labs,
@@ -316,8 +369,14 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
         values[:, n_tasks + task_idx] = np.where(missing, np.nan, any_high)
     order = np.argsort(label_index, kind="stable")
     rows, label_index, values = rows[order], label_index[order], values[order]
-    label_starts = np.searchsorted(label_index, np.arange(len(lab_names) + 1))
+    label_starts = np.searchsorted(label_index, np.arange(n_labels + 1))
+    return LongLabels(rows=rows, values=values, label_starts=label_starts, n_ecgs=n_ecgs)
 
+
+def _describe_candidates(lab_names: list[str], thresholds: pd.DataFrame, class_occurs: dict, fluid: pd.Series,
+                         unit_map: pd.DataFrame) -> list[dict]:
+    """One ``targets.json`` description per label, occurring direction and task (see :func:`label_labs`)."""
+    n_tasks = len(util.TASKS)
     candidates = []
     unit_of_label = unit_map.drop_duplicates("label").set_index("label")["unit"]
     for i, label in enumerate(lab_names):
@@ -334,8 +393,4 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
                                    "category": catalog.category_for_label(label), "task": task,
                                    "horizon_min": None if task == "est" else int(task[3:]),
                                    "_label_idx": i, "_col": direction_idx * n_tasks + task_idx})
-    names = [candidate["name"] for candidate in candidates]
-    if len(set(names)) != len(names):
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        raise ValueError(f"{d_labitems_path}: column 'label': different labels give the same target names {repeated}")
-    return LongLabels(rows=rows, values=values, label_starts=label_starts, n_ecgs=n_ecgs), candidates
+    return candidates
