@@ -14,7 +14,7 @@ TORCH_SPEC ?= torch==2.13.0
 # the git remote that `make publish` pushes the gh-pages branch to
 REMOTE ?= origin
 
-.PHONY: venv book test lab publish clean
+.PHONY: venv book test test-fast lab publish clean
 
 ifneq ($(filter publish,$(MAKECMDGOALS)),)
 ifeq ($(shell git remote get-url $(REMOTE) 2>/dev/null),)
@@ -45,6 +45,10 @@ $(VENV)/.lab-installed: $(VENV)/.installed pyproject.toml
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# the inner loop: every test not marked slow (no notebook, book build or browser)
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # What the Pages workflow does on the default branch (.github/workflows/book.yml). Pages then
 # serves the gh-pages branch; .nojekyll keeps its _static/ and _sources/ folders.

@@ -445,6 +445,8 @@ def site(request):
 def served(site):
     handler = functools.partial(_QuietHandler, directory=str(site.html))
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    # Chrome keeps an idle connection open; joining its handler thread on close took 100 s
+    server.daemon_threads, server.block_on_close = True, False
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
