@@ -35,13 +35,16 @@ from labecg.util import atomic_path, get_logger, lab_slug, read_json
 
 __all__ = ["ExplainConfig", "explain_run", "integrated_gradients", "occlusion", "find_r_peaks",
            "beat_windows", "window_fractions", "read_attribution", "default_targets", "load_model",
-           "ATTRIBUTION_FILE", "WINDOWS_FILE"]
+           "label_windows", "ATTRIBUTION_FILE", "WINDOWS_FILE", "ROLES"]
 
 log = get_logger("labecg.explain")
 
 ATTRIBUTION_FILE = "attribution.npz"
 WINDOWS_FILE = "attribution_windows.csv"
 Method = Literal["integrated_gradients", "occlusion"]
+#: ``role`` of a target in ``attribution_windows.csv``: its effect was planted, or nothing was.
+#: Not "null": ``pd.read_csv`` reads that (and "NA", "None", "NaN", ...) back as missing.
+ROLES = ("planted", "null_target")
 
 
 @dataclass(frozen=True)
@@ -292,6 +295,25 @@ def default_targets(target_names) -> tuple[list[str], list[str]]:
     return planted, null
 
 
+def label_windows(frac: pd.DataFrame, null) -> pd.DataFrame:
+    """Add ``role``, ``planted_window`` and ``null_fraction`` to :func:`window_fractions`' frame.
+
+    ``role`` is :data:`ROLES` ``[1]`` (``"null_target"``) for the targets in ``null``, else
+    ``"planted"``; ``planted_window`` is True on a planted target's own window
+    (:data:`~labecg.synthetic.PLANTED_WINDOWS_S`); ``null_fraction`` is the mean share of the
+    null targets in the same window (NaN without null targets).
+    """
+    planted_role, null_role = ROLES
+    frac = frac.copy()
+    frac["role"] = np.where(frac["target"].isin(list(null)), null_role, planted_role)
+    own = {f"{lab_slug(label)}": w for label, (w, _, _) in PLANTED_WINDOWS_S.items()}
+    frac["planted_window"] = [r.role == planted_role and own.get(r.target.rsplit("_", 2)[0]) == r.window
+                              for r in frac.itertuples()]
+    null_mean = frac[frac["role"] == null_role].groupby("window")["fraction"].mean()
+    frac["null_fraction"] = frac["window"].map(null_mean)
+    return frac
+
+
 def load_model(run) -> tuple[FusionModel, dict]:
     """The best checkpoint of a run folder, in evaluation mode, and the run's ``config.json``."""
     run = Path(run)
@@ -314,7 +336,7 @@ def explain_run(cfg: ExplainConfig) -> Path:
     beats of the explained ECGs, ``median_beat_mv`` (W, C), ``n_ecgs``, ``n_beats``,
     ``method``, ``seconds`` (wall time of the attribution); and
     ``attribution_windows.csv`` (:func:`window_fractions` over the planted windows, with
-    ``role`` planted/null, ``planted_window`` True on a planted target's own window, and
+    ``role`` planted/null_target (:data:`ROLES`), ``planted_window`` True on a planted target's own window, and
     ``null_fraction``, the mean share of the null targets in the same window).
 
     Returns
@@ -381,12 +403,7 @@ def explain_run(cfg: ExplainConfig) -> Path:
 
     windows = {w: (a, b) for w, a, b in PLANTED_WINDOWS_S.values()}
     frac = window_fractions(mean_attr, time_s, chosen, windows)
-    frac["role"] = np.where(frac["target"].isin(null), "null", "planted")
-    own = {f"{lab_slug(label)}": w for label, (w, _, _) in PLANTED_WINDOWS_S.items()}
-    frac["planted_window"] = [r.role == "planted" and own.get(r.target.rsplit("_", 2)[0]) == r.window
-                              for r in frac.itertuples()]
-    null_mean = frac[frac["role"] == "null"].groupby("window")["fraction"].mean()
-    frac["null_fraction"] = frac["window"].map(null_mean)
+    frac = label_windows(frac, null)
 
     out = run / "evaluation"
     out.mkdir(parents=True, exist_ok=True)

@@ -130,3 +130,19 @@ def test_explain_config_rejects_bad_values(tmp_path):
         explain.ExplainConfig(run_dir=tmp_path, n_ecgs=0)
     with pytest.raises(FileNotFoundError, match="config.json"):
         explain.explain_run(explain.ExplainConfig(run_dir=tmp_path))
+
+
+def test_attribution_windows_roles_survive_a_default_read(tmp_path):
+    """Issue 21, defect 4: role "null" came back from pd.read_csv as NaN."""
+    attr = np.ones((3, 5, 2))
+    time_s = np.arange(-2, 3) / 10
+    targets = ["potassium_high_est", "sodium_low_est", "ptt_high_est"]
+    frac = explain.label_windows(explain.window_fractions(attr, time_s, targets, {"T wave": (0.05, 0.25)}),
+                                 null=["sodium_low_est", "ptt_high_est"])
+    np.savez(tmp_path / explain.ATTRIBUTION_FILE, targets=np.array(targets))
+    frac.to_csv(tmp_path / explain.WINDOWS_FILE, index=False)
+    _, back = explain.read_attribution(tmp_path)
+    assert back["role"].notna().all()
+    assert list(back["role"]) == ["planted", "null_target", "null_target"]
+    assert list(back["planted_window"]) == [True, False, False]
+    assert back["null_fraction"].tolist() == pytest.approx([0.4] * 3)

@@ -40,7 +40,7 @@ def test_attribution_check_compares_the_planted_window_with_nulls():
                    "troponin_t_high_est", "troponin_t_high_est"],
         "window": ["T wave", "ST segment"] * 3, "start_s": [0.08, 0.04] * 3, "end_s": [0.40, 0.20] * 3,
         "fraction": [0.62, 0.2, 0.45, 0.21, 0.5, 0.18], "uniform": [0.4, 0.2] * 3,
-        "role": ["planted", "planted", "null", "null", "planted", "planted"],
+        "role": ["planted", "planted", "null_target", "null_target", "planted", "planted"],
         "planted_window": [True, False, False, False, False, True], "null_fraction": [0.45, 0.21] * 3})
     check = selfcheck.attribution_check(frame)
     assert list(check["target"]) == ["potassium_high_est", "troponin_t_high_est"]
