@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Literal, Optional
 
 from labecg.catalog import MIMIC_TABLES, SYNTHETIC_MARKER
 from labecg.privacy import check_privacy
@@ -72,7 +72,11 @@ class BookConfig:
     ed: Optional[Path] = field(default=None, metadata={"help": "default: DATA_ROOT/mimic-iv-ed/ed"})
     ecg: Optional[Path] = field(default=None, metadata={"help": "default: DATA_ROOT/mimic-iv-ecg"})
     ecg_icd: Optional[Path] = field(default=None, metadata={
-        "help": "default: DATA_ROOT/mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv"})
+        "help": "default: DATA_ROOT/mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv; where it is absent "
+                "(the open MIMIC demo), none, which needs --unlisted-ecgs assign"})
+    unlisted_ecgs: Literal["exclude", "assign"] = field(default="exclude", metadata={
+        "help": "cohort: ECGs without a strat_fold in ECG_ICD: exclude (the authors') or assign (their "
+                "patient's fold or a stratified one; every fold when there is no ECG_ICD file)"})
     cohort_dir: Path = field(default=Path("data/cohort"), metadata={"help": "cohort folder (signals go beside it)"})
     run_dir: Path = field(default=Path("runs/default"), metadata={"help": "run folder of the fusion model"})
     patients: int = field(default=3000, metadata={
@@ -109,6 +113,8 @@ class BookConfig:
         bad = sorted(set(self.variants) - set(_variant_names()))
         if bad or not self.variants:
             raise ValueError(f"variants {list(self.variants)}: expected one or more of {list(_variant_names())}")
+        if self.unlisted_ecgs not in ("exclude", "assign"):
+            raise ValueError(f"unlisted_ecgs must be 'exclude' or 'assign', got {self.unlisted_ecgs!r}")
         for name in ("patients", "epochs", "d_model", "n_layers", "batch_size", "n_iterations", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -168,7 +174,8 @@ def notebook_parameters(cfg: BookConfig) -> dict:
     return {
         "data_root": rel(cfg.data_root), "generate_synthetic": cfg.generate_synthetic,
         "hosp": rel(src["hosp"]), "ed": rel(src["ed"]), "ecg": rel(src["ecg"]),
-        "ecg_icd": rel(src["ecg_icd"]), "cohort_dir": rel(cfg.cohort_dir), "run_dir": rel(cfg.run_dir),
+        "ecg_icd": None if src["ecg_icd"] is None else rel(src["ecg_icd"]),
+        "unlisted_ecgs": cfg.unlisted_ecgs, "cohort_dir": rel(cfg.cohort_dir), "run_dir": rel(cfg.run_dir),
         "patients": cfg.patients, "min_lab_events": cfg.min_lab_events,
         "min_per_class": cfg.min_per_class, "workers": cfg.workers, "epochs": cfg.epochs,
         "d_model": cfg.d_model, "n_layers": cfg.n_layers, "batch_size": cfg.batch_size,
@@ -189,8 +196,9 @@ def stage_files(stage: str, cfg: BookConfig) -> list[tuple[Path, bool]]:
     ecg_index = [(src["ecg"] / f, False) for f in _ECG_TOP_FILES]
     runs = _run_dirs(cfg)
     if stage == "01_data":
-        return ([(src["hosp"], True), (src["ed"], True), (src["ecg_icd"], False),
-                 (Path(cfg.data_root) / SYNTHETIC_MARKER, False)] + ecg_index
+        return ([(src["hosp"], True), (src["ed"], True)]
+                + ([(src["ecg_icd"], False)] if src["ecg_icd"] is not None else [])
+                + [(Path(cfg.data_root) / SYNTHETIC_MARKER, False)] + ecg_index
                 + [(cohort / f, False) for f in _COHORT_FILES])
     if stage == "02_signals":
         return ecg_index + [(cohort / f, False) for f in _COHORT_FILES + _SIGNAL_FILES]

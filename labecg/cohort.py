@@ -20,7 +20,9 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   patient's fold, and wholly unlisted patients are stratified by sex and age quartile: within
   each stratum, in a seeded random order, patients are dealt round-robin over the 20 folds,
   each stratum starting where the previous one ended, so every stratum and the total split
-  18:1:1 to within one patient.
+  18:1:1 to within one patient. Without a MIMIC-IV-ECG-ICD file (``ecg_icd=None``: it is
+  credentialed, and absent from the open demo) every fold is assigned so, which needs
+  ``unlisted_ecgs="assign"``; the flow table says so, with the counts.
 - A target is kept when the validation fold (18) and the test fold (19) each hold at least
   ``min_per_class`` positives and ``min_per_class`` negatives (``targets.json`` records the
   rules; the dataset counts again over the ECGs whose signal converted).
@@ -36,7 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import pandas as pd
@@ -63,8 +65,10 @@ class CohortConfig:
         MIMIC-IV-ED ``ed`` folder (edstays, vitalsign).
     ecg : Path
         MIMIC-IV-ECG root (record_list.csv, machine_measurements.csv, files/).
-    ecg_icd : Path
-        MIMIC-IV-ECG-ICD ``records_w_diag_icd10.csv`` (the folds).
+    ecg_icd : Path, optional
+        MIMIC-IV-ECG-ICD ``records_w_diag_icd10.csv`` (the folds). Credentialed and absent
+        from the open demo: without it (None) every fold is assigned, which needs
+        ``unlisted_ecgs="assign"``; no file stands in for it.
     cohort_dir : Path
         Cohort folder to write.
     min_lab_events : int
@@ -94,7 +98,8 @@ class CohortConfig:
     hosp: Path
     ed: Path
     ecg: Path
-    ecg_icd: Path  # records_w_diag_icd10.csv
+    # records_w_diag_icd10.csv; keyword-only so that it can default to None where it stands
+    ecg_icd: Optional[Path] = field(default=None, kw_only=True)
     cohort_dir: Path
     min_lab_events: int = 200
     min_per_class: int = 10
@@ -111,6 +116,8 @@ class CohortConfig:
 
     def __post_init__(self):
         for name in ("hosp", "ed", "ecg", "ecg_icd", "cohort_dir"):
+            if name == "ecg_icd" and self.ecg_icd is None:
+                continue
             if not isinstance(getattr(self, name), Path):
                 raise TypeError(f"CohortConfig.{name} must be a pathlib.Path, got {getattr(self, name)!r}")
         for name in ("min_lab_events", "min_per_class", "estimation_window_min",
@@ -119,6 +126,10 @@ class CohortConfig:
                 raise ValueError(f"CohortConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.unlisted_ecgs not in ("exclude", "assign"):
             raise ValueError(f"CohortConfig.unlisted_ecgs must be 'exclude' or 'assign', got {self.unlisted_ecgs!r}")
+        if self.ecg_icd is None and self.unlisted_ecgs != "assign":
+            raise ValueError("CohortConfig.ecg_icd: no MIMIC-IV-ECG-ICD file (records_w_diag_icd10.csv) given, "
+                             "and its strat_fold gives the folds; pass --ecg-icd FILE, or --unlisted-ecgs assign "
+                             "to assign every fold (as for the open MIMIC demo)")
         if self.threads < 0:
             raise ValueError(f"CohortConfig.threads must be >= 0, got {self.threads}")
 
@@ -305,8 +316,11 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
         long_labels, candidates = labels.label_labs(con, files, headers, len(ecgs), flow,
                                                     min_lab_events=cfg.min_lab_events,
                                                     estimation_window_min=cfg.estimation_window_min)
-        listed = readers.read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
-                                     {"study_id": "BIGINT", "subject_id": "BIGINT", "strat_fold": "BIGINT"})
+        if cfg.ecg_icd is not None:
+            listed = readers.read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
+                                         {"study_id": "BIGINT", "subject_id": "BIGINT", "strat_fold": "BIGINT"})
+        else:  # no file given: nothing is listed, every fold is assigned
+            listed = pd.DataFrame({c: pd.Series(dtype="int64") for c in ("study_id", "subject_id", "strat_fold")})
     finally:
         con.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -319,7 +333,12 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     fold = fold.to_numpy()
     listed_ids = listed.loc[listed["strat_fold"].notna(), "study_id"]
     in_split = ecgs["study_id"].isin(listed_ids).to_numpy().copy()
-    if cfg.unlisted_ecgs == "exclude":
+    if cfg.ecg_icd is None:
+        in_split[:] = True
+        flow.add("folds: assigned, no MIMIC-IV-ECG-ICD file given", len(ecgs), len(ecgs),
+                 f"none dropped: all {len(ecgs)} ECGs of {fold_counts['n_unlisted_patients']} patients were assigned "
+                 "folds (stratified by sex and age quartile) because no MIMIC-IV-ECG-ICD file was given")
+    elif cfg.unlisted_ecgs == "exclude":
         flow.add("folds: ECGs listed in ecg_icd", len(ecgs), int(in_split.sum()),
                  "ECGs without a strat_fold in ecg_icd excluded (as the authors: no split)", warn=True)
     else:
@@ -329,7 +348,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     if fold_counts["n_patients_with_conflicting_folds"]:
         log.warning(f"{files['records_w_diag_icd10']}: {fold_counts['n_patients_with_conflicting_folds']} patients "
                     "have ECGs in several strat_folds; each takes their most frequent fold")
-    if cfg.unlisted_ecgs == "assign":
+    if cfg.unlisted_ecgs == "assign" and cfg.ecg_icd is not None:
         log.info(f"folds: {fold_counts['n_unlisted_ecgs_of_listed_patients']} unlisted ECGs took their patient's fold; "
                  f"{fold_counts['n_unlisted_patients']} unlisted patients were assigned by stratification")
 
@@ -383,7 +402,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     util.write_json(paths["targets"], {
         "version": 1,
         "source": {"hosp": str(cfg.hosp), "ed": str(cfg.ed), "ecg": str(cfg.ecg),
-                   "ecg_icd": str(cfg.ecg_icd), "synthetic": marker.exists(),
+                   "ecg_icd": None if cfg.ecg_icd is None else str(cfg.ecg_icd), "synthetic": marker.exists(),
                    "synthetic_config": util.read_json(marker).get("config") if marker.exists() else None},
         "config": settings, "summary": summary, "targets": targets})
     with util.atomic_path(paths["flow"]) as tmp:

@@ -59,15 +59,17 @@ class Flow:
             (log.warning if warn else log.info)(f"{step}: {rows_in - rows_out} of {rows_in} {reason}")
 
 
-def source_files(hosp: Path, ed: Path, ecg: Path, ecg_icd: Path) -> dict[str, Path]:
+def source_files(hosp: Path, ed: Path, ecg: Path, ecg_icd: Optional[Path] = None) -> dict[str, Path]:
     """The file of every table in ``REQUIRED``, from the four sources (``CohortConfig``'s paths).
 
     A ``.csv.gz`` that is absent but unpacked beside (``.csv``) is read unpacked; a missing
-    file raises ``FileNotFoundError`` naming it and its table.
+    file raises ``FileNotFoundError`` naming it and its table. Without ``ecg_icd`` (None)
+    the result has no ``records_w_diag_icd10`` entry.
     """
     sources = {"hosp": hosp, "ed": ed, "ecg": ecg, "ecg_icd": ecg_icd}
     files = {table: sources[source] / name if name else sources[source]
-             for table, (source, name) in catalog.MIMIC_TABLES.items() if table in REQUIRED}
+             for table, (source, name) in catalog.MIMIC_TABLES.items()
+             if table in REQUIRED and sources[source] is not None}
     for key, path in files.items():
         if not path.exists() and path.suffix == ".gz" and path.with_suffix("").exists():
             files[key] = path.with_suffix("")  # an unpacked copy is read as well

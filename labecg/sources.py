@@ -14,16 +14,23 @@ from labecg.util import get_logger, read_json
 log = get_logger("labecg.sources")
 
 
-def source_paths(data_root, hosp=None, ed=None, ecg=None, ecg_icd=None) -> dict[str, Path]:
+def source_paths(data_root, hosp=None, ed=None, ecg=None, ecg_icd=None) -> dict[str, Path | None]:
     """The four source locations, each defaulting to its place under ``data_root``.
+
+    MIMIC-IV-ECG-ICD is credentialed and absent from the open demo: when ``ecg_icd`` is not
+    given and no file lies at its default place, its entry is None (the cohort stage then
+    needs ``unlisted_ecgs="assign"``); an ``ecg_icd`` given explicitly is kept as given.
 
     Returns
     -------
-    dict with keys hosp, ed, ecg (folders) and ecg_icd (the CSV file), as
+    dict with keys hosp, ed, ecg (folders) and ecg_icd (the CSV file, or None), as
     :class:`labecg.cohort.CohortConfig` takes them.
     """
     given = {"hosp": hosp, "ed": ed, "ecg": ecg, "ecg_icd": ecg_icd}
-    return {k: Path(given[k]) if given[k] else Path(data_root) / rel for k, rel in MIMIC_SOURCES.items()}
+    paths = {k: Path(given[k]) if given[k] else Path(data_root) / rel for k, rel in MIMIC_SOURCES.items()}
+    if not ecg_icd and not paths["ecg_icd"].exists():
+        paths["ecg_icd"] = None
+    return paths
 
 
 def locate_source(data_root, generate_synthetic: bool, patients: int, seed: int,
@@ -38,7 +45,8 @@ def locate_source(data_root, generate_synthetic: bool, patients: int, seed: int,
 
     Returns
     -------
-    dict with keys hosp, ed, ecg, ecg_icd (paths, as ``CohortConfig`` takes them).
+    dict with keys hosp, ed, ecg, ecg_icd (paths, as ``CohortConfig`` takes them; ecg_icd
+    None where it was not given and ``data_root`` holds none, see :func:`source_paths`).
     """
     root = Path(data_root)
     marker = root / SYNTHETIC_MARKER
@@ -53,7 +61,7 @@ def locate_source(data_root, generate_synthetic: bool, patients: int, seed: int,
             log.info("writing a synthetic source (%d patients, seed %d) into %s", patients, seed, root)
             generate(SynthConfig(data_root=root, patients=patients, seed=seed, workers=workers))
     paths = source_paths(root, hosp, ed, ecg, ecg_icd)
-    missing = [f"{k}={v}" for k, v in paths.items() if not v.exists()]
+    missing = [f"{k}={v}" for k, v in paths.items() if v is not None and not v.exists()]
     if missing:
         raise FileNotFoundError(f"data source incomplete, not found: {', '.join(missing)}; expected the "
                                 "MIMIC layout of ARCHITECTURE.md section 1 (or generate_synthetic=True)")
