@@ -294,41 +294,112 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _newton_logistic(x: np.ndarray, y: np.ndarray, offset: np.ndarray, fit_slope: bool,
-                     max_iter: int = 100, tol: float = 1e-10) -> tuple[float, float]:
-    """Maximum-likelihood ``a`` (and ``b``) of ``P(y=1) = sigmoid(offset + a + b x)``, by Newton's method.
+def _separated(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Whether the classes of each weighted sample are (quasi-)completely separated along ``x``.
 
-    Step halving keeps every step an ascent; (NaN, NaN) when it does not converge (for
-    instance under complete separation, where the slope runs to infinity).
+    With one covariate and an intercept the maximum-likelihood slope is finite exactly when
+    the classes overlap: some negative lies strictly above some positive and some positive
+    strictly above some negative (Albert & Anderson, 1984). Otherwise a threshold on
+    ``x`` splits them, with ties at most at the threshold, and the likelihood keeps rising
+    as the slope runs to plus or minus infinity.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n,)
+    y : ndarray of shape (n,), 0.0 or 1.0
+    weights : ndarray of shape (n_samples, n)
+        Multiplicity of each row in each sample; rows of weight 0 are absent.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), bool
+        True also for a sample with a single class.
     """
-    X = np.column_stack([np.ones_like(x), x]) if fit_slope else np.ones((x.size, 1))
-    beta = np.zeros(X.shape[1])
+    present = weights > 0  # (I, n)
+    pos, neg = present & (y == 1.0), present & (y == 0.0)
+    min_pos = np.where(pos, x, np.inf).min(axis=1)
+    max_pos = np.where(pos, x, -np.inf).max(axis=1)
+    min_neg = np.where(neg, x, np.inf).min(axis=1)
+    max_neg = np.where(neg, x, -np.inf).max(axis=1)
+    return ~((min_pos < max_neg) & (min_neg < max_pos))
 
-    def loglik(b):
-        eta = offset + X @ b
-        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
 
-    current = loglik(beta)
+def _newton_logistic(x: np.ndarray, y: np.ndarray, offset: np.ndarray, fit_slope: bool, weights=None,
+                     max_iter: int = 100, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum-likelihood ``a`` (and ``b``) of ``P(y=1) = sigmoid(offset + a + b x)`` for many weightings at once.
+
+    Newton's method on every weighted sample together, each step halved until the
+    log-likelihood does not fall. No fit is attempted where no finite maximum exists: a
+    sample with a single class, and, for the slope, classes separated along ``x``
+    (:func:`_separated`); those are NaN, as is a fit that does not converge.
+
+    Parameters
+    ----------
+    x, y, offset : ndarray of shape (n,)
+    fit_slope : bool
+        False: the slope is fixed at 1 (``b`` returned as 1.0) and only ``a`` is fitted.
+    weights : ndarray of shape (n_samples, n), optional
+        Multiplicity of each row per sample (bootstrap resamples); default one sample of ones.
+
+    Returns
+    -------
+    a, b : ndarray of shape (n_samples,), float64
+    """
+    W = np.ones((1, x.size)) if weights is None else np.asarray(weights, dtype=np.float64)  # (I, n)
+    n_samples = W.shape[0]
+    wpos, wneg = W @ (y == 1.0), W @ (y == 0.0)
+    fail = (wpos == 0) | (wneg == 0)
+    if fit_slope:
+        fail |= _separated(x, y, W)
+    k = 2 if fit_slope else 1
+    beta = np.zeros((n_samples, k))  # (I, k): a, b
+    out = np.full((n_samples, k), np.nan)
+
+    def eta_of(b):  # (m, n)
+        eta = offset[None, :] + b[:, :1]
+        return eta + b[:, 1:2] * x[None, :] if fit_slope else eta
+
+    def loglik(b, w):
+        eta = eta_of(b)
+        return np.sum(w * (y * eta - np.logaddexp(0.0, eta)), axis=1)
+
+    active = np.flatnonzero(~fail)
+    current = loglik(beta[active], W[active])
     for _ in range(max_iter):
-        p = 1.0 / (1.0 + np.exp(-(offset + X @ beta)))
-        grad = X.T @ (y - p)
-        hess = (X * (p * (1.0 - p))[:, None]).T @ X
-        try:
-            step = np.linalg.solve(hess, grad)
-        except np.linalg.LinAlgError:
-            return np.nan, np.nan
-        t = 1.0
-        while t > 1e-8:
-            candidate = loglik(beta + t * step)
-            if candidate >= current - 1e-12:
-                break
-            t /= 2.0
-        beta, previous, current = beta + t * step, current, candidate
-        if np.max(np.abs(t * step)) < tol or abs(current - previous) < tol * (1.0 + abs(current)):
-            if np.all(np.isfinite(beta)) and np.max(np.abs(beta)) < 1e6:
-                return float(beta[0]), float(beta[1]) if fit_slope else 1.0
+        if active.size == 0:
             break
-    return np.nan, np.nan
+        b, w = beta[active], W[active]
+        p = 1.0 / (1.0 + np.exp(-eta_of(b)))
+        r, v = w * (y - p), w * p * (1.0 - p)  # (m, n)
+        if fit_slope:
+            g = np.column_stack([r.sum(1), r @ x])
+            h00, h01, h11 = v.sum(1), v @ x, v @ (x * x)
+            det = h00 * h11 - h01 * h01
+            with np.errstate(invalid="ignore", divide="ignore"):
+                step = np.column_stack([(h11 * g[:, 0] - h01 * g[:, 1]) / det,
+                                        (h00 * g[:, 1] - h01 * g[:, 0]) / det])
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                step = (r.sum(1) / v.sum(1))[:, None]
+        t = np.ones(active.size)
+        candidate = loglik(b + step, w)
+        for _ in range(30):
+            worse = ~(candidate >= current - 1e-12) & np.all(np.isfinite(step), axis=1)
+            if not worse.any():
+                break
+            t[worse] /= 2.0
+            candidate[worse] = loglik(b[worse] + t[worse, None] * step[worse], w[worse])
+        moved = t[:, None] * step
+        beta[active] = b + moved
+        done = (np.max(np.abs(moved), axis=1) < tol) | (np.abs(candidate - current) < tol * (1.0 + np.abs(current)))
+        bad = ~np.all(np.isfinite(beta[active]), axis=1)
+        good = done & ~bad & (np.max(np.abs(beta[active]), axis=1) < 1e6)
+        out[active[good]] = beta[active[good]]
+        keep = ~(done | bad)
+        active, current = active[keep], candidate[keep]
+    a = out[:, 0]
+    b = out[:, 1] if fit_slope else np.where(np.isnan(a), np.nan, 1.0)
+    return a, b
 
 
 def calibration(y_true, y_score, target_names=None) -> pd.DataFrame:
@@ -353,7 +424,10 @@ def calibration(y_true, y_score, target_names=None) -> pd.DataFrame:
     ``calibration_slope`` (``b`` of ``logit P(y) = a' + b logit(score)``: 1 ideal, < 1
     predictions too extreme, > 1 too timid). Scores are clipped to [1e-6, 1 - 1e-6]
     before the logit. Intercept and slope are NaN for a target with a single class or
-    when the fit does not converge.
+    when the fit does not converge; the slope is also NaN when the classes are
+    (quasi-)completely separated along the logit (every positive scores at least as
+    high as every negative, or every negative as high as every positive), where no
+    finite maximum-likelihood slope exists.
     """
     y_true, y_score = as_float_pair(y_true, y_score)
     if y_true.ndim != 2:
@@ -370,8 +444,8 @@ def calibration(y_true, y_score, target_names=None) -> pd.DataFrame:
         intercept = slope = np.nan
         if 0.0 < prevalence < 1.0:
             x = _logit(p)
-            intercept, _ = _newton_logistic(np.zeros_like(x), y, x, fit_slope=False)
-            _, slope = _newton_logistic(x, y, np.zeros_like(x), fit_slope=True)
+            intercept = float(_newton_logistic(np.zeros_like(x), y, x, fit_slope=False)[0][0])
+            slope = float(_newton_logistic(x, y, np.zeros_like(x), fit_slope=True)[1][0])
         rows.append({"n": int(y.size), "prevalence": prevalence,
                      "mean_score": float(p.mean()) if y.size else np.nan,
                      "brier": float(np.mean((p - y) ** 2)) if y.size else np.nan,

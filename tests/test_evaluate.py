@@ -465,3 +465,44 @@ def test_a_corrupt_predictions_file_is_named(tmp_path, corrupt):
                  y_true=np.zeros((3, 1)), y_score=np.zeros((3, 1)))
     with pytest.raises(ValueError, match=r"predictions_test\.npz: not a readable predictions file"):
         evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=5))
+
+
+# ---------------------------------------------------------------------------- issue 21
+
+
+def _loglik(a, b, x, y):
+    eta = a + b * x
+    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+
+@pytest.mark.parametrize("labels, scores", [
+    ([0, 0, 0, 1, 1, 1], [.1, .2, .3, .7, .8, .9]),  # complete separation (the issue's case)
+    ([1, 1, 1, 0, 0, 0], [.1, .2, .3, .7, .8, .9]),  # reversed
+    ([0, 0, 0, 1, 1, 1], [.1, .2, .5, .5, .8, .9]),  # quasi-complete: one tie at the boundary
+])
+def test_calibration_slope_is_nan_under_separation(labels, scores):
+    y, p = np.array(labels, float), np.array(scores)
+    x = np.log(p / (1 - p))
+    # by hand: the likelihood has no finite maximum; along b -> inf (or -inf), with the intercept
+    # centring the boundary, it keeps rising toward 0
+    c = 0.5 * (x[y == 0].max() + x[y == 1].min()) if y[-1] == 1 else 0.5 * (x[y == 1].max() + x[y == 0].min())
+    sign = 1.0 if y[-1] == 1 else -1.0
+    path = [_loglik(-sign * b * c, sign * b, x, y) for b in (0.5, 1.0, 2.0, 4.0, 8.0)]
+    assert np.all(np.diff(path) > 0) and path[-1] < 0
+    cal = evaluate.calibration(y[:, None], p[:, None])
+    assert np.isnan(cal.iloc[0]["calibration_slope"])
+    # the intercept (slope fixed at 1) still exists: root of sum(y - sigmoid(x + a)) = 0
+    from scipy.optimize import brentq
+    a = brentq(lambda a: np.sum(y - 1 / (1 + np.exp(-(x + a)))), -20, 20, xtol=1e-12)
+    assert cal.iloc[0]["calibration_intercept"] == pytest.approx(a, abs=1e-6)
+
+
+def test_calibration_slope_of_barely_overlapping_classes_equals_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.array([0, 0, 1, 0, 1, 1], float)  # one negative above one positive: overlap, a finite slope
+    p = np.array([.1, .2, .3, .7, .8, .9])
+    x = np.log(p / (1 - p))
+    fit = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000).fit(x[:, None], y)
+    cal = evaluate.calibration(y[:, None], p[:, None])
+    assert cal.iloc[0]["calibration_slope"] == pytest.approx(fit.coef_[0, 0], abs=1e-4)
