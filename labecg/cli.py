@@ -4,7 +4,8 @@ Each subcommand is a stage's config dataclass turned into flags (field ``min_lab
 becomes ``--min-lab-events``) and the function the notebooks call with that config. Only
 the chosen stage's module is imported, so ``labecg synth`` does not load torch.
 
-A flag's help is the field's ``metadata["help"]``, else its entry in the config's numpydoc
+A field with ``metadata["positional"]`` is a positional argument instead (``labecg download
+mimic-demo``). A flag's help is the field's ``metadata["help"]``, else its entry in the config's numpydoc
 ``Parameters`` (or ``Attributes``) section. An error the stages raise on purpose (bad
 input, a missing file, a refused resume) ends the command with one line on stderr and exit
 status 1; ``--debug`` (any position) or ``LABECG_DEBUG=1`` shows the traceback instead.
@@ -40,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                 "attribute the test predictions to the ECG, averaged over beats aligned on the R peak"),
     "evaluate": ("labecg.evaluate", "EvaluateConfig", "evaluate_run",
                  "bootstrap AUROCs and write the paper's tables to the run folder"),
+    "download": ("labecg.download", "DownloadConfig", "download",
+                 "fetch the open MIMIC demo (mimic-demo) from PhysioNet or a mirror into a data root, verified"),
     "book": ("labecg.book", "BookConfig", "build_book",
              "execute the notebooks with papermill and build the Jupyter Book"),
     "book-cache-key": ("labecg.book", "BookConfig", "cache_key",
@@ -126,8 +129,12 @@ def build_parser(config_cls, prog: str, description: str) -> argparse.ArgumentPa
     for field in dataclasses.fields(config_cls):
         if not field.init:
             continue
-        action = parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name,
-                                     **_flag_kwargs(field, hints[field.name], docs.get(field.name, "")))
+        kwargs = _flag_kwargs(field, hints[field.name], docs.get(field.name, ""))
+        if field.metadata.get("positional"):  # e.g. `labecg download mimic-demo`
+            kwargs.pop("required", None)
+            parser.add_argument(field.name, **kwargs)
+            continue
+        action = parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, **kwargs)
         if isinstance(action, argparse.BooleanOptionalAction) and action.help:
             # Python < 3.14 appends its own "(default: ...)" to boolean flags; keep ours only
             action.help = action.help.replace(" (default: %(default)s)", "")
