@@ -11,9 +11,16 @@ beat (:func:`labecg.figures.plot_attribution`).
 On the synthetic source the truth is known (:data:`labecg.synthetic.PLANTED_WINDOWS_S`):
 potassium is planted in the T wave, calcium in the QT interval (the ST-T segment),
 NTproBNP in the QRS voltage (and the rate), troponin in the ST segment.
-:func:`window_fractions` gives the share of each target's attribution mass inside that
-window, beside the share of targets with nothing planted, on the same ECGs. On real data
-the same figure shows what the model uses, with no claim attached.
+:func:`window_fractions` gives the share of each target's attribution mass inside each
+planted window. The check (:func:`share_contrasts`) compares shares *within one window*,
+so a window's width and the integrated-gradients factor (x - baseline), which favours
+large waves, cancel: a planted target's share in its own window against the mean share
+of the null targets (:func:`labecg.synthetic.ecg_null_labs`: labs whose values the ECG
+cannot carry), and against every other planted target's share in the same window, each
+difference with a bootstrap interval over the explained ECGs (:func:`bootstrap_shares`).
+A model-randomisation check (:func:`randomization_check`; Adebayo et al., 2018) asks
+whether the attributions depend on the trained weights at all. On real data the same
+figure shows what the model uses, with no claim attached.
 """
 
 from __future__ import annotations
@@ -28,19 +35,34 @@ import pandas as pd
 import torch
 from scipy.signal import find_peaks
 
+from scipy.stats import rankdata
+
 from labecg.data import DataConfig, LabDataModule
+from labecg.evaluate import resample_weights
 from labecg.model import FusionModel, ModelConfig
-from labecg.synthetic import PLANTED_EFFECTS, PLANTED_WINDOWS_S
+from labecg.synthetic import PLANTED_EFFECTS, PLANTED_WINDOWS_S, ecg_null_labs
 from labecg.util import atomic_path, get_logger, lab_slug, read_json
 
 __all__ = ["ExplainConfig", "explain_run", "integrated_gradients", "occlusion", "find_r_peaks",
-           "beat_windows", "window_fractions", "read_attribution", "default_targets", "load_model",
-           "label_windows", "ATTRIBUTION_FILE", "WINDOWS_FILE", "ROLES"]
+           "beat_windows", "window_fractions", "window_mass", "bootstrap_shares", "share_intervals",
+           "share_contrasts", "rank_correlation", "randomization_check", "read_attribution",
+           "read_attribution_checks", "default_targets", "load_model", "ATTRIBUTION_FILE", "WINDOWS_FILE",
+           "CONTRASTS_FILE", "RANDOMIZATION_FILE", "CONTRAST_COLUMNS", "RANDOMIZATION_COLUMNS",
+           "label_windows", "ROLES", "NULL_COMPARATOR"]
 
 log = get_logger("labecg.explain")
 
 ATTRIBUTION_FILE = "attribution.npz"
 WINDOWS_FILE = "attribution_windows.csv"
+CONTRASTS_FILE = "attribution_contrasts.csv"
+RANDOMIZATION_FILE = "attribution_randomization.csv"
+NULL_COMPARATOR = "null targets"  # the ``comparator`` of a contrast against the null targets' mean
+#: Columns of ``attribution_contrasts.csv`` (:func:`share_contrasts`), in order.
+CONTRAST_COLUMNS = ["target", "window", "start_s", "end_s", "comparator", "share", "comparator_share",
+                    "difference", "low", "high", "n_ecgs", "n_iterations", "level"]
+#: Columns of ``attribution_randomization.csv`` (:func:`randomization_check`), in order.
+RANDOMIZATION_COLUMNS = ["target", "rho_trained", "rho_randomized", "difference", "low", "high", "rho_input",
+                         "n_ecgs", "n_steps", "n_iterations", "level"]
 Method = Literal["integrated_gradients", "occlusion"]
 #: ``role`` of a target in ``attribution_windows.csv``: its effect was planted, or nothing was.
 #: Not "null": ``pd.read_csv`` reads that (and "NA", "None", "NaN", ...) back as missing.
@@ -75,6 +97,18 @@ class ExplainConfig:
     before_s, after_s : float
         Beat window around each R peak, seconds: [R - before_s, R + after_s).
     seed : int
+        Draws the explained ECGs, the bootstrap resamples and the re-drawn weights.
+    n_iterations : int
+        Bootstrap resamples of the explained ECGs for the share intervals and contrasts.
+    level : float
+        Coverage of the percentile intervals.
+    randomization_ecgs : int
+        Explained ECGs (the first ones, in test order) for the model-randomisation check;
+        0 skips it.
+    randomization_steps : int
+        Integrated-gradients steps of the randomisation check, for both the re-drawn
+        model and the trained model it is held against (few: the check compares the two
+        at the same step count).
     """
 
     run_dir: Path
@@ -86,13 +120,21 @@ class ExplainConfig:
     before_s: float = 0.25
     after_s: float = 0.55
     seed: int = 0
+    n_iterations: int = 1000
+    level: float = 0.95
+    randomization_ecgs: int = 8
+    randomization_steps: int = 2
 
     def __post_init__(self):
         if self.method not in ("integrated_gradients", "occlusion"):
             raise ValueError(f"method must be 'integrated_gradients' or 'occlusion', got {self.method!r}")
-        for name in ("n_ecgs", "n_steps"):
+        for name in ("n_ecgs", "n_steps", "n_iterations", "randomization_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.randomization_ecgs < 0:
+            raise ValueError(f"randomization_ecgs must be >= 0, got {self.randomization_ecgs}")
+        if not 0 < self.level < 1:
+            raise ValueError(f"level must be in (0, 1), got {self.level}")
         if self.occlusion_s <= 0 or self.before_s <= 0 or self.after_s <= 0:
             raise ValueError(f"occlusion_s, before_s, after_s must be > 0; got {self.occlusion_s}, "
                              f"{self.before_s}, {self.after_s}")
@@ -265,6 +307,206 @@ def window_fractions(attribution: np.ndarray, time_s: np.ndarray, target_names, 
     return pd.DataFrame(rows)
 
 
+# ---------------------------------------------------------------------------- statistics
+
+
+def window_mass(mass: np.ndarray, time_s: np.ndarray, windows: dict) -> np.ndarray:
+    """Attribution mass inside each window, per target and ECG.
+
+    Parameters
+    ----------
+    mass : ndarray of shape (K, n, W)
+        Per target and explained ECG: absolute attribution per beat sample, summed over
+        the ECG's beats and leads.
+    time_s : ndarray of shape (W,)
+        Seconds from the R peak.
+    windows : dict
+        name -> (start_s, end_s), start included, end excluded; V windows, in order.
+
+    Returns
+    -------
+    ndarray of shape (K, n, V)
+    """
+    mass = np.asarray(mass, dtype=np.float64)
+    inside = np.stack([(time_s >= a) & (time_s < b) for a, b in windows.values()], axis=1)  # (W, V)
+    return mass @ inside.astype(np.float64)
+
+
+def bootstrap_shares(inside: np.ndarray, total: np.ndarray, n_iterations: int = 1000,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Window shares and their bootstrap over the explained ECGs.
+
+    A share is a ratio of sums over ECGs (mass inside the window over all mass of the
+    beat window), the same as :func:`window_fractions` of the beat-averaged attribution.
+    Each resample draws the ECGs with replacement (:func:`labecg.evaluate.resample_weights`,
+    the ECG-level resamples of the AUROC bootstrap) and recomputes every target's share in
+    every window on the same draw, so differences between targets are paired.
+
+    Parameters
+    ----------
+    inside : ndarray of shape (K, n, V)
+        :func:`window_mass`.
+    total : ndarray of shape (K, n)
+        All mass of each target and ECG inside the beat window.
+    n_iterations, seed : int
+
+    Returns
+    -------
+    share : ndarray of shape (K, V)
+    boot : ndarray of shape (n_iterations, K, V)
+        NaN where a resample carries no mass for a target.
+    """
+    inside, total = np.asarray(inside, dtype=np.float64), np.asarray(total, dtype=np.float64)
+    n = total.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = inside.sum(axis=1) / total.sum(axis=1)[:, None]
+        weights = np.stack(list(resample_weights(n, n_iterations, seed)))  # (B, n)
+        boot = np.einsum("bn,knv->bkv", weights, inside) / (weights @ total.T)[:, :, None]
+    return share, boot
+
+
+def _interval(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over the first axis."""
+    q = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return q[0], q[1]
+
+
+def share_intervals(share: np.ndarray, boot: np.ndarray, target_names, windows: dict,
+                    level: float = 0.95) -> pd.DataFrame:
+    """Every target's share in every window with its percentile interval.
+
+    Returns
+    -------
+    DataFrame, one row per (target, window): ``target``, ``window``, ``fraction``,
+    ``low``, ``high``.
+    """
+    low, high = _interval(boot, level)
+    return pd.DataFrame([{"target": t, "window": w, "fraction": float(share[k, v]), "low": float(low[k, v]),
+                          "high": float(high[k, v])}
+                         for v, w in enumerate(windows) for k, t in enumerate(target_names)])
+
+
+def share_contrasts(share: np.ndarray, boot: np.ndarray, target_names, windows: dict, own: dict, null,
+                    level: float = 0.95, n_ecgs: int | None = None) -> pd.DataFrame:
+    """Each planted target's share in its own window against the null targets' and the other planted targets'.
+
+    Shares are compared within one window only: the window's width, and the factor
+    (x - baseline) of integrated gradients that favours large waves, are common to both.
+    For a planted target ``p`` with window ``w = own[p]``, the comparators are the mean
+    share in ``w`` of the ``null`` targets (:data:`NULL_COMPARATOR`), then each other
+    planted target's share in ``w``. The difference's interval is the percentile interval
+    of the same difference over the paired resamples of :func:`bootstrap_shares`.
+
+    Parameters
+    ----------
+    share, boot : ndarray
+        :func:`bootstrap_shares`, targets in the order of ``target_names``.
+    target_names : sequence of str of length K
+    windows : dict
+        name -> (start_s, end_s), in the order of the last axis of ``share``.
+    own : dict
+        Planted target -> the name of its window.
+    null : sequence of str
+        Null targets (no comparator row when empty).
+    level : float
+    n_ecgs : int, optional
+        Explained ECGs, written to the ``n_ecgs`` column.
+
+    Returns
+    -------
+    DataFrame with :data:`CONTRAST_COLUMNS`, one row per (planted target, comparator).
+    """
+    names, wnames = list(target_names), list(windows)
+    n_iter = boot.shape[0]
+    null_idx = [names.index(t) for t in null]
+    rows = []
+    for target, window in own.items():
+        k, v = names.index(target), wnames.index(window)
+        comparators = []
+        if null_idx:
+            comparators.append((NULL_COMPARATOR, share[null_idx, v].mean(), boot[:, null_idx, v].mean(axis=1)))
+        comparators += [(q, share[names.index(q), v], boot[:, names.index(q), v]) for q in own if q != target]
+        for name, point, resampled in comparators:
+            diff = boot[:, k, v] - resampled
+            low, high = _interval(diff[:, None], level)
+            rows.append({"target": target, "window": window, "start_s": windows[window][0],
+                         "end_s": windows[window][1], "comparator": name, "share": float(share[k, v]),
+                         "comparator_share": float(point), "difference": float(share[k, v] - point),
+                         "low": float(low[0]), "high": float(high[0]), "n_ecgs": n_ecgs,
+                         "n_iterations": n_iter, "level": level})
+    return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation of two attribution maps, row by row.
+
+    Parameters
+    ----------
+    a, b : ndarray of shape (..., P)
+        Maps flattened over their last axis (time and lead).
+
+    Returns
+    -------
+    ndarray of shape (...)
+        Pearson correlation of the ranks (ties averaged); 0 where a map is constant (it
+        has no order to agree with).
+    """
+    ra = rankdata(np.asarray(a, dtype=np.float64), axis=-1)
+    rb = rankdata(np.asarray(b, dtype=np.float64), axis=-1)
+    ra -= ra.mean(axis=-1, keepdims=True)
+    rb -= rb.mean(axis=-1, keepdims=True)
+    den = np.sqrt((ra ** 2).sum(axis=-1) * (rb ** 2).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (ra * rb).sum(axis=-1) / np.where(den > 0, den, 1.0), 0.0)
+
+
+def randomization_check(explained: np.ndarray, trained: np.ndarray, randomized: np.ndarray, inputs: np.ndarray,
+                        target_names, n_steps: int, n_iterations: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> pd.DataFrame:
+    """Model-randomisation sanity check (Adebayo et al., 2018), with an interval over ECGs.
+
+    Attributions that do not depend on the trained weights explain the input, not the
+    model. Per ECG and target, the explained map (absolute attribution over the whole
+    ECG, every sample and lead) is rank-correlated with the same method's map of the
+    trained model at ``n_steps`` (``rho_trained``: how close a map can come at that step
+    count) and with the map of the same architecture with re-drawn weights at the same
+    steps (``rho_randomized``). ``difference = rho_trained - rho_randomized`` is averaged
+    over ECGs; its percentile interval comes from resampling the ECGs
+    (:func:`labecg.evaluate.resample_weights`). The maps differ when the interval lies
+    above 0. ``rho_input`` is the explained map's rank correlation with the input's
+    magnitude |x - baseline| (how much the map follows the waves' size).
+
+    Parameters
+    ----------
+    explained, trained, randomized : ndarray of shape (K, n, P)
+        Absolute attribution maps, flattened per ECG.
+    inputs : ndarray of shape (n, P)
+        |x - baseline| of the same ECGs.
+    target_names : sequence of str of length K
+    n_steps, n_iterations, seed : int
+    level : float
+
+    Returns
+    -------
+    DataFrame with :data:`RANDOMIZATION_COLUMNS`: one row per target, then ``all``
+    (per ECG, the mean over targets).
+    """
+    rho_t = rank_correlation(explained, trained)  # (K, n)
+    rho_r = rank_correlation(explained, randomized)
+    rho_x = rank_correlation(explained, np.broadcast_to(inputs, explained.shape))
+    n = rho_t.shape[1]
+    weights = np.stack(list(resample_weights(n, n_iterations, seed)))  # (B, n)
+    rows = []
+    for name, t, r, x in [*zip(target_names, rho_t, rho_r, rho_x),
+                          ("all", rho_t.mean(axis=0), rho_r.mean(axis=0), rho_x.mean(axis=0))]:
+        low, high = _interval((weights @ (t - r) / n)[:, None], level)
+        rows.append({"target": name, "rho_trained": float(t.mean()), "rho_randomized": float(r.mean()),
+                     "difference": float((t - r).mean()), "low": float(low[0]), "high": float(high[0]),
+                     "rho_input": float(x.mean()), "n_ecgs": n, "n_steps": n_steps, "n_iterations": n_iterations,
+                     "level": level})
+    return pd.DataFrame(rows, columns=RANDOMIZATION_COLUMNS)
+
+
 # ---------------------------------------------------------------------------- run folder
 
 
@@ -277,7 +519,9 @@ def default_targets(target_names) -> tuple[list[str], list[str]]:
         ``{lab}_{direction}_est`` of every lab in :data:`~labecg.synthetic.PLANTED_WINDOWS_S`
         (direction ``high`` for a lab planted in both directions).
     null : list of str
-        The first two estimation targets, by name, of labs planted with strength 0.
+        The first two estimation targets, by name, of the labs whose values the ECG
+        cannot carry (:func:`labecg.synthetic.ecg_null_labs`: nothing planted, and no
+        factor the waveform reads).
 
     :func:`explain_run` falls back to the run's first four estimation targets when none
     of these exists.
@@ -290,8 +534,8 @@ def default_targets(target_names) -> tuple[list[str], list[str]]:
         name = f"{lab_slug(label)}_{direction}_est"
         if name in names:
             planted.append(name)
-    null = sorted(n for e in PLANTED_EFFECTS if e.strength == 0
-                  for n in (f"{lab_slug(e.label)}_{d}_est" for d in ("low", "high")) if n in names)[:2]
+    null = sorted(n for label in ecg_null_labs()
+                  for n in (f"{lab_slug(label)}_{d}_est" for d in ("low", "high")) if n in names)[:2]
     return planted, null
 
 
@@ -328,16 +572,29 @@ def load_model(run) -> tuple[FusionModel, dict]:
     return model.eval(), config
 
 
+def _attribute(cfg: ExplainConfig, model, ecg, tabular, columns, n_steps: int, fs: float) -> np.ndarray:
+    """``cfg.method``'s attribution, shape (K, B, crop, C)."""
+    if cfg.method == "integrated_gradients":
+        return integrated_gradients(model, ecg, tabular, columns, n_steps)
+    return occlusion(model, ecg, tabular, columns, max(1, int(round(cfg.occlusion_s * fs))))
+
+
 def explain_run(cfg: ExplainConfig) -> Path:
-    """Attribute the run's test predictions to the ECG; write ``RUN/evaluation/attribution.npz`` and the window shares.
+    """Attribute the run's test predictions to the ECG; write ``RUN/evaluation/attribution.npz`` and the checks.
 
     Writes ``attribution.npz``: ``targets`` (K,) str, ``leads`` (C,) str, ``time_s`` (W,)
     seconds from the R peak, ``attribution`` (K, W, C) mean absolute attribution over all
-    beats of the explained ECGs, ``median_beat_mv`` (W, C), ``n_ecgs``, ``n_beats``,
-    ``method``, ``seconds`` (wall time of the attribution); and
+    beats of the explained ECGs, ``mass_per_ecg`` (K, n, W) the absolute attribution per
+    ECG summed over its beats and leads, ``median_beat_mv`` (W, C), ``n_ecgs``,
+    ``n_beats``, ``method``, ``seconds`` (wall time of the attribution), ``null_targets``;
     ``attribution_windows.csv`` (:func:`window_fractions` over the planted windows, with
-    ``role`` planted/null_target (:data:`ROLES`), ``planted_window`` True on a planted target's own window, and
-    ``null_fraction``, the mean share of the null targets in the same window).
+    the interval ``low``/``high`` of each share (:func:`share_intervals`), ``role``
+    (planted / null_target, :data:`ROLES`), ``planted_window`` True on a planted
+    target's own window, and ``null_fraction``, the mean share of the null targets in the
+    same window); ``attribution_contrasts.csv`` (:func:`share_contrasts`; no rows when
+    the run has no planted target) and ``attribution_randomization.csv``
+    (:func:`randomization_check` on the first ``randomization_ecgs`` explained ECGs; no
+    rows when that is 0).
 
     Returns
     -------
@@ -379,41 +636,60 @@ def explain_run(cfg: ExplainConfig) -> Path:
     ecg = torch.from_numpy(ecg.reshape(n * n_seg, crop, C))  # (n * S, crop, C) segments in order
     tabular = torch.from_numpy(np.repeat(dm.dataset.tabular[rows], n_seg, axis=0))
     t0 = time.perf_counter()
-    if cfg.method == "integrated_gradients":
-        attr = integrated_gradients(model, ecg, tabular, columns, cfg.n_steps)
-    else:
-        attr = occlusion(model, ecg, tabular, columns, max(1, int(round(cfg.occlusion_s * fs))))
+    attr = _attribute(cfg, model, ecg, tabular, columns, cfg.n_steps, fs)
     seconds = time.perf_counter() - t0
     attr = np.abs(attr).reshape(len(chosen), n, n_seg * crop, C)  # (K, n, L', C) segments end to end
 
     before, after = int(round(cfg.before_s * fs)), int(round(cfg.after_s * fs))
-    sums = np.zeros((len(chosen), before + after, C))
+    per_ecg = np.zeros((len(chosen), n, before + after, C))
     beats_mv, n_beats = [], 0
     for i in range(n):
         peaks = find_r_peaks(x_mv[i, :n_seg * crop], fs)
         beats_mv.append(beat_windows(x_mv[i, :n_seg * crop], peaks, before, after))
         for j in range(len(chosen)):
-            sums[j] += beat_windows(attr[j, i], peaks, before, after).sum(axis=0)
+            per_ecg[j, i] = beat_windows(attr[j, i], peaks, before, after).sum(axis=0)
         n_beats += len(beats_mv[-1])
     if n_beats == 0:
         raise ValueError(f"{run}: no R peak found in the {n} explained ECGs")
-    mean_attr = sums / n_beats  # (K, W, C)
+    mean_attr = per_ecg.sum(axis=1) / n_beats  # (K, W, C)
+    mass = per_ecg.sum(axis=3)  # (K, n, W)
     time_s = np.arange(-before, after) / fs
     median_beat = np.median(np.concatenate(beats_mv), axis=0)  # (W, C)
 
     windows = {w: (a, b) for w, a, b in PLANTED_WINDOWS_S.values()}
     frac = window_fractions(mean_attr, time_s, chosen, windows)
+    share, boot = bootstrap_shares(window_mass(mass, time_s, windows), mass.sum(axis=2), cfg.n_iterations, cfg.seed)
+    bounds = share_intervals(share, boot, chosen, windows, cfg.level)
+    frac = frac.merge(bounds[["target", "window", "low", "high"]], on=["target", "window"], how="left")
+    frac = frac[["target", "window", "start_s", "end_s", "fraction", "low", "high", "uniform"]]
     frac = label_windows(frac, null)
+    own = dict(frac.loc[frac["planted_window"].astype(bool), ["target", "window"]].itertuples(index=False))
+    contrasts = share_contrasts(share, boot, chosen, windows, own, null, cfg.level, n_ecgs=n)
+
+    r = min(cfg.randomization_ecgs, n)
+    randomization = pd.DataFrame(columns=RANDOMIZATION_COLUMNS)
+    if r:
+        seg = slice(0, r * n_seg)
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            redrawn = FusionModel(ModelConfig(**config["model"])).eval()
+        maps = [np.abs(_attribute(cfg, m, ecg[seg], tabular[seg], columns, cfg.randomization_steps, fs))
+                .reshape(len(chosen), r, -1) for m in (model, redrawn)]  # (K, r, L' C) each
+        randomization = randomization_check(attr[:, :r].reshape(len(chosen), r, -1), *maps,
+                                            np.abs(ecg[seg].numpy()).reshape(r, -1), chosen,
+                                            cfg.randomization_steps, cfg.n_iterations, cfg.seed, cfg.level)
 
     out = run / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / ATTRIBUTION_FILE) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, targets=np.array(chosen), leads=np.array(meta["leads"]), time_s=time_s,
-                            attribution=mean_attr.astype(np.float32), median_beat_mv=median_beat.astype(np.float32),
+                            attribution=mean_attr.astype(np.float32), mass_per_ecg=mass.astype(np.float32),
+                            median_beat_mv=median_beat.astype(np.float32),
                             n_ecgs=np.int64(n), n_beats=np.int64(n_beats), method=np.array(cfg.method),
                             seconds=np.float64(seconds), null_targets=np.array(null, dtype=str))
-    with atomic_path(out / WINDOWS_FILE) as tmp:
-        frac.to_csv(tmp, index=False)
+    for name, frame in ((WINDOWS_FILE, frac), (CONTRASTS_FILE, contrasts), (RANDOMIZATION_FILE, randomization)):
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False)
     log.info("attribution (%s): %d targets x %d ECGs (%d beats) in %.1f s", cfg.method, len(chosen), n, n_beats,
              seconds)
     return out
@@ -427,3 +703,21 @@ def read_attribution(folder) -> tuple[dict, pd.DataFrame] | tuple[None, None]:
     with np.load(folder / ATTRIBUTION_FILE, allow_pickle=False) as npz:
         data = {k: npz[k] for k in npz.files}
     return data, pd.read_csv(folder / WINDOWS_FILE)
+
+
+def read_attribution_checks(folder) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``attribution_contrasts.csv`` and ``attribution_randomization.csv`` of ``RUN/evaluation``.
+
+    An empty frame with the stable columns (:data:`CONTRAST_COLUMNS`,
+    :data:`RANDOMIZATION_COLUMNS`) for a check the run did not make, or when the folder
+    holds no attribution.
+    """
+    folder = Path(folder)
+    frames = []
+    for name, columns in ((CONTRASTS_FILE, CONTRAST_COLUMNS), (RANDOMIZATION_FILE, RANDOMIZATION_COLUMNS)):
+        path = folder / name
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else pd.DataFrame()
+        if path.exists() and frame.columns.size and list(frame.columns) != columns:
+            raise KeyError(f"{path}: columns {list(frame.columns)}; expected {columns} (rerun `labecg explain`)")
+        frames.append(frame.reindex(columns=columns))
+    return frames[0], frames[1]

@@ -29,7 +29,7 @@ from labecg.util import TASKS, lab_slug, read_json
 
 __all__ = ["source_banner", "read_planted_effects",
            "planted_effects_check", "summarize_check", "null_coverage", "attribution_check",
-           "summarize_attribution", "describe_run", "results_summary",
+           "attribution_shares", "summarize_attribution", "ATTRIBUTION_CHECK_COLUMNS", "ATTRIBUTION_VERDICTS", "describe_run", "results_summary",
            "interval_summary", "calibration_summary", "describe_calibration", "reproduce_commands",
            "reproduce_box"]
 
@@ -339,45 +339,148 @@ def describe_calibration(summary: dict) -> str:
             f"{summary['n_slope_fitted']} targets).")
 
 
-def attribution_check(windows_frame: pd.DataFrame) -> pd.DataFrame:
-    """Per planted effect: the share of its target's attribution in the planted window, against nulls.
+ATTRIBUTION_CHECK_COLUMNS = ["target", "window", "window_s", "share", "low", "high", "null_share", "vs_null",
+                             "vs_null_low", "vs_null_high", "closest_planted", "vs_planted", "vs_planted_low",
+                             "vs_planted_high", "verdict", "n_ecgs", "level"]
+#: The verdicts of :func:`attribution_check`, strongest first.
+ATTRIBUTION_VERDICTS = ("concentrated", "above nulls only", "not shown", "no null targets")
+
+
+def attribution_check(windows_frame: pd.DataFrame, contrasts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per planted effect: does its target's attribution sit in the planted window, beyond the nulls and the other effects?
 
     Parameters
     ----------
     windows_frame : DataFrame
-        ``RUN/evaluation/attribution_windows.csv`` (:func:`labecg.explain.explain_run`).
+        ``RUN/evaluation/attribution_windows.csv`` (:func:`labecg.explain.explain_run`):
+        the share of each target in each window with its interval.
+    contrasts : DataFrame
+        ``RUN/evaluation/attribution_contrasts.csv`` (:func:`labecg.explain.share_contrasts`).
 
     Returns
     -------
-    DataFrame, one row per planted target: ``target``, ``window``, ``window_s``
-    (``0.10–0.40``), ``fraction`` (its share inside), ``null_fraction`` (mean share of
-    the targets with nothing planted, same window, same ECGs), ``uniform`` (the share
-    of an attribution spread evenly), ``verdict`` ("concentrated" when the fraction
-    exceeds both the null and the uniform share, else "not concentrated"); rounded to 3
-    decimals. No rows when the frame is None or empty.
+    DataFrame with :data:`ATTRIBUTION_CHECK_COLUMNS`, one row per planted target with a
+    window: ``share`` in its own window with its interval ``low``/``high``;
+    ``null_share`` and ``vs_null`` (share minus the null targets' mean share, same window,
+    same ECGs) with its interval; ``closest_planted``, the other planted target whose
+    difference has the lowest lower bound, with ``vs_planted`` and its interval;
+    ``verdict``: "concentrated" when the intervals against the nulls and against every
+    other planted target all lie above 0; "above nulls only" when only the one against
+    the nulls does; "not shown" when that one reaches 0; "no null targets" when the run
+    explained none; ``n_ecgs`` and ``level`` of the intervals. No rows when either frame
+    is None or empty.
     """
-    columns = ["target", "window", "window_s", "fraction", "null_fraction", "uniform", "verdict"]
+    if windows_frame is None or windows_frame.empty or contrasts is None or contrasts.empty:
+        return pd.DataFrame(columns=ATTRIBUTION_CHECK_COLUMNS)
+    from labecg.explain import NULL_COMPARATOR
+
+    own = windows_frame[windows_frame["planted_window"].astype(bool)].set_index("target")
+    rows = []
+    for target, group in contrasts.groupby("target", sort=False):
+        row = {"target": target, "window": group["window"].iloc[0],
+               "window_s": f"{group['start_s'].iloc[0]:.2f}–{group['end_s'].iloc[0]:.2f}",
+               "share": group["share"].iloc[0], "low": own.loc[target, "low"], "high": own.loc[target, "high"],
+               "n_ecgs": group["n_ecgs"].iloc[0], "level": group["level"].iloc[0]}
+        vs_null = group[group["comparator"] == NULL_COMPARATOR]
+        others = group[group["comparator"] != NULL_COMPARATOR]
+        if len(vs_null):
+            v = vs_null.iloc[0]
+            row.update(null_share=v.comparator_share, vs_null=v.difference, vs_null_low=v.low, vs_null_high=v.high)
+        if len(others):
+            c = others.loc[others["low"].idxmin()]
+            row.update(closest_planted=c.comparator, vs_planted=c.difference, vs_planted_low=c.low,
+                       vs_planted_high=c.high)
+        if not len(vs_null):
+            row["verdict"] = "no null targets"
+        elif not vs_null["low"].iloc[0] > 0:
+            row["verdict"] = "not shown"
+        elif (others["low"] > 0).all():
+            row["verdict"] = "concentrated"
+        else:
+            row["verdict"] = "above nulls only"
+        rows.append(row)
+    out = pd.DataFrame(rows).reindex(columns=ATTRIBUTION_CHECK_COLUMNS)
+    numeric = [c for c in ATTRIBUTION_CHECK_COLUMNS if c not in ("target", "window", "window_s", "closest_planted",
+                                                                 "verdict", "n_ecgs", "level")]
+    out[numeric] = out[numeric].astype(float).round(3)
+    return out
+
+
+def attribution_shares(windows_frame: pd.DataFrame) -> pd.DataFrame:
+    """Every explained target's share in every planted window, "share (low–high)", targets as rows."""
     if windows_frame is None or windows_frame.empty:
-        return pd.DataFrame(columns=columns)
-    own = windows_frame[windows_frame["planted_window"].astype(bool)].copy()
-    own["window_s"] = [f"{a:.2f}–{b:.2f}" for a, b in zip(own["start_s"], own["end_s"])]
-    own["verdict"] = np.where((own["fraction"] > own["null_fraction"]) & (own["fraction"] > own["uniform"]),
-                              "concentrated", "not concentrated")
-    return own[columns].round({"fraction": 3, "null_fraction": 3, "uniform": 3}).reset_index(drop=True)
+        return pd.DataFrame()
+    cell = [f"{f:.2f} ({lo:.2f}–{hi:.2f})" for f, lo, hi in
+            zip(windows_frame["fraction"], windows_frame["low"], windows_frame["high"])]
+    frame = windows_frame.assign(cell=cell)
+    table = frame.pivot(index=["target", "role"], columns="window", values="cell")
+    windows = list(dict.fromkeys(frame["window"]))
+    return table[windows].reindex(list(dict.fromkeys(zip(frame["target"], frame["role"])))).reset_index()
 
 
-def summarize_attribution(check: pd.DataFrame) -> str:
-    """One Markdown sentence from :func:`attribution_check`."""
+def _pct(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+def summarize_attribution(check: pd.DataFrame, randomization: pd.DataFrame | None = None) -> str:
+    """Markdown sentences from :func:`attribution_check` and the randomisation check, no stronger than their intervals."""
     if check.empty:
-        return ("No target with a planted window has an attribution in this run, so there is nothing to "
+        return ("No target with a planted window has an attribution check in this run, so there is nothing to "
                 "check against the truth (`labecg explain --run-dir RUN` explains the planted targets "
                 "that the run's cohort holds).")
-    parts = [f"{r.target.replace('_', ' ')}: {r.fraction:.2f} in the {r.window} window "
-             f"(null targets {r.null_fraction:.2f}, uniform {r.uniform:.2f})" for r in check.itertuples()]
-    n = int((check["verdict"] == "concentrated").sum())
-    return (f"Share of the attribution inside the window where the effect was planted: " + "; ".join(parts) +
-            f". {n} of {len(check)} planted targets concentrate their attribution there more than the targets "
-            f"with nothing planted do.")
+
+    def name(t):
+        return str(t).replace("_", " ")
+
+    def vs(r, which):
+        return (f"{_pct(getattr(r, which))} ({_pct(getattr(r, which + '_low'))} to "
+                f"{_pct(getattr(r, which + '_high'))})")
+
+    parts = []
+    by = {v: check[check["verdict"] == v] for v in ATTRIBUTION_VERDICTS}
+    n = len(check)
+    if len(by["concentrated"]):
+        parts.append(f"{len(by['concentrated'])} of {n} planted targets put more of their attribution in the "
+                     f"window where the effect was planted than both the null targets and every other planted "
+                     f"target, with every interval above 0: " + "; ".join(
+                         f"{name(r.target)} ({r.window}, share {r.share:.2f}; over the null targets "
+                         f"{vs(r, 'vs_null')}; over {name(r.closest_planted)} {vs(r, 'vs_planted')})"
+                         if isinstance(r.closest_planted, str) else
+                         f"{name(r.target)} ({r.window}, share {r.share:.2f}; over the null targets "
+                         f"{vs(r, 'vs_null')})" for r in by["concentrated"].itertuples()) + ".")
+    if len(by["above nulls only"]):
+        parts.append(f"{len(by['above nulls only'])} of {n} exceed the null targets in their window but are not "
+                     f"told apart from another planted target there: " + "; ".join(
+                         f"{name(r.target)} ({r.window}; over the null targets {vs(r, 'vs_null')}; over "
+                         f"{name(r.closest_planted)} {vs(r, 'vs_planted')})"
+                         for r in by["above nulls only"].itertuples()) + ".")
+    if len(by["not shown"]):
+        parts.append(f"For {len(by['not shown'])} of {n} the interval against the null targets reaches 0, so "
+                     f"no concentration is shown: " + "; ".join(
+                         f"{name(r.target)} ({r.window}, {vs(r, 'vs_null')})" for r in by["not shown"].itertuples())
+                     + ".")
+    if len(by["no null targets"]):
+        parts.append(f"{len(by['no null targets'])} of {n} have no null target to be held against, so no verdict "
+                     f"is given.")
+    first = check.iloc[0]
+    lead = (f"Differences of shares of the attribution inside a window (planted target minus comparator, same "
+            f"window, same ECGs), with {100 * float(first['level']):g}% bootstrap intervals over the "
+            f"{int(first['n_ecgs'])} explained ECGs. ")
+    text = lead + " ".join(parts)
+    if randomization is not None and len(randomization) and (randomization["target"] == "all").any():
+        r = randomization[randomization["target"] == "all"].iloc[0]
+        common = (f"Model randomisation: the attribution maps rank-correlate {r.rho_randomized:.2f} with those "
+                  f"of the same architecture with re-drawn weights, against {r.rho_trained:.2f} with the trained "
+                  f"model's own maps at the same {int(r.n_steps)} steps (difference {r.difference:.2f}, "
+                  f"{r.low:.2f} to {r.high:.2f}, {int(r.n_ecgs)} ECGs)")
+        if r.low > 0:
+            text += " " + common + ": the attributions depend on the trained weights."
+        else:
+            text += (" " + common + ": the check does not show that the attributions depend on the trained "
+                     "weights, so the verdicts above may describe the input rather than the model.")
+    elif randomization is not None:
+        text += " The model-randomisation check was not run for this attribution."
+    return text
 
 
 # ---------------------------------------------------------------------------- how to reproduce a page

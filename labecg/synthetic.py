@@ -189,6 +189,43 @@ PLANTED_WINDOWS_S: dict[str, tuple[str, float, float]] = {
 }
 
 
+#: The latent factors the ECG waveform reads (:func:`_ecg_params`: rate, QRS, QT, T wave,
+#: voltage, ST). A lab whose value reads none of them is independent of the ECG by
+#: construction (tests/test_synthetic.py perturbs the factors to check both sides).
+ECG_FACTORS: tuple[str, ...] = ("anemia", "iron_deficiency", "heart_failure", "renal", "potassium",
+                                "inflammation", "calcium", "ischemia")
+
+
+def lab_factors(label: str) -> tuple[str, ...]:
+    """The latent factors a laboratory test's value reads (through the tests it is derived from).
+
+    Red blood cells read MCH besides hemoglobin (:func:`_derive`).
+    """
+    sources = {"Red Blood Cells": ("Hemoglobin", "MCH")}.get(label) or (_DERIVED.get(label, (label,))[0],)
+    out: list[str] = []
+    for src in sources:
+        if src in _DERIVED:
+            out += lab_factors(src)
+        else:
+            out += [name for name, _ in _LAB_MODELS[src].loadings if name not in out]
+    return tuple(dict.fromkeys(out))
+
+
+def ecg_null_labs() -> tuple[str, ...]:
+    """Labels of the tests with nothing planted whose value is independent of the ECG waveform.
+
+    A test qualifies when its planted strength is 0 and its value (or the value it is
+    derived from) reads no factor of :data:`ECG_FACTORS`: its draw is then the patient's
+    residual level plus noise, and factors no part of the ECG reads. Which draws are
+    measured (panels, times) does not depend on any factor either. So its labels are
+    independent of the ECG it is paired with, and an ECG model has nothing to learn for
+    it; these are the null targets of the attribution check (:mod:`labecg.explain`).
+    Sorted by label.
+    """
+    return tuple(sorted(e.label for e in PLANTED_EFFECTS
+                        if e.strength == 0 and not set(lab_factors(e.label)) & set(ECG_FACTORS)))
+
+
 def planted_effects_frame() -> pd.DataFrame:
     """The planted effects as a table.
 
@@ -874,7 +911,9 @@ def generate(cfg: SynthConfig) -> Path:
             "config": {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in _NO_CONTENT},
             "seed": cfg.seed,
             "rows": counts, "n_waveforms": n_wave, "factors": list(FACTORS),
-            "planted_effects": planted_effects_frame().to_dict(orient="records")}
+            "planted_effects": planted_effects_frame().to_dict(orient="records"),
+            "planted_windows_s": {label: list(w) for label, w in PLANTED_WINDOWS_S.items()},
+            "ecg_null_labs": list(ecg_null_labs())}
     write_json(root / SYNTHETIC_MARKER, meta)
     log.info("wrote %d patients, %d ECGs (%d waveforms), %d lab rows to %s",
              n, counts["record_list"], n_wave, counts["labevents"], root)

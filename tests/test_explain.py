@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 from scipy.signal import resample_poly
+from scipy.stats import spearmanr
 
-from labecg import ecgsim, explain
+from labecg import ecgsim, explain, selfcheck
 from labecg.synthetic import PLANTED_WINDOWS_S
 
 
@@ -146,3 +147,112 @@ def test_attribution_windows_roles_survive_a_default_read(tmp_path):
     assert list(back["role"]) == ["planted", "null_target", "null_target"]
     assert list(back["planted_window"]) == [True, False, False]
     assert back["null_fraction"].tolist() == pytest.approx([0.4] * 3)
+
+
+# ---------------------------------------------------------------------------- the check's statistics
+
+
+def test_bootstrap_shares_of_two_ecgs_worked_by_hand():
+    """ECG 0 puts 1 of 4 units in the window, ECG 1 puts 3 of 4: resamples give 1/4, 1/2 or 3/4."""
+    inside, total = np.array([[[1.0], [3.0]]]), np.array([[4.0, 4.0]])  # (K=1, n=2, V=1), (K, n)
+    share, boot = explain.bootstrap_shares(inside, total, n_iterations=2000, seed=3)
+    assert share[0, 0] == 0.5
+    assert set(np.round(boot[:, 0, 0], 12)) == {0.25, 0.5, 0.75}
+    assert np.mean(boot[:, 0, 0] == 0.25) == pytest.approx(0.25, abs=0.03)  # both draws ECG 0
+    frame = explain.share_intervals(share, boot, ["k"], {"w": (0.0, 0.1)}, level=0.95)
+    assert (frame.loc[0, "low"], frame.loc[0, "high"]) == (0.25, 0.75)
+
+
+def test_bootstrap_shares_equal_an_explicit_resampling_loop():
+    rng = np.random.default_rng(0)
+    mass = rng.random((3, 7, 30))  # (K, n, W)
+    time_s = np.arange(30) / 100
+    windows = {"a": (0.05, 0.12), "b": (0.0, 0.2)}
+    inside = explain.window_mass(mass, time_s, windows)
+    share, boot = explain.bootstrap_shares(inside, mass.sum(axis=2), n_iterations=40, seed=11)
+    draw = np.random.default_rng(11)
+    for b in range(40):
+        idx = draw.integers(0, 7, size=7)
+        for v, (start, end) in enumerate(windows.values()):
+            keep = (time_s >= start) & (time_s < end)
+            expected = mass[:, idx][:, :, keep].sum(axis=(1, 2)) / mass[:, idx].sum(axis=(1, 2))
+            np.testing.assert_allclose(boot[b, :, v], expected, rtol=1e-12)
+    # the point share is window_fractions of the mean over ECGs
+    frac = explain.window_fractions(mass.mean(axis=1)[:, :, None], time_s, list("xyz"), windows)
+    np.testing.assert_allclose(frac["fraction"].to_numpy(), share.T.ravel(), rtol=1e-12)
+
+
+def test_a_small_margin_over_the_nulls_gets_no_verdict_when_its_interval_reaches_zero():
+    """Shares 0.5 against the nulls' 0.4 and an even 0.3: the old rule called this concentrated."""
+    names = ["potassium_high_est", "sodium_low_est"]
+    inside = np.array([[[1.0], [1.0]], [[0.0], [0.8]]])  # potassium 1/2 in both ECGs; sodium 0 and 0.8
+    total = np.array([[2.0, 2.0], [1.0, 1.0]])
+    share, boot = explain.bootstrap_shares(inside, total, n_iterations=2000, seed=0)
+    c = explain.share_contrasts(share, boot, names, {"T wave": (0.08, 0.40)}, {"potassium_high_est": "T wave"},
+                                ["sodium_low_est"], n_ecgs=2)
+    assert list(c.columns) == explain.CONTRAST_COLUMNS
+    row = c.iloc[0]
+    assert row.comparator == explain.NULL_COMPARATOR and row.difference == pytest.approx(0.1)
+    # resamples: both ECG 0 (0.5 - 0), both ECG 1 (0.5 - 0.8), one each (0.5 - 0.4)
+    assert (row.low, row.high) == (pytest.approx(-0.3), pytest.approx(0.5))
+    check = selfcheck.attribution_check(pd.DataFrame({
+        "target": names, "window": "T wave", "start_s": 0.08, "end_s": 0.40, "fraction": share[:, 0],
+        "low": 0.0, "high": 1.0, "uniform": 0.3, "role": list(explain.ROLES),
+        "planted_window": [True, False], "null_fraction": 0.4}), c)
+    assert list(check["verdict"]) == ["not shown"]
+
+
+def test_nested_windows_need_the_other_planted_target_beaten_in_the_same_window():
+    """Potassium and calcium both load the T wave: potassium beats the nulls there but not calcium."""
+    names = ["potassium_high_est", "calcium_total_low_est", "sodium_low_est"]
+    windows = {"T wave": (0.08, 0.40), "ST–T": (0.04, 0.45)}
+    rng = np.random.default_rng(1)
+    n = 30
+    inside = np.empty((3, n, 2))
+    inside[0, :, 0], inside[1, :, 0], inside[2, :, 0] = 0.6, 0.6, 0.3  # T wave: equal for K and Ca
+    inside[0, :, 1], inside[1, :, 1], inside[2, :, 1] = 0.65, 0.8, 0.35  # ST-T: calcium beats potassium
+    inside *= 1 + 0.05 * rng.standard_normal((3, n, 1))
+    share, boot = explain.bootstrap_shares(inside, np.ones((3, n)), n_iterations=500, seed=0)
+    own = {"potassium_high_est": "T wave", "calcium_total_low_est": "ST–T"}
+    c = explain.share_contrasts(share, boot, names, windows, own, ["sodium_low_est"], n_ecgs=n)
+    assert [(r.target, r.comparator) for r in c.itertuples()] == [
+        ("potassium_high_est", explain.NULL_COMPARATOR), ("potassium_high_est", "calcium_total_low_est"),
+        ("calcium_total_low_est", explain.NULL_COMPARATOR), ("calcium_total_low_est", "potassium_high_est")]
+    k_vs_ca = c.iloc[1]
+    assert k_vs_ca.share == pytest.approx(share[0, 0]) and k_vs_ca.comparator_share == pytest.approx(share[1, 0])
+    frame = pd.DataFrame([{"target": t, "window": w, "start_s": a, "end_s": b, "fraction": share[k, v],
+                           "low": 0.0, "high": 1.0, "uniform": 0.5, "role": "planted", "planted_window": own.get(t) == w,
+                           "null_fraction": 0.3} for v, (w, (a, b)) in enumerate(windows.items())
+                          for k, t in enumerate(names)])
+    check = selfcheck.attribution_check(frame, c)
+    assert dict(zip(check["target"], check["verdict"])) == {"potassium_high_est": "above nulls only",
+                                                           "calcium_total_low_est": "concentrated"}
+    assert check.loc[0, "closest_planted"] == "calcium_total_low_est" and check.loc[0, "vs_planted_low"] < 0
+
+
+def test_rank_correlation_equals_scipy_spearman_row_by_row():
+    rng = np.random.default_rng(2)
+    a, b = rng.random((2, 3, 50)), rng.random((2, 3, 50))
+    b[0, 1] = a[0, 1] ** 2 + 0.01 * b[0, 1]
+    a[1, 2, ::2] = 0.5  # ties
+    rho = explain.rank_correlation(a, b)
+    for i in range(2):
+        for j in range(3):
+            assert rho[i, j] == pytest.approx(spearmanr(a[i, j], b[i, j]).statistic, abs=1e-12)
+    assert explain.rank_correlation(np.ones(5), np.arange(5.0)) == 0.0
+
+
+def test_randomization_check_separates_a_map_that_changes_from_one_that_does_not():
+    rng = np.random.default_rng(4)
+    explained = rng.random((2, 12, 200))
+    trained = explained + 0.05 * rng.random((2, 12, 200))  # the trained model at fewer steps: nearly the same
+    inputs = rng.random((12, 200))
+    changed = explain.randomization_check(explained, trained, rng.random((2, 12, 200)), inputs, ["a", "b"],
+                                          n_steps=2, n_iterations=300)
+    assert list(changed.columns) == explain.RANDOMIZATION_COLUMNS
+    assert list(changed["target"]) == ["a", "b", "all"]
+    rho_t = np.mean([spearmanr(explained[0, i], trained[0, i]).statistic for i in range(12)])
+    assert changed.loc[0, "rho_trained"] == pytest.approx(rho_t, abs=1e-12)
+    assert changed.loc[2, "low"] > 0.5  # re-drawn weights give unrelated maps
+    same = explain.randomization_check(explained, trained, trained, inputs, ["a", "b"], n_steps=2, n_iterations=300)
+    assert same.loc[2, "difference"] == 0 and same.loc[2, "low"] == 0 == same.loc[2, "high"]

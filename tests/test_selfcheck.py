@@ -34,20 +34,42 @@ def test_null_targets_counted_under_each_interval():
     assert np.isnan(check["low"]).sum() == 0
 
 
-def test_attribution_check_compares_the_planted_window_with_nulls():
-    frame = pd.DataFrame({
-        "target": ["potassium_high_est", "potassium_high_est", "sodium_low_est", "sodium_low_est",
-                   "troponin_t_high_est", "troponin_t_high_est"],
-        "window": ["T wave", "ST segment"] * 3, "start_s": [0.08, 0.04] * 3, "end_s": [0.40, 0.20] * 3,
-        "fraction": [0.62, 0.2, 0.45, 0.21, 0.5, 0.18], "uniform": [0.4, 0.2] * 3,
-        "role": ["planted", "planted", "null_target", "null_target", "planted", "planted"],
-        "planted_window": [True, False, False, False, False, True], "null_fraction": [0.45, 0.21] * 3})
-    check = selfcheck.attribution_check(frame)
-    assert list(check["target"]) == ["potassium_high_est", "troponin_t_high_est"]
-    assert list(check["verdict"]) == ["concentrated", "not concentrated"]  # 0.18 < null 0.21
-    assert check.loc[0, "window_s"] == "0.08–0.40"
-    assert "1 of 2 planted targets" in selfcheck.summarize_attribution(check)
-    assert selfcheck.attribution_check(None).empty
+def test_attribution_check_gives_verdicts_only_where_every_interval_is_above_zero():
+    from labecg.explain import CONTRAST_COLUMNS, NULL_COMPARATOR, RANDOMIZATION_COLUMNS
+
+    windows = pd.DataFrame({
+        "target": ["potassium_high_est", "troponin_t_high_est", "ntprobnp_high_est"],
+        "window": ["T wave", "ST segment", "QRS"], "start_s": [0.08, 0.04, -0.06], "end_s": [0.40, 0.20, 0.06],
+        "fraction": [0.62, 0.208, 0.5], "low": [0.55, 0.15, 0.45], "high": [0.7, 0.26, 0.55],
+        "uniform": [0.4, 0.2, 0.15], "role": "planted", "planted_window": True, "null_fraction": [0.45, 0.195, 0.2]})
+    rows = [("potassium_high_est", "T wave", 0.08, 0.40, NULL_COMPARATOR, 0.62, 0.45, 0.17, 0.10, 0.24),
+            ("potassium_high_est", "T wave", 0.08, 0.40, "troponin_t_high_est", 0.62, 0.50, 0.12, 0.05, 0.20),
+            ("potassium_high_est", "T wave", 0.08, 0.40, "ntprobnp_high_est", 0.62, 0.30, 0.32, 0.20, 0.40),
+            ("troponin_t_high_est", "ST segment", 0.04, 0.20, NULL_COMPARATOR, 0.208, 0.195, 0.013, -0.02, 0.05),
+            ("troponin_t_high_est", "ST segment", 0.04, 0.20, "potassium_high_est", 0.208, 0.1, 0.108, 0.05, 0.2),
+            ("ntprobnp_high_est", "QRS", -0.06, 0.06, NULL_COMPARATOR, 0.5, 0.2, 0.3, 0.2, 0.4),
+            ("ntprobnp_high_est", "QRS", -0.06, 0.06, "potassium_high_est", 0.5, 0.1, 0.4, 0.3, 0.5),
+            ("ntprobnp_high_est", "QRS", -0.06, 0.06, "troponin_t_high_est", 0.5, 0.45, 0.05, -0.01, 0.11)]
+    contrasts = pd.DataFrame([r + (24, 1000, 0.95) for r in rows], columns=CONTRAST_COLUMNS)
+    check = selfcheck.attribution_check(windows, contrasts)
+    assert list(check["target"]) == ["potassium_high_est", "troponin_t_high_est", "ntprobnp_high_est"]
+    assert list(check["verdict"]) == ["concentrated", "not shown", "above nulls only"]  # 0.208 vs 0.195: no verdict
+    assert check.loc[0, "closest_planted"] == "troponin_t_high_est" and check.loc[0, "vs_planted_low"] == 0.05
+    assert check.loc[2, "closest_planted"] == "troponin_t_high_est"
+    assert check.loc[0, "window_s"] == "0.08–0.40" and check.loc[0, "low"] == 0.55
+    randomization = pd.DataFrame([("all", 0.9, 0.3, 0.6, 0.5, 0.7, 0.4, 8, 2, 1000, 0.95)],
+                                 columns=RANDOMIZATION_COLUMNS)
+    text = selfcheck.summarize_attribution(check, randomization)
+    assert "95% bootstrap intervals over the 24 explained ECGs" in text
+    assert "1 of 3 planted targets put more" in text and "potassium high est (T wave" in text
+    assert "1 of 3 exceed the null targets" in text and "For 1 of 3 the interval against the null" in text
+    assert "troponin t high est (ST segment, +0.013 (-0.020 to +0.050))" in text
+    assert "depend on the trained weights." in text
+    weak = randomization.assign(low=-0.1)
+    assert "does not show that the attributions depend" in selfcheck.summarize_attribution(check, weak)
+    assert selfcheck.attribution_check(None).empty and selfcheck.attribution_check(windows, None).empty
+    shares = selfcheck.attribution_shares(windows)
+    assert shares.loc[0, "T wave"] == "0.62 (0.55–0.70)" and list(shares.columns)[:2] == ["target", "role"]
 
 
 def test_attribution_figure_draws_a_strip_per_lead():
