@@ -28,6 +28,12 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   rules; the dataset counts again over the ECGs whose signal converted).
 - ECGs without any kept target are dropped (``drop_ecgs_without_targets``, the authors'),
   counted in the flow table.
+- ``causal`` (ours; default off, the paper's windows): vitals only up to the ECG and
+  monitoring labs only after it (``labecg.features``, ``labecg.labels``). The paper's inputs
+  reach 30 min past the ECG, so a monitoring input can postdate the lab it predicts.
+- ``last_values.parquet``: each ECG's last earlier value of every kept target's lab
+  (``labels.last_lab_values``), for the results chapter's last-value baseline; it does not
+  change ``cohort.parquet``.
 """
 
 from __future__ import annotations
@@ -90,6 +96,9 @@ class CohortConfig:
         Drop ECGs without any target (the authors: they would dilute batches and statistics).
     seed : int
         Fold assignment of patients absent from ecg_icd (``unlisted_ecgs="assign"``).
+    causal : bool
+        Inputs and targets never overlap in time: vitals in [t - w, t] instead of
+        [t - w, t + w], monitoring labs in (t, t + h] instead of [t, t + h] (not the paper's).
     memory_limit : str
         DuckDB memory limit, e.g. "16GB".
     threads : int
@@ -111,6 +120,7 @@ class CohortConfig:
     # authors: ECGs without any target are dropped (they would dilute batches and statistics)
     drop_ecgs_without_targets: bool = True
     seed: int = 0  # fold assignment of patients absent from ecg_icd (unlisted_ecgs="assign")
+    causal: bool = False  # ours: vitals up to the ECG only, monitoring labs strictly after it
     memory_limit: str = "16GB"
     threads: int = 0  # 0 = DuckDB's default (all cores)
 
@@ -141,6 +151,11 @@ class CohortConfig:
     @property
     def tasks(self) -> tuple[str, ...]:
         return util.TASKS
+
+    @property
+    def last_value_cutoffs_min(self) -> tuple[int, ...]:
+        """The cutoffs of ``last_values.parquet``: one per task (:func:`last_value_cutoff`), each once."""
+        return tuple(sorted({last_value_cutoff(task, self.estimation_window_min) for task in self.tasks}))
 
 
 @dataclass(frozen=True)
@@ -310,12 +325,16 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
         ecgs = readers.read_ecgs(files["record_list"], headers["record_list"], flow)
         readers.load_ecgs(con, ecgs)
         feats = features.read_demographics(con, files, headers, ecgs, flow)
-        feats.update(features.read_vitals(con, files, headers, len(ecgs), flow, window_min=cfg.vitals_window_min))
+        feats.update(features.read_vitals(con, files, headers, len(ecgs), flow, window_min=cfg.vitals_window_min,
+                                          causal=cfg.causal))
         feats.update(features.read_biometrics(con, files, headers, len(ecgs), flow,
                                               window_days=cfg.biometrics_window_days))
         long_labels, candidates = labels.label_labs(con, files, headers, len(ecgs), flow,
                                                     min_lab_events=cfg.min_lab_events,
-                                                    estimation_window_min=cfg.estimation_window_min)
+                                                    estimation_window_min=cfg.estimation_window_min,
+                                                    causal=cfg.causal)
+        lab_names = sorted({candidate["label"] for candidate in candidates})
+        last = labels.last_lab_values(con, lab_names, cfg.last_value_cutoffs_min)
         if cfg.ecg_icd is not None:
             listed = readers.read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
                                          {"study_id": "BIGINT", "subject_id": "BIGINT", "strat_fold": "BIGINT"})
@@ -391,7 +410,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
                "n_targets": {task: sum(target["task"] == task for target in targets) for task in cfg.tasks}}
     cfg.cohort_dir.mkdir(parents=True, exist_ok=True)
     paths = {"cohort": cfg.cohort_dir / "cohort.parquet", "targets": cfg.cohort_dir / "targets.json",
-             "flow": cfg.cohort_dir / "cohort_flow.csv"}
+             "flow": cfg.cohort_dir / "cohort_flow.csv", "last_values": cfg.cohort_dir / LAST_VALUES}
     with util.atomic_path(paths["cohort"]) as tmp:
         df.to_parquet(tmp, index=False)
     data_root = Path(cfg.ecg).parent
@@ -405,10 +424,58 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
                    "ecg_icd": None if cfg.ecg_icd is None else str(cfg.ecg_icd), "synthetic": marker.exists(),
                    "synthetic_config": util.read_json(marker).get("config") if marker.exists() else None},
         "config": settings, "summary": summary, "targets": targets})
+    with util.atomic_path(paths["last_values"]) as tmp:
+        last_values_frame(last, ecgs, targets).to_parquet(tmp, index=False)
     with util.atomic_path(paths["flow"]) as tmp:
         pd.DataFrame(flow.rows, columns=["step", "rows_in", "rows_out", "dropped", "reason"]).to_csv(tmp, index=False)
     log.info(format_summary(summary) + f" ({time.perf_counter() - t0:.1f} s)")
     return CohortResult(cohort=paths["cohort"], targets=paths["targets"], flow=paths["flow"], summary=summary)
+
+
+#: The cohort folder's file of last earlier lab values (the results chapter's last-value baseline).
+LAST_VALUES = "last_values.parquet"
+LAST_VALUE_COLUMNS = ("study_id", "lab", "cutoff_min", "value", "age_min")
+
+
+def last_value_cutoff(task: str, estimation_window_min: int) -> int:
+    """The cutoff of a task's last-value baseline: values charted strictly before ecg_time - cutoff.
+
+    Estimation labels come from [t - w, t + w], so an earlier value inside that window can
+    be the label's own row: estimation targets look before the window (w minutes).
+    Monitoring labels come after the ECG: their baseline may use anything before it (0).
+    """
+    return int(estimation_window_min) if task == "est" else 0
+
+
+def last_values_frame(last: pd.DataFrame, ecgs: pd.DataFrame, targets: list[dict]) -> pd.DataFrame:
+    """``last_values.parquet``: the last earlier values of the cohort's ECGs and its targets' labs.
+
+    Parameters
+    ----------
+    last : DataFrame
+        :func:`labecg.labels.last_lab_values` (row_idx, label, cutoff_min, value, age_min).
+    ecgs : DataFrame
+        The cohort's ECGs in cohort order, with ``row_idx`` and ``study_id``.
+    targets : list of dict
+        The kept targets (``label``, ``lab``).
+
+    Returns
+    -------
+    DataFrame with columns :data:`LAST_VALUE_COLUMNS`: ``study_id`` (int64), ``lab`` (str,
+    the target's lab slug), ``cutoff_min`` (int64), ``value`` (float64, the lab's unit),
+    ``age_min`` (float64, minutes before the ECG); one row per (ECG, lab, cutoff) with an
+    earlier value, in cohort order, then lab, then cutoff.
+    """
+    slug = {target["label"]: target["lab"] for target in targets}
+    order = pd.Series(np.arange(len(ecgs)), index=ecgs["row_idx"].to_numpy())
+    kept = last[last["row_idx"].isin(order.index) & last["label"].isin(list(slug))]
+    out = pd.DataFrame({"study_id": ecgs["study_id"].to_numpy(np.int64)[order[kept["row_idx"]].to_numpy()],
+                        "lab": kept["label"].map(slug).to_numpy(dtype=object),
+                        "cutoff_min": kept["cutoff_min"].to_numpy(np.int64), "value": kept["value"].to_numpy(float),
+                        "age_min": kept["age_min"].to_numpy(float),
+                        "_order": order[kept["row_idx"]].to_numpy()})
+    out = out.sort_values(["_order", "lab", "cutoff_min"], kind="stable").drop(columns="_order")
+    return out.reset_index(drop=True)
 
 
 def no_targets_message(cfg: CohortConfig, smallest_class: np.ndarray, n_labels: int) -> str:

@@ -4,7 +4,8 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
 
 - Windows, closed (both ends included): vitals charted in [ecg_time - w, ecg_time + w],
   w = ``window_min`` (``CohortConfig.vitals_window_min``, 30 min), in microseconds from
-  ``ecg_time``; omr biometrics with ``chartdate`` in [date(ecg_time) - w, date(ecg_time) + w],
+  ``ecg_time``; with ``causal`` (``CohortConfig.causal``, not the paper's) [ecg_time - w,
+  ecg_time]: no vital charted after the ECG, which a monitoring target may postdate; omr biometrics with ``chartdate`` in [date(ecg_time) - w, date(ecg_time) + w],
   w = ``window_days`` (``CohortConfig.biometrics_window_days``, 30 d; omr has dates only).
 - Closest value: smallest absolute time difference; ties go to the earlier charttime
   (chartdate), then (omr) the lower ``seq_num``, then the smaller value.
@@ -93,8 +94,11 @@ def read_demographics(con, files: dict, headers: dict, ecgs: pd.DataFrame, flow:
     return {"sex": sex, "age": p["anchor_age"].astype("float64").to_numpy(), "race": race}
 
 
-def read_vitals(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *, window_min: int) -> dict:
+def read_vitals(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *, window_min: int,
+                causal: bool = False) -> dict:
     """The plausible ED vital sign closest to each ECG within ``window_min`` minutes.
+
+    Charted in [t - w, t + w], or in [t - w, t] with ``causal`` (t the ECG's time, both ends included).
 
     Returns
     -------
@@ -117,6 +121,7 @@ def read_vitals(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow
         flow.add(f"vitalsign: {vital} plausible", n_values, n_values - n_bad,
                  f"{vital} values outside [{low:g}, {high:g}] set missing (values, not rows)", warn=True)
     window_us = window_min * 60_000_000
+    after_us = 0 if causal else window_us
     width_us = max(window_us, 60_000_000)
     readers.bucket_ecgs(con, "ecg_bv", width_us, window_us, window_us)
     aggs = ", ".join(
@@ -126,7 +131,7 @@ def read_vitals(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow
     closest = con.execute(
         f"SELECT e.row_idx, {aggs} FROM ecg_bv e JOIN (SELECT *, floor(t / {width_us})::BIGINT AS b FROM vit "
         f"WHERE t IS NOT NULL) v ON v.subject_id = e.subject_id AND v.b = e.b "
-        f"WHERE v.t BETWEEN e.t - {window_us} AND e.t + {window_us} GROUP BY e.row_idx").fetchnumpy()
+        f"WHERE v.t BETWEEN e.t - {window_us} AND e.t + {after_us} GROUP BY e.row_idx").fetchnumpy()
     out = {}
     rows = np.asarray(closest["row_idx"], dtype=np.int64)
     for vital in readers.VITALS:

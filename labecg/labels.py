@@ -4,7 +4,15 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
 
 - Time windows, closed (both ends included), measured in microseconds from ``ecg_time``:
   estimation labs charted in [ecg_time - w, ecg_time + w], w = ``estimation_window_min``
-  (60 min); monitoring labs in [ecg_time, ecg_time + h], h in ``util.HORIZONS_MIN`` (30, 60, 120).
+  (60 min); monitoring labs in [ecg_time, ecg_time + h], h in ``util.HORIZONS_MIN`` (30, 60, 120);
+  with ``causal`` (``CohortConfig.causal``, not the paper's) monitoring labs in (ecg_time,
+  ecg_time + h]: a lab charted at the ECG's own time is not one the ECG can foretell.
+- Last earlier value (:func:`last_lab_values`, the clinician's baseline of the results
+  chapter): per ECG and label the value of the latest row charted strictly before
+  ecg_time - c, for each cutoff c (0: before the ECG; ``estimation_window_min``: before
+  the estimation window opens, so never the estimation label's own row); no lower limit
+  (any earlier row of the source). Ties on charttime: the higher ``labevent_id``, then the
+  larger value. The rows are those that make the targets (the label's fluid and unit).
 - Closest value: smallest absolute time difference; ties go to the earlier charttime, then
   the higher ``labevent_id``.
 - Labs: ``labevents`` rows of patients with at least one ECG only (so all label statistics
@@ -136,7 +144,8 @@ class LongLabels:
 
 
 def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *,
-               min_lab_events: int, estimation_window_min: int) -> tuple[LongLabels, list[dict]]:
+               min_lab_events: int, estimation_window_min: int,
+               causal: bool = False) -> tuple[LongLabels, list[dict]]:
     """Every candidate lab target of every ECG, and its description.
 
     Parameters
@@ -152,6 +161,8 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
         A label needs at least this many rows to give targets.
     estimation_window_min : int
         Half width of the estimation window, minutes.
+    causal : bool
+        Monitoring windows open after the ECG, (t, t + h], instead of [t, t + h].
 
     Returns
     -------
@@ -167,7 +178,7 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
     lab_rows, n_rows = _read_usable_lab_rows(con, files, headers, flow)
     lab_names, fluid, unit_map = _make_lab_table(con, lab_rows, n_rows, flow, min_lab_events, files["labevents"])
     thresholds, class_occurs = _median_thresholds(con, len(lab_names))
-    long_labels = _window_targets(con, n_ecgs, len(lab_names), flow, estimation_window_min)
+    long_labels = _window_targets(con, n_ecgs, len(lab_names), flow, estimation_window_min, causal)
     candidates = _describe_candidates(lab_names, thresholds, class_occurs, fluid, unit_map)
     names = [candidate["name"] for candidate in candidates]
     if len(set(names)) != len(names):
@@ -321,11 +332,13 @@ def _median_thresholds(con, n_labels: int) -> tuple[pd.DataFrame, dict]:
     return thresholds, class_occurs
 
 
-def _window_targets(con, n_ecgs: int, n_labels: int, flow: readers.Flow, estimation_window_min: int) -> LongLabels:
+def _window_targets(con, n_ecgs: int, n_labels: int, flow: readers.Flow, estimation_window_min: int,
+                    causal: bool = False) -> LongLabels:
     """The estimation and monitoring targets of every (ECG, label) pair with a lab row in a window.
 
     Estimation: the class of the closest row in [t - w, t + w]; monitoring: whether a low or a
-    high row falls in [t, t + h] (NaN if none, or both), t the ECG's time, all in microseconds.
+    high row falls in [t, t + h] ((t, t + h] when ``causal``; NaN if none, or both), t the
+    ECG's time, all in microseconds.
     """
     n_without_labs = con.execute("SELECT count(*) FROM ecg WHERE subject_id NOT IN "
                                  "(SELECT DISTINCT subject_id FROM lab)").fetchone()[0]
@@ -337,11 +350,12 @@ def _window_targets(con, n_ecgs: int, n_labels: int, flow: readers.Flow, estimat
     horizon_max_us = max(util.HORIZONS_MIN) * 60_000_000
     width_us = 3_600_000_000
     readers.bucket_ecgs(con, "ecg_bl", width_us, window_us, max(window_us, horizon_max_us))
-    # per horizon h: n{h} lab rows in [t, t + h], lo{h} / hi{h} whether one of them is low / high
+    # per horizon h: n{h} lab rows in [t, t + h] ((t, t + h] causal), lo{h} / hi{h} whether one is low / high
+    start = "dt > 0" if causal else "dt >= 0"
     monitoring = ", ".join(
-        f"count(*) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS n{h}, "
-        f"bool_or(cls = -1) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS lo{h}, "
-        f"bool_or(cls = 1) FILTER (WHERE dt BETWEEN 0 AND {h * 60_000_000}) AS hi{h}" for h in util.HORIZONS_MIN)
+        f"count(*) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS n{h}, "
+        f"bool_or(cls = -1) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS lo{h}, "
+        f"bool_or(cls = 1) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS hi{h}" for h in util.HORIZONS_MIN)
     # per (ECG, label) pair: est, the class (-1, 0, 1) of the closest row in the estimation window
     windows = con.execute(
         f"SELECT row_idx, label_idx, arg_min(cls, struct_pack(a := abs(dt), t := lt, i := -labevent_id)) "
@@ -371,6 +385,47 @@ def _window_targets(con, n_ecgs: int, n_labels: int, flow: readers.Flow, estimat
     rows, label_index, values = rows[order], label_index[order], values[order]
     label_starts = np.searchsorted(label_index, np.arange(n_labels + 1))
     return LongLabels(rows=rows, values=values, label_starts=label_starts, n_ecgs=n_ecgs)
+
+
+def last_lab_values(con, lab_names: list[str], cutoffs_min: tuple[int, ...]) -> pd.DataFrame:
+    """The latest value of each label charted before each ECG (less a cutoff), for the last-value baseline.
+
+    Needs the tables ``ecg`` (:func:`labecg.readers.load_ecgs`) and ``lab`` (made by
+    :func:`label_labs`) in ``con``.
+
+    Parameters
+    ----------
+    con : DuckDB connection
+    lab_names : list of str
+        The labels of ``lab.label_idx`` (what :func:`label_labs` kept, alphabetical).
+    cutoffs_min : tuple of int
+        Per cutoff c, minutes: rows charted strictly before ``ecg_time - c``.
+
+    Returns
+    -------
+    DataFrame, one row per (ECG, label, cutoff) with such a row: ``row_idx`` (int64, the
+    ``ecg`` row), ``label`` (str), ``cutoff_min`` (int64), ``value`` (float64, the row's
+    ``valuenum`` in the label's unit) and ``age_min`` (float64, minutes from its charttime
+    to the ECG, > cutoff_min). The latest row wins; ties on charttime go to the higher
+    ``labevent_id``, then the larger value. No lower limit on the age.
+    """
+    # one value per (patient, label, charttime): the tie rule, before the as-of join picks a time
+    con.execute("CREATE OR REPLACE TABLE lab_at AS SELECT subject_id, label_idx, t, arg_max(valuenum, "
+                "struct_pack(i := coalesce(labevent_id, -1), v := valuenum)) AS value FROM lab "
+                "GROUP BY subject_id, label_idx, t")
+    frames = []
+    for cutoff in cutoffs_min:
+        cutoff_us = int(cutoff) * 60_000_000
+        frames.append(con.execute(
+            f"SELECT e.row_idx, e.label_idx, {int(cutoff)}::BIGINT AS cutoff_min, l.value, "
+            f"(e.t_us - l.t) / 60e6 AS age_min FROM (SELECT e.row_idx, e.subject_id, e.t_us, p.label_idx "
+            f"FROM ecg e JOIN (SELECT DISTINCT subject_id, label_idx FROM lab_at) p USING (subject_id)) e "
+            f"ASOF JOIN lab_at l ON l.subject_id = e.subject_id AND l.label_idx = e.label_idx "
+            f"AND e.t_us - {cutoff_us} > l.t").df())
+    con.execute("DROP TABLE lab_at")
+    out = pd.concat(frames, ignore_index=True)
+    out.insert(1, "label", np.asarray(lab_names, dtype=object)[out.pop("label_idx").to_numpy(dtype=np.int64)])
+    return out.astype({"row_idx": "int64", "cutoff_min": "int64", "value": "float64", "age_min": "float64"})
 
 
 def _describe_candidates(lab_names: list[str], thresholds: pd.DataFrame, class_occurs: dict, fluid: pd.Series,

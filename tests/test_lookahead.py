@@ -1,0 +1,123 @@
+"""Hand-worked cases of the time rules around the ECG: the causal cohort and the last earlier lab value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mimic_fixtures as mf
+from labecg import cohort
+from labecg.cohort import CohortConfig, build_cohort
+
+T = pd.Timestamp("2150-01-01 12:00:00")
+K = 50971
+
+
+def ts(t: pd.Timestamp) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def m(n):
+    return pd.Timedelta(minutes=n)
+
+
+def k(subject, when, value):
+    return (subject, K, ts(when), value, "mEq/L", 3.5, 5.0)
+
+
+LAB_ROWS = [
+    # subject 1: the last-value lookup (ids in this order: 1, 2, ...)
+    k(1, T - pd.Timedelta(days=2), 4.0),
+    k(1, T - m(61), 6.0),        # the last one before the estimation window opens (T - 60 min)
+    k(1, T - m(60), 3.0),        # exactly at T - 60: inside the estimation window, not before it
+    k(1, T - m(10), 5.5), k(1, T - m(10), 3.2),   # same charttime: the higher labevent_id (3.2) wins
+    k(1, T, 7.0),                # at the ECG's own time: not before it
+    k(1, T + m(5), 2.0),         # after the ECG: ignored
+    # subject 2: labs after the ECG only
+    k(2, T + m(5), 2.0),
+    # subject 3: one lab exactly at the ECG's time (high): monitoring by default, not under causal
+    k(3, T, 7.0),
+    # subject 4: normal rows for a second class of values
+    k(4, T + m(20), 4.0), k(4, T - m(120), 3.0),
+]
+VITAL_ROWS = pd.DataFrame([
+    {"subject_id": 1, "charttime": ts(T + m(1)), "heartrate": 90.0},   # after the ECG: dropped when causal
+    {"subject_id": 1, "charttime": ts(T - m(20)), "heartrate": 70.0},
+    {"subject_id": 1, "charttime": ts(T - m(30)), "sbp": 110.0},       # exactly -30 min: kept either way
+    {"subject_id": 2, "charttime": ts(T + m(30)), "sbp": 130.0},       # exactly +30 min: default only
+])
+
+
+def tables() -> dict:
+    subjects = [1, 2, 3, 4]
+    ecg_rows = [(sid, 40000000 + sid, ts(T)) for sid in subjects]
+    return {
+        "patients": pd.DataFrame({"subject_id": subjects, "gender": "M", "anchor_age": 60}),
+        "labevents": mf.labs(LAB_ROWS),
+        "d_labitems": pd.DataFrame({"itemid": [K], "label": ["Potassium"], "fluid": ["Blood"],
+                                    "category": ["Chemistry"]}),
+        "vitalsign": VITAL_ROWS, "record_list": mf.ecgs(ecg_rows),
+        "records_w_diag_icd10": pd.DataFrame({"study_id": [r[1] for r in ecg_rows],
+                                              "subject_id": subjects, "strat_fold": [0, 18, 19, 1]}),
+    }
+
+
+def build(tmp_path, **kw):
+    root = mf.write_tree(tmp_path / "src", **tables())
+    cfg = CohortConfig(**mf.sources(root), cohort_dir=tmp_path / "out", min_lab_events=1, min_per_class=0,
+                       drop_ecgs_without_targets=False, **kw)
+    res = build_cohort(cfg)
+    df = pd.read_parquet(res.cohort).set_index("subject_id")
+    last = pd.read_parquet(cfg.cohort_dir / cohort.LAST_VALUES)
+    return df, last
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("paper"))
+
+
+@pytest.fixture(scope="module")
+def causal(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("causal"), causal=True)
+
+
+def test_vitals_after_the_ecg_are_dropped_only_when_causal(paper, causal):
+    df, _ = paper
+    assert df.loc[1, "heartrate"] == 90.0 and df.loc[1, "sbp"] == 110.0 and df.loc[2, "sbp"] == 130.0
+    df, _ = causal
+    assert df.loc[1, "heartrate"] == 70.0  # the +1 min value is gone; the -20 min one is the closest left
+    assert df.loc[1, "sbp"] == 110.0       # -30 min: the window's closed lower edge
+    assert np.isnan(df.loc[2, "sbp"])      # +30 min: after the ECG
+
+
+def test_a_lab_at_the_ecg_time_is_monitored_only_by_default(paper, causal):
+    df, _ = paper
+    assert df.loc[3, "potassium_high_mon30"] == 1.0 and df.loc[3, "potassium_high_est"] == 1.0
+    df, _ = causal
+    assert np.isnan(df.loc[3, "potassium_high_mon30"]) and np.isnan(df.loc[3, "potassium_high_mon120"])
+    assert df.loc[3, "potassium_high_est"] == 1.0  # estimation keeps its closed window
+    assert df.loc[4, "potassium_high_mon30"] == 0.0  # +20 min: after the ECG either way
+
+
+def test_causal_leaves_the_default_rows_alone(paper, causal):
+    # the same ECGs, in the same order; only the windows differ
+    assert list(paper[0].index) == list(causal[0].index)
+
+
+def test_last_values_hand_worked(paper, causal):
+    _, last = paper
+    assert list(last.columns) == list(cohort.LAST_VALUE_COLUMNS)
+    got = {(int(r.study_id) - 40000000, int(r.cutoff_min)): (r.lab, r.value, r.age_min) for r in last.itertuples()}
+    assert got == {
+        (1, 0): ("potassium", 3.2, 10.0),     # the tie at -10 min: the higher labevent_id; T itself excluded
+        (1, 60): ("potassium", 6.0, 61.0),    # -60 min is inside the estimation window: -61 min
+        (4, 0): ("potassium", 3.0, 120.0), (4, 60): ("potassium", 3.0, 120.0),
+    }  # subject 2 (labs after the ECG) and 3 (a lab at the ECG's time only) have none
+    pd.testing.assert_frame_equal(last, causal[1])  # the baseline does not depend on the windows of the targets
+
+
+def test_last_value_cutoff_by_task():
+    assert cohort.last_value_cutoff("est", 60) == 60
+    assert [cohort.last_value_cutoff(t, 60) for t in ("mon30", "mon60", "mon120")] == [0, 0, 0]
