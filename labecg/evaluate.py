@@ -35,19 +35,20 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Optional
 
 import numpy as np
 import pandas as pd
 
-from labecg import tables
+from labecg import cohort, tables
 from labecg.metrics import as_float_pair, auroc, sort_targets, weighted_auroc
 from labecg.util import TASKS, atomic_path, get_logger, progress_bar, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
            "headline_targets", "reliability_frame", "compare_variants", "read_calibration", "read_reliability",
-           "read_subgroups", "AGE_BANDS",
+           "read_subgroups", "AGE_BANDS", "paired_bootstrap", "last_value_scores", "added_value",
+           "read_added_value", "ADDED_VALUE_COLUMNS",
            "read_predictions", "read_results", "evaluation_dir", "HORIZONS_MIN", "RESULT_COLUMNS"]
 
 log = get_logger("labecg.evaluate")
@@ -84,6 +85,9 @@ class EvaluateConfig:
         Equal-width bins of the reliability curves.
     n_headline : int
         Headline targets (best estimation AUROCs) analysed by subgroup.
+    tabular_run_dir : Path, optional
+        Run folder of the tabular-only model on the same cohort (``labecg train --variant
+        tabular``): ``added_value.csv`` then holds the paired difference to it.
     """
 
     run_dir: Path
@@ -93,6 +97,7 @@ class EvaluateConfig:
     auroc_threshold: float = 0.7
     n_bins: int = 10
     n_headline: int = 4
+    tabular_run_dir: Optional[Path] = None
 
     def __post_init__(self):
         if self.n_iterations < 1:
@@ -628,6 +633,173 @@ def _level_rank(variable: str, level: str):
 # ---------------------------------------------------------------------------- run folder
 
 
+# ---------------------------------------------------------------------------- added value
+
+#: Columns of ``added_value.csv``, in order.
+ADDED_VALUE_COLUMNS = ["target", "baseline", "auroc_baseline", "delta", "low", "high", "n_ecgs"]
+
+
+def paired_bootstrap(y_true, y_score, y_baseline, n_iterations: int = 1000, seed: int = 0, *, groups=None,
+                     target_names=None, progress: bool | None = None) -> pd.DataFrame:
+    """AUROC of a model minus a baseline's on the same ECGs, per target and macro, with a paired 95% interval.
+
+    Each resample (:func:`resample_weights`: the same draws as :func:`bootstrap` with the
+    same ``seed`` and ``groups``) scores both on the same ECGs, and the interval is the 2.5
+    and 97.5 percentiles of the differences: the pairing removes what the two share.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_ecgs, n_targets)
+        1.0, 0.0, NaN missing.
+    y_score : array-like of shape (n_ecgs, n_targets)
+        The model's scores, finite where observed.
+    y_baseline : array-like of shape (n_ecgs, n_targets)
+        The baseline's scores; NaN where the baseline has none (e.g. no earlier value): such
+        an ECG is left out of both AUROCs of that target.
+    n_iterations, seed : int
+    groups : array-like of shape (n_ecgs,), optional
+        Patient id per ECG: resample patients (all their ECGs at once).
+    target_names : sequence of str, optional
+    progress : bool or None
+
+    Returns
+    -------
+    DataFrame indexed by target plus a final ``macro`` row: ``auroc`` and ``auroc_baseline``
+    (on the ECGs both score; macro: means over the targets where both are defined),
+    ``delta`` (their difference), ``low``, ``high`` (percentiles of the per-resample
+    differences over the resamples in which the target has both classes; macro: of the
+    differences of the two macro AUROCs), ``n_ecgs`` (ECGs with a label and a baseline
+    score; macro: ECGs with at least one), ``n_skipped`` (resamples with a single class).
+    """
+    y_true, y_score = as_float_pair(y_true, y_score)
+    _, y_baseline = as_float_pair(y_true, y_baseline)
+    if y_true.ndim != 2:
+        raise ValueError(f"expected arrays of shape (n_ecgs, n_targets); got y_true.shape={y_true.shape}")
+    n, T = y_true.shape
+    names = list(range(T)) if target_names is None else list(target_names)
+    if len(names) != T:
+        raise ValueError(f"target_names has {len(names)} names; y_true has {T} columns")
+    scored = ~np.isnan(y_baseline)
+    y = np.where(scored, y_true, np.nan)  # (n, T): labels of the ECGs both score
+    model = sort_targets(y, np.where(scored, y_score, 0.0))
+    base = sort_targets(y, np.where(scored, y_baseline, 0.0))
+    point_model, point_base = weighted_auroc(model), weighted_auroc(base)
+    diffs = np.empty((n_iterations, T + 1))  # (I, T + 1), macro last
+    draws = resample_weights(n, n_iterations, seed, groups)
+    disable = None if progress is None else not progress
+    for i, w in enumerate(progress_bar(draws, total=n_iterations, desc="paired bootstrap", disable=disable,
+                                       leave=False)):
+        a, b = weighted_auroc(model, w), weighted_auroc(base, w)  # (T,) each, NaN together
+        diffs[i, :T] = a - b
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no target defined in this resample
+            diffs[i, T] = np.nanmean(a) - np.nanmean(b)
+    defined = ~np.isnan(point_model) & ~np.isnan(point_base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanpercentile(diffs, [2.5, 97.5], axis=0)
+        macro_model = np.nanmean(np.where(defined, point_model, np.nan))
+        macro_base = np.nanmean(np.where(defined, point_base, np.nan))
+    observed = ~np.isnan(y)
+    frame = pd.DataFrame({
+        "auroc": np.append(point_model, macro_model), "auroc_baseline": np.append(point_base, macro_base),
+        "delta": np.append(point_model - point_base, macro_model - macro_base), "low": low, "high": high,
+        "n_ecgs": np.append(observed.sum(axis=0), observed.any(axis=1).sum()).astype(np.int64),
+        "n_skipped": np.isnan(diffs).sum(axis=0).astype(np.int64),
+    }, index=pd.Index([*names, "macro"], name="target", dtype=object))
+    return frame
+
+
+def last_value_scores(study_id, targets: list[dict], last_values: pd.DataFrame,
+                      estimation_window_min: int) -> np.ndarray:
+    """The clinician's baseline: each target's score from the lab's last value before the ECG.
+
+    Parameters
+    ----------
+    study_id : array-like of shape (n_ecgs,), int
+    targets : list of dict, n_targets long
+        The ``targets.json`` entries of the prediction columns (``lab``, ``direction``, ``task``).
+    last_values : DataFrame
+        ``last_values.parquet`` (``labecg.cohort.last_values_frame``).
+    estimation_window_min : int
+        The cohort's; the cutoff of the estimation targets (:func:`labecg.cohort.last_value_cutoff`).
+
+    Returns
+    -------
+    ndarray of shape (n_ecgs, n_targets), float64
+        The value for ``high`` targets, its negative for ``low`` ones (higher: more likely
+        abnormal in the target's direction); NaN where the ECG has no earlier value.
+    """
+    missing = [c for c in cohort.LAST_VALUE_COLUMNS if c not in last_values.columns]
+    if missing:
+        raise KeyError(f"last values: missing columns {missing}; expected {list(cohort.LAST_VALUE_COLUMNS)}")
+    study_id = np.asarray(study_id, dtype=np.int64)
+    out = np.full((study_id.size, len(targets)), np.nan)
+    by_key = {key: frame.set_index("study_id")["value"] for key, frame in last_values.groupby(["lab", "cutoff_min"])}
+    for j, target in enumerate(targets):
+        values = by_key.get((target["lab"], cohort.last_value_cutoff(target["task"], estimation_window_min)))
+        if values is None:
+            continue
+        x = values.reindex(study_id).to_numpy(dtype=np.float64)
+        out[:, j] = x if target["direction"] == "high" else -x
+    return out
+
+
+def added_value(pred: dict, targets_json: dict, *, tabular_pred: dict | None = None,
+                last_values: pd.DataFrame | None = None, n_iterations: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """What the ECG adds: the model's AUROC minus the tabular-only model's and the last earlier value's.
+
+    Parameters
+    ----------
+    pred : dict
+        :func:`read_predictions` of the model (fusion).
+    targets_json : dict
+        The run's ``targets.json`` (target descriptions; ``config.estimation_window_min``).
+    tabular_pred : dict, optional
+        :func:`read_predictions` of the tabular-only model on the same ECGs and targets.
+    last_values : DataFrame, optional
+        The run's ``last_values.parquet``.
+    n_iterations, seed : int
+        As for :func:`bootstrap`; resamples of patients when ``pred`` has ``subject_id``.
+
+    Returns
+    -------
+    DataFrame with columns :data:`ADDED_VALUE_COLUMNS`: per baseline (``tabular``,
+    ``last_value``; each only when given) one row per target and a ``macro`` row, from
+    :func:`paired_bootstrap`: ``auroc_baseline``, ``delta`` (model minus baseline),
+    ``low``, ``high``, ``n_ecgs``. The last-value rows cover the ECGs with an earlier
+    value only (the model's AUROC there is ``auroc_baseline + delta``).
+    """
+    names = list(pred["target_names"])
+    by_name = {target["name"]: target for target in targets_json.get("targets", [])}
+    groups = pred.get("subject_id")
+    baselines = {}
+    if tabular_pred is not None:
+        if (list(tabular_pred["target_names"]) != names
+                or not np.array_equal(tabular_pred["study_id"], pred["study_id"])):
+            raise ValueError("tabular run: its predictions are not of the same ECGs and targets as the model's; "
+                             "train both on one cohort folder")
+        baselines["tabular"] = tabular_pred["y_score"]
+    if last_values is not None:
+        window = int(targets_json.get("config", {}).get("estimation_window_min", 60))
+        baselines["last_value"] = last_value_scores(pred["study_id"], [by_name[name] for name in names],
+                                                    last_values, window)
+    frames = []
+    for baseline, scores in baselines.items():
+        paired = paired_bootstrap(pred["y_true"], pred["y_score"], scores, n_iterations, seed, groups=groups,
+                                  target_names=names)
+        frames.append(paired.reset_index().assign(baseline=baseline))
+    if not frames:
+        return pd.DataFrame(columns=ADDED_VALUE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[ADDED_VALUE_COLUMNS]
+
+
+def read_added_value(path) -> pd.DataFrame:
+    """Read ``added_value.csv`` back (:func:`added_value`)."""
+    frame = _read_csv(path, ADDED_VALUE_COLUMNS, "added value: the run needs --tabular-run-dir or last_values.parquet")
+    return frame.astype({"target": object, "baseline": object})
+
+
 def read_predictions(path) -> dict[str, np.ndarray]:
     """Read ``predictions_<split>.npz`` (ARCHITECTURE.md section 5) and check its shapes.
 
@@ -707,7 +879,9 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     ``reliability.csv`` (:func:`reliability_frame`), ``subgroups.csv``
     (:func:`subgroup_auroc` of the ``n_headline`` best estimation targets),
     ``table1_estimation.{csv,md}``, ``table2_monitoring.{csv,md}`` and
-    ``paper_comparison.csv``. A predictions file without ``subject_id`` (a run from
+    ``paper_comparison.csv``; ``added_value.csv`` (:func:`added_value`) with the
+    tabular-only run (``tabular_run_dir``) and the run's ``last_values.parquet``, those
+    of the two it has. A predictions file without ``subject_id`` (a run from
     before the patient-level bootstrap) leaves the patient columns NaN and writes no
     ``subgroups.csv``.
 
@@ -756,6 +930,16 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
                              headline_targets(results, cfg.n_headline), groups=subject,
                              n_iterations=cfg.n_iterations, seed=cfg.seed)
         _write_csv(sub, out / "subgroups.csv")
+    tabular_pred = (read_predictions(Path(cfg.tabular_run_dir) / f"predictions_{cfg.split}.npz")
+                    if cfg.tabular_run_dir is not None else None)
+    last_path = run / cohort.LAST_VALUES
+    if tabular_pred is not None or last_path.exists():
+        added = added_value(pred, read_json(targets_path), tabular_pred=tabular_pred,
+                            last_values=pd.read_parquet(last_path) if last_path.exists() else None,
+                            n_iterations=cfg.n_iterations, seed=cfg.seed)
+        _write_csv(added, out / "added_value.csv")
+    else:  # an earlier evaluation's file would describe other predictions
+        (out / "added_value.csv").unlink(missing_ok=True)
     t1 = tables.table_estimation(results, cfg.auroc_threshold)
     t2 = tables.table_monitoring(results, cfg.auroc_threshold)  # best horizon in t2.attrs, bold in the .md
     _write_csv(t1, out / "table1_estimation.csv", index=True)

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.trainer.states import TrainerFn
 
+from labecg.cohort import LAST_VALUES
 from labecg.data import DataConfig, LabDataModule, average_segments
 from labecg.metrics import auroc
 from labecg.model import FusionModel, ModelConfig
@@ -490,6 +491,27 @@ def write_predictions(path: Path, study_id, target_names, y_true, y_score, patie
                  y_true=np.asarray(y_true, np.float32), y_score=np.asarray(y_score, np.float32), **extra)
 
 
+def copy_last_values(cohort_dir: Path, out: Path, study_ids) -> Optional[Path]:
+    """Copy the rows of ``COHORT/last_values.parquet`` of the evaluated ECGs to ``RUN/last_values.parquet``.
+
+    The results chapter reads run folders only; the last-value baseline needs these rows.
+    A cohort folder from before the file existed gives none (logged; the chapter says so).
+
+    Parameters
+    ----------
+    study_ids : array-like of shape (n_ecgs,), int
+        The validation and test ECGs of the predictions.
+    """
+    source = Path(cohort_dir) / LAST_VALUES
+    if not source.exists():
+        log.info("%s: not found (a cohort from before labecg wrote it); no last-value baseline for %s", source, out)
+        return None
+    last = pd.read_parquet(source)
+    with atomic_path(out / LAST_VALUES) as tmp:
+        last[last["study_id"].isin(np.asarray(study_ids, dtype=np.int64))].to_parquet(tmp, index=False)
+    return out / LAST_VALUES
+
+
 def _git_commit() -> Optional[str]:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
@@ -604,6 +626,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     Writes into ``cfg.run_dir``: ``checkpoints/{best,last}.ckpt``, ``metrics.csv``,
     ``predictions_val.npz``, ``predictions_test.npz``, ``targets.json``, ``config.json``,
     ``inference.json`` (:meth:`LabDataModule.inference_spec`), ``run_info.json``,
+    ``last_values.parquet`` (:func:`copy_last_values`, when the cohort has it),
     ``run_settings.json``. Resumes from ``checkpoints/last.ckpt`` when
     ``cfg.resume`` and the run's settings and inputs are unchanged (:func:`run_settings`);
     raises when they differ. Every input is checked (:func:`check_inputs`, the dataset's
@@ -683,6 +706,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
         write_predictions(out / f"predictions_{split}.npz", dm.study_ids[rows], names, dm.y_true[rows], score,
                           patients=patients.iloc[rows])
 
+    copy_last_values(Path(cfg.cohort_dir), out, np.concatenate([dm.study_ids[rows] for rows, _ in predictions.values()]))
     targets = dm.targets_json()
     write_json(out / "targets.json", targets)  # the counts of the ECGs evaluated
     write_json(out / "config.json", {"train": _jsonable(cfg), "model": dataclasses.asdict(model_cfg),
