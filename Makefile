@@ -1,10 +1,11 @@
 # Two commands for a fresh machine (see README.md):
 #   make book   create .venv, generate the synthetic cohort, run every stage, build the book
+#   make book-full   the same, plus the ablation runs (the causal cohort) the results page compares
 #   make test   create .venv and run the test suite
 # one for the classroom:
 #   make lab    install JupyterLab into .venv and open the notebooks in it
 # and one to publish:
-#   make publish   build the book (cached), then push _build/html to the gh-pages branch of REMOTE
+#   make publish   build the fuller book (make book-full, cached), then push _build/html to the gh-pages branch of REMOTE
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ TORCH_SPEC ?= torch==2.13.0
 # the git remote that `make publish` pushes the gh-pages branch to
 REMOTE ?= origin
 
-.PHONY: venv book test test-fast lab publish clean
+.PHONY: venv book book-full test test-fast lab publish clean
 
 ifneq ($(filter publish,$(MAKECMDGOALS)),)
 ifeq ($(shell git remote get-url $(REMOTE) 2>/dev/null),)
@@ -34,6 +35,11 @@ $(VENV)/.installed: pyproject.toml
 book: venv
 	$(BIN)/labecg book
 
+# the fuller build: also the ablations (labecg.cohort.ABLATIONS: the causal cohort), each a cohort,
+# signals and a trained model more; what the Pages workflow publishes
+book-full: venv
+	$(BIN)/labecg book --full
+
 # JupyterLab and ipywidgets (notebook progress bars) from the project's environment, whose
 # kernel runs .venv's Python; the notebooks resolve their paths against the repository.
 lab: $(VENV)/.lab-installed
@@ -52,7 +58,7 @@ test-fast: venv
 
 # What the Pages workflow does on the default branch (.github/workflows/book.yml). Pages then
 # serves the gh-pages branch; .nojekyll keeps its _static/ and _sources/ folders.
-publish: book
+publish: book-full
 	$(BIN)/ghp-import --no-jekyll --no-history --force --push --remote $(REMOTE) --branch gh-pages \
 		--message "book built from $$(git rev-parse --short HEAD)" _build/html
 

@@ -51,7 +51,7 @@ __all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "stage_files"]
 log = get_logger("labecg.book")
 
 STAGES: tuple[str, ...] = ("01_data", "02_signals", "03_training", "04_results")
-_COHORT_FILES = ("cohort.parquet", "targets.json", "cohort_flow.csv")
+_COHORT_FILES = ("cohort.parquet", "targets.json", "cohort_flow.csv", "last_values.parquet")
 _SIGNAL_FILES = ("signals.npy", "signals.json", "signals_manifest.parquet", "signals_stats.json")
 _ECG_TOP_FILES = tuple(name for source, name in MIMIC_TABLES.values() if source == "ecg")
 
@@ -97,8 +97,12 @@ class BookConfig:
                 "does not depend on the machine)"})
     seed: int = field(default=0, metadata={"help": "seed of the synthetic source, folds, training and bootstrap"})
     n_iterations: int = field(default=1000, metadata={"help": "bootstrap resamples"})
-    variants: tuple[str, ...] = field(default=("fusion",), metadata={
-        "help": "models to train and compare: fusion (the paper's), code (the authors' code), ecg, tabular"})
+    variants: tuple[str, ...] = field(default=("fusion", "tabular"), metadata={
+        "help": "models to train and compare: fusion (the paper's), code (the authors' code), ecg, tabular "
+                "(the first fills the tables; with tabular the results show what the ECG adds)"})
+    full: bool = field(default=False, metadata={
+        "help": "the fuller build (make book-full): also build, train and evaluate the ablations "
+                "(labecg.cohort.ABLATIONS: the causal cohort), each in <cohort_dir>-<name> and <run_dir>-<name>"})
     stages: tuple[str, ...] = field(default=STAGES, metadata={"help": "stages to execute"})
     book_root: Path = field(default=Path("."), metadata={"help": "folder holding _config.yml, _toc.yml, book/, notebooks/"})
     build_html: bool = field(default=True, metadata={"help": "run jupyter-book build after the notebooks"})
@@ -143,11 +147,25 @@ def _variant_names() -> tuple[str, ...]:
     return tuple(VARIANT_SETTINGS)
 
 
+def _ablations(cfg: BookConfig) -> list[str]:
+    """The ablations this build runs: all of ``labecg.cohort.ABLATIONS`` with ``full``, else none."""
+    from labecg.cohort import ABLATIONS  # imported late, as above
+
+    return list(ABLATIONS) if cfg.full else []
+
+
+def _ablation_dirs(cfg: BookConfig, base) -> list[Path]:
+    """``<base>-<name>`` of each ablation of the build (:func:`labecg.cohort.ablation_dir`)."""
+    from labecg.cohort import ablation_dir
+
+    return [ablation_dir(base, name) for name in _ablations(cfg)]
+
+
 def _run_dirs(cfg: BookConfig) -> list[Path]:
-    """The run folder of each variant of the build (:func:`labecg.train.variant_run_dir`)."""
+    """The run folder of each variant of the build (:func:`labecg.train.variant_run_dir`), then of each ablation."""
     from labecg.train import variant_run_dir  # imported late, as above
 
-    return [variant_run_dir(cfg.run_dir, name) for name in cfg.variants]
+    return [variant_run_dir(cfg.run_dir, name) for name in cfg.variants] + _ablation_dirs(cfg, cfg.run_dir)
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -180,7 +198,7 @@ def notebook_parameters(cfg: BookConfig) -> dict:
         "min_per_class": cfg.min_per_class, "workers": cfg.workers, "epochs": cfg.epochs,
         "d_model": cfg.d_model, "n_layers": cfg.n_layers, "batch_size": cfg.batch_size,
         "accelerator": cfg.accelerator, "seed": cfg.seed, "n_iterations": cfg.n_iterations,
-        "variants": list(cfg.variants),
+        "variants": list(cfg.variants), "ablations": _ablations(cfg),
     }
 
 
@@ -195,18 +213,19 @@ def stage_files(stage: str, cfg: BookConfig) -> list[tuple[Path, bool]]:
     cohort, run = Path(cfg.cohort_dir), Path(cfg.run_dir)
     ecg_index = [(src["ecg"] / f, False) for f in _ECG_TOP_FILES]
     runs = _run_dirs(cfg)
+    cohorts = [cohort] + _ablation_dirs(cfg, cohort)
     if stage == "01_data":
         return ([(src["hosp"], True), (src["ed"], True)]
                 + ([(src["ecg_icd"], False)] if src["ecg_icd"] is not None else [])
                 + [(Path(cfg.data_root) / SYNTHETIC_MARKER, False)] + ecg_index
-                + [(cohort / f, False) for f in _COHORT_FILES])
+                + [(c / f, False) for c in cohorts for f in _COHORT_FILES])
     if stage == "02_signals":
-        return ecg_index + [(cohort / f, False) for f in _COHORT_FILES + _SIGNAL_FILES]
+        return ecg_index + [(c / f, False) for c in cohorts for f in _COHORT_FILES + _SIGNAL_FILES]
     if stage == "03_training":
-        files = [(cohort / f, False) for f in _COHORT_FILES + _SIGNAL_FILES]
+        files = [(c / f, False) for c in cohorts for f in _COHORT_FILES + _SIGNAL_FILES]
         for r in runs:
             files += [(r / f, False) for f in ("config.json", "run_info.json", "targets.json", "metrics.csv",
-                                               "predictions_val.npz", "predictions_test.npz",
+                                               "predictions_val.npz", "predictions_test.npz", "last_values.parquet",
                                                "checkpoints/best.ckpt", "checkpoints/last.ckpt")]
         return files
     if stage == "04_results":

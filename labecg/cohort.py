@@ -333,8 +333,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
                                                     min_lab_events=cfg.min_lab_events,
                                                     estimation_window_min=cfg.estimation_window_min,
                                                     causal=cfg.causal)
-        lab_names = sorted({candidate["label"] for candidate in candidates})
-        last = labels.last_lab_values(con, lab_names, cfg.last_value_cutoffs_min)
+        last = labels.last_lab_values(con, cfg.last_value_cutoffs_min)
         if cfg.ecg_icd is not None:
             listed = readers.read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
                                          {"study_id": "BIGINT", "subject_id": "BIGINT", "strat_fold": "BIGINT"})
@@ -430,6 +429,24 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
         pd.DataFrame(flow.rows, columns=["step", "rows_in", "rows_out", "dropped", "reason"]).to_csv(tmp, index=False)
     log.info(format_summary(summary) + f" ({time.perf_counter() - t0:.1f} s)")
     return CohortResult(cohort=paths["cohort"], targets=paths["targets"], flow=paths["flow"], summary=summary)
+
+
+#: The cohorts of the fuller build (``labecg book --full``), as ``CohortConfig`` settings that
+#: differ from the book's cohort: ``causal`` inputs up to the ECG, monitoring labs after it.
+ABLATIONS: dict[str, dict] = {"causal": {"causal": True}}
+
+
+def ablation_dir(folder, name: str) -> Path:
+    """Cohort or run folder of an ablation: ``<folder>-<name>`` beside ``folder``."""
+    if name not in ABLATIONS:
+        raise ValueError(f"ablation {name!r} unknown; expected one of {list(ABLATIONS)}")
+    folder = Path(folder)
+    return folder.with_name(f"{folder.name}-{name}")
+
+
+def ablation_config(cfg: CohortConfig, name: str) -> CohortConfig:
+    """``cfg`` with the settings of ablation ``name`` (:data:`ABLATIONS`), written to its own folder."""
+    return dataclasses.replace(cfg, cohort_dir=ablation_dir(cfg.cohort_dir, name), **ABLATIONS[name])
 
 
 #: The cohort folder's file of last earlier lab values (the results chapter's last-value baseline).

@@ -387,17 +387,15 @@ def _window_targets(con, n_ecgs: int, n_labels: int, flow: readers.Flow, estimat
     return LongLabels(rows=rows, values=values, label_starts=label_starts, n_ecgs=n_ecgs)
 
 
-def last_lab_values(con, lab_names: list[str], cutoffs_min: tuple[int, ...]) -> pd.DataFrame:
+def last_lab_values(con, cutoffs_min: tuple[int, ...]) -> pd.DataFrame:
     """The latest value of each label charted before each ECG (less a cutoff), for the last-value baseline.
 
-    Needs the tables ``ecg`` (:func:`labecg.readers.load_ecgs`) and ``lab`` (made by
-    :func:`label_labs`) in ``con``.
+    Needs the tables ``ecg`` (:func:`labecg.readers.load_ecgs`), ``lab`` and ``label_df``
+    (made by :func:`label_labs`) in ``con``.
 
     Parameters
     ----------
     con : DuckDB connection
-    lab_names : list of str
-        The labels of ``lab.label_idx`` (what :func:`label_labs` kept, alphabetical).
     cutoffs_min : tuple of int
         Per cutoff c, minutes: rows charted strictly before ``ecg_time - c``.
 
@@ -417,14 +415,13 @@ def last_lab_values(con, lab_names: list[str], cutoffs_min: tuple[int, ...]) -> 
     for cutoff in cutoffs_min:
         cutoff_us = int(cutoff) * 60_000_000
         frames.append(con.execute(
-            f"SELECT e.row_idx, e.label_idx, {int(cutoff)}::BIGINT AS cutoff_min, l.value, "
+            f"SELECT e.row_idx, x.label, {int(cutoff)}::BIGINT AS cutoff_min, l.value, "
             f"(e.t_us - l.t) / 60e6 AS age_min FROM (SELECT e.row_idx, e.subject_id, e.t_us, p.label_idx "
             f"FROM ecg e JOIN (SELECT DISTINCT subject_id, label_idx FROM lab_at) p USING (subject_id)) e "
             f"ASOF JOIN lab_at l ON l.subject_id = e.subject_id AND l.label_idx = e.label_idx "
-            f"AND e.t_us - {cutoff_us} > l.t").df())
+            f"AND e.t_us - {cutoff_us} > l.t JOIN label_df x ON x.label_idx = e.label_idx").df())
     con.execute("DROP TABLE lab_at")
     out = pd.concat(frames, ignore_index=True)
-    out.insert(1, "label", np.asarray(lab_names, dtype=object)[out.pop("label_idx").to_numpy(dtype=np.int64)])
     return out.astype({"row_idx": "int64", "cutoff_min": "int64", "value": "float64", "age_min": "float64"})
 
 

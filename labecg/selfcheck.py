@@ -632,3 +632,131 @@ def reproduce_box(run_dirs, page_parameters: dict, notebook: str = "notebooks/04
             "this page (papermill writes the executed notebook into the run folder):</p>\n"
             '<div class="highlight-bash notranslate"><div class="highlight"><pre>'
             f"{html.escape(commands)}</pre></div></div>\n</div>")
+
+
+# ---------------------------------------------------------------------------- added value, ablations
+
+#: The command that fills each section of the results chapter a build may leave empty.
+FILL_COMMANDS = {
+    "tabular": "`labecg book --variants fusion tabular` (the default `make book`)",
+    "last_value": "`labecg cohort` (it writes `last_values.parquet`), then `labecg train` again",
+    "ablations": "`make book-full` (`labecg book --full`)",
+}
+
+
+def _difference_sentence(what: str, delta: float, low: float, high: float) -> str:
+    """One sentence on a paired difference, never stronger than its 95% interval."""
+    numbers = f"{delta:+.3f} (95% paired interval {low:+.3f} to {high:+.3f})"
+    if low > 0:
+        return f"{what}: {numbers}; the interval lies above 0, so the model is better on these ECGs."
+    if high < 0:
+        return f"{what}: {numbers}; the interval lies below 0, so the model is worse on these ECGs."
+    return f"{what}: {numbers}; the interval contains 0, so no difference is shown."
+
+
+def added_value_summary(evaluation_dir, results: pd.DataFrame) -> dict:
+    """What the ECG adds, in numbers and sentences generated from the paired intervals.
+
+    Parameters
+    ----------
+    evaluation_dir : Path
+        The model's ``RUN/evaluation`` (``added_value.csv``, when written).
+    results : DataFrame
+        The model's ``results.csv``.
+
+    Returns
+    -------
+    dict with ``text`` (Markdown), ``table`` (:func:`labecg.tables.format_added_value`,
+    empty without the file), and per baseline present (``tabular``, ``last_value``):
+    ``{baseline}_macro_auroc`` (the baseline's macro AUROC), ``{baseline}_delta``,
+    ``{baseline}_low``, ``{baseline}_high`` (model minus baseline, macro, paired
+    patient-level interval), ``{baseline}_n_above`` / ``{baseline}_n_below`` (targets whose
+    interval lies above / below 0, no correction for multiplicity); for ``last_value`` also
+    ``last_value_n_with`` / ``last_value_n_without`` (labelled test ECG-target pairs with
+    and without an earlier value).
+    """
+    from labecg import evaluate, tables
+
+    path = Path(evaluation_dir) / "added_value.csv"
+    added = evaluate.read_added_value(path) if path.exists() else pd.DataFrame(columns=evaluate.ADDED_VALUE_COLUMNS)
+    out: dict = {"table": tables.format_added_value(added, results) if len(added) else pd.DataFrame()}
+    sentences = []
+    for baseline, what in (("tabular", "Fusion minus the tabular-only model, macro AUROC"),
+                           ("last_value", "Fusion minus the last earlier value, macro AUROC on the ECGs that have one")):
+        rows = added[added["baseline"] == baseline].set_index("target")
+        if rows.empty:
+            sentences.append(f"No {'tabular-only run' if baseline == 'tabular' else 'last earlier values'} in this "
+                             f"build; {FILL_COMMANDS[baseline]} fills this comparison.")
+            continue
+        macro, per_target = rows.loc["macro"], rows.drop(index="macro")
+        out.update({f"{baseline}_macro_auroc": float(macro["auroc_baseline"]), f"{baseline}_delta": float(macro["delta"]),
+                    f"{baseline}_low": float(macro["low"]), f"{baseline}_high": float(macro["high"]),
+                    f"{baseline}_n_above": int((per_target["low"] > 0).sum()),
+                    f"{baseline}_n_below": int((per_target["high"] < 0).sum())})
+        text = _difference_sentence(what, macro["delta"], macro["low"], macro["high"])
+        text += (f" Per target, {out[baseline + '_n_above']} of {len(per_target)} intervals lie above 0 and "
+                 f"{out[baseline + '_n_below']} below (not corrected for multiplicity).")
+        if baseline == "last_value":
+            labelled = (results.drop(index="macro")["n_pos"] + results.drop(index="macro")["n_neg"]).reindex(
+                per_target.index)
+            out["last_value_n_with"] = int(per_target["n_ecgs"].sum())
+            out["last_value_n_without"] = int(labelled.sum() - per_target["n_ecgs"].sum())
+            text += (f" The last value's own macro AUROC is {macro['auroc_baseline']:.3f}; "
+                     f"{out['last_value_n_with']} labelled (ECG, target) pairs have an earlier value and "
+                     f"{out['last_value_n_without']} have none and are left out of this comparison.")
+        else:
+            text += f" The tabular-only model's macro AUROC is {macro['auroc_baseline']:.3f}."
+        sentences.append(text)
+    out["text"] = " ".join(sentences)
+    return out
+
+
+def ablation_summary(results: pd.DataFrame, ablation_dirs: dict) -> dict:
+    """The book's run beside each ablation's: targets per task and macro AUROC with intervals.
+
+    Parameters
+    ----------
+    results : DataFrame
+        The book's model's ``results.csv`` (the paper's windows).
+    ablation_dirs : dict
+        Ablation name (``labecg.cohort.ABLATIONS``) -> its run's ``RUN/evaluation`` folder;
+        the ablations this build ran.
+
+    Returns
+    -------
+    dict with ``table`` (one row per run: ``run``, targets per task, ``macro AUROC``
+    with its ECG-level and patient-level intervals), ``text`` (Markdown: what was run, or
+    the command that fills the section) and, per ablation run, ``{name}_macro_auroc``,
+    ``{name}_low``, ``{name}_high``.
+    """
+    from labecg import cohort, evaluate, tables
+
+    def row(name: str, res: pd.DataFrame) -> dict:
+        macro, tr = res.loc["macro"], res.drop(index="macro")
+        out = {"run": name}
+        out.update({f"targets {tables.TASK_TITLES[t].lower()}": int((tr["task"] == t).sum()) for t in TASKS})
+        out["macro AUROC (ECG-level interval)"] = tables.format_auroc(macro["auroc"], macro["low"], macro["high"])
+        out["patient-level interval"] = (f"({macro['low_patient']:.3f}, {macro['high_patient']:.3f})"
+                                         if pd.notna(macro["low_patient"]) else "–")
+        return out
+
+    rows, out, sentences = [row("paper's windows (this build)", results)], {}, []
+    for name, folder in ablation_dirs.items():
+        res = evaluate.read_results(Path(folder) / "results.csv")
+        rows.append(row(name, res))
+        macro = res.loc["macro"]
+        out.update({f"{name}_macro_auroc": float(macro["auroc"]), f"{name}_low": float(macro["low"]),
+                    f"{name}_high": float(macro["high"])})
+        sentences.append(f"The {name} cohort's model: macro AUROC {macro['auroc']:.3f} "
+                         f"({macro['low']:.3f}–{macro['high']:.3f}) over {len(res) - 1} targets, against "
+                         f"{results.loc['macro', 'auroc']:.3f} ({results.loc['macro', 'low']:.3f}–"
+                         f"{results.loc['macro', 'high']:.3f}) over {len(results) - 1} with the paper's windows. "
+                         "The monitoring labels (and so the ECGs kept) differ between the two cohorts, so the "
+                         "intervals are shown side by side and no paired difference is given.")
+    missing = [name for name in cohort.ABLATIONS if name not in ablation_dirs]
+    if missing:
+        sentences.append(f"Not run in this build: {', '.join(missing)}; {FILL_COMMANDS['ablations']} fills "
+                         "this section.")
+    out["table"] = pd.DataFrame(rows)
+    out["text"] = " ".join(sentences)
+    return out

@@ -311,3 +311,50 @@ def format_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame) -> pd.DataF
     table = table[list(labels.values())].reset_index().rename(columns={"subgroup": "Subgroup"})
     table.columns.name = None
     return table.fillna("–")
+
+
+def format_added_value(added: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """What the ECG adds, one row per target (macro first), for the page.
+
+    Parameters
+    ----------
+    added : DataFrame
+        ``added_value.csv`` (:func:`labecg.evaluate.read_added_value`).
+    results : DataFrame
+        The model's ``results.csv`` (:func:`labecg.evaluate.read_results`).
+
+    Returns
+    -------
+    DataFrame with columns Abnormality, Task, Model AUROC (its patient-level interval),
+    then per baseline present: ``Tabular only`` (its AUROC), ``Model − tabular`` (the
+    difference and its paired interval), ``Last value`` (its AUROC on the ECGs with an
+    earlier value), ``Model − last value``, ``ECGs with / without an earlier value``.
+    """
+    rows = target_rows(results)
+    by = {name: frame.set_index("target") for name, frame in added.groupby("baseline")}
+    order = ["macro"] + list(rows.index)
+    fmt = lambda x: "–" if pd.isna(x) else f"{x:.3f}"  # noqa: E731
+
+    def diff(frame, target):
+        r = frame.loc[target]
+        return "–" if pd.isna(r["delta"]) else f"{r['delta']:+.3f} ({r['low']:+.3f}, {r['high']:+.3f})"
+
+    table = []
+    for target in order:
+        res = results.loc[target]
+        row = {"Abnormality": "Macro (all targets)" if target == "macro" else rows.loc[target, "row_label"],
+               "Task": "" if target == "macro" else TASK_TITLES[rows.loc[target, "task"]],
+               "Model AUROC (patient-level interval)": format_auroc(res["auroc"], res["low_patient"],
+                                                                    res["high_patient"])}
+        if "tabular" in by:
+            row["Tabular only"] = fmt(by["tabular"].loc[target, "auroc_baseline"])
+            row["Model − tabular"] = diff(by["tabular"], target)
+        if "last_value" in by:
+            last = by["last_value"].loc[target]
+            labelled = int(res["n_pos"] + res["n_neg"])
+            row["Last value"] = fmt(last["auroc_baseline"])
+            row["Model − last value"] = diff(by["last_value"], target)
+            row["ECGs with / without an earlier value"] = ("" if target == "macro"
+                                                           else f"{int(last['n_ecgs'])} / {labelled - int(last['n_ecgs'])}")
+        table.append(row)
+    return pd.DataFrame(table)

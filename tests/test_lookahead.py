@@ -40,6 +40,8 @@ LAB_ROWS = [
     k(3, T, 7.0),
     # subject 4: normal rows for a second class of values
     k(4, T + m(20), 4.0), k(4, T - m(120), 3.0),
+    # albumin, alphabetically first, never abnormal: no target, so no last value either
+    (1, 50862, ts(T - m(5)), 4.0, "g/dL", 3.5, 5.2),
 ]
 VITAL_ROWS = pd.DataFrame([
     {"subject_id": 1, "charttime": ts(T + m(1)), "heartrate": 90.0},   # after the ECG: dropped when causal
@@ -55,8 +57,8 @@ def tables() -> dict:
     return {
         "patients": pd.DataFrame({"subject_id": subjects, "gender": "M", "anchor_age": 60}),
         "labevents": mf.labs(LAB_ROWS),
-        "d_labitems": pd.DataFrame({"itemid": [K], "label": ["Potassium"], "fluid": ["Blood"],
-                                    "category": ["Chemistry"]}),
+        "d_labitems": pd.DataFrame({"itemid": [50862, K], "label": ["Albumin", "Potassium"],
+                                    "fluid": ["Blood", "Blood"], "category": ["Chemistry", "Chemistry"]}),
         "vitalsign": VITAL_ROWS, "record_list": mf.ecgs(ecg_rows),
         "records_w_diag_icd10": pd.DataFrame({"study_id": [r[1] for r in ecg_rows],
                                               "subject_id": subjects, "strat_fold": [0, 18, 19, 1]}),

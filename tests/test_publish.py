@@ -116,7 +116,7 @@ def test_every_command_the_workflow_runs_exists_in_the_project():
                     seen["labecg"].add(sub_words[1])
             else:
                 assert exe in ("git", "apt-get"), f"workflow runs {exe!r}, which the project does not provide"
-    assert seen["make"] >= {"venv", "book", "publish"}
+    assert seen["make"] >= {"venv", "book-full", "publish"}
     assert seen["labecg"] == {"book-cache-key"}
     assert "tests/test_book.py" in seen["pytest"]
 
@@ -124,7 +124,7 @@ def test_every_command_the_workflow_runs_exists_in_the_project():
 def test_cache_is_keyed_by_the_book_and_holds_what_the_book_checks():
     steps = _steps()
     key_step = next(s for s in steps if s.get("id") == "key")
-    assert "labecg book-cache-key)" in key_step["run"]
+    assert "labecg book-cache-key --full)" in key_step["run"]  # the key of what make book-full builds
     restore = next(s for s in steps if s.get("uses", "").startswith("actions/cache/restore"))
     save = next(s for s in steps if s.get("uses", "").startswith("actions/cache/save"))
     assert restore["with"]["key"] == save["with"]["key"]
@@ -204,8 +204,8 @@ def test_make_publish_pushes_the_site_to_gh_pages(tmp_path):
     _git(work, "remote", "add", "origin", str(remote))
     env = _shell_env(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
                      GIT_COMMITTER_EMAIL="t@example.org")
-    # -o book: take the built site as it is (the book target is what `make book` tests)
-    proc = subprocess.run(["make", "-o", "book", "publish", f"BIN={VENV_BIN}"], cwd=work,
+    # -o book-full: take the built site as it is (the book target is what `make book-full` tests)
+    proc = subprocess.run(["make", "-o", "book-full", "publish", f"BIN={VENV_BIN}"], cwd=work,
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     files = set(_git(remote, "ls-tree", "-r", "--name-only", "gh-pages").splitlines())
