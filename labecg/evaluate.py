@@ -46,7 +46,8 @@ from labecg.util import TASKS, atomic_path, get_logger, progress_bar, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
-           "headline_targets", "reliability_frame", "compare_variants", "read_calibration", "read_reliability",
+           "headline_targets", "choose_headline", "read_headline", "reliability_frame", "compare_variants",
+           "read_calibration", "read_reliability",
            "read_subgroups", "AGE_BANDS", "paired_bootstrap", "last_value_scores", "added_value",
            "read_added_value", "ADDED_VALUE_COLUMNS",
            "read_predictions", "read_results", "evaluation_dir", "HORIZONS_MIN", "RESULT_COLUMNS"]
@@ -84,7 +85,8 @@ class EvaluateConfig:
     n_bins : int
         Equal-width bins of the reliability curves.
     n_headline : int
-        Headline targets (best estimation AUROCs) analysed by subgroup.
+        Headline targets (best estimation AUROCs on the validation split, :func:`choose_headline`)
+        analysed by subgroup and given calibration intervals.
     tabular_run_dir : Path, optional
         Run folder of the tabular-only model on the same cohort (``labecg train --variant
         tabular``): ``added_value.csv`` then holds the paired difference to it.
@@ -330,7 +332,7 @@ def _separated(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def _newton_logistic(x: np.ndarray, y: np.ndarray, offset: np.ndarray, fit_slope: bool, weights=None,
-                     max_iter: int = 100, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+                     start=None, max_iter: int = 100, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
     """Maximum-likelihood ``a`` (and ``b``) of ``P(y=1) = sigmoid(offset + a + b x)`` for many weightings at once.
 
     Newton's method on every weighted sample together, each step halved until the
@@ -345,11 +347,16 @@ def _newton_logistic(x: np.ndarray, y: np.ndarray, offset: np.ndarray, fit_slope
         False: the slope is fixed at 1 (``b`` returned as 1.0) and only ``a`` is fitted.
     weights : ndarray of shape (n_samples, n), optional
         Multiplicity of each row per sample (bootstrap resamples); default one sample of ones.
+    start : tuple of float, optional
+        Starting ``(a, b)`` (or ``(a,)``), e.g. the fit on the full sample; default zeros.
+        The likelihood is concave, so the start changes the iterations, not the answer.
 
     Returns
     -------
     a, b : ndarray of shape (n_samples,), float64
     """
+    from scipy.special import expit, log_expit
+
     W = np.ones((1, x.size)) if weights is None else np.asarray(weights, dtype=np.float64)  # (I, n)
     n_samples = W.shape[0]
     wpos, wneg = W @ (y == 1.0), W @ (y == 0.0)
@@ -357,57 +364,56 @@ def _newton_logistic(x: np.ndarray, y: np.ndarray, offset: np.ndarray, fit_slope
     if fit_slope:
         fail |= _separated(x, y, W)
     k = 2 if fit_slope else 1
-    beta = np.zeros((n_samples, k))  # (I, k): a, b
     out = np.full((n_samples, k), np.nan)
-
-    def eta_of(b):  # (m, n)
-        eta = offset[None, :] + b[:, :1]
-        return eta + b[:, 1:2] * x[None, :] if fit_slope else eta
-
-    def loglik(b, w):
-        eta = eta_of(b)
-        return np.sum(w * (y * eta - np.logaddexp(0.0, eta)), axis=1)
-
     active = np.flatnonzero(~fail)
-    current = loglik(beta[active], W[active])
+    beta = np.zeros((active.size, k))  # (m, k): a, b
+    if start is not None and np.all(np.isfinite(start)):
+        beta[:] = np.asarray(start, dtype=np.float64)[:k]
+    w = W[active]
+
+    def state(b, w):  # eta, p and log-likelihood of each row of b
+        eta = offset[None, :] + b[:, :1]
+        if fit_slope:
+            eta = eta + b[:, 1:2] * x[None, :]  # (m, n)
+        return expit(eta), np.sum(w * (y * eta + log_expit(-eta)), axis=1)
+
+    p, current = state(beta, w)
     for _ in range(max_iter):
         if active.size == 0:
             break
-        b, w = beta[active], W[active]
-        p = 1.0 / (1.0 + np.exp(-eta_of(b)))
         r, v = w * (y - p), w * p * (1.0 - p)  # (m, n)
         if fit_slope:
-            g = np.column_stack([r.sum(1), r @ x])
+            g0, g1 = r.sum(1), r @ x
             h00, h01, h11 = v.sum(1), v @ x, v @ (x * x)
-            det = h00 * h11 - h01 * h01
             with np.errstate(invalid="ignore", divide="ignore"):
-                step = np.column_stack([(h11 * g[:, 0] - h01 * g[:, 1]) / det,
-                                        (h00 * g[:, 1] - h01 * g[:, 0]) / det])
+                det = h00 * h11 - h01 * h01
+                step = np.column_stack([(h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det])
         else:
             with np.errstate(invalid="ignore", divide="ignore"):
                 step = (r.sum(1) / v.sum(1))[:, None]
         t = np.ones(active.size)
-        candidate = loglik(b + step, w)
+        p_new, candidate = state(beta + step, w)
         for _ in range(30):
             worse = ~(candidate >= current - 1e-12) & np.all(np.isfinite(step), axis=1)
             if not worse.any():
                 break
             t[worse] /= 2.0
-            candidate[worse] = loglik(b[worse] + t[worse, None] * step[worse], w[worse])
+            p_new[worse], candidate[worse] = state(beta[worse] + t[worse, None] * step[worse], w[worse])
         moved = t[:, None] * step
-        beta[active] = b + moved
+        beta = beta + moved
         done = (np.max(np.abs(moved), axis=1) < tol) | (np.abs(candidate - current) < tol * (1.0 + np.abs(current)))
-        bad = ~np.all(np.isfinite(beta[active]), axis=1)
-        good = done & ~bad & (np.max(np.abs(beta[active]), axis=1) < 1e6)
-        out[active[good]] = beta[active[good]]
+        bad = ~np.all(np.isfinite(beta), axis=1)
+        good = done & ~bad & (np.max(np.abs(beta), axis=1) < 1e6)
+        out[active[good]] = beta[good]
         keep = ~(done | bad)
-        active, current = active[keep], candidate[keep]
+        active, beta, w, p, current = active[keep], beta[keep], w[keep], p_new[keep], candidate[keep]
     a = out[:, 0]
     b = out[:, 1] if fit_slope else np.where(np.isnan(a), np.nan, 1.0)
     return a, b
 
 
-def calibration(y_true, y_score, target_names=None) -> pd.DataFrame:
+def calibration(y_true, y_score, target_names=None, *, groups=None, n_iterations: int = 0,
+                seed: int = 0, interval_targets=None) -> pd.DataFrame:
     """Calibration of every target: Brier score, calibration intercept and slope.
 
     Parameters
@@ -418,6 +424,18 @@ def calibration(y_true, y_score, target_names=None) -> pd.DataFrame:
         Predicted probabilities.
     target_names : sequence of str, optional
         Row labels; default ``0 .. n_targets - 1``.
+    groups : array-like of shape (n_ecgs,), optional
+        Patient id per ECG: the intervals resample patients (:func:`resample_weights`).
+    n_iterations : int
+        Bootstrap resamples for the intervals of intercept and slope; 0: no intervals.
+        With the ``seed`` and ``groups`` of :func:`bootstrap` these are the very
+        resamples of its (patient-level) AUROC intervals, drawn again from the seed.
+    seed : int
+    interval_targets : sequence of str, optional
+        The targets that get intervals (default all; NaN for the others). A fit per
+        target and resample costs about 1-3 s per target at 1000 resamples of 1,500
+        ECGs (2-core CPU under load), so :func:`evaluate_run` asks only for the
+        targets the chapter shows.
 
     Returns
     -------
@@ -432,7 +450,11 @@ def calibration(y_true, y_score, target_names=None) -> pd.DataFrame:
     when the fit does not converge; the slope is also NaN when the classes are
     (quasi-)completely separated along the logit (every positive scores at least as
     high as every negative, or every negative as high as every positive), where no
-    finite maximum-likelihood slope exists.
+    finite maximum-likelihood slope exists. With ``n_iterations``: ``intercept_low``,
+    ``intercept_high``, ``slope_low``, ``slope_high`` (2.5 and 97.5 percentiles over the
+    resamples; NaN where the point estimate is) and ``calibration_n_skipped`` (resamples
+    without a finite slope: a single class or separated classes; they are left out;
+    -1 for a target without intervals).
     """
     y_true, y_score = as_float_pair(y_true, y_score)
     if y_true.ndim != 2:
@@ -441,22 +463,48 @@ def calibration(y_true, y_score, target_names=None) -> pd.DataFrame:
     names = list(range(T)) if target_names is None else list(target_names)
     if len(names) != T:
         raise ValueError(f"target_names has {len(names)} names; y_true has {T} columns")
+    weights = None
+    if n_iterations > 0:  # (I, n_ecgs), the resamples of bootstrap(..., seed, groups)
+        weights = np.stack(list(resample_weights(y_true.shape[0], n_iterations, seed, groups)))
     rows = []
     for t in range(T):
         m = ~np.isnan(y_true[:, t])
         y, p = y_true[m, t], y_score[m, t]
         prevalence = float(y.mean()) if y.size else np.nan
-        intercept = slope = np.nan
+        intercept = slope = slope_intercept = np.nan
+        x = _logit(p)
         if 0.0 < prevalence < 1.0:
-            x = _logit(p)
             intercept = float(_newton_logistic(np.zeros_like(x), y, x, fit_slope=False)[0][0])
-            slope = float(_newton_logistic(x, y, np.zeros_like(x), fit_slope=True)[1][0])
-        rows.append({"n": int(y.size), "prevalence": prevalence,
-                     "mean_score": float(p.mean()) if y.size else np.nan,
-                     "brier": float(np.mean((p - y) ** 2)) if y.size else np.nan,
-                     "brier_reference": prevalence * (1.0 - prevalence),
-                     "calibration_intercept": intercept, "calibration_slope": slope})
+            slope_fit = _newton_logistic(x, y, np.zeros_like(x), fit_slope=True)
+            slope_intercept, slope = float(slope_fit[0][0]), float(slope_fit[1][0])
+        row = {"n": int(y.size), "prevalence": prevalence,
+               "mean_score": float(p.mean()) if y.size else np.nan,
+               "brier": float(np.mean((p - y) ** 2)) if y.size else np.nan,
+               "brier_reference": prevalence * (1.0 - prevalence),
+               "calibration_intercept": intercept, "calibration_slope": slope}
+        if weights is not None:
+            row.update(_calibration_interval(x, y, weights[:, m][:0], np.nan, np.nan, np.nan))
+        if weights is not None and (interval_targets is None or names[t] in set(interval_targets)):
+            row.update(_calibration_interval(x, y, weights[:, m], intercept, slope_intercept, slope))
+        rows.append(row)
     return pd.DataFrame(rows, index=pd.Index(names, name="target", dtype=object))
+
+
+def _calibration_interval(x, y, weights, intercept: float, slope_intercept: float, slope: float) -> dict:
+    """Percentile intervals of intercept and slope over weighted resamples of one target's rows."""
+    out = {"intercept_low": np.nan, "intercept_high": np.nan, "slope_low": np.nan, "slope_high": np.nan,
+           "calibration_n_skipped": -1}
+    if y.size == 0 or weights.shape[0] == 0:
+        return out
+    a, _ = _newton_logistic(np.zeros_like(x), y, x, fit_slope=False, weights=weights, start=(intercept,))  # (I,)
+    _, b = _newton_logistic(x, y, np.zeros_like(x), fit_slope=True, weights=weights,
+                            start=(slope_intercept, slope))  # (I,)
+    out["calibration_n_skipped"] = int(np.isnan(b).sum())
+    if not np.isnan(intercept) and (~np.isnan(a)).any():
+        out["intercept_low"], out["intercept_high"] = np.nanpercentile(a, [2.5, 97.5])
+    if not np.isnan(slope) and (~np.isnan(b)).any():
+        out["slope_low"], out["slope_high"] = np.nanpercentile(b, [2.5, 97.5])
+    return out
 
 
 def reliability_curve(y_true, y_score, n_bins: int = 10) -> pd.DataFrame:
@@ -554,6 +602,53 @@ def headline_targets(results: pd.DataFrame, top: int = 4, task: str = "est") -> 
     frame = results.drop(index="macro", errors="ignore")
     frame = frame[frame["task"] == task]
     return list(frame["auroc"].dropna().sort_values(ascending=False, kind="stable").index[:top])
+
+
+def choose_headline(run, meta: pd.DataFrame, top: int = 4, test_auroc=None) -> pd.DataFrame:
+    """The headline targets, chosen on the validation predictions so that the test AUROCs shown are not selected on.
+
+    Choosing the best targets on test and then reporting their test AUROC, calibration
+    and subgroups reports the luckiest draws (the winner's curse). The ``top`` estimation
+    targets with the highest AUROC on ``RUN/predictions_val.npz`` are chosen instead; only
+    a run without that file falls back to ``test_auroc`` (logged, and named in
+    ``chosen_on``).
+
+    Parameters
+    ----------
+    run : Path
+        Run folder.
+    meta : DataFrame
+        Target metadata indexed by name, with a ``task`` column.
+    top : int
+    test_auroc : Series, optional
+        Test AUROC by target, shown beside the validation AUROC.
+
+    Returns
+    -------
+    DataFrame, one row per headline target, best first: ``target``, ``rank`` (1 = best),
+    ``auroc_val`` (AUROC on validation), ``auroc_test``, ``chosen_on`` ("val" or "test").
+    """
+    path = Path(run) / "predictions_val.npz"
+    test_auroc = pd.Series(dtype=float) if test_auroc is None else test_auroc
+    if path.exists():
+        val = read_predictions(path)
+        frame = pd.DataFrame({"auroc": auroc(val["y_true"], val["y_score"])},
+                             index=pd.Index(list(val["target_names"]), dtype=object))
+        chosen_on = "val"
+    else:
+        log.warning("%s: not found; headline targets chosen on the test split (winner's curse)", path)
+        frame, chosen_on = pd.DataFrame({"auroc": test_auroc}), "test"
+    frame = frame[frame.index.isin(meta.index)].join(meta[["task"]])
+    chosen = headline_targets(frame, top)
+    return pd.DataFrame({"target": chosen, "rank": np.arange(1, len(chosen) + 1),
+                         "auroc_val": [frame.at[t, "auroc"] if chosen_on == "val" else np.nan for t in chosen],
+                         "auroc_test": [test_auroc.get(t, np.nan) for t in chosen], "chosen_on": chosen_on})
+
+
+def read_headline(path) -> list[str]:
+    """The headline targets of ``headline.csv`` (:func:`choose_headline`), best first."""
+    return [str(t) for t in _read_csv(path, ["target", "rank", "auroc_val", "auroc_test", "chosen_on"],
+                                       "headline").sort_values("rank")["target"]]
 
 
 def subgroup_auroc(y_true, y_score, target_names, subgroups: pd.DataFrame, targets=None, *,
@@ -876,8 +971,11 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     ``n_patients``, and ``brier``), ``bootstrap_iterations.npz`` (``target_names``
     (T + 1,) with ``macro`` last, ``auroc`` (n_iterations, T + 1), ``auroc_patient``
     likewise, ``seed``, ``split``), ``calibration.csv`` (:func:`calibration`),
+    ``headline.csv`` (:func:`choose_headline`: the ``n_headline`` best estimation targets
+    on the validation split), ``calibration.csv`` with patient-level intervals of
+    intercept and slope for the headline targets (ECG-level without ``subject_id``),
     ``reliability.csv`` (:func:`reliability_frame`), ``subgroups.csv``
-    (:func:`subgroup_auroc` of the ``n_headline`` best estimation targets),
+    (:func:`subgroup_auroc` of the headline targets),
     ``table1_estimation.{csv,md}``, ``table2_monitoring.{csv,md}`` and
     ``paper_comparison.csv``; ``added_value.csv`` (:func:`added_value`) with the
     tabular-only run (``tabular_run_dir``) and the run's ``last_values.parquet``, those
@@ -910,7 +1008,9 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
         boot_p = boot.assign(low=np.nan, high=np.nan)
         iterations_p = np.full_like(iterations, np.nan)
         patients = np.full(T + 1, -1, dtype=np.int64)
-    calib = calibration(pred["y_true"], pred["y_score"], names)
+    headline = choose_headline(run, meta, cfg.n_headline, boot["auroc"])
+    calib = calibration(pred["y_true"], pred["y_score"], names, groups=subject, n_iterations=cfg.n_iterations,
+                        seed=cfg.seed, interval_targets=list(headline["target"]))
     results = assemble_results(boot, meta, cfg.auroc_threshold, boot_patient=boot_p, n_patients=patients,
                                calib=calib)
 
@@ -923,11 +1023,12 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
                                 auroc=iterations, auroc_patient=iterations_p, seed=np.int64(cfg.seed),
                                 split=np.array(cfg.split), n_ecgs=np.int64(n))
     _write_csv(calib.reset_index(), out / "calibration.csv")
+    _write_csv(headline, out / "headline.csv")
     _write_csv(reliability_frame(pred["y_true"], pred["y_score"], names, cfg.n_bins), out / "reliability.csv")
     if subject is not None and all(k in pred for k in ("sex", "age", "race")):
         labels = subgroup_labels(pred["sex"], pred["age"], pred["race"])
         sub = subgroup_auroc(pred["y_true"], pred["y_score"], names, labels,
-                             headline_targets(results, cfg.n_headline), groups=subject,
+                             list(headline["target"]), groups=subject,
                              n_iterations=cfg.n_iterations, seed=cfg.seed)
         _write_csv(sub, out / "subgroups.csv")
     tabular_pred = (read_predictions(Path(cfg.tabular_run_dir) / f"predictions_{cfg.split}.npz")

@@ -39,6 +39,7 @@ from scipy.stats import rankdata
 
 from labecg.data import DataConfig, LabDataModule
 from labecg.evaluate import resample_weights
+from labecg.metrics import auroc
 from labecg.model import FusionModel, ModelConfig
 from labecg.synthetic import PLANTED_EFFECTS, PLANTED_WINDOWS_S, ecg_null_labs
 from labecg.util import atomic_path, get_logger, lab_slug, read_json
@@ -523,8 +524,8 @@ def default_targets(target_names) -> tuple[list[str], list[str]]:
         cannot carry (:func:`labecg.synthetic.ecg_null_labs`: nothing planted, and no
         factor the waveform reads).
 
-    :func:`explain_run` falls back to the run's first four estimation targets when none
-    of these exists.
+    :func:`explain_run` falls back to the run's four best estimation targets on the
+    validation split (never on test) when none of these exists.
     """
     names = set(target_names)
     effects = {e.label: e for e in PLANTED_EFFECTS}
@@ -556,6 +557,14 @@ def label_windows(frac: pd.DataFrame, null) -> pd.DataFrame:
     null_mean = frac[frac["role"] == null_role].groupby("window")["fraction"].mean()
     frac["null_fraction"] = frac["window"].map(null_mean)
     return frac
+
+
+def _best_on_validation(run: Path, names: list[str], top: int) -> list[str]:
+    """The ``top`` estimation targets (else any) with the highest validation AUROC, never chosen on test."""
+    with np.load(run / "predictions_val.npz", allow_pickle=False) as npz:
+        val_auroc = dict(zip(npz["target_names"].astype(str), auroc(npz["y_true"], npz["y_score"])))
+    pool = [t for t in names if t.endswith("_est")] or names
+    return sorted(pool, key=lambda t: -np.nan_to_num(val_auroc.get(t, np.nan), nan=-1.0))[:top]
 
 
 def load_model(run) -> tuple[FusionModel, dict]:
@@ -618,7 +627,7 @@ def explain_run(cfg: ExplainConfig) -> Path:
     else:
         planted, null = default_targets(names)
     if not planted and not null:
-        planted = ([t for t in names if t.endswith("_est")] or names)[:4]
+        planted = _best_on_validation(run, names, 4)
         log.info("%s: none of the labs of the planted windows is a target; explaining %s", run, planted)
     chosen = planted + null
     columns = [names.index(t) for t in chosen]

@@ -385,6 +385,10 @@ def test_evaluate_run_writes_patient_interval_calibration_and_subgroups(tmp_path
     assert res.loc[names[0], "brier"] == pytest.approx(brier_score_loss(y[m, 0], s[m, 0]), abs=1e-7)
     calib = pd.read_csv(out / "calibration.csv")
     assert list(calib["target"]) == names
+    direct_cal = evaluate.calibration(y, s, names, groups=subject, n_iterations=60, seed=0,
+                                      interval_targets=evaluate.read_headline(out / "headline.csv"))
+    np.testing.assert_allclose(calib["slope_low"], direct_cal["slope_low"], atol=1e-9)
+    assert calib["slope_low"].notna().sum() == 1
     assert set(pd.read_csv(out / "reliability.csv")["target"]) == set(names)
     sub = pd.read_csv(out / "subgroups.csv")
     assert set(sub["target"]) == {"ntprobnp_high_est"}
@@ -506,3 +510,74 @@ def test_calibration_slope_of_barely_overlapping_classes_equals_sklearn():
     fit = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000).fit(x[:, None], y)
     cal = evaluate.calibration(y[:, None], p[:, None])
     assert cal.iloc[0]["calibration_slope"] == pytest.approx(fit.coef_[0, 0], abs=1e-4)
+
+
+def test_calibration_intervals_equal_an_explicit_patient_resample_loop():
+    from scipy.optimize import brentq
+    from sklearn.linear_model import LogisticRegression
+
+    y, s, subject = _patient_problem(n_patients=80, seed=4)
+    p = 1 / (1 + np.exp(-s))  # scores as probabilities
+    cal = evaluate.calibration(y, p, ["a", "b", "c"], groups=subject, n_iterations=25, seed=7)
+    ids = np.unique(subject)
+    members = [np.flatnonzero(subject == g) for g in ids]
+    rng = np.random.default_rng(7)
+    draws = [np.concatenate([members[g] for g in rng.integers(0, ids.size, size=ids.size)]) for _ in range(25)]
+    for t, name in enumerate(["a", "b", "c"]):
+        slopes, intercepts = [], []
+        for rows in draws:
+            rows = rows[~np.isnan(y[rows, t])]
+            x, lab = np.log(p[rows, t] / (1 - p[rows, t])), y[rows, t]
+            fit = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000).fit(x[:, None], lab)
+            slopes.append(fit.coef_[0, 0])
+            intercepts.append(brentq(lambda a: np.sum(lab - 1 / (1 + np.exp(-(x + a)))), -20, 20, xtol=1e-12))
+        assert (cal.loc[name, "slope_low"], cal.loc[name, "slope_high"]) == pytest.approx(
+            tuple(np.percentile(slopes, [2.5, 97.5])), abs=1e-4)
+        assert (cal.loc[name, "intercept_low"], cal.loc[name, "intercept_high"]) == pytest.approx(
+            tuple(np.percentile(intercepts, [2.5, 97.5])), abs=1e-6)
+        assert cal.loc[name, "calibration_n_skipped"] == 0
+
+
+def test_calibration_interval_skips_separated_resamples():
+    y = np.array([0, 0, 1, 0, 1, 1], float)[:, None]  # overlap rests on rows 2 and 3 alone
+    p = np.array([.1, .2, .3, .7, .8, .9])[:, None]
+    cal = evaluate.calibration(y, p, n_iterations=200, seed=1)
+    rng = np.random.default_rng(1)
+    skipped = 0
+    for _ in range(200):
+        rows = rng.integers(0, 6, size=6)
+        lab, x = y[rows, 0], p[rows, 0]
+        overlap = lab.min() < lab.max() and x[lab == 1].min() < x[lab == 0].max() and x[lab == 0].min() < x[lab == 1].max()
+        skipped += not overlap
+    assert cal.iloc[0]["calibration_n_skipped"] == skipped > 0
+
+
+def test_headline_targets_are_chosen_on_validation(tmp_path):
+    """Issue 21, E: the headline (calibration, subgroups) is the best on validation, not on test."""
+    y, s, names = _write_run(tmp_path, n=300)
+    rng = np.random.default_rng(9)
+    subject = np.repeat(np.arange(100), 3)
+    with np.load(tmp_path / "predictions_test.npz") as npz:
+        arrays = dict(npz)
+    extra = dict(subject_id=subject, sex=np.repeat(rng.integers(0, 2, 100).astype(float), 3),
+                 age=rng.uniform(20, 90, 300), race=rng.choice(["white", "black"], 300))
+    np.savez(tmp_path / "predictions_test.npz", **arrays, **extra)
+    # validation: the chance target (urea_nitrogen_low_est, d = 0 on test) is the strong one
+    y_val = arrays["y_true"].copy()
+    s_val = arrays["y_score"].copy()
+    s_val[:, 0] = rng.random(300)  # ntprobnp_high_est: chance on validation
+    s_val[:, 1] = np.nan_to_num(y_val[:, 1]) * 0.5 + 0.5 * rng.random(300)
+    np.savez(tmp_path / "predictions_val.npz", **{**arrays, "y_score": s_val.astype(np.float32)}, **extra)
+    out = evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=20, seed=0, n_headline=1))
+    val_auc = _sklearn_auroc(y_val.astype(float), s_val.astype(float))
+    est = [i for i, n in enumerate(names) if n.endswith("_est")]
+    best_val = names[max(est, key=lambda i: val_auc[i])]
+    best_test = names[max(est, key=lambda i: _sklearn_auroc(y.astype(float), s.astype(float))[i])]
+    assert best_val == "urea_nitrogen_low_est" != best_test
+    head = pd.read_csv(out / "headline.csv")
+    assert list(head["target"]) == [best_val] and (head["chosen_on"] == "val").all()
+    assert head.loc[0, "auroc_val"] == pytest.approx(val_auc[1], abs=1e-9)
+    assert evaluate.read_headline(out / "headline.csv") == [best_val]
+    assert set(pd.read_csv(out / "subgroups.csv")["target"]) == {best_val}
+    calib = pd.read_csv(out / "calibration.csv").set_index("target")
+    assert calib["slope_low"].notna().tolist() == [n == best_val for n in names]

@@ -256,3 +256,16 @@ def test_randomization_check_separates_a_map_that_changes_from_one_that_does_not
     assert changed.loc[2, "low"] > 0.5  # re-drawn weights give unrelated maps
     same = explain.randomization_check(explained, trained, trained, inputs, ["a", "b"], n_steps=2, n_iterations=300)
     assert same.loc[2, "difference"] == 0 and same.loc[2, "low"] == 0 == same.loc[2, "high"]
+
+
+def test_fallback_targets_are_the_best_on_validation(tmp_path):
+    """Issue 21, E: without planted labs, the explained targets are the best on validation (sklearn)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    names = ["a_high_est", "b_low_est", "c_high_est", "d_high_mon30"]
+    y = (rng.random((200, 4)) < 0.4).astype(np.float32)
+    s = (y * [0.2, 1.5, 0.8, 3.0] + rng.normal(size=y.shape)).astype(np.float32)
+    np.savez(tmp_path / "predictions_val.npz", target_names=np.array(names), y_true=y, y_score=s)
+    by_sklearn = sorted(names[:3], key=lambda i: -roc_auc_score(y[:, names.index(i)], s[:, names.index(i)]))
+    assert explain._best_on_validation(tmp_path, names, 2) == by_sklearn[:2] == ["b_low_est", "c_high_est"]
