@@ -48,7 +48,7 @@ __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_ind
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
            "headline_targets", "choose_headline", "read_headline", "reliability_frame", "compare_variants",
            "read_calibration", "read_reliability",
-           "read_subgroups", "AGE_BANDS", "paired_bootstrap", "last_value_scores", "added_value",
+           "read_subgroups", "AGE_BANDS", "MIN_CLASS_FOR_INTERVAL", "paired_bootstrap", "last_value_scores", "added_value",
            "read_added_value", "ADDED_VALUE_COLUMNS",
            "read_predictions", "read_results", "evaluation_dir", "HORIZONS_MIN", "RESULT_COLUMNS"]
 
@@ -651,6 +651,13 @@ def read_headline(path) -> list[str]:
                                        "headline").sort_values("rank")["target"]]
 
 
+#: A subgroup needs at least this many positives and as many negatives for an interval.
+#: With fewer, many resamples lack a class and are skipped, and the percentile interval
+#: over the rest is narrow because it is conditional on them, not because the AUROC is
+#: known (the issue's "Race asian 1.000 (1.000, 1.000) [6/6]").
+MIN_CLASS_FOR_INTERVAL = 10
+
+
 def subgroup_auroc(y_true, y_score, target_names, subgroups: pd.DataFrame, targets=None, *,
                    groups=None, n_iterations: int = 1000, seed: int = 0,
                    progress: bool | None = None) -> pd.DataFrame:
@@ -680,8 +687,10 @@ def subgroup_auroc(y_true, y_score, target_names, subgroups: pd.DataFrame, targe
     -------
     DataFrame, one row per (target, variable, subgroup) and a row ``variable="all"``
     per target: ``target``, ``variable``, ``subgroup``, ``n_ecgs`` (observed labels),
-    ``n_pos``, ``n_neg``, ``auroc``, ``low``, ``high``, ``n_skipped``, ``interval``
-    ("patient" or "ECG").
+    ``n_pos``, ``n_neg``, ``auroc``, ``low``, ``high`` (empty where ``too_few``),
+    ``n_skipped`` (resamples in which a class was absent, left out of the interval),
+    ``interval`` ("patient" or "ECG"), ``too_few`` (fewer than
+    :data:`MIN_CLASS_FOR_INTERVAL` positives or negatives: no interval).
     """
     y_true, y_score = as_float_pair(y_true, y_score)
     names = [str(n) for n in target_names]
@@ -714,6 +723,8 @@ def subgroup_auroc(y_true, y_score, target_names, subgroups: pd.DataFrame, targe
     frame["n_ecgs"] = boot["n_pos"] + boot["n_neg"]
     frame = pd.concat([frame, boot[["n_pos", "n_neg", "auroc", "low", "high", "n_skipped"]]], axis=1)
     frame["interval"] = "ECG" if groups is None else "patient"
+    frame["too_few"] = (frame["n_pos"] < MIN_CLASS_FOR_INTERVAL) | (frame["n_neg"] < MIN_CLASS_FOR_INTERVAL)
+    frame.loc[frame["too_few"], ["low", "high"]] = np.nan
     order = {t: i for i, t in enumerate(chosen)}
     return frame.sort_values("target", key=lambda s: s.map(order), kind="stable", ignore_index=True)
 
@@ -1081,7 +1092,7 @@ def read_reliability(path) -> pd.DataFrame:
 def read_subgroups(path) -> pd.DataFrame:
     """Read ``subgroups.csv`` back (:func:`subgroup_auroc`); written only for runs with patient ids."""
     frame = _read_csv(path, ["target", "variable", "subgroup", "n_ecgs", "n_pos", "n_neg", "auroc", "low",
-                             "high", "n_skipped", "interval"], "subgroups need subject_id, sex, age, race "
+                             "high", "n_skipped", "interval", "too_few"], "subgroups need subject_id, sex, age, race "
                       "in the predictions")
     return frame.astype({"target": object, "variable": object, "subgroup": object})
 

@@ -622,6 +622,9 @@ def plot_reliability(reliability: pd.DataFrame, results: pd.DataFrame, targets):
 def plot_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame):
     """AUROC with 95% interval per subgroup (sex, age band, race), one panel per target.
 
+    A subgroup with too few positives or negatives for an interval (``too_few``) is an
+    open circle without a bar.
+
     Returns
     -------
     matplotlib.figure.Figure
@@ -637,8 +640,11 @@ def plot_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame):
     for ax, target in zip(axes[0], targets):
         sub = subgroups[subgroups["target"] == target].reset_index(drop=True)
         y = np.arange(len(sub))
+        few = sub["too_few"].astype(bool).to_numpy() if "too_few" in sub else np.zeros(len(sub), bool)
         err = np.vstack([sub["auroc"] - sub["low"], sub["high"] - sub["auroc"]]).clip(min=0)
-        ax.errorbar(sub["auroc"], y, xerr=np.nan_to_num(err), fmt="o", ms=3.5, color="C0", ecolor="0.4", lw=1)
+        ax.errorbar(sub["auroc"][~few], y[~few], xerr=np.nan_to_num(err[:, ~few]), fmt="o", ms=3.5, color="C0",
+                    ecolor="0.4", lw=1)
+        ax.plot(sub["auroc"][few], y[few], "o", ms=3.5, mfc="none", color="C0")  # too few: no interval
         overall = sub.loc[sub["variable"] == "all", "auroc"]
         if len(overall):
             ax.axvline(float(overall.iloc[0]), color="C0", lw=0.8, alpha=0.5)

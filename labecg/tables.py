@@ -276,7 +276,8 @@ def format_calibration(calibration: pd.DataFrame, results: pd.DataFrame, targets
     """Calibration of ``targets`` (default all) for a page: one row each, rounded.
 
     Columns ``Abnormality``, ``Task``, ``n``, ``Prevalence``, ``Mean predicted``,
-    ``Brier``, ``Brier of the prevalence``, ``Intercept``, ``Slope``.
+    ``Brier``, ``Brier of the prevalence``, ``Intercept``, ``Slope`` (with the 95%
+    interval in brackets where ``calibration.csv`` has one).
     """
     calib = calibration.set_index("target") if "target" in calibration.columns else calibration
     frame = target_rows(results)
@@ -285,8 +286,8 @@ def format_calibration(calibration: pd.DataFrame, results: pd.DataFrame, targets
              "n": int(calib.at[t, "n"]), "Prevalence": f"{calib.at[t, 'prevalence']:.3f}",
              "Mean predicted": f"{calib.at[t, 'mean_score']:.3f}", "Brier": f"{calib.at[t, 'brier']:.3f}",
              "Brier of the prevalence": f"{calib.at[t, 'brier_reference']:.3f}",
-             "Intercept": _fmt(calib.at[t, "calibration_intercept"]),
-             "Slope": _fmt(calib.at[t, "calibration_slope"])} for t in targets]
+             "Intercept": _fmt_interval(calib, t, "calibration_intercept", "intercept"),
+             "Slope": _fmt_interval(calib, t, "calibration_slope", "slope")} for t in targets]
     return pd.DataFrame(rows, columns=["Abnormality", "Task", "n", "Prevalence", "Mean predicted", "Brier",
                                        "Brier of the prevalence", "Intercept", "Slope"])
 
@@ -295,14 +296,38 @@ def _fmt(x: float) -> str:
     return "–" if pd.isna(x) else f"{x:.2f}"
 
 
+def _fmt_interval(calib: pd.DataFrame, target, column: str, prefix: str) -> str:
+    """``0.12 (−0.05, 0.30)`` where ``calibration.csv`` has the interval, else the estimate alone."""
+    text = _fmt(calib.at[target, column])
+    low, high = f"{prefix}_low", f"{prefix}_high"
+    if text != "–" and low in calib.columns and not pd.isna(calib.at[target, low]):
+        text += f" ({calib.at[target, low]:.2f}, {calib.at[target, high]:.2f})"
+    return text
+
+
 VARIABLE_TITLES = {"all": "All", "sex": "Sex", "age_band": "Age (years)", "race": "Race"}
 
 
 def format_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """``RUN/evaluation/subgroups.csv`` for a page: one row per subgroup, one AUROC column per target."""
+    """``RUN/evaluation/subgroups.csv`` for a page: one row per subgroup, one AUROC column per target.
+
+    A cell is ``0.812 (0.700, 0.900) [45/120]`` (positives/negatives), with
+    ``, k skipped`` inside the brackets when k resamples lacked a class; a subgroup with
+    too few of a class (``too_few``) shows ``0.583 (too few) [3/8]``, no interval.
+    """
     frame = subgroups.copy()
-    frame["cell"] = [format_auroc(r.auroc, r.low, r.high) + f" [{int(r.n_pos)}/{int(r.n_neg)}]"
-                     for r in frame.itertuples()]
+
+    def cell(r) -> str:
+        if pd.isna(r.auroc):
+            head = "–"
+        elif bool(r.too_few):
+            head = f"{r.auroc:.3f} (too few)"
+        else:
+            head = format_auroc(r.auroc, r.low, r.high)
+        skipped = f", {int(r.n_skipped)} skipped" if r.n_skipped > 0 else ""
+        return f"{head} [{int(r.n_pos)}/{int(r.n_neg)}{skipped}]"
+
+    frame["cell"] = [cell(r) for r in frame.itertuples()]
     labels = {t: target_label(results, t) for t in dict.fromkeys(frame["target"])}
     frame["Abnormality"] = frame["target"].map(labels)
     frame["Variable"] = frame["variable"].map(lambda v: VARIABLE_TITLES.get(v, v))

@@ -581,3 +581,40 @@ def test_headline_targets_are_chosen_on_validation(tmp_path):
     assert set(pd.read_csv(out / "subgroups.csv")["target"]) == {best_val}
     calib = pd.read_csv(out / "calibration.csv").set_index("target")
     assert calib["slope_low"].notna().tolist() == [n == best_val for n in names]
+
+
+def test_a_subgroup_with_fewer_than_ten_of_a_class_gets_no_interval():
+    """Issue 21, defect 1: 6 positives and 6 negatives gave 1.000 (1.000, 1.000)."""
+    from labecg import tables
+
+    rng = np.random.default_rng(0)
+    n = 300
+    y = (rng.random((n, 1)) < 0.4).astype(float)
+    s = y + 0.5 * rng.normal(size=(n, 1))
+    race = np.array(["white"] * n, dtype=object)
+    pos, neg = np.flatnonzero(y[:, 0] == 1), np.flatnonzero(y[:, 0] == 0)
+    race[pos[:6]], race[neg[:6]] = "asian", "asian"  # 6/6
+    race[pos[6:16]], race[neg[6:30]] = "black", "black"  # 10/24: just enough
+    s[pos[:6], 0], s[neg[:6], 0] = 5.0, -5.0  # perfectly separated: the old interval was (1.000, 1.000)
+    labels = evaluate.subgroup_labels(np.zeros(n), np.full(n, 50.0), race)
+    sub = evaluate.subgroup_auroc(y, s, ["k"], labels, groups=np.arange(n), n_iterations=200, seed=0)
+    row = sub.set_index("subgroup").loc["asian"]
+    assert (row.n_pos, row.n_neg) == (6, 6) and row.auroc == 1.0
+    assert bool(row.too_few) and np.isnan(row.low) and np.isnan(row.high)
+    # n_skipped by hand: resamples of the patients in which the asian subgroup lacks a class
+    draws = np.random.default_rng(0)
+    asian_pos, asian_neg = set(pos[:6]), set(neg[:6])
+    skipped = 0
+    for _ in range(200):
+        drawn = set(draws.integers(0, n, size=n))
+        skipped += not (drawn & asian_pos and drawn & asian_neg)
+    assert row.n_skipped == skipped
+    black = sub.set_index("subgroup").loc["black"]
+    assert not black.too_few and black.low < black.high
+    assert not sub.set_index("subgroup").loc["all"].too_few
+    table = tables.format_subgroups(sub.assign(target="potassium_high_est"), pd.DataFrame(
+        {"label": ["Potassium"], "direction": ["high"], "threshold": [5.1], "unit": ["mEq/L"], "task": ["est"],
+         "category": ["El."]}, index=pd.Index(["potassium_high_est"], name="target")))
+    cell = table.set_index("Subgroup").iloc[:, -1]
+    assert cell["asian"] == f"1.000 (too few) [6/6, {skipped} skipped]"
+    assert "too few" not in cell["black"]
