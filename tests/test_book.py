@@ -258,6 +258,28 @@ def test_results_pages_show_tables_figures_and_numbers(built):
         assert info["git_commit"] in nb_text
 
 
+def test_attribution_files_use_the_generators_record_and_reach_the_page(built):
+    """Windows and null targets as the synthetic source recorded them; the page's sentence from the contrasts."""
+    from labecg import explain, selfcheck
+    from labecg.util import lab_slug
+
+    evaluation = built.cfg.run_dir / "evaluation"
+    record = json.loads((built.cfg.data_root / "labecg_synthetic.json").read_text())
+    windows = pd.read_csv(evaluation / "attribution_windows.csv")
+    recorded = {name: (a, b) for name, a, b in record["planted_windows_s"].values()}
+    assert {(r.window, r.start_s, r.end_s) for r in windows.itertuples()} == {(w, a, b) for w, (a, b) in recorded.items()}
+    null_slugs = {lab_slug(label) for label in record["ecg_null_labs"]}
+    for target in windows.loc[windows["role"] == "null_target", "target"]:
+        assert target.rsplit("_", 2)[0] in null_slugs, target
+    contrasts = pd.read_csv(evaluation / "attribution_contrasts.csv")
+    randomization = pd.read_csv(evaluation / "attribution_randomization.csv")
+    assert list(contrasts.columns) == explain.CONTRAST_COLUMNS
+    assert list(randomization.columns) == explain.RANDOMIZATION_COLUMNS
+    sentence = selfcheck.summarize_attribution(selfcheck.attribution_check(windows, contrasts), randomization)
+    page = html.unescape((built.html / "book/results.html").read_text())
+    assert sentence[:40] in re.sub(r"<[^>]+>", "", page)
+
+
 def test_second_build_is_cached(built):
     assert built.second.stages == {s: "cached" for s in STAGES}, built.second.reasons
     assert {s: p.stat().st_mtime_ns for s, p in built.second.notebooks.items()} == built.mtimes
