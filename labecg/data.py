@@ -46,6 +46,11 @@ VARIABLES = FEATURES
 TABULAR_FEATURES: tuple[str, ...] = (
     ("sex",) + CONTINUOUS + tuple(f"race_{r}" for r in RACES)
     + tuple(f"{v}_missing" for v in VARIABLES if v != "race"))
+#: (first column, columns) of the categorical variables in :data:`TABULAR_FEATURES`, in
+#: the authors' order: sex (one 0/1 column), race (one-hot). The authors' tabular MLP
+#: embeds them (:class:`labecg.model.TabularMLP`).
+CATEGORICAL_COLUMNS: tuple[tuple[int, int], ...] = (
+    (TABULAR_FEATURES.index("sex"), 1), (TABULAR_FEATURES.index(f"race_{RACES[0]}"), len(RACES)))
 
 
 @dataclass(frozen=True)

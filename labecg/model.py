@@ -4,17 +4,22 @@ ECG encoder: Linear(12 -> H), ``n_layers`` residual blocks x <- LayerNorm(x + S4
 (post-norm, as the authors' S4 configuration; dropout sits inside the S4 layer after GELU),
 mean over time -> (B, H).
 
-Tabular encoder: ``linear`` = Linear(n_tabular -> tab_latent) + PReLU (the paper);
-``mlp`` = three [Linear(., 128), BatchNorm1d, ReLU, Dropout] layers (the authors' code).
-Inputs are the data module's standardized continuous features and one-hot categories,
-not learned embeddings: a one-hot vector times a Linear weight is an embedding lookup.
+Tabular encoder: ``linear`` = Linear(n_tabular -> tab_latent) + PReLU (the paper), over
+the data module's columns (standardized continuous features, missing indicators, sex 0/1
+and race one-hot: a one-hot vector times a Linear weight is an embedding lookup).
+``mlp`` = the authors' code (``BasicEncoderStaticMLP`` with ``lin_ftrs`` [128, 128, 128]):
+learned embeddings of the categorical columns (``categorical``: sex 2 -> 16, race 5 -> 32,
+``embedding_dims``) concatenated with the other columns, then three blocks
+BatchNorm1d -> Dropout -> Linear(., 128), ReLU after the first two only, dropout
+``mlp_dropout`` / 2, ``mlp_dropout`` / 2, ``mlp_dropout`` (0.25, 0.25, 0.5).
 
-Fusion: ``outer`` (the paper; tensor fusion) projects the ECG embedding to ``ecg_latent``
-(H=512 -> 32) so the product stays small (the paper's encoder aligns the tabular width with
-the ECG latent: 513 x 513 products would feed ~36M head weights at 137 targets; 33 x 17
-feed 77k), then flattens
-[ecg_latent, 1] (x) [tab_latent, 1] -> ((ecg_latent+1) (tab_latent+1),) and applies a
-linear head to all targets at once; the appended 1s keep each modality's own linear terms.
+Fusion: ``outer`` (the paper; tensor fusion) flattens [e, 1] (x) [t, 1] and applies one
+linear head to every target of the four tasks at once; the appended 1s keep each
+modality's own linear terms. The paper's tabular encoder aligns its width with the ECG
+latent, so at its sizes the head would read 513 x 513 products for each of its 514
+targets (:func:`outer_head_weights`: ~135M weights). We project the ECG embedding first
+(``ecg_proj``, Linear(H=512 -> ``ecg_latent`` = 32) + PReLU, a layer the paper does not
+have) and keep ``tab_latent`` = 16: 33 x 17 products, ~288k head weights.
 ``concat`` (the authors' code) concatenates the full ECG embedding (H) with the tabular
 latent, then a linear head. Variants ``ecg`` and ``tabular`` drop the other modality.
 """
@@ -47,6 +52,9 @@ class ModelConfig:
     ecg_latent: int = 32  # ECG embedding projected to this before the outer product
     tab_latent: int = 16  # linear tabular encoder width (the mlp has 128 units)
     mlp_units: int = 128
+    mlp_dropout: float = 0.5  # the mlp's last block; the earlier two get half (the authors' code)
+    categorical: tuple[tuple[int, int], ...] = ()  # mlp: (first column, columns) of each embedded variable
+    embedding_dims: tuple[int, ...] = (16, 32)  # mlp: embedding width of each ``categorical`` entry
     freeze_ssm: bool = False
     ssm_init: Literal["lin", "legs"] = "lin"  # S4D-Lin, or S4D-LegS (diagonal HiPPO-LegS)
     bidirectional: bool = True
@@ -65,8 +73,16 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.tabular_encoder must be 'linear' or 'mlp'; got {self.tabular_encoder!r}")
         if self.variant not in ("fusion", "ecg", "tabular"):
             raise ValueError(f"ModelConfig.variant must be fusion, ecg or tabular; got {self.variant!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"ModelConfig.dropout must be in [0, 1); got {self.dropout}")
+        for name in ("dropout", "mlp_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"ModelConfig.{name} must be in [0, 1); got {getattr(self, name)}")
+        if self.tabular_encoder == "mlp" and len(self.embedding_dims) < len(self.categorical):
+            raise ValueError(f"ModelConfig: {len(self.categorical)} categorical variables but embedding_dims "
+                             f"{self.embedding_dims}")
+        for first, width in self.categorical:
+            if first < 0 or width < 1 or first + width > self.n_tabular:
+                raise ValueError(f"ModelConfig.categorical: columns {first}..{first + width - 1} are not within the "
+                                 f"{self.n_tabular} tabular columns")
         if self.ssm_init not in ("lin", "legs"):
             raise ValueError(f"ModelConfig.ssm_init must be 'lin' or 'legs'; got {self.ssm_init!r}")
 
@@ -89,14 +105,63 @@ class ECGEncoder(nn.Module):
         return x.mean(dim=1)  # (B, H)
 
 
+class TabularMLP(nn.Module):
+    """The authors' tabular encoder: embeddings of the categorical columns, then BatchNorm -> Dropout -> Linear blocks.
+
+    A categorical variable held as one 0/1 column (sex) looks its embedding up by that
+    value; one held as one-hot columns (race) takes the one-hot vector times the embedding
+    table (an all-zero row embeds to zeros). The embeddings, in the order of
+    ``cfg.categorical``, precede the remaining columns in their order.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.categorical = tuple(tuple(c) for c in cfg.categorical)
+        self.embeddings = nn.ModuleList(nn.Embedding(2 if width == 1 else width, dim)
+                                        for (_, width), dim in zip(self.categorical, cfg.embedding_dims))
+        embedded = {i for first, width in self.categorical for i in range(first, first + width)}
+        self.register_buffer("other_columns", torch.tensor([i for i in range(cfg.n_tabular) if i not in embedded],
+                                                           dtype=torch.long), persistent=False)
+        widths = [sum(e.embedding_dim for e in self.embeddings) + len(self.other_columns)] + [cfg.mlp_units] * 3
+        rates = (cfg.mlp_dropout / 2, cfg.mlp_dropout / 2, cfg.mlp_dropout)
+        layers = []
+        for i, (n_in, n_out, p) in enumerate(zip(widths[:-1], widths[1:], rates)):
+            layers += [nn.BatchNorm1d(n_in), nn.Dropout(p), nn.Linear(n_in, n_out)]
+            if i < len(rates) - 1:
+                layers.append(nn.ReLU())
+        self.layers = nn.Sequential(*layers)
+
+    def embed(self, tabular: torch.Tensor) -> torch.Tensor:
+        """(B, n_tabular) -> (B, sum of embedding widths + other columns): the first block's input."""
+        parts = []
+        for (first, width), emb in zip(self.categorical, self.embeddings):
+            if width == 1:
+                parts.append(emb(tabular[:, first].round().clamp(0, 1).long()))
+            else:
+                parts.append(tabular[:, first:first + width] @ emb.weight)
+        return torch.cat(parts + [tabular[:, self.other_columns]], dim=1)
+
+    def forward(self, tabular: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.embed(tabular))
+
+
 def _tabular_encoder(cfg: ModelConfig) -> tuple[nn.Module, int]:
     if cfg.tabular_encoder == "linear":
         return nn.Sequential(nn.Linear(cfg.n_tabular, cfg.tab_latent), nn.PReLU()), cfg.tab_latent
-    layers, width = [], cfg.n_tabular
-    for _ in range(3):
-        layers += [nn.Linear(width, cfg.mlp_units), nn.BatchNorm1d(cfg.mlp_units), nn.ReLU(), nn.Dropout(cfg.dropout)]
-        width = cfg.mlp_units
-    return nn.Sequential(*layers), cfg.mlp_units
+    return TabularMLP(cfg), cfg.mlp_units
+
+
+def outer_head_weights(ecg_width: int, tab_width: int, n_targets: int) -> int:
+    """Weights (biases left out) of a linear head on the outer product [e, 1] (x) [t, 1].
+
+    Parameters
+    ----------
+    ecg_width, tab_width : int
+        Widths of the ECG and tabular embeddings before the 1s are appended.
+    n_targets : int
+        Outputs of the head (one model serves every target of the four tasks).
+    """
+    return (ecg_width + 1) * (tab_width + 1) * n_targets
 
 
 class FusionModel(nn.Module):

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from pytorch_lightning.trainer.states import TrainerFn
 
 from labecg.cohort import LAST_VALUES
-from labecg.data import DataConfig, LabDataModule, average_segments
+from labecg.data import CATEGORICAL_COLUMNS, DataConfig, LabDataModule, average_segments
 from labecg.metrics import auroc
 from labecg.model import FusionModel, ModelConfig
 from labecg.util import PROGRESS_ENV, atomic_path, get_logger, progress_bar, read_json, write_json
@@ -55,7 +55,7 @@ METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auroc")
 VARIANT_SETTINGS: dict[str, dict] = {
     "fusion": {},
     "code": {"fusion": "concat", "tabular_encoder": "mlp", "loss": "focal", "focal_gamma": 2.0,
-             "target_reduction": "sum", "freeze_ssm": True},
+             "target_reduction": "sum", "freeze_ssm": True, "weight_decay_scope": "all"},
     "ecg": {"variant": "ecg"},
     "tabular": {"variant": "tabular"},
 }
@@ -103,7 +103,8 @@ class TrainConfig:
     d_state : int
         S4 state size per channel.
     dropout : float
-        Dropout of the S4 blocks and the head.
+        Dropout inside each S4 block (after its GELU). The fusion head has none; the
+        ``mlp`` tabular encoder has its own (``ModelConfig.mlp_dropout``).
     fusion : {"outer", "concat"}
         How ECG and tabular embeddings are joined (paper: outer product).
     tabular_encoder : {"linear", "mlp"}
@@ -195,8 +196,14 @@ class TrainConfig:
                                     f"`labecg cohort` and `labecg signals`")
 
     def model_config(self, n_targets: int, n_tabular: int) -> ModelConfig:
-        """The model's settings: every :class:`ModelConfig` field this config has, by name."""
+        """The model's settings: every :class:`ModelConfig` field this config has, by name.
+
+        The ``mlp`` tabular encoder also gets the categorical columns of the data module's
+        layout (:data:`labecg.data.CATEGORICAL_COLUMNS`) to embed.
+        """
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig) if hasattr(self, f.name)}
+        if self.tabular_encoder == "mlp":
+            shared["categorical"] = CATEGORICAL_COLUMNS
         return ModelConfig(n_targets=n_targets, n_tabular=n_tabular, **shared)
 
     def data_config(self) -> DataConfig:

@@ -81,3 +81,50 @@ def test_parameter_table_counts_every_parameter_once():
     H, M = 16, 4
     assert table.loc["ecg_encoder.layers.0", "parameters"] == H + 2 * H * M + 2 * H * M * 2 + H + H * 2 * H + 2 * H
     assert table.loc["ecg_encoder.inp", "parameters"] == 12 * H + H
+
+
+def test_code_variant_tabular_mlp_is_the_authors(tmp_path):
+    """The spec from the authors' code (REFERENCE_NOTES.md, BasicEncoderStaticMLP, lin_ftrs [128, 128, 128],
+    dropout 0.5, embedding_dims [16, 32] for vocab_sizes [2, 5], AdamW decay on every parameter), written out here."""
+    from torch import nn
+
+    from labecg.data import TABULAR_FEATURES
+    from labecg.train import TrainConfig, parameter_groups, variant_settings
+
+    cfg = TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path / "run", d_model=16, n_layers=1, **variant_settings("code"))
+    n_tab = len(TABULAR_FEATURES)
+    model = FusionModel(cfg.model_config(n_targets=T, n_tabular=n_tab))
+    enc = model.tab_encoder
+    embeddings = [m for m in enc.modules() if isinstance(m, nn.Embedding)]
+    assert [(e.num_embeddings, e.embedding_dim) for e in embeddings] == [(2, 16), (5, 32)]
+    n_other = n_tab - 1 - 5  # every column but sex and the five race columns
+    blocks = [type(m).__name__ for m in enc.layers]
+    assert blocks == ["BatchNorm1d", "Dropout", "Linear", "ReLU"] * 2 + ["BatchNorm1d", "Dropout", "Linear"]
+    assert [m.p for m in enc.layers if isinstance(m, nn.Dropout)] == [0.25, 0.25, 0.5]
+    assert [(m.in_features, m.out_features) for m in enc.layers if isinstance(m, nn.Linear)] == [
+        (16 + 32 + n_other, 128), (128, 128), (128, 128)]
+    assert [m.num_features for m in enc.layers if isinstance(m, nn.BatchNorm1d)] == [16 + 32 + n_other, 128, 128]
+    assert model.head.in_features == 16 + 128  # concatenation of the ECG embedding (d_model) and the MLP
+    # the first block's input: sex's embedding row, race's, then the other columns in order
+    tab = torch.zeros(2, n_tab)
+    tab[:, 0] = torch.tensor([0.0, 1.0])  # sex
+    race = [i for i, name in enumerate(TABULAR_FEATURES) if name.startswith("race_")]
+    tab[0, race[2]] = tab[1, race[4]] = 1.0
+    tab[:, 1] = torch.tensor([0.3, -1.2])  # age
+    with torch.no_grad():
+        x = enc.embed(tab)
+    torch.testing.assert_close(x[:, :16], embeddings[0].weight[[0, 1]])
+    torch.testing.assert_close(x[:, 16:48], embeddings[1].weight[[2, 4]])
+    torch.testing.assert_close(x[:, 48], tab[:, 1])
+    # weight decay on every trained parameter, at the one learning rate
+    groups = parameter_groups(model, cfg.lr, cfg.weight_decay, cfg.weight_decay_scope, cfg.ssm_lr)
+    decayed = {id(p) for g in groups if g["weight_decay"] == cfg.weight_decay == 1e-3 for p in g["params"]}
+    assert decayed == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def test_outer_head_weights_count_the_built_heads_weights():
+    model = FusionModel(ModelConfig(n_targets=T, n_tabular=NTAB, d_model=16, n_layers=1, ecg_latent=4, tab_latent=3))
+    from labecg.model import outer_head_weights
+
+    assert outer_head_weights(4, 3, T) == model.head.weight.numel() == 5 * 4 * T
+    assert outer_head_weights(512, 512, 514) == 513 * 513 * 514  # the paper's sizes, all four tasks' targets

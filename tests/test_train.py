@@ -187,7 +187,7 @@ def test_parameter_groups_follow_the_s4_reference():
     assert got["ssm"] == ssm
     assert (groups["ssm"]["lr"], groups["ssm"]["weight_decay"]) == (1e-3, 0.0)  # min(3e-3, 1e-3)
     no_decay = ([f"ecg_encoder.norms.{i}.{p}" for i in range(2) for p in ("weight", "bias")]
-                + [f"tab_encoder.{j}.{p}" for j in (1, 5, 9) for p in ("weight", "bias")]  # BatchNorm1d
+                + [f"tab_encoder.layers.{j}.{p}" for j in (0, 4, 8) for p in ("weight", "bias")]  # BatchNorm1d
                 + [n for n in names.values() if n.endswith(".bias")])
     assert got["no_decay"] == sorted(set(no_decay))
     assert (groups["no_decay"]["lr"], groups["no_decay"]["weight_decay"]) == (3e-3, 0.0)
