@@ -53,7 +53,6 @@ from labecg import catalog, features, labels, paper, readers, util
 
 log = util.get_logger("labecg.cohort")
 
-BASE_COLUMNS = ("subject_id", "study_id", "ecg_time", "path", "fold")
 N_FOLDS = 20
 VAL_FOLD, TEST_FOLD = 18, 19
 TRAIN_FOLDS: tuple[int, ...] = tuple(range(VAL_FOLD))  # 0-17

@@ -50,7 +50,7 @@ __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_ind
            "read_calibration", "read_reliability",
            "read_subgroups", "AGE_BANDS", "MIN_CLASS_FOR_INTERVAL", "paired_bootstrap", "last_value_scores", "added_value",
            "read_added_value", "ADDED_VALUE_COLUMNS",
-           "read_predictions", "read_results", "evaluation_dir", "HORIZONS_MIN", "RESULT_COLUMNS"]
+           "read_predictions", "read_results", "evaluation_dir", "RESULT_COLUMNS"]
 
 log = get_logger("labecg.evaluate")
 
@@ -562,7 +562,6 @@ def reliability_frame(y_true, y_score, target_names, n_bins: int = 10) -> pd.Dat
 #: Age bands of the subgroup analysis, years, [low, high).
 AGE_BANDS: tuple[tuple[float, float, str], ...] = (
     (0.0, 45.0, "<45"), (45.0, 65.0, "45–64"), (65.0, 80.0, "65–79"), (80.0, np.inf, "≥80"))
-SUBGROUP_VARIABLES: tuple[str, ...] = ("sex", "age_band", "race")
 
 
 def subgroup_labels(sex, age, race) -> pd.DataFrame:

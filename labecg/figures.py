@@ -26,20 +26,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_curve
 
-matplotlib.use("Agg")  # headless: papermill kernels and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
-
-from labecg import catalog  # noqa: E402
-from labecg.metrics import auroc  # noqa: E402
-from labecg.signals import LEADS, load_signals  # noqa: E402  (LEADS: the stored order)
-from labecg.tables import (TASK_TITLES, VARIABLE_TITLES, format_auroc, format_threshold, row_label,  # noqa: E402
+from labecg import catalog
+from labecg.metrics import auroc
+from labecg.signals import LEADS, load_signals  # LEADS: the stored order
+from labecg.tables import (TASK_TITLES, VARIABLE_TITLES, format_auroc, format_threshold, row_label,
                            target_label, target_rows)
-from labecg.util import HORIZONS_MIN, TASKS, read_json  # noqa: E402
+from labecg.util import HORIZONS_MIN, TASKS, read_json
 
 __all__ = ["plot_task_timeline", "plot_label_prevalence", "plot_ecg_12lead", "plot_cohort_ecg",
            "plot_filter_response", "plot_lead_before_after", "plot_s4_kernels", "plot_training_curves",

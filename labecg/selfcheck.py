@@ -494,8 +494,14 @@ def _flags(config_cls, values: dict, always=(), skip=()) -> list[str]:
     """``--flag value`` for each field of ``config_cls`` in ``values`` that differs from its default.
 
     Fields in ``always`` are given even at their default; a field whose recorded value is
-    None while its default is not cannot be given as a flag and is left out.
+    None while its default is not cannot be given as a flag and is left out. A name in
+    ``always`` or ``skip`` that is not a field of ``config_cls`` is an error, so that a
+    renamed field cannot silently drop its flag.
     """
+    unknown = sorted((set(always) | set(skip)) - {f.name for f in dataclasses.fields(config_cls)})
+    if unknown:
+        raise ValueError(f"{config_cls.__name__} has no field {', '.join(unknown)}; "
+                         f"expected names of its fields in always and skip")
     out = []
     for f in dataclasses.fields(config_cls):
         if f.name in skip or f.name not in values:
@@ -600,7 +606,7 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
             with np.load(attribution, allow_pickle=False) as npz:
                 method = str(npz["method"])  # the one setting explain records
             lines.append(" ".join(["labecg explain"] + _flags(ExplainConfig, {"run_dir": str(run), "method": method},
-                                                               always=("run",))))
+                                                               always=("run_dir",))))
         lines.append(" ".join(["labecg evaluate"] + _flags(EvaluateConfig, {"run_dir": str(run), **evaluate},
                                                             always=("run_dir", "n_iterations", "seed"))))
     output = Path(runs[0]) / Path(notebook).name

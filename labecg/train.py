@@ -459,27 +459,6 @@ def write_metrics(path: Path, history: list[dict]) -> None:
             w.writerow({k: row[k] for k in METRIC_COLUMNS})
 
 
-@torch.no_grad()
-def predict_split(module: LabModule, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Per-ECG mean sigmoid probabilities over a split's segments.
-
-    Returns
-    -------
-    rows : ndarray of shape (n_ecgs,), int64, cohort rows
-    y_score : ndarray of shape (n_ecgs, T), float32
-    """
-    module.eval().to(device)
-    rows, probs = [], []
-    for batch in loader:
-        logits = module.model(batch["ecg"].to(device), batch["tabular"].to(device))
-        rows.append(batch["row"].numpy())
-        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
-    if not rows:
-        return np.zeros(0, np.int64), np.zeros((0, module.model.config.n_targets), np.float32)
-    r, p = average_segments(np.concatenate(rows), np.concatenate(probs))
-    return r, p.astype(np.float32)
-
-
 def write_predictions(path: Path, study_id, target_names, y_true, y_score, patients=None) -> None:
     """``predictions_{val,test}.npz`` with the keys of ARCHITECTURE.md §5.
 

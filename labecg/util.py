@@ -13,8 +13,8 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -27,8 +27,6 @@ PROGRESS_ENV = "LABECG_PROGRESS_FILE"
 HORIZONS_MIN: tuple[int, ...] = (30, 60, 120)  # the paper's monitoring horizons
 TASKS: tuple[str, ...] = ("est",) + tuple(f"mon{h}" for h in HORIZONS_MIN)
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def lab_slug(label: str) -> str:
@@ -58,6 +56,22 @@ def target_name(label: str, direction: str, task: str) -> str:
     return f"{lab_slug(label)}_{direction}_{task}"
 
 
+def _new_file_beside(path: Path) -> Path:
+    """Create an empty file ``.NAME.RANDOM.tmp`` beside ``path``; return its path.
+
+    Created with mode 0666 less the umask in force now, as ``open`` would create ``path``
+    itself (``tempfile.mkstemp`` gives 0600), and without reading or changing the umask.
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name} in 100 tries")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only on success.
@@ -66,12 +80,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = _new_file_beside(path)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -6,11 +6,15 @@ output ask for the fixture rather than rebuilding it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from labecg.sources import source_paths  # noqa: F401  (tests import it from here)
+# labecg leaves the matplotlib backend to its user; the tests draw without a display
+os.environ["MPLBACKEND"] = "Agg"
+
+from labecg.sources import source_paths  # noqa: E402, F401  (tests import it from here)
 
 SMALL_PATIENTS = 80
 

@@ -116,3 +116,56 @@ def test_cli_rejects_bad_values():
 def test_cli_unknown_command_exits_nonzero(capsys):
     assert cli.main(["nope"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+MODULES = sorted(p.stem for p in PKG.glob("*.py") if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_star_import_gives_every_name_in_all(name):
+    module = __import__(f"labecg.{name}", fromlist=["_"])
+    namespace = {}
+    exec(f"from labecg.{name} import *", namespace)  # AttributeError for a name in __all__ that is not there
+    if hasattr(module, "__all__"):
+        assert set(module.__all__) <= set(namespace), sorted(set(module.__all__) - set(namespace))
+
+
+def test_importing_the_package_leaves_the_umask_and_the_matplotlib_backend_alone(tmp_path):
+    """A student's process keeps its state: importing labecg.figures (and with it util, where
+    the umask was read by setting it) changes the umask not even briefly and picks no
+    matplotlib backend."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import os\n"
+        "calls = []\n"
+        "real = os.umask\n"
+        "os.umask = lambda mask: (calls.append(mask), real(mask))[1]\n"
+        "import labecg.figures\n"
+        "import matplotlib\n"
+        "print(calls, matplotlib.get_backend())\n")
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["[]", "svg"]
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_gives_under_the_umask_in_force(tmp_path):
+    import os
+    import stat
+
+    from labecg.util import write_json
+
+    old = os.umask(0o077)  # set after labecg.util was imported
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        with open(tmp_path / "plain.txt", "w"):
+            pass
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o600, oct(mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "plain.txt"]  # no temporary file left

@@ -1,5 +1,7 @@
 """The run summary on hand-made results: the self-check's verdicts under both bootstraps, the interval sentence."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,3 +107,43 @@ def test_interval_summary_counts_and_widths_worked_by_hand():
     assert "1.50 times as wide" in out["text"] and "1 targets significant by the paper's rule" in out["text"]
     no_ids = results.assign(low_patient=np.nan, high_patient=np.nan)
     assert "carry no patient id" in selfcheck.interval_summary(no_ids)["text"]
+
+
+def test_flags_refuse_a_name_that_is_not_a_field():
+    from labecg.explain import ExplainConfig
+
+    assert selfcheck._flags(ExplainConfig, {"run_dir": "r", "method": "occlusion"}, always=("run_dir",)) == [
+        "--run-dir", "r", "--method", "occlusion"]
+    with pytest.raises(ValueError, match="ExplainConfig has no field run;"):
+        selfcheck._flags(ExplainConfig, {"run_dir": "r"}, always=("run",))
+    with pytest.raises(ValueError, match="has no field n_steps_typo"):
+        selfcheck._flags(ExplainConfig, {"run_dir": "r"}, skip=("n_steps_typo",))
+
+
+def test_reproduce_commands_for_an_explained_run_parse_back_to_its_settings(tmp_path):
+    """A hand-made run folder (not synthetic, explained by occlusion): each printed command
+    goes back through the CLI's parser to the settings the run recorded."""
+    import json
+    import shlex
+
+    from labecg.cli import config_from_args
+    from labecg.evaluate import EvaluateConfig
+    from labecg.explain import ExplainConfig
+    from labecg.train import TrainConfig
+
+    run, cohort = tmp_path / "run dir", tmp_path / "cohort"
+    (run / "evaluation").mkdir(parents=True)
+    cohort.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {"cohort_dir": str(cohort), "run_dir": str(run),
+                                                            "epochs": 3, "lr": 0.002}}))
+    (run / "targets.json").write_text(json.dumps({"source": {"synthetic": False, "ecg": "/data/mimic-iv-ecg"}}))
+    np.savez(run / "evaluation" / "attribution.npz", method=np.array("occlusion"))
+    lines = selfcheck.reproduce_commands([run], {"run_dir": str(run), "n_iterations": 50, "seed": 4})
+    by_command = {" ".join(shlex.split(line)[:2]): shlex.split(line)[2:] for line in lines if not line.startswith("#")}
+    explain = config_from_args(ExplainConfig, by_command["labecg explain"])
+    assert (Path(explain.run_dir), explain.method) == (run, "occlusion")
+    train = config_from_args(TrainConfig, by_command["labecg train"])
+    assert (Path(train.cohort_dir), Path(train.run_dir), train.epochs, train.lr) == (cohort, run, 3, 0.002)
+    evaluate = config_from_args(EvaluateConfig, by_command["labecg evaluate"])
+    assert (Path(evaluate.run_dir), evaluate.n_iterations, evaluate.seed) == (run, 50, 4)
+    assert "labecg synth" not in by_command  # not a synthetic source
