@@ -196,7 +196,7 @@ def summarize_check(check: pd.DataFrame) -> str:
     text = "; ".join(clauses[:-1]) + "; and " + clauses[-1] + "."
     text = text[0].upper() + text[1:]
     cover = null_coverage(check)
-    if cover["contains_patient"] is not None:
+    if cover["contains_patient"] is not None and cover["n_null"]:
         text += (f" With the patient-level interval, {cover['contains_patient']} of {cover['n_null']} "
                  f"targets with nothing planted contain 0.5 (ECG-level: {cover['contains_ecg']}); "
                  f"a 95% interval should miss 0.5 for about 1 in 20 of them.")

@@ -174,21 +174,57 @@ def test_omr_text_values_and_typed_twice_heights(quirks):
     assert row["height"] == pytest.approx(68 * 2.54)
 
 
+def _differences_table() -> list[str]:
+    """The labecg column of the methods page's "where we differ" table, one cell per row."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "book" / "methods.md").read_text()
+    rows = text.split("## Where we differ", 1)[1].split("\n\n|", 1)[1].split("\n\n", 1)[0].splitlines()
+    return [r.strip().strip("|").split(" | ")[-1] for r in rows[2:]]
+
+
 def test_every_deviation_is_a_flag():
-    """The paper's or authors' choice is the default; the other one is a command-line flag."""
+    """Each setting the methods page names as the way to the other behaviour is a field of a
+    stage's config whose command-line flag gives that behaviour, and is not the default (the
+    default is the paper's or the authors' choice, as the page says)."""
+    import dataclasses
+    import re
+    import typing
+
     from labecg.cli import config_from_args
+    from labecg.evaluate import EvaluateConfig
+    from labecg.explain import ExplainConfig
     from labecg.signals import SignalsConfig
     from labecg.train import TrainConfig
 
-    c = config_from_args(CohortConfig, ["--hosp", "h", "--ed", "e", "--ecg", "g", "--ecg-icd", "i", "--cohort-dir", "o",
-                                        "--unlisted-ecgs", "assign", "--no-drop-ecgs-without-targets"])
-    assert (c.unlisted_ecgs, c.drop_ecgs_without_targets) == ("assign", False)
-    d = config_from_args(CohortConfig, ["--hosp", "h", "--ed", "e", "--ecg", "g", "--ecg-icd", "i", "--cohort-dir", "o"])
-    assert (d.unlisted_ecgs, d.drop_ecgs_without_targets) == ("exclude", True)
-    s = config_from_args(SignalsConfig, ["--cohort-dir", "c", "--ecg", "g", "--exclude-flagged"])
-    assert s.exclude_flagged and not SignalsConfig(cohort_dir="c", ecg="g").exclude_flagged
-    t = config_from_args(TrainConfig, ["--cohort-dir", ".", "--run-dir", "o", "--weight-decay-scope", "all",
-                                       "--ssm-init", "legs", "--ecg-latent", "64", "--tab-latent", "64"])
-    assert (t.weight_decay_scope, t.ssm_init, t.ecg_latent, t.tab_latent) == ("all", "legs", 64, 64)
-    u = TrainConfig(cohort_dir=".", run_dir="o")
-    assert (u.weight_decay_scope, u.ssm_init, u.ecg_latent, u.tab_latent) == ("weights", "lin", 32, 16)
+    base = {CohortConfig: ["--hosp", "h", "--ed", "e", "--ecg", "g", "--ecg-icd", "i", "--cohort-dir", "o"],
+            SignalsConfig: ["--cohort-dir", "c", "--ecg", "g"], TrainConfig: ["--cohort-dir", ".", "--run-dir", "o"],
+            EvaluateConfig: ["--run-dir", "r"], ExplainConfig: ["--run-dir", "r"]}
+    stages = tuple(base)
+    named = [re.fullmatch(r"(\w+)(?:=(.+))?", code) for cell in _differences_table()
+             for code in re.findall(r"`([^`]+)`", cell)]
+    settings = [(m[1], m[2]) for m in named if m and any(m[1] in {f.name for f in dataclasses.fields(c)}
+                                                           for c in stages)]
+    not_settings = {m[1] for m in named if m and (m[1], m[2]) not in settings}
+    assert not_settings <= {"flag"}, f"not a field of any stage's config: {sorted(not_settings)}"
+    assert len(settings) >= 10, settings
+    for name, alternative in settings:
+        (cls,) = [c for c in stages if name in {f.name for f in dataclasses.fields(c)}]
+        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        hint = typing.get_type_hints(cls)[name]
+        required = base[cls]
+        flag = "--" + name.replace("_", "-")
+        if hint is bool:
+            want = True if alternative is None else {"True": True, "False": False}[alternative]
+            args = [flag] if want else ["--no-" + flag[2:]]
+        elif alternative is not None:
+            want = typing.get_args(hint)[0].__class__(alternative.strip('"')) if typing.get_origin(hint) \
+                is typing.Literal else hint(alternative.strip('"'))
+            args = [flag, str(want)]
+        else:  # the page names the setting only: any other value than the default
+            choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+            want = next(c for c in choices if c != field.default) if choices else field.default * 2
+            args = [flag, str(want)]
+        assert want != field.default, f"{name}: the page's alternative {want!r} is the default"
+        assert getattr(config_from_args(cls, required + args), name) == want, name
+        assert getattr(config_from_args(cls, required), name) == field.default, name

@@ -8,6 +8,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
 
 from labecg import catalog, figures, paper, tables  # noqa: E402
 from labecg.util import lab_slug  # noqa: E402
@@ -183,7 +184,29 @@ def test_figures_return_figures_for_many_targets():
     assert len(fig.axes[0].get_legend().get_texts()) == 5
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "NTproBNP ≥353 pg/mL: 0.882 (0.860, 0.902)"
     plt.close(fig)
-    plt.close(figures.plot_roc_curves(y, s, names, top=3))
+    # without results: the 3 targets of highest AUROC, each curve sklearn's ROC of its observed
+    # rows; a target with one class only has no AUROC and no curve
+    from sklearn.metrics import roc_auc_score
+
+    y_missing = y.copy()
+    y_missing[:100, 0] = np.nan
+    y_missing[:, 1] = 1.0
+    y_missing[:, 2] = (s[:, 2] > 0.6).astype(float)  # perfectly separated: AUROC 1, first
+    observed = {n: ~np.isnan(y_missing[:, i]) for i, n in enumerate(names)}
+    want = {n: roc_auc_score(y_missing[observed[n], i], s[observed[n], i]) for i, n in enumerate(names)
+            if len(np.unique(y_missing[observed[n], i])) == 2}
+    best = sorted(want, key=want.get, reverse=True)[:3]
+    assert best[0] == names[2] and names[1] not in want
+    fig = figures.plot_roc_curves(y_missing, s, names, top=3)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"{n}: {want[n]:.3f}" for n in best]
+    for line, n in zip(ax.lines, best):
+        i = names.index(n)
+        fpr, tpr, _ = roc_curve(y_missing[observed[n], i], s[observed[n], i])
+        np.testing.assert_array_equal(line.get_xdata(), fpr)
+        np.testing.assert_array_equal(line.get_ydata(), tpr)
+    assert len(ax.lines) == 3 + 1  # and the chance diagonal
+    plt.close(fig)
 
     targets = {"targets": [{"name": n, "label": r.label, "direction": r.direction, "task": r.task,
                             "category": r.category, "threshold": r.threshold, "unit": r.unit, "counts": {"test": {"pos": 10, "neg": 30}}}
@@ -262,19 +285,37 @@ def test_issue14_figures_and_page_tables_from_an_evaluated_run(tmp_path):
     assert summary["median_brier"] == pytest.approx(np.median(calib["brier"]))
 
 
-def test_selfcheck_sentence_reads_well_when_a_group_is_empty():
+def test_selfcheck_sentence_counts_each_group_and_agrees_in_number():
+    """Every mix of group sizes (0, 1 or 3 targets) and verdicts: the sentence's counts are the
+    frame's, counted here; subject and verb agree; an empty group is said to be empty."""
+    import itertools
+    import re
+
     from labecg.selfcheck import summarize_check
 
-    check = pd.DataFrame({"strength": [3, 2, 0, 0, 0],
-                          "verdict": ["recovered", "not resolved", "as expected", "as expected", "unexpected signal"]})
-    assert summarize_check(check) == (
-        "1 of 2 targets with a moderate or strong planted effect (strength ≥ 2) has an AUROC interval above "
-        "0.5; no target has a weak planted effect; and 2 of 3 targets with nothing planted have an interval "
-        "containing 0.5.")
-    check = pd.DataFrame({"strength": [1, 1, 0], "verdict": ["recovered", "recovered", "unexpected signal"]})
-    assert summarize_check(check) == (
-        "No target has a moderate or strong planted effect; 2 of 2 with a weak effect have one too; and 0 of 1 "
-        "target with nothing planted has an interval containing 0.5.")
+    groups = [(3, "recovered", "not resolved"), (1, "recovered", "not resolved"), (0, "as expected", "unexpected signal")]
+    cases = [[(n, k) for n in (0, 1, 3) for k in range(n + 1)]] * 3
+    for sizes in itertools.product(*cases):
+        if all(n == 0 for n, _ in sizes):
+            continue
+        rows = [(strength, hit if i < k else miss) for (strength, hit, miss), (n, k) in zip(groups, sizes)
+                for i in range(n)]
+        check = pd.DataFrame(rows, columns=["strength", "verdict"])
+        text = summarize_check(check)
+        assert text[0] == text[0].upper() and text.endswith(".") and ". " not in text, text  # one sentence
+        clauses = text[:-1].split("; ")
+        assert len(clauses) == 3 and clauses[2].startswith("and "), text
+        for clause, (n, k) in zip([clauses[0], clauses[1], clauses[2][4:]], sizes):
+            counted = re.match(r"(\d+) of (\d+) ", clause)
+            if n == 0:
+                assert counted is None and not re.search(r"\d", clause), text
+                assert re.match(r"(?i)(no target has|every target has a planted effect)", clause), text
+                continue
+            assert counted and (int(counted[1]), int(counted[2])) == (k, n), text
+            singular = k == 1 or n == 1  # "1 of 3 targets has", "0 of 1 target has", "2 of 3 targets have"
+            assert (" has " in clause) == singular and (" have " in clause) == (not singular), text
+            if n == 1:
+                assert "targets" not in clause, text
 
 
 def test_a_run_without_monitoring_targets_says_so():
