@@ -41,15 +41,17 @@ import numpy as np
 import pandas as pd
 
 from labecg import cohort, tables
-from labecg.metrics import as_float_pair, auroc, sort_targets, weighted_auroc
+from labecg.metrics import as_float_pair, auroc, average_precision, sort_targets, weighted_auroc
 from labecg.util import TASKS, atomic_path, get_logger, progress_bar, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
            "headline_targets", "choose_headline", "read_headline", "reliability_frame", "compare_variants",
            "read_calibration", "read_reliability",
-           "read_subgroups", "AGE_BANDS", "MIN_CLASS_FOR_INTERVAL", "paired_bootstrap", "last_value_scores", "added_value",
+           "read_subgroups", "AGE_BANDS", "MIN_CLASS_FOR_INTERVAL", "paired_bootstrap", "last_value_scores",
+           "added_value",
            "read_added_value", "ADDED_VALUE_COLUMNS",
+           "simultaneous_intervals", "multiplicity_summary", "read_multiplicity", "MULTIPLICITY_COLUMNS",
            "read_predictions", "read_results", "evaluation_dir", "RESULT_COLUMNS"]
 
 log = get_logger("labecg.evaluate")
@@ -58,8 +60,11 @@ BOOTSTRAP_COLUMNS = ["auroc", "low", "high", "n_pos", "n_neg", "n_skipped"]
 PATIENT_COLUMNS = ["low_patient", "high_patient", "n_patients"]
 METADATA_COLUMNS = ["task", "lab", "label", "direction", "threshold", "unit", "category",
                     "horizon_min"]
+SIMULTANEOUS_COLUMNS = ["sim_low", "sim_high", "sim_low_patient", "sim_high_patient", "significant_simultaneous"]
 RESULT_COLUMNS = ["target", *METADATA_COLUMNS, *BOOTSTRAP_COLUMNS, "significant", *PATIENT_COLUMNS,
-                  "brier"]
+                  "brier", "auprc", "prevalence", *SIMULTANEOUS_COLUMNS]
+MULTIPLICITY_COLUMNS = ["task", "n_targets", "level", "critical_value", "critical_value_patient", "n_significant",
+                        "n_significant_simultaneous", "n_significant_patient", "n_significant_simultaneous_patient"]
 _PREDICTION_KEYS = ("study_id", "target_names", "y_true", "y_score")
 #: Per-ECG arrays that runs written since issue 14 carry: the patient (for the
 #: patient-level bootstrap) and the subgroup variables, as in cohort.parquet.
@@ -978,10 +983,14 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     Reads ``RUN/predictions_<split>.npz`` and ``RUN/targets.json``; writes (atomically)
     ``results.csv`` (one row per target + ``macro``: bootstrap columns, target metadata,
     ``significant``, the patient-level interval ``low_patient``/``high_patient`` with
-    ``n_patients``, and ``brier``), ``bootstrap_iterations.npz`` (``target_names``
+    ``n_patients``, ``brier``, ``auprc``, ``prevalence`` and the simultaneous bounds),
+    ``bootstrap_iterations.npz`` (``target_names``
     (T + 1,) with ``macro`` last, ``auroc`` (n_iterations, T + 1), ``auroc_patient``
     likewise, ``seed``, ``split``), ``calibration.csv`` (:func:`calibration`),
-    ``headline.csv`` (:func:`choose_headline`: the ``n_headline`` best estimation targets
+    ``multiplicity.csv`` (:func:`multiplicity_summary`: per task, targets above the
+    threshold by the paper's rule and under the simultaneous intervals of
+    :func:`simultaneous_intervals`, whose bounds are in ``results.csv``, ``sim_low`` ...,
+    from the same resamples), ``headline.csv`` (:func:`choose_headline`: the ``n_headline`` best estimation targets
     on the validation split), ``calibration.csv`` with patient-level intervals of
     intercept and slope for the headline targets (ECG-level without ``subject_id``),
     ``reliability.csv`` (:func:`reliability_frame`), ``subgroups.csv``
@@ -1021,8 +1030,15 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     headline = choose_headline(run, meta, cfg.n_headline, boot["auroc"])
     calib = calibration(pred["y_true"], pred["y_score"], names, groups=subject, n_iterations=cfg.n_iterations,
                         seed=cfg.seed, interval_targets=list(headline["target"]))
+    tasks = meta["task"].reindex(names).to_numpy(dtype=object)
+    sim, critical = simultaneous_intervals(boot["auroc"].to_numpy()[:T], iterations[:, :T], tasks)
+    sim_p, critical_p = simultaneous_intervals(boot["auroc"].to_numpy()[:T], iterations_p[:, :T], tasks)
+    simultaneous = pd.DataFrame({"sim_low": sim["low"].to_numpy(), "sim_high": sim["high"].to_numpy(),
+                                 "sim_low_patient": sim_p["low"].to_numpy(),
+                                 "sim_high_patient": sim_p["high"].to_numpy()}, index=pd.Index(names, dtype=object))
     results = assemble_results(boot, meta, cfg.auroc_threshold, boot_patient=boot_p, n_patients=patients,
-                               calib=calib)
+                               calib=calib, auprc=average_precision(pred["y_true"], pred["y_score"]),
+                               simultaneous=simultaneous)
 
     out = evaluation_dir(run, cfg.split)
     out.mkdir(parents=True, exist_ok=True)
@@ -1034,6 +1050,7 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
                                 split=np.array(cfg.split), n_ecgs=np.int64(n))
     _write_csv(calib.reset_index(), out / "calibration.csv")
     _write_csv(headline, out / "headline.csv")
+    _write_csv(multiplicity_summary(results, critical, critical_p, cfg.auroc_threshold), out / "multiplicity.csv")
     _write_csv(reliability_frame(pred["y_true"], pred["y_score"], names, cfg.n_bins), out / "reliability.csv")
     if subject is not None and all(k in pred for k in ("sex", "age", "race")):
         labels = subgroup_labels(pred["sex"], pred["age"], pred["race"])
@@ -1106,7 +1123,8 @@ def _patients_per_target(y_true, subject) -> np.ndarray:
 
 def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: float = 0.7, *,
                      boot_patient: pd.DataFrame | None = None, n_patients=None,
-                     calib: pd.DataFrame | None = None) -> pd.DataFrame:
+                     calib: pd.DataFrame | None = None, auprc=None, simultaneous: pd.DataFrame | None = None
+                     ) -> pd.DataFrame:
     """Join bootstrap rows with target metadata, the significance rule, and the extra analyses.
 
     Parameters
@@ -1125,10 +1143,18 @@ def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: fl
         Distinct patients with an observed label (macro last); -1 without it.
     calib : DataFrame, optional
         From :func:`calibration`; its ``brier`` becomes a column (NaN for macro).
+    auprc : array-like of shape (n_targets,), optional
+        :func:`labecg.metrics.average_precision` per target; macro: the mean over the
+        targets where it is defined. NaN without it.
+    simultaneous : DataFrame, optional
+        Indexed by target: ``sim_low``, ``sim_high``, ``sim_low_patient``,
+        ``sim_high_patient`` (:func:`simultaneous_intervals`); NaN without it.
 
     Returns
     -------
-    DataFrame indexed by ``target``, columns ``RESULT_COLUMNS[1:]``.
+    DataFrame indexed by ``target``, columns ``RESULT_COLUMNS[1:]``: also ``prevalence``
+    (``n_pos / (n_pos + n_neg)``; macro: the mean over targets, the baseline of the macro
+    AUPRC) and ``significant_simultaneous`` (``sim_low > auroc_threshold``).
     """
     results = meta.reindex(boot.index).join(boot)
     results["significant"] = (results["low"] > auroc_threshold).fillna(False).astype(bool)
@@ -1140,8 +1166,109 @@ def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: fl
     results["n_patients"] = np.asarray(n_patients if n_patients is not None else np.full(len(boot), -1),
                                        dtype=np.int64)
     results["brier"] = calib["brier"].reindex(boot.index) if calib is not None else np.nan
+    targets = boot.index[:-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prevalence = (boot["n_pos"] / (boot["n_pos"] + boot["n_neg"])).astype(float)
+    prevalence["macro"] = prevalence[targets].mean() if len(targets) else np.nan
+    results["prevalence"] = prevalence
+    ap = pd.Series(np.nan if auprc is None else np.asarray(auprc, dtype=float), index=targets, dtype=float)
+    results["auprc"] = pd.concat([ap, pd.Series({"macro": ap.mean() if ap.notna().any() else np.nan})])
+    for col in SIMULTANEOUS_COLUMNS[:-1]:
+        results[col] = simultaneous[col].reindex(boot.index) if simultaneous is not None else np.nan
+    results["significant_simultaneous"] = (results["sim_low"] > auroc_threshold).fillna(False).astype(bool)
     results["horizon_min"] = pd.to_numeric(results["horizon_min"]).astype("Int64")  # NaN for est, macro
     return results[RESULT_COLUMNS[1:]]
+
+
+def simultaneous_intervals(point, iterations, groups, level: float = 0.95) -> tuple[pd.DataFrame, dict]:
+    """Simultaneous intervals for all targets of a group at once: the bootstrap max-statistic method.
+
+    The paper holds each of about 500 targets to 0.70 with its own 95% interval, so
+    some pass by chance. Within a group (a task), let ``se_t`` be the standard deviation
+    of target t's bootstrap AUROCs and ``M_i = max_t |AUROC_it - AUROC_t| / se_t`` the
+    largest standardised deviation in resample i; ``c`` is the ``level`` quantile of
+    ``M``, and target t's interval is ``AUROC_t ± c se_t``, clipped to [0, 1]. All
+    intervals of the group then cover their true AUROCs together in about ``level`` of
+    samples (a sup-t band; Romano & Wolf, 2005; Montiel Olea & Plagborg-Møller, 2019).
+    The resamples are those already drawn (``bootstrap_iterations.npz``); a resample
+    skipped for a target (single class) leaves it out of that resample's maximum.
+
+    Parameters
+    ----------
+    point : array-like of shape (n_targets,)
+        AUROC on the full set.
+    iterations : array-like of shape (n_iterations, n_targets)
+        AUROC per resample, NaN where skipped.
+    groups : array-like of shape (n_targets,)
+        Group (task) of each target; the maximum runs within a group.
+    level : float
+
+    Returns
+    -------
+    intervals : DataFrame with ``n_targets`` rows (in input order): ``low``, ``high``; NaN
+        for a target with an undefined AUROC or no spread over the resamples (``se_t`` 0
+        or undefined), which is left out of its group's maximum.
+    critical : dict
+        Group -> ``c`` (NaN for a group with no target to hold).
+    """
+    point = np.asarray(point, dtype=np.float64)
+    its = np.asarray(iterations, dtype=np.float64)
+    groups = np.asarray(groups, dtype=object)
+    if its.ndim != 2 or its.shape[1] != point.size or groups.shape != point.shape:
+        raise ValueError(f"expected point (T,), iterations (I, T), groups (T,); got point.shape={point.shape}, "
+                         f"iterations.shape={its.shape}, groups.shape={groups.shape}")
+    low, high = np.full(point.size, np.nan), np.full(point.size, np.nan)
+    critical = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns and resamples
+        se = np.nanstd(its, axis=0, ddof=1)  # (T,)
+        for g in dict.fromkeys(groups):
+            cols = np.flatnonzero((groups == g) & np.isfinite(point) & np.isfinite(se) & (se > 0))
+            if cols.size == 0:
+                critical[g] = np.nan
+                continue
+            z = np.abs(its[:, cols] - point[cols]) / se[cols]  # (I, k)
+            m = np.nanmax(z, axis=1)  # (I,)
+            c = float(np.quantile(m[~np.isnan(m)], level)) if (~np.isnan(m)).any() else np.nan
+            critical[g] = c
+            low[cols] = np.clip(point[cols] - c * se[cols], 0.0, 1.0)
+            high[cols] = np.clip(point[cols] + c * se[cols], 0.0, 1.0)
+    return pd.DataFrame({"low": low, "high": high}), critical
+
+
+def multiplicity_summary(results: pd.DataFrame, critical: dict, critical_patient: dict,
+                         auroc_threshold: float = 0.7, level: float = 0.95) -> pd.DataFrame:
+    """Per task: targets above ``auroc_threshold`` by the paper's rule and under simultaneous intervals.
+
+    Returns
+    -------
+    DataFrame with columns :data:`MULTIPLICITY_COLUMNS`, one row per task of
+    :data:`~labecg.util.TASKS` present in ``results``: ``n_targets``, ``level``,
+    ``critical_value`` (ECG-level resamples) and ``critical_value_patient``,
+    ``n_significant`` (the paper's rule: pointwise ECG-level lower bound above the
+    threshold), ``n_significant_simultaneous`` (simultaneous ECG-level lower bound),
+    ``n_significant_patient`` and ``n_significant_simultaneous_patient`` (the same with
+    the patient-level resamples).
+    """
+    frame = results.drop(index="macro", errors="ignore")
+    rows = []
+    for task in TASKS:
+        tr = frame[frame["task"] == task]
+        if tr.empty:
+            continue
+        rows.append({"task": task, "n_targets": len(tr), "level": level,
+                     "critical_value": critical.get(task, np.nan),
+                     "critical_value_patient": critical_patient.get(task, np.nan),
+                     "n_significant": int((tr["low"] > auroc_threshold).sum()),
+                     "n_significant_simultaneous": int((tr["sim_low"] > auroc_threshold).sum()),
+                     "n_significant_patient": int((tr["low_patient"] > auroc_threshold).sum()),
+                     "n_significant_simultaneous_patient": int((tr["sim_low_patient"] > auroc_threshold).sum())})
+    return pd.DataFrame(rows, columns=MULTIPLICITY_COLUMNS)
+
+
+def read_multiplicity(path) -> pd.DataFrame:
+    """Read ``multiplicity.csv`` back (:func:`multiplicity_summary`)."""
+    return _read_csv(path, MULTIPLICITY_COLUMNS, "multiplicity")
 
 
 def read_results(path) -> pd.DataFrame:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-__all__ = ["auroc", "SortedTargets", "sort_targets", "weighted_auroc"]
+__all__ = ["auroc", "average_precision", "SortedTargets", "sort_targets", "weighted_auroc"]
 
 
 @dataclass(frozen=True)
@@ -233,3 +233,48 @@ def auroc(y_true, y_score):
     y_true, y_score, one_d = _as_2d(y_true, y_score)
     result = weighted_auroc(sort_targets(y_true, y_score))
     return float(result[0]) if one_d else result
+
+
+def average_precision(y_true, y_score):
+    """Area under the precision-recall curve (average precision) of every target, missing labels left out.
+
+    ``AP = sum_k (R_k - R_{k-1}) P_k`` over the distinct scores ``k`` from highest to
+    lowest, ``P_k``, ``R_k`` the precision and recall of calling positive every ECG that
+    scores at least ``k`` (ties enter together): the step-wise sum of
+    ``sklearn.metrics.average_precision_score``, without interpolation. A model that
+    ranks at random scores the prevalence on average, the baseline to read it against.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_ecgs, n_targets) or (n_ecgs,)
+        1.0 positive, 0.0 negative, NaN missing.
+    y_score : array-like of the same shape
+        Scores, higher meaning more likely positive; finite where ``y_true`` is observed.
+
+    Returns
+    -------
+    ndarray of shape (n_targets,), float64, or float for 1-d input
+        NaN where a target has no positive (or no observed pair).
+
+    Examples
+    --------
+    >>> float(average_precision([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]))  # (1/2)(1) + (1/2)(2/3)
+    0.8333333333333333
+    """
+    y_true, y_score, one_d = _as_2d(y_true, y_score)
+    sort_targets(y_true, y_score)  # validates labels and scores, naming the first bad cell
+    out = np.full(y_true.shape[1], np.nan)
+    for t in range(y_true.shape[1]):
+        m = ~np.isnan(y_true[:, t])
+        y, s = y_true[m, t], y_score[m, t]
+        n_pos = y.sum()
+        if n_pos == 0:
+            continue
+        order = np.argsort(-s, kind="stable")
+        y, s = y[order], s[order]
+        last = np.flatnonzero(np.append(s[1:] != s[:-1], True))  # last index of each tie group
+        tp = np.cumsum(y)[last]
+        precision = tp / (last + 1)
+        recall = tp / n_pos
+        out[t] = float(np.sum(np.diff(recall, prepend=0.0) * precision))
+    return float(out[0]) if one_d else out

@@ -547,7 +547,8 @@ def test_calibration_interval_skips_separated_resamples():
     for _ in range(200):
         rows = rng.integers(0, 6, size=6)
         lab, x = y[rows, 0], p[rows, 0]
-        overlap = lab.min() < lab.max() and x[lab == 1].min() < x[lab == 0].max() and x[lab == 0].min() < x[lab == 1].max()
+        overlap = (lab.min() < lab.max() and x[lab == 1].min() < x[lab == 0].max()
+                   and x[lab == 0].min() < x[lab == 1].max())
         skipped += not overlap
     assert cal.iloc[0]["calibration_n_skipped"] == skipped > 0
 
@@ -618,3 +619,68 @@ def test_a_subgroup_with_fewer_than_ten_of_a_class_gets_no_interval():
     cell = table.set_index("Subgroup").iloc[:, -1]
     assert cell["asian"] == f"1.000 (too few) [6/6, {skipped} skipped]"
     assert "too few" not in cell["black"]
+
+
+def test_average_precision_equals_sklearn_with_ties_and_masks():
+    from sklearn.metrics import average_precision_score
+
+    y, s = _random_problem(n=300, T=12, seed=3, decimals=1)
+    ap = metrics.average_precision(y, s)
+    for t in range(y.shape[1]):
+        m = ~np.isnan(y[:, t])
+        expected = average_precision_score(y[m, t], s[m, t]) if y[m, t].sum() > 0 else np.nan
+        assert ap[t] == pytest.approx(expected, abs=1e-12, nan_ok=True)
+
+
+def _slow_simultaneous(y, s, tasks, n_iterations, seed, level=0.95):
+    """An explicit loop: resample rows, sklearn AUROC per target, then the max |t| over each task's targets."""
+    point = _sklearn_auroc(y, s)
+    draws = np.array([_sklearn_auroc(y[idx], s[idx]) for idx in resample_indices(len(y), n_iterations, seed)])
+    low, high, crit = np.full(len(point), np.nan), np.full(len(point), np.nan), {}
+    for task in dict.fromkeys(tasks):
+        cols = [t for t in range(len(point)) if tasks[t] == task]
+        se = {t: np.std(draws[~np.isnan(draws[:, t]), t], ddof=1) for t in cols}
+        maxima = []
+        for i in range(n_iterations):
+            devs = [abs(draws[i, t] - point[t]) / se[t] for t in cols if not np.isnan(draws[i, t])]
+            if devs:
+                maxima.append(max(devs))
+        crit[task] = np.quantile(maxima, level)
+        for t in cols:
+            low[t] = max(0.0, point[t] - crit[task] * se[t])
+            high[t] = min(1.0, point[t] + crit[task] * se[t])
+    return low, high, crit
+
+
+def test_simultaneous_intervals_equal_a_slow_max_statistic_loop():
+    """Issue 21, D: the max-statistic band over a task's targets, against an explicit loop over resamples."""
+    y, s = _random_problem(n=150, T=7, seed=5)
+    tasks = np.array(["est", "est", "est", "mon30", "mon30", "mon60", "mon60"], dtype=object)
+    boot, its = bootstrap(y, s, 60, seed=2, return_iterations=True)
+    sim, crit = evaluate.simultaneous_intervals(boot["auroc"].to_numpy()[:7], its[:, :7], tasks)
+    low, high, slow_crit = _slow_simultaneous(y, s, tasks, 60, 2)
+    np.testing.assert_allclose(sim["low"], low, atol=1e-12)
+    np.testing.assert_allclose(sim["high"], high, atol=1e-12)
+    assert crit == pytest.approx(slow_crit, abs=1e-12)
+    # simultaneous intervals are wider than the pointwise ones of more than one target
+    assert crit["est"] > norm.ppf(0.975) * 0.9 and (sim["high"] - sim["low"]).gt(0).all()
+
+
+def test_evaluate_run_writes_auprc_prevalence_and_multiplicity(tmp_path):
+    from sklearn.metrics import average_precision_score
+
+    y, s, names = _write_run(tmp_path, n=300)
+    out = evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=40, seed=1))
+    res = evaluate.read_results(out / "results.csv")
+    for t, name in enumerate(names):
+        m = ~np.isnan(y[:, t])
+        assert res.loc[name, "auprc"] == pytest.approx(average_precision_score(y[m, t], s[m, t]), abs=1e-9)
+        assert res.loc[name, "prevalence"] == pytest.approx(y[m, t].astype(float).mean(), abs=1e-12)
+    tasks = res.drop(index="macro")["task"].to_numpy(dtype=object)
+    low, _, crit = _slow_simultaneous(y.astype(float), s.astype(float), tasks, 40, 1)
+    np.testing.assert_allclose(res["sim_low"].drop("macro"), low, atol=1e-9)
+    multi = evaluate.read_multiplicity(out / "multiplicity.csv").set_index("task")
+    assert multi.loc["est", "critical_value"] == pytest.approx(crit["est"], abs=1e-9)
+    est = res.drop(index="macro")[lambda f: f["task"] == "est"]
+    assert multi.loc["est", "n_significant"] == (est["low"] > 0.7).sum()
+    assert multi.loc["est", "n_significant_simultaneous"] == (pd.Series(low)[tasks == "est"] > 0.7).sum()
