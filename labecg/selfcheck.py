@@ -222,7 +222,10 @@ def describe_run(run_dir) -> dict:
     source = targets.get("source", {})
     synthetic = bool(source.get("synthetic", False))
     label = ("synthetic data (labecg generator), not MIMIC-IV" if synthetic
-             else "the MIMIC-IV data sources (MIMIC-IV hosp, MIMIC-IV-ED, MIMIC-IV-ECG, MIMIC-IV-ECG-ICD)")
+             else "the MIMIC-IV data sources (MIMIC-IV hosp, MIMIC-IV-ED, MIMIC-IV-ECG, MIMIC-IV-ECG-ICD)"
+             if source.get("ecg_icd", "") is not None
+             else "the MIMIC-IV data sources (MIMIC-IV hosp, MIMIC-IV-ED, MIMIC-IV-ECG; no MIMIC-IV-ECG-ICD, "
+                  "so every fold was assigned)")
     lines = [f"- run folder: `{run_dir.name}`", f"- data: {label}"]
     for key, value in _flatten(info):
         lines.append(f"- {key.replace('_', ' ')}: `{value}`")
@@ -262,6 +265,34 @@ def results_summary(results: pd.DataFrame) -> dict:
             "macro_high": float(macro["high"]), "n_targets": int(len(tr)), "n_significant": n_sig,
             "n_significant_mon_max": max(n_sig[t] for t in TASKS[1:]),
             "by_task": by_task}
+
+
+def scale_verdict(results: pd.DataFrame, auroc_threshold: float = 0.7) -> str:
+    """A plain sentence when a run is too small to estimate anything, else "".
+
+    The test: the macro AUROC's patient-level 95% interval (the ECG-level one where the
+    run has no patient ids) holds both chance (0.5) and ``auroc_threshold``, so the run can
+    tell the model neither from chance nor from the paper's bar. Such a run (the open MIMIC
+    demo's few patients, a classroom run) shows the stages working, not a result.
+
+    Parameters
+    ----------
+    results : DataFrame
+        :func:`labecg.evaluate.read_results` of a run (its ``macro`` row).
+    """
+    macro = results.loc["macro"]
+    low, high, level = macro.get("low_patient", np.nan), macro.get("high_patient", np.nan), "patient-level"
+    if np.isnan(low) or np.isnan(high):
+        low, high, level = macro["low"], macro["high"], "ECG-level"
+    if not (low <= 0.5 <= high and low <= auroc_threshold <= high):
+        return ""
+    n = macro.get("n_patients", np.nan)
+    over = f" over {int(n):,} test patients" if not np.isnan(n) and n >= 0 else ""
+    return (f"**This run cannot estimate anything.** The macro AUROC's {level} 95% interval{over}, "
+            f"{low:.2f}–{high:.2f}, holds both chance (0.50) and the paper's bar ({auroc_threshold:.2f}), "
+            "so the run cannot say whether the model beats chance, let alone how well the ECG estimates a "
+            "laboratory value. What it shows is every stage working on these rows; "
+            f"an estimate needs far more patients (the paper's cohort: {paper.COHORT['n_patients']:,}).")
 
 
 def interval_summary(results: pd.DataFrame, auroc_threshold: float = 0.7) -> dict:

@@ -9,6 +9,7 @@ shipped ``record_list.csv`` with pandas, not from the stage's own output.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,9 @@ from labecg.sources import locate_source, source_paths
 DEMO = Path(labecg.__file__).parent / "mimic_demo"
 DEMO_SOURCES = ["--hosp", str(DEMO / "mimiciv/hosp"), "--ed", str(DEMO / "mimic-iv-ed/ed"),
                 "--ecg", str(DEMO / "mimic-iv-ecg")]
-#: The largest --min-per-class that keeps targets on the demo (README, book/mimic.md).
-DEMO_MIN_PER_CLASS = 4
+#: The largest --min-per-class that keeps targets on the demo: `make book-mimic-demo`'s (README, book/mimic.md).
+DEMO_MIN_PER_CLASS = int(re.search(r"^MIMIC_DEMO_BOOK\s*=.*?--min-per-class (\d+)",
+                                   (Path(__file__).resolve().parents[1] / "Makefile").read_text(), re.M).group(1))
 
 
 @pytest.fixture(scope="module")
