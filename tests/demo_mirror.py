@@ -109,10 +109,18 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)  # a client that stopped reading is no error here
+
+
 @contextlib.contextmanager
 def serve(root: Path):
     """Serve ``root`` on 127.0.0.1 (a free port); yields the server (``.url``, ``.requested``, ``.cut``)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    server = _Server(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
     server.requested, server.cut = [], set()
     server.url = f"http://127.0.0.1:{server.server_address[1]}/"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
