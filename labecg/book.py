@@ -1,10 +1,10 @@
 """The book: execute the stage notebooks with papermill, then build the Jupyter Book.
 
 ``labecg book`` (and ``make book``) runs ``notebooks/01_data.ipynb`` ... ``04_results.ipynb``
-in order, each into ``book/notebooks/`` (git-ignored; the book renders these executed
+in order (``01b_real_rows``: the cohort stage on the shipped MIMIC demo tables, offline), each into ``book/notebooks/`` (git-ignored; the book renders these executed
 copies, ``_config.yml`` sets ``execute_notebooks: "off"``), then ``jupyter-book build``,
 then the privacy check (:func:`labecg.privacy.check_privacy`) over the HTML and the executed
-notebooks. It builds the book and nothing else: the notebooks call the stages themselves
+notebooks, with the ids of the cohort, of the run folders and of the shipped demo (:func:`demo_ids`). It builds the book and nothing else: the notebooks call the stages themselves
 (:mod:`labecg.sources`, :mod:`labecg.signals`, :mod:`labecg.train`, ...), as the CLI does.
 
 Caching: a stage is skipped when its record in ``book/notebooks/.cache/<stage>.json``
@@ -41,16 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Optional
 
-from labecg.catalog import MIMIC_TABLES, SYNTHETIC_MARKER
+from labecg.catalog import MIMIC_DEMO_ROOT, MIMIC_TABLES, SYNTHETIC_MARKER
 from labecg.privacy import check_privacy
 from labecg.sources import source_paths
 from labecg.util import PROGRESS_ENV, atomic_path, get_logger, read_json, write_json
 
-__all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "stage_files"]
+__all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "demo_ids", "stage_files"]
 
 log = get_logger("labecg.book")
 
-STAGES: tuple[str, ...] = ("01_data", "02_signals", "03_training", "04_results")
+STAGES: tuple[str, ...] = ("01_data", "01b_real_rows", "02_signals", "03_training", "04_results")
 _COHORT_FILES = ("cohort.parquet", "targets.json", "cohort_flow.csv", "last_values.parquet")
 _SIGNAL_FILES = ("signals.npy", "signals.json", "signals_manifest.parquet", "signals_stats.json")
 _ECG_TOP_FILES = tuple(name for source, name in MIMIC_TABLES.values() if source == "ecg")
@@ -78,6 +78,8 @@ class BookConfig:
         "help": "cohort: ECGs without a strat_fold in ECG_ICD: exclude (the authors') or assign (their "
                 "patient's fold or a stratified one; every fold when there is no ECG_ICD file)"})
     cohort_dir: Path = field(default=Path("data/cohort"), metadata={"help": "cohort folder (signals go beside it)"})
+    demo_cohort_dir: Path = field(default=Path("data/demo_cohort"), metadata={
+        "help": "cohort folder of the real-rows chapter (the shipped MIMIC demo tables)"})
     run_dir: Path = field(default=Path("runs/default"), metadata={"help": "run folder of the fusion model"})
     patients: int = field(default=3000, metadata={
         "help": "synthetic patients (labecg synth: 300, a quick test size; the book's 3,000 give the paper's cohort rules targets)"})
@@ -194,6 +196,7 @@ def notebook_parameters(cfg: BookConfig) -> dict:
         "hosp": rel(src["hosp"]), "ed": rel(src["ed"]), "ecg": rel(src["ecg"]),
         "ecg_icd": None if src["ecg_icd"] is None else rel(src["ecg_icd"]),
         "unlisted_ecgs": cfg.unlisted_ecgs, "cohort_dir": rel(cfg.cohort_dir), "run_dir": rel(cfg.run_dir),
+        "demo_cohort_dir": rel(cfg.demo_cohort_dir),
         "patients": cfg.patients, "min_lab_events": cfg.min_lab_events,
         "min_per_class": cfg.min_per_class, "workers": cfg.workers, "epochs": cfg.epochs,
         "d_model": cfg.d_model, "n_layers": cfg.n_layers, "batch_size": cfg.batch_size,
@@ -219,6 +222,8 @@ def stage_files(stage: str, cfg: BookConfig) -> list[tuple[Path, bool]]:
                 + ([(src["ecg_icd"], False)] if src["ecg_icd"] is not None else [])
                 + [(Path(cfg.data_root) / SYNTHETIC_MARKER, False)] + ecg_index
                 + [(c / f, False) for c in cohorts for f in _COHORT_FILES])
+    if stage == "01b_real_rows":
+        return [(MIMIC_DEMO_ROOT, True)] + [(Path(cfg.demo_cohort_dir) / f, False) for f in _COHORT_FILES]
     if stage == "02_signals":
         return ecg_index + [(c / f, False) for c in cohorts for f in _COHORT_FILES + _SIGNAL_FILES]
     if stage == "03_training":
@@ -496,7 +501,7 @@ def build_book(cfg: BookConfig) -> BookResult:
     ids_from = Path(cfg.cohort_dir) / "cohort.parquet"
     check_privacy(html_index.parent if html_index else None, executed,
                   ids_from if ids_from.exists() else None,
-                  ids=_run_study_ids(_run_dirs(cfg)))
+                  ids=_run_study_ids(_run_dirs(cfg)) | demo_ids())
     result = BookResult(stages=stages, notebooks=notebooks, html_index=html_index, seconds=seconds,
                         reasons=reasons)
     log.info("book built:\n%s", result)
@@ -556,6 +561,16 @@ def _build_html(book_root: Path, rebuild_all: bool) -> Path:
     if proc.returncode != 0 or not index.exists():
         raise RuntimeError(f"jupyter-book build {book_root} failed (exit {proc.returncode}):\n{output[-4000:]}")
     return index
+
+
+def demo_ids() -> set[int]:
+    """Every subject and study id of the shipped MIMIC demo tables (the real-rows chapter's cohort is a subset)."""
+    import pandas as pd
+
+    root = MIMIC_DEMO_ROOT
+    patients = pd.read_csv(root / "mimiciv" / "hosp" / "patients.csv.gz", usecols=["subject_id"])
+    records = pd.read_csv(root / "mimic-iv-ecg" / "record_list.csv", usecols=["subject_id", "study_id"])
+    return {int(i) for i in pd.concat([patients["subject_id"], records["subject_id"], records["study_id"]])}
 
 
 def _run_study_ids(run_dirs) -> set[int]:

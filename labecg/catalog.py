@@ -4,7 +4,7 @@ Static domain knowledge shared by the synthetic generator (which writes these it
 labels, fluids and units) and by the cohort builder (which looks up the paper's
 physiological category of a label), ``MIMIC_COLUMNS``, the column lists of the four
 sources, and their layout under a data root (``MIMIC_SOURCES``, ``MIMIC_TABLES``,
-``MIMIC_FILES``, ``SYNTHETIC_MARKER``). Imports no other ``labecg`` module.
+``MIMIC_FILES``, ``SYNTHETIC_MARKER``, ``MIMIC_DEMO_ROOT``). Imports no other ``labecg`` module.
 
 Categories are the paper's codes: ``Ca.`` cardiac, ``Re.`` renal, ``He.`` hematological,
 ``Me.`` metabolic, ``Im.`` immunological, ``Co.`` coagulation; ``Re./Ca.`` where the
@@ -28,6 +28,7 @@ Not verified: eAG's itemid 50854 (one public listing names 50854 "Absolute A1c")
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -155,3 +156,6 @@ MIMIC_TABLES = {
 MIMIC_FILES = {table: MIMIC_SOURCES[src] + (f"/{name}" if name else "") for table, (src, name) in MIMIC_TABLES.items()}
 #: Written by the synthetic generator at the data root; its absence marks real data.
 SYNTHETIC_MARKER = "labecg_synthetic.json"
+#: The open MIMIC demo tables shipped with labecg: a data root without waveforms and without
+#: MIMIC-IV-ECG-ICD (its PROVENANCE.md names the projects, versions and licence).
+MIMIC_DEMO_ROOT = Path(__file__).parent / "mimic_demo"

@@ -402,7 +402,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     for target in targets:
         cols[target["name"]] = columns.pop(target["name"])
     df = pd.DataFrame(cols)
-    df["race"] = df["race"].astype(str)
+    df["race"] = df["race"].astype(str).where(df["race"].notna(), None)  # a missing race stays missing
 
     summary = {"n_ecgs": int(len(df)), "n_patients": int(df["subject_id"].nunique()),
                "n_targets": {task: sum(target["task"] == task for target in targets) for task in cfg.tasks}}

@@ -41,11 +41,12 @@ log = get_logger("labecg.data")
 
 CONTINUOUS = tuple(f for f in FEATURES if f not in ("sex", "race"))
 VARIABLES = FEATURES
-# Output columns of transform_tabular, in order. Race has no missing indicator: the cohort
-# maps an unknown race to "other", as the authors do.
+# Output columns of transform_tabular, in order. A patient without any recorded race has a
+# missing race (as the authors): its one-hot columns are imputed with their training medians
+# and race_missing is 1, as for every other variable.
 TABULAR_FEATURES: tuple[str, ...] = (
     ("sex",) + CONTINUOUS + tuple(f"race_{r}" for r in RACES)
-    + tuple(f"{v}_missing" for v in VARIABLES if v != "race"))
+    + tuple(f"{v}_missing" for v in VARIABLES))
 #: (first column, columns) of the categorical variables in :data:`TABULAR_FEATURES`, in
 #: the authors' order: sex (one 0/1 column), race (one-hot). The authors' tabular MLP
 #: embeds them (:class:`labecg.model.TabularMLP`).
@@ -111,8 +112,9 @@ class DataConfig:
 class TabularStats:
     """Imputation and standardization statistics, fitted on training rows only.
 
-    ``median`` has one entry for sex and each of :data:`CONTINUOUS` (race is not imputed:
-    a missing race, which the cohort never writes, is an all-zero one-hot); ``mean``/``std`` are of the
+    ``median`` has one entry for sex, each of :data:`CONTINUOUS` and each race one-hot
+    column ``race_<r>`` (the median over training rows with a race: what a missing race is
+    imputed with, as the authors impute their race dummies); ``mean``/``std`` are of the
     median-imputed continuous variables; ``n_rows`` is the number of training rows used.
     """
 
@@ -162,6 +164,10 @@ def fit_tabular(frame: pd.DataFrame, train_rows) -> TabularStats:
             # a constant column's std is float round-off (1e-14 for 37 copies of 98.6), not 0:
             # dividing by it would turn any other value into ~1e13
             std[name] = s if s > 1e-9 * max(1.0, abs(mean[name])) else 1.0
+    race = _race(frame)[rows]
+    known = race[race != None]  # noqa: E711 (elementwise over an object array)
+    for r in RACES:
+        median[f"race_{r}"] = float(np.median(known == r)) if len(known) else 0.0
     return TabularStats(median=median, mean=mean, std=std, n_rows=int(len(rows)))
 
 
@@ -172,8 +178,8 @@ def transform_tabular(frame: pd.DataFrame, stats: TabularStats) -> np.ndarray:
     -------
     x : ndarray of shape (n_ecgs, len(TABULAR_FEATURES)), float32
         Columns :data:`TABULAR_FEATURES`: sex (1 male, 0 female; median-imputed), the ten
-        continuous variables (median-imputed, then standardized), race one-hot (all zeros
-        when missing), and one 0/1 "was missing" indicator per variable except race.
+        continuous variables (median-imputed, then standardized), race one-hot (a missing
+        race: each column's training median), and one 0/1 "was missing" indicator per variable.
     """
     n = len(frame)
     out = np.zeros((n, len(TABULAR_FEATURES)), dtype=np.float32)
@@ -186,15 +192,23 @@ def transform_tabular(frame: pd.DataFrame, stats: TabularStats) -> np.ndarray:
             v = (v - stats.mean[name]) / stats.std[name]
         out[:, col[name]] = v
         out[:, col[f"{name}_missing"]] = miss
+    race = _race(frame)
+    missing = race == None  # noqa: E711 (elementwise over an object array)
+    for r in RACES:
+        out[:, col[f"race_{r}"]] = np.where(missing, stats.median.get(f"race_{r}", 0.0), race == r)
+    out[:, col["race_missing"]] = missing
+    return out
+
+
+def _race(frame: pd.DataFrame) -> np.ndarray:
+    """The race column as an object array of :data:`RACES` names and None (missing)."""
     if "race" not in frame.columns:
         raise KeyError(f"cohort frame: missing column 'race'; expected one of {RACES} per row")
     race = frame["race"].astype("string").str.lower().to_numpy(dtype=object, na_value=None)
     unknown = sorted({r for r in race if r is not None and r not in RACES})
     if unknown:
         raise ValueError(f"cohort frame: column 'race' has {unknown}; expected {RACES} or missing")
-    for r in RACES:
-        out[:, col[f"race_{r}"]] = race == r
-    return out
+    return race
 
 
 # ---------------------------------------------------------------------------- dataset

@@ -11,8 +11,10 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   (chartdate), then (omr) the lower ``seq_num``, then the smaller value.
 - Demographics: ``patients.gender`` M -> 1.0, F -> 0.0, else NaN; ``anchor_age``. Race: the
   subject's earliest admission (``admittime``) with a non-empty race, else the earliest ED
-  stay (``intime``); mapped by substring WHITE/BLACK/HISPANIC/ASIAN, else (and when no race
-  is known) ``other``.
+  stay (``intime``) (the authors take the first row in file order); mapped by substring
+  WHITE/BLACK/HISPANIC/ASIAN, else ``other`` (so ``UNKNOWN`` is ``other``, as the authors);
+  a subject with no race in either table has a missing race (None), as the authors: training
+  imputes it and flags it (``labecg.data``).
 - Vitals: implausible values become missing before choosing the closest: plausible ranges
   (closed) temperature [50, 150] °F, heartrate [0, 700], resprate [0, 300], o2sat [0, 100],
   sbp and dbp [0, 500] (the notes' upper bounds; negative values also count as implausible).
@@ -46,10 +48,10 @@ RACES = ("white", "black", "hispanic", "asian", "other")
 FEATURES = ("sex", "age", "race") + readers.VITALS + BIOMETRIC_FEATURES
 
 
-def map_race(race) -> str:
-    """Free-text race -> white, black, hispanic, asian or other (by substring, upper case)."""
-    if not isinstance(race, str):
-        return "other"
+def map_race(race) -> str | None:
+    """Free-text race -> white, black, hispanic, asian or other (by substring, upper case); None when absent."""
+    if not isinstance(race, str) or not race.strip():
+        return None
     r = race.upper()
     for key in ("WHITE", "BLACK", "HISPANIC", "ASIAN"):
         if key in r:
@@ -63,7 +65,8 @@ def read_demographics(con, files: dict, headers: dict, ecgs: pd.DataFrame, flow:
     Returns
     -------
     dict with sex (1.0 male, 0.0 female, NaN), age (float64, NaN where absent) and race
-    (str, one of ``RACES``), each an ndarray of shape (n_ecgs,) in the row order of ``ecgs``.
+    (object: one of ``RACES``, None where no race is recorded), each an ndarray of shape
+    (n_ecgs,) in the row order of ``ecgs``.
     """
     pat = readers.read_strict(files["patients"], headers["patients"],
                               {"subject_id": "BIGINT", "gender": "VARCHAR", "anchor_age": "DOUBLE"})
@@ -87,10 +90,10 @@ def read_demographics(con, files: dict, headers: dict, ecgs: pd.DataFrame, flow:
         readers.report_rejects(con, f"rej_{key}", files[key], None, 0)  # warns; race only, no flow step
         races.append(r.set_index("subject_id")["race"])
     race_src = races[0].combine_first(races[1]) if len(races[1]) else races[0]
-    race = ecgs["subject_id"].map(race_src).map(map_race).astype(str).to_numpy()
+    race = np.array([map_race(r) for r in ecgs["subject_id"].map(race_src)], dtype=object)
     n_norace = int((~ecgs["subject_id"].isin(race_src.index)).sum())
     flow.add("race: ECGs whose subject has a race", len(ecgs), len(ecgs) - n_norace,
-             "ECGs kept with race 'other' (no race in admissions or edstays)")
+             "ECGs kept with race missing (no race in admissions or edstays; imputed in training, flagged)")
     return {"sex": sex, "age": p["anchor_age"].astype("float64").to_numpy(), "race": race}
 
 

@@ -22,11 +22,14 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   values such as 'ERROR' or '>25000'); labels 'H', 'I', 'L', 'other' dropped; rows whose two
   reference bounds both equal 0 dropped (a row with one or two empty bounds is kept; its
   empty bound does not enter the medians); repeated ``labevent_id`` kept once; per label
-  only its most frequent fluid (ties: alphabetical); per label the most frequent unit
-  spelling is the unit (ties: alphabetical); other spellings that name the same quantity
-  (equal up to case and spaces, or listed in ``UNIT_SYNONYMS``) are relabelled with factor
-  1, rows with a unit of another quantity are dropped and counted; rows without a unit keep
-  their value; labels with fewer than ``min_lab_events`` rows dropped.
+  only its most frequent fluid (ties: alphabetical); units: the authors' table
+  (``LABEL_UNITS``, their ``preprocessing.py``) names the unit of about 20 labels, every
+  spelling of those labels is read in it with factor 1, except the spellings of another
+  quantity they drop (``DROPPED_UNITS``); for any other label the most frequent spelling is
+  the unit (ties: alphabetical), other spellings that name the same quantity (equal up to
+  case and spaces, or listed in ``UNIT_SYNONYMS``) are relabelled with factor 1, and rows
+  with a unit of another quantity are dropped and counted (the authors keep them); rows
+  without a unit keep their value; labels with fewer than ``min_lab_events`` rows dropped.
 - Thresholds: per label the median of ``ref_range_lower`` and of ``ref_range_upper`` over
   the label's rows of ECG patients (NULLs ignored; even counts averaged); low if valuenum <
   lower median, high if > upper median.
@@ -53,12 +56,24 @@ from labecg import catalog, readers, util
 log = util.get_logger("labecg.cohort")  # the cohort stage's messages, whichever module says them
 
 DROPPED_LABELS = ("H", "I", "L", "other")
-# Spellings that name the same quantity (factor 1); label None = any label.
+# The authors' unit table (preprocessing.py, "same consistency"): every spelling of these
+# labels is read in this unit, factor 1 (e.g. Protein/Creatinine Ratio 'Ratio' is mg/mg,
+# MCHC '%' is g/dL: MIMIC prints both ways, same numbers). One change: they name Prostate
+# Specific Antigen's unit mg/dL; MIMIC reports it in ng/mL, and the values are ng/mL.
+LABEL_UNITS: dict[str, str] = {
+    "pH": "units", "Specific Gravity": " ", "MCHC": "g/dL", "Protein/Creatinine Ratio": "mg/mg",
+    "D-Dimer": "ng/mL", "Thyroid Stimulating Hormone": "uIU/mL", "Cortisol": "ug/dL", "RDW-SD": "fL",
+    "Albumin/Creatinine, Urine": "mg/g", "C-Reactive Protein": "mg/L", "eAG": "mg/dL",
+    "Absolute CD3 Count": "#/uL", "Absolute CD4 Count": "#/uL", "Absolute CD8 Count": "#/uL",
+    "CD4/CD8 Ratio": "ratio", "WBC Count": "K/uL", "Prostate Specific Antigen": "ng/mL",
+}
+# Spellings of another quantity that the authors drop ("different and minority"): (label, spelling).
+DROPPED_UNITS: frozenset = frozenset({("Absolute Lymphocyte Count", "#/uL"), ("D-Dimer", "ng/mL DDU")})
+# Labels outside LABEL_UNITS: spellings that name the same quantity (factor 1); label None = any label.
 UNIT_SYNONYMS: dict[Optional[str], tuple[frozenset, ...]] = {
     None: (frozenset({"K/uL", "10^3/uL", "x10E3/uL", "THOU/uL"}),
            frozenset({"m/uL", "10^6/uL", "x10E6/uL", "MIL/uL"}),
            frozenset({"IU/L", "U/L"})),
-    "MCHC": (frozenset({"g/dL", "%"}),),  # MIMIC prints MCHC both ways, same numbers
 }
 
 
@@ -81,9 +96,21 @@ def _unit_key(unit: str) -> str:
     return "".join(unit.split()).lower()
 
 
+def dropped_unit(label: str, unit) -> bool:
+    """Whether rows of ``label`` in this unit spelling are dropped by the authors' table (``DROPPED_UNITS``)."""
+    return isinstance(unit, str) and any(label == lab and _unit_key(unit) == _unit_key(spelling)
+                                         for lab, spelling in DROPPED_UNITS)
+
+
 def same_quantity(label: str, unit_a: str, unit_b: str) -> bool:
-    """Whether two unit spellings of a label name the same quantity (conversion factor 1)."""
-    if _unit_key(unit_a) == _unit_key(unit_b):
+    """Whether two unit spellings of a label name the same quantity (conversion factor 1).
+
+    For a label of ``LABEL_UNITS`` every spelling does, except those of ``DROPPED_UNITS``;
+    for the others, spellings equal up to case and spaces or in one group of ``UNIT_SYNONYMS``.
+    """
+    if dropped_unit(label, unit_a) or dropped_unit(label, unit_b):
+        return False
+    if label in LABEL_UNITS or _unit_key(unit_a) == _unit_key(unit_b):
         return True
     for group in UNIT_SYNONYMS.get(None, ()) + UNIT_SYNONYMS.get(label, ()):
         keys = {_unit_key(g) for g in group}
@@ -102,16 +129,18 @@ def harmonize_units(counts: pd.DataFrame) -> pd.DataFrame:
 
     Returns
     -------
-    ``counts`` plus columns unit (the label's most frequent spelling; ties alphabetical) and
-    keep (bool: same quantity as the unit per ``same_quantity``, or no unit given). Kept rows
-    keep their value (every listed synonym has factor 1).
+    ``counts`` plus columns unit (``LABEL_UNITS``' unit, else the label's most frequent
+    spelling not in ``DROPPED_UNITS``; ties alphabetical) and keep (bool: not a dropped
+    spelling, and the same quantity as the unit per ``same_quantity`` or no unit given).
+    Kept rows keep their value (every listed synonym has factor 1).
     """
-    named = counts[counts["valueuom"].notna()].sort_values(["label", "n", "valueuom"],
-                                                           ascending=[True, False, True])
+    dropped = [dropped_unit(lab, c) for lab, c in zip(counts["label"], counts["valueuom"])]
+    named = counts[counts["valueuom"].notna() & ~np.asarray(dropped, dtype=bool)]
+    named = named.sort_values(["label", "n", "valueuom"], ascending=[True, False, True])
     unit = named.drop_duplicates("label").set_index("label")["valueuom"]
-    out = counts.assign(unit=counts["label"].map(unit))
-    out["keep"] = [pd.isna(u) or pd.isna(c) or same_quantity(lab, u, c)
-                   for lab, u, c in zip(out["label"], out["valueuom"], out["unit"])]
+    out = counts.assign(unit=[LABEL_UNITS.get(lab, unit.get(lab, np.nan)) for lab in counts["label"]])
+    out["keep"] = [not drop and (pd.isna(c) or pd.isna(u) or same_quantity(lab, u, c))
+                   for lab, u, c, drop in zip(out["label"], out["valueuom"], out["unit"], dropped)]
     return out
 
 
@@ -292,7 +321,7 @@ def _make_lab_table(con, lab_rows: str, n_rows: int, flow: readers.Flow, min_lab
             log.info(f"units of {label!r}: " + ", ".join(outcomes))
     n_unit_kept = int(unit_map.loc[unit_map["keep"], "n"].sum())
     flow.add("labevents: unit harmonized", n_chosen_fluid, n_unit_kept, "rows whose unit names another quantity "
-             "than the label's most frequent unit", warn=True)
+             "than the label's unit (LABEL_UNITS, else its most frequent spelling)", warn=True)
     rows_per_label = unit_map[unit_map["keep"]].groupby("label")["n"].sum()
     labels_kept = rows_per_label[rows_per_label >= min_lab_events].index
     flow.add("labevents: labels with enough rows", n_unit_kept, int(rows_per_label[labels_kept].sum()),

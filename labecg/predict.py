@@ -174,8 +174,8 @@ def read_features(features: Features) -> pd.DataFrame:
     Returns
     -------
     frame : DataFrame of shape (1, 12)
-        Columns :data:`labecg.data.VARIABLES`; NaN where missing, except race, which is
-        "other" when missing, as the cohort writes it.
+        Columns :data:`labecg.data.VARIABLES`; NaN where missing (race: None, imputed
+        and flagged as in training).
 
     Raises
     ------
@@ -205,7 +205,7 @@ def read_features(features: Features) -> pd.DataFrame:
         raise ValueError(f"{where}: unknown feature columns {unknown}; expected any of {list(FEATURES)}")
     row = {c: frame.iloc[0][c] for c in frame.columns}
     out: dict = {v: np.nan for v in VARIABLES}
-    out["race"] = "other"
+    out["race"] = None
     for col, value in row.items():
         if value is None or (not isinstance(value, str) and pd.isna(value)) or str(value).strip() == "":
             continue

@@ -230,11 +230,12 @@ def test_demographics(built):
     _, df = built
     assert df.loc[40000015, "race"] == "black"    # earliest admission
     assert df.loc[40000016, "race"] == "hispanic"  # edstays when no admission
-    assert df.loc[40000001, "race"] == "other" and df.loc[40000002, "race"] == "other"
+    assert df.loc[40000001, "race"] == "other"  # UNKNOWN is other, as the authors
+    assert pd.isna(df.loc[40000002, "race"])  # no race recorded: missing, as the authors
     assert df.loc[40000003, "sex"] == 0.0 and df.loc[40000001, "sex"] == 1.0
     assert df.loc[40000003, "age"] == 53.0
     assert [features.map_race(r) for r in ("ASIAN - CHINESE", "WHITE - RUSSIAN", None, "PORTUGUESE")] == \
-        ["asian", "white", "other", "other"]
+        ["asian", "white", None, "other"]
 
 
 def test_layout_order_and_metadata(built):

@@ -121,17 +121,27 @@ def test_imputation_statistics_come_from_training_rows_only():
         assert x[:30, col[name]].std() == pytest.approx(1.0, rel=1e-3), name
 
 
-def test_race_is_one_hot_without_a_missing_indicator():
-    frame = make_frame(np.random.default_rng(2), 6)
-    frame["race"] = pd.array(["white", "black", None, "asian", "other", "hispanic"], dtype="string")
-    x = transform_tabular(frame, fit_tabular(frame, np.arange(6)))
+def test_missing_race_is_imputed_with_training_medians_and_flagged():
+    frame = make_frame(np.random.default_rng(2), 7)
+    frame["race"] = pd.array(["white", "black", None, "white", "other", "white", None], dtype="string")
+    # training rows 0-5: known races white, black, white, other, white -> medians of the one-hot
+    # columns over those five: white 1 (3 of 5), every other race 0; row 2 (missing) is not counted
+    stats = fit_tabular(frame, np.arange(6))
+    assert {r: stats.median[f"race_{r}"] for r in RACES} == {"white": 1.0, "black": 0.0, "hispanic": 0.0,
+                                                              "asian": 0.0, "other": 0.0}
+    x = transform_tabular(frame, stats)
     col = {n: i for i, n in enumerate(TABULAR_FEATURES)}
     onehot = x[:, [col[f"race_{r}"] for r in RACES]]
-    np.testing.assert_array_equal(onehot.sum(axis=1), [1, 1, 0, 1, 1, 1])
-    assert onehot[1, RACES.index("black")] == 1 and onehot[5, RACES.index("hispanic")] == 1
-    # the cohort maps an unknown race to "other" (as the authors): an indicator would be always 0
-    assert "race_missing" not in col and len(TABULAR_FEATURES) == 1 + len(CONTINUOUS) + len(RACES) + 11
-    frame["race"] = pd.array(["martian"] * 6, dtype="string")
+    np.testing.assert_array_equal(onehot[:, RACES.index("white")], [1, 0, 1, 1, 0, 1, 1])
+    np.testing.assert_array_equal(onehot.sum(axis=1), [1] * 7)
+    assert onehot[1, RACES.index("black")] == 1 and onehot[4, RACES.index("other")] == 1
+    np.testing.assert_array_equal(x[:, col["race_missing"]], [0, 0, 1, 0, 0, 0, 1])
+    assert len(TABULAR_FEATURES) == 1 + len(CONTINUOUS) + len(RACES) + 12
+    # an even split gives the median 0.5, as numpy's median of 0/1 values
+    frame["race"] = pd.array(["black", "white", None, "black", "white", "asian", None], dtype="string")
+    stats = fit_tabular(frame, np.arange(5))
+    assert stats.median["race_black"] == 0.5 and stats.median["race_white"] == 0.5
+    frame["race"] = pd.array(["martian"] * 7, dtype="string")
     with pytest.raises(ValueError, match="race"):
         transform_tabular(frame, fit_tabular(frame, np.arange(6)))
 

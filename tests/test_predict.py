@@ -99,7 +99,9 @@ def test_non_mimic_record_equals_an_independent_computation(run_copy):
     for v in ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "bmi", "weight", "height"):
         tab[v] = (med[v] - mean[v]) / std[v]
         tab[f"{v}_missing"] = 1.0
-    tab["race_other"] = 1.0  # a missing race is "other", as the cohort writes it
+    for r in ("white", "black", "hispanic", "asian", "other"):  # a missing race: training medians, flagged
+        tab[f"race_{r}"] = med[f"race_{r}"]
+    tab["race_missing"] = 1.0
     tabular = torch.tensor([list(tab.values())] * 4, dtype=torch.float32)
     model = load_run(run).model
     with torch.no_grad():

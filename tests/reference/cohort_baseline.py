@@ -19,15 +19,15 @@ import numpy as np
 import pandas as pd
 
 from labecg.features import BIOMETRICS, VITAL_BOUNDS
-from labecg.labels import DROPPED_LABELS, UNIT_SYNONYMS
+from labecg.labels import DROPPED_LABELS, DROPPED_UNITS, LABEL_UNITS, UNIT_SYNONYMS
 from labecg.readers import VITALS
 
 READ = dict(keep_default_na=False, na_values=[""])
 
 
-def _race(r) -> str:
+def _race(r) -> str | None:
     if not isinstance(r, str):
-        return "other"
+        return None
     for key in ("WHITE", "BLACK", "HISPANIC", "ASIAN"):
         if key in r.upper():
             return key.lower()
@@ -46,10 +46,21 @@ def _slug(label: str) -> str:
     return "".join(out).strip("_")
 
 
+def _key(u):
+    return "".join(u.split()).lower()
+
+
+def _dropped(label, u) -> bool:
+    return isinstance(u, str) and (label, _key(u)) in {(lab, _key(x)) for lab, x in DROPPED_UNITS}
+
+
 def _same_unit(label, a, b) -> bool:
-    def key(u):
-        return "".join(u.split()).lower()
-    if key(a) == key(b):
+    key = _key
+    if not isinstance(a, str) or not isinstance(b, str):
+        return True  # a row without a unit keeps its value
+    if _dropped(label, a) or _dropped(label, b):
+        return False
+    if label in LABEL_UNITS or key(a) == key(b):
         return True
     groups = list(UNIT_SYNONYMS.get(None, ())) + list(UNIT_SYNONYMS.get(label, ()))
     return any(key(a) in {key(g) for g in grp} and key(b) in {key(g) for g in grp} for grp in groups)
@@ -81,13 +92,17 @@ def clean_labs(hosp: Path, subjects, min_lab_events: int):
     units = {}
     keep = np.ones(len(lab), dtype=bool)
     for label, g in lab.groupby("label"):
-        c = g["valueuom"].dropna().value_counts()
-        if len(c):
-            top = c.max()
-            unit = sorted(c[c == top].index)[0]
+        c = g["valueuom"][[not _dropped(label, u) for u in g["valueuom"]]].dropna().value_counts()
+        dropped = g["valueuom"].map(lambda u, lb=label: _dropped(lb, u)).to_numpy(dtype=bool)
+        if label in LABEL_UNITS or len(c):
+            unit = LABEL_UNITS[label] if label in LABEL_UNITS else sorted(c[c == c.max()].index)[0]
             units[label] = unit
             ok = g["valueuom"].isna() | g["valueuom"].map(lambda u, lb=label, un=unit: _same_unit(lb, u, un))
-            keep[lab.index.get_indexer(g.index[~ok.to_numpy(dtype=bool)])] = False
+            ok = ok.to_numpy(dtype=bool) & ~dropped
+            keep[lab.index.get_indexer(g.index[~ok])] = False
+        elif dropped.any():
+            units[label] = None
+            keep[lab.index.get_indexer(g.index[dropped])] = False
         else:
             units[label] = None
     lab = lab[keep]
