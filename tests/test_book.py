@@ -40,7 +40,7 @@ SMALL = dict(patients=50, epochs=1, d_model=16, n_layers=1, batch_size=16, n_ite
 # the remote of the test book's git work tree; the build turns it into the buttons' URL
 TEST_REMOTE = ("git@github.com:labecg-test/labecg.git", "https://github.com/labecg-test/labecg")
 PAGES = ["index.html", "book/intro.html", "book/tasks.html", "book/methods.html",
-         "book/notebooks/01_data.html", "book/notebooks/02_signals.html",
+         "book/notebooks/01_data.html", "book/notebooks/01b_real_rows.html", "book/notebooks/02_signals.html",
          "book/notebooks/03_training.html", "book/notebooks/04_results.html",
          "book/results.html", "book/mimic.html", "book/classroom.html"]
 
@@ -319,13 +319,38 @@ def test_book_builds_from_a_run_folder_alone(tmp_path, built):
     cfg = small_config(root, data_root=tmp_path / "absent", cohort_dir=tmp_path / "absent-cohort",
                        run_dir=run, from_run=True)
     result = build_book(cfg)
-    assert result.stages == {"01_data": "placeholder", "02_signals": "placeholder",
+    assert result.stages == {"01_data": "placeholder", "01b_real_rows": "placeholder", "02_signals": "placeholder",
                              "03_training": "placeholder", "04_results": "ran"}
     assert not (tmp_path / "absent").exists() and not (tmp_path / "absent-cohort").exists()
     page = (root / "_build" / "html" / "book" / "results.html").read_text()
     macro = pd.read_csv(run / "evaluation" / "results.csv").set_index("target").loc["macro", "auroc"]
     assert f"{macro:.3f}" in page
     assert "not executed" in (root / "_build" / "html" / "book" / "notebooks" / "01_data.html").read_text()
+
+
+def test_privacy_check_covers_the_real_rows_chapter(built):
+    from labecg.book import demo_ids
+    from labecg.privacy import PrivacyError
+
+    # every subject and study id of the shipped demo, read here without labecg
+    demo = REPO / "labecg" / "mimic_demo"
+    records = pd.read_csv(demo / "mimic-iv-ecg" / "record_list.csv")
+    patients = pd.read_csv(demo / "mimiciv" / "hosp" / "patients.csv.gz")
+    assert demo_ids() == set(records["subject_id"]) | set(records["study_id"]) | set(patients["subject_id"])
+    page = (built.html / "book/notebooks/01b_real_rows.html").read_text()
+    assert "folds" in page and "MIMIC-IV-ECG-ICD" in page
+    # a study id planted in an output of the chapter's executed notebook fails the next (cached) build
+    path = built.first.notebooks["01b_real_rows"]
+    before, stat = path.read_bytes(), path.stat()
+    study = int(records["study_id"].iloc[0])
+    try:
+        path.write_text(path.read_text().replace("labecg.cohort: ", f"labecg.cohort: study {study} ", 1))
+        assert str(study) in path.read_text()
+        with pytest.raises(PrivacyError, match=f"01b_real_rows.*{study}"):
+            build_book(dataclasses.replace(built.cfg, build_html=False))
+    finally:
+        path.write_bytes(before)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_cache_key_is_the_key_of_the_books_records(built):
