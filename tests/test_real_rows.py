@@ -272,3 +272,24 @@ def test_unit_differences_on_the_demo_are_the_methods_pages(demo, raw_labs):
     by_both = int(sum(((rows["label"] == lab) & (rows["valueuom"] == unit)).sum() for lab, unit in labels.DROPPED_UNITS))
     assert by_both == 16  # Absolute Lymphocyte Count in #/uL, worked out from the shipped file
     assert _methods_number(r"on the demo we drop (\d+) lab rows? the authors keep") == (dropped - by_both,)
+
+
+def test_unit_table_is_the_authors():
+    # spelling counts of four labels, one fluid each, as on the demo and full MIMIC
+    counts = pd.DataFrame({"label": ["Protein/Creatinine Ratio", "Protein/Creatinine Ratio",
+                                     "Absolute Lymphocyte Count", "Absolute Lymphocyte Count",
+                                     "D-Dimer", "D-Dimer", "D-Dimer", "Calcium, Total", "Calcium, Total"],
+                           "valueuom": ["mg/mg", "Ratio", "K/uL", "#/uL", "ng/mL", "ng/mL FEU", "ng/mL DDU",
+                                        "mg/dL", "mmol/L"],
+                           "n": [11, 4, 559, 16, 4, 4, 3, 900, 2]})
+    out = labels.harmonize_units(counts).set_index(["label", "valueuom"])
+    # the authors read 'Ratio' as mg/mg and every D-Dimer spelling as ng/mL except 'ng/mL DDU', which they
+    # drop, as ALC in '#/uL'; a label outside their table keeps our rule (mmol/L is another quantity)
+    assert out.loc[("Protein/Creatinine Ratio", "Ratio"), "unit"] == "mg/mg"
+    assert out.loc[("Protein/Creatinine Ratio", "Ratio"), "keep"]
+    assert out.loc[("D-Dimer", "ng/mL FEU"), "keep"] and out.loc[("D-Dimer", "ng/mL FEU"), "unit"] == "ng/mL"
+    assert not out.loc[("D-Dimer", "ng/mL DDU"), "keep"]
+    assert not out.loc[("Absolute Lymphocyte Count", "#/uL"), "keep"]
+    assert out.loc[("Absolute Lymphocyte Count", "K/uL"), "unit"] == "K/uL"
+    assert not out.loc[("Calcium, Total", "mmol/L"), "keep"] and out.loc[("Calcium, Total", "mg/dL"), "keep"]
+    assert labels.LABEL_UNITS["Prostate Specific Antigen"] == "ng/mL"  # the authors name it mg/dL
