@@ -450,7 +450,11 @@ def attribution_shares(windows_frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pct(x: float) -> str:
-    return f"{x:+.3f}"
+    """A signed difference to 3 decimals; a nonzero one that would print as 0.000 gets enough digits to show its sign."""
+    text = f"{x:+.3f}"
+    if x != 0 and float(text) == 0:
+        text = f"{x:+.1e}"
+    return text
 
 
 def summarize_attribution(check: pd.DataFrame, randomization: pd.DataFrame | None = None) -> str:
