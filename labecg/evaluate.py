@@ -51,7 +51,7 @@ __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_ind
            "read_subgroups", "AGE_BANDS", "MIN_CLASS_FOR_INTERVAL", "paired_bootstrap", "last_value_scores",
            "added_value",
            "read_added_value", "ADDED_VALUE_COLUMNS",
-           "simultaneous_intervals", "multiplicity_summary", "read_multiplicity", "MULTIPLICITY_COLUMNS",
+           "simultaneous_intervals", "multiplicity_summary", "read_multiplicity", "read_paper_comparison", "MULTIPLICITY_COLUMNS",
            "read_predictions", "read_results", "evaluation_dir", "RESULT_COLUMNS"]
 
 log = get_logger("labecg.evaluate")
@@ -996,7 +996,8 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     ``reliability.csv`` (:func:`reliability_frame`), ``subgroups.csv``
     (:func:`subgroup_auroc` of the headline targets),
     ``table1_estimation.{csv,md}``, ``table2_monitoring.{csv,md}`` and
-    ``paper_comparison.csv``; ``added_value.csv`` (:func:`added_value`) with the
+    ``paper_comparison.csv`` (with a ``difference`` only when ``targets.json`` records
+    ``source.synthetic`` false); ``added_value.csv`` (:func:`added_value`) with the
     tabular-only run (``tabular_run_dir``) and the run's ``last_values.parquet``, those
     of the two it has. A predictions file without ``subject_id`` (a run from
     before the patient-level bootstrap) leaves the patient columns NaN and writes no
@@ -1075,7 +1076,9 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     _write_csv(t2, out / "table2_monitoring.csv", index=True)
     _write_text(tables.to_markdown(t2),
                 out / "table2_monitoring.md")
-    _write_csv(tables.compare_with_paper(results), out / "paper_comparison.csv")
+    # a difference to the paper's AUROCs only where the run's own record says it was built from MIMIC-IV
+    comparable = read_json(targets_path).get("source", {}).get("synthetic") is False
+    _write_csv(tables.compare_with_paper(results, comparable=comparable), out / "paper_comparison.csv")
     macro = results.loc["macro"]
     log.info("macro AUROC %.3f (%.3f, %.3f; patient-level %.3f, %.3f); %d targets significant above %.2f",
              macro["auroc"], macro["low"], macro["high"], macro["low_patient"], macro["high_patient"],
@@ -1264,6 +1267,13 @@ def multiplicity_summary(results: pd.DataFrame, critical: dict, critical_patient
                      "n_significant_patient": int((tr["low_patient"] > auroc_threshold).sum()),
                      "n_significant_simultaneous_patient": int((tr["sim_low_patient"] > auroc_threshold).sum())})
     return pd.DataFrame(rows, columns=MULTIPLICITY_COLUMNS)
+
+
+def read_paper_comparison(path) -> pd.DataFrame:
+    """Read ``paper_comparison.csv`` back (:func:`labecg.tables.compare_with_paper`)."""
+    return _read_csv(path, ["target", "value", "category", "direction", "task", "paper_threshold", "threshold",
+                            "unit", "threshold_differs", "paper_auroc", "paper_low", "paper_high", "auroc", "low",
+                            "high", "difference", "comparable", "paper_version"], "paper comparison")
 
 
 def read_multiplicity(path) -> pd.DataFrame:

@@ -30,7 +30,8 @@ from labecg.util import TASKS, lab_slug, read_json
 __all__ = ["source_banner", "read_planted_effects",
            "planted_effects_check", "summarize_check", "null_coverage", "attribution_check",
            "attribution_shares", "summarize_attribution", "ATTRIBUTION_CHECK_COLUMNS", "ATTRIBUTION_VERDICTS", "describe_run", "results_summary",
-           "interval_summary", "calibration_summary", "describe_calibration", "reproduce_commands",
+           "interval_summary", "calibration_summary", "describe_calibration", "describe_multiplicity",
+           "reproduce_commands",
            "reproduce_box"]
 
 
@@ -375,6 +376,25 @@ ATTRIBUTION_CHECK_COLUMNS = ["target", "window", "window_s", "share", "low", "hi
                              "vs_planted_high", "verdict", "n_ecgs", "level"]
 #: The verdicts of :func:`attribution_check`, strongest first.
 ATTRIBUTION_VERDICTS = ("concentrated", "above nulls only", "not shown", "no null targets")
+
+
+def describe_multiplicity(multiplicity: pd.DataFrame, auroc_threshold: float = 0.7) -> str:
+    """One sentence from ``multiplicity.csv``: targets above the threshold one at a time and all at once.
+
+    Every count is read from the frame (:func:`labecg.evaluate.multiplicity_summary`).
+    """
+    if multiplicity.empty:
+        return "This run has no target, so there is nothing to hold to the threshold."
+    n = int(multiplicity["n_targets"].sum())
+    paper, sim = int(multiplicity["n_significant"].sum()), int(multiplicity["n_significant_simultaneous"].sum())
+    sim_p = int(multiplicity["n_significant_simultaneous_patient"].sum())
+    level = float(multiplicity["level"].iloc[0])
+    text = (f"Held to {auroc_threshold:.2f} one at a time (the paper's rule), {paper} of {n} targets have a lower "
+            f"bound above it; with {level:.0%} simultaneous intervals over all targets of a task (the bootstrap "
+            f"maximum of the standardised deviations, on the same resamples), {sim} stay above it")
+    if multiplicity["critical_value_patient"].notna().any():
+        text += f", and {sim_p} with the patient-level resamples"
+    return text + "."
 
 
 def attribution_check(windows_frame: pd.DataFrame, contrasts: pd.DataFrame | None = None) -> pd.DataFrame:

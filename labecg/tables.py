@@ -59,6 +59,48 @@ def _significant(frame: pd.DataFrame, auroc_threshold: float) -> pd.Series:
     return (frame["low"] > auroc_threshold).fillna(False).astype(bool)
 
 
+#: A target is "rare" below this test prevalence: its AUROC can be high while most of its
+#: positive calls are wrong, so the tables add its AUPRC beside the prevalence, the AUPRC
+#: of a model that ranks at random. 10 %: where a reader starts to need the PPV.
+RARE_PREVALENCE = 0.10
+
+#: Columns Tables 1 and 2 and the comparison add beside each AUROC (issue 21, C).
+COUNT_COLUMNS = ["Positives / negatives", "Patients", "Prevalence", "AUPRC (prevalence)"]
+
+
+def _get(r, name):
+    value = getattr(r, name, np.nan) if not isinstance(r, (dict, pd.Series)) else r.get(name, np.nan)
+    return np.nan if value is None else value
+
+
+def format_counts(r) -> dict:
+    """The :data:`COUNT_COLUMNS` of one results row: test positives / negatives, patients, prevalence, AUPRC.
+
+    ``AUPRC (prevalence)`` reads ``0.312 (0.052)`` for a rare target (prevalence below
+    :data:`RARE_PREVALENCE`) and ``–`` otherwise; ``Patients`` is ``–`` where unknown.
+
+    >>> format_counts({"n_pos": 5, "n_neg": 95, "n_patients": 40, "prevalence": 0.05, "auprc": 0.3125})
+    {'Positives / negatives': '5 / 95', 'Patients': '40', 'Prevalence': '5.0%', 'AUPRC (prevalence)': '0.312 (0.050)'}
+    """
+    n_pos, n_neg, patients = _get(r, "n_pos"), _get(r, "n_neg"), _get(r, "n_patients")
+    prevalence, auprc = _get(r, "prevalence"), _get(r, "auprc")
+    if pd.isna(prevalence) and not pd.isna(n_pos) and n_pos + n_neg > 0:
+        prevalence = n_pos / (n_pos + n_neg)
+    rare = not pd.isna(prevalence) and prevalence < RARE_PREVALENCE and not pd.isna(auprc)
+    return {"Positives / negatives": "–" if pd.isna(n_pos) else f"{int(n_pos)} / {int(n_neg)}",
+            "Patients": "–" if pd.isna(patients) or patients < 0 else f"{int(patients)}",
+            "Prevalence": "–" if pd.isna(prevalence) else f"{100 * prevalence:.1f}%",
+            "AUPRC (prevalence)": f"{auprc:.3f} ({prevalence:.3f})" if rare else "–"}
+
+
+def _counts_cell(r) -> str:
+    """Table 2's compact counts of one horizon: ``45 / 320 · 120 patients · 12.3%`` (``· AUPRC 0.312`` if rare)."""
+    c = format_counts(r)
+    patients = f" · {c['Patients']} patients" if c["Patients"] != "–" else ""
+    text = f"{c['Positives / negatives']}{patients} · {c['Prevalence']}"
+    return text + (f" · AUPRC {c['AUPRC (prevalence)'].split()[0]}" if c["AUPRC (prevalence)"] != "–" else "")
+
+
 def table_estimation(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.DataFrame:
     """The paper's Table 1: estimation targets significantly above ``auroc_threshold``.
 
@@ -73,8 +115,9 @@ def table_estimation(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.
     Returns
     -------
     DataFrame indexed by target name, columns ``Value`` (``NTproBNP [Ca.]``),
-    ``Threshold`` (``≥353 pg/mL``), ``Estimation AUROC`` (``0.882 (0.860, 0.902)``);
-    sorted by AUROC, highest first.
+    ``Threshold`` (``≥353 pg/mL``), ``Estimation AUROC`` (``0.882 (0.860, 0.902)``),
+    then the test counts of :func:`format_counts` (:data:`COUNT_COLUMNS`); sorted by
+    AUROC, highest first.
     """
     est = _targets_only(results)
     est = est[(est["task"] == "est") & _significant(est, auroc_threshold)]
@@ -84,7 +127,9 @@ def table_estimation(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.
         "Threshold": [format_threshold(r.direction, r.threshold, r.unit) for r in est.itertuples()],
         "Estimation AUROC": [format_auroc(r.auroc, r.low, r.high) for r in est.itertuples()],
     }, index=pd.Index(list(est.index), name="target", dtype=object), dtype=object)
-    return table
+    counts = pd.DataFrame([format_counts(r) for r in est.itertuples()], index=table.index,
+                          columns=COUNT_COLUMNS, dtype=object)
+    return pd.concat([table, counts], axis=1)
 
 
 def table_monitoring(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.DataFrame:
@@ -112,7 +157,9 @@ def table_monitoring(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.
     -------
     DataFrame indexed by ``{lab}_{direction}``, columns ``Value``, ``Threshold``,
     ``30 min. AUROC``, ``60 min. AUROC``, ``120 min. AUROC`` (``–`` where a horizon has
-    no target). ``table.attrs["best"]`` maps each row to the column of its best horizon
+    no target), then ``30 min. n``, ``60 min. n``, ``120 min. n``: each horizon's test
+    positives / negatives, patients and prevalence (:func:`format_counts`; the AUPRC too
+    for a rare target). ``table.attrs["best"]`` maps each row to the column of its best horizon
     (highest AUROC), the paper's bold, which :func:`to_markdown` and :func:`style_table` set.
     """
     mon = _targets_only(results)
@@ -132,6 +179,7 @@ def table_monitoring(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.
         for h, col in zip(HORIZONS_MIN, columns):
             r = by_task.loc[f"mon{h}"] if f"mon{h}" in by_task.index else None
             row[col] = "–" if r is None else format_auroc(r["auroc"], r["low"], r["high"])
+            row[f"{h} min. n"] = "–" if r is None else _counts_cell(r)
             if r is not None and not np.isnan(r["auroc"]) and r["auroc"] > best_auc:
                 best_col, best_auc = col, r["auroc"]
         if best_col is not None:
@@ -141,7 +189,8 @@ def table_monitoring(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.
     order = np.argsort(-np.asarray(sort_keys, dtype=float), kind="stable")
     table = pd.DataFrame([rows[i][1] for i in order],
                          index=pd.Index([rows[i][0] for i in order], name="abnormality", dtype=object),
-                         columns=["Value", "Threshold", *columns], dtype=object)
+                         columns=["Value", "Threshold", *columns, *[f"{h} min. n" for h in HORIZONS_MIN]],
+                         dtype=object)
     table.attrs["best"] = best
     return table
 
@@ -163,34 +212,60 @@ def to_markdown(table: pd.DataFrame, index: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_with_paper(results: pd.DataFrame) -> pd.DataFrame:
+def compare_with_paper(results: pd.DataFrame, comparable: bool = True) -> pd.DataFrame:
     """Our AUROCs beside the paper's, for every target both report.
 
-    Matched on (paper name of the lab, direction, task). The paper lists only targets
-    significant above 0.7, so targets outside its tables do not appear.
+    Matched on (paper name of the lab, direction, task); the thresholds need not agree
+    (ours are the medians of this cohort's training fold), so both are given and
+    ``threshold_differs`` marks where they do (relative difference above 0.5 %, or
+    another unit). The paper lists only targets significant above 0.7, so targets outside
+    its tables do not appear.
+
+    Parameters
+    ----------
+    results : DataFrame
+        :func:`labecg.evaluate.read_results`.
+    comparable : bool
+        Whether this run's data are the paper's kind (MIMIC-IV): only then is
+        ``difference`` filled. :func:`labecg.evaluate.evaluate_run` sets it from the run's
+        own record, ``targets.json`` ``source.synthetic``: a synthetic AUROC measures
+        how well the pipeline recovers planted effects, not MIMIC-IV, and its difference
+        to the paper's would mean nothing.
 
     Returns
     -------
     DataFrame, one row per matched target in the paper's order, columns ``target``,
     ``value``, ``category``, ``direction``, ``task``, ``paper_threshold``, ``threshold``,
-    ``unit``, ``paper_auroc``, ``paper_low``, ``paper_high``, ``auroc``, ``low``, ``high``,
-    ``difference`` (ours minus the paper's), ``paper_version`` (``"arXiv v1"``).
+    ``unit``, ``threshold_differs``, ``paper_auroc``, ``paper_low``, ``paper_high``,
+    ``auroc``, ``low``, ``high``, ``n_pos``, ``n_neg``, ``n_patients``, ``prevalence``
+    (this run's test counts), ``difference`` (ours minus the paper's; NaN when not
+    ``comparable``), ``comparable``, ``paper_version`` (``"arXiv v1"``).
     """
     ours = _targets_only(results).reset_index()
     ours["value"] = [catalog.paper_name(label) if isinstance(label, str) else label
                      for label in ours["label"]]
+    for col in ("n_patients", "prevalence"):
+        if col not in ours.columns:
+            ours[col] = np.nan
     published = paper.read_paper_tables().rename(columns={"auroc": "paper_auroc", "low": "paper_low",
                                                 "high": "paper_high", "threshold": "paper_threshold",
                                                 "unit": "paper_unit", "category": "paper_category"})
     merged = published.merge(ours, on=["value", "direction", "task"], how="inner")
-    merged["difference"] = merged["auroc"] - merged["paper_auroc"]
+    same_unit = [not (isinstance(a, str) and isinstance(b, str)) or a.strip().lower() == b.strip().lower()
+                 for a, b in zip(merged["paper_unit"], merged["unit"])]
+    same_value = np.isclose(merged["threshold"].astype(float), merged["paper_threshold"].astype(float),
+                            rtol=0.005, atol=0.0)
+    merged["threshold_differs"] = ~(same_value & np.asarray(same_unit, dtype=bool))
+    merged["difference"] = (merged["auroc"] - merged["paper_auroc"]) if comparable else np.nan
+    merged["comparable"] = bool(comparable)
     merged["paper_version"] = paper.VERSION
     merged["category"] = merged["paper_category"]
     columns = ["target", "value", "category", "direction", "task", "paper_threshold", "threshold",
-               "unit", "paper_auroc", "paper_low", "paper_high", "auroc", "low", "high",
-               "difference", "paper_version"]
+               "unit", "threshold_differs", "paper_auroc", "paper_low", "paper_high", "auroc", "low", "high",
+               "n_pos", "n_neg", "n_patients", "prevalence", "difference", "comparable", "paper_version"]
     merged = merged[columns]
     merged.attrs["paper_version"] = paper.VERSION
+    merged.attrs["comparable"] = bool(comparable)
     return merged
 
 
@@ -214,21 +289,45 @@ def row_label(label: str, direction: str, threshold: float, unit) -> str:
 def format_paper_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
     """The paper-vs-ours frame of :func:`compare_with_paper`, compact for a page.
 
-    Columns: ``Abnormality`` (paper name, category, threshold as the paper prints it),
-    ``Task`` (``Estimation``, ``30 min.``, ...), ``Paper (arXiv v1)`` and ``This run``
-    (AUROC with 95% interval), ``Difference`` (ours minus the paper's, signed, 3 decimals).
+    Columns: ``Abnormality`` (paper name and category), ``Task`` (``Estimation``,
+    ``30 min.``, ...), ``Paper threshold`` (as the paper prints it), ``This run's
+    threshold`` (``≠`` before it where they differ), ``Paper (arXiv v1)`` and ``This run``
+    (AUROC with 95% interval), this run's test counts (:data:`COUNT_COLUMNS`), and
+    ``Difference`` (ours minus the paper's, signed, 3 decimals) only when every row is
+    ``comparable``: a synthetic run's AUROCs stand beside MIMIC-IV's, without one.
     One row per input row, in its order.
     """
     version = comparison.attrs.get("paper_version", paper.VERSION)
-    rows = [{
-        "Abnormality": f"{r.value} [{r.category}] {format_threshold(r.direction, r.paper_threshold, r.unit)}",
-        "Task": TASK_TITLES[r.task],
-        f"Paper ({version})": format_auroc(r.paper_auroc, r.paper_low, r.paper_high),
-        "This run": format_auroc(r.auroc, r.low, r.high),
-        "Difference": "–" if pd.isna(r.difference) else f"{r.difference:+.3f}",
-    } for r in comparison.itertuples(index=False)]
-    columns = ["Abnormality", "Task", f"Paper ({version})", "This run", "Difference"]
+    comparable = bool(comparison["comparable"].all()) if "comparable" in comparison.columns else True
+    rows = []
+    for r in comparison.itertuples(index=False):
+        differs = bool(getattr(r, "threshold_differs", False))
+        row = {"Abnormality": f"{r.value} [{r.category}]", "Task": TASK_TITLES[r.task],
+               "Paper threshold": format_threshold(r.direction, r.paper_threshold, r.unit),
+               "This run's threshold": ("≠ " if differs else "") + format_threshold(r.direction, r.threshold, r.unit),
+               f"Paper ({version})": format_auroc(r.paper_auroc, r.paper_low, r.paper_high),
+               "This run": format_auroc(r.auroc, r.low, r.high), **format_counts(r)}
+        if comparable:
+            row["Difference"] = "–" if pd.isna(r.difference) else f"{r.difference:+.3f}"
+        rows.append(row)
+    columns = ["Abnormality", "Task", "Paper threshold", "This run's threshold", f"Paper ({version})", "This run",
+               *COUNT_COLUMNS, *(["Difference"] if comparable else [])]
     return pd.DataFrame(rows, columns=columns)
+
+
+def comparison_note(comparison: pd.DataFrame) -> str:
+    """One sentence on what the comparison can say: thresholds that differ, and why no difference column."""
+    n = len(comparison)
+    if n == 0:
+        return "No target of this run matches one in the paper's tables (same lab, direction and task)."
+    k = int(comparison["threshold_differs"].sum()) if "threshold_differs" in comparison.columns else 0
+    text = (f"{n} targets of this run match the paper's (same lab, direction and task); {k} of them use a "
+            f"threshold other than the paper's (marked ≠), so their AUROCs answer a different question.")
+    if "comparable" in comparison.columns and not comparison["comparable"].all():
+        text += (" This run was built from synthetic data (its targets.json says so), so its AUROCs are set "
+                 "beside MIMIC-IV's without a difference column: they measure how well the pipeline recovers "
+                 "the generator's planted effects, not the clinical signal the paper measured.")
+    return text
 
 
 def style_table(table: pd.DataFrame, empty: str | None = None):
@@ -383,3 +482,21 @@ def format_added_value(added: pd.DataFrame, results: pd.DataFrame) -> pd.DataFra
                                                            else f"{int(last['n_ecgs'])} / {labelled - int(last['n_ecgs'])}")
         table.append(row)
     return pd.DataFrame(table)
+
+
+def format_multiplicity(multiplicity: pd.DataFrame) -> pd.DataFrame:
+    """``multiplicity.csv`` (:func:`labecg.evaluate.multiplicity_summary`) for a page, one row per task.
+
+    Columns ``Task``, ``Targets``, ``Paper's rule``, ``Simultaneous``, ``Patient-level``,
+    ``Patient-level, simultaneous`` (targets whose lower bound exceeds 0.70 under each
+    interval), ``Critical value`` (ECG-level / patient-level ``c``: the simultaneous
+    interval is AUROC ± c standard errors; a pointwise 95% interval is about ± 1.96).
+    """
+    rows = [{"Task": TASK_TITLES.get(r.task, r.task), "Targets": int(r.n_targets),
+             "Paper's rule": int(r.n_significant), "Simultaneous": int(r.n_significant_simultaneous),
+             "Patient-level": int(r.n_significant_patient),
+             "Patient-level, simultaneous": int(r.n_significant_simultaneous_patient),
+             "Critical value": f"{_fmt(r.critical_value)} / {_fmt(r.critical_value_patient)}"}
+            for r in multiplicity.itertuples(index=False)]
+    return pd.DataFrame(rows, columns=["Task", "Targets", "Paper's rule", "Simultaneous", "Patient-level",
+                                       "Patient-level, simultaneous", "Critical value"])

@@ -684,3 +684,15 @@ def test_evaluate_run_writes_auprc_prevalence_and_multiplicity(tmp_path):
     est = res.drop(index="macro")[lambda f: f["task"] == "est"]
     assert multi.loc["est", "n_significant"] == (est["low"] > 0.7).sum()
     assert multi.loc["est", "n_significant_simultaneous"] == (pd.Series(low)[tasks == "est"] > 0.7).sum()
+
+
+def test_evaluate_run_decides_comparability_from_the_runs_targets_json(tmp_path):
+    """Issue 21, defect 5: the difference column follows targets.json source.synthetic, nothing else."""
+    _write_run(tmp_path, n=200)
+    record = json.loads((tmp_path / "targets.json").read_text())
+    for synthetic, filled in ((True, False), (False, True)):
+        record["source"] = {"synthetic": synthetic}
+        (tmp_path / "targets.json").write_text(json.dumps(record))
+        out = evaluate.evaluate_run(evaluate.EvaluateConfig(run_dir=tmp_path, n_iterations=5))
+        cmp = evaluate.read_paper_comparison(out / "paper_comparison.csv")
+        assert len(cmp) and cmp["difference"].notna().all() == filled and (cmp["comparable"] == filled).all()

@@ -147,3 +147,19 @@ def test_reproduce_commands_for_an_explained_run_parse_back_to_its_settings(tmp_
     evaluate = config_from_args(EvaluateConfig, by_command["labecg evaluate"])
     assert (Path(evaluate.run_dir), evaluate.n_iterations, evaluate.seed) == (run, 50, 4)
     assert "labecg synth" not in by_command  # not a synthetic source
+
+
+def test_describe_multiplicity_reads_its_counts_from_the_frame():
+    from labecg import evaluate, tables
+
+    frame = pd.DataFrame([
+        {"task": "est", "n_targets": 20, "level": 0.95, "critical_value": 2.9, "critical_value_patient": 3.1,
+         "n_significant": 7, "n_significant_simultaneous": 4, "n_significant_patient": 5,
+         "n_significant_simultaneous_patient": 3},
+        {"task": "mon30", "n_targets": 10, "level": 0.95, "critical_value": 2.6, "critical_value_patient": 2.7,
+         "n_significant": 2, "n_significant_simultaneous": 1, "n_significant_patient": 1,
+         "n_significant_simultaneous_patient": 0}], columns=evaluate.MULTIPLICITY_COLUMNS)
+    text = selfcheck.describe_multiplicity(frame)
+    assert "9 of 30 targets" in text and "5 stay above it" in text and "3 with the patient-level" in text
+    shown = tables.format_multiplicity(frame)
+    assert shown.iloc[0].tolist() == ["Estimation", 20, 7, 4, 5, 3, "2.90 / 3.10"]

@@ -56,8 +56,8 @@ def test_table_estimation_keeps_significant_sorted_by_auroc():
         ("Lactate", "high", 2.0, "mmol/L", None, "est", 0.801, 0.7004, 0.89),  # no category; shown 0.700 yet above 0.7
     ])
     table = tables.table_estimation(res)
-    assert list(table.columns) == ["Value", "Threshold", "Estimation AUROC"]
-    assert table.to_numpy().tolist() == [
+    assert list(table.columns) == ["Value", "Threshold", "Estimation AUROC", *tables.COUNT_COLUMNS]
+    assert table.iloc[:, :3].to_numpy().tolist() == [
         ["NTproBNP [Ca.]", "≥353 pg/mL", "0.882 (0.860, 0.902)"],
         ["Urea Nitrogen [Re.]", "≤6 mg/dL", "0.860 (0.822, 0.890)"],
         ["Creatinine [Re./Ca.]", "≤0.5 mg/dL", "0.825 (0.792, 0.857)"],
@@ -88,8 +88,9 @@ def test_table_monitoring_sorts_by_mean_of_significant_horizons_and_bolds_best()
         ("NTproBNP", "high", 353.0, "pg/mL", "Ca.", "est", 0.99, 0.98, 1.0),
     ])
     table = tables.table_monitoring(res)
-    assert list(table.columns) == ["Value", "Threshold", "30 min. AUROC", "60 min. AUROC", "120 min. AUROC"]
-    assert table.to_numpy().tolist() == [
+    assert list(table.columns) == ["Value", "Threshold", "30 min. AUROC", "60 min. AUROC", "120 min. AUROC",
+                                   "30 min. n", "60 min. n", "120 min. n"]
+    assert table.iloc[:, :5].to_numpy().tolist() == [
         ["Hemoglobin [He.]", "≥17.5 g/dL", "0.786 (0.609, 0.919)", "0.782 (0.676, 0.867)", "0.821 (0.736, 0.894)"],
         ["Creatinine [Re./Ca.]", "≥1.2 mg/dL", "0.794 (0.781, 0.808)", "0.801 (0.790, 0.812)", "0.804 (0.795, 0.815)"],
         ["Ferritin [Me.]", "≤13 ng/mL", "–", "0.760 (0.710, 0.800)", "–"],
@@ -97,9 +98,9 @@ def test_table_monitoring_sorts_by_mean_of_significant_horizons_and_bolds_best()
     # the best horizon, decided once on the AUROCs, set in bold by the Markdown and the page alike
     assert table.attrs["best"] == {"hemoglobin_high": "120 min. AUROC", "creatinine_high": "120 min. AUROC",
                                    "ferritin_low": "60 min. AUROC"}
-    assert tables.to_markdown(table).splitlines()[2] == (
+    assert tables.to_markdown(table).splitlines()[2].startswith(
         "| Hemoglobin [He.] | ≥17.5 g/dL | 0.786 (0.609, 0.919) | 0.782 (0.676, 0.867) | **0.821 (0.736, 0.894)** |")
-    assert tables.to_markdown(table).splitlines()[4].endswith("| **0.760 (0.710, 0.800)** | – |")
+    assert "| **0.760 (0.710, 0.800)** | – | – | 10 / 90 · 10.0% | – |" in tables.to_markdown(table).splitlines()[4]
     styles = tables.style_table(table)._compute().ctx  # {(row, col): [(prop, value)]}
     assert sorted(k for k, v in styles.items() if ("font-weight", "bold") in v) == [(0, 4), (1, 4), (2, 3)]
 
@@ -123,10 +124,10 @@ def test_paper_tables_are_reproduced_from_published_values():
     res = _paper_as_results()
     t1 = tables.table_estimation(res)
     # rows copied by hand from the paper's Table 1
-    assert t1.iloc[0].tolist() == ["NTproBNP [Ca.]", "≥353 pg/mL", "0.882 (0.860, 0.902)"]
-    assert t1.iloc[6].tolist() == ["Hematocrit [He.]", "≥51 %", "0.789 (0.731, 0.840)"]
-    assert t1.iloc[16].tolist() == ["INR PT [Co.]", "≥1.1 ratio", "0.734 (0.723, 0.746)"]
-    assert t1.iloc[22].tolist() == ["Lymphocytes [Im.]", "≤18 %", "0.720 (0.710, 0.731)"]
+    assert t1.iloc[:, :3].iloc[0].tolist() == ["NTproBNP [Ca.]", "≥353 pg/mL", "0.882 (0.860, 0.902)"]
+    assert t1.iloc[:, :3].iloc[6].tolist() == ["Hematocrit [He.]", "≥51 %", "0.789 (0.731, 0.840)"]
+    assert t1.iloc[:, :3].iloc[16].tolist() == ["INR PT [Co.]", "≥1.1 ratio", "0.734 (0.723, 0.746)"]
+    assert t1.iloc[:, :3].iloc[22].tolist() == ["Lymphocytes [Im.]", "≤18 %", "0.720 (0.710, 0.731)"]
     assert len(t1) == 23  # "23 abnormalities across 19 unique laboratory values"
     t2 = tables.table_monitoring(res)
     # the paper's row order (its caption's rule), as printed
@@ -136,7 +137,7 @@ def test_paper_tables_are_reproduced_from_published_values():
                 "Hematocrit", "MCHC", "Bilirubin, Total", "Red Blood Cells", "Lymphocytes", "INR PT",
                 "Calcium, Total", "PT"]
     assert [v.split(" [")[0] for v in t2["Value"]] == expected
-    assert t2.iloc[4].tolist() == ["Iron Binding [Im.]", "≤260 ug/dL", "0.728 (0.615, 0.837)",
+    assert t2.iloc[:, :5].iloc[4].tolist() == ["Iron Binding [Im.]", "≤260 ug/dL", "0.728 (0.615, 0.837)",
                                    "0.803 (0.737, 0.873)", "0.802 (0.745, 0.861)"]
 
 
@@ -225,9 +226,11 @@ def test_format_paper_comparison_on_a_hand_made_row():
         "difference": 0.8 - 0.825, "paper_version": "arXiv v1"}])
     comparison.attrs["paper_version"] = "arXiv v1"
     shown = tables.format_paper_comparison(comparison)
-    assert list(shown.columns) == ["Abnormality", "Task", "Paper (arXiv v1)", "This run", "Difference"]
-    assert shown.iloc[0].tolist() == ["Creatinine [Re./Ca.] ≤0.5 mg/dL", "Estimation",
-                                      "0.825 (0.792, 0.857)", "0.800 (0.750, 0.850)", "-0.025"]
+    assert list(shown.columns) == ["Abnormality", "Task", "Paper threshold", "This run's threshold",
+                                   "Paper (arXiv v1)", "This run", *tables.COUNT_COLUMNS, "Difference"]
+    assert shown.iloc[0].tolist() == ["Creatinine [Re./Ca.]", "Estimation", "≤0.5 mg/dL", "≤0.5 mg/dL",
+                                      "0.825 (0.792, 0.857)", "0.800 (0.750, 0.850)", "–", "–", "–", "–",
+                                      "-0.025"]
 
 
 def test_style_table_bolds_the_cells_the_table_names_and_hides_the_index():
@@ -346,3 +349,48 @@ def test_teaching_figures_draw():
     assert fig.axes[0].get_ylabel() == "gain (dB)"
     pair = {"lead": "II", "raw_mv": np.zeros(5000), "raw_fs_hz": 500.0, "stored_mv": np.zeros(1000), "fs_hz": 100.0}
     assert len(figures.plot_lead_before_after(pair).axes[0].lines) == 2
+
+
+def test_comparison_shows_both_thresholds_and_no_difference_for_a_synthetic_run():
+    """Issue 21, defect 5: our threshold beside the paper's; no difference column off MIMIC-IV."""
+    res = _results([
+        ("NTproBNP", "high", 353.0, "pg/mL", "Ca.", "est", 0.85, 0.83, 0.87),  # the paper's threshold
+        ("INR(PT)", "high", 1.2, "ratio", "Co.", "mon60", 0.70, 0.68, 0.72),  # paper: 1.1
+    ])
+    real = tables.compare_with_paper(res, comparable=True)
+    assert list(real["threshold_differs"]) == [False, True]
+    assert real["difference"].tolist() == pytest.approx([0.85 - 0.882, 0.70 - 0.733])
+    shown = tables.format_paper_comparison(real)
+    assert list(shown["This run's threshold"]) == ["≥353 pg/mL", "≠ ≥1.2 ratio"]
+    assert list(shown["Paper threshold"]) == ["≥353 pg/mL", "≥1.1 ratio"]
+    assert list(shown["Positives / negatives"]) == ["10 / 90", "10 / 90"]
+    synthetic = tables.compare_with_paper(res, comparable=False)
+    assert synthetic["difference"].isna().all() and not synthetic["comparable"].any()
+    shown = tables.format_paper_comparison(synthetic)
+    assert "Difference" not in shown.columns and list(shown["This run"]) == ["0.850 (0.830, 0.870)",
+                                                                             "0.700 (0.680, 0.720)"]
+    note = tables.comparison_note(synthetic)
+    assert "1 of them use a threshold other than the paper's" in note and "synthetic" in note
+    assert "synthetic" not in tables.comparison_note(real)
+
+
+def test_tables_show_counts_and_auprc_for_rare_targets():
+    res = _results([
+        ("NTproBNP", "high", 353.0, "pg/mL", "Ca.", "est", 0.85, 0.83, 0.87),
+        ("Potassium", "high", 5.1, "mEq/L", "El.", "est", 0.80, 0.75, 0.85),
+        ("INR(PT)", "high", 1.2, "ratio", "Co.", "mon60", 0.80, 0.78, 0.82),
+    ])
+    res["n_patients"] = [70, 60, 50, 100]
+    res.loc["potassium_high_est", ["n_pos", "n_neg"]] = [30, 70]  # 30 %: not rare
+    res["prevalence"] = res["n_pos"] / (res["n_pos"] + res["n_neg"])
+    res["auprc"] = [0.4, 0.6, 0.35, np.nan]
+    t1 = tables.table_estimation(res)
+    assert list(t1.columns) == ["Value", "Threshold", "Estimation AUROC", *tables.COUNT_COLUMNS]
+    assert t1.loc["ntprobnp_high_est"].tolist()[3:] == ["10 / 90", "70", "10.0%", "–"]  # 10 %: not below
+    res.loc["ntprobnp_high_est", ["n_pos", "n_neg", "prevalence"]] = [9, 91, 0.09]
+    t1 = tables.table_estimation(res)
+    assert t1.loc["ntprobnp_high_est", "AUPRC (prevalence)"] == "0.400 (0.090)"
+    assert t1.loc["potassium_high_est"].tolist()[3:] == ["30 / 70", "60", "30.0%", "–"]
+    t2 = tables.table_monitoring(res)
+    assert t2.loc["inr_pt_high", "60 min. n"] == "10 / 90 · 50 patients · 10.0%"
+    assert t2.loc["inr_pt_high", "30 min. n"] == "–"
