@@ -153,6 +153,7 @@ def test_flow_says_folds_were_assigned(demo):
 # the page's summaries, against counts worked out another way
 
 
+@pytest.mark.slow  # two more cohort builds
 def test_targets_kept_agrees_with_the_builder_at_each_min_per_class(demo, tmp_path):
     _, _, targets = demo
     kept = cohort_report.targets_kept(targets, (10, 2))
