@@ -280,6 +280,19 @@ def test_attribution_files_use_the_generators_record_and_reach_the_page(built):
     assert sentence[:40] in re.sub(r"<[^>]+>", "", page)
 
 
+def test_results_page_shows_what_the_ecg_adds_and_names_the_missing_ablation(built):
+    # the default build trains the tabular-only model: added_value.csv has both baselines
+    added = pd.read_csv(built.cfg.run_dir / "evaluation" / "added_value.csv")
+    assert set(added["baseline"]) == {"tabular", "last_value"}
+    macro = added[(added["baseline"] == "tabular") & (added["target"] == "macro")].iloc[0]
+    text = html.unescape(re.sub(r"<[^>]+>", " ", (built.html / "book/results.html").read_text()))
+    assert f"{macro['delta']:+.3f} (95% paired interval {macro['low']:+.3f} to {macro['high']:+.3f})" in text
+    tables = [t for t in parse_page(built.html / "book/results.html").tables if t and "Model − tabular" in t[0]]
+    assert tables and len(tables[0]) - 1 == added["target"].nunique()  # one row per target and the macro
+    # the causal ablation is not run by the default build: the page names the command that runs it
+    assert "Not run in this build: causal" in text and "make book-full" in text
+
+
 def test_second_build_is_cached(built):
     assert built.second.stages == {s: "cached" for s in STAGES}, built.second.reasons
     assert {s: p.stat().st_mtime_ns for s, p in built.second.notebooks.items()} == built.mtimes
