@@ -110,3 +110,34 @@ def test_added_value_rows_and_columns(data):
     assert lv.loc["k_high_est", "n_ecgs"] == 0
     with pytest.raises(ValueError, match="same ECGs"):
         evaluate.added_value(pred, targets, tabular_pred={**tab, "study_id": np.arange(len(y)) + 1})
+
+
+def _results(names):
+    rows = [{"target": n, "task": "est", "lab": "k", "label": "Potassium", "direction": "high", "threshold": 5.0,
+             "unit": "mEq/L", "category": None, "auroc": 0.8, "low": 0.7, "high": 0.9, "n_pos": 10, "n_neg": 30,
+             "low_patient": 0.68, "high_patient": 0.91} for n in names]
+    rows.append({**rows[0], "target": "macro", "task": None})
+    return pd.DataFrame(rows).set_index("target")
+
+
+@pytest.mark.parametrize("low, high, verdict", [(0.01, 0.2, "lies above 0"), (-0.2, -0.01, "lies below 0"),
+                                                 (-0.05, 0.1, "contains 0, so no difference is shown")])
+def test_added_value_sentence_is_never_stronger_than_its_interval(tmp_path, low, high, verdict):
+    from labecg import selfcheck
+
+    added = pd.DataFrame({"target": ["a", "macro"], "baseline": "tabular", "auroc_baseline": [0.7, 0.7],
+                          "delta": [0.05, 0.05], "low": [low, low], "high": [high, high], "n_ecgs": [40, 40]})
+    added.to_csv(tmp_path / "added_value.csv", index=False)
+    out = selfcheck.added_value_summary(tmp_path, _results(["a"]))
+    assert verdict in out["text"] and out["tabular_delta"] == 0.05
+    assert "No last earlier values in this build" in out["text"]  # and says which command fills it
+    assert list(out["table"]["Model − tabular"]) == [f"+0.050 ({low:+.3f}, {high:+.3f})"] * 2
+
+
+def test_sections_without_their_runs_name_the_command():
+    from labecg import selfcheck
+
+    missing = selfcheck.added_value_summary("/nonexistent", _results(["a"]))
+    assert "labecg book --variants fusion tabular" in missing["text"] and missing["table"].empty
+    ablation = selfcheck.ablation_summary(_results(["a"]), {})
+    assert "Not run in this build: causal" in ablation["text"] and "make book-full" in ablation["text"]
