@@ -50,7 +50,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Literal, Optional
 
-from labecg.catalog import MIMIC_FILES
+from labecg.catalog import MIMIC_DEMO_ROOT, MIMIC_FILES
 from labecg.util import get_logger, progress_bar
 
 log = get_logger("labecg.download")
@@ -59,7 +59,7 @@ PHYSIONET = "https://physionet.org/"
 SUMS_FILE = "SHA256SUMS.txt"
 LICENSE_FILE = "LICENSE.txt"
 PART_SUFFIX = ".labecg-part"
-SHIPPED = Path(__file__).parent / "mimic_demo"
+SHIPPED = MIMIC_DEMO_ROOT  # the tables labecg ships (catalog), copied instead of fetched
 _CHUNK = 1 << 16
 
 

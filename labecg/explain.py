@@ -38,8 +38,7 @@ from scipy.signal import find_peaks
 from scipy.stats import rankdata
 
 from labecg.data import DataConfig, LabDataModule
-from labecg.evaluate import resample_weights
-from labecg.metrics import auroc
+from labecg.metrics import auroc, resample_weights
 from labecg.model import FusionModel, ModelConfig
 from labecg.synthetic import PLANTED_EFFECTS, PLANTED_WINDOWS_S, ecg_null_labs
 from labecg.util import atomic_path, get_logger, lab_slug, read_json
@@ -339,7 +338,7 @@ def bootstrap_shares(inside: np.ndarray, total: np.ndarray, n_iterations: int = 
 
     A share is a ratio of sums over ECGs (mass inside the window over all mass of the
     beat window), the same as :func:`window_fractions` of the beat-averaged attribution.
-    Each resample draws the ECGs with replacement (:func:`labecg.evaluate.resample_weights`,
+    Each resample draws the ECGs with replacement (:func:`labecg.metrics.resample_weights`,
     the ECG-level resamples of the AUROC bootstrap) and recomputes every target's share in
     every window on the same draw, so differences between targets are paired.
 
@@ -473,7 +472,7 @@ def randomization_check(explained: np.ndarray, trained: np.ndarray, randomized: 
     count) and with the map of the same architecture with re-drawn weights at the same
     steps (``rho_randomized``). ``difference = rho_trained - rho_randomized`` is averaged
     over ECGs; its percentile interval comes from resampling the ECGs
-    (:func:`labecg.evaluate.resample_weights`). The maps differ when the interval lies
+    (:func:`labecg.metrics.resample_weights`). The maps differ when the interval lies
     above 0. ``rho_input`` is the explained map's rank correlation with the input's
     magnitude |x - baseline| (how much the map follows the waves' size).
 

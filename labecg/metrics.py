@@ -1,4 +1,4 @@
-"""Masked, weighted AUROC for many targets at once (Mann-Whitney with average ranks).
+"""Masked, weighted AUROC for many targets at once (Mann-Whitney with average ranks), and the bootstrap resamples.
 
 Imports no ``labecg`` stage, so training (validation macro AUROC) and evaluation
 (bootstrap) share one implementation.
@@ -27,6 +27,7 @@ final division.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from scipy import sparse
@@ -278,3 +279,62 @@ def average_precision(y_true, y_score):
         recall = tp / n_pos
         out[t] = float(np.sum(np.diff(recall, prepend=0.0) * precision))
     return float(out[0]) if one_d else out
+
+
+# The bootstrap resamples live here, beside the AUROC they weight, so that evaluation and
+# explanations (which comes before it) draw the same ones.
+def resample_indices(n_ecgs: int, n_iterations: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """The ECG-level bootstrap resamples :func:`labecg.evaluate.bootstrap` uses, as row indices.
+
+    Yields
+    ------
+    ndarray of shape (n_ecgs,), int64
+        Rows drawn uniformly with replacement; one array per iteration.
+    """
+    rng = np.random.default_rng(seed)
+    for _ in range(n_iterations):
+        yield rng.integers(0, n_ecgs, size=n_ecgs)
+
+
+def _group_codes(groups, n_ecgs: int) -> tuple[np.ndarray, int]:
+    """Group id per ECG -> code 0 .. n_groups - 1 in the order of ``np.unique``."""
+    groups = np.asarray(groups)
+    if groups.shape != (n_ecgs,):
+        raise ValueError(f"groups must have shape ({n_ecgs},), one id per ECG; got groups.shape={groups.shape}")
+    if groups.dtype.kind == "f" and np.isnan(groups).any():
+        raise ValueError(f"groups: {int(np.isnan(groups).sum())} ECGs have no group id (NaN)")
+    uniq, codes = np.unique(groups, return_inverse=True)
+    return codes.reshape(-1), uniq.size
+
+
+def resample_weights(n_ecgs: int, n_iterations: int, seed: int = 0, groups=None) -> Iterator[np.ndarray]:
+    """The bootstrap resamples of :func:`labecg.evaluate.bootstrap`, as a multiplicity per ECG.
+
+    Without ``groups``: the multiplicities of :func:`resample_indices` (ECGs drawn with
+    replacement). With ``groups``: the distinct ids, sorted (``np.unique``), are drawn
+    ``n_groups`` times with replacement by ``np.random.default_rng(seed).integers(0,
+    n_groups, size=n_groups)`` per iteration, and each ECG gets its group's count: a
+    patient drawn twice brings all of its ECGs twice.
+
+    Parameters
+    ----------
+    n_ecgs : int
+    n_iterations : int
+    seed : int
+    groups : array-like of shape (n_ecgs,), optional
+        Cluster id per ECG (the patient's ``subject_id``).
+
+    Yields
+    ------
+    ndarray of shape (n_ecgs,), float64
+        Multiplicity of each ECG in the resample.
+    """
+    if groups is None:
+        for idx in resample_indices(n_ecgs, n_iterations, seed):
+            yield np.bincount(idx, minlength=n_ecgs).astype(np.float64)
+        return
+    codes, n_groups = _group_codes(groups, n_ecgs)
+    rng = np.random.default_rng(seed)
+    for _ in range(n_iterations):
+        count = np.bincount(rng.integers(0, n_groups, size=n_groups), minlength=n_groups)  # (G,)
+        yield count[codes].astype(np.float64)
