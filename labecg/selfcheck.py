@@ -602,8 +602,9 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
     -------
     list of str
         One command per line: ``labecg synth`` (synthetic sources only), ``labecg
-        cohort``, ``labecg signals``, then per run ``labecg train``, ``labecg explain``
-        (where the run holds an attribution) and ``labecg evaluate``, then ``papermill``
+        cohort``, ``labecg signals``, then per run ``labecg train`` and ``labecg explain``
+        (where the run holds an attribution), then per run ``labecg evaluate`` (the first
+        with ``--tabular-run-dir`` when a tabular-only run is shown), then ``papermill``
         for the page. A stage whose settings were not recorded
         (a run made before labecg recorded them) gets a ``#`` line saying so instead.
     """
@@ -662,7 +663,11 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
                 method = str(npz["method"])  # the one setting explain records
             lines.append(" ".join(["labecg explain"] + _flags(ExplainConfig, {"run_dir": str(run), "method": method},
                                                                always=("run_dir",))))
-        lines.append(" ".join(["labecg evaluate"] + _flags(EvaluateConfig, {"run_dir": str(run), **evaluate},
+    # evaluated after every run is trained: the tables' run is compared with the tabular-only one
+    tabular = [str(run) for run, train in zip(runs[1:], trains[1:]) if train.get("variant") == "tabular"]
+    for i, run in enumerate(runs):
+        extra = {"tabular_run_dir": tabular[0]} if i == 0 and tabular else {}
+        lines.append(" ".join(["labecg evaluate"] + _flags(EvaluateConfig, {"run_dir": str(run), **evaluate, **extra},
                                                             always=("run_dir", "n_iterations", "seed"))))
     output = Path(runs[0]) / Path(notebook).name
     pm = ["papermill", shlex.quote(notebook), shlex.quote(str(output))]

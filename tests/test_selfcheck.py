@@ -163,3 +163,24 @@ def test_describe_multiplicity_reads_its_counts_from_the_frame():
     assert "9 of 30 targets" in text and "5 stay above it" in text and "3 with the patient-level" in text
     shown = tables.format_multiplicity(frame)
     assert shown.iloc[0].tolist() == ["Estimation", 20, 7, 4, 5, 3, "2.90 / 3.10"]
+
+
+def test_reproduce_commands_evaluate_the_model_against_the_tabular_run_after_training_both(tmp_path):
+    import json
+    import shlex
+
+    from labecg.cli import config_from_args
+    from labecg.evaluate import EvaluateConfig
+
+    runs = [tmp_path / "default", tmp_path / "default-tabular"]
+    for run, variant in zip(runs, ("fusion", "tabular")):
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"train": {"cohort_dir": str(tmp_path / "c"), "run_dir": str(run),
+                                                                "variant": variant}}))
+        (run / "targets.json").write_text(json.dumps({"source": {"synthetic": False, "ecg": "/data/mimic-iv-ecg"}}))
+    lines = selfcheck.reproduce_commands(runs, {"run_dir": str(runs[0]), "n_iterations": 50, "seed": 0})
+    commands = [shlex.split(line) for line in lines if not line.startswith("#")]
+    kinds = [" ".join(c[:2]) for c in commands]
+    evaluations = [config_from_args(EvaluateConfig, c[2:]) for c in commands if c[:2] == ["labecg", "evaluate"]]
+    assert max(i for i, k in enumerate(kinds) if k == "labecg train") < kinds.index("labecg evaluate")
+    assert Path(evaluations[0].tabular_run_dir) == runs[1] and evaluations[1].tabular_run_dir is None
