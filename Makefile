@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (see README.md):
 #   make book   create .venv, generate the synthetic cohort, run every stage, build the book
 #   make book-full   the same, plus the ablation runs (the causal cohort) the results page compares
+#   make book-small   the same at the classroom size (600 patients, relaxed cohort rules)
 #   make test   create .venv and run the test suite
 #   make book-mimic-demo   the same book on the open MIMIC demo (downloaded from PhysioNet)
 # one for the classroom:
@@ -16,7 +17,7 @@ TORCH_SPEC ?= torch==2.13.0
 # the git remote that `make publish` pushes the gh-pages branch to
 REMOTE ?= origin
 
-.PHONY: venv book book-full book-mimic-demo test test-fast lab publish clean
+.PHONY: venv book book-full book-small book-mimic-demo test test-fast lab publish clean
 
 ifneq ($(filter publish,$(MAKECMDGOALS)),)
 ifeq ($(shell git remote get-url $(REMOTE) 2>/dev/null),)
@@ -52,6 +53,12 @@ MIMIC_DEMO_BOOK = --data-root $(MIMIC_DEMO) --no-generate-synthetic --unlisted-e
 book-mimic-demo: venv
 	$(BIN)/labecg download mimic-demo --data-root $(MIMIC_DEMO) $(if $(BASE_URL),--base-url $(BASE_URL))
 	$(BIN)/labecg book $(MIMIC_DEMO_BOOK)
+# The classroom size (book/classroom.md): 600 synthetic patients under relaxed cohort rules,
+# in its own data and run folders, so every section of the book still has something to show.
+SMALL_FLAGS := --patients 600 --min-lab-events 50 --min-per-class 4 --n-iterations 200 \
+	--data-root data/small/synthetic --cohort-dir data/small/cohort --run-dir runs/small
+book-small: venv
+	$(BIN)/labecg book $(SMALL_FLAGS)
 
 # JupyterLab and ipywidgets (notebook progress bars) from the project's environment, whose
 # kernel runs .venv's Python; the notebooks resolve their paths against the repository.

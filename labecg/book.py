@@ -502,10 +502,9 @@ def build_book(cfg: BookConfig) -> BookResult:
     check_privacy(html_index.parent if html_index else None, executed,
                   ids_from if ids_from.exists() else None,
                   ids=_run_study_ids(_run_dirs(cfg)) | demo_ids())
-    result = BookResult(stages=stages, notebooks=notebooks, html_index=html_index, seconds=seconds,
-                        reasons=reasons)
-    log.info("book built:\n%s", result)
-    return result
+    # the summary is the caller's to print (`labecg book` prints it once, on stdout)
+    return BookResult(stages=stages, notebooks=notebooks, html_index=html_index, seconds=seconds,
+                      reasons=reasons)
 
 
 def check_run_folders(run_dirs) -> None:
@@ -693,7 +692,8 @@ def _sphinx_launch_paths(app, pagename, templatename, context, doctree) -> None:
             if isinstance(b.get("buttons"), list):
                 rewrite(b["buttons"])
             url = b.get("url")
-            if not isinstance(url, str) or _EXECUTED not in url:
+            # relative URLs (the download buttons) name the page's own files under _sources/
+            if not isinstance(url, str) or _EXECUTED not in url or "://" not in url:
                 continue
             if colab and url.startswith(colab):
                 b["url"] = url.replace(f"/blob/{branch}/{_EXECUTED}", f"/blob/{PAGES_BRANCH}/_sources/{_EXECUTED}")

@@ -94,6 +94,10 @@ LAB_TESTS: tuple[LabTest, ...] = (
 
 _BY_LABEL = {t.label: t for t in LAB_TESTS}
 
+#: The paper's category codes in words: what ``[Me.]`` after a value means.
+CATEGORY_NAMES = {"Ca.": "cardiac", "Re.": "renal", "Re./Ca.": "renal and cardiac", "He.": "hematological",
+                  "Me.": "metabolic", "Im.": "immunological", "Co.": "coagulation"}
+
 # The paper's table names where they differ from d_labitems labels.
 PAPER_NAMES: dict[str, str] = {
     "Creatine Kinase (CK)": "Creatine Kinase",

@@ -515,7 +515,8 @@ class LabDataModule(pl.LightningDataModule):
             model's outputs.
         """
         self.setup()
-        skip = ("fingerprint", "n_rows", "n_ok", "n_failed", "n_flagged")
+        # "ecg": the training machine's ECG folder, of no use for scoring and no business of a run folder
+        skip = ("fingerprint", "n_rows", "n_ok", "n_failed", "n_flagged", "ecg")
         return {"version": 1,
                 "signals": {k: v for k, v in self.signals_meta.items() if k not in skip},
                 "signal_stats": {k: self.signal_stats[k] for k in ("leads", "mean_mv", "std_mv", "n_records")

@@ -38,10 +38,107 @@ from labecg.tables import (TASK_TITLES, VARIABLE_TITLES, format_auroc, format_th
                            target_label, target_rows)
 from labecg.util import HORIZONS_MIN, TASKS, read_json
 
+#: Width of the book's content column in CSS pixels (sphinx-book-theme's article at a 1,400 px
+#: window; tests/test_book.py measures it in Chromium). Every figure is at most this wide.
+CONTENT_WIDTH_PX = 720
+#: CSS pixels per inch: a figure of w inches is shown w * 96 px wide (its PNG has twice that).
+CSS_DPI = 96
+CONTENT_WIDTH_IN = CONTENT_WIDTH_PX / CSS_DPI
+#: The smallest text a page may show, in CSS pixels; 8 pt at 96 dpi is 10.7 px.
+MIN_TEXT_PX = 9.0
+_SMALL = 8  # points: the smallest font any figure uses
+BOOK_RC = {"figure.dpi": CSS_DPI, "savefig.dpi": 2 * CSS_DPI, "font.size": 9, "axes.titlesize": 10,
+           "axes.labelsize": 9, "xtick.labelsize": _SMALL, "ytick.labelsize": _SMALL,
+           "legend.fontsize": _SMALL, "legend.title_fontsize": 9, "figure.titlesize": 10}
+plt.rcParams.update(BOOK_RC)
+
+
+def min_font_pt(fig) -> float:
+    """The smallest font size (points) of any visible, non-empty text of ``fig``."""
+    from matplotlib.text import Text
+
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return float(min(sizes)) if sizes else float("nan")
+
+
+def figure_png(fig) -> tuple[bytes, dict]:
+    """``fig`` as the book shows it: a PNG at twice :data:`CSS_DPI`, and its display metadata.
+
+    Returns
+    -------
+    png : bytes
+        Saved with ``bbox_inches="tight"`` at ``2 * CSS_DPI`` dots per inch (the PNG's pHYs
+        chunk says so).
+    metadata : dict
+        ``width``, ``height``: the CSS size (half the pixels: two device pixels per CSS
+        pixel); ``labecg``: ``dpi``, ``min_font_pt`` (:func:`min_font_pt`), ``min_text_px``
+        (the smallest text in CSS pixels once the figure is scaled to at most
+        :data:`CONTENT_WIDTH_PX`).
+    """
+    import io
+    import struct
+
+    buffer = io.BytesIO()
+    dpi = 2 * CSS_DPI
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    png = buffer.getvalue()
+    width_px, height_px = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    css_width = width_px / 2
+    smallest = min_font_pt(fig)
+    scale = min(1.0, CONTENT_WIDTH_PX / css_width)
+    return png, {"width": int(width_px // 2), "height": int(height_px // 2),
+                 "labecg": {"dpi": dpi, "min_font_pt": smallest,
+                            "min_text_px": round(smallest * CSS_DPI / 72 * scale, 2)}}
+
+
+def setup_notebook() -> None:
+    """Figures and tables in a notebook as the book shows them (call once, in the setup cell).
+
+    Figures: :data:`BOOK_RC` and :func:`figure_png` as the PNG of every displayed or glued
+    figure. Tables: every DataFrame a cell shows goes through :func:`labecg.tables.show_table`
+    (human headers, three decimals, numbers right-aligned, no index, long tables collapsed),
+    captioned by its ``attrs["caption"]``.
+    """
+    from IPython import get_ipython
+
+    from labecg import tables
+
+    plt.rcParams.update(BOOK_RC)
+    shell = get_ipython()
+    if shell is None:
+        return
+    formatters = shell.display_formatter.formatters
+    formatters["image/png"].for_type(plt.Figure, lambda fig: figure_png(fig))
+    for mime in ("image/svg+xml", "application/pdf", "image/jpeg"):
+        formatters[mime].pop(plt.Figure, None)
+    formatters["text/html"].for_type(
+        pd.DataFrame, lambda frame: tables.show_table(frame, frame.attrs.get("caption", "")).data)
+
+
+def _width(width_in: float) -> float:
+    """A figure width that fits the content column (wider figures are split, not shrunk)."""
+    return min(float(width_in), CONTENT_WIDTH_IN)
+
+
+def _panel_grid(n_panels: int, panel_width_in: float, panel_height_in: float, extra_width_in: float = 0.0,
+                **kwargs):
+    """Figure and axes for ``n_panels`` panels wrapped in rows that fit the content column.
+
+    Returns ``fig`` and a flat list of ``n_panels`` axes (surplus grid cells removed).
+    """
+    ncols = max(1, min(n_panels, int((CONTENT_WIDTH_IN - extra_width_in) // panel_width_in)))
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(_width(extra_width_in + ncols * panel_width_in),
+                                                    panel_height_in * nrows), squeeze=False, **kwargs)
+    flat = list(axes.ravel())
+    for ax in flat[n_panels:]:
+        fig.delaxes(ax)
+    return fig, flat[:n_panels]
+
 __all__ = ["plot_task_timeline", "plot_label_prevalence", "plot_ecg_12lead", "plot_cohort_ecg",
            "plot_filter_response", "plot_lead_before_after", "plot_s4_kernels", "plot_training_curves",
            "plot_forest", "plot_horizon_heatmap", "plot_roc_curves", "plot_intervals", "plot_reliability",
-           "plot_subgroups", "plot_attribution"]
+           "plot_subgroups", "plot_attribution", "plot_paper_comparison", "figure_png", "setup_notebook"]
 
 
 # ---------------------------------------------------------------------------- pipeline chapters
@@ -53,6 +150,61 @@ _GRID_LAYOUT = (("I", "aVR", "V1", "V4"),
 _PAPER_PINK = "#f4c7c3"
 _CATEGORY_ORDER = ["Ca.", "Re./Ca.", "Re.", "He.", "Me.", "Im.", "Co.", "–"]
 _ROW_IN = 0.19  # figure height per target row, inches: readable from ~20 to ~140 rows
+
+
+_TASK_COLORS = {"est": "C0", "mon30": "C1", "mon60": "C2", "mon120": "C3"}
+_ROW_PITCH_IN = 0.36  # inches per abnormality row of the grouped figures: four tasks side by side
+
+
+def _category_title(category: str) -> str:
+    name = catalog.CATEGORY_NAMES.get(category)
+    return name[:1].upper() + name[1:] if name else "No category in the paper"
+
+
+def _grouped_rows(frame: pd.DataFrame):
+    """Rows of a figure grouped by category, a heading row above each group.
+
+    Returns ``order`` (abnormality labels, top to bottom), ``ypos`` (label -> row),
+    ``headings`` (list of (row, title)) and the number of rows.
+    """
+    order = _abnormality_order(frame)
+    categories = frame.drop_duplicates("row_label").set_index("row_label")["category"]
+    ypos, headings, row, previous = {}, [], 0, None
+    for label in order:
+        if categories[label] != previous:
+            previous = categories[label]
+            headings.append((row, _category_title(previous)))
+            row += 1
+        ypos[label] = row
+        row += 1
+    return order, ypos, headings, row
+
+
+def _label_grouped_rows(ax, order, ypos, headings, n_rows) -> None:
+    """Abnormality names as y tick labels, category headings in bold, a rule above each group."""
+    ticks = [ypos[label] for label in order] + [r for r, _ in headings]
+    labels = list(order) + [title for _, title in headings]
+    ax.set_yticks(ticks, labels, fontsize=_SMALL)
+    heading_rows = {r for r, _ in headings}
+    for tick, label in zip(ax.yaxis.get_major_ticks(), ax.get_yticklabels()):
+        if tick.get_loc() in heading_rows:
+            label.set_fontweight("bold")
+            label.set_fontsize(9)
+            tick.tick1line.set_visible(False)
+    for r, _ in headings[1:]:
+        ax.axhline(r - 0.5, color="0.8", lw=0.8)
+    ax.set_ylim(n_rows - 0.5, -0.5)
+
+
+def _dodge(n: int) -> np.ndarray:
+    """Offsets (rows) of ``n`` tasks drawn side by side within one row."""
+    return (np.arange(n) - (n - 1) / 2) * (0.8 / max(n, 1))
+
+def _wrap(text: str, width: int) -> str:
+    """A panel title broken into lines of at most ``width`` characters (words kept whole)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def _category_rank(category: str) -> int:
@@ -123,7 +275,8 @@ def plot_ecg_12lead(signal_mv, fs_hz: float = 100.0, leads=LEADS, title: str | N
     lo, hi = -(n_rows - 0.5) * row_height_mv, 0.5 * row_height_mv
     # 25 mm/s and 10 mm/mV: one second is 2.5 cm wide, one millivolt 1 cm tall.
     width_in, height_in = duration_s * 2.5 / 2.54, (hi - lo) * 1.0 / 2.54
-    fig, ax = plt.subplots(figsize=(width_in, height_in))
+    shrink = min(1.0, CONTENT_WIDTH_IN / width_in)  # the proportions of the paper, the width of the page
+    fig, ax = plt.subplots(figsize=(width_in * shrink, height_in * shrink + 0.5))
     _draw_paper(ax, 0.0, duration_s, lo, hi)
     for r, row in enumerate(_GRID_LAYOUT):
         base = -r * row_height_mv
@@ -139,7 +292,7 @@ def plot_ecg_12lead(signal_mv, fs_hz: float = 100.0, leads=LEADS, title: str | N
     ax.set_xlim(0, duration_s)
     ax.set_ylim(lo, hi)
     ax.set_aspect(0.4)  # 1 s (25 mm) vs 1 mV (10 mm)
-    ax.set_xlabel("time (s); grid 0.04 s / 0.1 mV, bold 0.2 s / 0.5 mV (25 mm/s, 10 mm/mV)")
+    ax.set_xlabel("time (s); grid 0.04 s / 0.1 mV, bold 0.2 s / 0.5 mV\n(25 mm/s, 10 mm/mV)")
     ax.set_yticks([])
     if title:
         ax.set_title(title)
@@ -165,7 +318,7 @@ def plot_task_timeline(horizons_min=HORIZONS_MIN, vitals_window_min: float = 30,
     matplotlib.figure.Figure
     """
     h_max = max(horizons_min)
-    fig, axes = plt.subplots(2, 1, figsize=(8, 3.6), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(_width(8), 4.4), sharex=True)
     for ax, task in zip(axes, ("estimation", "monitoring")):
         ax.axvline(0, color="black", lw=2)
         ax.text(0, 1.02, "ECG", ha="center", va="bottom", fontsize=9,
@@ -179,11 +332,11 @@ def plot_task_timeline(horizons_min=HORIZONS_MIN, vitals_window_min: float = 30,
             for i, h in enumerate(sorted(horizons_min, reverse=True)):
                 ax.barh(0.7, h, left=0, height=0.3, color=plt.cm.Oranges(0.35 + 0.2 * i),
                         label=f"target: any abnormal lab in [0, {h}] min" if i == 0 else None)
-                ax.text(h, 0.7, f" {h}", va="center", fontsize=8)
+                ax.text(h, 0.7, f" {h}", va="center", fontsize=_SMALL)
         ax.set_yticks([])
         ax.set_ylim(0, 1)
         ax.set_title(f"{task.capitalize()} task", fontsize=10, loc="left")
-        ax.legend(loc="upper left", fontsize=7, frameon=False, bbox_to_anchor=(1.0, 1.0))
+        ax.legend(loc="upper right", fontsize=_SMALL, frameon=False)
     axes[-1].set_xlim(-estimation_window_min - 10, h_max + 15)
     axes[-1].set_xlabel("minutes relative to the ECG")
     fig.tight_layout()
@@ -203,7 +356,7 @@ def plot_training_curves(run_dirs):
     -------
     matplotlib.figure.Figure
     """
-    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(_width(9), 3.4))
     for label, run in run_dirs.items():
         path = Path(run) / "metrics.csv"
         if not path.exists():
@@ -219,17 +372,20 @@ def plot_training_curves(run_dirs):
         ax_auc.plot(ep, m["val_macro_auroc"], marker="o", color=line.get_color(), label=label)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
-    ax_loss.legend(fontsize=7)
+    ax_loss.legend(fontsize=_SMALL)
     ax_auc.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax_auc.set_xlabel("epoch")
     ax_auc.set_ylabel("validation macro AUROC")
-    ax_auc.legend(fontsize=7)
+    ax_auc.legend(fontsize=_SMALL)
     fig.tight_layout()
     return fig
 
 
 def plot_label_prevalence(targets: dict, split: str = "test"):
-    """Positive fraction of each target in ``split``, one panel per task.
+    """Positive fraction of each target in ``split``: one row per abnormality, a bar per task.
+
+    Rows are grouped by the paper's physiological category (bold headings), highest
+    prevalence first within a group; the tasks' bars sit side by side in their colours.
 
     Parameters
     ----------
@@ -256,20 +412,20 @@ def plot_label_prevalence(targets: dict, split: str = "test"):
     if frame.empty:
         raise ValueError("targets.json lists no targets")
     frame["auroc"] = frame["prevalence"]  # _abnormality_order ranks by this column
-    order = _abnormality_order(frame)
+    order, ypos, headings, n_rows = _grouped_rows(frame)
     tasks = [t for t in TASKS if (frame["task"] == t).any()]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks) + 2.4,
-                                                     max(3.0, 1.2 + _ROW_IN * len(order))),
-                             sharey=True, squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        sub = frame[frame["task"] == task].set_index("row_label").reindex(order)
-        ax.barh(range(len(order)), sub["prevalence"].to_numpy(dtype=float), color="C0", height=0.7)
-        ax.set_title(f"{TASK_TITLES[task]} ({split})")
-        ax.set_xlabel("positive fraction")
-        ax.set_xlim(0, 1)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(order)), order, fontsize=8 if len(order) > 40 else 9)
-    axes[0][0].set_ylim(len(order) - 0.5, -0.5)
+    fig, ax = plt.subplots(figsize=(CONTENT_WIDTH_IN, 1.4 + _ROW_PITCH_IN * n_rows))
+    for offset, task in zip(_dodge(len(tasks)), tasks):
+        sub = frame[frame["task"] == task]
+        ax.barh(sub["row_label"].map(ypos).to_numpy() + offset, sub["prevalence"].to_numpy(dtype=float),
+                height=0.8 / len(tasks), color=_TASK_COLORS.get(task, "0.5"), label=TASK_TITLES[task])
+    _label_grouped_rows(ax, order, ypos, headings, n_rows)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"positive fraction ({split} split)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.tick_params(labeltop=True)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0 + 0.45 / (1.4 + _ROW_PITCH_IN * n_rows)),
+              ncol=len(tasks), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -314,11 +470,11 @@ def plot_filter_response(response: pd.DataFrame, fs_out_hz: float = 100.0, mains
     """
     freqs = response.index.to_numpy(dtype=float)
     nyquist = fs_out_hz / 2
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = plt.subplots(figsize=(_width(7), 3))
     ax.axvspan(nyquist, freqs.max(), color="0.9", zorder=0)
     ax.plot(freqs, response["gain_db"], lw=1.2)
     ax.axvline(nyquist, color="k", ls="--", lw=0.8)
-    ax.text(nyquist, 3, f" {nyquist:g} Hz: Nyquist rate of {fs_out_hz:g} Hz", fontsize=8, va="bottom")
+    ax.text(nyquist, 3, f" {nyquist:g} Hz: Nyquist rate of {fs_out_hz:g} Hz", fontsize=_SMALL, va="bottom")
     ax.axvline(mains_hz, color="C3", lw=0.8, ls=":")
     ax.set_xlabel("frequency of a sine in the record (Hz)")
     ax.set_ylabel("gain (dB)")
@@ -335,7 +491,7 @@ def plot_lead_before_after(pair: dict, seconds: float = 2.5):
     -------
     matplotlib.figure.Figure
     """
-    fig, ax = plt.subplots(figsize=(8, 2.8))
+    fig, ax = plt.subplots(figsize=(_width(8), 2.8))
     for key, fs_key, style, color, what in (("raw_mv", "raw_fs_hz", "-", "0.55", "as recorded"),
                                             ("stored_mv", "fs_hz", "o-", "C0", "as stored")):
         n = int(round(seconds * pair[fs_key]))
@@ -343,7 +499,7 @@ def plot_lead_before_after(pair: dict, seconds: float = 2.5):
                 label=f"{what} ({pair[fs_key]:g} Hz)")
     ax.set_xlabel("time (s)")
     ax.set_ylabel(f"lead {pair['lead']} (mV)")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=_SMALL, loc="upper right")
     fig.tight_layout()
     return fig
 
@@ -378,15 +534,15 @@ def plot_s4_kernels(layer, channels=(0, 1, 2, 3), fs_hz: float = 100.0, n_sample
         k2 = two_sided_kernel(layer.kernel(n_samples)).cpu().numpy()  # (H, 2L-1): [L-1+d] lag d
         D = layer.D.cpu().numpy()  # (H,)
     t_s = -(np.arange(k2.shape[1]) - (n_samples - 1)) / fs_hz  # input time minus output time
-    fig, axes = plt.subplots(len(channels), 1, figsize=(8, 1.5 * len(channels) + 0.6), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(channels), 1, figsize=(_width(8), 1.5 * len(channels) + 0.8), sharex=True, squeeze=False)
     for ax, h in zip(axes[:, 0], channels):
         ax.axvspan(0, t_s.max(), color="0.92", zorder=0)
         ax.plot(t_s, k2[h], lw=1.0)
         ax.axhline(0, color="0.6", lw=0.5)
-        ax.set_ylabel(f"channel {h}", fontsize=8)
-        ax.text(0.01, 0.85, f"D = {D[h]:+.2f} (lag 0, not drawn)", transform=ax.transAxes, fontsize=7)
-    axes[0, 0].set_title("left: past samples (forward kernel); grey, right: future samples "
-                         "(backward kernel, bidirectional layers only)", fontsize=8)
+        ax.set_ylabel(f"channel {h}", fontsize=_SMALL)
+        ax.text(0.01, 0.85, f"D = {D[h]:+.2f} (lag 0, not drawn)", transform=ax.transAxes, fontsize=_SMALL)
+    axes[0, 0].set_title("left: past samples (forward kernel)\ngrey, right: future samples "
+                         "(backward kernel, bidirectional layers only)", fontsize=9)
     axes[-1, 0].set_xlabel("input time relative to the output sample (s)")
     fig.tight_layout()
     return fig
@@ -396,56 +552,49 @@ def plot_s4_kernels(layer, channels=(0, 1, 2, 3), fs_hz: float = 100.0, n_sample
 
 
 def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = 0.7):
-    """Forest plot: AUROC with its 95% interval for each abnormality, one panel per task.
+    """Forest plot: AUROC with its 95% interval for each abnormality and task, in one panel.
 
-    Rows are abnormalities (lab and direction), grouped by physiological category (label on
-    the right, thin rules between groups), best first within a group; filled markers are
-    significant above ``auroc_threshold`` (dotted line), open ones are not.
+    One row per abnormality (lab and direction) with a readable label, grouped by the
+    paper's physiological category (bold headings), best first within a group; the tasks
+    sit side by side within a row, each in its colour. Filled markers are significant above
+    ``auroc_threshold`` (dotted line), open ones are not.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
+    from matplotlib.lines import Line2D
+
     frame = target_rows(results)
     tasks = [t for t in tasks if (frame["task"] == t).any()]
     if not tasks:
         raise ValueError(f"results have no targets of tasks {list(TASKS)}")
-    order = _abnormality_order(frame[frame["task"].isin(tasks)])
-    ypos = {label: i for i, label in enumerate(order)}
-    height = max(3.0, 1.2 + _ROW_IN * len(order))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(2.6 * len(tasks) + 2.4, height),
-                             sharey=True, squeeze=False)
-    categories = frame.drop_duplicates("row_label").set_index("row_label")["category"]
-    for ax, task in zip(axes[0], tasks):
+    frame = frame[frame["task"].isin(tasks)]
+    order, ypos, headings, n_rows = _grouped_rows(frame)
+    height = 1.6 + _ROW_PITCH_IN * n_rows
+    fig, ax = plt.subplots(figsize=(CONTENT_WIDTH_IN, height))
+    for offset, task in zip(_dodge(len(tasks)), tasks):
         sub = frame[frame["task"] == task]
-        y = sub["row_label"].map(ypos).to_numpy()
+        color = _TASK_COLORS.get(task, "0.3")
+        y = sub["row_label"].map(ypos).to_numpy() + offset
         sig = (sub["low"] > auroc_threshold).fillna(False).to_numpy()
         err = np.vstack([sub["auroc"] - sub["low"], sub["high"] - sub["auroc"]]).clip(min=0)
-        ax.errorbar(sub["auroc"], y, xerr=err, fmt="none", ecolor="0.4", elinewidth=0.9)
-        ax.scatter(sub["auroc"][sig], y[sig], s=14, color="C0", zorder=3, label="significant")
-        ax.scatter(sub["auroc"][~sig], y[~sig], s=14, facecolor="white", edgecolor="C0", zorder=3,
-                   label="not significant")
-        ax.axvline(auroc_threshold, color="C3", ls=":", lw=1)
-        ax.axvline(0.5, color="0.7", lw=0.8)
-        ax.set_title(TASK_TITLES.get(task, task))
-        ax.set_xlabel("AUROC")
-        ax.grid(axis="x", alpha=0.3)
-        previous = None
-        for label in order:
-            if previous is not None and categories[label] != previous:
-                ax.axhline(ypos[label] - 0.5, color="0.85", lw=0.8)
-            previous = categories[label]
-    ax0 = axes[0][0]
-    ax0.set_yticks(range(len(order)), order, fontsize=8 if len(order) > 40 else 9)
-    ax0.set_ylim(len(order) - 0.5, -0.5)
-    last = axes[0][-1]
-    for category in dict.fromkeys(categories[order]):
-        rows = [ypos[l] for l in order if categories[l] == category]
-        last.annotate(f"[{category}]", xy=(1.02, np.mean(rows)), xycoords=("axes fraction", "data"),
-                      va="center", fontsize=8, color="0.3", annotation_clip=False)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.tight_layout(rect=(0, 0.4 / height, 1, 1))
-    fig.legend(handles, names, loc="lower center", ncol=2, fontsize=8, frameon=False)
+        ax.errorbar(sub["auroc"], y, xerr=np.nan_to_num(err), fmt="none", ecolor=color, elinewidth=1.0)
+        ax.scatter(sub["auroc"][sig], y[sig], s=16, color=color, zorder=3)
+        ax.scatter(sub["auroc"][~sig], y[~sig], s=16, facecolor="white", edgecolor=color, zorder=3)
+    ax.axvline(auroc_threshold, color="0.3", ls=":", lw=1)
+    ax.axvline(0.5, color="0.7", lw=0.8)
+    _label_grouped_rows(ax, order, ypos, headings, n_rows)
+    ax.set_xlabel("AUROC with 95% bootstrap interval")
+    ax.grid(axis="x", alpha=0.3)
+    ax.tick_params(labeltop=True)
+    handles = [Line2D([], [], color=_TASK_COLORS.get(t, "0.3"), marker="o", lw=1, label=TASK_TITLES.get(t, t))
+               for t in tasks]
+    handles += [Line2D([], [], color="0.3", marker="o", lw=0, label=f"filled: significant > {auroc_threshold:.2f}"),
+                Line2D([], [], color="0.3", marker="o", markerfacecolor="white", lw=0, label="open: not significant")]
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0 + 0.45 / height), ncol=3,
+              frameon=False)
+    fig.tight_layout()
     return fig
 
 
@@ -482,10 +631,10 @@ def plot_horizon_heatmap(results: pd.DataFrame, auroc_threshold: float = 0.7, an
                                    edgecolor="white", lw=0))
     if annotate:
         for i, j in zip(*np.nonzero(np.isfinite(values))):
-            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=_SMALL,
                     color="white" if values[i, j] < (vmin + 0.9) / 2 + 0.1 else "black")
     ax.set_xticks(range(len(tasks)), [TASK_TITLES[t] for t in tasks])
-    ax.set_yticks(range(len(order)), order, fontsize=8 if len(order) > 40 else 9)
+    ax.set_yticks(range(len(order)), order, fontsize=_SMALL)
     ax.xaxis.tick_top()
     if missing:
         ax.set_xlabel(f"no target at: {', '.join(missing)}")
@@ -546,7 +695,7 @@ def plot_roc_curves(y_true, y_score, target_names, results: pd.DataFrame | None 
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="lower right", fontsize=_SMALL)
     fig.tight_layout()
     return fig
 
@@ -570,11 +719,11 @@ def plot_intervals(results: pd.DataFrame, task: str = "est"):
     ax.scatter(frame["auroc"], y, s=10, color="k", zorder=3, label="AUROC")
     ax.axvline(0.5, color="0.6", lw=0.8)
     ax.axvline(0.7, color="C3", ls=":", lw=1)
-    ax.set_yticks(y, frame["row_label"], fontsize=8 if len(frame) > 40 else 9)
+    ax.set_yticks(y, frame["row_label"], fontsize=_SMALL)
     ax.set_ylim(len(frame) - 0.5, -0.5)
     ax.set_xlabel("AUROC with 95% bootstrap interval")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=_SMALL)
     fig.tight_layout()
     return fig
 
@@ -598,20 +747,22 @@ def plot_reliability(reliability: pd.DataFrame, results: pd.DataFrame, targets):
     targets = list(targets)
     if not targets:
         raise ValueError("no targets to plot")
-    fig, axes = plt.subplots(1, len(targets), figsize=(3.0 * len(targets), 3.3), squeeze=False)
-    for ax, target in zip(axes[0], targets):
+    fig, axes = _panel_grid(len(targets), 2.6, 3.4)
+    for ax, target in zip(axes, targets):
         curve = reliability[reliability["target"] == target]
         ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8)
         ax.plot(curve["mean_predicted"], curve["fraction_positive"], "o-", color="C0", ms=3.5, lw=1.2)
         for r in curve.itertuples():
-            ax.annotate(str(int(r.n)), (r.mean_predicted, r.fraction_positive), fontsize=6, color="0.4",
+            ax.annotate(str(int(r.n)), (r.mean_predicted, r.fraction_positive), fontsize=_SMALL, color="0.4",
                         xytext=(2, -8), textcoords="offset points")
-        ax.set_title(f"{target_label(results, target)}\nBrier {results.loc[target, 'brier']:.3f}", fontsize=8)
+        ax.set_title(f"{_wrap(target_label(results, target), 30)}\nBrier {results.loc[target, 'brier']:.3f}",
+                     fontsize=_SMALL)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
         ax.set_xlabel("mean predicted probability")
-    axes[0][0].set_ylabel("fraction positive")
+    for ax in axes[::max(1, int(CONTENT_WIDTH_IN // 2.6))]:
+        ax.set_ylabel("fraction positive")
     fig.tight_layout()
     return fig
 
@@ -632,9 +783,8 @@ def plot_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame):
     first = subgroups[subgroups["target"] == targets[0]]
     labels = [f"{VARIABLE_TITLES.get(v, v)}: {s}" if v != "all" else "All" for v, s in
               zip(first["variable"], first["subgroup"])]
-    fig, axes = plt.subplots(1, len(targets), figsize=(2.8 * len(targets) + 1.6, 0.9 + 0.26 * len(labels)),
-                             sharey=True, squeeze=False)
-    for ax, target in zip(axes[0], targets):
+    fig, axes = _panel_grid(len(targets), 2.2, 1.2 + 0.26 * len(labels), extra_width_in=1.6, sharey=True)
+    for ax, target in zip(axes, targets):
         sub = subgroups[subgroups["target"] == target].reset_index(drop=True)
         y = np.arange(len(sub))
         few = sub["too_few"].astype(bool).to_numpy() if "too_few" in sub else np.zeros(len(sub), bool)
@@ -646,11 +796,13 @@ def plot_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame):
         if len(overall):
             ax.axvline(float(overall.iloc[0]), color="C0", lw=0.8, alpha=0.5)
         ax.axvline(0.5, color="0.6", lw=0.8)
-        ax.set_title(target_label(results, target), fontsize=8)
+        ax.set_title(_wrap(target_label(results, target), 26), fontsize=_SMALL)
         ax.set_xlabel("AUROC")
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
-    axes[0][0].set_ylim(len(labels) - 0.5, -0.5)
+    axes[0].set_yticks(range(len(labels)), labels, fontsize=_SMALL)
+    axes[0].set_ylim(len(labels) - 0.5, -0.5)
+    for ax in axes:
+        ax.tick_params(labelleft=True)
     fig.tight_layout()
     return fig
 
@@ -690,8 +842,8 @@ def plot_attribution(attribution: dict, windows_frame: pd.DataFrame | None = Non
         rows = windows_frame[windows_frame["planted_window"].astype(bool)]
         own = {r.target: (r.start_s, r.end_s, r.window) for r in rows.itertuples()}
     dt = time_s[1] - time_s[0] if time_s.size > 1 else 0.01
-    fig, axes = plt.subplots(1, len(targets), figsize=(2.3 * len(targets) + 0.6, 6.2), sharey=True, squeeze=False)
-    for ax, j in zip(axes[0], range(len(targets))):
+    fig, axes = _panel_grid(len(targets), 2.3, 5.2, extra_width_in=0.4, sharey=True)
+    for ax, j in zip(axes, range(len(targets))):
         a = attr[j] / max(float(attr[j].max()), 1e-12)  # (W, C)
         ax.imshow(a.T, extent=(time_s[0] - dt / 2, time_s[-1] + dt / 2, len(leads) - 0.5, -0.5),
                   aspect="auto", cmap="Reds", vmin=0, vmax=1, interpolation="nearest")
@@ -700,11 +852,60 @@ def plot_attribution(attribution: dict, windows_frame: pd.DataFrame | None = Non
         if targets[j] in own:
             start, end, name = own[targets[j]]
             ax.axvspan(start, end, fill=False, edgecolor="C0", lw=1.2, ls="--")
-            ax.text(start, -0.9, name, fontsize=7, color="C0")
+            ax.text(start, -0.9, name, fontsize=_SMALL, color="C0")
         ax.axvline(0.0, color="0.5", lw=0.5, ls=":")
-        ax.set_title(targets[j].replace("_", " "), fontsize=8)
+        ax.set_title(_wrap(targets[j].replace("_", " "), 24), fontsize=_SMALL)
         ax.set_xlabel("s from R peak")
-    axes[0][0].set_yticks(range(len(leads)), leads, fontsize=8)
-    axes[0][0].set_ylim(len(leads) - 0.5, -1.2)
+    axes[0].set_yticks(range(len(leads)), leads, fontsize=_SMALL)
+    axes[0].set_ylim(len(leads) - 0.5, -1.2)
+    for ax in axes:
+        ax.tick_params(labelleft=True)
     fig.tight_layout()
     return fig
+
+
+def plot_paper_comparison(comparison: pd.DataFrame):
+    """This run's AUROC against the paper's, one point per target both report (the book's summary figure).
+
+    Parameters
+    ----------
+    comparison : DataFrame
+        :func:`labecg.tables.compare_with_paper` (``paper_auroc``, ``paper_low``,
+        ``paper_high``, ``auroc``, ``low``, ``high``, ``task``, ``paper_version``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        x: the paper's AUROC, y: this run's, both with 95% intervals, a colour per task;
+        dashed: equal AUROC. Without a common target, a figure that says so.
+    """
+    version = comparison.attrs.get("paper_version", "the paper")
+    if comparison.empty:
+        fig, ax = plt.subplots(figsize=(_width(6.0), 1.4))
+        ax.text(0.5, 0.5, f"No target of this run is in the tables of {version}.", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    fig, ax = plt.subplots(figsize=(_width(6.4), 4.2))
+    lo = float(np.nanmin(comparison[["paper_low", "low"]].to_numpy(dtype=float)))
+    lo = min(0.5, np.floor(lo * 20) / 20) if np.isfinite(lo) else 0.5
+    ax.plot([lo, 1], [lo, 1], color="0.6", ls="--", lw=0.8, label="equal AUROC")
+    for task in TASKS:
+        sub = comparison[comparison["task"] == task]
+        if sub.empty:
+            continue
+        xerr = np.vstack([sub["paper_auroc"] - sub["paper_low"], sub["paper_high"] - sub["paper_auroc"]]).clip(min=0)
+        yerr = np.vstack([sub["auroc"] - sub["low"], sub["high"] - sub["auroc"]]).clip(min=0)
+        ax.errorbar(sub["paper_auroc"], sub["auroc"], xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt="o",
+                    ms=4, lw=0.8, color=_TASK_COLORS.get(task, "0.3"),
+                    label=f"{TASK_TITLES.get(task, task)} ({len(sub)})")
+    ax.axhline(0.7, color="0.8", lw=0.6, ls=":")
+    ax.axvline(0.7, color="0.8", lw=0.6, ls=":")
+    ax.set_xlim(lo, 1)
+    ax.set_ylim(lo, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"AUROC in the paper ({version}, MIMIC-IV)")
+    ax.set_ylabel("AUROC in this build")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, title="task (targets)")
+    fig.tight_layout()
+    return fig
+

@@ -50,7 +50,7 @@ import wfdb
 from scipy.signal import resample_poly
 from wfdb.io.header import rx_record, rx_signal
 from labecg.cohort import TRAIN_FOLDS
-from labecg.util import atomic_path, get_logger, progress_bar, read_json, write_json
+from labecg.util import atomic_path, get_logger, progress_bar, read_json, shown_path, write_json
 
 log = get_logger("labecg.signals")
 
@@ -803,6 +803,19 @@ def count_records(cohort_dir) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- what the book shows
+
+
+def conversion_settings(cohort_dir) -> pd.DataFrame:
+    """What ``signals.json`` records of a conversion, one row per setting, for a page.
+
+    Columns ``setting`` and ``value`` (text); the ECG root relative to the repository
+    (:func:`labecg.util.shown_path`), the fingerprint left out.
+    """
+    meta = read_json(Path(cohort_dir) / "signals.json")
+    rows = [{"setting": key, "value": shown_path(value) if key == "ecg" else
+             (", ".join(map(str, value)) if isinstance(value, list) else str(value))}
+            for key, value in meta.items() if key != "fingerprint"]
+    return pd.DataFrame(rows, columns=["setting", "value"])
 
 
 def filter_response(fs_in_hz: float = SOURCE_FS_HZ, fs_out_hz: float = 100.0, freqs_hz=None) -> pd.DataFrame:

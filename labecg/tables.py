@@ -9,6 +9,7 @@ with :func:`style_table`.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -330,9 +331,84 @@ def comparison_note(comparison: pd.DataFrame) -> str:
     return text
 
 
+#: Headers of raw columns a page shows (``results.csv``, ``cohort_flow.csv``, the self-checks);
+#: a name not listed gets :func:`column_title`'s spelling (underscores to spaces, unit suffix
+#: in parentheses).
+COLUMN_TITLES = {
+    "target": "Target", "task": "Task", "lab": "Lab", "label": "Lab", "value": "Value",
+    "direction": "Direction", "threshold": "Threshold", "unit": "Unit", "category": "Category",
+    "auroc": "AUROC", "low": "95% CI low", "high": "95% CI high",
+    "low_patient": "Patient-level 95% CI low", "high_patient": "Patient-level 95% CI high",
+    "macro_auroc": "Macro AUROC", "n": "n", "n_pos": "Positives", "n_neg": "Negatives",
+    "n_skipped": "Resamples skipped", "n_targets": "Targets", "n_significant": "Significant > 0.70",
+    "step": "Step", "rows_in": "Rows in", "rows_out": "Rows out", "dropped": "Dropped", "reason": "Reason",
+    "records": "Records", "parameters": "Parameters", "ours": "This build", "paper": "Paper (arXiv v1)",
+    "brier": "Brier", "prevalence": "Prevalence", "mechanism": "Mechanism", "channel": "Channel",
+    "window": "Window", "start_s": "Window start (s)", "end_s": "Window end (s)",
+}
+_UNIT_SUFFIXES = {"_mv": "mV", "_ms": "ms", "_s": "s", "_min": "min", "_hz": "Hz", "_db": "dB", "_pct": "%",
+                  "_mb": "MB", "_h": "h"}
+#: Tables longer than this show their first ``PREVIEW_ROWS`` rows and a dropdown for the rest.
+COLLAPSE_ROWS = 25
+PREVIEW_ROWS = 10
+_TAG = re.compile(r"\[(Ca\.|Re\.|Re\./Ca\.|He\.|Me\.|Im\.|Co\.)\]")
+
+
+def column_title(name) -> str:
+    """The header a page shows for a column: :data:`COLUMN_TITLES`, else the name spelled out.
+
+    >>> column_title("rows_in"), column_title("mean_mv"), column_title("Estimation AUROC")
+    ('Rows in', 'Mean (mV)', 'Estimation AUROC')
+    """
+    text = str(name)
+    if text in COLUMN_TITLES:
+        return COLUMN_TITLES[text]
+    if text != text.lower() or " " in text:  # already a header
+        return text
+    unit = next((u for suffix, u in _UNIT_SUFFIXES.items() if text.endswith(suffix) and len(text) > len(suffix)), None)
+    if unit:
+        text = text[: text.rindex("_")]
+    words = text.replace("_", " ").strip()
+    words = words[:1].upper() + words[1:]
+    words = re.sub(r"\bauroc\b", "AUROC", words, flags=re.I)
+    return f"{words} ({unit})" if unit else words
+
+
+def _format_number(x, decimals: int = 3) -> str:
+    """Integers with thousands separators, other numbers with ``decimals`` decimals, NaN as –."""
+    if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, (int, np.integer)) or float(x).is_integer() and abs(float(x)) >= 1000:
+        return f"{int(x):,}"
+    return f"{float(x):,.{decimals}f}"
+
+
+_NUMBER_LIKE = re.compile(r"^[\s–+\-−≥≤<>]*\d[\d,.]*(\s*\(.*\))?(\s*\[[\d/]+\])?\s*%?$")
+
+
+def _is_numeric_column(values) -> bool:
+    """Numbers, or texts that read as numbers (``0.882 (0.860, 0.902)``, ``1,234``, ``–``)."""
+    seen = False
+    for v in values:
+        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+            seen = True
+            continue
+        text = "" if v is None else str(v).strip()
+        if text in ("", "–", "-", "nan", "<NA>"):
+            continue
+        if not _NUMBER_LIKE.match(text):
+            return False
+        seen = True
+    return seen
+
+
 def style_table(table: pd.DataFrame, empty: str | None = None):
     """A table for a page: a pandas Styler without the index, every row shown.
 
+    Headers as :func:`column_title` spells them, numbers with three decimals (integers with
+    thousands separators, NaN as –) and numeric columns (numbers, AUROC texts) aligned right.
     Cells named in ``table.attrs["best"]`` (Table 2's best horizon, :func:`table_monitoring`)
     are set in bold, as the paper marks them. An empty
     ``table`` with ``empty`` given becomes that sentence (an ``IPython.display.HTML``
@@ -345,10 +421,88 @@ def style_table(table: pd.DataFrame, empty: str | None = None):
         from IPython.display import HTML
 
         return HTML(f"<p><em>{html.escape(empty)}</em></p>")
-    styler = table.style.hide(axis="index")
+    numeric = [c for c in table.columns if _is_numeric_column(table[c].tolist())]
+    styler = (table.style.hide(axis="index")
+              .format(_format_number, subset=[c for c in table.columns if table[c].dtype.kind in "biuf"
+                                              or table[c].dtype == "Int64"], na_rep="–")
+              .format_index(column_title, axis=1))
+    right = [{"selector": f"th.col_heading.col{table.columns.get_loc(c)}", "props": "text-align: right;"}
+             for c in numeric]
+    styler = styler.set_table_styles(right, overwrite=False)
+    if numeric:
+        styler = styler.set_properties(subset=numeric, **{"text-align": "right", "white-space": "nowrap"})
     best = table.attrs.get("best", {})
     return styler.apply(lambda row: ["font-weight: bold" if best.get(row.name) == c else "" for c in row.index],
                         axis=1)
+
+
+def table_notes(table: pd.DataFrame) -> list[str]:
+    """What a reader needs to read ``table``'s marks: the category codes it shows, its bold cells."""
+    notes = []
+    text = " ".join(str(v) for v in table.to_numpy().ravel())
+    codes = list(dict.fromkeys(m.group(1) for m in _TAG.finditer(text)))
+    if codes:
+        order = list(catalog.CATEGORY_NAMES)
+        codes.sort(key=order.index)
+        notes.append("In brackets, the paper's category of the laboratory value: "
+                     + ", ".join(f"[{c}] {catalog.CATEGORY_NAMES[c]}" for c in codes) + ".")
+    if table.attrs.get("best"):
+        notes.append("Bold: the horizon with the highest AUROC in each row, as the paper marks it.")
+    return notes
+
+
+def show_table(table: pd.DataFrame, caption: str, empty: str | None = None, index: bool = False,
+               collapse_rows: int = COLLAPSE_ROWS, preview_rows: int = PREVIEW_ROWS):
+    """A table as every page and notebook shows it (``IPython.display.HTML``, for ``glue`` or a cell).
+
+    :func:`style_table` (headers, numbers, alignment, bold), under ``caption`` followed by
+    :func:`table_notes`. A table longer than ``collapse_rows`` shows its first
+    ``preview_rows`` rows and a dropdown ("all N rows") that opens the rest: every row is in
+    the HTML, the rest hidden by CSS while the dropdown is closed. Wide tables scroll inside
+    their own box (``book/_static/css/labecg.css``, and the style of the table itself in
+    Jupyter).
+
+    Parameters
+    ----------
+    table : DataFrame
+    caption : str
+        One sentence on what the table shows; units not in the headers.
+    empty : str, optional
+        Shown instead of an empty table.
+    index : bool
+        Show the index as the first column (named by its name); default: hidden.
+    """
+    import html
+
+    from IPython.display import HTML
+
+    if table.empty and empty is not None:
+        return style_table(table, empty)
+    frame = table
+    if index:
+        frame = table.reset_index()
+        frame.attrs = dict(table.attrs)
+        if "best" in frame.attrs:  # rows are numbered now; the bold follows them
+            keys = list(table.index)
+            frame.attrs["best"] = {keys.index(k): c for k, c in table.attrs["best"].items() if k in keys}
+    caption_text = " ".join([caption.strip(), *table_notes(table)])
+    styler = style_table(frame).set_caption(html.escape(caption_text))
+    import hashlib
+
+    # the same table gets the same id in every build (the executed notebooks stay comparable)
+    uid = "labecg-" + hashlib.sha256(f"{caption_text}{frame.shape}{list(frame.columns)}".encode()).hexdigest()[:10]
+    body = styler.set_uuid(uid).to_html()
+    n = len(frame)
+    more = ""
+    if n > collapse_rows:
+        more = (f'<details class="labecg-more"><summary>Show all {n:,} rows '
+                f'(the first {preview_rows} are shown)</summary></details>')
+        css = (f"<style>.labecg-table:has(+ details.labecg-more:not([open])) #T_{uid} tbody "
+               f"tr:nth-child(n+{preview_rows + 1}) {{display: none;}}</style>")
+    else:
+        css = ""
+    wrapper = (f'<div class="labecg-table" style="overflow-x: auto; max-width: 100%;">{body}</div>')
+    return HTML(css + wrapper + more)
 
 
 def empty_table_note(results: pd.DataFrame, tasks, auroc_threshold: float = 0.7) -> str:

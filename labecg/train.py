@@ -23,9 +23,11 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -44,6 +46,32 @@ from labecg.model import FusionModel, ModelConfig
 from labecg.util import PROGRESS_ENV, atomic_path, get_logger, progress_bar, read_json, write_json
 
 log = get_logger(__name__)
+
+#: What Lightning says that a reader of the run cannot act on (#23): adverts for its cloud
+#: products, its settings echoed back, and accelerators it did not find. A GPU found but
+#: not used stays (``--accelerator gpu`` acts on it), as do its warnings.
+_LIGHTNING_NOISE = re.compile(r"💡 Tip|was configured so|\b[GTH]PU available: False")
+#: Warnings of the libraries, not of the run: torch's deprecation of the pytree helpers that
+#: Lightning calls, and the checkpoint folder a resumed or emptied run folder holds on purpose.
+_WARNING_NOISE = (r"Checkpoint directory .* exists and is not empty",
+                  r".*(_pytree|LeafSpec|treespec|TreeSpec).*")
+
+
+class _QuietLightning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _LIGHTNING_NOISE.search(record.getMessage())
+
+
+def _silence_library_noise() -> None:
+    """Filter :data:`_LIGHTNING_NOISE` from Lightning's loggers and :data:`_WARNING_NOISE` from warnings."""
+    for name in ("pytorch_lightning", "pytorch_lightning.utilities.rank_zero", "lightning_fabric",
+                 "lightning_fabric.utilities.rank_zero", "lightning.pytorch", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.fabric", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietLightning) for f in logger.filters):
+            logger.addFilter(_QuietLightning())
+    for pattern in _WARNING_NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auroc")
 
 
@@ -633,6 +661,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     """
     started = time.time()
     out = Path(cfg.run_dir)
+    _silence_library_noise()
     check_inputs(cfg)
     settings = run_settings(cfg)
     # under `labecg book` Lightning's bar would fill the page; a bar the book echoes on its terminal instead

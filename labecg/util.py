@@ -202,3 +202,17 @@ def repo_path(path) -> Path | None:
     root = repo_root()
     # kept relative when the working directory is the repository: logs and pages show no home folder
     return path if path.is_absolute() or root == Path.cwd().resolve() else root / path
+
+
+def shown_path(path) -> str:
+    """``path`` as pages and run folders show it: relative to :func:`repo_root` when inside it.
+
+    A path outside the repository (real MIMIC folders elsewhere) is shown as given; no
+    page names the folders of the machine that built it otherwise.
+    """
+    given = Path(path).expanduser()
+    full = (given if given.is_absolute() else Path.cwd() / given).resolve()
+    try:
+        return full.relative_to(repo_root()).as_posix()
+    except ValueError:
+        return str(path)

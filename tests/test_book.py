@@ -496,9 +496,11 @@ def site(request):
         html_dir = Path(given).resolve()
         if not (html_dir / "index.html").is_file():
             pytest.fail(f"LABECG_BOOK_HTML={given}: no index.html; build the book first (make book)")
-        return SimpleNamespace(html=html_dir, root=REPO)
+        # the book's folder holds _build/html; its runs/ are the run folders it shows
+        root = html_dir.parents[1] if (html_dir.parents[1] / "_config.yml").is_file() else REPO
+        return SimpleNamespace(html=html_dir, root=root, run_dirs=sorted((root / "runs").glob("*")))
     built = request.getfixturevalue("built")
-    return SimpleNamespace(html=built.html, root=built.root)
+    return SimpleNamespace(html=built.html, root=built.root, run_dirs=[built.cfg.run_dir])
 
 
 @pytest.fixture
@@ -698,3 +700,191 @@ def test_no_page_shows_a_glued_figure_or_table_twice():
                     if value_names & shown or not hidden:
                         twice.append(f"{nb_path.name} cell {i}: {node.args[0].value}")
     assert not twice, twice
+
+
+# ---------------------------------------------------------------------------- reading (#23)
+
+WIDTHS = (390, 768, 1400)
+
+
+def _load(browser, url: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+        and d.execute_script("return document.querySelector('main') !== null"))
+
+
+def test_no_page_is_wider_than_its_window(browser, served):
+    """Wide tables scroll inside their own box; the page never scrolls sideways."""
+    wide = {}
+    for width in WIDTHS:
+        browser.set_window_size(width, 900)
+        for page in PAGES:
+            _load(browser, f"{served}/{page}")
+            page_width, window = browser.execute_script(
+                "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            if page_width > window + 1:
+                culprits = browser.execute_script("""
+                    const w = document.documentElement.clientWidth;
+                    return Array.from(document.querySelectorAll('main *'))
+                      .filter(e => e.getBoundingClientRect().right > w + 1)
+                      .slice(0, 3).map(e => e.tagName + '.' + e.className);""")
+                wide[(width, page)] = (page_width, culprits)
+    assert not wide, wide
+
+
+def test_glued_text_is_not_set_in_bold(browser, served):
+    """myst-nb sets every glued text in bold: whole summary paragraphs read as walls of bold."""
+    _load(browser, f"{served}/book/results.html")
+    heavy = browser.execute_script("""
+        return Array.from(document.querySelectorAll('main span.pasted-text'))
+          .filter(s => getComputedStyle(s).fontWeight !== getComputedStyle(s.parentElement).fontWeight)
+          .map(s => s.innerText.slice(0, 60));""")
+    assert browser.execute_script("return document.querySelectorAll('main span.pasted-text').length") > 5
+    assert not heavy, heavy
+
+
+class _Links(HTMLParser):
+    """Every internal reference of a page: href and src of a, link, script, img, source; and its ids."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.refs, self.ids = [], set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag in ("a", "link") and a.get("href"):
+            self.refs.append(a["href"])
+        if tag in ("img", "script", "source", "iframe") and a.get("src"):
+            self.refs.append(a["src"])
+
+
+def test_every_link_resolves(site):
+    """Crawl every page of the built site: each internal link, asset and fragment exists."""
+    from urllib.parse import unquote, urlsplit
+
+    # the pages, not the theme's templates under _static
+    pages = sorted(p for p in site.html.rglob("*.html") if "_static" not in p.relative_to(site.html).parts)
+    parsed = {}
+    for page in pages:
+        p = _Links()
+        p.feed(page.read_text(errors="replace"))
+        parsed[page.resolve()] = p
+    broken = []
+    for page, p in parsed.items():
+        for ref in p.refs:
+            parts = urlsplit(ref)
+            if parts.scheme or ref.startswith(("//", "mailto:", "javascript:", "data:")):
+                continue
+            target = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                broken.append((str(page.relative_to(site.html.resolve())), ref))
+            elif parts.fragment and target.suffix == ".html" and target in parsed:
+                if parts.fragment not in parsed[target].ids:
+                    broken.append((str(page.relative_to(site.html.resolve())), ref))
+    assert not broken, broken[:20]
+
+
+def _builder_paths(site) -> list[str]:
+    """Absolute paths of the machine that built the book: its folder, the checkout, the venv, home."""
+    paths = {str(site.root.resolve()), str(REPO), sys.prefix, str(Path(sys.executable).parent)}
+    home = str(Path.home())
+    if len(home) > 1:
+        paths.add(home + "/")
+    return sorted(p for p in paths if len(p) > 1)
+
+
+def test_no_builder_path_in_pages_or_run_folders(site):
+    leaks = {}
+    files = list(site.html.rglob("*.html")) + list((site.html / "_sources").rglob("*.ipynb"))
+    files += [p for run in site.run_dirs for p in Path(run).rglob("*.json")]
+    for path in files:
+        text = path.read_text(errors="replace")
+        found = [b for b in _builder_paths(site) if b in text] + (["site-packages"] if "site-packages" in text else [])
+        if found:
+            leaks[str(path)] = found
+    assert files and not leaks, leaks
+
+
+def test_no_unexplained_mark(site):
+    """Category tags, bold cells and file names are explained on the page that shows them."""
+    from labecg import catalog
+
+    unexplained = []
+    for page in sorted(site.html.rglob("*.html")):
+        if "_static" in page.parts or "_sources" in page.parts:
+            continue
+        text = re.sub(r"<[^>]+>", " ", page.read_text())
+        text = html.unescape(re.sub(r"\s+", " ", text))
+        for code, name in catalog.CATEGORY_NAMES.items():
+            if f"[{code}]" in text and f"[{code}] {name}" not in text:
+                unexplained.append((page.name, f"[{code}]"))
+        if "font-weight: bold" in page.read_text() and "Bold:" not in text:
+            unexplained.append((page.name, "bold cells"))
+        # a file the reader is pointed to exists in the repository
+        for name in set(re.findall(r"\b([A-Za-z][\w-]*\.md)\b", text)):
+            if not (REPO / name).is_file() and not list(REPO.glob(f"*/{name}")):
+                unexplained.append((page.name, name))
+        if "REFERENCE_NOTES" in text:
+            unexplained.append((page.name, "REFERENCE_NOTES"))
+    assert not unexplained, unexplained
+
+
+def _image_records(site) -> dict:
+    """sha256 of each PNG in the executed notebooks -> its display metadata (figure_png's)."""
+    import base64
+
+    records = {}
+    for nb_path in (site.root / "book" / "notebooks").glob("*.ipynb"):
+        for cell in json.loads(nb_path.read_text())["cells"]:
+            for out in cell.get("outputs", []):
+                for key, value in out.get("data", {}).items():
+                    if key.endswith("image/png"):
+                        digest = hashlib.sha256(base64.b64decode("".join(value))).hexdigest()
+                        records[digest] = out.get("metadata", {}).get("image/png", {})
+    return records
+
+
+def test_figures_are_2x_with_text_of_9_px_at_content_width(browser, served, site):
+    """Every figure: a PNG with two device pixels per CSS pixel, its smallest text >= 9 CSS px as shown.
+
+    Text size from the figure's record (smallest font in points, saved with the figure) and the
+    PNG's own dpi and width: points x dpi / 72 device pixels, scaled by shown width / image width.
+    """
+    from PIL import Image
+
+    from labecg import figures
+
+    records = _image_records(site)
+    browser.set_window_size(1400, 1000)
+    bad, seen = [], 0
+    for page in PAGES:
+        _load(browser, f"{served}/{page}")
+        content = browser.execute_script("return document.querySelector('article.bd-article').clientWidth")
+        assert content >= figures.CONTENT_WIDTH_PX, (page, content)
+        images = browser.execute_script("""
+            return Array.from(document.querySelectorAll('main img')).map(i =>
+              [i.getAttribute('src'), i.getBoundingClientRect().width, i.naturalWidth]);""")
+        for src, shown, natural in images:
+            path = (site.html / page).parent.joinpath(src.split("?")[0]).resolve()
+            if path.suffix == ".svg":
+                continue
+            seen += 1
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            record = records.get(digest, {}).get("labecg")
+            if record is None:
+                bad.append((page, src, "no record of its fonts (not saved by figures.figure_png)"))
+                continue
+            with Image.open(path) as image:
+                dpi, width_px = image.info["dpi"][0], image.size[0]
+            text_px = record["min_font_pt"] * dpi / 72 * shown / width_px
+            if natural < 2 * shown - 1 or text_px < figures.MIN_TEXT_PX:
+                bad.append((page, src, f"{natural} px shown {shown:.0f} px, text {text_px:.1f} px"))
+    assert seen >= 5
+    assert not bad, bad

@@ -96,3 +96,26 @@ def test_a_corrupt_predictions_file_is_named_on_the_command_line(tmp_path, capsy
     assert cli.main(["evaluate", "--run-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "predictions_test.npz: not a readable predictions file" in err[0], err
+
+
+def test_book_prints_its_summary_once(tmp_path, capfd, caplog, monkeypatch):
+    """`labecg book` printed the stage summary twice: logged on stderr and printed on stdout (#23)."""
+    import shutil
+    from pathlib import Path
+
+    from labecg import book
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(repo / name, tmp_path / name)
+    shutil.copytree(repo / "notebooks", tmp_path / "notebooks")
+    # executing a chapter is not what this test is about: the "executed" copy is the source
+    monkeypatch.setattr(book, "_execute", lambda source, target, *a, **k: shutil.copy(source, target))
+    assert cli.main(["book", "--book-root", str(tmp_path), "--stages", "01_data", "--no-build-html",
+                     "--data-root", str(tmp_path / "absent"), "--cohort-dir", str(tmp_path / "cohort"),
+                     "--run-dir", str(tmp_path / "run")]) == 0
+    out, err = capfd.readouterr()
+    # the package's log handler writes to the stderr of its creation, so its records are read here
+    logged = caplog.text
+    assert (out + err + logged).count("01_data: ran") == 1, (out, err, logged)
+    assert "01_data: ran" in out

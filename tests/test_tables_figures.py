@@ -170,9 +170,18 @@ def test_compare_with_paper_matches_on_name_direction_task():
 def test_figures_return_figures_for_many_targets():
     res = _paper_as_results()
     rng = np.random.default_rng(0)
-    for fig, n_axes in [(figures.plot_forest(res), 4), (figures.plot_forest(res, tasks=("est",)), 1)]:
-        assert isinstance(fig, Figure) and len(fig.axes) == n_axes
+    n_abnormalities = len({(r.label, r.direction) for r in res.drop(index="macro").itertuples()})
+    n_categories = res.drop(index="macro")["category"].fillna("–").nunique()
+    for fig in (figures.plot_forest(res), figures.plot_forest(res, tasks=("est",))):
+        # one panel, a labelled row per abnormality and a bold heading per category (#23)
+        assert isinstance(fig, Figure) and len(fig.axes) == 1
+        assert fig.get_size_inches()[0] <= figures.CONTENT_WIDTH_IN + 1e-9
         plt.close(fig)
+    fig = figures.plot_forest(res)
+    labels = fig.axes[0].get_yticklabels()
+    assert len(labels) == n_abnormalities + n_categories
+    assert sum(l.get_fontweight() == "bold" for l in labels) == n_categories
+    plt.close(fig)
     fig = figures.plot_horizon_heatmap(res)
     assert isinstance(fig, Figure)
     assert len(fig.axes[0].get_yticklabels()) == len({(r.label, r.direction) for r in res.drop(index="macro").itertuples()})
@@ -213,7 +222,7 @@ def test_figures_return_figures_for_many_targets():
                             "category": r.category, "threshold": r.threshold, "unit": r.unit, "counts": {"test": {"pos": 10, "neg": 30}}}
                            for n, r in zip(names, res.iloc[:-1].itertuples())]}
     fig = figures.plot_label_prevalence(targets)
-    assert len(fig.axes) == 4
+    assert len(fig.axes) == 1 and len(fig.axes[0].get_legend().get_texts()) == 4
     assert fig.axes[0].patches[0].get_width() == pytest.approx(0.25)
     plt.close(fig)
 
@@ -394,3 +403,52 @@ def test_tables_show_counts_and_auprc_for_rare_targets():
     t2 = tables.table_monitoring(res)
     assert t2.loc["inr_pt_high", "60 min. n"] == "10 / 90 · 50 patients · 10.0%"
     assert t2.loc["inr_pt_high", "30 min. n"] == "–"
+
+
+def _smallest_text_pt(fig) -> float:
+    """Smallest font (points) over the texts a reader sees, gathered axis by axis (not by findobj)."""
+    texts = list(fig.texts) + [t for leg in fig.legends for t in leg.get_texts()]
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        texts += [t for t in ax.get_xticklabels() + ax.get_yticklabels()]
+        if ax.get_legend() is not None:
+            texts += list(ax.get_legend().get_texts())
+    return min(t.get_fontsize() for t in texts if t.get_visible() and t.get_text().strip())
+
+
+def test_every_figure_is_a_2x_png_with_text_of_9_px_at_content_width(tmp_path):
+    """Text >= 9 CSS px once the figure is shown at most CONTENT_WIDTH_PX wide, from the PNG itself (#23)."""
+    import io
+
+    from PIL import Image
+
+    res = _paper_as_results()
+    res["low_patient"], res["high_patient"] = res["low"] - 0.02, res["high"] + 0.02
+    names = list(res.index[:-1])
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, len(names))) < 0.3).astype(float)
+    s = rng.random(y.shape) + 0.5 * y
+    targets = {"targets": [{"name": n, "label": r.label, "direction": r.direction, "task": r.task,
+                            "category": r.category, "threshold": r.threshold, "unit": r.unit,
+                            "counts": {"test": {"pos": 10, "neg": 30}}} for n, r in zip(names, res.iloc[:-1].itertuples())]}
+    attribution = {"targets": np.array([f"t{i}_high_est" for i in range(7)]), "leads": np.array(list("ABCDEFGHIJKL")),
+                   "time_s": np.arange(-25, 55) / 100, "attribution": rng.random((7, 80, 12)),
+                   "median_beat_mv": rng.normal(size=(80, 12))}
+    made = {"forest": figures.plot_forest(res), "heatmap": figures.plot_horizon_heatmap(res),
+            "prevalence": figures.plot_label_prevalence(targets), "roc": figures.plot_roc_curves(y, s, names, res),
+            "intervals": figures.plot_intervals(res), "attribution": figures.plot_attribution(attribution),
+            "timeline": figures.plot_task_timeline(),
+            "ecg": figures.plot_ecg_12lead(rng.normal(size=(1000, 12)) * 0.2)}
+    for name, fig in made.items():
+        png, meta = figures.figure_png(fig)
+        image = Image.open(io.BytesIO(png))
+        dpi = image.info["dpi"][0]
+        assert round(dpi) == 2 * figures.CSS_DPI, (name, image.info)
+        width_px = image.size[0]
+        assert meta["width"] == width_px // 2  # two device pixels per CSS pixel
+        shown_css = min(width_px / 2, figures.CONTENT_WIDTH_PX)
+        # points -> device pixels at the PNG's dpi, then scaled to the shown width (CSS px per device px)
+        text_px = _smallest_text_pt(fig) / 72 * dpi * shown_css / width_px
+        assert text_px >= figures.MIN_TEXT_PX, (name, round(text_px, 2), width_px)
+        assert abs(meta["labecg"]["min_text_px"] - text_px) < 0.05, (name, meta, text_px)
+        plt.close(fig)

@@ -274,3 +274,39 @@ def test_duration_counts_every_call_of_a_resumed_run(train_cohort, tmp_path):
     total = json.loads((tmp_path / "run" / "run_info.json").read_text())["duration_s"]
     # the first call up to the checkpoint the second resumed from, plus the second call
     assert 0.9 * to_checkpoint + 0.8 * t2 - 0.5 <= total <= t1 + t2 + 1.0, (to_checkpoint, t1, t2, total)
+
+
+def test_lightning_noise_is_silenced_and_real_warnings_kept():
+    """Adverts, echoed settings and absent accelerators are dropped; an unused GPU and warnings stay (#23)."""
+    import logging
+    import warnings
+
+    from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+    from labecg import train
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Keep()
+    logging.getLogger("pytorch_lightning").addHandler(handler)
+    logging.getLogger("lightning_fabric").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train._silence_library_noise()
+            for message in ("GPU available: False, used: False", "TPU available: False, using: 0 TPU cores",
+                            "💡 Tip: For seamless cloud uploads and versioning, try installing [litmodels]",
+                            "`Trainer(limit_train_batches=1.0)` was configured so 100% of the batches will be used.",
+                            "GPU available: True (cuda), used: False"):
+                rank_zero_info(message)
+            rank_zero_warn("Checkpoint directory /tmp/run/checkpoints exists and is not empty.")
+            rank_zero_warn("The dataloader does not have many workers which may be a bottleneck.")
+    finally:
+        logging.getLogger("pytorch_lightning").removeHandler(handler)
+        logging.getLogger("lightning_fabric").removeHandler(handler)
+    assert seen == ["GPU available: True (cuda), used: False"], seen
+    assert [str(w.message) for w in caught] == ["The dataloader does not have many workers which may be a bottleneck."]
