@@ -394,6 +394,10 @@ def _execute(source: Path, target: Path, params: dict, kernel_dir: Path, cwd: Pa
                     f"{exc.ename}: {exc.evalue} (executed notebook: {failed})\n--- cell source ---\n"
                     f"{exc.source}\n--- executed notebook with the error: {failed}") from exc
             nb = nbformat.read(tmp_nb, as_version=4)
+            # papermill records where it read and wrote; published, those name the builder's folders
+            record = nb.metadata.get("papermill", {})
+            record["input_path"] = _notebook_path(source, cwd)
+            record["output_path"] = _notebook_path(target, cwd)
             for cell in nb.cells:
                 tags = cell.metadata.get("tags", [])
                 if "injected-parameters" in tags or "parameters" in tags:
@@ -720,9 +724,61 @@ def _sphinx_install_cells(app, exception) -> None:
         nbformat.write(nb, path)
 
 
+def _png_size_and_dpi(path: Path) -> tuple[int, int, float] | None:
+    """(width, height, dots per inch) of a PNG from its IHDR and pHYs chunks; None if not a PNG."""
+    import struct
+
+    data = Path(path).read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    at = data.find(b"pHYs")
+    if at < 0:
+        return width, height, 72.0
+    per_x, _, unit = struct.unpack(">IIB", data[at + 4:at + 13])
+    return width, height, per_x * 0.0254 if unit == 1 else 72.0
+
+
+def _sphinx_image_widths(app, exception) -> None:
+    """build-finished: show every 2x figure at half its pixels, wherever the page placed it.
+
+    A figure glued into a Markdown page (``{glue:} name`` with ``:doc:``) loses the display
+    width its notebook output carries, and would be drawn one image pixel per CSS pixel:
+    too large, and at half the sharpness. A PNG saved at twice the CSS resolution
+    (:func:`labecg.figures.figure_png`: its pHYs chunk says 192 dpi) gets ``width`` = half
+    its pixels when its ``<img>`` has no width.
+    """
+    if exception is not None or app.builder.format != "html":
+        return
+    from labecg.figures import CSS_DPI
+
+    out = Path(app.outdir)
+    sizes = {}
+    tag = re.compile(r'<img\b[^>]*\bsrc="([^"]*_images/[^"]+\.png)"[^>]*>')
+    for page in out.rglob("*.html"):
+        text = page.read_text()
+
+        def widen(m):
+            img = m.group(0)
+            if "width" in img:
+                return img
+            path = (page.parent / m.group(1)).resolve()
+            if path not in sizes:
+                sizes[path] = _png_size_and_dpi(path) if path.is_file() else None
+            size = sizes[path]
+            if size is None or abs(size[2] - 2 * CSS_DPI) > 1:
+                return img
+            return img.replace("<img ", f'<img width="{size[0] // 2}" ', 1)
+
+        new = tag.sub(widen, text)
+        if new != text:
+            page.write_text(new)
+
+
 def setup(app):
     """Sphinx extension (``_config.yml`` lists ``labecg.book``): repository and launch buttons."""
     app.connect("config-inited", _sphinx_repository)
     app.connect("html-page-context", _sphinx_launch_paths, priority=900)
     app.connect("build-finished", _sphinx_install_cells)
+    app.connect("build-finished", _sphinx_image_widths)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

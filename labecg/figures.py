@@ -38,8 +38,9 @@ from labecg.tables import (TASK_TITLES, VARIABLE_TITLES, format_auroc, format_th
                            target_label, target_rows)
 from labecg.util import HORIZONS_MIN, TASKS, read_json
 
-#: Width of the book's content column in CSS pixels (sphinx-book-theme's article at a 1,400 px
-#: window; tests/test_book.py measures it in Chromium). Every figure is at most this wide.
+#: Width of the book's content column in CSS pixels, a lower bound: sphinx-book-theme's article
+#: measures 836 px at a 1,400 px window in Chromium (tests/test_book.py holds it to at least this).
+#: Every figure is at most this wide, so it is never scaled down on a desktop page.
 CONTENT_WIDTH_PX = 720
 #: CSS pixels per inch: a figure of w inches is shown w * 96 px wide (its PNG has twice that).
 CSS_DPI = 96
