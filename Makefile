@@ -53,8 +53,8 @@ MIMIC_DEMO_BOOK = --data-root $(MIMIC_DEMO) --no-generate-synthetic --unlisted-e
 book-mimic-demo: venv
 	$(BIN)/labecg download mimic-demo --data-root $(MIMIC_DEMO) $(if $(BASE_URL),--base-url $(BASE_URL))
 	$(BIN)/labecg book $(MIMIC_DEMO_BOOK)
-# The classroom size (book/classroom.md): 600 synthetic patients under relaxed cohort rules,
-# in its own data and run folders, so every section of the book still has something to show.
+# A classroom size (book/classroom.md): 600 synthetic patients under relaxed cohort rules, in
+# its own data and run folders; at this size Tables 1 and 2 may have no significant row.
 SMALL_FLAGS := --patients 600 --min-lab-events 50 --min-per-class 4 --n-iterations 200 \
 	--data-root data/small/synthetic --cohort-dir data/small/cohort --run-dir runs/small
 book-small: venv
