@@ -417,7 +417,8 @@ def attribution_check(windows_frame: pd.DataFrame, contrasts: pd.DataFrame | Non
     difference has the lowest lower bound, with ``vs_planted`` and its interval;
     ``verdict``: "concentrated" when the intervals against the nulls and against every
     other planted target all lie above 0; "above nulls only" when only the one against
-    the nulls does; "not shown" when that one reaches 0; "no null targets" when the run
+    the nulls does; "not shown" when that one does not lie above 0 (it reaches 0 or lies
+    below); "no null targets" when the run
     explained none; ``n_ecgs`` and ``level`` of the intervals. No rows when either frame
     is None or empty.
     """
@@ -510,8 +511,8 @@ def summarize_attribution(check: pd.DataFrame, randomization: pd.DataFrame | Non
                          f"{name(r.closest_planted)} {vs(r, 'vs_planted')})"
                          for r in by["above nulls only"].itertuples()) + ".")
     if len(by["not shown"]):
-        parts.append(f"For {len(by['not shown'])} of {n} the interval against the null targets reaches 0, so "
-                     f"no concentration is shown: " + "; ".join(
+        parts.append(f"For {len(by['not shown'])} of {n} the interval against the null targets does not lie "
+                     f"above 0, so no concentration is shown: " + "; ".join(
                          f"{name(r.target)} ({r.window}, {vs(r, 'vs_null')})" for r in by["not shown"].itertuples())
                      + ".")
     if len(by["no null targets"]):
