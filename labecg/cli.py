@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import inspect
 import os
@@ -178,17 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     module_name, cls_name, fn_name, help_text = COMMANDS[argv[0]]
     module = importlib.import_module(module_name)
     try:
+        # a stage may say more in --help than the one line of the command list
         cfg = config_from_args(getattr(module, cls_name), argv[1:], prog=f"labecg {argv[0]}",
-                               description=help_text)
+                               description=". ".join(filter(None, [help_text, getattr(module, "CLI_DESCRIPTION", "")])))
         result = getattr(module, fn_name)(cfg)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        print(f"labecg {argv[0]}: interrupted", file=sys.stderr)
+        print(f"labecg {argv[0]}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
     except EXPECTED_ERRORS as exc:
         if debug:
             raise
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and exc.filename:
+            from labecg.util import disk_full
+
+            exc = disk_full(exc.filename, None, exc)  # the one line names the file and the space left
         print(f"labecg {argv[0]}: error: {error_line(exc)}", file=sys.stderr)
         return 1
     if result is not None:

@@ -30,10 +30,12 @@ readable record (interpolated, a lead without samples as zeros), and flagged; wi
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -50,7 +52,8 @@ import wfdb
 from scipy.signal import resample_poly
 from wfdb.io.header import rx_record, rx_signal
 from labecg.cohort import TRAIN_FOLDS
-from labecg.util import atomic_path, get_logger, progress_bar, read_json, shown_path, write_json
+from labecg.util import (atomic_path, check_free_space, folder_lock, format_bytes, get_logger, progress_bar,
+                         read_json, shown_path, write_json)
 
 log = get_logger("labecg.signals")
 
@@ -104,6 +107,9 @@ class SignalsConfig:
         A conversion in which more than this share of records fails is an error (a wrong
         ``ecg`` root fails them all); if every record of the first chunk fails, the
         conversion stops there and keeps nothing.
+    break_lock : bool
+        Take the cohort folder's lock (``.labecg.lock``) even when it names a process on
+        another host (see :func:`labecg.util.folder_lock`).
     """
 
     cohort_dir: Path = field(metadata={"help": "cohort folder holding cohort.parquet; outputs go beside it"})
@@ -126,6 +132,8 @@ class SignalsConfig:
         "help": "convert again, instead of refusing, when the outputs come from another cohort.parquet or settings"})
     max_failed_frac: float = field(default=0.5, metadata={
         "help": "fail when more than this share of records cannot be converted"})
+    break_lock: bool = field(default=False, metadata={
+        "help": "take the cohort folder's lock even when it names a process on another host"})
 
     def __post_init__(self):
         if self.workers < 1:
@@ -227,6 +235,31 @@ def _read_wfdb(path: Path) -> tuple[np.ndarray, list[str], list[str], float]:
     return rec.p_signal, list(rec.sig_name), units, float(rec.fs)
 
 
+def header_fs_problem(path: str | os.PathLike) -> str:
+    """Why the sampling rate a ``.hea`` states is unusable ("" when it is a positive number or absent).
+
+    WFDB's header grammar has no sign or NaN, so ``wfdb`` reads ``-500`` or ``nan`` as an
+    absent rate and falls back to 250 Hz; a record read that way is scored wrongly, never
+    refused. This reads the token itself: the third field of the first line that is not a
+    comment, up to its ``/`` (counter frequency).
+    """
+    try:
+        lines = Path(path).with_suffix(".hea").read_text(errors="replace").splitlines()
+    except OSError:
+        return ""  # the reader names a missing header
+    first = next((ln.split() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")), [])
+    if len(first) < 3:
+        return ""
+    token = first[2].split("/")[0]
+    try:
+        fs = float(token)
+    except ValueError:
+        return ""  # e.g. a base time in the third field: no rate given, WFDB's 250 Hz default applies
+    if not (math.isfinite(fs) and fs > 0):
+        return f"header sampling rate {first[2]!r} is not a positive number (wfdb would read it as 250 Hz)"
+    return ""
+
+
 def read_record(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     """Read the first 10 s of one WFDB record's 12 standard leads, in millivolts.
 
@@ -260,7 +293,10 @@ def read_record(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     path = Path(path)
     try:
         fast = _read_format16(path)
-        if fast is None:
+        if fast is None:  # the fast path reads only a positive rate; wfdb turns a bad one into 250 Hz
+            bad_fs = header_fs_problem(path)
+            if bad_fs:
+                raise RecordError(f"unreadable: {bad_fs}")
             fast = _read_wfdb(path)
     except RecordError:
         raise
@@ -414,6 +450,11 @@ def convert_record(path: str | os.PathLike, cfg: SignalsConfig, flags: Optional[
         message is the reason.
     """
     x, fs = read_record(path)
+    return convert_samples(x, fs, cfg, flags)
+
+
+def convert_samples(x: np.ndarray, fs: float, cfg: SignalsConfig, flags: Optional[list] = None) -> np.ndarray:
+    """:func:`convert_record` on samples already read (:func:`read_record`'s ``x`` (L, 12) mV and ``fs``)."""
     if fs < cfg.fs_hz - 1e-9:
         raise RecordError(f"fs {fs:g} Hz, below the stored rate {cfg.fs_hz:g} Hz")
     found: list = []
@@ -513,6 +554,50 @@ def _stale_record(cohort_dir: Path, fp: str, n_rows: int) -> Optional[Path]:
     return None
 
 
+#: Checked free space beyond the array: the manifest, the statistics, the progress records.
+FREE_SPACE_MARGIN_BYTES = 1 << 20
+FREE_SPACE_PER_RECORD_BYTES = 256
+PROBE_RECORDS = 10  # records tried before outputs are deleted or a changed ECG root is named
+
+
+def _probe_ecg_root(frame: pd.DataFrame, cfg: SignalsConfig) -> str:
+    """"" when one of the cohort's first records reads under ``cfg.ecg``, else the first one's reason."""
+    first = ""
+    for rel in frame["path"].astype(str)[:PROBE_RECORDS]:
+        try:
+            read_record(Path(cfg.ecg) / rel)
+            return ""
+        except RecordError as e:
+            first = first or f"{rel}: {e}"
+    return first or "cohort.parquet lists no record"
+
+
+def _allocated_bytes(path: Path) -> int:
+    """Bytes the filesystem holds for ``path`` (a sparse memmap holds less than its size)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return 0
+    return min(st.st_size, st.st_blocks * 512)
+
+
+def _reserve(path: Path, cohort_dir: Path) -> None:
+    """Allocate every block of a new (all-zero) memmap now: a full disk is an error here, not a SIGBUS later."""
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"{cohort_dir}: signals.npy needs {format_bytes(size)} ({size} bytes), "
+                                        f"{format_bytes(shutil.disk_usage(cohort_dir).free)} free; free some "
+                                        f"space and rerun") from None
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
 def _remove_outputs(cohort_dir: Path) -> None:
     for name in ("signals.npy", "signals.json", "signals_manifest.parquet", "signals_stats.json"):
         (cohort_dir / name).unlink(missing_ok=True)
@@ -542,15 +627,36 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
     """
     cohort_dir = Path(cfg.cohort_dir)
     frame = _read_cohort(cohort_dir)
+    if not Path(cfg.ecg).is_dir():  # a typo: say so before anything is compared or deleted
+        raise FileNotFoundError(f"--ecg {cfg.ecg}: not a folder; expected the MIMIC-IV-ECG root that "
+                                f"cohort.parquet's paths are relative to (nothing in {cohort_dir} was changed)")
+    command = shlex.join(["labecg", *sys.argv[1:]] if Path(sys.argv[0]).name == "labecg" else sys.argv)
+    with folder_lock(cohort_dir, command, break_lock=cfg.break_lock):
+        return _convert_locked(cfg, frame, stop_after_chunks, on_chunk)
+
+
+def _convert_locked(cfg: SignalsConfig, frame: pd.DataFrame, stop_after_chunks: Optional[int],
+                    on_chunk: Optional[Callable[[int], None]]) -> Path:
+    """:func:`convert_signals` once the cohort folder is locked."""
+    cohort_dir = Path(cfg.cohort_dir)
     n = len(frame)
     fp = fingerprint_cohort(frame, cfg)
     npy = cohort_dir / "signals.npy"
     progress = cohort_dir / PROGRESS_DIR
     state_path = progress / "state.json"
     stale = _stale_record(cohort_dir, fp, n)
+    replace = cfg.overwrite or (stale is not None and cfg.replace_stale)
+    existing = [p.name for p in (npy, cohort_dir / "signals.json", progress) if p.exists()]
+    if replace and existing:
+        # hours of conversion are deleted only for an ECG root from which records read
+        unreadable = _probe_ecg_root(frame, cfg)
+        if unreadable:
+            raise RuntimeError(f"{cohort_dir}: kept {', '.join(existing)}: none of the first "
+                               f"{min(n, PROBE_RECORDS)} records of cohort.parquet reads under --ecg {cfg.ecg} "
+                               f"(first: {unreadable}); is it the MIMIC-IV-ECG root? Nothing was deleted")
     if stale is not None and cfg.replace_stale and not cfg.overwrite:
         log.info("%s: made from another cohort.parquet or settings; converting again", stale)
-    if cfg.overwrite or (stale is not None and cfg.replace_stale):
+    if replace:
         _remove_outputs(cohort_dir)
 
     if (cohort_dir / "signals.json").exists():
@@ -558,10 +664,21 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
         if meta.get("fingerprint") == fp:
             log.info("%s: already converted for this cohort; nothing to do", npy)
             return npy
+        then, now = meta.get("ecg", "?"), str(Path(cfg.ecg).resolve())
+        unreadable = _probe_ecg_root(frame, cfg) if then != now else ""
+        if unreadable:  # most likely a typo, not a new ECG root: --overwrite would delete good signals
+            raise RuntimeError(f"{cohort_dir / 'signals.json'}: converted from the ECG root {then}; none of the "
+                               f"first {min(n, PROBE_RECORDS)} records reads under --ecg {cfg.ecg} (first: "
+                               f"{unreadable}): a typo in --ecg? The signals are kept; --overwrite would not help")
         raise RuntimeError(f"{cohort_dir / 'signals.json'}: made from a different cohort.parquet, ECG root "
-                           f"(then {meta.get('ecg', '?')}, now {Path(cfg.ecg).resolve()}) or settings "
+                           f"(then {then}, now {now}) or settings "
                            f"(fingerprint {meta.get('fingerprint', '?')[:12]}, expected "
                            f"{fp[:12]}); rerun with --overwrite to convert again")
+    array_bytes = n * cfg.n_samples * len(LEADS) * np.dtype(cfg.dtype).itemsize
+    # a memmap written on a full disk dies with SIGBUS, which no handler can turn into a message
+    check_free_space(cohort_dir, array_bytes - _allocated_bytes(npy) + FREE_SPACE_MARGIN_BYTES
+                     + FREE_SPACE_PER_RECORD_BYTES * n, f"signals.npy ({n} records x {cfg.n_samples} samples x "
+                     f"{len(LEADS)} leads, {cfg.dtype})")
     if state_path.exists():
         state = read_json(state_path)
         if state.get("fingerprint") != fp or state.get("n_rows") != n:
@@ -574,17 +691,21 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
             raise RuntimeError(f"{npy}: missing although {state_path} records a partial run; "
                                f"rerun with --overwrite")
         chunk_size = int(state["chunk_size"])
+        done = len(list(progress.glob("chunk_*.json")))
+        log.warning("%s: the last conversion stopped unfinished (%d of %d chunks done); resuming", npy, done,
+                    -(-n // chunk_size))
         mm = np.load(npy, mmap_mode="r+")
         expected = (n, cfg.n_samples, len(LEADS))
         if mm.shape != expected or mm.dtype != np.dtype(cfg.dtype):
             raise RuntimeError(f"{npy}: shape {mm.shape} {mm.dtype}, expected {expected} {cfg.dtype}")
     else:
         chunk_size = cfg.chunk_size
-        progress.mkdir(parents=True, exist_ok=True)
         # the array first, then the state: a state file always has its array beside it
         with atomic_path(npy) as tmp:
             np.lib.format.open_memmap(tmp, mode="w+", dtype=cfg.dtype,
                                       shape=(n, cfg.n_samples, len(LEADS))).flush()
+            _reserve(tmp, cohort_dir)
+        progress.mkdir(parents=True, exist_ok=True)
         write_json(state_path, {"fingerprint": fp, "n_rows": n, "chunk_size": chunk_size,
                                 "ecg": str(Path(cfg.ecg).resolve()),
                                 "config": {k: str(v) for k, v in asdict(cfg).items()}})

@@ -16,18 +16,25 @@ global rank 0 writes the run folder.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
+import io
 import logging
 import os
 import platform
 import re
+import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -37,13 +44,16 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn
 
 from labecg.cohort import LAST_VALUES
 from labecg.data import CATEGORICAL_COLUMNS, DataConfig, LabDataModule, average_segments
 from labecg.metrics import auroc
 from labecg.model import FusionModel, ModelConfig
-from labecg.util import PROGRESS_ENV, atomic_path, get_logger, progress_bar, read_json, write_json
+from labecg.util import (LOCK_NAME, PROGRESS_ENV, Interrupted, atomic_path, disk_full, folder_lock, format_bytes,
+                         get_logger, progress_bar, read_json, write_json)
 
 log = get_logger(__name__)
 
@@ -167,6 +177,10 @@ class TrainConfig:
     resume : bool
         Continue ``out/checkpoints/last.ckpt`` when the run's settings and inputs are
         unchanged; ``--no-resume`` starts over (after every input is checked).
+    break_lock : bool
+        Take the run folder's lock (``.labecg.lock``) even when it names a process on another
+        host, which this machine cannot check is gone. A lock of a live process on this host
+        is never taken; one of a dead process on this host is taken without this flag.
     """
 
     cohort_dir: Path
@@ -200,6 +214,7 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: Optional[int] = None
     resume: bool = True
+    break_lock: bool = False
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "d_model", "n_layers", "d_state", "devices", "num_nodes",
@@ -550,7 +565,7 @@ def _jsonable(obj):
 
 # Fields a resumed run may change: more epochs, other hardware. Everything else must match.
 _RUNTIME_FIELDS = ("run_dir", "cohort_dir", "epochs", "resume", "num_workers", "accelerator", "devices", "num_nodes",
-                   "strategy", "precision")
+                   "strategy", "precision", "break_lock")
 
 
 def _file_sha256(path: Path) -> str:
@@ -616,8 +631,16 @@ def _prepare_run_folder(cfg: TrainConfig, out: Path, settings: dict) -> Optional
             raise ValueError(f"{out}: holds a run with other settings ({', '.join(differ)} differ from "
                              f"{settings_path.name}); resuming continues only the same run: choose another "
                              f"--run-dir, or pass --no-resume to start over in this folder")
+        broken = checkpoint_problem(last)
+        if broken:
+            best = ckpt_dir / "best.ckpt"
+            offer = (f"copy {best} (intact, {format_bytes(best.stat().st_size)}) over it to resume from the best "
+                     f"epoch, or pass --no-resume to start over" if best.exists() and not checkpoint_problem(best)
+                     else "pass --no-resume to start over")
+            raise ValueError(f"{last}: unreadable ({broken}), so this run cannot resume from it; {offer}")
         return last
-    entries = sorted(out.iterdir()) if out.is_dir() else []
+    # the lock file is this process's own, not an earlier run's
+    entries = sorted(e for e in out.iterdir() if e.name != LOCK_NAME) if out.is_dir() else []
     if entries and not settings_path.exists():
         raise FileExistsError(f"{out}: holds {entries[0].name} (and {len(entries) - 1} more) but no "
                               f"{RUN_SETTINGS}, so it is not a run folder; choose an empty or new --run-dir")
@@ -626,6 +649,64 @@ def _prepare_run_folder(cfg: TrainConfig, out: Path, settings: dict) -> Optional
     out.mkdir(parents=True, exist_ok=True)
     write_json(settings_path, settings)
     return None
+
+
+def checkpoint_problem(path: Path) -> str:
+    """Why ``path`` is not a complete checkpoint ("" when it is): torch's zip format, every member's CRC."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+        return f"member {bad} fails its CRC" if bad else ""
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        size = path.stat().st_size if path.exists() else 0
+        return f"{size} bytes, not a complete checkpoint: {type(e).__name__}: {e}"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their final name and renamed into place (atomic on one filesystem).
+
+    Lightning's own saver writes through fsspec into the system temp folder and moves the
+    file across filesystems, a copy that a full disk cuts short. Here a crash or a full disk
+    leaves the previous checkpoint as it was; a full disk is one line naming the file and the
+    space its write needed.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        data = buffer.getbuffer()
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise disk_full(path, len(data), e) from None
+            raise
+
+
+#: Accelerators ``--accelerator`` may name, with Lightning's class that says whether this machine has one.
+_ACCELERATORS = {"gpu": "CUDAAccelerator", "cuda": "CUDAAccelerator", "mps": "MPSAccelerator",
+                 "tpu": "XLAAccelerator"}
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Raise one line when ``accelerator`` names hardware this machine lacks, with what it has."""
+    name = str(accelerator).lower()
+    if name not in _ACCELERATORS:
+        return
+    import pytorch_lightning.accelerators as acc
+
+    available = [k for k, cls in (("gpu", "CUDAAccelerator"), ("mps", "MPSAccelerator"), ("tpu", "XLAAccelerator"))
+                 if getattr(acc, cls).is_available()]
+    if getattr(acc, _ACCELERATORS[name]).is_available():
+        return
+    found = (f"torch {torch.__version__}, CUDA {'available' if torch.cuda.is_available() else 'not available'}"
+             f"{'' if torch.version.cuda else ' (a CPU-only build)'}")
+    raise ValueError(f"--accelerator {accelerator}: none found on {platform.node()} ({found}); choose one of "
+                     f"{', '.join(['cpu', 'auto', *available])}")
 
 
 def _resume_path(cfg: TrainConfig, out: Path) -> Optional[Path]:
@@ -663,6 +744,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     out = Path(cfg.run_dir)
     _silence_library_noise()
     check_inputs(cfg)
+    check_accelerator(cfg.accelerator)
     settings = run_settings(cfg)
     # under `labecg book` Lightning's bar would fill the page; a bar the book echoes on its terminal instead
     in_book = bool(os.environ.get(PROGRESS_ENV))
@@ -677,11 +759,28 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     bar = EpochProgress() if in_book else pl.callbacks.TQDMProgressBar(refresh_rate=20)
     # the Trainer knows this process's global rank (from Lightning's launcher, torchrun or SLURM)
     # before any process group exists; the samplers split the data themselves
-    trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
-                         num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
-                         callbacks=[checkpoint, bar, *callbacks], logger=False, use_distributed_sampler=False,
-                         limit_train_batches=cfg.max_steps_per_epoch or 1.0, num_sanity_val_steps=0,
-                         enable_model_summary=False, enable_progress_bar=not in_book, default_root_dir=out)
+    try:
+        trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+                             num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
+                             callbacks=[checkpoint, bar, *callbacks], logger=False, use_distributed_sampler=False,
+                             limit_train_batches=cfg.max_steps_per_epoch or 1.0, num_sanity_val_steps=0,
+                             enable_model_summary=False, enable_progress_bar=not in_book, default_root_dir=out,
+                             plugins=[AtomicCheckpointIO()])
+    except MisconfigurationException as e:  # e.g. more devices than the machine has
+        raise ValueError(f"--accelerator {cfg.accelerator} --devices {cfg.devices} --strategy {cfg.strategy}: "
+                         f"{str(e).strip().splitlines()[0]}") from None
+    with contextlib.ExitStack() as held:
+        # before the dataset is read, so a second process stops at once; the lock alone leaves no trace
+        if trainer.is_global_zero:  # under DDP the other ranks write nothing, so only rank 0 locks
+            command = shlex.join(["labecg", *sys.argv[1:]] if Path(sys.argv[0]).name == "labecg" else sys.argv)
+            held.enter_context(folder_lock(out, command, break_lock=cfg.break_lock))
+        return _train_locked(cfg, out, trainer, checkpoint, settings, started)
+
+
+def _train_locked(cfg: TrainConfig, out: Path, trainer: pl.Trainer, checkpoint, settings: dict,
+                  started: float) -> Path:
+    """:func:`train` once the run folder is locked (by global rank 0)."""
+    ckpt_dir = out / "checkpoints"
     pl.seed_everything(cfg.seed, workers=True)
     dm = LabDataModule(cfg.data_config())
     dm.setup()
@@ -700,7 +799,18 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
 
     if resume_from is not None:
         log.info("resuming from %s", resume_from)
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    except SystemExit:
+        # Lightning answers Ctrl-C by tearing down and calling sys.exit(1)
+        if not trainer.interrupted:
+            raise
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning set it to ignore
+        last = ckpt_dir / "last.ckpt"
+        where = (f"{last} holds epochs 0-{trainer.current_epoch - 1}" if trainer.current_epoch and last.exists()
+                 else "no epoch was finished")
+        raise Interrupted(f"interrupted at epoch {trainer.current_epoch} ({where}); rerun the same command "
+                          f"to resume") from None
     epochs_done, best_score = trainer.current_epoch, checkpoint.best_model_score
     # loading best.ckpt below restores its duration too; the earlier calls' share is the one fit resumed
     duration_before_s = module.duration_before_s

@@ -9,14 +9,18 @@ Imports no other ``labecg`` module.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import errno
 import json
 import logging
 import os
 import re
 import secrets
+import shutil
+import socket
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from tqdm.std import tqdm as _tqdm
 
@@ -112,6 +116,149 @@ def _json_default(o):
     if hasattr(o, "tolist"):
         return o.tolist()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+#: The lock file a stage keeps in the folder it writes (``labecg train``: the run folder;
+#: ``labecg signals``: the cohort folder) while it runs; see :func:`folder_lock`.
+LOCK_NAME = ".labecg.lock"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what was kept and how to go on (the CLI prints the message and exits 130)."""
+
+
+class FolderInUse(RuntimeError):
+    """Another process holds the folder's lock (or a lock from another host is in the way)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _describe_holder(holder: dict) -> str:
+    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
+            f"(since {holder.get('started', '?')}: {holder.get('command', '?')})")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, command: str, break_lock: bool = False) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` while the block runs (creating the folder if needed).
+
+    The lock is the file ``folder/.labecg.lock``: JSON with ``pid``, ``host``, ``started``
+    (UTC, ISO 8601) and ``command``, held with ``flock`` for as long as this process has it
+    open, and removed on leaving the block. A second process gets :class:`FolderInUse` at
+    once, naming the holder's pid and host. A lock file whose process is gone (no ``flock``
+    on it, or its pid is not running, on this host) is taken over; one written on another
+    host cannot be checked from here and is refused unless ``break_lock``.
+
+    Yields
+    ------
+    path : Path, the lock file.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    host = socket.gethostname()
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held_here = False
+        except BlockingIOError:
+            held_here = True
+        except OSError:  # a filesystem without flock: the pid check below decides
+            held_here = None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # the holder removed it between our open and our lock
+            same = False
+        if not same:
+            os.close(fd)
+            continue
+        raw = os.pread(fd, 65536, 0).decode(errors="replace")
+        try:
+            holder = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            holder = {}
+        other_host = bool(holder) and holder.get("host") != host
+        if held_here or (held_here is None and holder and not other_host and holder.get("pid") != os.getpid()
+                         and _pid_alive(int(holder.get("pid", -1)))):
+            os.close(fd)  # a running process holds it (flock says so, which --break-lock cannot undo)
+            raise FolderInUse(f"{folder}: in use by {_describe_holder(holder)}; wait for it to finish")
+        if other_host and not break_lock:
+            os.close(fd)
+            raise FolderInUse(f"{folder}: locked by {_describe_holder(holder)}, a host this process cannot "
+                              f"check; if that process is gone, rerun with --break-lock")
+        if holder:
+            get_logger("labecg.util").info("%s: taking over the lock of %s (%s)", folder, _describe_holder(holder),
+                                           "--break-lock" if other_host else "that process is gone")
+        break
+    mine = {"pid": os.getpid(), "host": host,
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": command}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(mine) + "\n").encode(), 0)
+    os.fsync(fd)
+    try:
+        yield path
+    finally:
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+        if created:  # a folder made only for the lock goes with it
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:
+    """Raise ``OSError(ENOSPC)`` in one line unless ``folder``'s filesystem has ``needed_bytes`` free.
+
+    Parameters
+    ----------
+    folder : path-like, an existing folder
+    needed_bytes : int
+    what : str, what the space is for (named in the message)
+    """
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise OSError(errno.ENOSPC, f"{folder}: {what} needs {format_bytes(needed_bytes)} "
+                                    f"({needed_bytes} bytes), {format_bytes(free)} ({free} bytes) free; "
+                                    f"free some space and rerun")
+
+
+def disk_full(path: str | os.PathLike, needed_bytes: Optional[int], exc: OSError) -> OSError:
+    """The one-line ``OSError(ENOSPC)`` for a write to ``path`` that found the disk full."""
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    need = f"needs about {format_bytes(needed_bytes)}" if needed_bytes else "needs more space"
+    have = f", {format_bytes(free)} free" if free is not None else ""
+    return OSError(errno.ENOSPC, f"{path}: disk full ({exc.strerror or exc}); the write {need}{have}; "
+                                 f"free some space and rerun the same command")
+
+
+def format_bytes(n: Optional[float]) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -46,3 +46,13 @@ def signals_dir(cohort_dir, synthetic_root) -> Path:
 
     convert_signals(SignalsConfig(cohort_dir=cohort_dir, ecg=synthetic_root / "mimic-iv-ecg", workers=1))
     return cohort_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(signals_dir, tmp_path_factory) -> Path:
+    """One epoch of a tiny model on the shared cohort (copy it before changing it)."""
+    from labecg.train import TrainConfig, train
+
+    return train(TrainConfig(cohort_dir=signals_dir, run_dir=tmp_path_factory.mktemp("tiny_run") / "run", epochs=1,
+                             d_model=16, n_layers=1, dropout=0.0, batch_size=16, max_steps_per_epoch=1,
+                             accelerator="cpu", seed=3))
