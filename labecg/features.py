@@ -46,6 +46,10 @@ BIOMETRICS = {"BMI (kg/m2)": ("bmi", 1.0, 0.0, True, 100.0),
 BIOMETRIC_FEATURES = ("bmi", "weight", "height")
 RACES = ("white", "black", "hispanic", "asian", "other")
 FEATURES = ("sex", "age", "race") + readers.VITALS + BIOMETRIC_FEATURES
+#: The unit (or coding) of every feature column, as the cohort stores it and ``labecg predict`` reads it.
+FEATURE_UNITS = {"sex": "1 male / 0 female, or M / F", "age": "years", "race": "one of " + ", ".join(RACES),
+                 "temperature": "\u00b0F", "heartrate": "beats/min", "resprate": "breaths/min", "o2sat": "%",
+                 "sbp": "mmHg", "dbp": "mmHg", "bmi": "kg/m\u00b2", "weight": "kg", "height": "cm"}
 
 
 def map_race(race) -> str | None:

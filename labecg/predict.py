@@ -12,12 +12,24 @@ dtype), cut into its four non-overlapping 2.5 s segments and normalized per lead
 features are imputed, standardized and flagged missing with the training statistics, as
 in training. A target's probability is the mean of the four segments' sigmoid outputs:
 the computation of the run's ``predictions_test.npz``.
+
+``labecg predict`` says what the numbers are before it prints them (on stderr): the run
+(data source, date, commit; a warning when it was trained on synthetic data), the record
+(rate, length, the 10 s used, channels found and picked, flat or clipped leads), which
+features were given and which imputed, and how well calibrated the run is. Records that
+would be scored wrongly are refused: a header rate that is not a positive number, an
+all-zero ECG, a record in µV labelled mV. ``--out OUT`` writes the plain table to OUT and
+its provenance to the sidecar ``OUT.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import math
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Union
@@ -26,11 +38,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labecg.features import BIOMETRICS, FEATURES, RACES, VITAL_BOUNDS
+import wfdb
+
+from labecg.features import BIOMETRICS, FEATURE_UNITS, FEATURES, RACES, VITAL_BOUNDS
 from labecg.data import VARIABLES, TabularStats, transform_tabular
 from labecg.model import FusionModel, ModelConfig
-from labecg.signals import RecordError, SignalsConfig, convert_record
-from labecg.util import atomic_path, read_json
+from labecg.signals import LEADS, RECORD_S, RecordError, SignalsConfig, clean_signal, convert_samples, read_record
+from labecg.util import atomic_path, read_json, write_json
 
 OUTPUT_COLUMNS = ("target", "task", "lab", "label", "direction", "threshold", "unit", "horizon_min",
                   "probability")
@@ -42,6 +56,28 @@ PLAUSIBLE = {"age": (*AGE_RANGE_Y, False),
              **{feat: (lo, hi, lo_open) for feat, _factor, lo, lo_open, hi in BIOMETRICS.values()}}
 
 Features = Union[None, str, os.PathLike, Mapping, pd.Series, pd.DataFrame]
+#: WFDB header comment keys read as features when ``--features`` is absent (any case; ``# age: 81``,
+#: ``#Sex: Female`` as PTB, PTB-XL's WFDB export and the PhysioNet/CinC challenges write them).
+HEADER_KEYS = {"age": "age", "sex": "sex", "gender": "sex"}
+#: A lead counts as saturated when more than this share of its samples lie beyond ±clip_mv; a
+#: record with at least half its leads saturated is refused as µV labelled mV (a real ECG stays
+#: within about ±3 mV outside the QRS peaks, which last ~0.1 s of each ~1 s beat).
+SATURATED_FRAC = 0.5
+#: What a probability means (``labecg predict --help``, the stderr report).
+PROBABILITY_HELP = (
+    "Each probability is the model's score, in [0, 1], that the laboratory value is abnormal in the "
+    "target's direction (low: below, high: above the threshold, the laboratory's reference limit) at the "
+    "time of the ECG (task est: a lab drawn within the estimation window) or within the next 30, 60 or "
+    "120 minutes (mon30, mon60, mon120): the mean of the sigmoid outputs over the ECG's four 2.5 s "
+    "segments. It is a probability only as far as the run is calibrated (the median calibration slope of "
+    "its evaluation, printed when the run folder holds one); a run trained on synthetic data says nothing "
+    "about patients.")
+
+CLI_DESCRIPTION = PROBABILITY_HELP  # shown by `labecg predict --help`
+
+
+def _feature_help() -> str:
+    return "; ".join(f"{name} ({FEATURE_UNITS[name]})" for name in FEATURES)
 
 
 @dataclass(frozen=True)
@@ -53,20 +89,28 @@ class PredictConfig:
     run_dir : Path
         Run folder of ``labecg train`` (a copy of it suffices).
     record : Path
-        WFDB record path without extension, any 12-lead source ``labecg signals`` accepts.
+        WFDB record: its path without extension, or its ``.hea`` or ``.dat``; any 12-lead
+        source ``labecg signals`` accepts.
     features : Path, optional
-        One-row CSV with any of the cohort's feature columns (sex, age, race, vital signs,
-        biometrics); the others are imputed and flagged missing as in training.
+        One-row CSV with any of the cohort's feature columns, in the units of
+        :data:`labecg.features.FEATURE_UNITS`; the others are imputed and flagged missing as
+        in training. Absent: the header comments' :data:`HEADER_KEYS` (``# age: 81``).
     out : Path, optional
-        Write the table as CSV here.
+        Write the table as CSV here, and its provenance to ``OUT.json`` (``out`` + ".json").
+    sort : bool
+        Sort the table by probability, highest first (else the run's target order).
     """
 
     run_dir: Path = field(metadata={"help": "run folder of `labecg train` (a copy suffices; no cohort needed)"})
-    record: Path = field(metadata={"help": "WFDB record path without extension (.hea beside it)"})
+    record: Path = field(metadata={"help": "WFDB record: path without extension, or its .hea or .dat"})
     features: Optional[Path] = field(default=None, metadata={
-        "help": "one-row CSV with any of sex, age, race, vital signs, bmi, weight, height; "
-                "missing ones are imputed as in training"})
-    out: Optional[Path] = field(default=None, metadata={"help": "also write the table to this CSV file"})
+        "help": "one-row CSV with any of these columns, in these units: " + _feature_help()
+                + ". Missing ones are imputed as in training. Without it, the header comments 'age:' and "
+                  "'sex:' are read"})
+    out: Optional[Path] = field(default=None, metadata={
+        "help": "also write the table to this CSV file, and its provenance (run, record, data source, "
+                "labecg version, UTC time, features used and imputed) to OUT.json beside it"})
+    sort: bool = field(default=False, metadata={"help": "sort the table by probability, highest first"})
 
 
 @dataclass(frozen=True)
@@ -143,12 +187,25 @@ def record_segments(trained: TrainedRun, record: str | os.PathLike) -> np.ndarra
     Raises
     ------
     RecordError
-        The record cannot be read or lacks a lead; the message starts with its path.
+        The record cannot be read, lacks a lead, or would be scored wrongly
+        (:func:`inspect_record`); the message starts with its path.
     """
+    x = _converted(trained, record)[0]
+    return _segments(trained, x)
+
+
+def _converted(trained: TrainedRun, record) -> tuple[np.ndarray, RecordReport]:
+    """The record as ``labecg signals`` stores it, (L, 12) in the stored dtype, and its report."""
+    raw, fs, report = inspect_record(record, trained.signals)
     try:
-        x = convert_record(record, trained.signals)  # (L, 12), stored dtype, like signals.npy
+        x = convert_samples(raw.copy(), fs, trained.signals)  # (L, 12), stored dtype, like signals.npy
     except RecordError as e:
-        raise RecordError(f"{record}: {e}") from None
+        raise RecordError(f"{report.record}: {e}") from None
+    return x, report
+
+
+def _segments(trained: TrainedRun, x: np.ndarray) -> np.ndarray:
+    """(n_segments, crop_samples, 12) float32, normalized per lead as the test loader does."""
     crop = trained.crop_samples
     n_seg = x.shape[0] // crop
     ecg = np.empty((n_seg, crop, x.shape[1]), dtype=np.float32)  # (S, crop, C)
@@ -229,35 +286,159 @@ def read_features(features: Features) -> pd.DataFrame:
             lo, hi, lo_open = PLAUSIBLE[col]
             if not ((number > lo if lo_open else number >= lo) and number <= hi):
                 raise ValueError(f"{where}: column {col!r} is {number:g}, outside the plausible range "
-                                 f"{'(' if lo_open else '['}{lo:g}, {hi:g}]")
+                                 f"{'(' if lo_open else '['}{lo:g}, {hi:g}] {FEATURE_UNITS[col]}"
+                                 f"{unit_hint(col, number)}")
         out[col] = number
     return pd.DataFrame([out], columns=list(VARIABLES))
 
 
-@torch.no_grad()
-def predict_record(run: str | os.PathLike | TrainedRun, record: str | os.PathLike,
-                   features: Features = None) -> pd.DataFrame:
-    """Probability of every target of a run for one ECG record.
+def unit_hint(col: str, value: float) -> str:
+    """``"; was it °C?"`` when ``value`` fits ``col`` in a unit people often use instead, else ""."""
+    hints = {"temperature": [(lambda v: 25 <= v <= 45, "\u00b0C")],
+             "weight": [(lambda v: 400 < v <= 900, "lb")],
+             "height": [(lambda v: 0.3 <= v <= 2.6, "m"), (lambda v: 12 <= v < 60, "inches")],
+             "age": [(lambda v: v > 130, "months or days")]}
+    for test, unit in hints.get(col, []):
+        if test(value):
+            return f"; was it {unit}?"
+    return ""
 
-    Parameters
-    ----------
-    run : path-like or TrainedRun
-        Run folder (or one loaded with :func:`load_run`, to score many records).
-    record : path-like
-        WFDB record path without extension; any 12-lead source ``labecg signals`` accepts.
-    features : optional
-        See :func:`read_features`; None scores the ECG with every feature imputed.
+
+def resolve_record(record: str | os.PathLike) -> Path:
+    """The record path without extension: ``X``, ``X.hea`` and ``X.dat`` name the same record.
+
+    Raises FileNotFoundError for a folder, RecordError without a ``.hea``, in one line.
+    """
+    path = Path(record)
+    if path.is_dir():
+        raise FileNotFoundError(f"--record {record}: a folder; expected one WFDB record (its path without "
+                                f"extension, or its .hea), e.g. {path / 'NAME'}")
+    if path.suffix.lower() in (".hea", ".dat"):
+        path = path.with_suffix("")
+    if not path.with_suffix(".hea").is_file():
+        raise RecordError(f"{path}: missing file: {path.with_suffix('.hea')}; expected a WFDB record (its path "
+                          f"without extension, .hea beside it)")
+    return path
+
+
+def header_features(comments) -> dict:
+    """Features from WFDB header comments ``key: value`` whose key is in :data:`HEADER_KEYS`.
+
+    Age: the first number ("81", "81 years"); sex: male/female/M/F. Other values (NaN,
+    unknown) are left out. Returns {feature: "value as text"}.
+    """
+    out = {}
+    for line in comments or []:
+        m = re.match(r"^\s*#?\s*([A-Za-z_ ]+?)\s*[:=]\s*(.*?)\s*$", str(line))
+        if not m or m.group(1).lower() not in HEADER_KEYS:
+            continue
+        feature, value = HEADER_KEYS[m.group(1).lower()], m.group(2)
+        if feature == "age":
+            number = re.match(r"^\d+(?:\.\d+)?", value)
+            if number:
+                out["age"] = number.group(0)
+        elif value.lower() in ("m", "male", "f", "female"):
+            out["sex"] = value[0].upper()
+    return out
+
+
+@dataclass
+class RecordReport:
+    """What ``labecg predict`` says of a record: as read, as used, and what is suspect."""
+
+    record: Path
+    fs_hz: float
+    n_samples: int  # in the header (all of the record)
+    channels: list  # names in header order
+    units: list
+    flat: list  # leads whose peak-to-peak is below flat_mv, or mostly missing (clean_signal's reasons)
+    clipped: dict  # lead -> samples beyond ±clip_mv (clipped in the conversion)
+    comments: dict  # header_features(): features the header comments give
+
+    def lines(self, clip_mv: float, fs_out_hz: float) -> list[str]:
+        length_s = self.n_samples / self.fs_hz if self.fs_hz else float("nan")
+        out = [f"record {self.record}: {self.fs_hz:g} Hz, {self.n_samples} samples ({length_s:.3g} s); the first "
+               f"{RECORD_S:g} s used, resampled to {fs_out_hz:g} Hz; {len(self.channels)} channels found "
+               f"({', '.join(self.channels)}), the 12 standard leads picked by name ({', '.join(LEADS)})"]
+        if self.flat:
+            out.append(f"record {self.record}: suspect leads: {'; '.join(self.flat)}")
+        if self.clipped:
+            out.append(f"record {self.record}: clipped at \u00b1{clip_mv:g} mV: "
+                       + ", ".join(f"{k} ({v} samples)" for k, v in self.clipped.items()))
+        return out
+
+
+def inspect_record(record: str | os.PathLike, cfg: SignalsConfig) -> tuple[np.ndarray, float, RecordReport]:
+    """Read a record for scoring, refusing what would be scored wrongly.
 
     Returns
     -------
-    table : DataFrame of shape (n_targets, 9)
-        Columns :data:`OUTPUT_COLUMNS`: target, task (est, mon30, mon60, mon120), lab,
-        label, direction (low, high), threshold, unit, horizon_min (NaN for estimation),
-        probability (float32: the mean of the segments' sigmoid outputs).
+    x : ndarray of shape (ceil(10 * fs_hz), 12), float64, mV (:func:`labecg.signals.read_record`)
+    fs_hz : float
+    report : RecordReport
+
+    Raises
+    ------
+    RecordError
+        Unreadable (a header rate that is not a positive number among the reasons), every
+        sample zero, or values in µV labelled mV (most samples of most leads beyond
+        ±``cfg.clip_mv``); the message starts with the record's path.
     """
-    trained = run if isinstance(run, TrainedRun) else load_run(run)
-    ecg = record_segments(trained, record)  # (S, crop, C)
-    tabular = transform_tabular(read_features(features), trained.tabular)  # (1, n_tabular)
+    path = resolve_record(record)
+    try:
+        x, fs = read_record(path)
+    except RecordError as e:
+        raise RecordError(f"{path}: {e}") from None
+    header = wfdb.rdheader(str(path))
+    finite = np.where(np.isfinite(x), x, 0.0)
+    if not finite.any():
+        raise RecordError(f"{path}: every sample of the 12 leads is 0 in the first {RECORD_S:g} s: no ECG to score")
+    beyond = np.abs(finite) > cfg.clip_mv  # (L, 12)
+    saturated = [LEADS[c] for c in np.flatnonzero(beyond.mean(axis=0) > SATURATED_FRAC)]
+    if len(saturated) >= len(LEADS) // 2:
+        units = sorted({str(u) for u in (header.units or [])})
+        raise RecordError(f"{path}: {len(saturated)} of 12 leads lie beyond \u00b1{cfg.clip_mv:g} mV in most "
+                          f"samples (median |x| {np.median(np.abs(finite)):.0f} mV, header units {units}); an ECG "
+                          f"stays within about \u00b13 mV: values in \u00b5V labelled mV? Fix the header's units "
+                          f"(uV) and rerun")
+    flags: list = []
+    clean_signal(x, cfg.max_nan_frac, cfg.flat_mv, flags)
+    clipped = {LEADS[c]: int(beyond[:, c].sum()) for c in range(len(LEADS)) if beyond[:, c].any()}
+    report = RecordReport(record=path, fs_hz=float(fs), n_samples=int(header.sig_len or x.shape[0]),
+                          channels=[str(n) for n in header.sig_name], units=list(header.units or []),
+                          flat=flags, clipped=clipped, comments=header_features(header.comments))
+    return x, fs, report
+
+
+@dataclass
+class Scored:
+    """One record scored: the table and what ``labecg predict`` reports of it."""
+
+    table: pd.DataFrame
+    report: RecordReport
+    given: dict  # feature -> value as given, from --features or the header
+    imputed: list  # features imputed with the training statistics (flagged missing)
+    source: str  # "--features FILE", "header comments", "none"
+    ignored: dict  # header comment features not used (because --features was given)
+
+
+@torch.no_grad()
+def score_record(trained: TrainedRun, record: str | os.PathLike, features: Features = None) -> Scored:
+    """:func:`predict_record` with the report: the record as read, the features given and imputed."""
+    x, report = _converted(trained, record)
+    ecg = _segments(trained, x)  # (S, crop, C)
+    if features is None and report.comments:
+        features, source, ignored = dict(report.comments), "header comments", {}
+    else:
+        source = (f"--features {features}" if isinstance(features, (str, os.PathLike))
+                  else "features" if features is not None else "none")
+        ignored = dict(report.comments) if features is not None else {}
+    frame = read_features(features)
+    given = {c: frame.iloc[0][c] for c in FEATURES if not (c != "race" and pd.isna(frame.iloc[0][c]))}
+    if "race" in given and not _race_given(features):
+        given.pop("race")  # "other" is what a missing race becomes, as in the cohort
+    imputed = [c for c in FEATURES if c not in given]
+    tabular = transform_tabular(frame, trained.tabular)  # (1, n_tabular)
     n_seg = ecg.shape[0]
     logits = trained.model(torch.from_numpy(ecg), torch.from_numpy(np.repeat(tabular, n_seg, axis=0)))
     prob = torch.sigmoid(logits.float()).numpy()  # (S, T)
@@ -268,22 +449,143 @@ def predict_record(run: str | os.PathLike | TrainedRun, record: str | os.PathLik
     table = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
     table["horizon_min"] = pd.to_numeric(table["horizon_min"]).astype("float64")
     table["probability"] = table["probability"].astype(np.float32)
-    return table
+    return Scored(table=table, report=report, given={k: (v.item() if hasattr(v, "item") else v)
+                                                      for k, v in given.items()},
+                  imputed=imputed, source=source, ignored=ignored)
+
+
+def _race_given(features: Features) -> bool:
+    if features is None:
+        return False
+    if isinstance(features, (str, os.PathLike)):
+        cols = pd.read_csv(features, dtype=str, keep_default_na=False, nrows=1)
+        return "race" in cols.columns and str(cols["race"].iloc[0]).strip() != ""
+    frame = features if isinstance(features, pd.DataFrame) else pd.DataFrame([dict(features)])
+    return "race" in frame.columns and not pd.isna(frame["race"].iloc[0]) and str(frame["race"].iloc[0]).strip() != ""
+
+
+def predict_record(run: str | os.PathLike | TrainedRun, record: str | os.PathLike,
+                   features: Features = None) -> pd.DataFrame:
+    """Probability of every target of a run for one ECG record.
+
+    Parameters
+    ----------
+    run : path-like or TrainedRun
+        Run folder (or one loaded with :func:`load_run`, to score many records).
+    record : path-like
+        WFDB record: its path without extension, or its ``.hea`` or ``.dat``; any 12-lead
+        source ``labecg signals`` accepts.
+    features : optional
+        See :func:`read_features`. None: the header comments' :data:`HEADER_KEYS`
+        (``# age: 81``), and every feature they do not give imputed.
+
+    Returns
+    -------
+    table : DataFrame of shape (n_targets, 9)
+        Columns :data:`OUTPUT_COLUMNS`: target, task (est, mon30, mon60, mon120), lab,
+        label, direction (low, high), threshold, unit, horizon_min (NaN for estimation),
+        probability (float32: the mean of the segments' sigmoid outputs; see
+        :data:`PROBABILITY_HELP`).
+
+    Raises
+    ------
+    RecordError
+        A record that would be scored wrongly (:func:`inspect_record`).
+    """
+    trained = run if isinstance(run, TrainedRun) else load_run(run)
+    return score_record(trained, record, features).table
+
+
+def run_provenance(run: str | os.PathLike) -> dict:
+    """What the run folder says of where it came from: ``run_info.json``'s source, date, commit, version."""
+    run = Path(run)
+    info = read_json(run / "run_info.json") if (run / "run_info.json").exists() else {}
+    source = info.get("source") or {}
+    synthetic = source.get("synthetic")
+    return {"run_dir": str(run), "synthetic": synthetic,
+            "data_source": ("synthetic (labecg synth" + (f", {source['synthetic_config'].get('patients')} patients, "
+                                                         f"seed {source['synthetic_config'].get('seed')}"
+                                                         if source.get("synthetic_config") else "") + ")")
+            if synthetic else ("MIMIC-format data" if synthetic is False else "unknown (no run_info.json)"),
+            "trained": info.get("date"), "git_commit": info.get("git_commit"),
+            "labecg_version": info.get("labecg_version")}
+
+
+def calibration_note(run: str | os.PathLike) -> tuple[Optional[float], str]:
+    """(median calibration slope over targets, or None; one sentence) from ``evaluation/calibration.csv``."""
+    path = Path(run) / "evaluation" / "calibration.csv"
+    if not path.exists():
+        return None, (f"the run folder holds no evaluation, so how well its probabilities are calibrated is "
+                      f"unknown (`labecg evaluate --run-dir {run}` writes it)")
+    slopes = pd.to_numeric(pd.read_csv(path)["calibration_slope"], errors="coerce").dropna()
+    if slopes.empty:
+        return None, f"{path}: no calibration slope could be fitted; calibration unknown"
+    median = float(slopes.median())
+    return median, (f"median calibration slope {median:.2f} over {len(slopes)} targets on the test split ({path}; "
+                    f"1 is calibrated, below 1 the probabilities are too extreme, above 1 too timid)")
 
 
 def predict(cfg: PredictConfig) -> str:
     """``labecg predict``: score ``cfg.record`` with ``cfg.run_dir``; write CSV to ``cfg.out`` if given.
+
+    Says on stderr, before the table, what the numbers are (the run, the record, the
+    features given and imputed, calibration); writes the provenance to ``OUT.json`` beside
+    the CSV.
 
     Returns
     -------
     text : str
         The whole table (every target), for the terminal.
     """
-    table = predict_record(cfg.run_dir, cfg.record, cfg.features)
-    if cfg.out is not None:
-        out = Path(cfg.out)
+    out = Path(cfg.out) if cfg.out is not None else None
+    if out is not None and out.is_dir():
+        raise IsADirectoryError(f"--out {cfg.out}: a folder; expected a CSV file path, e.g. {out / 'scores.csv'}")
+    trained = load_run(cfg.run_dir)
+    scored = score_record(trained, cfg.record, cfg.features)
+    prov = run_provenance(cfg.run_dir)
+    slope, calibration = calibration_note(cfg.run_dir)
+    report = scored.report
+    say = [f"run {cfg.run_dir}: trained on {prov['data_source']}, {prov['trained'] or 'date unknown'}, "
+           f"git commit {(prov['git_commit'] or 'unknown')[:12]}, labecg {prov['labecg_version'] or '?'}"]
+    if prov["synthetic"]:
+        say.append("WARNING: this run was trained on synthetic data; its probabilities mean nothing clinically")
+    say += report.lines(trained.signals.clip_mv, trained.signals.fs_hz)
+    given = ", ".join(f"{k}={v}" for k, v in scored.given.items()) or "none"
+    say.append(f"features given ({scored.source}): {given}; imputed with the training statistics and flagged "
+               f"missing: {', '.join(scored.imputed) or 'none'}")
+    if scored.ignored:
+        say.append(f"header comments {', '.join(f'{k}: {v}' for k, v in scored.ignored.items())} ignored: "
+                   f"--features was given")
+    say.append(f"calibration: {calibration}")
+    say.append("probability: the model's score that the lab value is beyond its threshold (low: below, high: "
+               "above) at the ECG (est) or within 30/60/120 min (mon*); see `labecg predict --help`")
+    for line in say:
+        print(f"labecg predict: {line}", file=sys.stderr)
+    table = scored.table
+    if cfg.sort:
+        table = table.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)
+    if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
             table.to_csv(tmp, index=False)
+        import labecg
+
+        write_json(sidecar_path(out), {
+            "csv": out.name, "run_dir": str(cfg.run_dir), "record": str(report.record),
+            "data_source": prov["data_source"], "synthetic": prov["synthetic"], "run_trained": prov["trained"],
+            "run_git_commit": prov["git_commit"], "labecg_version": getattr(labecg, "__version__", None),
+            "utc_time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "features_source": scored.source, "features_used": scored.given, "features_imputed": scored.imputed,
+            "header_comments_ignored": scored.ignored,
+            "record_info": {"fs_hz": report.fs_hz, "n_samples": report.n_samples, "used_s": RECORD_S,
+                            "channels": report.channels, "suspect_leads": report.flat,
+                            "clipped_samples": report.clipped},
+            "median_calibration_slope": slope, "sorted_by_probability": cfg.sort,
+            "probability": PROBABILITY_HELP})
     text = table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
-    return text + (f"\n\nwrote {cfg.out}" if cfg.out is not None else "")
+    return text + (f"\n\nwrote {cfg.out} and {sidecar_path(out)}" if out is not None else "")
+
+
+def sidecar_path(out: str | os.PathLike) -> Path:
+    """``OUT.json``: the provenance file beside the CSV ``OUT`` (``scores.csv`` -> ``scores.csv.json``)."""
+    return Path(f"{out}.json")
