@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from labecg import catalog
+from labecg import catalog, paper
 from labecg.metrics import auroc
 from labecg.signals import LEADS, load_signals  # LEADS: the stored order
 from labecg.tables import (TASK_TITLES, VARIABLE_TITLES, format_auroc, format_threshold, row_label,
@@ -880,7 +880,7 @@ def plot_paper_comparison(comparison: pd.DataFrame):
         x: the paper's AUROC, y: this run's, both with 95% intervals, a colour per task;
         dashed: equal AUROC. Without a common target, a figure that says so.
     """
-    version = comparison.attrs.get("paper_version", "the paper")
+    version = comparison.attrs.get("paper_version", paper.VERSION)
     if comparison.empty:
         fig, ax = plt.subplots(figsize=(_width(6.0), 1.4))
         ax.text(0.5, 0.5, f"No target of this run is in the tables of {version}.", ha="center", va="center")
