@@ -480,7 +480,8 @@ def show_table(table: pd.DataFrame, caption: str, empty: str | None = None, inde
         return style_table(table, empty)
     frame = table
     if index:
-        frame = table.reset_index()
+        # an unnamed index (row names such as "ECGs", "patients") gets an empty header, not "Index"
+        frame = table.rename_axis(table.index.name or "").reset_index()
         frame.attrs = dict(table.attrs)
         if "best" in frame.attrs:  # rows are numbered now; the bold follows them
             keys = list(table.index)
