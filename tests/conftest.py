@@ -7,6 +7,9 @@ output ask for the fixture rather than rebuilding it.
 from __future__ import annotations
 
 import os
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,40 @@ def tiny_run(signals_dir, tmp_path_factory) -> Path:
     return train(TrainConfig(cohort_dir=signals_dir, run_dir=tmp_path_factory.mktemp("tiny_run") / "run", epochs=1,
                              d_model=16, n_layers=1, dropout=0.0, batch_size=16, max_steps_per_epoch=1,
                              accelerator="cpu", seed=3))
+
+
+#: Settings of the session's tiny trained run (:func:`trained_run`); tests that need their own
+#: run start from these with ``dataclasses.replace``.
+TINY_RUN = dict(epochs=1, d_model=16, n_layers=1, dropout=0.0, batch_size=16, max_steps_per_epoch=2, seed=3)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished tiny run: ``path``, its ``config`` and the wall clock of its ``train`` call."""
+
+    path: Path
+    config: object  # labecg.train.TrainConfig
+    started: float  # time.time() before train()
+    seconds: float  # wall time of train()
+
+
+@pytest.fixture(scope="session")
+def trained_run(signals_dir, tmp_path_factory) -> TrainedRun:
+    """One epoch of two steps (:data:`TINY_RUN`) on a copy of the session's cohort; then the
+    cohort copy is deleted and the run folder moved, so that the run must stand on its own
+    (``labecg predict``). A test that changes a run works on a copy (``shutil.copytree``);
+    one that continues it gives ``cohort_dir=signals_dir``, whose files are the same bytes,
+    so the run's settings match."""
+    from labecg.train import COHORT_INPUTS, TrainConfig, train
+
+    cohort = tmp_path_factory.mktemp("trained_run_cohort")
+    for name in COHORT_INPUTS:
+        shutil.copy(signals_dir / name, cohort / name)
+    where = tmp_path_factory.mktemp("trained_run")
+    cfg = TrainConfig(cohort_dir=cohort, run_dir=where / "trained_here", **TINY_RUN)
+    started = time.time()
+    run = train(cfg)
+    seconds = time.time() - started
+    shutil.rmtree(cohort)
+    moved = Path(run).rename(where / "run")
+    return TrainedRun(moved, cfg, started, seconds)

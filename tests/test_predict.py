@@ -23,27 +23,16 @@ from labecg.predict import OUTPUT_COLUMNS, load_run, predict_record
 from labecg.signals import RecordError
 from test_signals_sources import DATA, MIMIC_ORDER, UNREADABLE, _sines, _write, independent
 
-COHORT_FILES = ("cohort.parquet", "targets.json", "signals.npy", "signals.json", "signals_manifest.parquet",
-                "signals_stats.json")
-
-
 @pytest.fixture(scope="module")
-def run_copy(signals_dir, synthetic_root, tmp_path_factory):
-    """A tiny trained run, copied elsewhere; the cohort copy it was trained on is deleted."""
-    from labecg.train import TrainConfig, train
-
-    cohort = tmp_path_factory.mktemp("predict_cohort")
-    for name in COHORT_FILES:
-        shutil.copy(signals_dir / name, cohort / name)
-    frame = pd.read_parquet(cohort / "cohort.parquet")
-    manifest = pd.read_parquet(cohort / "signals_manifest.parquet")
-    stats = json.loads((cohort / "signals_stats.json").read_text())
-    run = train(TrainConfig(cohort_dir=cohort, run_dir=tmp_path_factory.mktemp("predict_run") / "run", epochs=1,
-                            d_model=16, n_layers=1, dropout=0.0, batch_size=16, max_steps_per_epoch=2, seed=3))
+def run_copy(trained_run, signals_dir, synthetic_root, tmp_path_factory):
+    """The session's tiny trained run, copied elsewhere; the cohort copy it was trained on and
+    the folder it was trained in are gone."""
+    assert not Path(trained_run.config.cohort_dir).exists() and not Path(trained_run.config.run_dir).exists()
     copy = tmp_path_factory.mktemp("predict_copy") / "run"
-    shutil.copytree(run, copy)
-    shutil.rmtree(cohort)
-    shutil.rmtree(run)
+    shutil.copytree(trained_run.path, copy)
+    frame = pd.read_parquet(signals_dir / "cohort.parquet")  # the same bytes as the deleted copy
+    manifest = pd.read_parquet(signals_dir / "signals_manifest.parquet")
+    stats = json.loads((signals_dir / "signals_stats.json").read_text())
     return copy, frame, manifest, stats, synthetic_root / "mimic-iv-ecg"
 
 

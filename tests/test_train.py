@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import source_paths
+from conftest import TINY_RUN, source_paths
 from labecg.train import TrainConfig, masked_loss, train
 
 PATIENTS = 300  # more than the shared fixture: the validation fold needs positives of the planted target
@@ -80,23 +80,30 @@ def test_config_validation(tmp_path):
         TrainConfig(cohort_dir=tmp_path / "missing", run_dir=tmp_path / "run")
 
 
-def _quick(cohort, out, epochs, **kw):
-    return TrainConfig(cohort_dir=cohort, run_dir=out, epochs=epochs, d_model=16, n_layers=1, dropout=0.0,
-                       max_steps_per_epoch=3, seed=1, **kw)
+def _tiny(cohort, out, **kw):
+    """The settings of the session's ``trained_run`` (conftest.TINY_RUN), changed by ``kw``."""
+    return TrainConfig(cohort_dir=cohort, run_dir=out, **{**TINY_RUN, **kw})
 
 
-def test_resume_continues_where_a_straight_run_would_be(train_cohort, tmp_path):
-    straight = train(_quick(train_cohort, tmp_path / "straight", 2))
-    train(_quick(train_cohort, tmp_path / "split", 1))
+def _copy(trained_run, dst: Path) -> Path:
+    """A copy of the session's tiny run to change (file times kept)."""
+    shutil.copytree(trained_run.path, dst)
+    return dst
+
+
+def test_resume_continues_where_a_straight_run_would_be(trained_run, signals_dir, tmp_path):
+    straight = train(_tiny(signals_dir, tmp_path / "straight", epochs=2))
+    split = _copy(trained_run, tmp_path / "split")  # the same settings, one epoch
     # mark the checkpoint: a resumed run carries the mark into metrics.csv, a fresh one cannot
-    last = tmp_path / "split" / "checkpoints" / "last.ckpt"
+    last = split / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     ckpt["labecg_history"][0]["train_loss"] = 123.0
     torch.save(ckpt, last)
-    split = train(_quick(train_cohort, tmp_path / "split", 2))  # resumes from last.ckpt
+    split = train(_tiny(signals_dir, split, epochs=2))  # resumes from last.ckpt
     a = torch.load(straight / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     b = torch.load(split / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert a["epoch"] == b["epoch"] == 1 and a["global_step"] == b["global_step"] == 6
+    steps = 2 * TINY_RUN["max_steps_per_epoch"]
+    assert a["epoch"] == b["epoch"] == 1 and a["global_step"] == b["global_step"] == steps
     for k in a["state_dict"]:
         torch.testing.assert_close(b["state_dict"][k], a["state_dict"][k], rtol=1e-5, atol=1e-6)
     # AdamW moments survive the restart, else the second epoch's updates would differ
@@ -107,6 +114,7 @@ def test_resume_continues_where_a_straight_run_would_be(train_cohort, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [0, 1] and float(rows[0]["train_loss"]) == 123.0
 
 
+@pytest.mark.slow  # four full epochs on 300 patients: the one test that training learns
 def test_short_run_learns_the_planted_potassium_effect(train_cohort, tmp_path):
     from labecg.metrics import auroc
 
@@ -142,9 +150,9 @@ def test_short_run_learns_the_planted_potassium_effect(train_cohort, tmp_path):
     assert info["source"]["synthetic"] is True and info["hardware"]["torch"] == torch.__version__
 
 
-def test_resume_refuses_a_run_folder_of_other_settings(train_cohort, tmp_path):
-    train(_quick(train_cohort, tmp_path / "run", 1))
-    other = dataclasses.replace(_quick(train_cohort, tmp_path / "run", 2), d_model=24)
+def test_resume_refuses_a_run_folder_of_other_settings(trained_run, signals_dir, tmp_path):
+    run = _copy(trained_run, tmp_path / "run")
+    other = _tiny(signals_dir, run, epochs=2, d_model=24)
     with pytest.raises(ValueError, match="d_model"):
         train(other)
     # --no-resume starts over: the old checkpoints go, the new run has the new width
@@ -202,8 +210,8 @@ def test_parameter_groups_follow_the_s4_reference():
     assert "ssm" not in {g["name"] for g in parameter_groups(f, 1e-3, 1e-3)}
 
 
-def test_fusion_latent_sizes_reach_the_model(train_cohort):
-    cfg = TrainConfig(cohort_dir=train_cohort, run_dir=train_cohort, ecg_latent=8, tab_latent=4, ssm_init="legs")
+def test_fusion_latent_sizes_reach_the_model(tmp_path):
+    cfg = TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path, ecg_latent=8, tab_latent=4, ssm_init="legs")
     mc = cfg.model_config(n_targets=7, n_tabular=30)
     assert (mc.ecg_latent, mc.tab_latent, mc.ssm_init) == (8, 4, "legs")
     from labecg.model import FusionModel, ModelConfig
@@ -211,33 +219,34 @@ def test_fusion_latent_sizes_reach_the_model(train_cohort):
     m = FusionModel(mc)
     assert m.head.in_features == (8 + 1) * (4 + 1)
     with pytest.raises(ValueError, match="weight_decay_scope"):
-        TrainConfig(cohort_dir=train_cohort, run_dir=train_cohort, weight_decay_scope="some")
+        TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path, weight_decay_scope="some")
 
 
 # ---------------------------------------------------------------------------- work never lost or mixed
 
 
-def _cohort_without_signals(train_cohort: Path, dst: Path) -> Path:
+def _cohort_without_signals(cohort: Path, dst: Path) -> Path:
     dst.mkdir()
     for name in ("cohort.parquet", "targets.json", "cohort_flow.csv"):
-        shutil.copy(train_cohort / name, dst / name)
+        shutil.copy(cohort / name, dst / name)
     return dst
 
 
-def test_no_resume_checks_inputs_before_touching_the_run(train_cohort, tmp_path):
-    run = train(_quick(train_cohort, tmp_path / "run", 1))
+def test_no_resume_checks_inputs_before_touching_the_run(trained_run, signals_dir, tmp_path):
+    run = _copy(trained_run, tmp_path / "run")
     before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
-    bare = _cohort_without_signals(train_cohort, tmp_path / "bare")
+    bare = _cohort_without_signals(signals_dir, tmp_path / "bare")
     with pytest.raises(FileNotFoundError, match=r"signals\.json: not found; expected the output of `labecg signals`"):
-        train(dataclasses.replace(_quick(bare, run, 1), resume=False))
+        train(dataclasses.replace(_tiny(bare, run), resume=False))
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
 
 
-def test_a_fresh_run_killed_midway_leaves_no_file_of_the_previous_run(train_cohort, tmp_path, monkeypatch):
+def test_a_fresh_run_killed_midway_leaves_no_file_of_the_previous_run(trained_run, signals_dir, tmp_path,
+                                                                      monkeypatch):
     from labecg import train as train_module
     from labecg.evaluate import EvaluateConfig, evaluate_run
 
-    run = train(_quick(train_cohort, tmp_path / "run", 1))
+    run = _copy(trained_run, tmp_path / "run")
     evaluate_run(EvaluateConfig(run_dir=run, n_iterations=5))
     assert (run / "evaluation" / "results.csv").exists()
 
@@ -246,7 +255,7 @@ def test_a_fresh_run_killed_midway_leaves_no_file_of_the_previous_run(train_coho
 
     monkeypatch.setattr(train_module.pl.Trainer, "fit", killed)
     with pytest.raises(KeyboardInterrupt):
-        train(dataclasses.replace(_quick(train_cohort, run, 1), resume=False, d_model=24))
+        train(dataclasses.replace(_tiny(signals_dir, run), resume=False, d_model=24))
     left = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
     assert left == ["run_settings.json"], left
     assert json.loads((run / "run_settings.json").read_text())["d_model"] == 24
@@ -254,24 +263,23 @@ def test_a_fresh_run_killed_midway_leaves_no_file_of_the_previous_run(train_coho
         evaluate_run(EvaluateConfig(run_dir=run, n_iterations=5))
 
 
-def test_a_folder_that_is_not_a_run_is_refused(train_cohort, tmp_path):
+def test_a_folder_that_is_not_a_run_is_refused(signals_dir, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not a run folder"):
-        train(_quick(train_cohort, out, 1))
+        train(_tiny(signals_dir, out))
     assert (out / "notes.txt").read_text() == "keep me" and sorted(out.iterdir()) == [out / "notes.txt"]
 
 
-def test_duration_counts_every_call_of_a_resumed_run(train_cohort, tmp_path):
+def test_duration_counts_every_call_of_a_resumed_run(trained_run, signals_dir, tmp_path):
+    run = _copy(trained_run, tmp_path / "run")  # copytree keeps the checkpoint's time
+    t1 = trained_run.seconds
+    to_checkpoint = (run / "checkpoints" / "last.ckpt").stat().st_mtime - trained_run.started
     t0 = time.time()
-    train(_quick(train_cohort, tmp_path / "run", 1))
-    t1 = time.time() - t0
-    to_checkpoint = (tmp_path / "run" / "checkpoints" / "last.ckpt").stat().st_mtime - t0
-    t0 = time.time()
-    train(_quick(train_cohort, tmp_path / "run", 2))  # resumes for a second epoch
+    train(_tiny(signals_dir, run, epochs=2))  # resumes for a second epoch
     t2 = time.time() - t0
-    total = json.loads((tmp_path / "run" / "run_info.json").read_text())["duration_s"]
+    total = json.loads((run / "run_info.json").read_text())["duration_s"]
     # the first call up to the checkpoint the second resumed from, plus the second call
     assert 0.9 * to_checkpoint + 0.8 * t2 - 0.5 <= total <= t1 + t2 + 1.0, (to_checkpoint, t1, t2, total)
 
