@@ -753,8 +753,12 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
             logging.getLogger(name).setLevel(logging.WARNING)
     ckpt_dir = out / "checkpoints"
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_macro_auroc",
-                                              mode="max", save_top_k=1, save_last=True,
-                                              enable_version_counter=False)
+                                              mode="max", save_top_k=1, enable_version_counter=False)
+    # last.ckpt after every epoch: save_last=True writes it only in an epoch that improved best.ckpt
+    # (Lightning 2.6), so a resume would repeat the epochs since. Listed after `checkpoint`, it
+    # saves that callback's state of the same epoch.
+    last_checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
+                                                   enable_version_counter=False)
     # the bar's loss readout is a GPU sync (.item()); every 20 steps keeps the CPU ahead of the GPU
     bar = EpochProgress() if in_book else pl.callbacks.TQDMProgressBar(refresh_rate=20)
     # the Trainer knows this process's global rank (from Lightning's launcher, torchrun or SLURM)
@@ -762,7 +766,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     try:
         trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
                              num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
-                             callbacks=[checkpoint, bar, *callbacks], logger=False, use_distributed_sampler=False,
+                             callbacks=[checkpoint, last_checkpoint, bar, *callbacks], logger=False, use_distributed_sampler=False,
                              limit_train_batches=cfg.max_steps_per_epoch or 1.0, num_sanity_val_steps=0,
                              enable_model_summary=False, enable_progress_bar=not in_book, default_root_dir=out,
                              plugins=[AtomicCheckpointIO()])
