@@ -2,7 +2,7 @@
 #   make book   create .venv, generate the synthetic cohort, run every stage, build the book
 #   make book-full   the same, plus the ablation runs (the causal cohort) the results page compares
 #   make book-small   the same at the classroom size (600 patients, relaxed cohort rules)
-#   make test   create .venv and run the test suite
+#   make test   create .venv, lint (ruff) and run the test suite
 #   make book-mimic-demo   the same book on the open MIMIC demo (downloaded from PhysioNet)
 # one for the classroom:
 #   make lab    install JupyterLab into .venv and open the notebooks in it
@@ -17,7 +17,7 @@ TORCH_SPEC ?= torch==2.13.0
 # the git remote that `make publish` pushes the gh-pages branch to
 REMOTE ?= origin
 
-.PHONY: venv book book-full book-small book-mimic-demo test test-fast lab publish clean
+.PHONY: venv book book-full book-small book-mimic-demo test test-fast lint lab publish clean
 
 ifneq ($(filter publish,$(MAKECMDGOALS)),)
 ifeq ($(shell git remote get-url $(REMOTE) 2>/dev/null),)
@@ -69,10 +69,14 @@ $(VENV)/.lab-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[lab]"
 	touch $@
 
-test: venv
+test: venv lint
 	$(BIN)/python -m pytest -q
 
-# the inner loop: every test not marked slow (no notebook, book build or browser)
+# ruff (pyflakes, bugbear, complexity; pyproject.toml [tool.ruff]): no finding allowed
+lint: venv
+	$(BIN)/ruff check .
+
+# the inner loop: every test not marked slow (no notebook, book build, browser or end-to-end training)
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow"
 

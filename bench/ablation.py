@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from labecg import book, cohort, evaluate, selfcheck, signals, synthetic, train
+from labecg import book, cohort, evaluate, selfcheck, signals, train
 
 VARIANTS = {
     "default": ({}, {}, {}, "new defaults"),

@@ -78,7 +78,7 @@ def main() -> None:
         x = np.load(out / "signals.npy", mmap_mode="r")
         plans = list(dm.train_sampler)
         t = time.perf_counter()
-        for rows, offs, _ in plans:
+        for rows, _offs, _ in plans:
             x[rows]
         floor = sum(len(p[0]) for p in plans) / (time.perf_counter() - t)
         print(f"bare memmap read of the same batches : {floor:10.0f} samples/s")

@@ -213,7 +213,7 @@ def stage_files(stage: str, cfg: BookConfig) -> list[tuple[Path, bool]]:
     changed in place without them needs ``force=True``.
     """
     src = source_paths(cfg.data_root, cfg.hosp, cfg.ed, cfg.ecg, cfg.ecg_icd)
-    cohort, run = Path(cfg.cohort_dir), Path(cfg.run_dir)
+    cohort = Path(cfg.cohort_dir)
     ecg_index = [(src["ecg"] / f, False) for f in _ECG_TOP_FILES]
     runs = _run_dirs(cfg)
     cohorts = [cohort] + _ablation_dirs(cfg, cohort)
@@ -758,7 +758,7 @@ def _sphinx_image_widths(app, exception) -> None:
     for page in out.rglob("*.html"):
         text = page.read_text()
 
-        def widen(m):
+        def widen(m, page=page):  # called by tag.sub below, for this page
             img = m.group(0)
             if "width" in img:
                 return img

@@ -467,7 +467,7 @@ def _simulate_patient(subject_id: int, n_ecg: int, study_ids: np.ndarray, fold: 
         z = rng.normal(size=(_K, _GRID_N))
         grid = _ou(mu, sd_w, tau, z).T  # (N, K)
 
-        def state_at(t_sec):
+        def state_at(t_sec, t0=t0, grid=grid):  # this encounter's clock and grid
             g = np.clip(np.round((np.asarray(t_sec) - t0) / 60 / _GRID_MIN - _GRID_START_MIN / _GRID_MIN), 0, _GRID_N - 1)
             return grid[g.astype(int)]
 
@@ -565,13 +565,13 @@ def _assemble(sims: list[dict], counters: dict) -> dict[str, pd.DataFrame]:
         rows["patients"].append((sid, gender, p["age"], p["anchor_year"],
                                  ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019",
                                   "2020 - 2022")[int(rng.integers(0, 5))], p["dod"]))
-        for (s_, hadm, adm_t, dis_t, has_ed, t0, ed_out) in p["adm"]:
+        for (_, hadm, adm_t, dis_t, has_ed, t0, ed_out) in p["adm"]:
             rows["admissions"].append((
                 sid, hadm, adm_t, dis_t, np.nan, "EW EMER." if has_ed else "ELECTIVE", f"P{int(rng.integers(10000, 99999))}",
                 "EMERGENCY ROOM" if has_ed else "PHYSICIAN REFERRAL", "HOME", ("Medicare", "Private", "Medicaid", "Other")[int(rng.integers(0, 4))],
                 "ENGLISH", ("MARRIED", "SINGLE", "WIDOWED", "DIVORCED", "")[int(rng.integers(0, 5))], p["race"],
                 t0 if has_ed else np.nan, ed_out if has_ed else np.nan, 0))
-        for (s_, hadm, stay, t0, ed_out, admitted) in p["ed"]:
+        for (_, hadm, stay, t0, ed_out, admitted) in p["ed"]:
             rows["edstays"].append((sid, hadm, stay, t0, ed_out, gender, p["race"],
                                     ("WALK IN", "AMBULANCE", "UNKNOWN", "OTHER")[int(rng.choice(4, p=[0.55, 0.35, 0.07, 0.03]))],
                                     "ADMITTED" if admitted else ("HOME", "LEFT WITHOUT BEING SEEN", "TRANSFER")[int(rng.choice(3, p=[0.9, 0.05, 0.05]))]))

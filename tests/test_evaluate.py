@@ -3,7 +3,6 @@
 import json
 import math
 import shutil
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -168,7 +167,7 @@ def _write_run(run, n=400, seed=0):
              ("NTproBNP", "ntprobnp", "high", 353.0, "pg/mL", "Ca.", "mon120", 120, 2.0)]
     targets, names = [], []
     y = np.full((n, len(specs)), np.nan, dtype=np.float32)
-    for j, (label, slug, direction, thr, unit, cat, task, horizon, d) in enumerate(specs):
+    for j, (label, slug, direction, thr, unit, cat, task, horizon, _d) in enumerate(specs):
         name = f"{slug}_{direction}_{task}"
         names.append(name)
         observed = rng.random(n) < 0.6
@@ -321,7 +320,7 @@ def test_calibration_intercept_and_slope_against_independent_fits():
         fit = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(x[:, None], y[m, t])
         assert cal.loc[name, "calibration_slope"] == pytest.approx(fit.coef_[0, 0], abs=1e-4)
         # intercept with the slope fixed at 1: root of the score equation sum(y - sigmoid(x + a)) = 0
-        a = brentq(lambda a: np.sum(y[m, t] - 1 / (1 + np.exp(-(x + a)))), -10, 10, xtol=1e-12)
+        a = brentq(lambda a, m=m, t=t, x=x: np.sum(y[m, t] - 1 / (1 + np.exp(-(x + a)))), -10, 10, xtol=1e-12)
         assert cal.loc[name, "calibration_intercept"] == pytest.approx(a, abs=1e-6)
         assert cal.loc[name, "n"] == m.sum() and cal.loc[name, "prevalence"] == pytest.approx(y[m, t].mean())
     assert cal.loc["ok", "calibration_slope"] == pytest.approx(1.0, abs=0.15)
@@ -530,7 +529,8 @@ def test_calibration_intervals_equal_an_explicit_patient_resample_loop():
             x, lab = np.log(p[rows, t] / (1 - p[rows, t])), y[rows, t]
             fit = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000).fit(x[:, None], lab)
             slopes.append(fit.coef_[0, 0])
-            intercepts.append(brentq(lambda a: np.sum(lab - 1 / (1 + np.exp(-(x + a)))), -20, 20, xtol=1e-12))
+            intercepts.append(brentq(lambda a, lab=lab, x=x: np.sum(lab - 1 / (1 + np.exp(-(x + a)))), -20, 20,
+                                     xtol=1e-12))
         assert (cal.loc[name, "slope_low"], cal.loc[name, "slope_high"]) == pytest.approx(
             tuple(np.percentile(slopes, [2.5, 97.5])), abs=1e-4)
         assert (cal.loc[name, "intercept_low"], cal.loc[name, "intercept_high"]) == pytest.approx(

@@ -7,7 +7,6 @@ injected at the write, after part of the bytes went out, as a full disk does.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import errno
 import json
 import os
@@ -19,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

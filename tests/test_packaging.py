@@ -1,4 +1,4 @@
-"""The conda environment and the package metadata list the same dependencies."""
+"""The conda environment and the package metadata list the same dependencies (and test tools)."""
 
 import re
 import tomllib
@@ -16,7 +16,8 @@ def _normalize(spec: str) -> tuple[str, str]:
 
 
 def test_environment_yml_matches_pyproject():
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    meta = project["dependencies"] + project["optional-dependencies"]["test"]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
     pip_deps = next(d["pip"] for d in env if isinstance(d, dict) and "pip" in d)
     assert dict(map(_normalize, pip_deps)) == dict(map(_normalize, meta))

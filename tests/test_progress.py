@@ -8,7 +8,6 @@ import types
 import warnings
 from pathlib import Path
 
-import pytest
 
 from labecg import util
 

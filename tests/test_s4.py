@@ -84,7 +84,7 @@ def test_bidirectional_layer_sees_the_future_and_causal_does_not(method):
     late[:, 45] += 5.0
     for bidirectional in (True, False):
         layer = S4Layer(8, bidirectional=bidirectional, dt_min=0.05, dt_max=0.5).eval()
-        forward = layer if method == "fft" else (lambda x: layer_forward(layer, x, method))
+        forward = layer if method == "fft" else (lambda x, layer=layer: layer_forward(layer, x, method))
         with torch.no_grad():
             layer.log_a_re.fill_(np.log(0.02))  # slow decay: effect must reach 45 samples back
             diff = (forward(late) - forward(u)).abs()  # (B, L, H)

@@ -179,7 +179,6 @@ def test_planted_quirks_at_their_rates(synthetic_root):
     """Each real-world quirk of synthetic.QUIRK_RATES occurs, near its stated rate."""
     rates = synthetic.QUIRK_RATES
     lab = _read(synthetic_root, "mimiciv/hosp/labevents.csv.gz")
-    n = len(lab)
     both_empty = (lab.ref_range_lower == "") & (lab.ref_range_upper == "")
     both_zero = (lab.ref_range_lower == "0.0") & (lab.ref_range_upper == "0.0")
     urine = lab.itemid == str(synthetic.URINE_GLUCOSE[0])

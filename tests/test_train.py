@@ -214,7 +214,7 @@ def test_fusion_latent_sizes_reach_the_model(tmp_path):
     cfg = TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path, ecg_latent=8, tab_latent=4, ssm_init="legs")
     mc = cfg.model_config(n_targets=7, n_tabular=30)
     assert (mc.ecg_latent, mc.tab_latent, mc.ssm_init) == (8, 4, "legs")
-    from labecg.model import FusionModel, ModelConfig
+    from labecg.model import FusionModel
 
     m = FusionModel(mc)
     assert m.head.in_features == (8 + 1) * (4 + 1)
