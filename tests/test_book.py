@@ -402,11 +402,14 @@ def test_reproduce_box_commands_rebuild_the_same_results(built, tmp_path):
     # prints lie in the test book's folder, relative to it.
     box = _glued(built.root / "book" / "notebooks" / "04_results.ipynb", "reproduce_box")["application/papermill.record/text/html"]
     commands = _reproduce_commands("".join(box))
+    # the default build trains fusion, then tabular-only; fusion is evaluated against it after both trained
     assert [c.split()[:2] for c in commands] == [
         ["labecg", "synth"], ["labecg", "cohort"], ["labecg", "signals"], ["labecg", "train"],
-        ["labecg", "explain"], ["labecg", "evaluate"], ["papermill", "notebooks/04_results.ipynb"]]
+        ["labecg", "explain"], ["labecg", "train"], ["labecg", "evaluate"], ["labecg", "evaluate"],
+        ["papermill", "notebooks/04_results.ipynb"]]
     assert "--patients 50" in commands[0] and "--min-per-class 2" in commands[1]
-    assert "--epochs 1" in commands[3] and "--d-model 16" in commands[3]
+    assert "--epochs 1" in commands[3] and "--d-model 16" in commands[3] and "--variant tabular" in commands[5]
+    assert "--tabular-run-dir" in commands[6] and "--tabular-run-dir" not in commands[7]
     work = tmp_path / "again"
     (work / "notebooks").mkdir(parents=True)
     shutil.copy(REPO / "notebooks" / "04_results.ipynb", work / "notebooks")
