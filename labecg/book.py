@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Optional
 
-from labecg.catalog import MIMIC_DEMO_ROOT, MIMIC_TABLES, SYNTHETIC_MARKER
+from labecg.catalog import MIMIC_DEMO_ROOT, MIMIC_SOURCES, MIMIC_TABLES, SYNTHETIC_MARKER
 from labecg.privacy import check_privacy
 from labecg.sources import source_paths
 from labecg.util import PROGRESS_ENV, atomic_path, get_logger, read_json, write_json
@@ -194,7 +194,8 @@ def notebook_parameters(cfg: BookConfig) -> dict:
     return {
         "data_root": rel(cfg.data_root), "generate_synthetic": cfg.generate_synthetic,
         "hosp": rel(src["hosp"]), "ed": rel(src["ed"]), "ecg": rel(src["ecg"]),
-        "ecg_icd": None if src["ecg_icd"] is None else rel(src["ecg_icd"]),
+        # as given: the notebook looks for the default file itself, after it may have generated it
+        "ecg_icd": None if cfg.ecg_icd is None else rel(cfg.ecg_icd),
         "unlisted_ecgs": cfg.unlisted_ecgs, "cohort_dir": rel(cfg.cohort_dir), "run_dir": rel(cfg.run_dir),
         "demo_cohort_dir": rel(cfg.demo_cohort_dir),
         "patients": cfg.patients, "min_lab_events": cfg.min_lab_events,
@@ -213,13 +214,14 @@ def stage_files(stage: str, cfg: BookConfig) -> list[tuple[Path, bool]]:
     changed in place without them needs ``force=True``.
     """
     src = source_paths(cfg.data_root, cfg.hosp, cfg.ed, cfg.ecg, cfg.ecg_icd)
+    # the ICD file's place whether or not it exists yet (01_data may generate it)
+    ecg_icd = Path(cfg.ecg_icd) if cfg.ecg_icd else Path(cfg.data_root) / MIMIC_SOURCES["ecg_icd"]
     cohort = Path(cfg.cohort_dir)
     ecg_index = [(src["ecg"] / f, False) for f in _ECG_TOP_FILES]
     runs = _run_dirs(cfg)
     cohorts = [cohort] + _ablation_dirs(cfg, cohort)
     if stage == "01_data":
-        return ([(src["hosp"], True), (src["ed"], True)]
-                + ([(src["ecg_icd"], False)] if src["ecg_icd"] is not None else [])
+        return ([(src["hosp"], True), (src["ed"], True), (ecg_icd, False)]
                 + [(Path(cfg.data_root) / SYNTHETIC_MARKER, False)] + ecg_index
                 + [(c / f, False) for c in cohorts for f in _COHORT_FILES])
     if stage == "01b_real_rows":

@@ -31,6 +31,7 @@ import pandas as pd
 import pytest
 
 from labecg.book import STAGES, BookConfig, build_book, cache_key, repository_url
+from labecg.train import variant_run_dir
 
 pytestmark = pytest.mark.slow
 
@@ -329,7 +330,10 @@ def test_a_missing_run_folder_leaves_the_previous_book(tmp_path, built):
 def test_book_builds_from_a_run_folder_alone(tmp_path, built):
     root = copy_book_sources(tmp_path / "split")
     run = tmp_path / "copied-run"
-    shutil.copytree(built.cfg.run_dir, run, ignore=shutil.ignore_patterns("evaluation", "checkpoints"))
+    # every variant's run folder (the default build compares fusion with tabular-only)
+    for variant in built.cfg.variants:
+        shutil.copytree(variant_run_dir(built.cfg.run_dir, variant), variant_run_dir(run, variant),
+                        ignore=shutil.ignore_patterns("evaluation", "checkpoints"))
     cfg = small_config(root, data_root=tmp_path / "absent", cohort_dir=tmp_path / "absent-cohort",
                        run_dir=run, from_run=True)
     result = build_book(cfg)
@@ -374,7 +378,8 @@ def test_cache_key_is_the_key_of_the_books_records(built):
     expected = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
     assert cache_key(built.cfg) == expected
     flags = ["--book-root", str(built.root), "--data-root", str(built.cfg.data_root),
-             "--cohort-dir", str(built.cfg.cohort_dir), "--run-dir", str(built.cfg.run_dir)]
+             "--cohort-dir", str(built.cfg.cohort_dir), "--run-dir", str(built.cfg.run_dir),
+             "--demo-cohort-dir", str(built.cfg.demo_cohort_dir)]
     for name, value in SMALL.items():
         flags += ["--" + name.replace("_", "-"), str(value)]
     proc = subprocess.run([str(Path(sys.executable).parent / "labecg"), "book-cache-key", *flags],
