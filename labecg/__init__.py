@@ -1,7 +1,7 @@
 """labecg: a reproducible companion to CardioLab (ECG -> laboratory value abnormalities).
 
 Stages, each one module (the cohort stage's readers, features and labels in three more), each
-importing only earlier ones (plus ``util``, ``catalog``, ``metrics`` and ``paper``, which import
+importing only earlier ones (plus ``util``, ``layout``, ``catalog``, ``metrics`` and ``paper``, which import
 no stage)::
 
     synthetic -> sources -> readers -> features -> labels -> cohort -> signals -> data -> s4 -> model

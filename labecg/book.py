@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Optional
 
-from labecg.catalog import MIMIC_DEMO_ROOT, MIMIC_SOURCES, MIMIC_TABLES, SYNTHETIC_MARKER
+from labecg import layout
+from labecg.layout import MIMIC_DEMO_ROOT, MIMIC_FILES, MIMIC_SOURCES, MIMIC_TABLES, SYNTHETIC_MARKER
 from labecg.privacy import check_privacy
 from labecg.sources import source_paths
 from labecg.util import PROGRESS_ENV, atomic_path, get_logger, read_json, write_json
@@ -51,8 +52,6 @@ __all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "demo_ids", "stag
 log = get_logger("labecg.book")
 
 STAGES: tuple[str, ...] = ("01_data", "01b_real_rows", "02_signals", "03_training", "04_results")
-_COHORT_FILES = ("cohort.parquet", "targets.json", "cohort_flow.csv", "last_values.parquet")
-_SIGNAL_FILES = ("signals.npy", "signals.json", "signals_manifest.parquet", "signals_stats.json")
 _ECG_TOP_FILES = tuple(name for source, name in MIMIC_TABLES.values() if source == "ecg")
 
 
@@ -223,17 +222,18 @@ def stage_files(stage: str, cfg: BookConfig) -> list[tuple[Path, bool]]:
     if stage == "01_data":
         return ([(src["hosp"], True), (src["ed"], True), (ecg_icd, False)]
                 + [(Path(cfg.data_root) / SYNTHETIC_MARKER, False)] + ecg_index
-                + [(c / f, False) for c in cohorts for f in _COHORT_FILES])
+                + [(c / f, False) for c in cohorts for f in layout.COHORT_FILES])
     if stage == "01b_real_rows":
-        return [(MIMIC_DEMO_ROOT, True)] + [(Path(cfg.demo_cohort_dir) / f, False) for f in _COHORT_FILES]
+        return [(MIMIC_DEMO_ROOT, True)] + [(Path(cfg.demo_cohort_dir) / f, False) for f in layout.COHORT_FILES]
     if stage == "02_signals":
-        return ecg_index + [(c / f, False) for c in cohorts for f in _COHORT_FILES + _SIGNAL_FILES]
+        return ecg_index + [(c / f, False) for c in cohorts for f in layout.COHORT_FILES + layout.SIGNAL_FILES]
     if stage == "03_training":
-        files = [(c / f, False) for c in cohorts for f in _COHORT_FILES + _SIGNAL_FILES]
+        files = [(c / f, False) for c in cohorts for f in layout.COHORT_FILES + layout.SIGNAL_FILES]
         for r in runs:
-            files += [(r / f, False) for f in ("config.json", "run_info.json", "targets.json", "metrics.csv",
-                                               "predictions_val.npz", "predictions_test.npz", "last_values.parquet",
-                                               "checkpoints/best.ckpt", "checkpoints/last.ckpt")]
+            files += ([(r / f, False) for f in (layout.CONFIG, layout.RUN_INFO, layout.TARGETS, layout.METRICS)]
+                      + [(layout.predictions_path(r, s), False) for s in layout.PREDICTION_SPLITS]
+                      + [(r / layout.LAST_VALUES, False)]
+                      + [(layout.checkpoint_path(r, which), False) for which in ("best", "last")])
         return files
     if stage == "04_results":
         return [(r, True) for r in runs]
@@ -504,7 +504,7 @@ def build_book(cfg: BookConfig) -> BookResult:
         html_index = _build_html(book_root, rebuild_all=any(s == "ran" for s in stages.values()))
         seconds["html"] = time.perf_counter() - t0
     executed = [p for s, p in notebooks.items() if p.exists() and stages[s] in ("ran", "cached")]
-    ids_from = Path(cfg.cohort_dir) / "cohort.parquet"
+    ids_from = Path(cfg.cohort_dir) / layout.COHORT
     check_privacy(html_index.parent if html_index else None, executed,
                   ids_from if ids_from.exists() else None,
                   ids=_run_study_ids(_run_dirs(cfg)) | demo_ids())
@@ -520,10 +520,11 @@ def check_run_folders(run_dirs) -> None:
     mistyped ``--run-dir`` costs nothing.
     """
     for run in run_dirs:
-        for name in ("targets.json", "predictions_test.npz"):
-            if not (Path(run) / name).is_file():
-                raise FileNotFoundError(f"{Path(run) / name}: not found; --from-run needs a run folder written "
-                                        f"by `labecg train` (targets.json, predictions_test.npz)")
+        needed = (Path(run) / layout.TARGETS, layout.predictions_path(run, "test"))
+        for path in needed:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: not found; --from-run needs a run folder written "
+                                        f"by `labecg train` ({', '.join(p.name for p in needed)})")
 
 
 def _stale_reason(record: Path, target: Path, key: dict, files: dict, force: bool) -> str | None:
@@ -573,8 +574,8 @@ def demo_ids() -> set[int]:
     import pandas as pd
 
     root = MIMIC_DEMO_ROOT
-    patients = pd.read_csv(root / "mimiciv" / "hosp" / "patients.csv.gz", usecols=["subject_id"])
-    records = pd.read_csv(root / "mimic-iv-ecg" / "record_list.csv", usecols=["subject_id", "study_id"])
+    patients = pd.read_csv(root / MIMIC_FILES["patients"], usecols=["subject_id"])
+    records = pd.read_csv(root / MIMIC_FILES["record_list"], usecols=["subject_id", "study_id"])
     return {int(i) for i in pd.concat([patients["subject_id"], records["subject_id"], records["study_id"]])}
 
 
@@ -583,8 +584,8 @@ def _run_study_ids(run_dirs) -> set[int]:
 
     ids: set[int] = set()
     for r in run_dirs:
-        for name in ("predictions_val.npz", "predictions_test.npz"):
-            p = Path(r) / name
+        for split in layout.PREDICTION_SPLITS:
+            p = layout.predictions_path(r, split)
             if p.exists():
                 ids.update(int(i) for i in read_predictions(p)["study_id"])
     return ids

@@ -1,10 +1,10 @@
-"""The laboratory tests of the paper as MIMIC-IV describes them, and where the MIMIC files lie.
+"""The laboratory tests of the paper as MIMIC-IV describes them, and the columns of the MIMIC files.
 
 Static domain knowledge shared by the synthetic generator (which writes these itemids,
 labels, fluids and units) and by the cohort builder (which looks up the paper's
 physiological category of a label), ``MIMIC_COLUMNS``, the column lists of the four
-sources, and their layout under a data root (``MIMIC_SOURCES``, ``MIMIC_TABLES``,
-``MIMIC_FILES``, ``SYNTHETIC_MARKER``, ``MIMIC_DEMO_ROOT``). Imports no other ``labecg`` module.
+sources (where their files lie under a data root is :mod:`labecg.layout`'s). Imports no other
+``labecg`` module.
 
 Categories are the paper's codes: ``Ca.`` cardiac, ``Re.`` renal, ``He.`` hematological,
 ``Me.`` metabolic, ``Im.`` immunological, ``Co.`` coagulation; ``Re./Ca.`` where the
@@ -28,7 +28,6 @@ Not verified: eAG's itemid 50854 (one public listing names 50854 "Absolute A1c")
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -143,23 +142,3 @@ MIMIC_COLUMNS = {
                              "hosp_hadm_id", "ed_diag_ed", "ed_diag_hosp", "hosp_diag_hosp", "all_diag_hosp",
                              "all_diag_all", "gender", "age", "anchor_year", "anchor_age", "strat_fold"],
 }
-
-# Where the four sources lie under a data root laid out as the downloads are (CohortConfig's
-# hosp, ed, ecg folders and the ecg_icd file).
-MIMIC_SOURCES = {"hosp": "mimiciv/hosp", "ed": "mimic-iv-ed/ed", "ecg": "mimic-iv-ecg",
-                 "ecg_icd": "mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv"}
-# Each table: its source and its file name there (None: the source is the file itself).
-MIMIC_TABLES = {
-    "patients": ("hosp", "patients.csv.gz"), "admissions": ("hosp", "admissions.csv.gz"),
-    "labevents": ("hosp", "labevents.csv.gz"), "d_labitems": ("hosp", "d_labitems.csv.gz"),
-    "omr": ("hosp", "omr.csv.gz"), "edstays": ("ed", "edstays.csv.gz"), "vitalsign": ("ed", "vitalsign.csv.gz"),
-    "record_list": ("ecg", "record_list.csv"), "machine_measurements": ("ecg", "machine_measurements.csv"),
-    "records_w_diag_icd10": ("ecg_icd", None),
-}
-# Where each file lives under a data root.
-MIMIC_FILES = {table: MIMIC_SOURCES[src] + (f"/{name}" if name else "") for table, (src, name) in MIMIC_TABLES.items()}
-#: Written by the synthetic generator at the data root; its absence marks real data.
-SYNTHETIC_MARKER = "labecg_synthetic.json"
-#: The open MIMIC demo tables shipped with labecg: a data root without waveforms and without
-#: MIMIC-IV-ECG-ICD (its PROVENANCE.md names the projects, versions and licence).
-MIMIC_DEMO_ROOT = Path(__file__).parent / "mimic_demo"

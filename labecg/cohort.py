@@ -49,7 +49,7 @@ from typing import Literal, Optional
 import numpy as np
 import pandas as pd
 
-from labecg import catalog, features, labels, paper, readers, util
+from labecg import features, labels, layout, paper, readers, util
 
 log = util.get_logger("labecg.cohort")
 
@@ -407,12 +407,11 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     summary = {"n_ecgs": int(len(df)), "n_patients": int(df["subject_id"].nunique()),
                "n_targets": {task: sum(target["task"] == task for target in targets) for task in cfg.tasks}}
     cfg.cohort_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"cohort": cfg.cohort_dir / "cohort.parquet", "targets": cfg.cohort_dir / "targets.json",
-             "flow": cfg.cohort_dir / "cohort_flow.csv", "last_values": cfg.cohort_dir / LAST_VALUES}
+    paths = {"cohort": cfg.cohort_dir / layout.COHORT, "targets": cfg.cohort_dir / layout.TARGETS,
+             "flow": cfg.cohort_dir / layout.FLOW, "last_values": cfg.cohort_dir / layout.LAST_VALUES}
     with util.atomic_path(paths["cohort"]) as tmp:
         df.to_parquet(tmp, index=False)
-    data_root = Path(cfg.ecg).parent
-    marker = data_root / catalog.SYNTHETIC_MARKER
+    marker = layout.data_root(cfg.ecg) / layout.SYNTHETIC_MARKER
     # the settings travel with targets.json into every run folder: what made a run, told by the run
     settings = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
                 for k, v in dataclasses.asdict(cfg).items()}
@@ -448,8 +447,6 @@ def ablation_config(cfg: CohortConfig, name: str) -> CohortConfig:
     return dataclasses.replace(cfg, cohort_dir=ablation_dir(cfg.cohort_dir, name), **ABLATIONS[name])
 
 
-#: The cohort folder's file of last earlier lab values (the results chapter's last-value baseline).
-LAST_VALUES = "last_values.parquet"
 LAST_VALUE_COLUMNS = ("study_id", "lab", "cutoff_min", "value", "age_min")
 
 
@@ -538,7 +535,7 @@ def describe_cohort(out_dir) -> pd.DataFrame:
     DataFrame indexed by quantity (ECGs, patients, estimation targets, monitoring targets
     at 30/60/120 min) with integer columns ``ours`` and ``paper``.
     """
-    s = util.read_json(Path(out_dir) / "targets.json")["summary"]
+    s = util.read_json(Path(out_dir) / layout.TARGETS)["summary"]
     rows = {"ECGs": (s["n_ecgs"], paper.COHORT["n_ecgs"]),
             "patients": (s["n_patients"], paper.COHORT["n_patients"])}
     for task, n in s["n_targets"].items():

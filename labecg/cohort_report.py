@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from labecg import catalog, cohort, paper, util
+from labecg import catalog, cohort, layout, paper, util
 from labecg.features import BIOMETRIC_FEATURES, BIOMETRICS, VITAL_BOUNDS
 from labecg.readers import VITALS
 
@@ -167,7 +167,7 @@ def count_quirks(hosp: Path, ed: Path, ecg: Path, ecg_icd: Optional[Path] = None
     ----------
     hosp, ed, ecg : Path
         The MIMIC-IV ``hosp`` and ``ed`` folders and the MIMIC-IV-ECG root
-        (``catalog.MIMIC_TABLES`` names the files); read with DuckDB, out of core.
+        (``layout.MIMIC_TABLES`` names the files); read with DuckDB, out of core.
     ecg_icd : Path, optional
         ``records_w_diag_icd10.csv``; None (or absent) counts every ECG as unlisted.
 
@@ -180,7 +180,7 @@ def count_quirks(hosp: Path, ed: Path, ecg: Path, ecg_icd: Optional[Path] = None
     import duckdb
 
     files = {name: Path({"hosp": hosp, "ed": ed, "ecg": ecg}[source]) / file
-             for name, (source, file) in catalog.MIMIC_TABLES.items() if source in ("hosp", "ed", "ecg")}
+             for name, (source, file) in layout.MIMIC_TABLES.items() if source in ("hosp", "ed", "ecg")}
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")

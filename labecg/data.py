@@ -32,6 +32,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from labecg import layout
 from labecg.cohort import TEST_FOLD, TRAIN_FOLDS, VAL_FOLD
 from labecg.features import FEATURES, RACES
 from labecg.signals import load_signals
@@ -213,6 +214,41 @@ def _race(frame: pd.DataFrame) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- dataset
 
+
+def cut_segments(signals: np.ndarray, rows, starts, crop_samples: int, mean_mv: np.ndarray,
+                 std_mv: np.ndarray) -> np.ndarray:
+    """Segments of stored ECGs, normalised per lead as the model reads them.
+
+    The one place where a segment is cut and normalised: the training and test loaders
+    (:class:`ECGBatches`), scoring a new record (:mod:`labecg.predict`) and explaining
+    (:mod:`labecg.explain`) all call it, so a test-fold ECG gets the same float32 input
+    in each.
+
+    Parameters
+    ----------
+    signals : ndarray of shape (N, L, C)
+        ECGs as ``signals.npy`` stores them (any dtype; the memmap itself, or records
+        converted the same way), in mV.
+    rows, starts : int arrays of shape (B,)
+        Segment ``i`` is ``signals[rows[i], starts[i]:starts[i] + crop_samples]``.
+    crop_samples : int
+        Segment length in samples (2.5 s at 100 Hz: 250).
+    mean_mv, std_mv : ndarray of shape (C,)
+        The training folds' per-lead mean and standard deviation (``signals_stats.json``).
+
+    Returns
+    -------
+    ndarray of shape (B, crop_samples, C), float32
+        ``(segment - mean_mv) * (1 / std_mv)``, computed in float32.
+    """
+    ecg = np.empty((len(rows), crop_samples, signals.shape[2]), dtype=np.float32)  # (B, crop, C)
+    # B slice copies (cast on assignment) beat one fancy-indexed gather by ~2x (bench/loader.py)
+    for i, (r, o) in enumerate(zip(np.asarray(rows).tolist(), np.asarray(starts).tolist())):
+        ecg[i] = signals[r, o:o + crop_samples]
+    ecg -= np.asarray(mean_mv, dtype=np.float32)
+    ecg *= 1.0 / np.asarray(std_mv, dtype=np.float32)
+    return ecg
+
 class ECGBatches(Dataset):
     """Batches read from the signal memmap; indexed by a batch plan, not by item.
 
@@ -224,8 +260,8 @@ class ECGBatches(Dataset):
     def __init__(self, cohort_dir: Path, mean_mv: np.ndarray, std_mv: np.ndarray,
                  tabular: np.ndarray, y: np.ndarray, mask: np.ndarray, crop_samples: int):
         self.cohort_dir = Path(cohort_dir)
-        self.mean = np.asarray(mean_mv, dtype=np.float32)  # (C,)
-        self.scale = (1.0 / np.asarray(std_mv, dtype=np.float32))  # (C,)
+        self.mean_mv = np.asarray(mean_mv, dtype=np.float32)  # (C,)
+        self.std_mv = np.asarray(std_mv, dtype=np.float32)  # (C,)
         self.tabular, self.y, self.mask = tabular, y, mask
         self.crop = crop_samples
         self._x: Optional[np.ndarray] = None
@@ -248,12 +284,7 @@ class ECGBatches(Dataset):
         rows, offsets, segments = plan
         x = self.signals
         read = np.maximum(rows, 0)  # padding items (row -1) read row 0
-        ecg = np.empty((len(rows), self.crop, x.shape[2]), dtype=np.float32)  # (B, crop, C)
-        # B slice copies (cast on assignment) beat one fancy-indexed gather by ~2x (bench/loader.py)
-        for i, (r, o) in enumerate(zip(read.tolist(), offsets.tolist())):
-            ecg[i] = x[r, o:o + self.crop]
-        ecg -= self.mean
-        ecg *= self.scale
+        ecg = cut_segments(x, read, offsets, self.crop, self.mean_mv, self.std_mv)
         mask = self.mask[read]
         if rows.min(initial=0) < 0:
             mask[rows < 0] = 0.0
@@ -424,12 +455,12 @@ class LabDataModule(pl.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         cohort_dir = Path(cfg.cohort_dir)
-        spec = read_json(cohort_dir / "targets.json")
+        spec = read_json(cohort_dir / layout.TARGETS)
         names = [t["name"] for t in spec["targets"]]
         if cfg.targets is not None:
             unknown = [t for t in cfg.targets if t not in names]
             if unknown:
-                raise KeyError(f"{cohort_dir / 'targets.json'}: unknown targets {unknown}; "
+                raise KeyError(f"{cohort_dir / layout.TARGETS}: unknown targets {unknown}; "
                                f"available: {names}")
             names = list(cfg.targets)
         self._target_names = tuple(names)
@@ -453,27 +484,27 @@ class LabDataModule(pl.LightningDataModule):
         if self._prepared:
             return
         cfg, cohort_dir = self.cfg, Path(self.cfg.cohort_dir)
-        frame = pd.read_parquet(cohort_dir / "cohort.parquet")
+        frame = pd.read_parquet(cohort_dir / layout.COHORT)
         missing = [c for c in ("study_id", "fold") + VARIABLES + self._target_names
                    if c not in frame.columns]
         if missing:
-            raise KeyError(f"{cohort_dir / 'cohort.parquet'}: missing columns {missing}")
+            raise KeyError(f"{cohort_dir / layout.COHORT}: missing columns {missing}")
         x, _ = load_signals(cohort_dir)
-        meta = read_json(cohort_dir / "signals.json")
+        meta = read_json(cohort_dir / layout.SIGNALS_META)
         n = len(frame)
         if x.shape[0] != n:
-            raise ValueError(f"{cohort_dir / 'signals.npy'}: {x.shape[0]} rows, cohort.parquet has {n}")
-        manifest = pd.read_parquet(cohort_dir / "signals_manifest.parquet")
+            raise ValueError(f"{cohort_dir / layout.SIGNALS}: {x.shape[0]} rows, cohort.parquet has {n}")
+        manifest = pd.read_parquet(cohort_dir / layout.SIGNALS_MANIFEST)
         study = frame["study_id"].to_numpy(np.int64)
         m_rows = manifest["row"].to_numpy(np.int64)
         if len(manifest) != n or not np.array_equal(m_rows, np.arange(n)) or \
                 not np.array_equal(manifest["study_id"].to_numpy(np.int64), study):
             bad = np.flatnonzero(manifest["study_id"].to_numpy(np.int64)[:n] != study[:len(manifest)])
-            raise ValueError(f"{cohort_dir / 'signals_manifest.parquet'}: rows do not match "
+            raise ValueError(f"{cohort_dir / layout.SIGNALS_MANIFEST}: rows do not match "
                              f"cohort.parquet (n {len(manifest)} vs {n}; first differing row "
                              f"{bad[0] if len(bad) else '?'}); rerun `labecg signals --overwrite`")
         ok = (manifest["status"] == "ok").to_numpy(dtype=bool)
-        stats = read_json(cohort_dir / "signals_stats.json")
+        stats = read_json(cohort_dir / layout.SIGNALS_STATS)
         fold = frame["fold"].to_numpy(np.int64)
         train = np.isin(fold, cfg.train_folds)
         self.rows = {"train": np.flatnonzero(train & ok),
@@ -493,7 +524,7 @@ class LabDataModule(pl.LightningDataModule):
                              f"n_samples={self.n_samples}")
         std = np.asarray(stats["std_mv"], dtype=np.float64)
         if not np.all(np.isfinite(std)) or np.any(std <= 0):
-            raise ValueError(f"{cohort_dir / 'signals_stats.json'}: std_mv must be finite and > 0, got {std}")
+            raise ValueError(f"{cohort_dir / layout.SIGNALS_STATS}: std_mv must be finite and > 0, got {std}")
         self.signals_meta, self.signal_stats = meta, stats
         self.dataset = ECGBatches(cohort_dir, np.asarray(stats["mean_mv"]), std, tabular,
                                   np.nan_to_num(y, nan=0.0), (~np.isnan(y)).astype(np.float32),
@@ -567,9 +598,9 @@ class LabDataModule(pl.LightningDataModule):
         if dropped:
             log.warning("%s: %d targets dropped: fewer than %d positives or negatives in validation or "
                         "test once records without signal are left out (e.g. %s)", Path(cfg.cohort_dir) /
-                        "targets.json", len(dropped), min_per_class, dropped[0])
+                        layout.TARGETS, len(dropped), min_per_class, dropped[0])
         if not kept:
-            raise ValueError(f"{Path(cfg.cohort_dir) / 'targets.json'}: no target keeps >= {min_per_class} "
+            raise ValueError(f"{Path(cfg.cohort_dir) / layout.TARGETS}: no target keeps >= {min_per_class} "
                              f"positives and negatives in validation and test after signal failures")
         self.targets = kept
         self._target_names = tuple(t["name"] for t in kept)

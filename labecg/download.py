@@ -2,7 +2,7 @@
 
 ``labecg download mimic-demo --data-root DIR`` writes what the pipeline reads from three
 open (ODbL) PhysioNet projects, in the four-source layout of ARCHITECTURE.md section 1
-(:data:`labecg.catalog.MIMIC_FILES`):
+(:data:`labecg.layout.MIMIC_FILES`):
 
 - ``mimic-iv-demo/2.2``: ``hosp/`` patients, admissions, labevents, d_labitems, omr
   -> ``DIR/mimiciv/hosp/``;
@@ -50,7 +50,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Literal, Optional
 
-from labecg.catalog import MIMIC_DEMO_ROOT, MIMIC_FILES
+from labecg.layout import MIMIC_DEMO_ROOT, MIMIC_FILES
 from labecg.util import get_logger, progress_bar
 
 log = get_logger("labecg.download")
@@ -75,7 +75,7 @@ class Project:
         Its folder under the data root (the shipped copy under ``labecg/mimic_demo/`` has
         the same name).
     tables : tuple of str
-        The tables of :data:`labecg.catalog.MIMIC_FILES` it provides.
+        The tables of :data:`labecg.layout.MIMIC_FILES` it provides.
     waveforms : bool
         Also every file of every record its ``record_list.csv`` lists.
     """

@@ -40,7 +40,7 @@ from typing import Literal, Optional
 import numpy as np
 import pandas as pd
 
-from labecg import cohort, tables
+from labecg import cohort, layout, tables
 from labecg.metrics import (_group_codes, as_float_pair, auroc, average_precision, resample_indices,
                             resample_weights, sort_targets, weighted_auroc)
 from labecg.util import TASKS, atomic_path, get_logger, progress_bar, read_json
@@ -53,7 +53,7 @@ __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_ind
            "added_value",
            "read_added_value", "ADDED_VALUE_COLUMNS",
            "simultaneous_intervals", "multiplicity_summary", "read_multiplicity", "read_paper_comparison", "MULTIPLICITY_COLUMNS",
-           "read_predictions", "read_results", "evaluation_dir", "RESULT_COLUMNS"]
+           "read_predictions", "read_results", "RESULT_COLUMNS"]
 
 log = get_logger("labecg.evaluate")
 
@@ -576,7 +576,7 @@ def choose_headline(run, meta: pd.DataFrame, top: int = 4, test_auroc=None) -> p
     DataFrame, one row per headline target, best first: ``target``, ``rank`` (1 = best),
     ``auroc_val`` (AUROC on validation), ``auroc_test``, ``chosen_on`` ("val" or "test").
     """
-    path = Path(run) / "predictions_val.npz"
+    path = layout.predictions_path(run, "val")
     test_auroc = pd.Series(dtype=float) if test_auroc is None else test_auroc
     if path.exists():
         val = read_predictions(path)
@@ -910,18 +910,11 @@ def _write_text(text: str, path: Path) -> None:
         tmp.write_text(text)
 
 
-def evaluation_dir(run, split: str = "test") -> Path:
-    """Where :func:`evaluate_run` writes a split's results: ``RUN/evaluation`` (test), ``RUN/evaluation_val``."""
-    if split not in ("test", "val"):
-        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
-    return Path(run) / ("evaluation" if split == "test" else f"evaluation_{split}")
-
-
 def evaluate_run(cfg: EvaluateConfig) -> Path:
     """Bootstrap, calibrate and split by subgroup the run's predictions; write to ``RUN/evaluation``.
 
     The test split goes to ``RUN/evaluation``, the validation split to ``RUN/evaluation_val``
-    (:func:`evaluation_dir`), so evaluating one never replaces the other; ``results.csv``
+    (:func:`labecg.layout.evaluation_dir`), so evaluating one never replaces the other; ``results.csv``
     names its split in the column ``split``.
 
     Reads ``RUN/predictions_<split>.npz`` and ``RUN/targets.json``; writes (atomically)
@@ -953,8 +946,8 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
         The ``RUN/evaluation`` (or ``RUN/evaluation_val``) folder.
     """
     run = Path(cfg.run_dir)
-    pred = read_predictions(run / f"predictions_{cfg.split}.npz")
-    targets_path = run / "targets.json"
+    pred = read_predictions(layout.predictions_path(run, cfg.split))
+    targets_path = run / layout.TARGETS
     meta = _target_metadata(read_json(targets_path), pred["target_names"], targets_path)
     names = list(pred["target_names"])
     n, T = pred["y_true"].shape
@@ -968,7 +961,7 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
         patients = _patients_per_target(pred["y_true"], subject)
     else:
         log.warning("%s: no subject_id; the patient-level interval is left empty (retrain to get it)",
-                    run / f"predictions_{cfg.split}.npz")
+                    layout.predictions_path(run, cfg.split))
         boot_p = boot.assign(low=np.nan, high=np.nan)
         iterations_p = np.full_like(iterations, np.nan)
         patients = np.full(T + 1, -1, dtype=np.int64)
@@ -985,44 +978,43 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
                                calib=calib, auprc=average_precision(pred["y_true"], pred["y_score"]),
                                simultaneous=simultaneous)
 
-    out = evaluation_dir(run, cfg.split)
+    out = layout.evaluation_dir(run, cfg.split)
     out.mkdir(parents=True, exist_ok=True)
-    _write_csv(results.reset_index().assign(split=cfg.split), out / "results.csv")
-    with atomic_path(out / "bootstrap_iterations.npz") as tmp:
+    _write_csv(results.reset_index().assign(split=cfg.split), out / layout.RESULTS)
+    with atomic_path(out / layout.BOOTSTRAP) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, target_names=np.array([*pred["target_names"], "macro"]),
                                 auroc=iterations, auroc_patient=iterations_p, seed=np.int64(cfg.seed),
                                 split=np.array(cfg.split), n_ecgs=np.int64(n))
-    _write_csv(calib.reset_index(), out / "calibration.csv")
-    _write_csv(headline, out / "headline.csv")
-    _write_csv(multiplicity_summary(results, critical, critical_p, cfg.auroc_threshold), out / "multiplicity.csv")
-    _write_csv(reliability_frame(pred["y_true"], pred["y_score"], names, cfg.n_bins), out / "reliability.csv")
+    _write_csv(calib.reset_index(), out / layout.CALIBRATION)
+    _write_csv(headline, out / layout.HEADLINE)
+    _write_csv(multiplicity_summary(results, critical, critical_p, cfg.auroc_threshold), out / layout.MULTIPLICITY)
+    _write_csv(reliability_frame(pred["y_true"], pred["y_score"], names, cfg.n_bins), out / layout.RELIABILITY)
     if subject is not None and all(k in pred for k in ("sex", "age", "race")):
         labels = subgroup_labels(pred["sex"], pred["age"], pred["race"])
         sub = subgroup_auroc(pred["y_true"], pred["y_score"], names, labels,
                              list(headline["target"]), groups=subject,
                              n_iterations=cfg.n_iterations, seed=cfg.seed)
-        _write_csv(sub, out / "subgroups.csv")
-    tabular_pred = (read_predictions(Path(cfg.tabular_run_dir) / f"predictions_{cfg.split}.npz")
+        _write_csv(sub, out / layout.SUBGROUPS)
+    tabular_pred = (read_predictions(layout.predictions_path(cfg.tabular_run_dir, cfg.split))
                     if cfg.tabular_run_dir is not None else None)
-    last_path = run / cohort.LAST_VALUES
+    last_path = run / layout.LAST_VALUES
     if tabular_pred is not None or last_path.exists():
         added = added_value(pred, read_json(targets_path), tabular_pred=tabular_pred,
                             last_values=pd.read_parquet(last_path) if last_path.exists() else None,
                             n_iterations=cfg.n_iterations, seed=cfg.seed)
-        _write_csv(added, out / "added_value.csv")
+        _write_csv(added, out / layout.ADDED_VALUE)
     else:  # an earlier evaluation's file would describe other predictions
-        (out / "added_value.csv").unlink(missing_ok=True)
+        (out / layout.ADDED_VALUE).unlink(missing_ok=True)
     t1 = tables.table_estimation(results, cfg.auroc_threshold)
     t2 = tables.table_monitoring(results, cfg.auroc_threshold)  # best horizon in t2.attrs, bold in the .md
-    _write_csv(t1, out / "table1_estimation.csv", index=True)
-    _write_text(tables.to_markdown(t1), out / "table1_estimation.md")
-    _write_csv(t2, out / "table2_monitoring.csv", index=True)
-    _write_text(tables.to_markdown(t2),
-                out / "table2_monitoring.md")
+    _write_csv(t1, out / f"{layout.TABLE1}.csv", index=True)
+    _write_text(tables.to_markdown(t1), out / f"{layout.TABLE1}.md")
+    _write_csv(t2, out / f"{layout.TABLE2}.csv", index=True)
+    _write_text(tables.to_markdown(t2), out / f"{layout.TABLE2}.md")
     # a difference to the paper's AUROCs only where the run's own record says it was built from MIMIC-IV
     comparable = read_json(targets_path).get("source", {}).get("synthetic") is False
-    _write_csv(tables.compare_with_paper(results, comparable=comparable), out / "paper_comparison.csv")
+    _write_csv(tables.compare_with_paper(results, comparable=comparable), out / layout.PAPER_COMPARISON)
     macro = results.loc["macro"]
     log.info("macro AUROC %.3f (%.3f, %.3f; patient-level %.3f, %.3f); %d targets significant above %.2f",
              macro["auroc"], macro["low"], macro["high"], macro["low_patient"], macro["high_patient"],
@@ -1259,13 +1251,13 @@ def compare_variants(evaluation_dirs: dict, auroc_threshold: float = 0.7) -> pd.
     rows, reference = [], None
     for variant, folder in evaluation_dirs.items():
         folder = Path(folder)
-        res = read_results(folder / "results.csv")
-        with np.load(folder / "bootstrap_iterations.npz", allow_pickle=False) as npz:
+        res = read_results(folder / layout.RESULTS)
+        with np.load(folder / layout.BOOTSTRAP, allow_pickle=False) as npz:
             its = npz["auroc_patient"] if "auroc_patient" in npz.files else np.full_like(npz["auroc"], np.nan)
             if np.isnan(its[:, -1]).all():
                 its = npz["auroc"]
             macro_its, seed, split = its[:, -1], int(npz["seed"]), str(npz["split"])
-        study = read_predictions(folder.parent / f"predictions_{split}.npz")["study_id"]
+        study = read_predictions(layout.predictions_path(folder.parent, split))["study_id"]
         macro = res.loc["macro"]
         tr = res.drop(index="macro")
         row = {"variant": variant, "macro_auroc": macro["auroc"], "low": macro["low"], "high": macro["high"],

@@ -37,25 +37,21 @@ from scipy.signal import find_peaks
 
 from scipy.stats import rankdata
 
-from labecg.data import DataConfig, LabDataModule
+from labecg import layout
+from labecg.data import DataConfig, LabDataModule, cut_segments
 from labecg.metrics import auroc, resample_weights
-from labecg.model import FusionModel, ModelConfig
+from labecg.model import FusionModel, ModelConfig, trained_model
 from labecg.synthetic import PLANTED_EFFECTS, PLANTED_WINDOWS_S, ecg_null_labs
 from labecg.util import atomic_path, get_logger, lab_slug, read_json
 
 __all__ = ["ExplainConfig", "explain_run", "integrated_gradients", "occlusion", "find_r_peaks",
            "beat_windows", "window_fractions", "window_mass", "bootstrap_shares", "share_intervals",
            "share_contrasts", "rank_correlation", "randomization_check", "read_attribution",
-           "read_attribution_checks", "default_targets", "load_model", "ATTRIBUTION_FILE", "WINDOWS_FILE",
-           "CONTRASTS_FILE", "RANDOMIZATION_FILE", "CONTRAST_COLUMNS", "RANDOMIZATION_COLUMNS",
+           "read_attribution_checks", "default_targets", "CONTRAST_COLUMNS", "RANDOMIZATION_COLUMNS",
            "label_windows", "ROLES", "NULL_COMPARATOR"]
 
 log = get_logger("labecg.explain")
 
-ATTRIBUTION_FILE = "attribution.npz"
-WINDOWS_FILE = "attribution_windows.csv"
-CONTRASTS_FILE = "attribution_contrasts.csv"
-RANDOMIZATION_FILE = "attribution_randomization.csv"
 NULL_COMPARATOR = "null targets"  # the ``comparator`` of a contrast against the null targets' mean
 #: Columns of ``attribution_contrasts.csv`` (:func:`share_contrasts`), in order.
 CONTRAST_COLUMNS = ["target", "window", "start_s", "end_s", "comparator", "share", "comparator_share",
@@ -560,24 +556,10 @@ def label_windows(frac: pd.DataFrame, null) -> pd.DataFrame:
 
 def _best_on_validation(run: Path, names: list[str], top: int) -> list[str]:
     """The ``top`` estimation targets (else any) with the highest validation AUROC, never chosen on test."""
-    with np.load(run / "predictions_val.npz", allow_pickle=False) as npz:
+    with np.load(layout.predictions_path(run, "val"), allow_pickle=False) as npz:
         val_auroc = dict(zip(npz["target_names"].astype(str), auroc(npz["y_true"], npz["y_score"])))
     pool = [t for t in names if t.endswith("_est")] or names
     return sorted(pool, key=lambda t: -np.nan_to_num(val_auroc.get(t, np.nan), nan=-1.0))[:top]
-
-
-def load_model(run) -> tuple[FusionModel, dict]:
-    """The best checkpoint of a run folder, in evaluation mode, and the run's ``config.json``."""
-    run = Path(run)
-    cfg_path, ckpt = run / "config.json", run / "checkpoints" / "best.ckpt"
-    for path in (cfg_path, ckpt):
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: not found; expected a run folder written by `labecg train`")
-    config = read_json(cfg_path)
-    model = FusionModel(ModelConfig(**config["model"]))
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-    return model.eval(), config
 
 
 def _attribute(cfg: ExplainConfig, model, ecg, tabular, columns, n_steps: int, fs: float) -> np.ndarray:
@@ -610,9 +592,10 @@ def explain_run(cfg: ExplainConfig) -> Path:
         ``RUN/evaluation``.
     """
     run = Path(cfg.run_dir)
-    model, config = load_model(run)
+    folder = layout.load_run(run)
+    model, config = trained_model(folder), folder.config
     if model.ecg_encoder is None:
-        raise ValueError(f"{run / 'config.json'}: variant {model.config.variant!r} reads no ECG; "
+        raise ValueError(f"{run / layout.CONFIG}: variant {model.config.variant!r} reads no ECG; "
                          f"explain a fusion or ecg run")
     data = {k: tuple(v) if isinstance(v, list) else v for k, v in config["data"].items()}  # JSON lists
     dm = LabDataModule(DataConfig(**{**data, "cohort_dir": Path(data["cohort_dir"])}))
@@ -621,7 +604,7 @@ def explain_run(cfg: ExplainConfig) -> Path:
     if cfg.targets:
         unknown = [t for t in cfg.targets if t not in names]
         if unknown:
-            raise KeyError(f"{run / 'config.json'}: targets {unknown} are not targets of this run")
+            raise KeyError(f"{run / layout.CONFIG}: targets {unknown} are not targets of this run")
         planted, null = list(cfg.targets), []
     else:
         planted, null = default_targets(names)
@@ -634,14 +617,14 @@ def explain_run(cfg: ExplainConfig) -> Path:
     rng = np.random.default_rng(cfg.seed)
     test = dm.rows["test"]
     rows = np.sort(rng.choice(test, size=min(cfg.n_ecgs, test.size), replace=False))
-    meta = read_json(Path(dm.cfg.cohort_dir) / "signals.json")
+    meta = read_json(Path(dm.cfg.cohort_dir) / layout.SIGNALS_META)
     fs = float(meta["fs_hz"])
     x_mv = np.asarray(dm.dataset.signals[rows], dtype=np.float32)  # (n, L, C)
     n, L, C = x_mv.shape
     crop = dm.cfg.crop_samples
     n_seg = L // crop
-    ecg = (x_mv[:, :n_seg * crop] - dm.dataset.mean) * dm.dataset.scale
-    ecg = torch.from_numpy(ecg.reshape(n * n_seg, crop, C))  # (n * S, crop, C) segments in order
+    ecg = torch.from_numpy(cut_segments(x_mv, np.repeat(np.arange(n), n_seg), np.tile(np.arange(n_seg) * crop, n),
+                                        crop, dm.dataset.mean_mv, dm.dataset.std_mv))  # (n * S, crop, C) in order
     tabular = torch.from_numpy(np.repeat(dm.dataset.tabular[rows], n_seg, axis=0))
     t0 = time.perf_counter()
     attr = _attribute(cfg, model, ecg, tabular, columns, cfg.n_steps, fs)
@@ -687,15 +670,16 @@ def explain_run(cfg: ExplainConfig) -> Path:
                                             np.abs(ecg[seg].numpy()).reshape(r, -1), chosen,
                                             cfg.randomization_steps, cfg.n_iterations, cfg.seed, cfg.level)
 
-    out = run / "evaluation"
+    out = layout.evaluation_dir(run)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / ATTRIBUTION_FILE) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(out / layout.ATTRIBUTION) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, targets=np.array(chosen), leads=np.array(meta["leads"]), time_s=time_s,
                             attribution=mean_attr.astype(np.float32), mass_per_ecg=mass.astype(np.float32),
                             median_beat_mv=median_beat.astype(np.float32),
                             n_ecgs=np.int64(n), n_beats=np.int64(n_beats), method=np.array(cfg.method),
                             seconds=np.float64(seconds), null_targets=np.array(null, dtype=str))
-    for name, frame in ((WINDOWS_FILE, frac), (CONTRASTS_FILE, contrasts), (RANDOMIZATION_FILE, randomization)):
+    for name, frame in ((layout.ATTRIBUTION_WINDOWS, frac), (layout.ATTRIBUTION_CONTRASTS, contrasts),
+                        (layout.ATTRIBUTION_RANDOMIZATION, randomization)):
         with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False)
     log.info("attribution (%s): %d targets x %d ECGs (%d beats) in %.1f s", cfg.method, len(chosen), n, n_beats,
@@ -706,11 +690,11 @@ def explain_run(cfg: ExplainConfig) -> Path:
 def read_attribution(folder) -> tuple[dict, pd.DataFrame] | tuple[None, None]:
     """``attribution.npz`` (as a dict) and ``attribution_windows.csv`` of ``RUN/evaluation``; (None, None) when absent."""
     folder = Path(folder)
-    if not (folder / ATTRIBUTION_FILE).exists():
+    if not (folder / layout.ATTRIBUTION).exists():
         return None, None
-    with np.load(folder / ATTRIBUTION_FILE, allow_pickle=False) as npz:
+    with np.load(folder / layout.ATTRIBUTION, allow_pickle=False) as npz:
         data = {k: npz[k] for k in npz.files}
-    return data, pd.read_csv(folder / WINDOWS_FILE)
+    return data, pd.read_csv(folder / layout.ATTRIBUTION_WINDOWS)
 
 
 def read_attribution_checks(folder) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -722,7 +706,8 @@ def read_attribution_checks(folder) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     folder = Path(folder)
     frames = []
-    for name, columns in ((CONTRASTS_FILE, CONTRAST_COLUMNS), (RANDOMIZATION_FILE, RANDOMIZATION_COLUMNS)):
+    for name, columns in ((layout.ATTRIBUTION_CONTRASTS, CONTRAST_COLUMNS),
+                          (layout.ATTRIBUTION_RANDOMIZATION, RANDOMIZATION_COLUMNS)):
         path = folder / name
         frame = pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else pd.DataFrame()
         if path.exists() and frame.columns.size and list(frame.columns) != columns:

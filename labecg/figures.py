@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from labecg import catalog, paper
+from labecg import catalog, layout, paper
 from labecg.metrics import auroc
 from labecg.signals import LEADS, load_signals  # LEADS: the stored order
 from labecg.tables import (TASK_TITLES, VARIABLE_TITLES, format_auroc, format_threshold, row_label,
@@ -359,7 +359,7 @@ def plot_training_curves(run_dirs):
     """
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(_width(9), 3.4))
     for label, run in run_dirs.items():
-        path = Path(run) / "metrics.csv"
+        path = Path(run) / layout.METRICS
         if not path.exists():
             raise FileNotFoundError(f"{path}: not found; expected the run's per-epoch metrics")
         m = pd.read_csv(path)
@@ -449,8 +449,8 @@ def plot_cohort_ecg(cohort_dir, index: int = 0):
     """
     cohort_dir = Path(cohort_dir)
     x, leads = load_signals(cohort_dir)
-    meta = read_json(cohort_dir / "signals.json")
-    m = pd.read_parquet(cohort_dir / "signals_manifest.parquet", columns=["row", "status"])
+    meta = read_json(cohort_dir / layout.SIGNALS_META)
+    m = pd.read_parquet(cohort_dir / layout.SIGNALS_MANIFEST, columns=["row", "status"])
     ok_rows = np.sort(m.loc[m["status"] == "ok", "row"].to_numpy())
     if not 0 <= index < len(ok_rows):
         raise IndexError(f"{cohort_dir}: index {index} out of range; {len(ok_rows)} records converted")

@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from labecg.layout import RunFolder
 from labecg.s4 import S4Layer
 
 
@@ -242,3 +243,22 @@ def parameter_table(model: nn.Module) -> pd.DataFrame:
         counts[part] = counts.get(part, 0) + p.numel()
     counts["total"] = sum(counts.values())
     return pd.DataFrame({"parameters": pd.Series(counts, dtype="int64")}).rename_axis("part")
+
+
+def trained_model(run: RunFolder) -> FusionModel:
+    """The network of a run folder read by :func:`labecg.layout.load_run`, in evaluation mode.
+
+    Built from the run's recorded ``ModelConfig`` (``config.json``'s ``model``) and given the
+    weights of its best checkpoint.
+
+    Raises
+    ------
+    ValueError
+        The weights do not fit the recorded settings; the message names the checkpoint.
+    """
+    model = FusionModel(ModelConfig(**run.config["model"]))
+    try:
+        model.load_state_dict(run.weights)
+    except Exception as e:
+        raise ValueError(f"{run.checkpoint}: cannot load the model ({type(e).__name__}: {e})") from None
+    return model.eval()

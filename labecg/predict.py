@@ -39,9 +39,10 @@ import torch
 
 import wfdb
 
+from labecg import layout
 from labecg.features import BIOMETRICS, FEATURE_UNITS, FEATURES, RACES, VITAL_BOUNDS
-from labecg.data import VARIABLES, TabularStats, transform_tabular
-from labecg.model import FusionModel, ModelConfig
+from labecg.data import VARIABLES, TabularStats, cut_segments, transform_tabular
+from labecg.model import FusionModel, trained_model
 from labecg.signals import LEADS, RECORD_S, RecordError, SignalsConfig, clean_signal, convert_samples, read_record
 from labecg.util import atomic_path, read_json, write_json
 
@@ -126,43 +127,27 @@ class TrainedRun:
     crop_samples: int
 
 
-def load_run(run: str | os.PathLike) -> TrainedRun:
-    """Load a run folder's best checkpoint and the preprocessing stored beside it.
+def load_trained(run: str | os.PathLike) -> TrainedRun:
+    """A run folder's best model and the preprocessing stored beside it, ready to score records.
+
+    Reads the folder with :func:`labecg.layout.load_run` (``inference.json`` required).
 
     Raises
     ------
     FileNotFoundError
         The folder lacks its checkpoint, ``config.json``, ``targets.json`` or
         ``inference.json``; the message names the file.
+    ValueError
+        The checkpoint cannot be read or does not fit the recorded settings.
     """
-    run = Path(run)
-    if not run.is_dir():
-        raise FileNotFoundError(f"{run}: not a folder; expected the run folder of `labecg train --run-dir {run}`")
-    info = read_json(run / "run_info.json") if (run / "run_info.json").exists() else {}
-    ckpt = run / "checkpoints" / info.get("best_checkpoint", "best.ckpt")
-    if not ckpt.exists():
-        raise FileNotFoundError(f"{ckpt}: not found; {run} holds no trained model "
-                                f"(`labecg train --run-dir {run}` writes it)")
-    for name in ("config.json", "targets.json", "inference.json"):
-        if not (run / name).exists():
-            why = (" (runs trained before labecg stored its preprocessing statistics lack it; retrain)"
-                   if name == "inference.json" else "")
-            raise FileNotFoundError(f"{run / name}: not found; a finished run folder holds it{why}")
-    spec = read_json(run / "inference.json")
-    model = FusionModel(ModelConfig(**read_json(run / "config.json")["model"]))
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-        # LabModule holds the network as ``self.model``
-        model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-    except Exception as e:
-        raise ValueError(f"{ckpt}: cannot load the model ({type(e).__name__}: {e})") from None
-    model.eval()
-
-    by_name = {t["name"]: t for t in read_json(run / "targets.json")["targets"]}
+    folder = layout.load_run(run, need_inference=True)
+    run, spec = folder.path, folder.inference
+    model = trained_model(folder)
+    by_name = {t["name"]: t for t in folder.targets["targets"]}
     names = spec["target_names"]
     missing = [n for n in names if n not in by_name]
     if missing or len(names) != model.config.n_targets:
-        raise ValueError(f"{run / 'inference.json'}: target_names ({len(names)}) do not match the model "
+        raise ValueError(f"{run / layout.INFERENCE}: target_names ({len(names)}) do not match the model "
                          f"({model.config.n_targets} outputs) or targets.json (missing {missing[:3]})")
     fields = {f.name for f in dataclasses.fields(SignalsConfig)} - {"cohort_dir", "ecg"}
     signals = SignalsConfig(cohort_dir=run, ecg=run, **{k: v for k, v in spec["signals"].items() if k in fields})
@@ -207,13 +192,9 @@ def _segments(trained: TrainedRun, x: np.ndarray) -> np.ndarray:
     """(n_segments, crop_samples, 12) float32, normalized per lead as the test loader does."""
     crop = trained.crop_samples
     n_seg = x.shape[0] // crop
-    ecg = np.empty((n_seg, crop, x.shape[1]), dtype=np.float32)  # (S, crop, C)
-    for k in range(n_seg):
-        ecg[k] = x[k * crop:(k + 1) * crop]
-    # the operations of labecg.data.ECGBatches, in float32, so a test-fold ECG scores identically
-    ecg -= trained.mean_mv
-    ecg *= 1.0 / trained.std_mv
-    return ecg
+    # as the test loader cuts them, so a test-fold ECG scores identically
+    return cut_segments(x[None], np.zeros(n_seg, dtype=np.int64), np.arange(n_seg) * crop, crop,
+                        trained.mean_mv, trained.std_mv)
 
 
 def read_features(features: Features) -> pd.DataFrame:
@@ -470,7 +451,7 @@ def predict_record(run: str | os.PathLike | TrainedRun, record: str | os.PathLik
     Parameters
     ----------
     run : path-like or TrainedRun
-        Run folder (or one loaded with :func:`load_run`, to score many records).
+        Run folder (or one loaded with :func:`load_trained`, to score many records).
     record : path-like
         WFDB record: its path without extension, or its ``.hea`` or ``.dat``; any 12-lead
         source ``labecg signals`` accepts.
@@ -491,14 +472,14 @@ def predict_record(run: str | os.PathLike | TrainedRun, record: str | os.PathLik
     RecordError
         A record that would be scored wrongly (:func:`inspect_record`).
     """
-    trained = run if isinstance(run, TrainedRun) else load_run(run)
+    trained = run if isinstance(run, TrainedRun) else load_trained(run)
     return score_record(trained, record, features).table
 
 
 def run_provenance(run: str | os.PathLike) -> dict:
     """What the run folder says of where it came from: ``run_info.json``'s source, date, commit, version."""
     run = Path(run)
-    info = read_json(run / "run_info.json") if (run / "run_info.json").exists() else {}
+    info = read_json(run / layout.RUN_INFO) if (run / layout.RUN_INFO).exists() else {}
     source = info.get("source") or {}
     synthetic = source.get("synthetic")
     return {"run_dir": str(run), "synthetic": synthetic,
@@ -512,7 +493,7 @@ def run_provenance(run: str | os.PathLike) -> dict:
 
 def calibration_note(run: str | os.PathLike) -> tuple[Optional[float], str]:
     """(median calibration slope over targets, or None; one sentence) from ``evaluation/calibration.csv``."""
-    path = Path(run) / "evaluation" / "calibration.csv"
+    path = layout.evaluation_dir(run) / layout.CALIBRATION
     if not path.exists():
         return None, (f"the run folder holds no evaluation, so how well its probabilities are calibrated is "
                       f"unknown (`labecg evaluate --run-dir {run}` writes it)")
@@ -539,7 +520,7 @@ def predict(cfg: PredictConfig) -> str:
     out = Path(cfg.out) if cfg.out is not None else None
     if out is not None and out.is_dir():
         raise IsADirectoryError(f"--out {cfg.out}: a folder; expected a CSV file path, e.g. {out / 'scores.csv'}")
-    trained = load_run(cfg.run_dir)
+    trained = load_trained(cfg.run_dir)
     scored = score_record(trained, cfg.record, cfg.features)
     prov = run_provenance(cfg.run_dir)
     slope, calibration = calibration_note(cfg.run_dir)

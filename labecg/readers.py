@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from labecg import catalog, util
+from labecg import layout, util
 
 log = util.get_logger("labecg.cohort")  # the cohort stage's messages, whichever module says them
 
@@ -68,7 +68,7 @@ def source_files(hosp: Path, ed: Path, ecg: Path, ecg_icd: Optional[Path] = None
     """
     sources = {"hosp": hosp, "ed": ed, "ecg": ecg, "ecg_icd": ecg_icd}
     files = {table: sources[source] / name if name else sources[source]
-             for table, (source, name) in catalog.MIMIC_TABLES.items()
+             for table, (source, name) in layout.MIMIC_TABLES.items()
              if table in REQUIRED and sources[source] is not None}
     for key, path in files.items():
         if not path.exists() and path.suffix == ".gz" and path.with_suffix("").exists():

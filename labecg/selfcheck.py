@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labecg import paper
-from labecg.catalog import SYNTHETIC_MARKER
+from labecg import layout, paper
+from labecg.layout import SYNTHETIC_MARKER
 from labecg.util import TASKS, lab_slug, read_json
 
 __all__ = ["source_banner", "read_planted_effects",
@@ -60,8 +60,8 @@ def read_planted_effects(data_root, run_dir=None) -> pd.DataFrame:
     """The planted effects of a synthetic source; an empty table for a real one.
 
     Looks for ``labecg_synthetic.json`` in ``data_root``, then (for a book built from a
-    run folder) in the data root recorded in ``run_dir/targets.json`` (``source.hosp``,
-    two folders up). Its ``planted_effects`` list is used when present; otherwise the
+    run folder) in the data root recorded in ``run_dir/targets.json``
+    (:func:`labecg.layout.data_root` of ``source.ecg``). Its ``planted_effects`` list is used when present; otherwise the
     generator's own table (:func:`labecg.synthetic.planted_effects_frame`).
 
     Returns
@@ -71,10 +71,10 @@ def read_planted_effects(data_root, run_dir=None) -> pd.DataFrame:
     """
     columns = ["label", "lab", "direction", "channel", "mechanism", "strength"]
     candidates = [Path(data_root)] if data_root is not None else []
-    if run_dir is not None and (Path(run_dir) / "targets.json").exists():
-        hosp = read_json(Path(run_dir) / "targets.json").get("source", {}).get("hosp")
-        if hosp:
-            candidates.append(Path(hosp).parent.parent)
+    if run_dir is not None and (Path(run_dir) / layout.TARGETS).exists():
+        ecg = read_json(Path(run_dir) / layout.TARGETS).get("source", {}).get("ecg")
+        if ecg:
+            candidates.append(layout.data_root(ecg))
     for root in candidates:
         marker = root / SYNTHETIC_MARKER
         if marker.exists():
@@ -217,8 +217,8 @@ def describe_run(run_dir) -> dict:
     admonition) and ``description`` (a Markdown list).
     """
     run_dir = Path(run_dir)
-    targets = read_json(run_dir / "targets.json")
-    info_path = run_dir / "run_info.json"
+    targets = read_json(run_dir / layout.TARGETS)
+    info_path = run_dir / layout.RUN_INFO
     info = read_json(info_path) if info_path.exists() else {}
     source = targets.get("source", {})
     synthetic = bool(source.get("synthetic", False))
@@ -622,11 +622,11 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
     lines: list[str] = []
     trains = []
     for run in runs:
-        config_path = run / "config.json"
+        config_path = run / layout.CONFIG
         if not config_path.exists():
             raise FileNotFoundError(f"{config_path}: not found; expected a run folder written by labecg train")
         trains.append(read_json(config_path)["train"])
-    targets_path = runs[0] / "targets.json"
+    targets_path = runs[0] / layout.TARGETS
     targets = read_json(targets_path)
     source = targets.get("source", {})
     if source.get("synthetic"):
@@ -634,7 +634,7 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
         if synth is None:
             lines.append(f"# labecg synth: the generator's settings are not recorded in {targets_path}")
         else:
-            out = Path(source["ecg"]).parent  # the data root holds mimic-iv-ecg/
+            out = layout.data_root(source["ecg"])
             lines.append(" ".join(["labecg synth", "--data-root", shlex.quote(str(out))]
                                   + _flags(SynthConfig, synth, always=("patients", "seed"),
                                            skip=_RUNTIME_ONLY["synth"])))
@@ -648,7 +648,7 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
                 CohortConfig, {**cohort_cfg, "cohort_dir": cohort}, always=("hosp", "ed", "ecg", "ecg_icd", "cohort_dir"),
                 skip=_RUNTIME_ONLY["cohort"])))
     for cohort in cohorts:
-        meta_path = Path(cohort) / "signals.json"
+        meta_path = Path(cohort) / layout.SIGNALS_META
         meta = read_json(meta_path) if meta_path.exists() else {}
         signal_settings = {k: meta[k] for k in ("dtype", "clip_mv", "fs_hz") if k in meta}
         lines.append(" ".join(["labecg signals"] + _flags(
@@ -658,7 +658,7 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
     for run, train in zip(runs, trains):
         lines.append(" ".join(["labecg train"] + _flags(TrainConfig, train, always=("cohort_dir", "run_dir"),
                                                          skip=_RUNTIME_ONLY["train"])))
-        attribution = run / "evaluation" / "attribution.npz"
+        attribution = layout.evaluation_dir(run) / layout.ATTRIBUTION
         if attribution.exists():
             with np.load(attribution, allow_pickle=False) as npz:
                 method = str(npz["method"])  # the one setting explain records
@@ -744,7 +744,7 @@ def added_value_summary(evaluation_dir, results: pd.DataFrame) -> dict:
     """
     from labecg import evaluate, tables
 
-    path = Path(evaluation_dir) / "added_value.csv"
+    path = Path(evaluation_dir) / layout.ADDED_VALUE
     added = evaluate.read_added_value(path) if path.exists() else pd.DataFrame(columns=evaluate.ADDED_VALUE_COLUMNS)
     out: dict = {"table": tables.format_added_value(added, results) if len(added) else pd.DataFrame()}
     sentences = []
@@ -809,7 +809,7 @@ def ablation_summary(results: pd.DataFrame, ablation_dirs: dict) -> dict:
 
     rows, out, sentences = [row("paper's windows (this build)", results)], {}, []
     for name, folder in ablation_dirs.items():
-        res = evaluate.read_results(Path(folder) / "results.csv")
+        res = evaluate.read_results(Path(folder) / layout.RESULTS)
         rows.append(row(name, res))
         macro = res.loc["macro"]
         out.update({f"{name}_macro_auroc": float(macro["auroc"]), f"{name}_low": float(macro["low"]),

@@ -51,6 +51,7 @@ import pandas as pd
 import wfdb
 from scipy.signal import resample_poly
 from wfdb.io.header import rx_record, rx_signal
+from labecg import layout
 from labecg.cohort import TRAIN_FOLDS
 from labecg.util import (atomic_path, check_free_space, folder_lock, format_bytes, get_logger, progress_bar,
                          read_json, shown_path, write_json)
@@ -64,7 +65,6 @@ SOURCE_SAMPLES = 5000  # 10 s at 500 Hz
 RECORD_S = 10.0  # every record is cut to its first 10 s; shorter ones are rejected
 # physical units of an ECG lead -> factor to millivolts (lower case; micro sign and Greek mu)
 MV_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "v": 1e3}
-PROGRESS_DIR = "signals_progress"
 
 
 @dataclass(frozen=True)
@@ -521,7 +521,7 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
 
 
 def _read_cohort(cohort_dir: Path) -> pd.DataFrame:
-    path = cohort_dir / "cohort.parquet"
+    path = cohort_dir / layout.COHORT
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found; run `labecg cohort --cohort-dir {cohort_dir}` first")
     frame = pd.read_parquet(path)
@@ -546,7 +546,7 @@ def fingerprint_cohort(frame: pd.DataFrame, cfg: SignalsConfig) -> str:
 
 def _stale_record(cohort_dir: Path, fp: str, n_rows: int) -> Optional[Path]:
     """The record (``signals.json``, or a partial run's state) of outputs made from another cohort, or None."""
-    for path in (cohort_dir / "signals.json", cohort_dir / PROGRESS_DIR / "state.json"):
+    for path in (cohort_dir / layout.SIGNALS_META, cohort_dir / layout.SIGNALS_PROGRESS / "state.json"):
         if path.exists():
             record = read_json(path)
             if record.get("fingerprint") != fp or record.get("n_rows", n_rows) != n_rows:
@@ -599,9 +599,9 @@ def _reserve(path: Path, cohort_dir: Path) -> None:
 
 
 def _remove_outputs(cohort_dir: Path) -> None:
-    for name in ("signals.npy", "signals.json", "signals_manifest.parquet", "signals_stats.json"):
+    for name in layout.SIGNAL_FILES:
         (cohort_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(cohort_dir / PROGRESS_DIR, ignore_errors=True)
+    shutil.rmtree(cohort_dir / layout.SIGNALS_PROGRESS, ignore_errors=True)
 
 
 def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = None,
@@ -641,12 +641,12 @@ def _convert_locked(cfg: SignalsConfig, frame: pd.DataFrame, stop_after_chunks: 
     cohort_dir = Path(cfg.cohort_dir)
     n = len(frame)
     fp = fingerprint_cohort(frame, cfg)
-    npy = cohort_dir / "signals.npy"
-    progress = cohort_dir / PROGRESS_DIR
+    npy = cohort_dir / layout.SIGNALS
+    progress = cohort_dir / layout.SIGNALS_PROGRESS
     state_path = progress / "state.json"
     stale = _stale_record(cohort_dir, fp, n)
     replace = cfg.overwrite or (stale is not None and cfg.replace_stale)
-    existing = [p.name for p in (npy, cohort_dir / "signals.json", progress) if p.exists()]
+    existing = [p.name for p in (npy, cohort_dir / layout.SIGNALS_META, progress) if p.exists()]
     if replace and existing:
         # hours of conversion are deleted only for an ECG root from which records read
         unreadable = _probe_ecg_root(frame, cfg)
@@ -659,18 +659,18 @@ def _convert_locked(cfg: SignalsConfig, frame: pd.DataFrame, stop_after_chunks: 
     if replace:
         _remove_outputs(cohort_dir)
 
-    if (cohort_dir / "signals.json").exists():
-        meta = read_json(cohort_dir / "signals.json")
+    if (cohort_dir / layout.SIGNALS_META).exists():
+        meta = read_json(cohort_dir / layout.SIGNALS_META)
         if meta.get("fingerprint") == fp:
             log.info("%s: already converted for this cohort; nothing to do", npy)
             return npy
         then, now = meta.get("ecg", "?"), str(Path(cfg.ecg).resolve())
         unreadable = _probe_ecg_root(frame, cfg) if then != now else ""
         if unreadable:  # most likely a typo, not a new ECG root: --overwrite would delete good signals
-            raise RuntimeError(f"{cohort_dir / 'signals.json'}: converted from the ECG root {then}; none of the "
+            raise RuntimeError(f"{cohort_dir / layout.SIGNALS_META}: converted from the ECG root {then}; none of the "
                                f"first {min(n, PROBE_RECORDS)} records reads under --ecg {cfg.ecg} (first: "
                                f"{unreadable}): a typo in --ecg? The signals are kept; --overwrite would not help")
-        raise RuntimeError(f"{cohort_dir / 'signals.json'}: made from a different cohort.parquet, ECG root "
+        raise RuntimeError(f"{cohort_dir / layout.SIGNALS_META}: made from a different cohort.parquet, ECG root "
                            f"(then {then}, now {now}) or settings "
                            f"(fingerprint {meta.get('fingerprint', '?')[:12]}, expected "
                            f"{fp[:12]}); rerun with --overwrite to convert again")
@@ -790,7 +790,7 @@ def _convert_locked(cfg: SignalsConfig, frame: pd.DataFrame, stop_after_chunks: 
 def _finalize(cohort_dir: Path, frame: pd.DataFrame, cfg: SignalsConfig, fp: str, chunk_size: int) -> None:
     """Write manifest, per-lead statistics and signals.json; drop the progress folder."""
     n = len(frame)
-    progress = cohort_dir / PROGRESS_DIR
+    progress = cohort_dir / layout.SIGNALS_PROGRESS
     reasons, flags = [""] * n, [""] * n
     for s in range(0, n, chunk_size):
         part = read_json(progress / f"chunk_{s:09d}.json")
@@ -802,7 +802,7 @@ def _finalize(cohort_dir: Path, frame: pd.DataFrame, cfg: SignalsConfig, fp: str
                              "status": pd.array(status, dtype="string"),
                              "reason": pd.array(reasons, dtype="string"),
                              "flag": pd.array(flags, dtype="string")})
-    with atomic_path(cohort_dir / "signals_manifest.parquet") as tmp:
+    with atomic_path(cohort_dir / layout.SIGNALS_MANIFEST) as tmp:
         manifest.to_parquet(tmp, index=False)
     failed = np.flatnonzero(status == "failed")
     n_failed = len(failed)
@@ -820,16 +820,16 @@ def _finalize(cohort_dir: Path, frame: pd.DataFrame, cfg: SignalsConfig, fp: str
                            f"{cfg.max_failed_frac:g} (first: row {failed[0]}, {reasons[failed[0]]}); is --ecg "
                            f"{cfg.ecg} the MIMIC-IV-ECG root? "
                            + ("Nothing was kept" if n_failed == n else
-                              f"the reasons are in {cohort_dir / 'signals_manifest.parquet'}; rerun with a higher "
+                              f"the reasons are in {cohort_dir / layout.SIGNALS_MANIFEST}; rerun with a higher "
                               "--max-failed-frac to accept them"))
 
     ok_train = (status == "ok") & frame["fold"].isin(TRAIN_FOLDS).to_numpy()
-    mean, std = compute_lead_stats(np.load(cohort_dir / "signals.npy", mmap_mode="r"),
+    mean, std = compute_lead_stats(np.load(cohort_dir / layout.SIGNALS, mmap_mode="r"),
                                    np.flatnonzero(ok_train))
-    write_json(cohort_dir / "signals_stats.json",
+    write_json(cohort_dir / layout.SIGNALS_STATS,
                {"leads": list(LEADS), "folds": list(TRAIN_FOLDS), "n_records": int(ok_train.sum()),
                 "mean_mv": mean.tolist(), "std_mv": std.tolist()})
-    write_json(cohort_dir / "signals.json",
+    write_json(cohort_dir / layout.SIGNALS_META,
                {"leads": list(LEADS), "fs_hz": cfg.fs_hz, "n_samples": cfg.n_samples,
                 "dtype": cfg.dtype, "units": "mV", "clip_mv": cfg.clip_mv,
                 "record_s": RECORD_S, "n_rows": n, "n_ok": n - n_failed,
@@ -882,19 +882,19 @@ def load_signals(cohort_dir: str | os.PathLike) -> tuple[np.ndarray, tuple[str, 
         Lead names in the stored order.
     """
     cohort_dir = Path(cohort_dir)
-    meta_path = cohort_dir / "signals.json"
+    meta_path = cohort_dir / layout.SIGNALS_META
     if not meta_path.exists():
         raise FileNotFoundError(f"{meta_path}: not found; the conversion has not finished — run "
                                 f"`labecg signals --cohort-dir {cohort_dir} --ecg DIR`")
     meta = read_json(meta_path)
     try:
-        x = np.load(cohort_dir / "signals.npy", mmap_mode="r")
+        x = np.load(cohort_dir / layout.SIGNALS, mmap_mode="r")
     except (ValueError, OSError, EOFError) as e:  # numpy names no file
-        raise ValueError(f"{cohort_dir / 'signals.npy'}: not a readable signal array ({type(e).__name__}: {e}); "
+        raise ValueError(f"{cohort_dir / layout.SIGNALS}: not a readable signal array ({type(e).__name__}: {e}); "
                          f"rerun `labecg signals --cohort-dir {cohort_dir} --ecg DIR --overwrite`") from e
     expected = (meta["n_rows"], meta["n_samples"], len(meta["leads"]))
     if x.shape != expected:
-        raise ValueError(f"{cohort_dir / 'signals.npy'}: shape {x.shape}, expected {expected} "
+        raise ValueError(f"{cohort_dir / layout.SIGNALS}: shape {x.shape}, expected {expected} "
                          f"from signals.json")
     return x, tuple(meta["leads"])
 
@@ -909,7 +909,7 @@ def count_records(cohort_dir) -> pd.DataFrame:
     DataFrame indexed by status (ok, failed; both always present), columns ``records``
     (int) and ``reasons`` (the distinct reasons with counts, ``"; "``-joined).
     """
-    path = Path(cohort_dir) / "signals_manifest.parquet"
+    path = Path(cohort_dir) / layout.SIGNALS_MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found; run the signal conversion first")
     m = pd.read_parquet(path, columns=["status", "reason"])
@@ -932,7 +932,7 @@ def conversion_settings(cohort_dir) -> pd.DataFrame:
     Columns ``setting`` and ``value`` (text); the ECG root relative to the repository
     (:func:`labecg.util.shown_path`), the fingerprint left out.
     """
-    meta = read_json(Path(cohort_dir) / "signals.json")
+    meta = read_json(Path(cohort_dir) / layout.SIGNALS_META)
     rows = [{"setting": key, "value": shown_path(value) if key == "ecg" else
              (", ".join(map(str, value)) if isinstance(value, list) else str(value))}
             for key, value in meta.items() if key != "fingerprint"]
@@ -1000,12 +1000,12 @@ def lead_before_after(cfg: SignalsConfig, index: int = 0, lead: str = "II") -> d
         raise ValueError(f"lead {lead!r} unknown; expected one of {list(LEADS)}")
     cohort_dir = Path(cfg.cohort_dir)
     x, _ = load_signals(cohort_dir)
-    manifest = pd.read_parquet(cohort_dir / "signals_manifest.parquet", columns=["row", "status"])
+    manifest = pd.read_parquet(cohort_dir / layout.SIGNALS_MANIFEST, columns=["row", "status"])
     ok_rows = np.sort(manifest.loc[manifest["status"] == "ok", "row"].to_numpy())
     if not 0 <= index < len(ok_rows):
         raise IndexError(f"{cohort_dir}: index {index} out of range; {len(ok_rows)} records converted")
     row = int(ok_rows[index])
-    path = pd.read_parquet(cohort_dir / "cohort.parquet", columns=["path"])["path"].iloc[row]
+    path = pd.read_parquet(cohort_dir / layout.COHORT, columns=["path"])["path"].iloc[row]
     raw, fs_in_hz = read_record(Path(cfg.ecg) / str(path))  # (L_raw, 12) mV, stored lead order
     c = LEADS.index(lead)
     return {"lead": lead, "raw_mv": np.asarray(raw[:, c], dtype=np.float64), "raw_fs_hz": float(fs_in_hz),

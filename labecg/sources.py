@@ -1,14 +1,14 @@
 """Where a data source's four folders are, and finding it or writing a synthetic one.
 
 A data source is laid out as the four MIMIC downloads are (ARCHITECTURE.md section 1;
-:data:`labecg.catalog.MIMIC_SOURCES`), real or written by :func:`labecg.synthetic.generate`.
+:data:`labecg.layout.MIMIC_SOURCES`), real or written by :func:`labecg.synthetic.generate`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from labecg.catalog import MIMIC_SOURCES, SYNTHETIC_MARKER
+from labecg.layout import MIMIC_SOURCES, SYNTHETIC_MARKER
 from labecg.util import get_logger, read_json
 
 log = get_logger("labecg.sources")

@@ -38,7 +38,8 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from labecg import ecgsim
-from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS, MIMIC_FILES, SYNTHETIC_MARKER
+from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS
+from labecg.layout import MIMIC_FILES, SYNTHETIC_MARKER
 from labecg.util import atomic_path, get_logger, lab_slug, progress_bar, write_json
 
 GENERATOR_VERSION = "1.0"

@@ -48,7 +48,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn
 
-from labecg.cohort import LAST_VALUES
+from labecg import layout
 from labecg.data import CATEGORICAL_COLUMNS, DataConfig, LabDataModule, average_segments
 from labecg.metrics import auroc
 from labecg.model import FusionModel, ModelConfig
@@ -531,14 +531,14 @@ def copy_last_values(cohort_dir: Path, out: Path, study_ids) -> Optional[Path]:
     study_ids : array-like of shape (n_ecgs,), int
         The validation and test ECGs of the predictions.
     """
-    source = Path(cohort_dir) / LAST_VALUES
+    source = Path(cohort_dir) / layout.LAST_VALUES
     if not source.exists():
         log.info("%s: not found (a cohort from before labecg wrote it); no last-value baseline for %s", source, out)
         return None
     last = pd.read_parquet(source)
-    with atomic_path(out / LAST_VALUES) as tmp:
+    with atomic_path(out / layout.LAST_VALUES) as tmp:
         last[last["study_id"].isin(np.asarray(study_ids, dtype=np.int64))].to_parquet(tmp, index=False)
-    return out / LAST_VALUES
+    return out / layout.LAST_VALUES
 
 
 def _git_commit() -> Optional[str]:
@@ -584,18 +584,17 @@ def run_settings(cfg: TrainConfig) -> dict:
     """
     cohort = Path(cfg.cohort_dir)
     settings = {k: v for k, v in _jsonable(cfg).items() if k not in _RUNTIME_FIELDS}
-    settings["cohort_sha256"] = _file_sha256(cohort / "cohort.parquet")
-    signals_meta = cohort / "signals.json"
+    settings["cohort_sha256"] = _file_sha256(cohort / layout.COHORT)
+    signals_meta = cohort / layout.SIGNALS_META
     settings["signals_fingerprint"] = read_json(signals_meta).get("fingerprint") if signals_meta.exists() else None
     return settings
 
 
 #: Marks a run folder: written first by a fresh run (which empties the folder), read on resume.
-RUN_SETTINGS = "run_settings.json"
 #: What ``labecg train`` reads from the cohort folder, and the command that writes it.
-COHORT_INPUTS = {"cohort.parquet": "labecg cohort", "targets.json": "labecg cohort",
-                 "signals.json": "labecg signals", "signals.npy": "labecg signals",
-                 "signals_manifest.parquet": "labecg signals", "signals_stats.json": "labecg signals"}
+COHORT_INPUTS = {layout.COHORT: "labecg cohort", layout.TARGETS: "labecg cohort",
+                 layout.SIGNALS_META: "labecg signals", layout.SIGNALS: "labecg signals",
+                 layout.SIGNALS_MANIFEST: "labecg signals", layout.SIGNALS_STATS: "labecg signals"}
 
 
 def check_inputs(cfg: TrainConfig) -> None:
@@ -608,9 +607,9 @@ def check_inputs(cfg: TrainConfig) -> None:
         if not (cohort / name).is_file():
             raise FileNotFoundError(f"{cohort / name}: not found; expected the output of `{command}` "
                                     f"in the cohort folder {cohort}")
-    targets = read_json(cohort / "targets.json").get("targets", [])
+    targets = read_json(cohort / layout.TARGETS).get("targets", [])
     if not targets:
-        raise ValueError(f"{cohort / 'targets.json'}: lists no targets, nothing to train; rebuild the cohort "
+        raise ValueError(f"{cohort / layout.TARGETS}: lists no targets, nothing to train; rebuild the cohort "
                          f"with lower --min-per-class or --min-lab-events (`labecg cohort` says which values)")
 
 
@@ -622,8 +621,8 @@ def _prepare_run_folder(cfg: TrainConfig, out: Path, settings: dict) -> Optional
     two runs. A non-empty ``out`` without ``run_settings.json`` is not a run folder and is
     refused rather than emptied.
     """
-    ckpt_dir, settings_path = out / "checkpoints", out / RUN_SETTINGS
-    last = ckpt_dir / "last.ckpt"
+    ckpt_dir, settings_path = out / layout.CHECKPOINTS, out / layout.RUN_SETTINGS
+    last = ckpt_dir / layout.LAST_CHECKPOINT
     if cfg.resume and last.exists():
         previous = read_json(settings_path) if settings_path.exists() else {}
         differ = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
@@ -633,7 +632,7 @@ def _prepare_run_folder(cfg: TrainConfig, out: Path, settings: dict) -> Optional
                              f"--run-dir, or pass --no-resume to start over in this folder")
         broken = checkpoint_problem(last)
         if broken:
-            best = ckpt_dir / "best.ckpt"
+            best = ckpt_dir / layout.BEST_CHECKPOINT
             offer = (f"copy {best} (intact, {format_bytes(best.stat().st_size)}) over it to resume from the best "
                      f"epoch, or pass --no-resume to start over" if best.exists() and not checkpoint_problem(best)
                      else "pass --no-resume to start over")
@@ -643,7 +642,7 @@ def _prepare_run_folder(cfg: TrainConfig, out: Path, settings: dict) -> Optional
     entries = sorted(e for e in out.iterdir() if e.name != LOCK_NAME) if out.is_dir() else []
     if entries and not settings_path.exists():
         raise FileExistsError(f"{out}: holds {entries[0].name} (and {len(entries) - 1} more) but no "
-                              f"{RUN_SETTINGS}, so it is not a run folder; choose an empty or new --run-dir")
+                              f"{layout.RUN_SETTINGS}, so it is not a run folder; choose an empty or new --run-dir")
     for entry in entries:  # a fresh run must not inherit the previous run's files
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -711,7 +710,7 @@ def check_accelerator(accelerator: str) -> None:
 
 def _resume_path(cfg: TrainConfig, out: Path) -> Optional[Path]:
     """What :func:`_prepare_run_folder` decides, read-only: for ranks other than 0."""
-    last = out / "checkpoints" / "last.ckpt"
+    last = layout.checkpoint_path(out, "last")
     return last if cfg.resume and last.exists() else None
 
 
@@ -751,13 +750,15 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     if in_book:  # Lightning's notes on hardware and settings are terminal talk, not page content
         for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    ckpt_dir = out / "checkpoints"
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_macro_auroc",
+    ckpt_dir = out / layout.CHECKPOINTS
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, monitor="val_macro_auroc",
+                                              filename=layout.BEST_CHECKPOINT.removesuffix(".ckpt"),
                                               mode="max", save_top_k=1, enable_version_counter=False)
     # last.ckpt after every epoch: save_last=True writes it only in an epoch that improved best.ckpt
     # (Lightning 2.6), so a resume would repeat the epochs since. Listed after `checkpoint`, it
     # saves that callback's state of the same epoch.
-    last_checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
+    last_checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_top_k=1,
+                                                   filename=layout.LAST_CHECKPOINT.removesuffix(".ckpt"),
                                                    enable_version_counter=False)
     # the bar's loss readout is a GPU sync (.item()); every 20 steps keeps the CPU ahead of the GPU
     bar = EpochProgress() if in_book else pl.callbacks.TQDMProgressBar(refresh_rate=20)
@@ -784,7 +785,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
 def _train_locked(cfg: TrainConfig, out: Path, trainer: pl.Trainer, checkpoint, settings: dict,
                   started: float) -> Path:
     """:func:`train` once the run folder is locked (by global rank 0)."""
-    ckpt_dir = out / "checkpoints"
+    ckpt_dir = out / layout.CHECKPOINTS
     pl.seed_everything(cfg.seed, workers=True)
     dm = LabDataModule(cfg.data_config())
     dm.setup()
@@ -798,7 +799,7 @@ def _train_locked(cfg: TrainConfig, out: Path, trainer: pl.Trainer, checkpoint, 
                        weight_decay_scope=cfg.weight_decay_scope, ssm_lr=cfg.ssm_lr)
     module.y_true = dm.y_true
     module.eval_rows, module.n_segments = {"val": dm.rows["val"], "test": dm.rows["test"]}, dm.n_segments
-    module.metrics_path = out / "metrics.csv"
+    module.metrics_path = out / layout.METRICS
     module.started_at = started
 
     if resume_from is not None:
@@ -810,7 +811,7 @@ def _train_locked(cfg: TrainConfig, out: Path, trainer: pl.Trainer, checkpoint, 
         if not trainer.interrupted:
             raise
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning set it to ignore
-        last = ckpt_dir / "last.ckpt"
+        last = ckpt_dir / layout.LAST_CHECKPOINT
         where = (f"{last} holds epochs 0-{trainer.current_epoch - 1}" if trainer.current_epoch and last.exists()
                  else "no epoch was finished")
         raise Interrupted(f"interrupted at epoch {trainer.current_epoch} ({where}); rerun the same command "
@@ -819,7 +820,7 @@ def _train_locked(cfg: TrainConfig, out: Path, trainer: pl.Trainer, checkpoint, 
     # loading best.ckpt below restores its duration too; the earlier calls' share is the one fit resumed
     duration_before_s = module.duration_before_s
 
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckpt_dir / "best.ckpt"
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckpt_dir / layout.BEST_CHECKPOINT
     if not best.exists():
         raise FileNotFoundError(f"{best}: best checkpoint missing after training")
     # every rank predicts its share with the best weights; gathered, each ECG once
@@ -830,20 +831,20 @@ def _train_locked(cfg: TrainConfig, out: Path, trainer: pl.Trainer, checkpoint, 
     if not trainer.is_global_zero:
         return out
     names = list(dm.target_names)
-    patients = pd.read_parquet(Path(cfg.cohort_dir) / "cohort.parquet", columns=["subject_id", "sex", "age", "race"])
+    patients = pd.read_parquet(Path(cfg.cohort_dir) / layout.COHORT, columns=["subject_id", "sex", "age", "race"])
     for split, (rows, score) in predictions.items():
-        write_predictions(out / f"predictions_{split}.npz", dm.study_ids[rows], names, dm.y_true[rows], score,
+        write_predictions(layout.predictions_path(out, split), dm.study_ids[rows], names, dm.y_true[rows], score,
                           patients=patients.iloc[rows])
 
     copy_last_values(Path(cfg.cohort_dir), out, np.concatenate([dm.study_ids[rows] for rows, _ in predictions.values()]))
     targets = dm.targets_json()
-    write_json(out / "targets.json", targets)  # the counts of the ECGs evaluated
-    write_json(out / "config.json", {"train": _jsonable(cfg), "model": dataclasses.asdict(model_cfg),
+    write_json(out / layout.TARGETS, targets)  # the counts of the ECGs evaluated
+    write_json(out / layout.CONFIG, {"train": _jsonable(cfg), "model": dataclasses.asdict(model_cfg),
                                      "data": _jsonable(cfg.data_config())})
     # the run folder alone scores new ECGs (labecg.predict): preprocessing fitted on this cohort
-    write_json(out / "inference.json", dm.inference_spec())
+    write_json(out / layout.INFERENCE, dm.inference_spec())
     import labecg
-    write_json(out / "run_info.json", {
+    write_json(out / layout.RUN_INFO, {
         "source": targets.get("source"), "labecg_version": getattr(labecg, "__version__", None),
         "git_commit": _git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "hardware": _hardware(), "duration_s": round(duration_before_s + time.time() - started, 1),

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labecg.catalog import MIMIC_COLUMNS, MIMIC_FILES
+from labecg.catalog import MIMIC_COLUMNS
+from labecg.layout import MIMIC_FILES
 from labecg.sources import source_paths
 
 # every table except machine_measurements, which the cohort builder does not read

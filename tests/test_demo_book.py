@@ -86,11 +86,11 @@ def test_documented_demo_command_builds_the_book_from_the_mirror(tmp_path):
     assert ("This run cannot estimate anything." in page) == too_small
 
     # predict reads a record by its demo path and reproduces the run's own test prediction
-    from labecg.predict import load_run, predict_record
+    from labecg.predict import load_trained, predict_record
 
     pred = np.load(run / "predictions_test.npz")
     study = int(pred["study_id"][0])
     row = frame.set_index("study_id").loc[study]
-    table = predict_record(load_run(run), data / "mimic-iv-ecg" / row["path"], row[list(FEATURES)])
+    table = predict_record(load_trained(run), data / "mimic-iv-ecg" / row["path"], row[list(FEATURES)])
     np.testing.assert_allclose(table["probability"].to_numpy(), pred["y_score"][0], rtol=0, atol=1e-5)
     assert json.loads((run / "targets.json").read_text())["source"]["ecg_icd"] is None

@@ -7,7 +7,7 @@ import torch
 from scipy.signal import resample_poly
 from scipy.stats import spearmanr
 
-from labecg import ecgsim, explain, selfcheck
+from labecg import ecgsim, explain, layout, selfcheck
 from labecg.synthetic import PLANTED_WINDOWS_S
 
 
@@ -142,8 +142,8 @@ def test_attribution_windows_roles_survive_a_default_read(tmp_path):
     targets = ["potassium_high_est", "sodium_low_est", "ptt_high_est"]
     frac = explain.label_windows(explain.window_fractions(attr, time_s, targets, {"T wave": (0.05, 0.25)}),
                                  null=["sodium_low_est", "ptt_high_est"])
-    np.savez(tmp_path / explain.ATTRIBUTION_FILE, targets=np.array(targets))
-    frac.to_csv(tmp_path / explain.WINDOWS_FILE, index=False)
+    np.savez(tmp_path / layout.ATTRIBUTION, targets=np.array(targets))
+    frac.to_csv(tmp_path / layout.ATTRIBUTION_WINDOWS, index=False)
     _, back = explain.read_attribution(tmp_path)
     assert back["role"].notna().all()
     assert list(back["role"]) == ["planted", "null_target", "null_target"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import mimic_fixtures as mf
-from labecg import cohort
+from labecg import cohort, layout
 from labecg.cohort import CohortConfig, build_cohort
 
 T = pd.Timestamp("2150-01-01 12:00:00")
@@ -71,7 +71,7 @@ def build(tmp_path, **kw):
                        drop_ecgs_without_targets=False, **kw)
     res = build_cohort(cfg)
     df = pd.read_parquet(res.cohort).set_index("subject_id")
-    last = pd.read_parquet(cfg.cohort_dir / cohort.LAST_VALUES)
+    last = pd.read_parquet(cfg.cohort_dir / layout.LAST_VALUES)
     return df, last
 
 

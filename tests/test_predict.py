@@ -19,7 +19,7 @@ import wfdb
 
 from labecg import cli
 from labecg.features import FEATURES
-from labecg.predict import OUTPUT_COLUMNS, load_run, predict_record
+from labecg.predict import OUTPUT_COLUMNS, load_trained, predict_record
 from labecg.signals import RecordError
 from test_signals_sources import DATA, MIMIC_ORDER, UNREADABLE, _sines, _write, independent
 
@@ -40,7 +40,7 @@ def test_copied_run_reproduces_its_own_test_predictions(run_copy):
     run, frame, _, _, ecg_root = run_copy
     pred = np.load(run / "predictions_test.npz")
     assert len(pred["study_id"]) > 0
-    trained = load_run(run)
+    trained = load_trained(run)
     by_study = frame.set_index("study_id")
     for k, study in enumerate(pred["study_id"]):
         row = by_study.loc[study]
@@ -92,7 +92,7 @@ def test_non_mimic_record_equals_an_independent_computation(run_copy):
         tab[f"race_{r}"] = med[f"race_{r}"]
     tab["race_missing"] = 1.0
     tabular = torch.tensor([list(tab.values())] * 4, dtype=torch.float32)
-    model = load_run(run).model
+    model = load_trained(run).model
     with torch.no_grad():
         want = torch.sigmoid(model(ecg, tabular)).double().mean(0).numpy()
     np.testing.assert_allclose(table["probability"].to_numpy(), want, rtol=0, atol=1e-5)

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labecg import catalog, cohort, cohort_report, labels
+from labecg import cohort, cohort_report, labels, layout
 from labecg.util import read_json
 from reference import authors_features
 
-DEMO = catalog.MIMIC_DEMO_ROOT
+DEMO = layout.MIMIC_DEMO_ROOT
 HOSP, ED, ECG = DEMO / "mimiciv" / "hosp", DEMO / "mimic-iv-ed" / "ed", DEMO / "mimic-iv-ecg"
 METHODS = Path(__file__).resolve().parents[1] / "book" / "methods.md"
 NAN = np.nan
