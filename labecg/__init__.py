@@ -1,8 +1,8 @@
 """labecg: a reproducible companion to CardioLab (ECG -> laboratory value abnormalities).
 
 Stages, each one module (the cohort stage's readers, features and labels in three more), each
-importing only earlier ones (plus ``util``, ``layout``, ``catalog``, ``metrics`` and ``paper``, which import
-no stage)::
+importing only earlier ones (plus ``util``, ``layout``, ``catalog``, ``metrics``, ``targets`` and
+``paper``, which import no stage)::
 
     synthetic -> sources -> readers -> features -> labels -> cohort -> signals -> data -> s4 -> model
     -> train -> predict -> explain -> tables -> evaluate -> figures -> selfcheck -> privacy -> book

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from labecg import features, labels, layout, paper, readers, util
+from labecg.targets import HORIZONS_MIN, TASKS, horizon_min, is_monitoring
 
 log = util.get_logger("labecg.cohort")
 
@@ -145,11 +146,11 @@ class CohortConfig:
     @property
     def horizons_min(self) -> tuple[int, ...]:
         """The paper's monitoring horizons (fixed: target names and tables are built on them)."""
-        return util.HORIZONS_MIN
+        return HORIZONS_MIN
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        return util.TASKS
+        return TASKS
 
     @property
     def last_value_cutoffs_min(self) -> tuple[int, ...]:
@@ -520,11 +521,11 @@ def no_targets_message(cfg: CohortConfig, smallest_class: np.ndarray, n_labels: 
 def format_summary(summary: dict) -> str:
     """The cohort in the words of the paper's section 3.1."""
     n = summary["n_targets"]
-    mon = [k for k in n if k.startswith("mon")]
+    mon = [k for k in n if is_monitoring(k)]
     return (f"{summary['n_ecgs']:,} ECGs from {summary['n_patients']:,} patients; "
             f"{n.get('est', 0)} estimation targets and "
             f"{' / '.join(str(n[k]) for k in mon)} monitoring targets at "
-            f"{' / '.join(k[3:] for k in mon)} min")
+            f"{' / '.join(str(horizon_min(k)) for k in mon)} min")
 
 
 def describe_cohort(out_dir) -> pd.DataFrame:
@@ -539,6 +540,7 @@ def describe_cohort(out_dir) -> pd.DataFrame:
     rows = {"ECGs": (s["n_ecgs"], paper.COHORT["n_ecgs"]),
             "patients": (s["n_patients"], paper.COHORT["n_patients"])}
     for task, n in s["n_targets"].items():
-        name = "estimation targets" if task == "est" else f"monitoring targets, {task[3:]} min"
+        name = ("estimation targets" if not is_monitoring(task)
+                else f"monitoring targets, {horizon_min(task)} min")
         rows[name] = (n, paper.COHORT["n_targets"].get(task))
     return pd.DataFrame.from_dict(rows, orient="index", columns=["ours", "paper"]).astype("Int64")

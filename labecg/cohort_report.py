@@ -15,7 +15,8 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from labecg import catalog, cohort, layout, paper, util
+from labecg import catalog, cohort, layout, paper
+from labecg.targets import TASKS
 from labecg.features import BIOMETRIC_FEATURES, BIOMETRICS, VITAL_BOUNDS
 from labecg.readers import VITALS
 
@@ -57,12 +58,12 @@ def prevalence_by_task(targets: list[dict]) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame indexed by task (``util.TASKS`` order) with integer columns ``targets``,
+    DataFrame indexed by task (``targets.TASKS`` order) with integer columns ``targets``,
     ``labelled`` (cells with a label), ``positive`` and float ``prevalence``
     (positive / labelled; NaN when nothing is labelled).
     """
     rows = {}
-    for task in util.TASKS:
+    for task in TASKS:
         mine = [t for t in targets if t["task"] == task]
         pos = sum(t["counts"][s]["pos"] for t in mine for s in t["counts"])
         neg = sum(t["counts"][s]["neg"] for t in mine for s in t["counts"])
@@ -112,12 +113,12 @@ def targets_kept(targets: list[dict], min_per_class: Iterable[int] = (10, 5, 3, 
     Returns
     -------
     DataFrame indexed by ``min_per_class`` with one integer column per task of
-    ``util.TASKS`` and ``all``: targets with at least that many positives and negatives in
+    ``targets.TASKS`` and ``all``: targets with at least that many positives and negatives in
     both the validation and the test fold.
     """
     rows = {}
     for k in min_per_class:
-        counts = {task: 0 for task in util.TASKS}
+        counts = {task: 0 for task in TASKS}
         for t in targets:
             c = t["counts"]
             split = {s: {"pos": np.array([c[s]["pos"]]), "neg": np.array([c[s]["neg"]])} for s in ("val", "test")}

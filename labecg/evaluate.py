@@ -43,7 +43,8 @@ import pandas as pd
 from labecg import cohort, layout, tables
 from labecg.metrics import (_group_codes, as_float_pair, auroc, average_precision, resample_indices,
                             resample_weights, sort_targets, weighted_auroc)
-from labecg.util import TASKS, atomic_path, get_logger, progress_bar, read_json
+from labecg.targets import TASKS, significant
+from labecg.util import atomic_path, get_logger, progress_bar, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
@@ -1096,7 +1097,7 @@ def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: fl
     AUPRC) and ``significant_simultaneous`` (``sim_low > auroc_threshold``).
     """
     results = meta.reindex(boot.index).join(boot)
-    results["significant"] = (results["low"] > auroc_threshold).fillna(False).astype(bool)
+    results["significant"] = significant(results["low"], auroc_threshold)
     if boot_patient is None:
         results["low_patient"] = results["high_patient"] = np.nan
     else:
@@ -1114,7 +1115,7 @@ def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: fl
     results["auprc"] = pd.concat([ap, pd.Series({"macro": ap.mean() if ap.notna().any() else np.nan})])
     for col in SIMULTANEOUS_COLUMNS[:-1]:
         results[col] = simultaneous[col].reindex(boot.index) if simultaneous is not None else np.nan
-    results["significant_simultaneous"] = (results["sim_low"] > auroc_threshold).fillna(False).astype(bool)
+    results["significant_simultaneous"] = significant(results["sim_low"], auroc_threshold)
     results["horizon_min"] = pd.to_numeric(results["horizon_min"]).astype("Int64")  # NaN for est, macro
     return results[RESULT_COLUMNS[1:]]
 
@@ -1182,7 +1183,7 @@ def multiplicity_summary(results: pd.DataFrame, critical: dict, critical_patient
     Returns
     -------
     DataFrame with columns :data:`MULTIPLICITY_COLUMNS`, one row per task of
-    :data:`~labecg.util.TASKS` present in ``results``: ``n_targets``, ``level``,
+    :data:`~labecg.targets.TASKS` present in ``results``: ``n_targets``, ``level``,
     ``critical_value`` (ECG-level resamples) and ``critical_value_patient``,
     ``n_significant`` (the paper's rule: pointwise ECG-level lower bound above the
     threshold), ``n_significant_simultaneous`` (simultaneous ECG-level lower bound),
@@ -1198,10 +1199,10 @@ def multiplicity_summary(results: pd.DataFrame, critical: dict, critical_patient
         rows.append({"task": task, "n_targets": len(tr), "level": level,
                      "critical_value": critical.get(task, np.nan),
                      "critical_value_patient": critical_patient.get(task, np.nan),
-                     "n_significant": int((tr["low"] > auroc_threshold).sum()),
-                     "n_significant_simultaneous": int((tr["sim_low"] > auroc_threshold).sum()),
-                     "n_significant_patient": int((tr["low_patient"] > auroc_threshold).sum()),
-                     "n_significant_simultaneous_patient": int((tr["sim_low_patient"] > auroc_threshold).sum())})
+                     "n_significant": int(significant(tr["low"], auroc_threshold).sum()),
+                     "n_significant_simultaneous": int(significant(tr["sim_low"], auroc_threshold).sum()),
+                     "n_significant_patient": int(significant(tr["low_patient"], auroc_threshold).sum()),
+                     "n_significant_simultaneous_patient": int(significant(tr["sim_low_patient"], auroc_threshold).sum())})
     return pd.DataFrame(rows, columns=MULTIPLICITY_COLUMNS)
 
 
@@ -1263,7 +1264,7 @@ def compare_variants(evaluation_dirs: dict, auroc_threshold: float = 0.7) -> pd.
         row = {"variant": variant, "macro_auroc": macro["auroc"], "low": macro["low"], "high": macro["high"],
                "low_patient": macro["low_patient"], "high_patient": macro["high_patient"]}
         for task in TASKS:
-            row[f"significant_{task}"] = int(((tr["task"] == task) & (tr["low"] > auroc_threshold)).sum())
+            row[f"significant_{task}"] = int(((tr["task"] == task) & significant(tr["low"], auroc_threshold)).sum())
         if reference is None:
             reference = (macro["auroc"], macro_its, seed, study, variant)
             row.update(difference=np.nan, difference_low=np.nan, difference_high=np.nan)

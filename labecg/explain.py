@@ -39,10 +39,11 @@ from scipy.stats import rankdata
 
 from labecg import layout
 from labecg.data import DataConfig, LabDataModule, cut_segments
-from labecg.metrics import auroc, resample_weights
+from labecg.metrics import resample_weights
 from labecg.model import FusionModel, ModelConfig, trained_model
 from labecg.synthetic import PLANTED_EFFECTS, PLANTED_WINDOWS_S, ecg_null_labs
-from labecg.util import atomic_path, get_logger, lab_slug, read_json
+from labecg.targets import BINARY, DIRECTIONS, ESTIMATION, lab_slug, parse_target, target_name
+from labecg.util import atomic_path, get_logger, read_json
 
 __all__ = ["ExplainConfig", "explain_run", "integrated_gradients", "occlusion", "find_r_peaks",
            "beat_windows", "window_fractions", "window_mass", "bootstrap_shares", "share_intervals",
@@ -527,11 +528,11 @@ def default_targets(target_names) -> tuple[list[str], list[str]]:
     planted = []
     for label in PLANTED_WINDOWS_S:
         direction = "high" if effects[label].direction == "both" else effects[label].direction
-        name = f"{lab_slug(label)}_{direction}_est"
+        name = target_name(label, direction, ESTIMATION)
         if name in names:
             planted.append(name)
     null = sorted(n for label in ecg_null_labs()
-                  for n in (f"{lab_slug(label)}_{d}_est" for d in ("low", "high")) if n in names)[:2]
+                  for n in (target_name(label, d, ESTIMATION) for d in DIRECTIONS) if n in names)[:2]
     return planted, null
 
 
@@ -546,8 +547,8 @@ def label_windows(frac: pd.DataFrame, null) -> pd.DataFrame:
     planted_role, null_role = ROLES
     frac = frac.copy()
     frac["role"] = np.where(frac["target"].isin(list(null)), null_role, planted_role)
-    own = {f"{lab_slug(label)}": w for label, (w, _, _) in PLANTED_WINDOWS_S.items()}
-    frac["planted_window"] = [r.role == planted_role and own.get(r.target.rsplit("_", 2)[0]) == r.window
+    own = {lab_slug(label): w for label, (w, _, _) in PLANTED_WINDOWS_S.items()}
+    frac["planted_window"] = [r.role == planted_role and own.get(parse_target(r.target)[0]) == r.window
                               for r in frac.itertuples()]
     null_mean = frac[frac["role"] == null_role].groupby("window")["fraction"].mean()
     frac["null_fraction"] = frac["window"].map(null_mean)
@@ -557,8 +558,8 @@ def label_windows(frac: pd.DataFrame, null) -> pd.DataFrame:
 def _best_on_validation(run: Path, names: list[str], top: int) -> list[str]:
     """The ``top`` estimation targets (else any) with the highest validation AUROC, never chosen on test."""
     with np.load(layout.predictions_path(run, "val"), allow_pickle=False) as npz:
-        val_auroc = dict(zip(npz["target_names"].astype(str), auroc(npz["y_true"], npz["y_score"])))
-    pool = [t for t in names if t.endswith("_est")] or names
+        val_auroc = dict(zip(npz["target_names"].astype(str), BINARY.metric(npz["y_true"], npz["y_score"])))
+    pool = [t for t in names if parse_target(t)[2] == ESTIMATION] or names
     return sorted(pool, key=lambda t: -np.nan_to_num(val_auroc.get(t, np.nan), nan=-1.0))[:top]
 
 

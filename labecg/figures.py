@@ -36,7 +36,8 @@ from labecg.metrics import auroc
 from labecg.signals import LEADS, load_signals  # LEADS: the stored order
 from labecg.tables import (TASK_TITLES, VARIABLE_TITLES, format_auroc, format_threshold, row_label,
                            target_label, target_rows)
-from labecg.util import HORIZONS_MIN, TASKS, read_json
+from labecg.targets import HORIZONS_MIN, TASKS, significant
+from labecg.util import read_json
 
 #: Width of the book's content column in CSS pixels, a lower bound: sphinx-book-theme's article
 #: measures 836 px at a 1,400 px window in Chromium (tests/test_book.py holds it to at least this).
@@ -578,7 +579,7 @@ def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = 0.7
         sub = frame[frame["task"] == task]
         color = _TASK_COLORS.get(task, "0.3")
         y = sub["row_label"].map(ypos).to_numpy() + offset
-        sig = (sub["low"] > auroc_threshold).fillna(False).to_numpy()
+        sig = significant(sub["low"], auroc_threshold).to_numpy()
         err = np.vstack([sub["auroc"] - sub["low"], sub["high"] - sub["auroc"]]).clip(min=0)
         ax.errorbar(sub["auroc"], y, xerr=np.nan_to_num(err), fmt="none", ecolor=color, elinewidth=1.0)
         ax.scatter(sub["auroc"][sig], y[sig], s=16, color=color, zorder=3)
@@ -626,7 +627,7 @@ def plot_horizon_heatmap(results: pd.DataFrame, auroc_threshold: float = 0.7, an
     vmin = min(0.5, finite.min()) if finite.size else 0.5
     im = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis", vmin=vmin,
                    vmax=max(0.9, finite.max()) if finite.size else 1.0, interpolation="nearest")
-    not_sig = np.isfinite(values) & ~(low.to_numpy(dtype=float) > auroc_threshold)
+    not_sig = np.isfinite(values) & ~significant(low.to_numpy(dtype=float), auroc_threshold)
     for i, j in zip(*np.nonzero(not_sig)):
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
                                    edgecolor="white", lw=0))

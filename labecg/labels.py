@@ -4,7 +4,7 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
 
 - Time windows, closed (both ends included), measured in microseconds from ``ecg_time``:
   estimation labs charted in [ecg_time - w, ecg_time + w], w = ``estimation_window_min``
-  (60 min); monitoring labs in [ecg_time, ecg_time + h], h in ``util.HORIZONS_MIN`` (30, 60, 120);
+  (60 min); monitoring labs in [ecg_time, ecg_time + h], h in ``targets.HORIZONS_MIN`` (30, 60, 120);
   with ``causal`` (``CohortConfig.causal``, not the paper's) monitoring labs in (ecg_time,
   ecg_time + h]: a lab charted at the ECG's own time is not one the ECG can foretell.
 - Last earlier value (:func:`last_lab_values`, the clinician's baseline of the results
@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from labecg import catalog, readers, util
+from labecg.targets import HORIZONS_MIN, TASKS, horizon_min, lab_slug, target_name
 
 log = util.get_logger("labecg.cohort")  # the cohort stage's messages, whichever module says them
 
@@ -154,7 +155,7 @@ class LongLabels:
         The ECG (``row_idx``) of each pair; pairs sorted by label.
     values : ndarray of shape (n_pairs, 2 * n_tasks), float32
         Column ``direction * n_tasks + task`` (direction 0 low, 1 high; tasks in the order of
-        ``util.TASKS``): 1.0, 0.0 or NaN.
+        ``targets.TASKS``): 1.0, 0.0 or NaN.
     label_starts : ndarray of shape (n_labels + 1,), int64
         The pairs of label i are ``label_starts[i]:label_starts[i + 1]``.
     n_ecgs : int
@@ -199,7 +200,7 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
         ``labels.block(i)``: ndarray of shape (n_ecgs, 2 * n_tasks), float32, the targets of
         label i (1.0, 0.0, NaN), labels in alphabetical order.
     candidates : list of dict, one per candidate target (n_candidates)
-        Each label, direction that occurs among its rows and task of ``util.TASKS``, in that
+        Each label, direction that occurs among its rows and task of ``targets.TASKS``, in that
         order: the ``targets.json`` fields (name, lab, label, itemids, fluid, direction,
         threshold, unit, category, task, horizon_min) and ``_label_idx``, ``_col``: the
         target's block of ``labels`` and its column there.
@@ -376,7 +377,7 @@ def _window_targets(con, n_ecgs: int, n_labels: int, flow: readers.Flow, estimat
 
     # one bucketed join serves every window: [t - est, t + max(est, h_max)]
     window_us = estimation_window_min * 60_000_000
-    horizon_max_us = max(util.HORIZONS_MIN) * 60_000_000
+    horizon_max_us = max(HORIZONS_MIN) * 60_000_000
     width_us = 3_600_000_000
     readers.bucket_ecgs(con, "ecg_bl", width_us, window_us, max(window_us, horizon_max_us))
     # per horizon h: n{h} lab rows in [t, t + h] ((t, t + h] causal), lo{h} / hi{h} whether one is low / high
@@ -384,7 +385,7 @@ def _window_targets(con, n_ecgs: int, n_labels: int, flow: readers.Flow, estimat
     monitoring = ", ".join(
         f"count(*) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS n{h}, "
         f"bool_or(cls = -1) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS lo{h}, "
-        f"bool_or(cls = 1) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS hi{h}" for h in util.HORIZONS_MIN)
+        f"bool_or(cls = 1) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS hi{h}" for h in HORIZONS_MIN)
     # per (ECG, label) pair: est, the class (-1, 0, 1) of the closest row in the estimation window
     windows = con.execute(
         f"SELECT row_idx, label_idx, arg_min(cls, struct_pack(a := abs(dt), t := lt, i := -labevent_id)) "
@@ -397,13 +398,13 @@ def _window_targets(con, n_ecgs: int, n_labels: int, flow: readers.Flow, estimat
 
     rows = np.asarray(windows["row_idx"], dtype=np.int64)
     label_index = np.asarray(windows["label_idx"], dtype=np.int64)
-    n_tasks = len(util.TASKS)
+    n_tasks = len(TASKS)
     # values[:, direction * n_tasks + task]: the target of (row, label); long form, sorted by label
     values = np.full((len(rows), 2 * n_tasks), np.nan, dtype=np.float32)
     closest_class = np.ma.asarray(windows["est"], dtype=float).filled(np.nan)
     values[:, 0] = np.where(np.isnan(closest_class), np.nan, closest_class == -1)
     values[:, n_tasks] = np.where(np.isnan(closest_class), np.nan, closest_class == 1)
-    for task_idx, h in enumerate(util.HORIZONS_MIN, start=1):
+    for task_idx, h in enumerate(HORIZONS_MIN, start=1):
         n_rows = np.asarray(windows[f"n{h}"], dtype=np.int64)
         any_low = np.ma.asarray(windows[f"lo{h}"], dtype=float).filled(0) == 1
         any_high = np.ma.asarray(windows[f"hi{h}"], dtype=float).filled(0) == 1
@@ -457,7 +458,7 @@ def last_lab_values(con, cutoffs_min: tuple[int, ...]) -> pd.DataFrame:
 def _describe_candidates(lab_names: list[str], thresholds: pd.DataFrame, class_occurs: dict, fluid: pd.Series,
                          unit_map: pd.DataFrame) -> list[dict]:
     """One ``targets.json`` description per label, occurring direction and task (see :func:`label_labs`)."""
-    n_tasks = len(util.TASKS)
+    n_tasks = len(TASKS)
     candidates = []
     unit_of_label = unit_map.drop_duplicates("label").set_index("label")["unit"]
     for i, label in enumerate(lab_names):
@@ -466,12 +467,12 @@ def _describe_candidates(lab_names: list[str], thresholds: pd.DataFrame, class_o
             if not class_occurs.get(i, (False, False))[direction_idx] or pd.isna(threshold):
                 continue
             unit = unit_of_label.get(label)
-            for task_idx, task in enumerate(util.TASKS):
-                candidates.append({"name": util.target_name(label, direction, task), "lab": util.lab_slug(label),
+            for task_idx, task in enumerate(TASKS):
+                candidates.append({"name": target_name(label, direction, task), "lab": lab_slug(label),
                                    "label": label, "itemids": [int(x) for x in thresholds.loc[i, "itemids"]],
                                    "fluid": str(fluid[label]), "direction": direction, "threshold": float(threshold),
                                    "unit": None if pd.isna(unit) else str(unit),
                                    "category": catalog.category_for_label(label), "task": task,
-                                   "horizon_min": None if task == "est" else int(task[3:]),
+                                   "horizon_min": horizon_min(task),
                                    "_label_idx": i, "_col": direction_idx * n_tasks + task_idx})
     return candidates

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from labecg.util import HORIZONS_MIN, TASKS
+from labecg.targets import HORIZONS_MIN, TASKS, significant, task_name
 
 VERSION = "arXiv v1"
 #: Section 3.1: ECGs, patients and targets per task of the paper's cohort.
@@ -33,12 +33,12 @@ def read_paper_tables() -> pd.DataFrame:
     folder = _TABLES
     keys = ["value", "category", "direction", "threshold", "unit"]
     t1 = pd.read_csv(folder / "table1_estimation.csv")
-    frames = [t1.rename(columns={"ci_low": "low", "ci_high": "high"}).assign(task="est")]
+    frames = [t1.rename(columns={"ci_low": "low", "ci_high": "high"}).assign(task=task_name(None))]
     t2 = pd.read_csv(folder / "table2_monitoring.csv")
     for h in HORIZONS_MIN:
         part = t2[keys + [f"auroc_{h}", f"ci_low_{h}", f"ci_high_{h}"]]
         part = part.rename(columns={f"auroc_{h}": "auroc", f"ci_low_{h}": "low", f"ci_high_{h}": "high"})
-        frames.append(part.assign(task=f"mon{h}"))
+        frames.append(part.assign(task=task_name(h)))
     paper = pd.concat(frames, ignore_index=True)
     paper = paper.astype({"value": object, "category": object, "direction": object,
                           "unit": object, "task": object})
@@ -55,8 +55,8 @@ def significant_counts(auroc_threshold: float = 0.7) -> dict[str, int]:
 
     Returns
     -------
-    dict task -> int, for every task of ``util.TASKS``.
+    dict task -> int, for every task of ``targets.TASKS``.
     """
     tables = read_paper_tables()
-    significant = tables[["low", "high"]].min(axis=1) > auroc_threshold
-    return {task: int(significant[tables["task"] == task].sum()) for task in TASKS}
+    above = significant(tables[["low", "high"]].min(axis=1), auroc_threshold)
+    return {task: int(above[tables["task"] == task].sum()) for task in TASKS}

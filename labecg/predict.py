@@ -44,6 +44,7 @@ from labecg.features import BIOMETRICS, FEATURE_UNITS, FEATURES, RACES, VITAL_BO
 from labecg.data import VARIABLES, TabularStats, cut_segments, transform_tabular
 from labecg.model import FusionModel, trained_model
 from labecg.signals import LEADS, RECORD_S, RecordError, SignalsConfig, clean_signal, convert_samples, read_record
+from labecg.targets import BINARY
 from labecg.util import atomic_path, read_json, write_json
 
 OUTPUT_COLUMNS = ("target", "task", "lab", "label", "direction", "threshold", "unit", "horizon_min",
@@ -421,7 +422,7 @@ def score_record(trained: TrainedRun, record: str | os.PathLike, features: Featu
     tabular = transform_tabular(frame, trained.tabular)  # (1, n_tabular)
     n_seg = ecg.shape[0]
     logits = trained.model(torch.from_numpy(ecg), torch.from_numpy(np.repeat(tabular, n_seg, axis=0)))
-    prob = torch.sigmoid(logits.float()).numpy()  # (S, T)
+    prob = BINARY.output(logits).numpy()  # (S, T)
     mean = prob.astype(np.float64).mean(axis=0).astype(np.float32)  # (T,)
     rows = [{"target": t["name"], "task": t.get("task"), "lab": t.get("lab"), "label": t.get("label"),
              "direction": t.get("direction"), "threshold": t.get("threshold"), "unit": t.get("unit"),

@@ -25,7 +25,8 @@ import pandas as pd
 
 from labecg import layout, paper
 from labecg.layout import SYNTHETIC_MARKER
-from labecg.util import TASKS, lab_slug, read_json
+from labecg.targets import BINARY, TASKS, lab_slug, significant
+from labecg.util import read_json
 
 __all__ = ["source_banner", "read_planted_effects",
            "planted_effects_check", "summarize_check", "null_coverage", "attribution_check",
@@ -149,8 +150,9 @@ def planted_effects_check(results: pd.DataFrame, planted: pd.DataFrame) -> pd.Da
 
 def _verdict(strength: pd.Series, low, high) -> np.ndarray:
     low, high = pd.Series(low).astype(float), pd.Series(high).astype(float)
-    verdict = np.where(strength > 0, np.where(low > 0.5, "recovered", "not resolved"),
-                       np.where((low <= 0.5) & (high >= 0.5), "as expected", "unexpected signal"))
+    chance = BINARY.chance  # the AUROC of a score that knows nothing
+    verdict = np.where(strength > 0, np.where(significant(low, chance), "recovered", "not resolved"),
+                       np.where((low <= chance) & (high >= chance), "as expected", "unexpected signal"))
     return np.where(low.isna() | high.isna(), "undefined", verdict)
 
 
@@ -316,7 +318,7 @@ def interval_summary(results: pd.DataFrame, auroc_threshold: float = 0.7) -> dic
     sentence).
     """
     targets = results.drop(index="macro")
-    sig_p = (targets["low_patient"] > auroc_threshold).fillna(False)
+    sig_p = significant(targets["low_patient"], auroc_threshold)
     n_sig = {t: int(sig_p[targets["task"] == t].sum()) for t in TASKS}
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = ((targets["high_patient"] - targets["low_patient"]) / (targets["high"] - targets["low"]))

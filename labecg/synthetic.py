@@ -40,7 +40,8 @@ from scipy.signal import lfilter
 from labecg import ecgsim
 from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS
 from labecg.layout import MIMIC_FILES, SYNTHETIC_MARKER
-from labecg.util import atomic_path, get_logger, lab_slug, progress_bar, write_json
+from labecg.targets import lab_slug
+from labecg.util import atomic_path, get_logger, progress_bar, write_json
 
 GENERATOR_VERSION = "1.0"
 log = get_logger("labecg.synthetic")
@@ -232,7 +233,7 @@ def planted_effects_frame() -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame with columns label, lab (``util.lab_slug(label)``), direction, channel,
+    DataFrame with columns label, lab (``targets.lab_slug(label)``), direction, channel,
     mechanism, strength; one row per laboratory test.
     """
     df = pd.DataFrame([asdict(e) for e in PLANTED_EFFECTS])

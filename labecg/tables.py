@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from labecg import catalog, paper
-from labecg.util import HORIZONS_MIN
+from labecg.targets import HORIZONS_MIN, significant, task_name
 
 
 _SYMBOL = {"high": "≥", "low": "≤"}
@@ -54,10 +54,6 @@ def _targets_only(results: pd.DataFrame) -> pd.DataFrame:
     if "target" in results.columns:
         results = results.set_index("target")
     return results.drop(index="macro", errors="ignore")
-
-
-def _significant(frame: pd.DataFrame, auroc_threshold: float) -> pd.Series:
-    return (frame["low"] > auroc_threshold).fillna(False).astype(bool)
 
 
 #: A target is "rare" below this test prevalence: its AUROC can be high while most of its
@@ -121,7 +117,7 @@ def table_estimation(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.
     AUROC, highest first.
     """
     est = _targets_only(results)
-    est = est[(est["task"] == "est") & _significant(est, auroc_threshold)]
+    est = est[(est["task"] == task_name(None)) & significant(est["low"], auroc_threshold)]
     est = est.sort_values("auroc", ascending=False, kind="stable")
     table = pd.DataFrame({
         "Value": [_value_name(r.label, r.category) for r in est.itertuples()],
@@ -164,8 +160,8 @@ def table_monitoring(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.
     (highest AUROC), the paper's bold, which :func:`to_markdown` and :func:`style_table` set.
     """
     mon = _targets_only(results)
-    mon = mon[mon["task"].isin([f"mon{h}" for h in HORIZONS_MIN])].copy()
-    mon["significant"] = _significant(mon, auroc_threshold)
+    mon = mon[mon["task"].isin([task_name(h) for h in HORIZONS_MIN])].copy()
+    mon["significant"] = significant(mon["low"], auroc_threshold)
     mon["key"] = mon["lab"].astype(str) + "_" + mon["direction"].astype(str)
     columns = [f"{h} min. AUROC" for h in HORIZONS_MIN]
     rows, sort_keys, best = [], [], {}
@@ -178,7 +174,7 @@ def table_monitoring(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.
         by_task = group.set_index("task")
         best_col, best_auc = None, -np.inf
         for h, col in zip(HORIZONS_MIN, columns):
-            r = by_task.loc[f"mon{h}"] if f"mon{h}" in by_task.index else None
+            r = by_task.loc[task_name(h)] if task_name(h) in by_task.index else None
             row[col] = "–" if r is None else format_auroc(r["auroc"], r["low"], r["high"])
             row[f"{h} min. n"] = "–" if r is None else _counts_cell(r)
             if r is not None and not np.isnan(r["auroc"]) and r["auroc"] > best_auc:
@@ -270,7 +266,7 @@ def compare_with_paper(results: pd.DataFrame, comparable: bool = True) -> pd.Dat
     return merged
 
 
-TASK_TITLES = {"est": "Estimation", **{f"mon{h}": f"{h} min." for h in HORIZONS_MIN}}
+TASK_TITLES = {task_name(None): "Estimation", **{task_name(h): f"{h} min." for h in HORIZONS_MIN}}
 
 
 def target_rows(results: pd.DataFrame) -> pd.DataFrame:

@@ -43,15 +43,14 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn
 
 from labecg import layout
 from labecg.data import CATEGORICAL_COLUMNS, DataConfig, LabDataModule, average_segments
-from labecg.metrics import auroc
 from labecg.model import FusionModel, ModelConfig
+from labecg.targets import BINARY, TargetKind
 from labecg.util import (LOCK_NAME, PROGRESS_ENV, Interrupted, atomic_path, disk_full, folder_lock, format_bytes,
                          get_logger, progress_bar, read_json, write_json)
 
@@ -224,7 +223,7 @@ class TrainConfig:
         if self.lr <= 0 or self.weight_decay < 0 or self.focal_gamma < 0:
             raise ValueError(f"TrainConfig: need lr > 0, weight_decay >= 0, focal_gamma >= 0; got "
                              f"{self.lr}, {self.weight_decay}, {self.focal_gamma}")
-        if self.loss not in ("bce", "focal") or self.target_reduction not in ("mean", "sum"):
+        if self.loss not in BINARY.losses or self.target_reduction not in ("mean", "sum"):
             raise ValueError(f"TrainConfig: loss in (bce, focal), target_reduction in (mean, sum); "
                              f"got {self.loss!r}, {self.target_reduction!r}")
         if self.num_workers < 0:
@@ -255,17 +254,20 @@ class TrainConfig:
 
 
 def masked_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, kind: str = "bce",
-                gamma: float = 2.0, reduction: str = "mean") -> torch.Tensor:
-    """Binary cross-entropy over observed entries only.
+                gamma: float = 2.0, reduction: str = "mean", target_kind: TargetKind = BINARY) -> torch.Tensor:
+    """The target kind's loss over observed entries only (binary cross-entropy by default).
 
     Parameters
     ----------
     logits, y, mask : tensors of shape (B, T)
         y in {0, 1} (any value where missing); mask 1 observed, 0 missing.
     kind : {"bce", "focal"}
-        Focal: each entry's BCE times (1 - p_t)^gamma, p_t the probability of the true class.
+        A loss of ``target_kind.losses``. Focal: each entry's BCE times (1 - p_t)^gamma, p_t
+        the probability of the true class.
     reduction : {"mean", "sum"}
         Over the targets with at least one observed entry in the batch.
+    target_kind : TargetKind
+        What the targets are (:data:`labecg.targets.BINARY`).
 
     Returns
     -------
@@ -278,12 +280,10 @@ def masked_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, kind:
                          f"{tuple(logits.shape)}, {tuple(y.shape)}, {tuple(mask.shape)}")
     logits = logits.float()
     y = torch.where(mask > 0, y.float(), torch.zeros_like(logits))
-    per = F.binary_cross_entropy_with_logits(logits, y, reduction="none")  # (B, T)
-    if kind == "focal":
-        p_true = torch.exp(-per)
-        per = (1.0 - p_true) ** gamma * per
-    elif kind != "bce":
-        raise ValueError(f"masked_loss: kind must be 'bce' or 'focal'; got {kind!r}")
+    losses = target_kind.losses
+    if kind not in losses:
+        raise ValueError(f"masked_loss: kind must be {' or '.join(map(repr, losses))}; got {kind!r}")
+    per = losses[kind](logits, y, gamma)  # (B, T)
     per = torch.where(mask > 0, per, torch.zeros_like(per))  # where, not *, so masked entries get no gradient
     count = mask.sum(0)  # (T,)
     seen = count > 0
@@ -383,7 +383,7 @@ class LabModule(pl.LightningModule):
         # padding items (row -1) have mask 0: they do not enter the loss
         logits, loss = self._loss(batch)
         per_item = loss.detach().float().expand(len(batch["row"]))  # batch loss repeated per item
-        self._val.append((batch["row"], torch.sigmoid(logits.float()), per_item))
+        self._val.append((batch["row"], BINARY.output(logits), per_item))
 
     test_step = validation_step
 
@@ -418,7 +418,7 @@ class LabModule(pl.LightningModule):
     def on_validation_epoch_end(self):
         ecg_rows, mean_prob, val_loss = self._gathered_predictions("val")
         self.predictions = (ecg_rows, mean_prob)
-        scores = auroc(self.y_true[ecg_rows], mean_prob)
+        scores = BINARY.metric(self.y_true[ecg_rows], mean_prob)
         macro = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
         # equal on every rank (from the gathered predictions): sync_dist averages equal values
         # -inf keeps ModelCheckpoint's comparison defined when no target has both classes

@@ -1,6 +1,6 @@
-"""Small helpers shared by every stage: files, JSON, target names, logging, progress, repository paths.
+"""Small helpers shared by every stage: files, JSON, logging, progress, repository paths.
 
-Atomic file writes, JSON, target names, logging, progress bars, and paths relative to the
+Atomic file writes, JSON, logging, progress bars, and paths relative to the
 repository.
 
 Imports no other ``labecg`` module.
@@ -14,7 +14,6 @@ import errno
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -27,37 +26,6 @@ from tqdm.std import tqdm as _tqdm
 #: Set by ``labecg book`` while it executes a notebook: progress bars are appended to this
 #: file, which the book echoes on its terminal, and never written into the notebook.
 PROGRESS_ENV = "LABECG_PROGRESS_FILE"
-
-HORIZONS_MIN: tuple[int, ...] = (30, 60, 120)  # the paper's monitoring horizons
-TASKS: tuple[str, ...] = ("est",) + tuple(f"mon{h}" for h in HORIZONS_MIN)
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
-
-
-def lab_slug(label: str) -> str:
-    """Return the target-name stem of a ``d_labitems.label``.
-
-    Lower-cased, every run of characters other than ``a-z0-9`` replaced by one ``_``,
-    no leading or trailing ``_``.
-
-    >>> lab_slug("Bilirubin, Total")
-    'bilirubin_total'
-    >>> lab_slug("INR(PT)")
-    'inr_pt'
-    """
-    return _NON_ALNUM.sub("_", label.lower()).strip("_")
-
-
-def target_name(label: str, direction: str, task: str) -> str:
-    """``"{lab}_{low|high}_{est|mon30|mon60|mon120}"``.
-
-    >>> target_name("Calcium, Total", "low", "mon60")
-    'calcium_total_low_mon60'
-    """
-    if direction not in ("low", "high"):
-        raise ValueError(f"direction must be 'low' or 'high', got {direction!r}")
-    if task not in TASKS:
-        raise ValueError(f"task must be est, mon30, mon60 or mon120, got {task!r}")
-    return f"{lab_slug(label)}_{direction}_{task}"
 
 
 def _new_file_beside(path: Path) -> Path:

@@ -20,7 +20,7 @@ from scipy.signal import find_peaks
 from labecg import catalog, ecgsim, synthetic
 from labecg.synthetic import (PLANTED_EFFECTS, SynthConfig, generate, planted_effects_frame,
                               write_record_fast)
-from labecg.util import lab_slug
+from labecg.targets import lab_slug
 
 EXPECTED = {
     "mimiciv/hosp/patients.csv.gz": "subject_id, gender, anchor_age, anchor_year, anchor_year_group, dod",

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from labecg import catalog, figures, paper, tables  # noqa: E402
-from labecg.util import lab_slug  # noqa: E402
+from labecg.targets import lab_slug  # noqa: E402
 
 TASK_HORIZON = {"est": None, "mon30": 30, "mon60": 60, "mon120": 120}
 
