@@ -3,7 +3,9 @@
 Runs synth (300 patients, seed 0) -> cohort -> signals -> train (2 epochs, width 16, one S4
 block) -> evaluate (200 resamples) -> explain (4 ECGs, 2 steps), on one thread, and prints the
 SHA-256 of each output that carries numbers (the cohort, the signals, the predictions,
-every evaluation file; of an ``.npz``, of its arrays less the wall-time entry). With ``--compare FILE`` it compares with the digests an earlier run
+every evaluation file; of an ``.npz``, of its arrays less the wall-time entry; of a
+``.parquet``, of its frame read back by pandas: column names, dtypes, values and order, so
+that the writer's bytes, row groups and metadata do not count). With ``--compare FILE`` it compares with the digests an earlier run
 saved (``--save FILE``) and exits 1 naming the files that differ.
 
     python bench/identity.py --work /tmp/id_old --save /tmp/id_old.json     # before a change
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from labecg import cohort, evaluate, explain, signals, sources, synthetic, train
@@ -33,7 +36,15 @@ _TIMINGS = {"seconds"}  # npz entries that hold wall time (attribution.npz)
 
 
 def _digest(path: Path) -> str:
-    """SHA-256 of a file; of an .npz, of its arrays (names, dtypes, shapes, bytes) less the timings."""
+    """SHA-256 of a file; of an .npz, of its arrays (names, dtypes, shapes, bytes) less the timings;
+    of a .parquet, of the frame pandas reads back (names, dtypes, row count, each column's values)."""
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+        h = hashlib.sha256(f"{len(frame)}|{list(frame.index[:1])}".encode())
+        for name in frame.columns:
+            h.update(f"{name}|{frame[name].dtype}|".encode())
+            h.update(pd.util.hash_pandas_object(frame[name], index=False).to_numpy().tobytes())
+        return h.hexdigest()
     if path.suffix != ".npz":
         return hashlib.sha256(path.read_bytes()).hexdigest()
     h = hashlib.sha256()

@@ -39,6 +39,7 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 import time
@@ -57,6 +58,92 @@ log = util.get_logger("labecg.cohort")
 N_FOLDS = 20
 VAL_FOLD, TEST_FOLD = 18, 19
 TRAIN_FOLDS: tuple[int, ...] = tuple(range(VAL_FOLD))  # 0-17
+
+
+#: The default DuckDB memory limit, percent of this machine's memory (:func:`machine_memory`):
+#: DuckDB holds to its limit (and spills beyond it), the Python side adds
+#: :func:`python_side_bytes`, and the rest is left to the system and to other programs.
+DEFAULT_MEMORY_SHARE = 40
+#: The least memory limit DuckDB gets: below it even the default build spills most of its joins.
+MIN_MEMORY_LIMIT = 2**30
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """Bytes of an amount such as "16GB" (10^9) or "6GiB" (2^30), as DuckDB reads them."""
+    import re
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = (m.group(2).lower() or "b") if m else ""
+    if not m or unit not in _UNITS:
+        raise ValueError(f"memory_limit: cannot read {text!r}; expected a share such as '40%' or an amount such "
+                         "as '6GB' or '6GiB'")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: the physical memory, or its cgroup's limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    candidates = []
+    for line in lines:  # v2 "0::/path", v1 "4:memory:/path"
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            candidates.append(Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max")
+        elif "memory" in controllers.split(","):
+            candidates.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes")
+    for file in candidates:
+        try:
+            value = file.read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit() and 0 < int(value) < total:
+            total = int(value)
+    return total
+
+
+def memory_limit_bytes(memory_limit: str, total: int) -> int:
+    """DuckDB's memory limit in bytes: ``memory_limit`` ("40%" of ``total`` bytes, or "6GB")."""
+    text = str(memory_limit).strip()
+    if text.endswith("%"):
+        try:
+            share = float(text[:-1])
+        except ValueError:
+            share = -1.0
+        if not 0 < share <= 100:
+            raise ValueError(f"memory_limit: {text!r} is not a share between 0% and 100%")
+        return int(total * share / 100)
+    return parse_bytes(text)
+
+
+def python_side_bytes(n_ecgs: int) -> int:
+    """What the cohort stage holds in Python beside DuckDB (interpreter, libraries, per-ECG arrays), bytes."""
+    return 500 * 10**6 + 300 * n_ecgs
+
+
+def check_memory(memory_limit: str, n_ecgs: int, total: int) -> int:
+    """DuckDB's limit in bytes for ``n_ecgs`` ECGs on a machine of ``total`` bytes.
+
+    Raises ValueError, one line saying what to set, when the limit is below
+    :data:`MIN_MEMORY_LIMIT` or the limit and the Python side (:func:`python_side_bytes`)
+    together exceed ``total``.
+    """
+    limit = memory_limit_bytes(memory_limit, total)
+    python = python_side_bytes(n_ecgs)
+    if limit >= MIN_MEMORY_LIMIT and limit + python <= total:
+        return limit
+    gb = 10**9
+    if total - python < MIN_MEMORY_LIMIT:
+        raise ValueError(f"memory_limit: this machine has {total / gb:.1f} GB; the cohort stage of {n_ecgs:,} ECGs "
+                         f"needs at least {(MIN_MEMORY_LIMIT + python) / gb:.1f} GB ({MIN_MEMORY_LIMIT / gb:.1f} GB for "
+                         f"DuckDB, {python / gb:.1f} GB in Python): use a machine with more memory")
+    fits = max(int((total - python) * 0.8), MIN_MEMORY_LIMIT)
+    raise ValueError(f"memory_limit: {memory_limit!r} gives DuckDB {limit / gb:.1f} GB on this machine of "
+                     f"{total / gb:.1f} GB; it needs >= {MIN_MEMORY_LIMIT / gb:.1f} GB, and Python {python / gb:.1f} GB "
+                     f"beside it for {n_ecgs:,} ECGs: set --memory-limit {fits / gb:.1f}GB")
 
 
 @dataclass(frozen=True)
@@ -100,7 +187,10 @@ class CohortConfig:
         Inputs and targets never overlap in time: vitals in [t - w, t] instead of
         [t - w, t + w], monitoring labs in (t, t + h] instead of [t, t + h] (not the paper's).
     memory_limit : str
-        DuckDB memory limit, e.g. "16GB".
+        DuckDB's memory limit: a share of this machine's memory ("40%", the default: of the
+        physical memory, or of the process's cgroup limit when lower) or an amount ("6GB",
+        "6GiB"). The Python side needs about 0.5 GB plus 0.3 kB per ECG on top (1 GB at
+        full MIMIC); DuckDB spills what does not fit to the cohort folder's scratch.
     threads : int
         DuckDB threads; 0 = all cores.
     """
@@ -121,7 +211,7 @@ class CohortConfig:
     drop_ecgs_without_targets: bool = True
     seed: int = 0  # fold assignment of patients absent from ecg_icd (unlisted_ecgs="assign")
     causal: bool = False  # ours: vitals up to the ECG only, monitoring labs strictly after it
-    memory_limit: str = "16GB"
+    memory_limit: str = f"{DEFAULT_MEMORY_SHARE}%"
     threads: int = 0  # 0 = DuckDB's default (all cores)
 
     def __post_init__(self):
@@ -248,49 +338,89 @@ def keep_targets(counts: dict, min_per_class: int) -> np.ndarray:
             & (counts["test"]["pos"] >= min_per_class) & (counts["test"]["neg"] >= min_per_class))
 
 
-def _select_targets(long_labels: labels.LongLabels, candidates: list[dict], in_split: np.ndarray,
-                    fold: np.ndarray, min_per_class: int) -> tuple[list[dict], dict, np.ndarray, int]:
-    """The candidate targets that ``keep_targets`` keeps over the ECGs in a split.
+def _select_targets(con, candidates: list[dict], min_per_class: int) -> tuple[list[dict], np.ndarray, int]:
+    """The candidate targets that ``keep_targets`` keeps over the ECGs of table ``split_ecgs``.
 
     Parameters
     ----------
-    long_labels, candidates : what ``labels.label_labs`` returns
-    in_split : ndarray of shape (n_ecgs,), bool
-        The ECGs that have a fold.
-    fold : ndarray of shape (n_in_split,), int
-        Their folds.
+    con : DuckDB connection with :data:`labecg.labels.TARGETS_TABLE` and ``split_ecgs``
+        (row_idx, fold: the ECGs that have a fold)
+    candidates : what ``labels.label_labs`` returns
 
     Returns
     -------
     targets : list of dict
-        The kept candidates without their ``_`` keys, plus ``counts`` (pos, neg per split).
-    columns : dict
-        Target name -> ndarray of shape (n_in_split,), float32 (1.0, 0.0, NaN).
+        The kept candidates, ``_label_idx`` and ``_col`` included, plus ``counts`` (pos, neg
+        per split).
     smallest_class : ndarray of shape (n_candidates,), int64
         Per candidate: the fewest of its validation and test positives and negatives.
     n_labels : int
         Lab labels with candidates.
     """
-    # per label (not per row): densify its block, count per split, keep passing columns
-    targets, columns = [], {}
-    smallest_class: list[int] = []
+    n_cols = 2 * len(TASKS)
+    split = f"CASE WHEN s.fold < {VAL_FOLD} THEN 'train' WHEN s.fold = {VAL_FOLD} THEN 'val' ELSE 'test' END"
+    sums = ", ".join(f"count(*) FILTER (WHERE c{j} = 1), count(*) FILTER (WHERE c{j} = 0)" for j in range(n_cols))
+    rows = con.execute(f"SELECT t.label_idx, {split} AS split, {sums} FROM {labels.TARGETS_TABLE} t "
+                       "JOIN split_ecgs s USING (row_idx) GROUP BY ALL").fetchall()
+    # pos, neg per (label, split, column): the counts of split_counts over the dense targets
+    found = {(row[0], row[1]): row[2:] for row in rows}
+    targets, smallest_class = [], []
     by_label: dict[int, list[dict]] = {}
     for candidate in candidates:
         by_label.setdefault(candidate["_label_idx"], []).append(candidate)
     for label_idx, label_candidates in by_label.items():
-        block = long_labels.block(label_idx)[in_split]
-        values = block[:, [candidate["_col"] for candidate in label_candidates]]
-        counts = split_counts(values, fold)
+        cols = [candidate["_col"] for candidate in label_candidates]
+        counts = {}
+        for name in ("train", "val", "test"):
+            c = found.get((label_idx, name), (0,) * (2 * n_cols))
+            counts[name] = {"pos": np.array([c[2 * j] for j in cols], dtype=np.int64),
+                            "neg": np.array([c[2 * j + 1] for j in cols], dtype=np.int64)}
         keep = keep_targets(counts, min_per_class)
-        smallest_class += np.minimum.reduce([counts[split][cls] for split in ("val", "test")
+        smallest_class += np.minimum.reduce([counts[name][cls] for name in ("val", "test")
                                              for cls in ("pos", "neg")]).tolist()
         for j in np.flatnonzero(keep):
-            target = {k: v for k, v in label_candidates[j].items() if not k.startswith("_")}
-            target["counts"] = {split: {"pos": int(counts[split]["pos"][j]), "neg": int(counts[split]["neg"][j])}
-                                for split in ("train", "val", "test")}
+            target = dict(label_candidates[j])
+            target["counts"] = {name: {"pos": int(counts[name]["pos"][j]), "neg": int(counts[name]["neg"][j])}
+                                for name in ("train", "val", "test")}
             targets.append(target)
-            columns[target["name"]] = values[:, j].copy()
-    return targets, columns, np.asarray(smallest_class, dtype=np.int64), len(by_label)
+    return targets, np.asarray(smallest_class, dtype=np.int64), len(by_label)
+
+
+def _write_cohort(con, path: Path, targets: list[dict]) -> None:
+    """``cohort.parquet``, written by DuckDB: the ECGs of ``cohort_ecgs``, features and targets.
+
+    Columns: subject_id, study_id (BIGINT), ecg_time (TIMESTAMP, microseconds), path
+    (VARCHAR), fold (BIGINT), ``features.FEATURES`` (DOUBLE; race VARCHAR) and one FLOAT
+    column per target (1.0, 0.0, NULL), in ``row_idx`` order. Each label's pairs are
+    joined to the ECGs once, giving that label's kept targets: a chain of small hash
+    joins, several times faster than one aggregate per target over all pairs.
+    """
+    by_label: dict[int, list[dict]] = {}
+    for target in targets:
+        by_label.setdefault(int(target["_label_idx"]), []).append(target)
+    joins, alias = [], {}
+    for n, (label_idx, label_targets) in enumerate(sorted(by_label.items())):
+        cols = ", ".join(f"c{int(t['_col'])} AS \"{t['name']}\"" for t in label_targets)
+        joins.append(f"LEFT JOIN (SELECT row_idx, {cols} FROM {labels.TARGETS_TABLE} WHERE label_idx = {label_idx}) "
+                     f"l{n} USING (row_idx)")
+        alias.update({t["name"]: f"l{n}" for t in label_targets})
+    names = ", ".join(f"{alias[t['name']]}.\"{t['name']}\"" for t in targets)
+    feats = ", ".join(f"f.\"{f}\"" for f in features.FEATURES)
+    query = (f"SELECT e.subject_id, e.study_id, make_timestamp(e.t_us) AS ecg_time, f.path, c.fold, {feats}, {names} "
+             f"FROM cohort_ecgs c JOIN ecg e USING (row_idx) JOIN ecg_columns f USING (row_idx) {' '.join(joins)} "
+             f"ORDER BY c.row_idx")
+    with util.atomic_path(path) as tmp:
+        con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet)")
+
+
+def _write_last_values(con, path: Path, targets: list[dict]) -> None:
+    """``last_values.parquet``, written by DuckDB (:func:`last_values_query`)."""
+    with util.atomic_path(path) as tmp:
+        con.execute(f"COPY ({last_values_query(con, targets)}) TO '{_sql_path(tmp)}' (FORMAT parquet)")
+
+
+def _sql_path(path) -> str:
+    return str(path).replace("'", "''")
 
 
 # ---------------------------------------------------------------------------------------
@@ -301,19 +431,30 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     """Build ``cohort.parquet``, ``targets.json`` and ``cohort_flow.csv`` in ``cfg.cohort_dir``.
 
     The rules: the docstrings of this module, ``labecg.features`` and ``labecg.labels``;
-    the files: ARCHITECTURE.md section 2.
+    the files: ARCHITECTURE.md section 2. Memory: DuckDB holds to ``cfg.memory_limit`` and
+    spills the rest to a scratch folder in ``cfg.cohort_dir``; it writes ``cohort.parquet``
+    and ``last_values.parquet`` itself, so the wide cohort and the long lab tables never
+    pass through Python (which holds a few arrays per ECG: :func:`python_side_bytes`).
     """
     import duckdb
 
     t0 = time.perf_counter()
+    timer = _StepTimer()
     files = readers.source_files(cfg.hosp, cfg.ed, cfg.ecg, cfg.ecg_icd)
     headers = {k: readers.read_header(p, readers.REQUIRED[k]) for k, p in files.items()}
     flow = readers.Flow()
+    ecgs = readers.read_ecgs(files["record_list"], headers["record_list"], flow)
+    total = machine_memory()
+    limit = check_memory(cfg.memory_limit, len(ecgs), total)
     cfg.cohort_dir.mkdir(parents=True, exist_ok=True)
     tmpdir = tempfile.mkdtemp(prefix=".scratch_", dir=cfg.cohort_dir)  # beside the output: room for spills
+    spill = Path(tmpdir) / "spill"
+    log.info(f"memory_limit {limit / 2**30:.2f} GiB for DuckDB ({cfg.memory_limit} of this machine's "
+             f"{total / 2**30:.1f} GiB{', as given' if not str(cfg.memory_limit).strip().endswith('%') else ''}); "
+             f"it spills to {spill}")
     # a file-backed scratch database: its tables are compressed and can leave memory
     con = duckdb.connect(str(Path(tmpdir) / "scratch.duckdb"),
-                         config={"memory_limit": cfg.memory_limit, "temp_directory": str(Path(tmpdir) / "spill"),
+                         config={"memory_limit": f"{limit}B", "temp_directory": str(spill),
                                  "preserve_insertion_order": False})
     try:
         con.execute("SET enable_progress_bar = false")
@@ -322,96 +463,109 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
     if cfg.threads:
         con.execute(f"SET threads = {int(cfg.threads)}")
     try:
-        ecgs = readers.read_ecgs(files["record_list"], headers["record_list"], flow)
         readers.load_ecgs(con, ecgs)
+        timer.step("ECGs")
         feats = features.read_demographics(con, files, headers, ecgs, flow)
         feats.update(features.read_vitals(con, files, headers, len(ecgs), flow, window_min=cfg.vitals_window_min,
                                           causal=cfg.causal))
         feats.update(features.read_biometrics(con, files, headers, len(ecgs), flow,
                                               window_days=cfg.biometrics_window_days))
-        long_labels, candidates = labels.label_labs(con, files, headers, len(ecgs), flow,
-                                                    min_lab_events=cfg.min_lab_events,
-                                                    estimation_window_min=cfg.estimation_window_min,
-                                                    causal=cfg.causal)
-        last = labels.last_lab_values(con, cfg.last_value_cutoffs_min)
+        timer.step("features")
+        candidates = labels.label_labs(con, files, headers, len(ecgs), flow, min_lab_events=cfg.min_lab_events,
+                                       estimation_window_min=cfg.estimation_window_min, causal=cfg.causal)
+        timer.step("lab labels")
+        labels.last_lab_values(con, cfg.last_value_cutoffs_min)
+        timer.step("last lab values")
         if cfg.ecg_icd is not None:
             listed = readers.read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
                                          {"study_id": "BIGINT", "subject_id": "BIGINT", "strat_fold": "BIGINT"})
         else:  # no file given: nothing is listed, every fold is assigned
             listed = pd.DataFrame({c: pd.Series(dtype="int64") for c in ("study_id", "subject_id", "strat_fold")})
+
+        bad = listed["strat_fold"].notna() & ~listed["strat_fold"].between(0, N_FOLDS - 1)
+        if bad.any():
+            raise ValueError(f"{files['records_w_diag_icd10']}: column 'strat_fold' must be 0-19; found "
+                             f"{listed.loc[bad, 'strat_fold'].iloc[0]} ({int(bad.sum())} rows)")
+        fold, fold_counts = assign_folds(ecgs.assign(sex=feats["sex"], age=feats["age"]), listed, cfg.seed)
+        fold = fold.to_numpy()
+        listed_ids = listed.loc[listed["strat_fold"].notna(), "study_id"]
+        in_split = ecgs["study_id"].isin(listed_ids).to_numpy().copy()
+        del listed, listed_ids
+        if cfg.ecg_icd is None:
+            in_split[:] = True
+            flow.add("folds: assigned, no MIMIC-IV-ECG-ICD file given", len(ecgs), len(ecgs),
+                     f"none dropped: all {len(ecgs)} ECGs of {fold_counts['n_unlisted_patients']} patients were "
+                     "assigned folds (stratified by sex and age quartile) because no MIMIC-IV-ECG-ICD file was given")
+        elif cfg.unlisted_ecgs == "exclude":
+            flow.add("folds: ECGs listed in ecg_icd", len(ecgs), int(in_split.sum()),
+                     "ECGs without a strat_fold in ecg_icd excluded (as the authors: no split)", warn=True)
+        else:
+            in_split[:] = True
+            flow.add("folds: strat_fold from ecg_icd by study_id", len(ecgs), fold_counts["n_listed_ecgs"],
+                     "ECGs not listed in ecg_icd kept (given their patient's fold, or a stratified one)")
+        if fold_counts["n_patients_with_conflicting_folds"]:
+            log.warning(f"{files['records_w_diag_icd10']}: {fold_counts['n_patients_with_conflicting_folds']} "
+                        "patients have ECGs in several strat_folds; each takes their most frequent fold")
+        if cfg.unlisted_ecgs == "assign" and cfg.ecg_icd is not None:
+            log.info(f"folds: {fold_counts['n_unlisted_ecgs_of_listed_patients']} unlisted ECGs took their patient's "
+                     f"fold; {fold_counts['n_unlisted_patients']} unlisted patients were assigned by stratification")
+        con.register("split_df", pd.DataFrame({"row_idx": ecgs["row_idx"].to_numpy()[in_split],
+                                               "fold": fold[in_split].astype("int64")}))
+        con.execute("CREATE TABLE split_ecgs AS SELECT row_idx, fold FROM split_df")
+        con.unregister("split_df")
+        n_in_split = int(in_split.sum())
+        del fold, in_split
+        timer.step("folds")
+
+        targets, smallest_class, n_labels = _select_targets(con, candidates, cfg.min_per_class)
+        flow.add("targets: per-split class counts", len(candidates), len(targets),
+                 f"targets (not rows) with < {cfg.min_per_class} positives or negatives in val or test")
+        if not targets:
+            raise ValueError(no_targets_message(cfg, smallest_class, n_labels))
+        if not any(target["task"] == "est" for target in targets):
+            log.warning("0 estimation targets (only monitoring ones); "
+                        + no_targets_message(cfg, smallest_class, n_labels).split("; ", 1)[1])
+        task_order = {task: n for n, task in enumerate(cfg.tasks)}
+        targets.sort(key=lambda target: (task_order[target["task"]], target["lab"], target["direction"] != "low"))
+        if cfg.drop_ecgs_without_targets:
+            # an ECG stays when any kept target of it is not missing
+            by_label: dict[int, list[str]] = {}
+            for target in targets:
+                by_label.setdefault(int(target["_label_idx"]), []).append(f"c{int(target['_col'])} IS NOT NULL")
+            has = " OR ".join(f"(label_idx = {i} AND ({' OR '.join(cols)}))" for i, cols in by_label.items())
+            con.execute(f"CREATE TABLE cohort_ecgs AS SELECT row_idx, fold FROM split_ecgs WHERE row_idx IN "
+                        f"(SELECT row_idx FROM {labels.TARGETS_TABLE} WHERE {has})")
+            n_has = con.execute("SELECT count(*) FROM cohort_ecgs").fetchall()[0][0]
+            flow.add("targets: ECGs with at least one target", n_in_split, n_has,
+                     "ECGs without any kept target dropped (as the authors)")
+        else:
+            con.execute("CREATE TABLE cohort_ecgs AS SELECT row_idx, fold FROM split_ecgs")
+        n_ecgs, n_patients = con.execute("SELECT count(*), count(DISTINCT e.subject_id) FROM cohort_ecgs "
+                                         "JOIN ecg e USING (row_idx)").fetchall()[0]
+        timer.step("targets")
+
+        # the per-ECG columns DuckDB does not hold yet: the record path and the features
+        race = pd.Series(feats["race"], dtype=object)
+        columns = {"row_idx": ecgs["row_idx"].to_numpy(), "path": ecgs["path"].astype(str).to_numpy()}
+        for f in features.FEATURES:
+            columns[f] = race.where(race.notna(), None).to_numpy() if f == "race" else np.asarray(feats[f], "float64")
+        del feats
+        con.register("ecg_columns", pd.DataFrame(columns))
+        del columns
+
+        summary = {"n_ecgs": int(n_ecgs), "n_patients": int(n_patients),
+                   "n_targets": {task: sum(target["task"] == task for target in targets) for task in cfg.tasks}}
+        paths = {"cohort": cfg.cohort_dir / layout.COHORT, "targets": cfg.cohort_dir / layout.TARGETS,
+                 "flow": cfg.cohort_dir / layout.FLOW, "last_values": cfg.cohort_dir / layout.LAST_VALUES}
+        _write_cohort(con, paths["cohort"], targets)
+        timer.step("cohort.parquet")
+        _write_last_values(con, paths["last_values"], targets)
+        timer.step("last_values.parquet")
     finally:
         con.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
 
-    bad = listed["strat_fold"].notna() & ~listed["strat_fold"].between(0, N_FOLDS - 1)
-    if bad.any():
-        raise ValueError(f"{files['records_w_diag_icd10']}: column 'strat_fold' must be 0-19; found "
-                         f"{listed.loc[bad, 'strat_fold'].iloc[0]} ({int(bad.sum())} rows)")
-    fold, fold_counts = assign_folds(ecgs.assign(sex=feats["sex"], age=feats["age"]), listed, cfg.seed)
-    fold = fold.to_numpy()
-    listed_ids = listed.loc[listed["strat_fold"].notna(), "study_id"]
-    in_split = ecgs["study_id"].isin(listed_ids).to_numpy().copy()
-    if cfg.ecg_icd is None:
-        in_split[:] = True
-        flow.add("folds: assigned, no MIMIC-IV-ECG-ICD file given", len(ecgs), len(ecgs),
-                 f"none dropped: all {len(ecgs)} ECGs of {fold_counts['n_unlisted_patients']} patients were assigned "
-                 "folds (stratified by sex and age quartile) because no MIMIC-IV-ECG-ICD file was given")
-    elif cfg.unlisted_ecgs == "exclude":
-        flow.add("folds: ECGs listed in ecg_icd", len(ecgs), int(in_split.sum()),
-                 "ECGs without a strat_fold in ecg_icd excluded (as the authors: no split)", warn=True)
-    else:
-        in_split[:] = True
-        flow.add("folds: strat_fold from ecg_icd by study_id", len(ecgs), fold_counts["n_listed_ecgs"],
-                 "ECGs not listed in ecg_icd kept (given their patient's fold, or a stratified one)")
-    if fold_counts["n_patients_with_conflicting_folds"]:
-        log.warning(f"{files['records_w_diag_icd10']}: {fold_counts['n_patients_with_conflicting_folds']} patients "
-                    "have ECGs in several strat_folds; each takes their most frequent fold")
-    if cfg.unlisted_ecgs == "assign" and cfg.ecg_icd is not None:
-        log.info(f"folds: {fold_counts['n_unlisted_ecgs_of_listed_patients']} unlisted ECGs took their patient's fold; "
-                 f"{fold_counts['n_unlisted_patients']} unlisted patients were assigned by stratification")
-
-    fold = fold[in_split]
-    targets, columns, smallest_class, n_labels = _select_targets(long_labels, candidates, in_split, fold,
-                                                                 cfg.min_per_class)
-    flow.add("targets: per-split class counts", len(candidates), len(targets),
-             f"targets (not rows) with < {cfg.min_per_class} positives or negatives in val or test")
-    if not targets:
-        raise ValueError(no_targets_message(cfg, smallest_class, n_labels))
-    if not any(target["task"] == "est" for target in targets):
-        log.warning("0 estimation targets (only monitoring ones); "
-                    + no_targets_message(cfg, smallest_class, n_labels).split("; ", 1)[1])
-    task_order = {task: n for n, task in enumerate(cfg.tasks)}
-    targets.sort(key=lambda target: (task_order[target["task"]], target["lab"], target["direction"] != "low"))
-    ecgs = ecgs[in_split].reset_index(drop=True)
-    feats = {f: np.asarray(v)[in_split] for f, v in feats.items()}
-    if cfg.drop_ecgs_without_targets:
-        has = np.zeros(len(ecgs), dtype=bool)
-        for col in columns.values():
-            has |= ~np.isnan(col)
-        flow.add("targets: ECGs with at least one target", len(ecgs), int(has.sum()),
-                 "ECGs without any kept target dropped (as the authors)")
-        fold, ecgs = fold[has], ecgs[has].reset_index(drop=True)
-        feats = {f: v[has] for f, v in feats.items()}
-        columns = {k: v[has] for k, v in columns.items()}
-
-    cols = {"subject_id": ecgs["subject_id"].astype("int64").to_numpy(),
-            "study_id": ecgs["study_id"].astype("int64").to_numpy(),
-            "ecg_time": ecgs["ecg_time"].to_numpy(), "path": ecgs["path"].astype(str).to_numpy(),
-            "fold": fold.astype("int64")}
-    for f in features.FEATURES:
-        cols[f] = feats[f] if f == "race" else np.asarray(feats[f], dtype="float64")
-    for target in targets:
-        cols[target["name"]] = columns.pop(target["name"])
-    df = pd.DataFrame(cols)
-    df["race"] = df["race"].astype(str).where(df["race"].notna(), None)  # a missing race stays missing
-
-    summary = {"n_ecgs": int(len(df)), "n_patients": int(df["subject_id"].nunique()),
-               "n_targets": {task: sum(target["task"] == task for target in targets) for task in cfg.tasks}}
-    cfg.cohort_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"cohort": cfg.cohort_dir / layout.COHORT, "targets": cfg.cohort_dir / layout.TARGETS,
-             "flow": cfg.cohort_dir / layout.FLOW, "last_values": cfg.cohort_dir / layout.LAST_VALUES}
-    with util.atomic_path(paths["cohort"]) as tmp:
-        df.to_parquet(tmp, index=False)
+    targets = [{k: v for k, v in target.items() if not k.startswith("_")} for target in targets]
     marker = layout.data_root(cfg.ecg) / layout.SYNTHETIC_MARKER
     # the settings travel with targets.json into every run folder: what made a run, told by the run
     settings = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
@@ -422,12 +576,26 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
                    "ecg_icd": None if cfg.ecg_icd is None else str(cfg.ecg_icd), "synthetic": marker.exists(),
                    "synthetic_config": util.read_json(marker).get("config") if marker.exists() else None},
         "config": settings, "summary": summary, "targets": targets})
-    with util.atomic_path(paths["last_values"]) as tmp:
-        last_values_frame(last, ecgs, targets).to_parquet(tmp, index=False)
     with util.atomic_path(paths["flow"]) as tmp:
         pd.DataFrame(flow.rows, columns=["step", "rows_in", "rows_out", "dropped", "reason"]).to_csv(tmp, index=False)
+    log.info(f"time per step: {timer}")
     log.info(format_summary(summary) + f" ({time.perf_counter() - t0:.1f} s)")
     return CohortResult(cohort=paths["cohort"], targets=paths["targets"], flow=paths["flow"], summary=summary)
+
+
+class _StepTimer:
+    """Seconds per step of the stage, for the flow log."""
+
+    def __init__(self):
+        self.last, self.steps = time.perf_counter(), []
+
+    def step(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps.append((name, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {secs:.1f} s" for name, secs in self.steps)
 
 
 #: The cohorts of the fuller build (``labecg book --full``), as ``CohortConfig`` settings that
@@ -461,35 +629,26 @@ def last_value_cutoff(task: str, estimation_window_min: int) -> int:
     return int(estimation_window_min) if task == "est" else 0
 
 
-def last_values_frame(last: pd.DataFrame, ecgs: pd.DataFrame, targets: list[dict]) -> pd.DataFrame:
-    """``last_values.parquet``: the last earlier values of the cohort's ECGs and its targets' labs.
+def last_values_query(con, targets: list[dict]) -> str:
+    """SQL of ``last_values.parquet``: the last earlier values of the cohort's ECGs and its targets' labs.
 
-    Parameters
-    ----------
-    last : DataFrame
-        :func:`labecg.labels.last_lab_values` (row_idx, label, cutoff_min, value, age_min).
-    ecgs : DataFrame
-        The cohort's ECGs in cohort order, with ``row_idx`` and ``study_id``.
-    targets : list of dict
-        The kept targets (``label``, ``lab``).
+    Needs :data:`labecg.labels.LAST_VALUES_TABLE` (:func:`labecg.labels.last_lab_values`),
+    ``ecg`` and ``cohort_ecgs`` (the cohort's ECGs by ``row_idx``) in ``con``; registers the
+    kept targets' labs as ``last_labs``.
 
     Returns
     -------
-    DataFrame with columns :data:`LAST_VALUE_COLUMNS`: ``study_id`` (int64), ``lab`` (str,
-    the target's lab slug), ``cutoff_min`` (int64), ``value`` (float64, the lab's unit),
-    ``age_min`` (float64, minutes before the ECG); one row per (ECG, lab, cutoff) with an
+    A query with columns :data:`LAST_VALUE_COLUMNS`: ``study_id`` (BIGINT), ``lab`` (VARCHAR,
+    the target's lab slug), ``cutoff_min`` (BIGINT), ``value`` (DOUBLE, the lab's unit),
+    ``age_min`` (DOUBLE, minutes before the ECG); one row per (ECG, lab, cutoff) with an
     earlier value, in cohort order, then lab, then cutoff.
     """
-    slug = {target["label"]: target["lab"] for target in targets}
-    order = pd.Series(np.arange(len(ecgs)), index=ecgs["row_idx"].to_numpy())
-    kept = last[last["row_idx"].isin(order.index) & last["label"].isin(list(slug))]
-    out = pd.DataFrame({"study_id": ecgs["study_id"].to_numpy(np.int64)[order[kept["row_idx"]].to_numpy()],
-                        "lab": kept["label"].map(slug).to_numpy(dtype=object),
-                        "cutoff_min": kept["cutoff_min"].to_numpy(np.int64), "value": kept["value"].to_numpy(float),
-                        "age_min": kept["age_min"].to_numpy(float),
-                        "_order": order[kept["row_idx"]].to_numpy()})
-    out = out.sort_values(["_order", "lab", "cutoff_min"], kind="stable").drop(columns="_order")
-    return out.reset_index(drop=True)
+    slug = {int(target["_label_idx"]): target["lab"] for target in targets}
+    con.register("last_labs", pd.DataFrame({"label_idx": np.array(list(slug), dtype=np.int64),
+                                            "lab": pd.Series(list(slug.values()), dtype=object)}))
+    return (f"SELECT e.study_id, x.lab, v.cutoff_min, v.value, v.age_min FROM {labels.LAST_VALUES_TABLE} v "
+            f"JOIN cohort_ecgs c USING (row_idx) JOIN ecg e USING (row_idx) JOIN last_labs x USING (label_idx) "
+            f"ORDER BY c.row_idx, x.lab, v.cutoff_min")
 
 
 def no_targets_message(cfg: CohortConfig, smallest_class: np.ndarray, n_labels: int) -> str:

@@ -45,7 +45,6 @@ data frame at a time, is ``tests/reference/cohort_rules.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -145,38 +144,23 @@ def harmonize_units(counts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-@dataclass(frozen=True)
-class LongLabels:
-    """Candidate targets in long form, one row per (ECG, label) pair with a lab row in a window.
+#: The DuckDB table of :func:`label_labs`: one row per (ECG, label) pair with a lab row in a
+#: window; columns row_idx, label_idx and ``target_column(direction_idx, task_idx)`` per
+#: direction (0 low, 1 high) and task (``targets.TASKS``): FLOAT 1.0, 0.0 or NULL.
+TARGETS_TABLE = "lab_targets"
+#: The DuckDB table of :func:`last_lab_values`.
+LAST_VALUES_TABLE = "last_lab_values"
 
-    Attributes
-    ----------
-    rows : ndarray of shape (n_pairs,), int64
-        The ECG (``row_idx``) of each pair; pairs sorted by label.
-    values : ndarray of shape (n_pairs, 2 * n_tasks), float32
-        Column ``direction * n_tasks + task`` (direction 0 low, 1 high; tasks in the order of
-        ``targets.TASKS``): 1.0, 0.0 or NaN.
-    label_starts : ndarray of shape (n_labels + 1,), int64
-        The pairs of label i are ``label_starts[i]:label_starts[i + 1]``.
-    n_ecgs : int
-    """
-    rows: np.ndarray
-    values: np.ndarray
-    label_starts: np.ndarray
-    n_ecgs: int
 
-    def block(self, label_idx: int) -> np.ndarray:
-        """Dense targets of one label: (n_ecgs, 2 * n_tasks) float32, NaN where missing."""
-        pairs = slice(self.label_starts[label_idx], self.label_starts[label_idx + 1])
-        out = np.full((self.n_ecgs, self.values.shape[1]), np.nan, dtype=np.float32)
-        out[self.rows[pairs]] = self.values[pairs]
-        return out
+def target_column(direction_idx: int, task_idx: int) -> str:
+    """Column of :data:`TARGETS_TABLE` holding one direction (0 low, 1 high) and task (index into ``targets.TASKS``)."""
+    return f"c{direction_idx * len(TASKS) + task_idx}"
 
 
 def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *,
                min_lab_events: int, estimation_window_min: int,
-               causal: bool = False) -> tuple[LongLabels, list[dict]]:
-    """Every candidate lab target of every ECG, and its description.
+               causal: bool = False) -> list[dict]:
+    """Every candidate lab target of every ECG (DuckDB table :data:`TARGETS_TABLE`), and its description.
 
     Parameters
     ----------
@@ -196,26 +180,25 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
 
     Returns
     -------
-    labels : LongLabels
-        ``labels.block(i)``: ndarray of shape (n_ecgs, 2 * n_tasks), float32, the targets of
-        label i (1.0, 0.0, NaN), labels in alphabetical order.
     candidates : list of dict, one per candidate target (n_candidates)
         Each label, direction that occurs among its rows and task of ``targets.TASKS``, in that
         order: the ``targets.json`` fields (name, lab, label, itemids, fluid, direction,
         threshold, unit, category, task, horizon_min) and ``_label_idx``, ``_col``: the
-        target's block of ``labels`` and its column there.
+        target's label (``label_idx`` of :data:`TARGETS_TABLE`, labels in alphabetical order)
+        and its column there (:func:`target_column`). The table stays in ``con``: at full
+        MIMIC scale it is tens of millions of pairs, which never pass through Python.
     """
     lab_rows, n_rows = _read_usable_lab_rows(con, files, headers, flow)
     lab_names, fluid, unit_map = _make_lab_table(con, lab_rows, n_rows, flow, min_lab_events, files["labevents"])
     thresholds, class_occurs = _median_thresholds(con, len(lab_names))
-    long_labels = _window_targets(con, n_ecgs, len(lab_names), flow, estimation_window_min, causal)
+    _window_targets(con, n_ecgs, flow, estimation_window_min, causal)
     candidates = _describe_candidates(lab_names, thresholds, class_occurs, fluid, unit_map)
     names = [candidate["name"] for candidate in candidates]
     if len(set(names)) != len(names):
         repeated = sorted({name for name in names if names.count(name) > 1})
         raise ValueError(f"{files['d_labitems']}: column 'label': different labels give the same target names "
                          f"{repeated}")
-    return long_labels, candidates
+    return candidates
 
 
 def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -> tuple[str, int]:
@@ -362,13 +345,13 @@ def _median_thresholds(con, n_labels: int) -> tuple[pd.DataFrame, dict]:
     return thresholds, class_occurs
 
 
-def _window_targets(con, n_ecgs: int, n_labels: int, flow: readers.Flow, estimation_window_min: int,
-                    causal: bool = False) -> LongLabels:
+def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min: int,
+                    causal: bool = False) -> None:
     """The estimation and monitoring targets of every (ECG, label) pair with a lab row in a window.
 
     Estimation: the class of the closest row in [t - w, t + w]; monitoring: whether a low or a
     high row falls in [t, t + h] ((t, t + h] when ``causal``; NaN if none, or both), t the
-    ECG's time, all in microseconds.
+    ECG's time, all in microseconds. Creates :data:`TARGETS_TABLE`.
     """
     n_without_labs = con.execute("SELECT count(*) FROM ecg WHERE subject_id NOT IN "
                                  "(SELECT DISTINCT subject_id FROM lab)").fetchone()[0]
@@ -387,37 +370,27 @@ def _window_targets(con, n_ecgs: int, n_labels: int, flow: readers.Flow, estimat
         f"bool_or(cls = -1) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS lo{h}, "
         f"bool_or(cls = 1) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS hi{h}" for h in HORIZONS_MIN)
     # per (ECG, label) pair: est, the class (-1, 0, 1) of the closest row in the estimation window
-    windows = con.execute(
+    windows = (
         f"SELECT row_idx, label_idx, arg_min(cls, struct_pack(a := abs(dt), t := lt, i := -labevent_id)) "
         f"FILTER (WHERE dt BETWEEN -{window_us} AND {window_us}) AS est, {monitoring} FROM ("
         f"SELECT e.row_idx, l.label_idx, l.t - e.t AS dt, l.t AS lt, l.labevent_id, "
         f"CASE WHEN l.valuenum < th.lo THEN -1 WHEN l.valuenum > th.hi THEN 1 ELSE 0 END AS cls "
         f"FROM ecg_bl e JOIN (SELECT *, floor(t / {width_us})::BIGINT AS b FROM lab) l "
         f"ON l.subject_id = e.subject_id AND l.b = e.b JOIN thr_df th ON th.label_idx = l.label_idx "
-        f"WHERE l.t BETWEEN e.t - {window_us} AND e.t + {max(window_us, horizon_max_us)}) GROUP BY ALL").fetchnumpy()
-
-    rows = np.asarray(windows["row_idx"], dtype=np.int64)
-    label_index = np.asarray(windows["label_idx"], dtype=np.int64)
-    n_tasks = len(TASKS)
-    # values[:, direction * n_tasks + task]: the target of (row, label); long form, sorted by label
-    values = np.full((len(rows), 2 * n_tasks), np.nan, dtype=np.float32)
-    closest_class = np.ma.asarray(windows["est"], dtype=float).filled(np.nan)
-    values[:, 0] = np.where(np.isnan(closest_class), np.nan, closest_class == -1)
-    values[:, n_tasks] = np.where(np.isnan(closest_class), np.nan, closest_class == 1)
+        f"WHERE l.t BETWEEN e.t - {window_us} AND e.t + {max(window_us, horizon_max_us)}) GROUP BY ALL")
+    # estimation: the closest row's class is the direction (NULL: no row); monitoring: NULL when the
+    # window is empty or holds both directions, else whether it holds a row of the direction
+    columns = [f"CAST(est = -1 AS FLOAT) AS {target_column(0, 0)}", f"CAST(est = 1 AS FLOAT) AS {target_column(1, 0)}"]
     for task_idx, h in enumerate(HORIZONS_MIN, start=1):
-        n_rows = np.asarray(windows[f"n{h}"], dtype=np.int64)
-        any_low = np.ma.asarray(windows[f"lo{h}"], dtype=float).filled(0) == 1
-        any_high = np.ma.asarray(windows[f"hi{h}"], dtype=float).filled(0) == 1
-        missing = (n_rows == 0) | (any_low & any_high)
-        values[:, task_idx] = np.where(missing, np.nan, any_low)
-        values[:, n_tasks + task_idx] = np.where(missing, np.nan, any_high)
-    order = np.argsort(label_index, kind="stable")
-    rows, label_index, values = rows[order], label_index[order], values[order]
-    label_starts = np.searchsorted(label_index, np.arange(n_labels + 1))
-    return LongLabels(rows=rows, values=values, label_starts=label_starts, n_ecgs=n_ecgs)
+        low, high = f"coalesce(lo{h}, false)", f"coalesce(hi{h}, false)"
+        missing = f"n{h} = 0 OR ({low} AND {high})"
+        columns += [f"CASE WHEN {missing} THEN NULL ELSE CAST({low} AS FLOAT) END AS {target_column(0, task_idx)}",
+                    f"CASE WHEN {missing} THEN NULL ELSE CAST({high} AS FLOAT) END AS {target_column(1, task_idx)}"]
+    con.execute(f"CREATE TABLE {TARGETS_TABLE} AS SELECT row_idx, label_idx, {', '.join(columns)} FROM ({windows})")
+    con.execute("DROP TABLE ecg_bl")
 
 
-def last_lab_values(con, cutoffs_min: tuple[int, ...]) -> pd.DataFrame:
+def last_lab_values(con, cutoffs_min: tuple[int, ...]) -> None:
     """The latest value of each label charted before each ECG (less a cutoff), for the last-value baseline.
 
     Needs the tables ``ecg`` (:func:`labecg.readers.load_ecgs`), ``lab`` and ``label_df``
@@ -429,30 +402,29 @@ def last_lab_values(con, cutoffs_min: tuple[int, ...]) -> pd.DataFrame:
     cutoffs_min : tuple of int
         Per cutoff c, minutes: rows charted strictly before ``ecg_time - c``.
 
-    Returns
-    -------
-    DataFrame, one row per (ECG, label, cutoff) with such a row: ``row_idx`` (int64, the
-    ``ecg`` row), ``label`` (str), ``cutoff_min`` (int64), ``value`` (float64, the row's
-    ``valuenum`` in the label's unit) and ``age_min`` (float64, minutes from its charttime
-    to the ECG, > cutoff_min). The latest row wins; ties on charttime go to the higher
-    ``labevent_id``, then the larger value. No lower limit on the age.
+    Creates the DuckDB table :data:`LAST_VALUES_TABLE`, one row per (ECG, label, cutoff) with
+    such a row: ``row_idx`` (BIGINT, the ``ecg`` row), ``label_idx`` (BIGINT, as in
+    ``label_df``), ``cutoff_min`` (BIGINT), ``value`` (DOUBLE, the row's ``valuenum`` in the
+    label's unit) and ``age_min`` (DOUBLE, minutes from its charttime to the ECG, >
+    cutoff_min). The latest row wins; ties on charttime go to the higher ``labevent_id``,
+    then the larger value. No lower limit on the age. At full scale it is tens of millions
+    of rows: it stays in DuckDB (``labecg.cohort`` writes the cohort's share of it).
     """
     # one value per (patient, label, charttime): the tie rule, before the as-of join picks a time
     con.execute("CREATE OR REPLACE TABLE lab_at AS SELECT subject_id, label_idx, t, arg_max(valuenum, "
                 "struct_pack(i := coalesce(labevent_id, -1), v := valuenum)) AS value FROM lab "
                 "GROUP BY subject_id, label_idx, t")
-    frames = []
+    parts = []
     for cutoff in cutoffs_min:
         cutoff_us = int(cutoff) * 60_000_000
-        frames.append(con.execute(
-            f"SELECT e.row_idx, x.label, {int(cutoff)}::BIGINT AS cutoff_min, l.value, "
+        parts.append(
+            f"SELECT e.row_idx, e.label_idx, {int(cutoff)}::BIGINT AS cutoff_min, l.value, "
             f"(e.t_us - l.t) / 60e6 AS age_min FROM (SELECT e.row_idx, e.subject_id, e.t_us, p.label_idx "
             f"FROM ecg e JOIN (SELECT DISTINCT subject_id, label_idx FROM lab_at) p USING (subject_id)) e "
             f"ASOF JOIN lab_at l ON l.subject_id = e.subject_id AND l.label_idx = e.label_idx "
-            f"AND e.t_us - {cutoff_us} > l.t JOIN label_df x ON x.label_idx = e.label_idx").df())
+            f"AND e.t_us - {cutoff_us} > l.t")
+    con.execute(f"CREATE OR REPLACE TABLE {LAST_VALUES_TABLE} AS " + " UNION ALL ".join(parts))
     con.execute("DROP TABLE lab_at")
-    out = pd.concat(frames, ignore_index=True)
-    return out.astype({"row_idx": "int64", "cutoff_min": "int64", "value": "float64", "age_min": "float64"})
 
 
 def _describe_candidates(lab_names: list[str], thresholds: pd.DataFrame, class_occurs: dict, fluid: pd.Series,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import logging
 
 import numpy as np
@@ -248,6 +249,11 @@ def test_layout_order_and_metadata(built):
     assert all(df[c].dtype == np.float32 for c in cols[17:])
     assert all(df[c].dtype == np.float64 for c in cols[5:17] if c != "race")
     assert df["subject_id"].dtype == np.int64 and df["fold"].dtype == np.int64
+    # the dtypes pandas wrote before DuckDB did (#26): microsecond times, strings read back as str
+    assert str(df["ecg_time"].dtype) == "datetime64[us]" and df["study_id"].dtype == np.int64
+    assert str(df["path"].dtype) == str(df["race"].dtype) == "str"
+    assert df.loc[40000016, "race"] == "hispanic" and df.loc[40000001, "path"] == "files/p0/p1/s40000001/40000001"
+    assert list(df.index) == sorted(df.index, key=lambda s: (df.loc[s, "subject_id"], df.loc[s, "ecg_time"], s))
     key = list(zip(df["subject_id"], df["ecg_time"], df["study_id"]))
     assert key == sorted(key)
     assert tj["source"]["synthetic"] is False and tj["version"] == 1
@@ -419,3 +425,39 @@ def test_config_validation(tmp_path):
         CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, cohort_dir=tmp_path, unlisted_ecgs="x")
     with pytest.raises(ValueError, match="min_per_class"):
         CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, cohort_dir=tmp_path, min_per_class=-1)
+
+
+def test_memory_limit_is_a_share_or_an_amount():
+    assert CohortConfig.memory_limit == "40%"  # a share of the machine, not a constant (#26)
+    assert cohort.memory_limit_bytes("40%", 16 * 10**9) == 6_400_000_000
+    assert cohort.memory_limit_bytes("6GB", 1) == 6 * 10**9 and cohort.memory_limit_bytes("6GiB", 1) == 6 * 2**30
+    assert cohort.memory_limit_bytes("512MB", 1) == 512 * 10**6
+    with pytest.raises(ValueError, match="cannot read 'lots'"):
+        cohort.memory_limit_bytes("lots", 10**9)
+    with pytest.raises(ValueError, match="between 0% and 100%"):
+        cohort.memory_limit_bytes("150%", 10**9)
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < cohort.machine_memory() <= physical
+
+
+def test_too_little_memory_says_what_to_set(tmp_path):
+    # full MIMIC (1.55M ECGs) on 16 GB: 40% is 6.4 GB for DuckDB, 0.5 + 1.55M x 300 B = 0.97 GB in Python
+    assert cohort.check_memory("40%", 1_550_000, 16 * 10**9) == 6_400_000_000
+    with pytest.raises(ValueError, match=r"'16GB' gives DuckDB 16.0 GB on this machine of 16.0 GB.*"
+                                         r"set --memory-limit 12.0GB"):
+        cohort.check_memory("16GB", 1_550_000, 16 * 10**9)  # the old default, killed on a 16 GB machine
+    with pytest.raises(ValueError, match=r"this machine has 1.2 GB; .* needs at least 1.6 GB .*more memory"):
+        cohort.check_memory("40%", 1000, 12 * 10**8)
+    with pytest.raises(ValueError, match="set --memory-limit") as e:
+        build(tmp_path, memory_limit="0.0001%")
+    assert "\n" not in str(e.value)
+
+
+def test_flow_log_names_the_limit_and_the_spill_folder(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="labecg.cohort"):
+        build(tmp_path, memory_limit="2GB")
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("memory_limit"))
+    assert line.startswith("memory_limit 1.86 GiB for DuckDB (2GB of this machine's ")
+    assert f"spills to {tmp_path / 'out'}/.scratch_" in line
+    assert not list((tmp_path / "out").glob(".scratch_*"))  # the scratch folder goes with the stage
+    assert "time per step: ECGs" in caplog.text
