@@ -775,7 +775,7 @@ def last_value_scores(study_id, targets: list[dict], last_values: pd.DataFrame,
     targets : list of dict, n_targets long
         The ``targets.json`` entries of the prediction columns (``lab``, ``direction``, ``task``).
     last_values : DataFrame
-        ``last_values.parquet`` (``labecg.cohort.last_values_frame``).
+        ``last_values.parquet`` (``labecg.cohort.last_values_query``).
     estimation_window_min : int
         The cohort's; the cutoff of the estimation targets (:func:`labecg.cohort.last_value_cutoff`).
 
