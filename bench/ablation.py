@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from labecg import book, cohort, evaluate, selfcheck, signals, train
+from labecg import book, cohort, evaluate, layout, selfcheck, signals, train
 
 VARIANTS = {
     "default": ({}, {}, {}, "new defaults"),
@@ -52,11 +52,11 @@ def run_variant(name: str, work: Path, src: dict, bc: book.BookConfig, workers: 
     cohort_kw, signals_kw, train_kw, what = VARIANTS[name]
     t0 = time.perf_counter()
     cdir = _cohort_dir(work, cohort_kw, signals_kw)
-    if not (cdir / "targets.json").exists():
+    if not (cdir / layout.TARGETS).exists():
         base = _cohort_dir(work, cohort_kw, {})
-        if signals_kw and (base / "targets.json").exists():  # same cohort, other signals
+        if signals_kw and (base / layout.TARGETS).exists():  # same cohort, other signals
             cdir.mkdir(parents=True, exist_ok=True)
-            for f in ("cohort.parquet", "targets.json", "cohort_flow.csv"):
+            for f in (layout.COHORT, layout.TARGETS, layout.FLOW):
                 shutil.copy2(base / f, cdir / f)
         else:
             cohort.build_cohort(cohort.CohortConfig(**src, cohort_dir=cdir, min_lab_events=bc.min_lab_events,
@@ -67,8 +67,8 @@ def run_variant(name: str, work: Path, src: dict, bc: book.BookConfig, workers: 
                                   n_layers=bc.n_layers, batch_size=bc.batch_size, accelerator=bc.accelerator,
                                   seed=bc.seed, **train_kw))
     folder = evaluate.evaluate_run(evaluate.EvaluateConfig(run_dir=run, n_iterations=bc.n_iterations, seed=bc.seed))
-    s = selfcheck.results_summary(evaluate.read_results(folder / "results.csv"))
-    n_ecgs = len(pd.read_parquet(cdir / "cohort.parquet", columns=["study_id"]))
+    s = selfcheck.results_summary(evaluate.read_results(folder / layout.RESULTS))
+    n_ecgs = len(pd.read_parquet(cdir / layout.COHORT, columns=["study_id"]))
     return {"variant": name, "change": what, "macro_auroc": round(s["macro_auroc"], 3),
             "low": round(s["macro_low"], 3), "high": round(s["macro_high"], 3),
             **{f"sig_{t}": n for t, n in s["n_significant"].items()},

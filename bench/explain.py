@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from labecg import layout
 from labecg.explain import ExplainConfig, explain_run, read_attribution
 
 
@@ -36,10 +37,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         run.mkdir()
-        for name in ("config.json", "targets.json"):
+        for name in (layout.CONFIG, layout.TARGETS):
             shutil.copy(args.run / name, run / name)
-        (run / "checkpoints").mkdir()
-        shutil.copy(args.run / "checkpoints" / "best.ckpt", run / "checkpoints" / "best.ckpt")
+        (run / layout.CHECKPOINTS).mkdir()
+        shutil.copy(layout.checkpoint_path(args.run, "best"), layout.checkpoint_path(run, "best"))
         rows = []
         settings = [("integrated_gradients", {"n_steps": s}) for s in args.steps]
         settings += [("occlusion", {"occlusion_s": w}) for w in args.occlusion_s]

@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labecg import cohort, evaluate, explain, signals, sources, synthetic, train
+from labecg import cohort, evaluate, explain, layout, signals, sources, synthetic, train
 
 # run-specific records (dates, durations, paths) carry no number of the result
-_SKIP = {"run_info.json", "run_settings.json", "config.json", "signals.json", "targets.json", "metrics.csv"}
+_SKIP = {layout.RUN_INFO, layout.RUN_SETTINGS, layout.CONFIG, layout.SIGNALS_META, layout.TARGETS, layout.METRICS}
 _TIMINGS = {"seconds"}  # npz entries that hold wall time (attribution.npz)
 
 
@@ -74,8 +74,8 @@ def run_pipeline(work: Path) -> Path:
 
 def digests(work: Path) -> dict[str, str]:
     """SHA-256 of the cohort, signals, predictions and evaluation files, by path under ``work``."""
-    files = [*(work / "cohort").glob("*.parquet"), work / "cohort" / "signals.npy", work / "cohort" / "cohort_flow.csv",
-             *(work / "run").glob("predictions_*.npz"), *sorted((work / "run" / "evaluation").glob("*"))]
+    files = [*(work / "cohort").glob("*.parquet"), work / "cohort" / layout.SIGNALS, work / "cohort" / layout.FLOW,
+             *(work / "run").glob("predictions_*.npz"), *sorted(layout.evaluation_dir(work / "run").glob("*"))]
     return {str(p.relative_to(work)): _digest(p) for p in sorted(files) if p.is_file() and p.name not in _SKIP}
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labecg import layout
 from labecg.data import RACES, DataConfig, LabDataModule
 from labecg.signals import LEADS
 
@@ -44,19 +45,19 @@ def build_cohort(out: Path, n: int, seed: int = 0) -> None:
     y = rng.integers(0, 2, (n, N_TARGETS)).astype(np.float32)
     y[rng.random((n, N_TARGETS)) < 0.5] = np.nan
     frame = pd.concat([frame, pd.DataFrame(y, columns=names)], axis=1)
-    frame.to_parquet(out / "cohort.parquet", index=False)
-    (out / "targets.json").write_text(json.dumps({"version": 1, "targets": [{"name": t} for t in names]}))
-    x = np.lib.format.open_memmap(out / "signals.npy", mode="w+", dtype=np.float16, shape=(n, 1000, 12))
+    frame.to_parquet(out / layout.COHORT, index=False)
+    (out / layout.TARGETS).write_text(json.dumps({"version": 1, "targets": [{"name": t} for t in names]}))
+    x = np.lib.format.open_memmap(out / layout.SIGNALS, mode="w+", dtype=np.float16, shape=(n, 1000, 12))
     for i in range(0, n, 1024):
         x[i:i + 1024] = rng.normal(0, 0.3, (min(1024, n - i), 1000, 12)).astype(np.float16)
     x.flush()
     del x
     pd.DataFrame({"study_id": frame["study_id"], "row": np.arange(n, dtype=np.int64),
-                  "status": ["ok"] * n, "reason": [""] * n}).to_parquet(out / "signals_manifest.parquet")
-    (out / "signals.json").write_text(json.dumps(
+                  "status": ["ok"] * n, "reason": [""] * n}).to_parquet(out / layout.SIGNALS_MANIFEST)
+    (out / layout.SIGNALS_META).write_text(json.dumps(
         {"leads": list(LEADS), "fs_hz": 100.0, "n_samples": 1000, "dtype": "float16", "units": "mV",
          "clip_mv": 3.0, "source_fs_hz": 500.0, "n_rows": n}))
-    (out / "signals_stats.json").write_text(json.dumps({"mean_mv": [0.0] * 12, "std_mv": [0.3] * 12}))
+    (out / layout.SIGNALS_STATS).write_text(json.dumps({"mean_mv": [0.0] * 12, "std_mv": [0.3] * 12}))
 
 
 def main() -> None:
@@ -69,13 +70,13 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="labecg_bench_loader_"))
     try:
         build_cohort(out, args.rows)
-        np.load(out / "signals.npy").sum()  # page-cache the array
+        np.load(out / layout.SIGNALS).sum()  # page-cache the array
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
               f"{args.rows} rows, batch {args.batch_size}, {N_TARGETS} targets")
 
         dm = LabDataModule(DataConfig(cohort_dir=out, batch_size=args.batch_size))
         dm.setup()
-        x = np.load(out / "signals.npy", mmap_mode="r")
+        x = np.load(out / layout.SIGNALS, mmap_mode="r")
         plans = list(dm.train_sampler)
         t = time.perf_counter()
         for rows, _offs, _ in plans:

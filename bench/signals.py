@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import wfdb
 
+from labecg import layout
 from labecg.signals import SignalsConfig, convert_signals
 
 MIMIC_ORDER = ["I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -80,7 +81,7 @@ def main() -> None:
         shutil.rmtree(cohort, ignore_errors=True)
         cohort.mkdir()
         pd.DataFrame({"study_id": np.arange(n, dtype=np.int64), "path": rels,
-                      "fold": np.arange(n, dtype=np.int64) % 20}).to_parquet(cohort / "cohort.parquet")
+                      "fold": np.arange(n, dtype=np.int64) % 20}).to_parquet(cohort / layout.COHORT)
         t = time.perf_counter()
         npy = convert_signals(SignalsConfig(cohort_dir=cohort, ecg=root, workers=workers, chunk_size=64))
         dt = time.perf_counter() - t

@@ -22,12 +22,13 @@ import tempfile
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
+from labecg import layout
 from labecg.synthetic import SynthConfig, generate
 kw = json.loads(sys.argv[1])
 t0 = time.perf_counter()
 root = generate(SynthConfig(progress=False, **kw))
 wall = time.perf_counter() - t0
-meta = json.loads((Path(root) / "labecg_synthetic.json").read_text())
+meta = json.loads((Path(root) / layout.SYNTHETIC_MARKER).read_text())
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({"wall_s": wall, "ecgs": meta["rows"]["record_list"], "lab_rows": meta["rows"]["labevents"],

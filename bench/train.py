@@ -39,6 +39,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
+from labecg import layout
 from labecg.features import RACES
 from labecg.paper import COHORT as PAPER_SUMMARY
 from labecg.data import DataConfig, LabDataModule
@@ -69,20 +70,20 @@ def build_cohort(out: Path, n: int, n_targets: int, seed: int = 0) -> None:
     y = (rng.random((n, n_targets), dtype=np.float32) < 0.2).astype(np.float32)
     y[rng.random((n, n_targets), dtype=np.float32) < 0.7] = np.nan
     frame = pd.concat([frame, pd.DataFrame(y, columns=names)], axis=1)
-    frame.to_parquet(out / "cohort.parquet", index=False)
-    (out / "targets.json").write_text(json.dumps({"version": 1, "targets": [{"name": t} for t in names]}))
-    x = np.lib.format.open_memmap(out / "signals.npy", mode="w+", dtype=np.float16, shape=(n, 1000, 12))
+    frame.to_parquet(out / layout.COHORT, index=False)
+    (out / layout.TARGETS).write_text(json.dumps({"version": 1, "targets": [{"name": t} for t in names]}))
+    x = np.lib.format.open_memmap(out / layout.SIGNALS, mode="w+", dtype=np.float16, shape=(n, 1000, 12))
     block = rng.normal(0, 0.3, (min(n, 4096), 1000, 12)).astype(np.float16)
     for i in range(0, n, len(block)):
         x[i:i + len(block)] = block[:n - i]
     x.flush()
     del x
     pd.DataFrame({"study_id": study, "row": np.arange(n, dtype=np.int64), "status": "ok",
-                  "reason": ""}).to_parquet(out / "signals_manifest.parquet", index=False)
-    (out / "signals.json").write_text(json.dumps(
+                  "reason": ""}).to_parquet(out / layout.SIGNALS_MANIFEST, index=False)
+    (out / layout.SIGNALS_META).write_text(json.dumps(
         {"leads": list(LEADS), "fs_hz": 100.0, "n_samples": 1000, "dtype": "float16", "units": "mV",
          "clip_mv": 3.0, "source_fs_hz": 500.0, "n_rows": n}))
-    (out / "signals_stats.json").write_text(json.dumps({"mean_mv": [0.0] * 12, "std_mv": [0.3] * 12}))
+    (out / layout.SIGNALS_STATS).write_text(json.dumps({"mean_mv": [0.0] * 12, "std_mv": [0.3] * 12}))
 
 
 def sync(device: torch.device) -> None:
