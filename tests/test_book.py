@@ -155,6 +155,25 @@ def test_no_page_shows_progress_or_a_truncated_table(built):
     assert (built.html / "book/notebooks/03_training.html").stat().st_size < 100_000
 
 
+#: An output that shows a Python object, not content: a bare repr or an empty container.
+_BARE_OUTPUT = re.compile(r"^(<[\w.]+ object(?: at 0x[0-9a-f]+)?>|\{\}|\[\]|\(\)|None)$")
+
+
+def test_bare_output_check_catches_what_it_looks_for():
+    assert _BARE_OUTPUT.match("<IPython.core.display.Markdown object>")
+    assert _BARE_OUTPUT.match("{}") and _BARE_OUTPUT.match("<Figure object at 0x7f00>")
+    assert not _BARE_OUTPUT.match("{'a': 1}") and not _BARE_OUTPUT.match("120 ECGs")
+
+
+def test_no_notebook_shows_a_bare_object_or_an_empty_container(built):
+    for stage, path in built.first.notebooks.items():
+        nb = json.loads(path.read_text())
+        bare = [c["source"] for c in nb["cells"] for o in c.get("outputs", [])
+                if set(o.get("data", {})) == {"text/plain"}
+                and _BARE_OUTPUT.match("".join(o["data"]["text/plain"]).strip())]
+        assert not bare, (stage, bare)
+
+
 def test_notebooks_show_each_glued_figure_and_table_once(built):
     """A student running a notebook sees every figure and table; the page shows each once."""
     for stage, path in built.first.notebooks.items():
