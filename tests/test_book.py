@@ -282,7 +282,7 @@ def test_results_pages_show_tables_figures_and_numbers(built):
 def test_attribution_files_use_the_generators_record_and_reach_the_page(built):
     """Windows and null targets as the synthetic source recorded them; the page's sentence from the contrasts."""
     from labecg import explain, selfcheck
-    from labecg.util import lab_slug
+    from labecg.targets import lab_slug
 
     evaluation = built.cfg.run_dir / "evaluation"
     record = json.loads((built.cfg.data_root / "labecg_synthetic.json").read_text())
