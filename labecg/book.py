@@ -43,6 +43,7 @@ from typing import Iterable, Literal, Optional
 
 from labecg import layout
 from labecg.layout import MIMIC_DEMO_ROOT, MIMIC_FILES, MIMIC_SOURCES, MIMIC_TABLES, SYNTHETIC_MARKER
+from labecg.metrics import N_RESAMPLES
 from labecg.privacy import check_privacy
 from labecg.sources import source_paths
 from labecg.util import PROGRESS_ENV, atomic_path, get_logger, read_json, write_json
@@ -97,7 +98,7 @@ class BookConfig:
         "help": "Lightning accelerator: cpu, gpu, auto (labecg train: auto; the book pins cpu so a build "
                 "does not depend on the machine)"})
     seed: int = field(default=0, metadata={"help": "seed of the synthetic source, folds, training and bootstrap"})
-    n_iterations: int = field(default=1000, metadata={"help": "bootstrap resamples"})
+    n_iterations: int = field(default=N_RESAMPLES, metadata={"help": "bootstrap resamples"})
     variants: tuple[str, ...] = field(default=("fusion", "tabular"), metadata={
         "help": "models to train and compare: fusion (the paper's), code (the authors' code), ecg, tabular "
                 "(the first fills the tables; with tabular the results show what the ECG adds)"})

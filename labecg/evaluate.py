@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 from labecg import cohort, layout, tables
-from labecg.metrics import (_group_codes, as_float_pair, auroc, average_precision, resample_indices,
-                            resample_weights, sort_targets, weighted_auroc)
+from labecg.metrics import (N_RESAMPLES, _group_codes, as_float_pair, auroc, average_precision,
+                            resample_indices, resample_weights, sort_targets, weighted_auroc)
 from labecg.targets import TASKS, significant
 from labecg.util import atomic_path, get_logger, progress_bar, read_json
 
@@ -100,7 +100,7 @@ class EvaluateConfig:
     """
 
     run_dir: Path
-    n_iterations: int = 1000
+    n_iterations: int = N_RESAMPLES
     seed: int = 0
     split: Literal["test", "val"] = "test"
     auroc_threshold: float = 0.7
@@ -124,7 +124,7 @@ class EvaluateConfig:
 # ---------------------------------------------------------------------------- statistics
 
 
-def bootstrap(y_true, y_score, n_iterations: int = 1000, seed: int = 0, *, groups=None,
+def bootstrap(y_true, y_score, n_iterations: int = N_RESAMPLES, seed: int = 0, *, groups=None,
               target_names=None, return_iterations: bool = False, progress: bool | None = None):
     """Bootstrap 95% intervals of every target's AUROC and of the macro AUROC.
 
@@ -608,7 +608,7 @@ MIN_CLASS_FOR_INTERVAL = 10
 
 
 def subgroup_auroc(y_true, y_score, target_names, subgroups: pd.DataFrame, targets=None, *,
-                   groups=None, n_iterations: int = 1000, seed: int = 0,
+                   groups=None, n_iterations: int = N_RESAMPLES, seed: int = 0,
                    progress: bool | None = None) -> pd.DataFrame:
     """AUROC with 95% bootstrap interval of each target within each subgroup.
 
@@ -694,7 +694,7 @@ def _level_rank(variable: str, level: str):
 ADDED_VALUE_COLUMNS = ["target", "baseline", "auroc_baseline", "delta", "low", "high", "n_ecgs"]
 
 
-def paired_bootstrap(y_true, y_score, y_baseline, n_iterations: int = 1000, seed: int = 0, *, groups=None,
+def paired_bootstrap(y_true, y_score, y_baseline, n_iterations: int = N_RESAMPLES, seed: int = 0, *, groups=None,
                      target_names=None, progress: bool | None = None) -> pd.DataFrame:
     """AUROC of a model minus a baseline's on the same ECGs, per target and macro, with a paired 95% interval.
 
@@ -801,7 +801,7 @@ def last_value_scores(study_id, targets: list[dict], last_values: pd.DataFrame,
 
 
 def added_value(pred: dict, targets_json: dict, *, tabular_pred: dict | None = None,
-                last_values: pd.DataFrame | None = None, n_iterations: int = 1000, seed: int = 0) -> pd.DataFrame:
+                last_values: pd.DataFrame | None = None, n_iterations: int = N_RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """What the ECG adds: the model's AUROC minus the tabular-only model's and the last earlier value's.
 
     Parameters

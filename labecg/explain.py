@@ -39,7 +39,7 @@ from scipy.stats import rankdata
 
 from labecg import layout
 from labecg.data import DataConfig, LabDataModule, cut_segments
-from labecg.metrics import resample_weights
+from labecg.metrics import N_RESAMPLES, resample_weights
 from labecg.model import FusionModel, ModelConfig, trained_model
 from labecg.synthetic import PLANTED_EFFECTS, PLANTED_WINDOWS_S, ecg_null_labs
 from labecg.targets import BINARY, DIRECTIONS, ESTIMATION, lab_slug, parse_target, target_name
@@ -117,7 +117,7 @@ class ExplainConfig:
     before_s: float = 0.25
     after_s: float = 0.55
     seed: int = 0
-    n_iterations: int = 1000
+    n_iterations: int = N_RESAMPLES
     level: float = 0.95
     randomization_ecgs: int = 8
     randomization_steps: int = 2
@@ -329,7 +329,7 @@ def window_mass(mass: np.ndarray, time_s: np.ndarray, windows: dict) -> np.ndarr
     return mass @ inside.astype(np.float64)
 
 
-def bootstrap_shares(inside: np.ndarray, total: np.ndarray, n_iterations: int = 1000,
+def bootstrap_shares(inside: np.ndarray, total: np.ndarray, n_iterations: int = N_RESAMPLES,
                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Window shares and their bootstrap over the explained ECGs.
 
@@ -458,7 +458,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def randomization_check(explained: np.ndarray, trained: np.ndarray, randomized: np.ndarray, inputs: np.ndarray,
-                        target_names, n_steps: int, n_iterations: int = 1000, seed: int = 0,
+                        target_names, n_steps: int, n_iterations: int = N_RESAMPLES, seed: int = 0,
                         level: float = 0.95) -> pd.DataFrame:
     """Model-randomisation sanity check (Adebayo et al., 2018), with an interval over ECGs.
 

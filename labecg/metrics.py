@@ -283,6 +283,11 @@ def average_precision(y_true, y_score):
 
 # The bootstrap resamples live here, beside the AUROC they weight, so that evaluation and
 # explanations (which comes before it) draw the same ones.
+
+#: Bootstrap resamples by default (``n_iterations`` of evaluate, explain and the book): the paper's 1000.
+N_RESAMPLES = 1000
+
+
 def resample_indices(n_ecgs: int, n_iterations: int, seed: int = 0) -> Iterator[np.ndarray]:
     """The ECG-level bootstrap resamples :func:`labecg.evaluate.bootstrap` uses, as row indices.
 

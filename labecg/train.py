@@ -113,6 +113,11 @@ def variant_settings(name: str) -> dict:
     return dict(VARIANT_SETTINGS[name])
 
 
+#: The architecture's defaults, written once in :class:`ModelConfig`; ``TrainConfig`` takes its
+#: fields of the same name from here.
+_MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run (CLI flags and notebook parameters share these names).
@@ -186,19 +191,19 @@ class TrainConfig:
     run_dir: Path
     epochs: int = 20
     batch_size: int = 32
-    d_model: int = 512
-    n_layers: int = 4
-    d_state: int = 8
+    d_model: int = _MODEL_DEFAULTS["d_model"]
+    n_layers: int = _MODEL_DEFAULTS["n_layers"]
+    d_state: int = _MODEL_DEFAULTS["d_state"]
     lr: float = 1e-3
     weight_decay: float = 1e-3
-    dropout: float = 0.2
-    fusion: Literal["outer", "concat"] = "outer"
-    tabular_encoder: Literal["linear", "mlp"] = "linear"
-    variant: Literal["fusion", "ecg", "tabular"] = "fusion"
-    freeze_ssm: bool = False
-    ssm_init: Literal["lin", "legs"] = "lin"
-    ecg_latent: int = 32
-    tab_latent: int = 16
+    dropout: float = _MODEL_DEFAULTS["dropout"]
+    fusion: Literal["outer", "concat"] = _MODEL_DEFAULTS["fusion"]
+    tabular_encoder: Literal["linear", "mlp"] = _MODEL_DEFAULTS["tabular_encoder"]
+    variant: Literal["fusion", "ecg", "tabular"] = _MODEL_DEFAULTS["variant"]
+    freeze_ssm: bool = _MODEL_DEFAULTS["freeze_ssm"]
+    ssm_init: Literal["lin", "legs"] = _MODEL_DEFAULTS["ssm_init"]
+    ecg_latent: int = _MODEL_DEFAULTS["ecg_latent"]
+    tab_latent: int = _MODEL_DEFAULTS["tab_latent"]
     weight_decay_scope: Literal["weights", "all"] = "weights"
     ssm_lr: float = 1e-3
     loss: Literal["bce", "focal"] = "bce"
@@ -253,8 +258,14 @@ class TrainConfig:
                           seed=self.seed)
 
 
-def masked_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, kind: str = "bce",
-                gamma: float = 2.0, reduction: str = "mean", target_kind: TargetKind = BINARY) -> torch.Tensor:
+#: The training defaults, written once in :class:`TrainConfig`; the loss, the parameter groups
+#: and :class:`LabModule` take theirs from here.
+_TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
+def masked_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, kind: str = _TRAIN_DEFAULTS["loss"],
+                gamma: float = _TRAIN_DEFAULTS["focal_gamma"], reduction: str = _TRAIN_DEFAULTS["target_reduction"],
+                target_kind: TargetKind = BINARY) -> torch.Tensor:
     """The target kind's loss over observed entries only (binary cross-entropy by default).
 
     Parameters
@@ -296,8 +307,9 @@ def masked_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, kind:
 SSM_PARAMETERS = ("log_dt", "log_a_re", "a_im")  # S4Layer's state matrix and step sizes
 
 
-def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float, scope: str = "weights",
-                     ssm_lr: float = 1e-3) -> list[dict]:
+def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float,
+                     scope: str = _TRAIN_DEFAULTS["weight_decay_scope"],
+                     ssm_lr: float = _TRAIN_DEFAULTS["ssm_lr"]) -> list[dict]:
     """AdamW parameter groups: which parameters decay, and at which learning rate.
 
     The S4/S4D reference code registers A and the step size with weight decay 0 and their
@@ -344,21 +356,46 @@ def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float, sco
 class LabModule(pl.LightningModule):
     """Lightning wrapper: masked loss, AdamW, per-ECG validation AUROC, metrics history."""
 
-    def __init__(self, model_config: dict, lr: float = 1e-3, weight_decay: float = 1e-3, loss: str = "bce",
-                 focal_gamma: float = 2.0, target_reduction: str = "mean", weight_decay_scope: str = "weights",
-                 ssm_lr: float = 1e-3):
+    def __init__(self, model_config: dict, lr: float = _TRAIN_DEFAULTS["lr"],
+                 weight_decay: float = _TRAIN_DEFAULTS["weight_decay"], loss: str = _TRAIN_DEFAULTS["loss"],
+                 focal_gamma: float = _TRAIN_DEFAULTS["focal_gamma"],
+                 target_reduction: str = _TRAIN_DEFAULTS["target_reduction"],
+                 weight_decay_scope: str = _TRAIN_DEFAULTS["weight_decay_scope"],
+                 ssm_lr: float = _TRAIN_DEFAULTS["ssm_lr"], *, y_true: Optional[np.ndarray] = None,
+                 eval_rows: Optional[dict] = None, n_segments: int = 0, metrics_path: Optional[Path] = None,
+                 started_at: Optional[float] = None):
+        """Built complete by :func:`train`; only the settings before ``*`` go into the checkpoint.
+
+        Parameters
+        ----------
+        model_config : dict
+            The :class:`ModelConfig` fields.
+        lr, weight_decay, loss, focal_gamma, target_reduction, weight_decay_scope, ssm_lr
+            As in :class:`TrainConfig`.
+        y_true : ndarray of shape (n_rows, T), optional
+            Every cohort row's labels, NaN missing (the validation AUROC reads them).
+        eval_rows : dict, optional
+            Split -> the cohort rows each predicted once.
+        n_segments : int
+            Items per validation/test ECG (0: not checked).
+        metrics_path : Path, optional
+            Where each epoch's ``metrics.csv`` is written.
+        started_at : float, optional
+            Wall clock of this call of ``train`` (default: now).
+        """
         super().__init__()
-        self.save_hyperparameters()
+        # the run's data and folder are not settings: kept out of the checkpoint, which holds plain values only
+        self.save_hyperparameters(ignore=["y_true", "eval_rows", "n_segments", "metrics_path", "started_at"])
         self.model = FusionModel(ModelConfig(**model_config))
         self.history: list[dict] = []
         self._train_sum, self._train_n = 0.0, 0
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self.y_true: Optional[np.ndarray] = None  # (n_rows, T) NaN missing, set by train()
-        self.eval_rows: Optional[dict] = None  # split -> cohort rows each predicted once, set by train()
-        self.n_segments = 0  # items per validation/test ECG, set by train()
+        self.y_true = y_true
+        self.eval_rows = eval_rows
+        self.n_segments = n_segments
         self.predictions: Optional[tuple[np.ndarray, np.ndarray]] = None  # last val/test epoch, per ECG
-        self.metrics_path: Optional[Path] = None
-        self.started_at = time.time()  # wall clock of this call, set again by train()
+        self.metrics_path = metrics_path
+        self.started_at = time.time() if started_at is None else started_at
         self.duration_before_s = 0.0  # wall seconds of earlier calls, up to the checkpoint resumed from
 
     def forward(self, ecg, tabular):
@@ -796,11 +833,9 @@ def _train_locked(cfg: TrainConfig, out: Path, trainer: pl.Trainer, checkpoint, 
         resume_from = _resume_path(cfg, out)
     module = LabModule(dataclasses.asdict(model_cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, loss=cfg.loss,
                        focal_gamma=cfg.focal_gamma, target_reduction=cfg.target_reduction,
-                       weight_decay_scope=cfg.weight_decay_scope, ssm_lr=cfg.ssm_lr)
-    module.y_true = dm.y_true
-    module.eval_rows, module.n_segments = {"val": dm.rows["val"], "test": dm.rows["test"]}, dm.n_segments
-    module.metrics_path = out / layout.METRICS
-    module.started_at = started
+                       weight_decay_scope=cfg.weight_decay_scope, ssm_lr=cfg.ssm_lr, y_true=dm.y_true,
+                       eval_rows={"val": dm.rows["val"], "test": dm.rows["test"]}, n_segments=dm.n_segments,
+                       metrics_path=out / layout.METRICS, started_at=started)
 
     if resume_from is not None:
         log.info("resuming from %s", resume_from)
