@@ -63,54 +63,103 @@ class BookConfig:
     Paths are relative to the current directory unless absolute (the notebooks receive
     them relative to ``book_root`` when they lie inside it, else absolute). The defaults
     are the classroom scale: the whole book, training included, on a 2-core CPU in minutes.
+
+    Parameters
+    ----------
+    data_root : Path
+        Data source in the MIMIC layout.
+    generate_synthetic : bool
+        Write a synthetic source into data_root unless it holds one (never overwrites real data).
+    hosp : Path, optional
+        Default: DATA_ROOT/mimiciv/hosp.
+    ed : Path, optional
+        Default: DATA_ROOT/mimic-iv-ed/ed.
+    ecg : Path, optional
+        Default: DATA_ROOT/mimic-iv-ecg.
+    ecg_icd : Path, optional
+        Default: DATA_ROOT/mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv; where it is
+        absent (the open MIMIC demo), none, which needs ``--unlisted-ecgs assign``.
+    unlisted_ecgs : {"exclude", "assign"}
+        Cohort: ECGs without a strat_fold in ECG_ICD: exclude (the authors') or assign (their
+        patient's fold or a stratified one; every fold when there is no ECG_ICD file).
+    cohort_dir : Path
+        Cohort folder (signals go beside it).
+    demo_cohort_dir : Path
+        Cohort folder of the real-rows chapter (the shipped MIMIC demo tables).
+    run_dir : Path
+        Run folder of the fusion model.
+    patients : int
+        Synthetic patients (labecg synth: 300, a quick test size; the book's 3,000 give the
+        paper's cohort rules targets).
+    min_lab_events : int
+        Cohort: rows per lab label (the paper's 200).
+    min_per_class : int
+        Cohort: positives and negatives per validation/test fold (paper: 10).
+    workers : int
+        Processes for synthetic waveforms and signal conversion (labecg synth and labecg
+        signals: 1; the book uses a laptop's 2 cores).
+    epochs : int
+        Training epochs (labecg train and the paper: 20; 12 keep the book at classroom scale).
+    d_model : int
+        S4 width (labecg train and the paper: 512; 64 trains in minutes on a CPU).
+    n_layers : int
+        S4 blocks (labecg train and the paper: 4; 2 for a CPU).
+    batch_size : int
+        ECGs per training batch.
+    accelerator : str
+        Lightning accelerator: cpu, gpu, auto (labecg train: auto; the book pins cpu so a
+        build does not depend on the machine).
+    seed : int
+        Seed of the synthetic source, folds, training and bootstrap.
+    n_iterations : int
+        Bootstrap resamples.
+    variants : tuple of str
+        Models to train and compare: fusion (the paper's), code (the authors' code), ecg,
+        tabular (the first fills the tables; with tabular the results show what the ECG adds).
+    full : bool
+        The fuller build (make book-full): also build, train and evaluate the ablations
+        (labecg.cohort.ABLATIONS: the causal cohort), each in <cohort_dir>-<name> and
+        <run_dir>-<name>.
+    stages : tuple of str
+        Stages to execute.
+    book_root : Path
+        Folder holding _config.yml, _toc.yml, book/, notebooks/.
+    build_html : bool
+        Run jupyter-book build after the notebooks.
+    force : bool
+        Rerun every stage, ignoring the cache.
+    from_run : bool
+        Split execution: build the results from RUN_DIR alone, without data or training.
     """
 
-    data_root: Path = field(default=Path("data/synthetic"), metadata={"help": "data source in the MIMIC layout"})
-    generate_synthetic: bool = field(default=True, metadata={
-        "help": "write a synthetic source into data_root unless it holds one (never overwrites real data)"})
-    hosp: Optional[Path] = field(default=None, metadata={"help": "default: DATA_ROOT/mimiciv/hosp"})
-    ed: Optional[Path] = field(default=None, metadata={"help": "default: DATA_ROOT/mimic-iv-ed/ed"})
-    ecg: Optional[Path] = field(default=None, metadata={"help": "default: DATA_ROOT/mimic-iv-ecg"})
-    ecg_icd: Optional[Path] = field(default=None, metadata={
-        "help": "default: DATA_ROOT/mimic-iv-ecg-ext-icd-labels/records_w_diag_icd10.csv; where it is absent "
-                "(the open MIMIC demo), none, which needs --unlisted-ecgs assign"})
-    unlisted_ecgs: Literal["exclude", "assign"] = field(default="exclude", metadata={
-        "help": "cohort: ECGs without a strat_fold in ECG_ICD: exclude (the authors') or assign (their "
-                "patient's fold or a stratified one; every fold when there is no ECG_ICD file)"})
-    cohort_dir: Path = field(default=Path("data/cohort"), metadata={"help": "cohort folder (signals go beside it)"})
-    demo_cohort_dir: Path = field(default=Path("data/demo_cohort"), metadata={
-        "help": "cohort folder of the real-rows chapter (the shipped MIMIC demo tables)"})
-    run_dir: Path = field(default=Path("runs/default"), metadata={"help": "run folder of the fusion model"})
-    patients: int = field(default=3000, metadata={
-        "help": "synthetic patients (labecg synth: 300, a quick test size; the book's 3,000 give the paper's cohort rules targets)"})
-    min_lab_events: int = field(default=200, metadata={"help": "cohort: rows per lab label (the paper's 200)"})
-    min_per_class: int = field(default=10, metadata={
-        "help": "cohort: positives and negatives per validation/test fold (paper: 10)"})
-    workers: int = field(default=2, metadata={
-        "help": "processes for synthetic waveforms and signal conversion (labecg synth and labecg signals: 1; the book uses a laptop's 2 cores)"})
-    epochs: int = field(default=12, metadata={
-        "help": "training epochs (labecg train and the paper: 20; 12 keep the book at classroom scale)"})
-    d_model: int = field(default=64, metadata={
-        "help": "S4 width (labecg train and the paper: 512; 64 trains in minutes on a CPU)"})
-    n_layers: int = field(default=2, metadata={"help": "S4 blocks (labecg train and the paper: 4; 2 for a CPU)"})
-    batch_size: int = field(default=32, metadata={"help": "ECGs per training batch"})
-    accelerator: str = field(default="cpu", metadata={
-        "help": "Lightning accelerator: cpu, gpu, auto (labecg train: auto; the book pins cpu so a build "
-                "does not depend on the machine)"})
-    seed: int = field(default=0, metadata={"help": "seed of the synthetic source, folds, training and bootstrap"})
-    n_iterations: int = field(default=N_RESAMPLES, metadata={"help": "bootstrap resamples"})
-    variants: tuple[str, ...] = field(default=("fusion", "tabular"), metadata={
-        "help": "models to train and compare: fusion (the paper's), code (the authors' code), ecg, tabular "
-                "(the first fills the tables; with tabular the results show what the ECG adds)"})
-    full: bool = field(default=False, metadata={
-        "help": "the fuller build (make book-full): also build, train and evaluate the ablations "
-                "(labecg.cohort.ABLATIONS: the causal cohort), each in <cohort_dir>-<name> and <run_dir>-<name>"})
-    stages: tuple[str, ...] = field(default=STAGES, metadata={"help": "stages to execute"})
-    book_root: Path = field(default=Path("."), metadata={"help": "folder holding _config.yml, _toc.yml, book/, notebooks/"})
-    build_html: bool = field(default=True, metadata={"help": "run jupyter-book build after the notebooks"})
-    force: bool = field(default=False, metadata={"help": "rerun every stage, ignoring the cache"})
-    from_run: bool = field(default=False, metadata={
-        "help": "split execution: build the results from RUN_DIR alone, without data or training"})
+    data_root: Path = Path("data/synthetic")
+    generate_synthetic: bool = True
+    hosp: Optional[Path] = None
+    ed: Optional[Path] = None
+    ecg: Optional[Path] = None
+    ecg_icd: Optional[Path] = None
+    unlisted_ecgs: Literal["exclude", "assign"] = "exclude"
+    cohort_dir: Path = Path("data/cohort")
+    demo_cohort_dir: Path = Path("data/demo_cohort")
+    run_dir: Path = Path("runs/default")
+    patients: int = 3000
+    min_lab_events: int = 200
+    min_per_class: int = 10
+    workers: int = 2
+    epochs: int = 12
+    d_model: int = 64
+    n_layers: int = 2
+    batch_size: int = 32
+    accelerator: str = "cpu"
+    seed: int = 0
+    n_iterations: int = N_RESAMPLES
+    variants: tuple[str, ...] = ("fusion", "tabular")
+    full: bool = False
+    stages: tuple[str, ...] = STAGES
+    book_root: Path = Path(".")
+    build_html: bool = True
+    force: bool = False
+    from_run: bool = False
 
     def __post_init__(self):
         unknown = sorted(set(self.stages) - set(STAGES))

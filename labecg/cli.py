@@ -5,8 +5,8 @@ becomes ``--min-lab-events``) and the function the notebooks call with that conf
 the chosen stage's module is imported, so ``labecg synth`` does not load torch.
 
 A field with ``metadata["positional"]`` is a positional argument instead (``labecg download
-mimic-demo``). A flag's help is the field's ``metadata["help"]``, else its entry in the config's numpydoc
-``Parameters`` (or ``Attributes``) section. An error the stages raise on purpose (bad
+mimic-demo``). A flag's help is the field's entry in the config's numpydoc ``Parameters``
+section, and only that, so ``--help`` and the docstring cannot disagree. An error the stages raise on purpose (bad
 input, a missing file, a refused resume) ends the command with one line on stderr and exit
 status 1; ``--debug`` (any position) or ``LABECG_DEBUG=1`` shows the traceback instead.
 """
@@ -57,14 +57,14 @@ DEBUG_ENV = "LABECG_DEBUG"
 
 
 def docstring_params(cls) -> dict[str, str]:
-    """Field descriptions from a numpydoc ``Parameters`` or ``Attributes`` section.
+    """Field descriptions from the numpydoc ``Parameters`` section of a config's docstring.
 
     ``name : type`` followed by indented lines gives those lines, joined (the type alone
     when nothing is indented below it); ``a, b : text`` gives ``text`` (and any indented
     lines) to both names. Returns {field name: description}.
     """
     doc = inspect.getdoc(cls) or ""
-    section = re.search(r"^(?:Parameters|Attributes)\n-+\n(.*?)(?=\n[A-Z][A-Za-z ]+\n-+\n|\Z)", doc,
+    section = re.search(r"^Parameters\n-+\n(.*?)(?=\n[A-Z][A-Za-z ]+\n-+\n|\Z)", doc,
                         flags=re.M | re.S)
     out: dict[str, str] = {}
     if not section:
@@ -86,7 +86,7 @@ def docstring_params(cls) -> dict[str, str]:
 
 def _flag_kwargs(field: dataclasses.Field, hint, doc_help: str = "") -> dict:
     """argparse keyword arguments for one dataclass field."""
-    kwargs: dict = {"help": field.metadata.get("help") or doc_help}
+    kwargs: dict = {"help": doc_help}
     has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
     default = field.default if field.default is not dataclasses.MISSING else (
         field.default_factory() if field.default_factory is not dataclasses.MISSING else None)

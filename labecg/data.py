@@ -78,17 +78,16 @@ class DataConfig:
         Subset of targets.json's names, in the given order; None = all.
     """
 
-    cohort_dir: Path = field(metadata={"help": "cohort folder with cohort.parquet, targets.json, signals"})
-    batch_size: int = field(default=32, metadata={"help": "items per batch"})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
-    crop_samples: int = field(default=250, metadata={"help": "crop length, samples (2.5 s at 100 Hz)"})
-    seed: int = field(default=0, metadata={"help": "seed of training order and crops"})
-    pin_memory: bool = field(default=True, metadata={"help": "page-locked batches when CUDA is available"})
-    train_folds: tuple[int, ...] = field(default=TRAIN_FOLDS, metadata={"help": "training folds"})
-    val_fold: int = field(default=VAL_FOLD, metadata={"help": "validation fold"})
-    test_fold: int = field(default=TEST_FOLD, metadata={"help": "test fold"})
-    targets: Optional[tuple[str, ...]] = field(default=None, metadata={
-        "help": "subset of targets.json names; None = all"})
+    cohort_dir: Path
+    batch_size: int = 32
+    num_workers: int = 0
+    crop_samples: int = 250
+    seed: int = 0
+    pin_memory: bool = True
+    train_folds: tuple[int, ...] = TRAIN_FOLDS
+    val_fold: int = VAL_FOLD
+    test_fold: int = TEST_FOLD
+    targets: Optional[tuple[str, ...]] = None
 
     def __post_init__(self):
         if self.batch_size < 1:

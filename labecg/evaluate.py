@@ -77,7 +77,7 @@ PATIENT_KEYS = ("subject_id", "sex", "age", "race")
 class EvaluateConfig:
     """Settings of ``labecg evaluate``.
 
-    Attributes
+    Parameters
     ----------
     run_dir : Path
         Run folder written by ``labecg train`` (``predictions_<split>.npz``, ``targets.json``).

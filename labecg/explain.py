@@ -70,7 +70,7 @@ ROLES = ("planted", "null_target")
 class ExplainConfig:
     """Settings of ``labecg explain``.
 
-    Attributes
+    Parameters
     ----------
     run_dir : Path
         Run folder of ``labecg train`` (``config.json``, ``checkpoints/best.ckpt``); the

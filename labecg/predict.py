@@ -29,7 +29,7 @@ import datetime as dt
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
@@ -74,11 +74,9 @@ PROBABILITY_HELP = (
     "its evaluation, printed when the run folder holds one); a run trained on synthetic data says nothing "
     "about patients.")
 
-CLI_DESCRIPTION = PROBABILITY_HELP  # shown by `labecg predict --help`
-
-
-def _feature_help() -> str:
-    return "; ".join(f"{name} ({FEATURE_UNITS[name]})" for name in FEATURES)
+#: Shown by ``labecg predict --help``: what a probability means, and the columns ``--features`` takes.
+CLI_DESCRIPTION = (PROBABILITY_HELP + " Columns of --features, in these units: "
+                   + "; ".join(f"{name} ({FEATURE_UNITS[name]})" for name in FEATURES) + ".")
 
 
 @dataclass(frozen=True)
@@ -88,30 +86,27 @@ class PredictConfig:
     Parameters
     ----------
     run_dir : Path
-        Run folder of ``labecg train`` (a copy of it suffices).
+        Run folder of ``labecg train`` (a copy of it suffices; no cohort needed).
     record : Path
         WFDB record: its path without extension, or its ``.hea`` or ``.dat``; any 12-lead
         source ``labecg signals`` accepts.
     features : Path, optional
         One-row CSV with any of the cohort's feature columns, in the units of
         :data:`labecg.features.FEATURE_UNITS`; the others are imputed and flagged missing as
-        in training. Absent: the header comments' :data:`HEADER_KEYS` (``# age: 81``).
+        in training (``labecg predict --help`` lists them). Absent: the header comments'
+        :data:`HEADER_KEYS` (``# age: 81``).
     out : Path, optional
-        Write the table as CSV here, and its provenance to ``OUT.json`` (``out`` + ".json").
+        Also write the table as CSV here, and its provenance (run, record, data source, labecg
+        version, UTC time, features used and imputed) to ``OUT.json`` (``out`` + ".json").
     sort : bool
         Sort the table by probability, highest first (else the run's target order).
     """
 
-    run_dir: Path = field(metadata={"help": "run folder of `labecg train` (a copy suffices; no cohort needed)"})
-    record: Path = field(metadata={"help": "WFDB record: path without extension, or its .hea or .dat"})
-    features: Optional[Path] = field(default=None, metadata={
-        "help": "one-row CSV with any of these columns, in these units: " + _feature_help()
-                + ". Missing ones are imputed as in training. Without it, the header comments 'age:' and "
-                  "'sex:' are read"})
-    out: Optional[Path] = field(default=None, metadata={
-        "help": "also write the table to this CSV file, and its provenance (run, record, data source, "
-                "labecg version, UTC time, features used and imputed) to OUT.json beside it"})
-    sort: bool = field(default=False, metadata={"help": "sort the table by probability, highest first"})
+    run_dir: Path
+    record: Path
+    features: Optional[Path] = None
+    out: Optional[Path] = None
+    sort: bool = False
 
 
 @dataclass(frozen=True)

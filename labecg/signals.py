@@ -40,7 +40,7 @@ import shutil
 import signal
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -112,28 +112,20 @@ class SignalsConfig:
         another host (see :func:`labecg.util.folder_lock`).
     """
 
-    cohort_dir: Path = field(metadata={"help": "cohort folder holding cohort.parquet; outputs go beside it"})
-    ecg: Path = field(metadata={"help": "MIMIC-IV-ECG root (record paths are relative to it)"})
-    workers: int = field(default=1, metadata={"help": "worker processes"})
-    dtype: Literal["float16", "float32"] = field(default="float16", metadata={"help": "stored dtype"})
-    clip_mv: float = field(default=3.0, metadata={"help": "clip samples to +-clip_mv mV"})
-    # paper's rate; MIMIC-IV-ECG stores 500 Hz
-    fs_hz: float = field(default=100.0, metadata={"help": "output sampling rate, Hz (500/fs_hz whole)"})
-    chunk_size: int = field(default=256, metadata={"help": "records per unit of work and of resumption"})
-    max_nan_frac: float = field(default=0.5, metadata={
-        "help": "flag a record with a lead missing more than this fraction of samples"})
-    flat_mv: float = field(default=0.01, metadata={
-        "help": "flag a record with a lead whose peak-to-peak amplitude is below this, mV"})
-    exclude_flagged: bool = field(default=False, metadata={
-        "help": "mark flagged (flat or mostly missing) records failed instead of keeping them"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "delete existing signal outputs (finished or partial) and convert again"})
-    replace_stale: bool = field(default=False, metadata={
-        "help": "convert again, instead of refusing, when the outputs come from another cohort.parquet or settings"})
-    max_failed_frac: float = field(default=0.5, metadata={
-        "help": "fail when more than this share of records cannot be converted"})
-    break_lock: bool = field(default=False, metadata={
-        "help": "take the cohort folder's lock even when it names a process on another host"})
+    cohort_dir: Path
+    ecg: Path
+    workers: int = 1
+    dtype: Literal["float16", "float32"] = "float16"
+    clip_mv: float = 3.0
+    fs_hz: float = 100.0  # the paper's rate; MIMIC-IV-ECG stores 500 Hz
+    chunk_size: int = 256
+    max_nan_frac: float = 0.5
+    flat_mv: float = 0.01
+    exclude_flagged: bool = False
+    overwrite: bool = False
+    replace_stale: bool = False
+    max_failed_frac: float = 0.5
+    break_lock: bool = False
 
     def __post_init__(self):
         if self.workers < 1:

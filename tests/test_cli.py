@@ -37,6 +37,51 @@ def test_every_flag_is_described_and_shows_its_default(command):
     assert not undescribed, f"labecg {command}: flags without a description: {undescribed}"
 
 
+def _napoleon_entries(cls) -> dict[str, tuple[str, str]]:
+    """{field: (type, description)} of the config's docstring, as Sphinx's napoleon reads it."""
+    import inspect
+
+    from sphinx.ext.napoleon import Config, NumpyDocstring
+
+    text = str(NumpyDocstring(inspect.getdoc(cls), Config(napoleon_use_param=True)))
+    out: dict[str, list[str]] = {}
+    for kind, name, body in re.findall(r"^:(param|type) (\w+):(.*(?:\n[ \t]+.*)*)", text, flags=re.M):
+        out.setdefault(name, ["", ""])[kind == "param"] = body
+
+    def plain(text):  # reST roles and literals as a terminal shows them, whitespace collapsed
+        return " ".join(re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "").split())
+
+    return {name: (plain(kind), plain(description)) for name, (kind, description) in out.items()}
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_flags_help_is_its_fields_docstring_entry(command):
+    """Help text has one home, the config's numpydoc docstring: each flag's help (less its
+    default) is its field's entry there as Sphinx's napoleon reads it (the description; for
+    ``a, b : text``, the text before it), and no field carries help of its own (#24)."""
+    module_name, cls_name, _, _ = cli.COMMANDS[command]
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    entries = _napoleon_entries(cls)
+    for f in dataclasses.fields(cls):
+        assert "help" not in f.metadata, f"{cls_name}.{f.name}: help belongs in the docstring"
+    for action in _parser(command)._actions:
+        if action.dest == "help":
+            continue
+        assert action.dest in entries, f"{cls_name}.{action.dest} has no entry in the docstring"
+        kind, description = entries[action.dest]
+        shown = re.sub(r" ?\(default: .*\)$", "", action.help, flags=re.S).replace("%%", "%")
+        assert shown in (description or kind, f"{kind} {description}"), (action.dest, shown, entries[action.dest])
+
+
+def test_signals_help_says_what_its_docstring_says():
+    """signals' --ecg help said "MIMIC-IV-ECG root" where the docstring allows any folder of
+    WFDB records (#24)."""
+    help_text = " ".join(_parser("signals").format_help().split())
+    assert "ECG root (MIMIC-IV-ECG's, or any folder of 12-lead WFDB records)" in help_text
+    assert "Sort the table by probability, highest first (else the run's target order)" in " ".join(
+        _parser("predict").format_help().split())
+
+
 def test_resume_shows_its_default():
     help_text = " ".join(_parser("train").format_help().split())
     entry = help_text[help_text.index("--resume, --no-resume "):]
@@ -52,7 +97,7 @@ def test_book_says_why_its_defaults_differ_from_the_stages():
         module_name, cls_name, _, _ = cli.COMMANDS[command]
         for f in dataclasses.fields(getattr(importlib.import_module(module_name), cls_name)):
             if f.name in book and f.default is not dataclasses.MISSING and f.default != book[f.name].default:
-                help_text = book[f.name].metadata.get("help", "")
+                help_text = cli.docstring_params(BookConfig).get(f.name, "")
                 assert f"labecg {command}" in help_text and str(f.default) in help_text.replace(",", ""), \
                     (f.name, f.default, book[f.name].default, help_text)
 
