@@ -9,6 +9,9 @@ mimic-demo``). A flag's help is the field's entry in the config's numpydoc ``Par
 section, and only that, so ``--help`` and the docstring cannot disagree. An error the stages raise on purpose (bad
 input, a missing file, a refused resume) ends the command with one line on stderr and exit
 status 1; ``--debug`` (any position) or ``LABECG_DEBUG=1`` shows the traceback instead.
+
+The inverse lives here too: :func:`reproduce_commands` turns the settings that runs recorded
+back into the ``labecg`` commands that rebuild them (the results pages' box).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import dataclasses
 import errno
 import importlib
 import inspect
+import json
 import os
 import re
+import shlex
 import sys
 import zipfile
 import types
@@ -147,6 +152,155 @@ def config_from_args(config_cls, argv: list[str], prog: str = "labecg", descript
     ns = build_parser(config_cls, prog, description).parse_args(argv)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(ns).items()}
     return config_cls(**values)
+
+
+# ---------------------------------------------------------------- the inverse: recorded settings to commands
+
+def config_class(command: str) -> type:
+    """The config dataclass of subcommand ``command`` (``COMMANDS``), its module imported only now."""
+    module_name, cls_name = COMMANDS[command][:2]
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+#: Settings that change how a stage runs, never what it writes.
+RUNTIME_ONLY = {"synth": ("data_root", "workers", "chunk_patients", "writer", "progress"),
+                 "cohort": ("memory_limit", "threads"), "train": ("resume",)}
+
+
+def flags_from_values(config_cls, values: dict, always=(), skip=()) -> list[str]:
+    """``--flag value`` for each field of ``config_cls`` in ``values`` that differs from its default.
+
+    Fields in ``always`` are given even at their default; a field whose recorded value is
+    None while its default is not cannot be given as a flag and is left out. A name in
+    ``always`` or ``skip`` that is not a field of ``config_cls`` is an error, so that a
+    renamed field cannot silently drop its flag.
+    """
+    unknown = sorted((set(always) | set(skip)) - {f.name for f in dataclasses.fields(config_cls)})
+    if unknown:
+        raise ValueError(f"{config_cls.__name__} has no field {', '.join(unknown)}; "
+                         f"expected names of its fields in always and skip")
+    out = []
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip or f.name not in values:
+            continue
+        value = values[f.name]
+        default = (f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                   if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        same = default is not dataclasses.MISSING and json.dumps(value, default=str) == json.dumps(
+            list(default) if isinstance(default, tuple) else default, default=str)
+        if (same and f.name not in always) or value is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, (list, tuple)):
+            out += [flag] + [shlex.quote(str(v)) for v in value]
+        else:
+            out += [flag, shlex.quote(str(value))]
+    return out
+
+
+def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "notebooks/04_results.ipynb") -> list[str]:
+    """The shell commands that rebuild a results page from nothing, from the runs' own records.
+
+    Settings come from what the stages wrote: the synthetic generator's and the cohort's
+    (``RUN/targets.json``: ``source.synthetic_config``, ``config``), the signal
+    conversion's (``COHORT/signals.json``, when present) and training's
+    (``RUN/config.json``); flags at their defaults are left out, as are settings that do
+    not change results (workers, threads, resume). Paths are printed as the stages
+    recorded them.
+
+    Parameters
+    ----------
+    run_dirs : sequence of path-like
+        Run folders shown on the page, the one that fills the tables first.
+    page_parameters : dict
+        The page's papermill parameters (``run_dir``, ``variants``, ``n_iterations``,
+        ``seed``, ...): ``n_iterations`` and ``seed`` also go to ``labecg evaluate``.
+    notebook : str
+        The page's source notebook, relative to the repository root.
+
+    Returns
+    -------
+    list of str
+        One command per line: ``labecg synth`` (synthetic sources only), ``labecg
+        cohort``, ``labecg signals``, then per run ``labecg train`` and ``labecg explain``
+        (where the run holds an attribution), then per run ``labecg evaluate`` (the first
+        with ``--tabular-run-dir`` when a tabular-only run is shown), then ``papermill``
+        for the page. A stage whose settings were not recorded
+        (a run made before labecg recorded them) gets a ``#`` line saying so instead.
+    """
+    import numpy as np
+
+    from labecg import layout
+    from labecg.util import read_json
+
+    SynthConfig, CohortConfig, SignalsConfig, TrainConfig, ExplainConfig, EvaluateConfig = (
+        config_class(c) for c in ("synth", "cohort", "signals", "train", "explain", "evaluate"))
+
+    runs = [Path(r) for r in run_dirs]
+    if not runs:
+        raise ValueError("run_dirs is empty; expected the run folders shown on the page")
+    lines: list[str] = []
+    trains = []
+    for run in runs:
+        config_path = run / layout.CONFIG
+        if not config_path.exists():
+            raise FileNotFoundError(f"{config_path}: not found; expected a run folder written by labecg train")
+        trains.append(read_json(config_path)["train"])
+    targets_path = runs[0] / layout.TARGETS
+    targets = read_json(targets_path)
+    source = targets.get("source", {})
+    if source.get("synthetic"):
+        synth = source.get("synthetic_config")
+        if synth is None:
+            lines.append(f"# labecg synth: the generator's settings are not recorded in {targets_path}")
+        else:
+            out = layout.data_root(source["ecg"])
+            lines.append(" ".join(["labecg synth", "--data-root", shlex.quote(str(out))]
+                                  + flags_from_values(SynthConfig, synth, always=("patients", "seed"),
+                                           skip=RUNTIME_ONLY["synth"])))
+    cohorts = list(dict.fromkeys(t["cohort_dir"] for t in trains))
+    cohort_cfg = targets.get("config")
+    if cohort_cfg is None:
+        lines.append(f"# labecg cohort: its settings are not recorded in {targets_path}")
+    else:
+        for cohort in cohorts:
+            lines.append(" ".join(["labecg cohort"] + flags_from_values(
+                CohortConfig, {**cohort_cfg, "cohort_dir": cohort}, always=("hosp", "ed", "ecg", "ecg_icd", "cohort_dir"),
+                skip=RUNTIME_ONLY["cohort"])))
+    for cohort in cohorts:
+        meta_path = Path(cohort) / layout.SIGNALS_META
+        meta = read_json(meta_path) if meta_path.exists() else {}
+        signal_settings = {k: meta[k] for k in ("dtype", "clip_mv", "fs_hz") if k in meta}
+        lines.append(" ".join(["labecg signals"] + flags_from_values(
+            SignalsConfig, {"cohort_dir": cohort, "ecg": source.get("ecg"), **signal_settings},
+            always=("cohort_dir", "ecg"))))
+    evaluate = {"n_iterations": page_parameters["n_iterations"], "seed": page_parameters["seed"]}
+    for run, train in zip(runs, trains):
+        lines.append(" ".join(["labecg train"] + flags_from_values(TrainConfig, train, always=("cohort_dir", "run_dir"),
+                                                         skip=RUNTIME_ONLY["train"])))
+        attribution = layout.evaluation_dir(run) / layout.ATTRIBUTION
+        if attribution.exists():
+            with np.load(attribution, allow_pickle=False) as npz:
+                method = str(npz["method"])  # the one setting explain records
+            lines.append(" ".join(["labecg explain"] + flags_from_values(ExplainConfig, {"run_dir": str(run), "method": method},
+                                                               always=("run_dir",))))
+    # evaluated after every run is trained: the tables' run is compared with the tabular-only one
+    tabular = [str(run) for run, train in zip(runs[1:], trains[1:]) if train.get("variant") == "tabular"]
+    for i, run in enumerate(runs):
+        extra = {"tabular_run_dir": tabular[0]} if i == 0 and tabular else {}
+        lines.append(" ".join(["labecg evaluate"] + flags_from_values(EvaluateConfig, {"run_dir": str(run), **evaluate, **extra},
+                                                            always=("run_dir", "n_iterations", "seed"))))
+    output = Path(runs[0]) / Path(notebook).name
+    pm = ["papermill", shlex.quote(notebook), shlex.quote(str(output))]
+    for name, value in page_parameters.items():
+        if isinstance(value, (list, tuple, dict)):
+            pm += ["-y", shlex.quote(json.dumps({name: list(value) if isinstance(value, tuple) else value}))]
+        else:
+            pm += ["-p", name, shlex.quote(str(value))]
+    lines.append(" ".join(pm))
+    return lines
 
 
 def error_line(exc: BaseException) -> str:

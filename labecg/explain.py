@@ -8,14 +8,14 @@ ECG (:func:`find_r_peaks`), and the absolute attribution is averaged over every 
 window around its R peak, per lead (:func:`beat_windows`): a heat strip over the median
 beat (:func:`labecg.figures.plot_attribution`).
 
-On the synthetic source the truth is known (:data:`labecg.synthetic.PLANTED_WINDOWS_S`):
+On the synthetic source the truth is known (:data:`labecg.planted.PLANTED_WINDOWS_S`):
 potassium is planted in the T wave, calcium in the QT interval (the ST-T segment),
 NTproBNP in the QRS voltage (and the rate), troponin in the ST segment.
 :func:`window_fractions` gives the share of each target's attribution mass inside each
 planted window. The check (:func:`share_contrasts`) compares shares *within one window*,
 so a window's width and the integrated-gradients factor (x - baseline), which favours
 large waves, cancel: a planted target's share in its own window against the mean share
-of the null targets (:func:`labecg.synthetic.ecg_null_labs`: labs whose values the ECG
+of the null targets (:func:`labecg.planted.ecg_null_labs`: labs whose values the ECG
 cannot carry), and against every other planted target's share in the same window, each
 difference with a bootstrap interval over the explained ECGs (:func:`bootstrap_shares`).
 A model-randomisation check (:func:`randomization_check`; Adebayo et al., 2018) asks
@@ -41,7 +41,7 @@ from labecg import layout
 from labecg.data import DataConfig, LabDataModule, cut_segments
 from labecg.metrics import N_RESAMPLES, resample_weights
 from labecg.model import FusionModel, ModelConfig, trained_model
-from labecg.synthetic import PLANTED_EFFECTS, PLANTED_WINDOWS_S, ecg_null_labs
+from labecg.planted import PLANTED_EFFECTS, PLANTED_WINDOWS_S, ecg_null_labs
 from labecg.targets import BINARY, DIRECTIONS, ESTIMATION, lab_slug, parse_target, target_name
 from labecg.util import atomic_path, get_logger, read_json
 
@@ -513,11 +513,11 @@ def default_targets(target_names) -> tuple[list[str], list[str]]:
     Returns
     -------
     planted : list of str
-        ``{lab}_{direction}_est`` of every lab in :data:`~labecg.synthetic.PLANTED_WINDOWS_S`
+        ``{lab}_{direction}_est`` of every lab in :data:`~labecg.planted.PLANTED_WINDOWS_S`
         (direction ``high`` for a lab planted in both directions).
     null : list of str
         The first two estimation targets, by name, of the labs whose values the ECG
-        cannot carry (:func:`labecg.synthetic.ecg_null_labs`: nothing planted, and no
+        cannot carry (:func:`labecg.planted.ecg_null_labs`: nothing planted, and no
         factor the waveform reads).
 
     :func:`explain_run` falls back to the run's four best estimation targets on the
@@ -541,7 +541,7 @@ def label_windows(frac: pd.DataFrame, null) -> pd.DataFrame:
 
     ``role`` is :data:`ROLES` ``[1]`` (``"null_target"``) for the targets in ``null``, else
     ``"planted"``; ``planted_window`` is True on a planted target's own window
-    (:data:`~labecg.synthetic.PLANTED_WINDOWS_S`); ``null_fraction`` is the mean share of the
+    (:data:`~labecg.planted.PLANTED_WINDOWS_S`); ``null_fraction`` is the mean share of the
     null targets in the same window (NaN without null targets).
     """
     planted_role, null_role = ROLES

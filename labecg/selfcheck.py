@@ -3,7 +3,8 @@
 Which data a run was built from (:func:`source_banner`, :func:`describe_run`), its headline
 numbers and the sentences of the results chapter (:func:`results_summary`,
 :func:`interval_summary`, :func:`calibration_summary` with :func:`describe_calibration`), the
-commands that rebuild a page (:func:`reproduce_box`), and, on synthetic data, the self-check
+box of commands that rebuild a page (:func:`reproduce_box`; the commands are
+:func:`labecg.cli.reproduce_commands`'), and, on synthetic data, the self-check
 (:func:`planted_effects_check`, :func:`attribution_check`). The statistics themselves are
 :mod:`labecg.evaluate`'s; this module only reads and words them.
 
@@ -15,9 +16,6 @@ target): a target with a planted effect (strength >= 1) should have an AUROC int
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import shlex
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ import pandas as pd
 
 from labecg import layout, paper
 from labecg.layout import SYNTHETIC_MARKER
+from labecg.planted import planted_effects_frame
 from labecg.targets import BINARY, TASKS, lab_slug, significant
 from labecg.util import read_json
 
@@ -32,7 +31,6 @@ __all__ = ["source_banner", "read_planted_effects",
            "planted_effects_check", "summarize_check", "null_coverage", "attribution_check",
            "attribution_shares", "summarize_attribution", "ATTRIBUTION_CHECK_COLUMNS", "ATTRIBUTION_VERDICTS", "describe_run", "results_summary",
            "interval_summary", "calibration_summary", "describe_calibration", "describe_multiplicity",
-           "reproduce_commands",
            "reproduce_box"]
 
 
@@ -63,7 +61,7 @@ def read_planted_effects(data_root, run_dir=None) -> pd.DataFrame:
     Looks for ``labecg_synthetic.json`` in ``data_root``, then (for a book built from a
     run folder) in the data root recorded in ``run_dir/targets.json``
     (:func:`labecg.layout.data_root` of ``source.ecg``). Its ``planted_effects`` list is used when present; otherwise the
-    generator's own table (:func:`labecg.synthetic.planted_effects_frame`).
+    generator's own table (:func:`labecg.planted.planted_effects_frame`).
 
     Returns
     -------
@@ -85,8 +83,6 @@ def read_planted_effects(data_root, run_dir=None) -> pd.DataFrame:
                 if "lab" not in df.columns:
                     df["lab"] = df["label"].map(lab_slug)
             else:
-                from labecg.synthetic import planted_effects_frame
-
                 df = planted_effects_frame()
             missing = sorted({"label", "direction", "channel", "strength"} - set(df.columns))
             if missing:
@@ -543,148 +539,10 @@ def summarize_attribution(check: pd.DataFrame, randomization: pd.DataFrame | Non
 
 # ---------------------------------------------------------------------------- how to reproduce a page
 
-# Settings that change how a stage runs, never what it writes.
-_RUNTIME_ONLY = {"synth": ("data_root", "workers", "chunk_patients", "writer", "progress"),
-                 "cohort": ("memory_limit", "threads"), "train": ("resume",)}
+def reproduce_box(commands: list[str]) -> str:
+    """A "How to reproduce this page" box holding ``commands``, as HTML.
 
-
-def _flags(config_cls, values: dict, always=(), skip=()) -> list[str]:
-    """``--flag value`` for each field of ``config_cls`` in ``values`` that differs from its default.
-
-    Fields in ``always`` are given even at their default; a field whose recorded value is
-    None while its default is not cannot be given as a flag and is left out. A name in
-    ``always`` or ``skip`` that is not a field of ``config_cls`` is an error, so that a
-    renamed field cannot silently drop its flag.
-    """
-    unknown = sorted((set(always) | set(skip)) - {f.name for f in dataclasses.fields(config_cls)})
-    if unknown:
-        raise ValueError(f"{config_cls.__name__} has no field {', '.join(unknown)}; "
-                         f"expected names of its fields in always and skip")
-    out = []
-    for f in dataclasses.fields(config_cls):
-        if f.name in skip or f.name not in values:
-            continue
-        value = values[f.name]
-        default = (f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                   if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
-        same = default is not dataclasses.MISSING and json.dumps(value, default=str) == json.dumps(
-            list(default) if isinstance(default, tuple) else default, default=str)
-        if (same and f.name not in always) or value is None:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            out.append(flag if value else f"--no-{flag[2:]}")
-        elif isinstance(value, (list, tuple)):
-            out += [flag] + [shlex.quote(str(v)) for v in value]
-        else:
-            out += [flag, shlex.quote(str(value))]
-    return out
-
-
-def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "notebooks/04_results.ipynb") -> list[str]:
-    """The shell commands that rebuild a results page from nothing, from the runs' own records.
-
-    Settings come from what the stages wrote: the synthetic generator's and the cohort's
-    (``RUN/targets.json``: ``source.synthetic_config``, ``config``), the signal
-    conversion's (``COHORT/signals.json``, when present) and training's
-    (``RUN/config.json``); flags at their defaults are left out, as are settings that do
-    not change results (workers, threads, resume). Paths are printed as the stages
-    recorded them.
-
-    Parameters
-    ----------
-    run_dirs : sequence of path-like
-        Run folders shown on the page, the one that fills the tables first.
-    page_parameters : dict
-        The page's papermill parameters (``run_dir``, ``variants``, ``n_iterations``,
-        ``seed``, ...): ``n_iterations`` and ``seed`` also go to ``labecg evaluate``.
-    notebook : str
-        The page's source notebook, relative to the repository root.
-
-    Returns
-    -------
-    list of str
-        One command per line: ``labecg synth`` (synthetic sources only), ``labecg
-        cohort``, ``labecg signals``, then per run ``labecg train`` and ``labecg explain``
-        (where the run holds an attribution), then per run ``labecg evaluate`` (the first
-        with ``--tabular-run-dir`` when a tabular-only run is shown), then ``papermill``
-        for the page. A stage whose settings were not recorded
-        (a run made before labecg recorded them) gets a ``#`` line saying so instead.
-    """
-    from labecg.cohort import CohortConfig
-    from labecg.evaluate import EvaluateConfig
-    from labecg.explain import ExplainConfig
-    from labecg.signals import SignalsConfig
-    from labecg.synthetic import SynthConfig
-    from labecg.train import TrainConfig
-
-    runs = [Path(r) for r in run_dirs]
-    if not runs:
-        raise ValueError("run_dirs is empty; expected the run folders shown on the page")
-    lines: list[str] = []
-    trains = []
-    for run in runs:
-        config_path = run / layout.CONFIG
-        if not config_path.exists():
-            raise FileNotFoundError(f"{config_path}: not found; expected a run folder written by labecg train")
-        trains.append(read_json(config_path)["train"])
-    targets_path = runs[0] / layout.TARGETS
-    targets = read_json(targets_path)
-    source = targets.get("source", {})
-    if source.get("synthetic"):
-        synth = source.get("synthetic_config")
-        if synth is None:
-            lines.append(f"# labecg synth: the generator's settings are not recorded in {targets_path}")
-        else:
-            out = layout.data_root(source["ecg"])
-            lines.append(" ".join(["labecg synth", "--data-root", shlex.quote(str(out))]
-                                  + _flags(SynthConfig, synth, always=("patients", "seed"),
-                                           skip=_RUNTIME_ONLY["synth"])))
-    cohorts = list(dict.fromkeys(t["cohort_dir"] for t in trains))
-    cohort_cfg = targets.get("config")
-    if cohort_cfg is None:
-        lines.append(f"# labecg cohort: its settings are not recorded in {targets_path}")
-    else:
-        for cohort in cohorts:
-            lines.append(" ".join(["labecg cohort"] + _flags(
-                CohortConfig, {**cohort_cfg, "cohort_dir": cohort}, always=("hosp", "ed", "ecg", "ecg_icd", "cohort_dir"),
-                skip=_RUNTIME_ONLY["cohort"])))
-    for cohort in cohorts:
-        meta_path = Path(cohort) / layout.SIGNALS_META
-        meta = read_json(meta_path) if meta_path.exists() else {}
-        signal_settings = {k: meta[k] for k in ("dtype", "clip_mv", "fs_hz") if k in meta}
-        lines.append(" ".join(["labecg signals"] + _flags(
-            SignalsConfig, {"cohort_dir": cohort, "ecg": source.get("ecg"), **signal_settings},
-            always=("cohort_dir", "ecg"))))
-    evaluate = {"n_iterations": page_parameters["n_iterations"], "seed": page_parameters["seed"]}
-    for run, train in zip(runs, trains):
-        lines.append(" ".join(["labecg train"] + _flags(TrainConfig, train, always=("cohort_dir", "run_dir"),
-                                                         skip=_RUNTIME_ONLY["train"])))
-        attribution = layout.evaluation_dir(run) / layout.ATTRIBUTION
-        if attribution.exists():
-            with np.load(attribution, allow_pickle=False) as npz:
-                method = str(npz["method"])  # the one setting explain records
-            lines.append(" ".join(["labecg explain"] + _flags(ExplainConfig, {"run_dir": str(run), "method": method},
-                                                               always=("run_dir",))))
-    # evaluated after every run is trained: the tables' run is compared with the tabular-only one
-    tabular = [str(run) for run, train in zip(runs[1:], trains[1:]) if train.get("variant") == "tabular"]
-    for i, run in enumerate(runs):
-        extra = {"tabular_run_dir": tabular[0]} if i == 0 and tabular else {}
-        lines.append(" ".join(["labecg evaluate"] + _flags(EvaluateConfig, {"run_dir": str(run), **evaluate, **extra},
-                                                            always=("run_dir", "n_iterations", "seed"))))
-    output = Path(runs[0]) / Path(notebook).name
-    pm = ["papermill", shlex.quote(notebook), shlex.quote(str(output))]
-    for name, value in page_parameters.items():
-        if isinstance(value, (list, tuple, dict)):
-            pm += ["-y", shlex.quote(json.dumps({name: list(value) if isinstance(value, tuple) else value}))]
-        else:
-            pm += ["-p", name, shlex.quote(str(value))]
-    lines.append(" ".join(pm))
-    return lines
-
-
-def reproduce_box(run_dirs, page_parameters: dict, notebook: str = "notebooks/04_results.ipynb") -> str:
-    """A "How to reproduce this page" box holding :func:`reproduce_commands`, as HTML.
+    ``commands`` are :func:`labecg.cli.reproduce_commands` of the runs shown, one per line.
 
     HTML rather than Markdown so that a page can paste it from another page's glue (the
     results summary shows the same box as the results chapter) and Jupyter shows it as is.
@@ -693,7 +551,7 @@ def reproduce_box(run_dirs, page_parameters: dict, notebook: str = "notebooks/04
     """
     import html
 
-    commands = "\n".join(reproduce_commands(run_dirs, page_parameters, notebook))
+    commands = "\n".join(commands)
     return ('<div class="admonition tip reproduce">\n'
             '<p class="admonition-title">How to reproduce this page</p>\n'
             "<p>From the repository root, in the project's environment (<code>make venv</code>, then "

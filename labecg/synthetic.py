@@ -1,12 +1,13 @@
 """Synthetic cohort in the layout of the four MIMIC sources, with planted lab-ECG effects.
 
-Each patient carries 13 latent physiological factors (standardized; see ``FACTORS``).
-A factor is the patient's own mean (a random level plus chronic-disease offsets) plus an
-Ornstein-Uhlenbeck deviation that evolves within an encounter (time constant 6-30 h,
-sampled on a 10-minute grid); encounters months apart are independent draws. Laboratory
-values, ED vital signs and the ECG all read the factors at their own chart times, with
-per-patient gains and measurement noise. ``PLANTED_EFFECTS`` lists, per laboratory test,
-which channel carries its signal; ``planted_effects_frame()`` returns it as a table.
+Each patient carries 13 latent physiological factors (standardized; see
+:data:`labecg.planted.FACTORS`). A factor is the patient's own mean (a random level plus
+chronic-disease offsets) plus an Ornstein-Uhlenbeck deviation that evolves within an
+encounter (time constant 6-30 h, sampled on a 10-minute grid); encounters months apart are
+independent draws. Laboratory values (:data:`labecg.planted.LAB_MODELS`), ED vital signs and
+the ECG all read the factors at their own chart times, with per-patient gains and
+measurement noise. What is planted where is :mod:`labecg.planted`'s (``PLANTED_EFFECTS``,
+``planted_effects_frame()``); this module draws the source from it.
 
 Layout written (``generate(cfg)``; column lists in MIMIC_FORMAT.md order)::
 
@@ -29,7 +30,7 @@ import gzip
 import io
 import multiprocessing as mp
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -40,7 +41,8 @@ from scipy.signal import lfilter
 from labecg import ecgsim
 from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS
 from labecg.layout import MIMIC_FILES, SYNTHETIC_MARKER
-from labecg.targets import lab_slug
+from labecg.planted import (DERIVED, FACTORS, LAB_MODELS, PLANTED_WINDOWS_S, ecg_null_labs,
+                            planted_effects_frame)
 from labecg.util import atomic_path, get_logger, progress_bar, write_json
 
 GENERATOR_VERSION = "1.0"
@@ -107,10 +109,7 @@ class SynthConfig:
             raise ValueError(f"chunk_patients must be >= 1, got {self.chunk_patients}")
 
 
-# ---------------------------------------------------------------- latent factors
-FACTORS = ("potassium", "calcium", "renal", "heart_failure", "anemia", "inflammation",
-           "coagulation", "liver", "nutrition", "glycemia", "iron_deficiency", "muscle",
-           "ischemia")
+# ---------------------------------------------------------------- latent factors (labecg.planted)
 F = {name: i for i, name in enumerate(FACTORS)}
 _K = len(FACTORS)
 _GRID_MIN = 10           # latent grid step within an encounter
@@ -118,186 +117,6 @@ _GRID_START_MIN = -180   # grid covers [arrival - 3 h, arrival + 29 h)
 _GRID_N = 192
 
 
-@dataclass(frozen=True)
-class PlantedEffect:
-    """One row of the planted-effects table.
-
-    ``strength`` is a design grade of the planted link from the lab's latent factor to
-    its channel: 0 none, 1 weak, 2 moderate, 3 strong (roughly: expected AUROC from a
-    perfect reader of the channel <0.55, 0.55-0.65, 0.65-0.8, >0.8).
-    """
-
-    label: str
-    direction: Literal["low", "high", "both"]
-    channel: Literal["ecg", "vitals", "ecg+vitals", "none"]
-    mechanism: str
-    strength: float
-
-
-PLANTED_EFFECTS: tuple[PlantedEffect, ...] = (
-    PlantedEffect("Potassium", "both", "ecg", "potassium -> T-wave amplitude (strongly), T narrowing, QRS width", 3),
-    PlantedEffect("Calcium, Total", "low", "ecg", "calcium -> QT interval (low calcium lengthens QT)", 3),
-    PlantedEffect("NTproBNP", "high", "ecg+vitals", "heart failure -> lower QRS voltage, faster rate, AF-like irregular RR; lower SpO2, faster breathing", 3),
-    PlantedEffect("Creatinine", "both", "ecg", "renal function -> QRS voltage, and potassium's T-wave/QRS effects", 2),
-    PlantedEffect("Urea Nitrogen", "both", "ecg", "renal function -> QRS voltage, and potassium's T-wave/QRS effects", 2),
-    PlantedEffect("Phosphate", "high", "ecg", "renal function (weaker loading) -> QRS voltage via renal factor", 1),
-    PlantedEffect("Hemoglobin", "both", "ecg+vitals", "anemia -> heart rate (ECG and ED heart rate)", 2),
-    PlantedEffect("Hematocrit", "both", "ecg+vitals", "anemia -> heart rate (ECG and ED heart rate)", 2),
-    PlantedEffect("Red Blood Cells", "low", "ecg+vitals", "anemia -> heart rate", 2),
-    PlantedEffect("RDW", "high", "ecg+vitals", "iron deficiency and anemia -> heart rate", 1),
-    PlantedEffect("RDW-SD", "high", "ecg+vitals", "iron deficiency and anemia -> heart rate", 1),
-    PlantedEffect("MCHC", "low", "ecg+vitals", "iron deficiency -> heart rate (weak)", 1),
-    PlantedEffect("Ferritin", "low", "ecg+vitals", "iron deficiency -> heart rate (weak)", 1),
-    PlantedEffect("Troponin T", "high", "ecg", "ischemia -> ST depression and T flattening, lateral leads", 2),
-    PlantedEffect("Creatine Kinase, MB Isoenzyme", "high", "ecg", "ischemia (partial loading) -> ST depression", 1),
-    PlantedEffect("White Blood Cells", "high", "vitals", "inflammation -> temperature, respiratory rate (ED vitals only)", 2),
-    PlantedEffect("Lymphocytes", "low", "vitals", "inflammation -> temperature, respiratory rate (ED vitals only)", 2),
-    PlantedEffect("Neutrophils", "high", "vitals", "inflammation -> temperature, respiratory rate (ED vitals only)", 2),
-    PlantedEffect("Monocytes", "high", "vitals", "inflammation -> temperature, respiratory rate (ED vitals only)", 1),
-    PlantedEffect("Lactate", "high", "ecg+vitals", "inflammation and heart failure -> vitals, rate and voltage", 1),
-    PlantedEffect("Albumin", "low", "vitals", "nutrition (no channel) and inflammation (vitals, weak)", 1),
-    PlantedEffect("Sodium", "both", "none", "no planted signal", 0),
-    PlantedEffect("Chloride", "both", "none", "no planted signal", 0),
-    PlantedEffect("Glucose", "both", "none", "glycemia factor, which nothing observed reads", 0),
-    PlantedEffect("% Hemoglobin A1c", "high", "none", "glycemia factor, which nothing observed reads", 0),
-    PlantedEffect("eAG", "high", "none", "glycemia factor, which nothing observed reads", 0),
-    PlantedEffect("Platelet Count", "both", "none", "no planted signal", 0),
-    PlantedEffect("Bilirubin, Total", "high", "none", "liver factor, which nothing observed reads", 0),
-    PlantedEffect("INR(PT)", "high", "none", "coagulation factor, which nothing observed reads", 0),
-    PlantedEffect("PT", "high", "none", "coagulation factor, which nothing observed reads", 0),
-    PlantedEffect("PTT", "high", "none", "coagulation factor, which nothing observed reads", 0),
-    PlantedEffect("Creatine Kinase (CK)", "low", "none", "muscle factor, which nothing observed reads", 0),
-    PlantedEffect("Magnesium", "both", "ecg", "renal function (weak loading) only", 1),
-    PlantedEffect("Bicarbonate", "high", "ecg", "renal function (weak, negative loading) only", 1),
-    PlantedEffect("Anion Gap", "high", "ecg+vitals", "renal function and inflammation (weak)", 1),
-    PlantedEffect("Iron Binding Capacity, Total", "low", "vitals", "inflammation (negative) and iron deficiency", 1),
-    PlantedEffect("Transferrin", "low", "vitals", "inflammation (negative) and iron deficiency", 1),
-    PlantedEffect("Absolute Basophil Count", "low", "vitals", "inflammation (weak, negative)", 1),
-    PlantedEffect("MCH", "low", "ecg+vitals", "iron deficiency -> heart rate (weak)", 1),
-    PlantedEffect("MCV", "low", "ecg+vitals", "iron deficiency -> heart rate (weak)", 1),
-)
-
-#: Where in the beat the ECG effects of ``PLANTED_EFFECTS`` sit, as (window name, start s,
-#: end s) relative to the R peak, start included, end excluded. From :mod:`labecg.ecgsim`'s
-#: beat template over the generator's ranges (heart rate 55-100 bpm, QTc 380-460 ms,
-#: potassium factor -2 to 2; tests/test_explain.py checks them): the T wave peaks
-#: -QRS/2 + QT - 2.5 T-width after R (about 0.10-0.29 s, width 0.04-0.07 s); the ST deflection
-#: sits halfway between QRS end and T peak; the R wave is at 0 with QRS about 90 ms.
-PLANTED_WINDOWS_S: dict[str, tuple[str, float, float]] = {
-    "Potassium": ("T wave", 0.08, 0.40),  # T amplitude and width (high potassium: T peak +- 1 width)
-    "Calcium, Total": ("ST–T", 0.04, 0.45),  # QT length moves the T wave
-    "NTproBNP": ("QRS", -0.06, 0.06),  # QRS voltage (also rate and RR irregularity: not in one window)
-    "Troponin T": ("ST segment", 0.04, 0.20),  # ST depression
-}
-
-
-#: The latent factors the ECG waveform reads (:func:`_ecg_params`: rate, QRS, QT, T wave,
-#: voltage, ST). A lab whose value reads none of them is independent of the ECG by
-#: construction (tests/test_synthetic.py perturbs the factors to check both sides).
-ECG_FACTORS: tuple[str, ...] = ("anemia", "iron_deficiency", "heart_failure", "renal", "potassium",
-                                "inflammation", "calcium", "ischemia")
-
-
-def lab_factors(label: str) -> tuple[str, ...]:
-    """The latent factors a laboratory test's value reads (through the tests it is derived from).
-
-    Red blood cells read MCH besides hemoglobin (:func:`_derive`).
-    """
-    sources = {"Red Blood Cells": ("Hemoglobin", "MCH")}.get(label) or (_DERIVED.get(label, (label,))[0],)
-    out: list[str] = []
-    for src in sources:
-        if src in _DERIVED:
-            out += lab_factors(src)
-        else:
-            out += [name for name, _ in _LAB_MODELS[src].loadings if name not in out]
-    return tuple(dict.fromkeys(out))
-
-
-def ecg_null_labs() -> tuple[str, ...]:
-    """Labels of the tests with nothing planted whose value is independent of the ECG waveform.
-
-    A test qualifies when its planted strength is 0 and its value (or the value it is
-    derived from) reads no factor of :data:`ECG_FACTORS`: its draw is then the patient's
-    residual level plus noise, and factors no part of the ECG reads. Which draws are
-    measured (panels, times) does not depend on any factor either. So its labels are
-    independent of the ECG it is paired with, and an ECG model has nothing to learn for
-    it; these are the null targets of the attribution check (:mod:`labecg.explain`).
-    Sorted by label.
-    """
-    return tuple(sorted(e.label for e in PLANTED_EFFECTS
-                        if e.strength == 0 and not set(lab_factors(e.label)) & set(ECG_FACTORS)))
-
-
-def planted_effects_frame() -> pd.DataFrame:
-    """The planted effects as a table.
-
-    Returns
-    -------
-    DataFrame with columns label, lab (``targets.lab_slug(label)``), direction, channel,
-    mechanism, strength; one row per laboratory test.
-    """
-    df = pd.DataFrame([asdict(e) for e in PLANTED_EFFECTS])
-    df.insert(1, "lab", df["label"].map(lab_slug))
-    return df
-
-
-@dataclass(frozen=True)
-class _LabModel:
-    """value = centre + sd * z (linear) or centre * exp(sd * z) (log); z = loadings . factors + residual."""
-
-    centre: float
-    sd: float
-    log: bool
-    decimals: int
-    loadings: tuple[tuple[str, float], ...]
-
-
-_L = _LabModel
-_LAB_MODELS: dict[str, _LabModel] = {
-    "NTproBNP": _L(170.0, 1.3, True, 0, (("heart_failure", 0.85), ("renal", 0.35))),
-    "Troponin T": _L(0.006, 1.2, True, 2, (("ischemia", 0.85), ("renal", 0.3))),
-    "Creatine Kinase (CK)": _L(90.0, 0.75, True, 0, (("muscle", 0.9),)),
-    "Creatine Kinase, MB Isoenzyme": _L(3.0, 0.7, True, 0, (("ischemia", 0.6), ("muscle", 0.4))),
-    "Urea Nitrogen": _L(14.0, 0.6, True, 0, (("renal", 0.9),)),
-    "Creatinine": _L(0.85, 0.42, True, 1, (("renal", 0.9),)),
-    "Calcium, Total": _L(8.85, 0.55, False, 1, (("calcium", 0.85), ("renal", -0.2), ("nutrition", -0.2))),
-    "Phosphate": _L(3.6, 0.8, False, 1, (("renal", 0.6),)),
-    "Potassium": _L(4.4, 0.65, False, 1, (("potassium", 0.9), ("renal", 0.3))),
-    "Sodium": _L(139.0, 4.5, False, 0, ()),
-    "Chloride": _L(102.0, 5.0, False, 0, ()),
-    "Magnesium": _L(1.95, 0.3, False, 1, (("renal", 0.3),)),
-    "Glucose": _L(105.0, 0.3, True, 0, (("glycemia", 0.8),)),
-    "Bicarbonate": _L(27.0, 3.5, False, 0, (("renal", -0.4),)),
-    "Anion Gap": _L(15.0, 3.5, False, 0, (("renal", 0.5), ("inflammation", 0.3))),
-    "Albumin": _L(3.8, 0.5, False, 1, (("nutrition", -0.8), ("inflammation", -0.3))),
-    "Bilirubin, Total": _L(0.7, 0.7, True, 1, (("liver", 0.9),)),
-    "Ferritin": _L(60.0, 1.1, True, 0, (("iron_deficiency", -0.7), ("inflammation", 0.5))),
-    "Lactate": _L(1.4, 0.45, True, 1, (("inflammation", 0.5), ("heart_failure", 0.4))),
-    "% Hemoglobin A1c": _L(5.7, 0.18, True, 1, (("glycemia", 0.7),)),
-    "Hemoglobin": _L(14.6, 1.8, False, 1, (("anemia", -0.85), ("iron_deficiency", -0.35))),
-    "MCHC": _L(32.0, 1.2, False, 1, (("iron_deficiency", -0.7),)),
-    "MCH": _L(29.5, 2.2, False, 1, (("iron_deficiency", -0.6),)),
-    "MCV": _L(90.0, 6.0, False, 0, (("iron_deficiency", -0.6), ("liver", 0.3))),
-    "RDW": _L(14.2, 1.8, False, 1, (("iron_deficiency", 0.6), ("anemia", 0.4))),
-    "Platelet Count": _L(240.0, 0.45, True, 0, ()),
-    "White Blood Cells": _L(8.5, 0.4, True, 1, (("inflammation", 0.85),)),
-    "Lymphocytes": _L(22.0, 8.0, False, 1, (("inflammation", -0.8),)),
-    "Monocytes": _L(8.0, 2.5, False, 1, (("inflammation", 0.5),)),
-    "Neutrophils": _L(68.0, 10.0, False, 1, (("inflammation", 0.8),)),
-    "Absolute Basophil Count": _L(0.03, 0.6, True, 2, (("inflammation", -0.3),)),
-    "Iron Binding Capacity, Total": _L(300.0, 60.0, False, 0, (("iron_deficiency", 0.5), ("inflammation", -0.4), ("nutrition", -0.4))),
-    "Transferrin": _L(230.0, 50.0, False, 0, (("iron_deficiency", 0.5), ("inflammation", -0.4), ("nutrition", -0.4))),
-    "INR(PT)": _L(1.05, 0.25, True, 1, (("coagulation", 0.85), ("liver", 0.3))),
-    "PTT": _L(30.0, 0.25, True, 1, (("coagulation", 0.6),)),
-}
-# Derived from another test of the same draw: label -> (source, slope, intercept, noise sd)
-_DERIVED = {
-    "Hematocrit": ("Hemoglobin", 3.0, 0.5, 1.0),
-    "Red Blood Cells": ("Hemoglobin", 0.33, 0.0, 0.2),
-    "RDW-SD": ("RDW", 3.1, 0.0, 1.5),
-    "PT": ("INR(PT)", 11.0, 0.3, 0.3),
-    "eAG": ("% Hemoglobin A1c", 28.7, -46.7, 0.0),
-}
 _DERIVED_DECIMALS = {"Hematocrit": 1, "Red Blood Cells": 2, "RDW-SD": 1, "PT": 1, "eAG": 0}
 
 # Panels: (name, labels, probability at the first draw of an encounter, later draws, outpatient)
@@ -322,7 +141,7 @@ _PANELS = (
 _PANEL_P = np.array([p[2:5] for p in _PANELS]).T  # (3 kinds, n_panels)
 _TESTS = {t.label: t for t in LAB_TESTS}
 URINE_GLUCOSE = (51478, "Glucose", "Urine", "Hematology", "mg/dL")
-_ITEMS = [t for t in LAB_TESTS if t.label in _LAB_MODELS or t.label in _DERIVED]
+_ITEMS = [t for t in LAB_TESTS if t.label in LAB_MODELS or t.label in DERIVED]
 _ITEM_INDEX = {t.label: i for i, t in enumerate(_ITEMS)}
 _URINE_INDEX = len(_ITEMS)
 
@@ -389,7 +208,7 @@ def _ou(mu: np.ndarray, sd: np.ndarray, tau_min: np.ndarray, z: np.ndarray) -> n
 def _lab_values(state: np.ndarray, resid: np.ndarray, female: bool) -> dict[str, np.ndarray]:
     """Lab values for D draws. state (D, K) factors; resid (D, n_models) residual z."""
     vals = {}
-    for j, (label, m) in enumerate(_LAB_MODELS.items()):
+    for j, (label, m) in enumerate(LAB_MODELS.items()):
         z = np.zeros(state.shape[0])
         w2 = 0.0
         for name, w in m.loadings:
@@ -407,7 +226,7 @@ def _lab_values(state: np.ndarray, resid: np.ndarray, female: bool) -> dict[str,
 
 
 def _derive(vals: dict, rng: np.random.Generator) -> None:
-    for label, (src, slope, icpt, sd) in _DERIVED.items():
+    for label, (src, slope, icpt, sd) in DERIVED.items():
         x = vals[src]
         v = slope * x + icpt + sd * rng.normal(size=x.shape)
         if label == "Red Blood Cells":
@@ -457,7 +276,7 @@ def _simulate_patient(subject_id: int, n_ecg: int, study_ids: np.ndarray, fold: 
     pat = dict(age=age0, hr0=72 + rng.normal(0, 7), qrs0=rng.normal(0, 5), qt0=rng.normal(0, 10),
                tgain=float(np.exp(rng.normal(0, 0.2))), vgain=float(np.exp(rng.normal(0, 0.2))),
                axis=rng.normal(50, 20))
-    resid_mu = rng.normal(0, 0.6, len(_LAB_MODELS))
+    resid_mu = rng.normal(0, 0.6, len(LAB_MODELS))
     out = {k: [] for k in ("adm", "ed", "vit", "lab", "ecg", "omr")}
     n_enc = 1 + rng.binomial(n_ecg - 1, 0.45)
     per_enc = np.bincount(np.concatenate([np.arange(n_enc), rng.integers(0, n_enc, n_ecg - n_enc)]), minlength=n_enc)
@@ -519,7 +338,7 @@ def _simulate_patient(subject_id: int, n_ecg: int, study_ids: np.ndarray, fold: 
     d_state = np.concatenate([x[1] for x in out["lab"]])
     d_kind = np.concatenate([np.where(np.asarray(x[2]) == -1, 4, np.where(np.asarray(x[2]) == 1, 2, 3)) for x in out["lab"]])
     d_hadm = np.concatenate([np.full(x[0].size, np.nan if x[3] is None else x[3]) for x in out["lab"]])
-    resid = resid_mu[None, :] + 0.5 * rng.normal(size=(d_t.size, len(_LAB_MODELS)))
+    resid = resid_mu[None, :] + 0.5 * rng.normal(size=(d_t.size, len(LAB_MODELS)))
     vals = _lab_values(d_state, resid, female)
     _derive(vals, rng)
     take = rng.random((d_t.size, len(_PANELS))) < _PANEL_P[d_kind - 2]  # (D, n_panels)
@@ -686,7 +505,7 @@ def _lab_frame(parts: list, counters: dict) -> pd.DataFrame:
     units = np.array([x.unit for x in _ITEMS] + [URINE_GLUCOSE[4]], dtype=object)[item]
     lower = np.array([x.ref_lower for x in _ITEMS] + [np.nan])[item]
     upper = np.array([x.ref_upper for x in _ITEMS] + [np.nan])[item]
-    decimals = np.array([_LAB_MODELS[x.label].decimals if x.label in _LAB_MODELS else _DERIVED_DECIMALS[x.label]
+    decimals = np.array([LAB_MODELS[x.label].decimals if x.label in LAB_MODELS else _DERIVED_DECIMALS[x.label]
                          for x in _ITEMS] + [0])[item]
     wiggle = u[:, 0] < 0.1  # some rows print a slightly different reference range
     lower = np.where(wiggle, np.round(lower * 0.95, 2), lower)

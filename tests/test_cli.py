@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,3 +165,62 @@ def test_book_prints_its_summary_once(tmp_path, capfd, caplog, monkeypatch):
     logged = caplog.text
     assert (out + err + logged).count("01_data: ran") == 1, (out, err, logged)
     assert "01_data: ran" in out
+
+
+def test_flags_refuse_a_name_that_is_not_a_field():
+    from labecg.explain import ExplainConfig
+
+    assert cli.flags_from_values(ExplainConfig, {"run_dir": "r", "method": "occlusion"}, always=("run_dir",)) == [
+        "--run-dir", "r", "--method", "occlusion"]
+    with pytest.raises(ValueError, match="ExplainConfig has no field run;"):
+        cli.flags_from_values(ExplainConfig, {"run_dir": "r"}, always=("run",))
+    with pytest.raises(ValueError, match="has no field n_steps_typo"):
+        cli.flags_from_values(ExplainConfig, {"run_dir": "r"}, skip=("n_steps_typo",))
+
+
+def test_reproduce_commands_for_an_explained_run_parse_back_to_its_settings(tmp_path):
+    """A hand-made run folder (not synthetic, explained by occlusion): each printed command
+    goes back through the CLI's parser to the settings the run recorded."""
+    import json
+    import shlex
+
+    from labecg.evaluate import EvaluateConfig
+    from labecg.explain import ExplainConfig
+    from labecg.train import TrainConfig
+
+    run, cohort = tmp_path / "run dir", tmp_path / "cohort"
+    (run / "evaluation").mkdir(parents=True)
+    cohort.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {"cohort_dir": str(cohort), "run_dir": str(run),
+                                                            "epochs": 3, "lr": 0.002}}))
+    (run / "targets.json").write_text(json.dumps({"source": {"synthetic": False, "ecg": "/data/mimic-iv-ecg"}}))
+    np.savez(run / "evaluation" / "attribution.npz", method=np.array("occlusion"))
+    lines = cli.reproduce_commands([run], {"run_dir": str(run), "n_iterations": 50, "seed": 4})
+    by_command = {" ".join(shlex.split(line)[:2]): shlex.split(line)[2:] for line in lines if not line.startswith("#")}
+    explain = cli.config_from_args(ExplainConfig, by_command["labecg explain"])
+    assert (Path(explain.run_dir), explain.method) == (run, "occlusion")
+    train = cli.config_from_args(TrainConfig, by_command["labecg train"])
+    assert (Path(train.cohort_dir), Path(train.run_dir), train.epochs, train.lr) == (cohort, run, 3, 0.002)
+    evaluate = cli.config_from_args(EvaluateConfig, by_command["labecg evaluate"])
+    assert (Path(evaluate.run_dir), evaluate.n_iterations, evaluate.seed) == (run, 50, 4)
+    assert "labecg synth" not in by_command  # not a synthetic source
+
+
+def test_reproduce_commands_evaluate_the_model_against_the_tabular_run_after_training_both(tmp_path):
+    import json
+    import shlex
+
+    from labecg.evaluate import EvaluateConfig
+
+    runs = [tmp_path / "default", tmp_path / "default-tabular"]
+    for run, variant in zip(runs, ("fusion", "tabular")):
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"train": {"cohort_dir": str(tmp_path / "c"), "run_dir": str(run),
+                                                                "variant": variant}}))
+        (run / "targets.json").write_text(json.dumps({"source": {"synthetic": False, "ecg": "/data/mimic-iv-ecg"}}))
+    lines = cli.reproduce_commands(runs, {"run_dir": str(runs[0]), "n_iterations": 50, "seed": 0})
+    commands = [shlex.split(line) for line in lines if not line.startswith("#")]
+    kinds = [" ".join(c[:2]) for c in commands]
+    evaluations = [cli.config_from_args(EvaluateConfig, c[2:]) for c in commands if c[:2] == ["labecg", "evaluate"]]
+    assert max(i for i, k in enumerate(kinds) if k == "labecg train") < kinds.index("labecg evaluate")
+    assert Path(evaluations[0].tabular_run_dir) == runs[1] and evaluations[1].tabular_run_dir is None

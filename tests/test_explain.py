@@ -8,7 +8,7 @@ from scipy.signal import resample_poly
 from scipy.stats import spearmanr
 
 from labecg import ecgsim, explain, layout, selfcheck
-from labecg.synthetic import PLANTED_WINDOWS_S
+from labecg.planted import PLANTED_WINDOWS_S
 
 
 class _Linear(torch.nn.Module):

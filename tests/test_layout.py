@@ -11,7 +11,7 @@ from labecg import cli
 
 PKG = Path(__file__).resolve().parents[1] / "labecg"
 # Modules that import no stage, in order: each imports only earlier ones (util imports none).
-BASE = ["util", "layout", "catalog", "metrics", "targets", "paper"]
+BASE = ["util", "layout", "catalog", "metrics", "targets", "planted", "paper"]
 # Stages in pipeline order; a module may import only base modules and earlier stages.
 ORDER = ["ecgsim", "synthetic", "download", "sources", "readers", "features", "labels", "cohort", "cohort_report", "signals", "data", "s4", "model",
          "train", "predict", "explain", "tables", "evaluate", "figures", "selfcheck", "privacy", "book"]
@@ -53,6 +53,13 @@ def test_modules_import_only_earlier_stages():
             if not ok:
                 bad.append(f"labecg.{name} imports labecg.{dep}")
     assert not bad, bad
+
+
+def test_only_the_source_and_the_cli_import_the_generator():
+    # the planted truth is labecg.planted's; a stage that reads it must not load the generator
+    importers = sorted(p.stem for p in PKG.glob("*.py") if "synthetic" in _labecg_imports(p))
+    assert importers == ["sources"], importers  # cli reaches it by name, through COMMANDS
+    assert "labecg.synthetic" in (PKG / "cli.py").read_text()
 
 
 def test_every_module_states_its_purpose_in_one_line():

@@ -17,9 +17,9 @@ import pytest
 import wfdb
 from scipy.signal import find_peaks
 
-from labecg import catalog, ecgsim, synthetic
-from labecg.synthetic import (PLANTED_EFFECTS, SynthConfig, generate, planted_effects_frame,
-                              write_record_fast)
+from labecg import catalog, ecgsim, planted, synthetic
+from labecg.planted import PLANTED_EFFECTS, planted_effects_frame
+from labecg.synthetic import SynthConfig, generate, write_record_fast
 from labecg.targets import lab_slug
 
 EXPECTED = {
@@ -292,7 +292,7 @@ def _ecg_read_factors(n_states=20):
     pat = dict(age=60, hr0=72.0, qrs0=0.0, qt0=0.0, tgain=1.0, vgain=1.0, axis=50.0)
     read = set()
     for seed in range(n_states):
-        state = np.random.default_rng(seed).normal(0, 1, len(synthetic.FACTORS))
+        state = np.random.default_rng(seed).normal(0, 1, len(planted.FACTORS))
         base = synthetic._ecg_params(state, pat, np.random.default_rng(99))
         for name, i in synthetic.F.items():
             for step in (-2.0, 2.0):
@@ -306,10 +306,10 @@ def _ecg_read_factors(n_states=20):
 def test_null_labs_do_not_move_when_the_factors_the_ecg_reads_move():
     """The attribution check's null targets are null where they come from: found by perturbation, not from the lists."""
     ecg_read = _ecg_read_factors()
-    assert ecg_read == set(synthetic.ECG_FACTORS)
+    assert ecg_read == set(planted.ECG_FACTORS)
     rng = np.random.default_rng(0)
-    state = rng.normal(0, 1, (200, len(synthetic.FACTORS)))
-    resid = rng.normal(0, 1, (200, len(synthetic._LAB_MODELS)))
+    state = rng.normal(0, 1, (200, len(planted.FACTORS)))
+    resid = rng.normal(0, 1, (200, len(planted.LAB_MODELS)))
     moved = state.copy()
     for name in ecg_read:
         moved[:, synthetic.F[name]] += rng.normal(0, 2, 200)
@@ -320,8 +320,8 @@ def test_null_labs_do_not_move_when_the_factors_the_ecg_reads_move():
         values.append(v)
     unmoved = {label for label in values[0] if np.array_equal(values[0][label], values[1][label])}
     strength = {e.label: e.strength for e in PLANTED_EFFECTS}
-    assert set(synthetic.ecg_null_labs()) == {label for label in unmoved if strength[label] == 0}
-    assert {"Sodium", "Chloride", "Platelet Count"} <= set(synthetic.ecg_null_labs())
+    assert set(planted.ecg_null_labs()) == {label for label in unmoved if strength[label] == 0}
+    assert {"Sodium", "Chloride", "Platelet Count"} <= set(planted.ecg_null_labs())
     assert not unmoved & {e.label for e in PLANTED_EFFECTS if "ecg" in e.channel}
 
 
