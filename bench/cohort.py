@@ -13,8 +13,8 @@ lab rows per second at the large size.
 
     python bench/cohort.py [--work /tmp/labecg_bench] [--small-patients 500] [--large-lab-rows 10000000]
 
-Scale mode (``--tile K``): the default 3,000-patient synthetic tree (``labecg synth``'s
-defaults, tables only; or ``--base DIR``) repeated K times with every id offset per copy
+Scale mode (``--tile K``): the book's default 3,000-patient synthetic tree (``BookConfig``'s
+patients and seed, tables only; or ``--base DIR``) repeated K times with every id offset per copy
 (:func:`tile_tree`: patients, admissions, ED stays, lab rows, specimens and ECG studies stay
 unique and consistent). K = 228 is real MIMIC's size (158M lab rows, 1.71M ECGs). It
 measures the floor first (DuckDB scanning ``labevents`` alone, the stage's columns and
@@ -242,12 +242,15 @@ def compare_labels(root: Path, out: Path, min_lab_events: int, min_per_class: in
 
 
 def default_base(work: Path) -> Path:
-    """The default synthetic tree (``labecg synth``'s defaults), tables only, under ``work``."""
+    """The book's default synthetic tree (``BookConfig``'s patients and seed), tables only, under ``work``."""
+    from labecg.book import BookConfig
     from labecg.synthetic import SynthConfig, generate
-    root = work / "base"
+    book = BookConfig()
+    root = work / f"base{book.patients}"
     if not (root / "mimic-iv-ecg" / "record_list.csv").exists():
         t = time.perf_counter()
-        generate(SynthConfig(data_root=root, waveform_fraction=0.0, progress=False))
+        generate(SynthConfig(data_root=root, patients=book.patients, seed=book.seed,
+                             waveform_fraction=0.0, progress=False))
         print(f"  generated the default synthetic tree (tables only) in {root} in {time.perf_counter() - t:.0f} s")
     return root
 
