@@ -31,6 +31,11 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
 - ``causal`` (ours; default off, the paper's windows): vitals only up to the ECG and
   monitoring labs only after it (``labecg.features``, ``labecg.labels``). The paper's inputs
   reach 30 min past the ECG, so a monitoring input can postdate the lab it predicts.
+- ``thresholds`` (``targets.THRESHOLD_RULES``): ``median``, the paper's, classes every lab
+  row by its label's medians of the reference bounds; ``row`` (ours) by the row's own
+  ``ref_range_lower``/``ref_range_upper``, the median where a bound is empty
+  (``labecg.labels``). ``targets.json`` records the rule (``thresholds``: rule and its words);
+  a target's ``threshold`` is the median either way (under ``row``, the fallback).
 - ``last_values.parquet``: each ECG's last earlier value of every kept target's lab
   (``labels.last_lab_values``), for the results chapter's last-value baseline; it does not
   change ``cohort.parquet``.
@@ -51,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from labecg import features, labels, layout, paper, readers, util
-from labecg.targets import HORIZONS_MIN, TASKS, horizon_min, is_monitoring
+from labecg.targets import HORIZONS_MIN, TASKS, THRESHOLD_RULES, horizon_min, is_monitoring
 
 log = util.get_logger("labecg.cohort")
 
@@ -186,6 +191,10 @@ class CohortConfig:
     causal : bool
         Inputs and targets never overlap in time: vitals in [t - w, t] instead of
         [t - w, t + w], monitoring labs in (t, t + h] instead of [t, t + h] (not the paper's).
+    thresholds : {"median", "row"}
+        What a lab row is classed against: "median", the paper's, the label's medians of the
+        reference bounds; "row", the row's own ref_range_lower/upper, the label's median
+        where a bound is empty (not the paper's).
     memory_limit : str
         DuckDB's memory limit: a share of this machine's memory ("40%", the default: of the
         physical memory, or of the process's cgroup limit when lower) or an amount ("6GB",
@@ -211,6 +220,7 @@ class CohortConfig:
     drop_ecgs_without_targets: bool = True
     seed: int = 0  # fold assignment of patients absent from ecg_icd (unlisted_ecgs="assign")
     causal: bool = False  # ours: vitals up to the ECG only, monitoring labs strictly after it
+    thresholds: Literal["median", "row"] = "median"  # ours: "row", each row's own reference range
     memory_limit: str = f"{DEFAULT_MEMORY_SHARE}%"
     threads: int = 0  # 0 = DuckDB's default (all cores)
 
@@ -232,6 +242,9 @@ class CohortConfig:
                              "to assign every fold (as for the open MIMIC demo)")
         if self.threads < 0:
             raise ValueError(f"CohortConfig.threads must be >= 0, got {self.threads}")
+        if self.thresholds not in THRESHOLD_RULES:
+            raise ValueError(f"CohortConfig.thresholds must be one of {list(THRESHOLD_RULES)}, "
+                             f"got {self.thresholds!r}")
 
     @property
     def horizons_min(self) -> tuple[int, ...]:
@@ -472,7 +485,8 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
                                               window_days=cfg.biometrics_window_days))
         timer.step("features")
         candidates = labels.label_labs(con, files, headers, len(ecgs), flow, min_lab_events=cfg.min_lab_events,
-                                       estimation_window_min=cfg.estimation_window_min, causal=cfg.causal)
+                                       estimation_window_min=cfg.estimation_window_min, causal=cfg.causal,
+                                       thresholds=cfg.thresholds)
         timer.step("lab labels")
         labels.last_lab_values(con, cfg.last_value_cutoffs_min)
         timer.step("last lab values")
@@ -575,7 +589,9 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
         "source": {"hosp": str(cfg.hosp), "ed": str(cfg.ed), "ecg": str(cfg.ecg),
                    "ecg_icd": None if cfg.ecg_icd is None else str(cfg.ecg_icd), "synthetic": marker.exists(),
                    "synthetic_config": util.read_json(marker).get("config") if marker.exists() else None},
-        "config": settings, "summary": summary, "targets": targets})
+        "config": settings, "summary": summary,
+        "thresholds": {"rule": cfg.thresholds, "description": THRESHOLD_RULES[cfg.thresholds]},
+        "targets": targets})
     with util.atomic_path(paths["flow"]) as tmp:
         pd.DataFrame(flow.rows, columns=["step", "rows_in", "rows_out", "dropped", "reason"]).to_csv(tmp, index=False)
     log.info(f"time per step: {timer}")

@@ -32,8 +32,12 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   without a unit keep their value; labels with fewer than ``min_lab_events`` rows dropped.
 - Thresholds: per label the median of ``ref_range_lower`` and of ``ref_range_upper`` over
   the label's rows of ECG patients (NULLs ignored; even counts averaged); low if valuenum <
-  lower median, high if > upper median.
-  A label yields a target per abnormal class that occurs among its rows.
+  lower median, high if > upper median (``thresholds="median"``, the paper's rule). With
+  ``thresholds="row"`` (``CohortConfig.thresholds``, ours) each row is classed by its own
+  bounds: low if valuenum < its ``ref_range_lower``, high if > its ``ref_range_upper``, the
+  label's median of that side where the row's bound is empty (NULL); the target's recorded
+  ``threshold`` is then that median fallback, and the flow table counts the rows that took it.
+  A label yields a target per abnormal class that occurs among its rows (under the rule in use).
 - Estimation target: the closest row in the window; 1.0 if its class is the target's
   direction, else 0.0; NaN if the window is empty. Monitoring target: NaN if the window is
   empty or holds both a low and a high row; else 1.0 if it holds a row of the target's
@@ -51,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from labecg import catalog, readers, util
-from labecg.targets import HORIZONS_MIN, TASKS, horizon_min, lab_slug, target_name
+from labecg.targets import HORIZONS_MIN, TASKS, THRESHOLD_RULES, horizon_min, lab_slug, target_name
 
 log = util.get_logger("labecg.cohort")  # the cohort stage's messages, whichever module says them
 
@@ -159,7 +163,7 @@ def target_column(direction_idx: int, task_idx: int) -> str:
 
 def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *,
                min_lab_events: int, estimation_window_min: int,
-               causal: bool = False) -> list[dict]:
+               causal: bool = False, thresholds: str = "median") -> list[dict]:
     """Every candidate lab target of every ECG (DuckDB table :data:`TARGETS_TABLE`), and its description.
 
     Parameters
@@ -177,6 +181,9 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
         Half width of the estimation window, minutes.
     causal : bool
         Monitoring windows open after the ECG, (t, t + h], instead of [t, t + h].
+    thresholds : {"median", "row"}
+        What a row is classed against (``targets.THRESHOLD_RULES``): the label's medians of
+        the reference bounds, or the row's own bounds with the median where one is empty.
 
     Returns
     -------
@@ -188,11 +195,15 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
         and its column there (:func:`target_column`). The table stays in ``con``: at full
         MIMIC scale it is tens of millions of pairs, which never pass through Python.
     """
+    if thresholds not in THRESHOLD_RULES:
+        raise ValueError(f"thresholds must be one of {list(THRESHOLD_RULES)}, got {thresholds!r}")
     lab_rows, n_rows = _read_usable_lab_rows(con, files, headers, flow)
     lab_names, fluid, unit_map = _make_lab_table(con, lab_rows, n_rows, flow, min_lab_events, files["labevents"])
-    thresholds, class_occurs = _median_thresholds(con, len(lab_names))
-    _window_targets(con, n_ecgs, flow, estimation_window_min, causal)
-    candidates = _describe_candidates(lab_names, thresholds, class_occurs, fluid, unit_map)
+    medians, class_occurs = _median_thresholds(con, len(lab_names), thresholds)
+    if thresholds == "row":
+        _count_fallbacks(con, flow)
+    _window_targets(con, n_ecgs, flow, estimation_window_min, causal, thresholds)
+    candidates = _describe_candidates(lab_names, medians, class_occurs, fluid, unit_map)
     names = [candidate["name"] for candidate in candidates]
     if len(set(names)) != len(names):
         repeated = sorted({name for name in names if names.count(name) > 1})
@@ -326,32 +337,65 @@ def _make_lab_table(con, lab_rows: str, n_rows: int, flow: readers.Flow, min_lab
     return lab_names, fluid, unit_map
 
 
-def _median_thresholds(con, n_labels: int) -> tuple[pd.DataFrame, dict]:
+def row_bounds_sql(rule: str, lab: str = "l", thr: str = "th") -> tuple[str, str]:
+    """SQL of the lower and upper threshold a lab row is classed against, under a threshold rule.
+
+    ``lab`` is the alias of a ``lab`` row (valuenum, ref_range_lower, ref_range_upper),
+    ``thr`` of its label's ``thr_df`` row (lo, hi: the medians). ``median``: lo and hi;
+    ``row``: the row's own bounds, lo or hi where a bound is NULL. A NULL threshold compares
+    false (that class cannot occur).
+    """
+    if rule == "median":
+        return f"{thr}.lo", f"{thr}.hi"
+    return f"coalesce({lab}.ref_range_lower, {thr}.lo)", f"coalesce({lab}.ref_range_upper, {thr}.hi)"
+
+
+def row_class_sql(rule: str, lab: str = "l", thr: str = "th") -> str:
+    """SQL of a lab row's class, -1 low (< lower), 1 high (> upper), else 0, against :func:`row_bounds_sql`."""
+    lo, hi = row_bounds_sql(rule, lab, thr)
+    return f"CASE WHEN {lab}.valuenum < {lo} THEN -1 WHEN {lab}.valuenum > {hi} THEN 1 ELSE 0 END"
+
+
+def _count_fallbacks(con, flow: readers.Flow) -> None:
+    """Flow rows (none dropped) counting the lab rows whose empty bound takes the label's median (``row``)."""
+    n_rows, n_lower, n_upper = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE l.ref_range_lower IS NULL AND th.lo IS NOT NULL), "
+        "count(*) FILTER (WHERE l.ref_range_upper IS NULL AND th.hi IS NOT NULL) "
+        "FROM lab l JOIN thr_df th USING (label_idx)").fetchone()
+    for side, n in (("lower", n_lower), ("upper", n_upper)):
+        flow.add(f"labels: row ranges, {side} bound", n_rows, n_rows,
+                 f"none dropped: {n} rows without ref_range_{side} are classed by their label's median {side} bound")
+
+
+def _median_thresholds(con, n_labels: int, rule: str = "median") -> tuple[pd.DataFrame, dict]:
     """Per label the medians of its reference bounds (table ``thr_df``) and which abnormal classes occur.
 
     Returns
     -------
     thresholds : DataFrame indexed by label_idx 0 .. n_labels - 1: lo, hi, itemids
-    class_occurs : dict label_idx -> (a value below lo occurs, a value above hi occurs)
+    class_occurs : dict label_idx -> (a value below its lower threshold occurs, a value above
+        its upper one occurs), thresholds of :func:`row_bounds_sql` under ``rule``
     """
     # per label_idx: lo, hi (the medians of the reference bounds), itemids
     thresholds = con.execute("SELECT label_idx, median(ref_range_lower) AS lo, median(ref_range_upper) AS hi, "
                              "list(DISTINCT itemid ORDER BY itemid) AS itemids FROM lab GROUP BY label_idx").df()
     thresholds = thresholds.set_index("label_idx").reindex(np.arange(n_labels))
     con.register("thr_df", thresholds[["lo", "hi"]].reset_index())
-    occurrences = con.execute("SELECT l.label_idx, bool_or(l.valuenum < t.lo), bool_or(l.valuenum > t.hi) "
+    lo, hi = row_bounds_sql(rule, "l", "t")
+    occurrences = con.execute(f"SELECT l.label_idx, bool_or(l.valuenum < {lo}), bool_or(l.valuenum > {hi}) "
                               "FROM lab l JOIN thr_df t USING (label_idx) GROUP BY 1").fetchall()
     class_occurs = {label_idx: (bool(low), bool(high)) for label_idx, low, high in occurrences}
     return thresholds, class_occurs
 
 
 def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min: int,
-                    causal: bool = False) -> None:
+                    causal: bool = False, rule: str = "median") -> None:
     """The estimation and monitoring targets of every (ECG, label) pair with a lab row in a window.
 
     Estimation: the class of the closest row in [t - w, t + w]; monitoring: whether a low or a
     high row falls in [t, t + h] ((t, t + h] when ``causal``; NaN if none, or both), t the
-    ECG's time, all in microseconds. Creates :data:`TARGETS_TABLE`.
+    ECG's time, all in microseconds; a row's class is :func:`row_class_sql` under ``rule``.
+    Creates :data:`TARGETS_TABLE`.
     """
     n_without_labs = con.execute("SELECT count(*) FROM ecg WHERE subject_id NOT IN "
                                  "(SELECT DISTINCT subject_id FROM lab)").fetchone()[0]
@@ -374,7 +418,7 @@ def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min:
         f"SELECT row_idx, label_idx, arg_min(cls, struct_pack(a := abs(dt), t := lt, i := -labevent_id)) "
         f"FILTER (WHERE dt BETWEEN -{window_us} AND {window_us}) AS est, {monitoring} FROM ("
         f"SELECT e.row_idx, l.label_idx, l.t - e.t AS dt, l.t AS lt, l.labevent_id, "
-        f"CASE WHEN l.valuenum < th.lo THEN -1 WHEN l.valuenum > th.hi THEN 1 ELSE 0 END AS cls "
+        f"{row_class_sql(rule, 'l', 'th')} AS cls "
         f"FROM ecg_bl e JOIN (SELECT *, floor(t / {width_us})::BIGINT AS b FROM lab) l "
         f"ON l.subject_id = e.subject_id AND l.b = e.b JOIN thr_df th ON th.label_idx = l.label_idx "
         f"WHERE l.t BETWEEN e.t - {window_us} AND e.t + {max(window_us, horizon_max_us)}) GROUP BY ALL")

@@ -37,6 +37,12 @@ ESTIMATION = "est"
 _MONITORING = "mon"
 #: The directions of a target: the value below (low) or above (high) the threshold.
 DIRECTIONS: tuple[str, ...] = ("low", "high")
+#: The threshold rules of ``labecg cohort --thresholds``, in the words the pages use: ``median``
+#: (the paper's: per label the medians of its rows' reference bounds) and ``row`` (each lab row
+#: against its own ``ref_range_lower``/``ref_range_upper``, the label's median where a bound is
+#: empty; a target's ``threshold`` is then that median fallback).
+THRESHOLD_RULES: dict[str, str] = {"median": "medians of the reference bounds",
+                                   "row": "row ranges (median where missing)"}
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
 

@@ -66,8 +66,12 @@ def _same_unit(label, a, b) -> bool:
     return any(key(a) in {key(g) for g in grp} and key(b) in {key(g) for g in grp} for grp in groups)
 
 
-def clean_labs(hosp: Path, subjects, min_lab_events: int):
-    """Lab rows after every cleaning rule, with per-label thresholds, itemids, fluid and unit."""
+def clean_labs(hosp: Path, subjects, min_lab_events: int, thresholds: str = "median"):
+    """Lab rows after every cleaning rule, with per-label thresholds, itemids, fluid and unit.
+
+    ``thresholds="median"`` classes each row (column ``cls``) against its label's medians of
+    the reference bounds; ``"row"`` against the row's own bounds, the median where one is empty.
+    """
     lab = pd.read_csv(hosp / "labevents.csv.gz", **READ,
                       usecols=["labevent_id", "subject_id", "itemid", "charttime", "valuenum", "valueuom",
                                "ref_range_lower", "ref_range_upper"],
@@ -112,12 +116,17 @@ def clean_labs(hosp: Path, subjects, min_lab_events: int):
     for label, g in lab.groupby("label"):
         lo, hi = g["ref_range_lower"].median(), g["ref_range_upper"].median()
         v = g["valuenum"]
+        row_lo, row_hi = lo, hi
+        if thresholds == "row":
+            row_lo, row_hi = g["ref_range_lower"].fillna(lo), g["ref_range_upper"].fillna(hi)
         meta[label] = {"lower": lo, "upper": hi, "itemids": sorted(int(i) for i in g["itemid"].unique()),
                        "fluid": best[label], "unit": units[label],
-                       "low_occurs": bool((v < lo).any()), "high_occurs": bool((v > hi).any())}
+                       "low_occurs": bool((v < row_lo).any()), "high_occurs": bool((v > row_hi).any())}
     lab["cls"] = 0
     lo_map = lab["label"].map({k: m["lower"] for k, m in meta.items()})
     hi_map = lab["label"].map({k: m["upper"] for k, m in meta.items()})
+    if thresholds == "row":
+        lo_map, hi_map = lab["ref_range_lower"].fillna(lo_map), lab["ref_range_upper"].fillna(hi_map)
     lab.loc[lab["valuenum"] < lo_map, "cls"] = -1
     lab.loc[lab["valuenum"] > hi_map, "cls"] = 1
     return lab, meta
@@ -125,7 +134,7 @@ def clean_labs(hosp: Path, subjects, min_lab_events: int):
 
 def build_labels(src: dict, min_lab_events: int = 200, estimation_window_min: int = 60,
                  horizons_min=(30, 60, 120), vitals_window_min: int = 30,
-                 biometrics_window_days: int = 30) -> tuple[pd.DataFrame, dict]:
+                 biometrics_window_days: int = 30, thresholds: str = "median") -> tuple[pd.DataFrame, dict]:
     """Features and every candidate target, one row per ECG (sorted like cohort.parquet).
 
     Returns
@@ -171,7 +180,7 @@ def build_labels(src: dict, min_lab_events: int = 200, estimation_window_min: in
         rows.append(o[ok].assign(f=feat))
     omr = pd.concat(rows)
 
-    lab, meta = clean_labs(hosp, subjects, min_lab_events)
+    lab, meta = clean_labs(hosp, subjects, min_lab_events, thresholds)
     labs_by = {s: g for s, g in lab.groupby("subject_id")}
     vit_by = {s: g for s, g in vit.groupby("subject_id")}
     omr_by = {s: g for s, g in omr.groupby("subject_id")}
