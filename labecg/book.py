@@ -46,7 +46,7 @@ from labecg.layout import MIMIC_DEMO_ROOT, MIMIC_FILES, MIMIC_SOURCES, MIMIC_TAB
 from labecg.metrics import N_RESAMPLES
 from labecg.privacy import check_privacy
 from labecg.sources import source_paths
-from labecg.util import PROGRESS_ENV, atomic_path, get_logger, read_json, write_json
+from labecg.util import PROGRESS_ENV, atomic_path, get_logger, hold_paths, read_json, write_json
 
 __all__ = ["BookConfig", "BookResult", "STAGES", "build_book", "demo_ids", "stage_files"]
 
@@ -162,6 +162,7 @@ class BookConfig:
     from_run: bool = False
 
     def __post_init__(self):
+        hold_paths(self)
         unknown = sorted(set(self.stages) - set(STAGES))
         if unknown:
             raise ValueError(f"stages {unknown} unknown; expected a subset of {list(STAGES)}")
@@ -264,17 +265,17 @@ def stage_files(stage: str, cfg: BookConfig) -> list[tuple[Path, bool]]:
     """
     src = source_paths(cfg.data_root, cfg.hosp, cfg.ed, cfg.ecg, cfg.ecg_icd)
     # the ICD file's place whether or not it exists yet (01_data may generate it)
-    ecg_icd = Path(cfg.ecg_icd) if cfg.ecg_icd else Path(cfg.data_root) / MIMIC_SOURCES["ecg_icd"]
-    cohort = Path(cfg.cohort_dir)
+    ecg_icd = cfg.ecg_icd or cfg.data_root / MIMIC_SOURCES["ecg_icd"]
+    cohort = cfg.cohort_dir
     ecg_index = [(src["ecg"] / f, False) for f in _ECG_TOP_FILES]
     runs = _run_dirs(cfg)
     cohorts = [cohort] + _ablation_dirs(cfg, cohort)
     if stage == "01_data":
         return ([(src["hosp"], True), (src["ed"], True), (ecg_icd, False)]
-                + [(Path(cfg.data_root) / SYNTHETIC_MARKER, False)] + ecg_index
+                + [(cfg.data_root / SYNTHETIC_MARKER, False)] + ecg_index
                 + [(c / f, False) for c in cohorts for f in layout.COHORT_FILES])
     if stage == "01b_real_rows":
-        return [(MIMIC_DEMO_ROOT, True)] + [(Path(cfg.demo_cohort_dir) / f, False) for f in layout.COHORT_FILES]
+        return [(MIMIC_DEMO_ROOT, True)] + [(cfg.demo_cohort_dir / f, False) for f in layout.COHORT_FILES]
     if stage == "02_signals":
         return ecg_index + [(c / f, False) for c in cohorts for f in layout.COHORT_FILES + layout.SIGNAL_FILES]
     if stage == "03_training":
@@ -501,7 +502,7 @@ def build_book(cfg: BookConfig) -> BookResult:
     PrivacyError
         The privacy check found an identifier or row-level table.
     """
-    book_root = Path(cfg.book_root).resolve()
+    book_root = cfg.book_root.resolve()
     for need in ("_config.yml", "_toc.yml", "notebooks"):
         if not (book_root / need).exists():
             raise FileNotFoundError(f"{book_root / need}: not found; book_root must hold _config.yml, "
@@ -554,7 +555,7 @@ def build_book(cfg: BookConfig) -> BookResult:
         html_index = _build_html(book_root, rebuild_all=any(s == "ran" for s in stages.values()))
         seconds["html"] = time.perf_counter() - t0
     executed = [p for s, p in notebooks.items() if p.exists() and stages[s] in ("ran", "cached")]
-    ids_from = Path(cfg.cohort_dir) / layout.COHORT
+    ids_from = cfg.cohort_dir / layout.COHORT
     check_privacy(html_index.parent if html_index else None, executed,
                   ids_from if ids_from.exists() else None,
                   ids=_run_study_ids(_run_dirs(cfg)) | demo_ids())

@@ -225,6 +225,7 @@ class CohortConfig:
     threads: int = 0  # 0 = DuckDB's default (all cores)
 
     def __post_init__(self):
+        util.hold_paths(self)
         for name in ("hosp", "ed", "ecg", "ecg_icd", "cohort_dir"):
             if name == "ecg_icd" and self.ecg_icd is None:
                 continue

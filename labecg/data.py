@@ -36,7 +36,7 @@ from labecg import layout
 from labecg.cohort import TEST_FOLD, TRAIN_FOLDS, VAL_FOLD
 from labecg.features import FEATURES, RACES
 from labecg.signals import load_signals
-from labecg.util import get_logger, read_json
+from labecg.util import get_logger, hold_paths, read_json
 
 log = get_logger("labecg.data")
 
@@ -90,6 +90,7 @@ class DataConfig:
     targets: Optional[tuple[str, ...]] = None
 
     def __post_init__(self):
+        hold_paths(self)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
@@ -453,7 +454,7 @@ class LabDataModule(pl.LightningDataModule):
     def __init__(self, cfg: DataConfig):
         super().__init__()
         self.cfg = cfg
-        cohort_dir = Path(cfg.cohort_dir)
+        cohort_dir = cfg.cohort_dir
         spec = read_json(cohort_dir / layout.TARGETS)
         names = [t["name"] for t in spec["targets"]]
         if cfg.targets is not None:
@@ -482,7 +483,7 @@ class LabDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self._prepared:
             return
-        cfg, cohort_dir = self.cfg, Path(self.cfg.cohort_dir)
+        cfg, cohort_dir = self.cfg, self.cfg.cohort_dir
         frame = pd.read_parquet(cohort_dir / layout.COHORT)
         missing = [c for c in ("study_id", "fold") + VARIABLES + self._target_names
                    if c not in frame.columns]
@@ -596,10 +597,10 @@ class LabDataModule(pl.LightningDataModule):
             kept.append({**by_name[name], "counts": counts})
         if dropped:
             log.warning("%s: %d targets dropped: fewer than %d positives or negatives in validation or "
-                        "test once records without signal are left out (e.g. %s)", Path(cfg.cohort_dir) /
+                        "test once records without signal are left out (e.g. %s)", cfg.cohort_dir /
                         layout.TARGETS, len(dropped), min_per_class, dropped[0])
         if not kept:
-            raise ValueError(f"{Path(cfg.cohort_dir) / layout.TARGETS}: no target keeps >= {min_per_class} "
+            raise ValueError(f"{cfg.cohort_dir / layout.TARGETS}: no target keeps >= {min_per_class} "
                              f"positives and negatives in validation and test after signal failures")
         self.targets = kept
         self._target_names = tuple(t["name"] for t in kept)

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from labecg.layout import MIMIC_DEMO_ROOT, MIMIC_FILES
-from labecg.util import get_logger, progress_bar
+from labecg.util import get_logger, hold_paths, progress_bar
 
 log = get_logger("labecg.download")
 
@@ -128,6 +128,7 @@ class DownloadConfig:
     timeout_s: float = 60.0
 
     def __post_init__(self):
+        hold_paths(self)
         if not isinstance(self.data_root, Path):
             raise TypeError(f"DownloadConfig.data_root must be a pathlib.Path, got {self.data_root!r}")
         if self.dataset not in DATASETS:

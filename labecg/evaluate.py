@@ -44,7 +44,7 @@ from labecg import cohort, layout, tables
 from labecg.metrics import (N_RESAMPLES, _group_codes, as_float_pair, auroc, average_precision,
                             resample_indices, resample_weights, sort_targets, weighted_auroc)
 from labecg.targets import TASKS, significant
-from labecg.util import atomic_path, get_logger, progress_bar, read_json
+from labecg.util import atomic_path, get_logger, hold_paths, progress_bar, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "auroc", "bootstrap", "resample_indices", "resample_weights",
            "calibration", "reliability_curve", "brier_loss", "subgroup_auroc", "subgroup_labels",
@@ -109,6 +109,7 @@ class EvaluateConfig:
     tabular_run_dir: Optional[Path] = None
 
     def __post_init__(self):
+        hold_paths(self)
         if self.n_iterations < 1:
             raise ValueError(f"n_iterations must be >= 1, got {self.n_iterations}")
         if self.split not in ("test", "val"):

@@ -43,7 +43,7 @@ from labecg.metrics import N_RESAMPLES, resample_weights
 from labecg.model import FusionModel, ModelConfig, trained_model
 from labecg.planted import PLANTED_EFFECTS, PLANTED_WINDOWS_S, ecg_null_labs
 from labecg.targets import BINARY, DIRECTIONS, ESTIMATION, lab_slug, parse_target, target_name
-from labecg.util import atomic_path, get_logger, read_json
+from labecg.util import atomic_path, get_logger, hold_paths, read_json
 
 __all__ = ["ExplainConfig", "explain_run", "integrated_gradients", "occlusion", "find_r_peaks",
            "beat_windows", "window_fractions", "window_mass", "bootstrap_shares", "share_intervals",
@@ -123,6 +123,7 @@ class ExplainConfig:
     randomization_steps: int = 2
 
     def __post_init__(self):
+        hold_paths(self)
         if self.method not in ("integrated_gradients", "occlusion"):
             raise ValueError(f"method must be 'integrated_gradients' or 'occlusion', got {self.method!r}")
         for name in ("n_ecgs", "n_steps", "n_iterations", "randomization_steps"):
@@ -592,7 +593,7 @@ def explain_run(cfg: ExplainConfig) -> Path:
     Path
         ``RUN/evaluation``.
     """
-    run = Path(cfg.run_dir)
+    run = cfg.run_dir
     folder = layout.load_run(run)
     model, config = trained_model(folder), folder.config
     if model.ecg_encoder is None:

@@ -45,7 +45,7 @@ from labecg.data import VARIABLES, TabularStats, cut_segments, transform_tabular
 from labecg.model import FusionModel, trained_model
 from labecg.signals import LEADS, RECORD_S, RecordError, SignalsConfig, clean_signal, convert_samples, read_record
 from labecg.targets import BINARY
-from labecg.util import atomic_path, read_json, write_json
+from labecg.util import atomic_path, hold_paths, read_json, write_json
 
 OUTPUT_COLUMNS = ("target", "task", "lab", "label", "direction", "threshold", "unit", "horizon_min",
                   "probability")
@@ -107,6 +107,9 @@ class PredictConfig:
     features: Optional[Path] = None
     out: Optional[Path] = None
     sort: bool = False
+
+    def __post_init__(self):
+        hold_paths(self)
 
 
 @dataclass(frozen=True)
@@ -513,7 +516,7 @@ def predict(cfg: PredictConfig) -> str:
     text : str
         The whole table (every target), for the terminal.
     """
-    out = Path(cfg.out) if cfg.out is not None else None
+    out = cfg.out
     if out is not None and out.is_dir():
         raise IsADirectoryError(f"--out {cfg.out}: a folder; expected a CSV file path, e.g. {out / 'scores.csv'}")
     trained = load_trained(cfg.run_dir)

@@ -53,8 +53,8 @@ from scipy.signal import resample_poly
 from wfdb.io.header import rx_record, rx_signal
 from labecg import layout
 from labecg.cohort import TRAIN_FOLDS
-from labecg.util import (atomic_path, check_free_space, folder_lock, format_bytes, get_logger, progress_bar,
-                         read_json, shown_path, write_json)
+from labecg.util import (atomic_path, check_free_space, folder_lock, format_bytes, get_logger, hold_paths,
+                         progress_bar, read_json, shown_path, write_json)
 
 log = get_logger("labecg.signals")
 
@@ -128,6 +128,7 @@ class SignalsConfig:
     break_lock: bool = False
 
     def __post_init__(self):
+        hold_paths(self)
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.dtype not in ("float16", "float32"):

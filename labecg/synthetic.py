@@ -43,7 +43,7 @@ from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS
 from labecg.layout import MIMIC_FILES, SYNTHETIC_MARKER
 from labecg.planted import (DERIVED, FACTORS, LAB_MODELS, PLANTED_WINDOWS_S, ecg_null_labs,
                             planted_effects_frame)
-from labecg.util import atomic_path, get_logger, progress_bar, write_json
+from labecg.util import atomic_path, get_logger, hold_paths, progress_bar, write_json
 
 GENERATOR_VERSION = "1.0"
 log = get_logger("labecg.synthetic")
@@ -93,6 +93,7 @@ class SynthConfig:
     progress: bool = True
 
     def __post_init__(self):
+        hold_paths(self)
         if self.patients < 1:
             raise ValueError(f"patients must be >= 1, got {self.patients}")
         if self.seed < 0:

@@ -52,7 +52,7 @@ from labecg.data import CATEGORICAL_COLUMNS, DataConfig, LabDataModule, average_
 from labecg.model import FusionModel, ModelConfig
 from labecg.targets import BINARY, TargetKind
 from labecg.util import (LOCK_NAME, PROGRESS_ENV, Interrupted, atomic_path, disk_full, folder_lock, format_bytes,
-                         get_logger, progress_bar, read_json, write_json)
+                         get_logger, hold_paths, progress_bar, read_json, write_json)
 
 log = get_logger(__name__)
 
@@ -221,6 +221,7 @@ class TrainConfig:
     break_lock: bool = False
 
     def __post_init__(self):
+        hold_paths(self)
         for name in ("epochs", "batch_size", "d_model", "n_layers", "d_state", "devices", "num_nodes",
                      "ecg_latent", "tab_latent"):
             if getattr(self, name) < 1:
@@ -238,7 +239,7 @@ class TrainConfig:
                              f"{self.weight_decay_scope!r}, {self.ssm_lr}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"TrainConfig.max_steps_per_epoch must be >= 1 or None; got {self.max_steps_per_epoch}")
-        if not Path(self.cohort_dir).is_dir():
+        if not self.cohort_dir.is_dir():
             raise FileNotFoundError(f"TrainConfig.cohort_dir: {self.cohort_dir} is not a folder; expected the output of "
                                     f"`labecg cohort` and `labecg signals`")
 
@@ -254,7 +255,7 @@ class TrainConfig:
         return ModelConfig(n_targets=n_targets, n_tabular=n_tabular, **shared)
 
     def data_config(self) -> DataConfig:
-        return DataConfig(cohort_dir=Path(self.cohort_dir), batch_size=self.batch_size, num_workers=self.num_workers,
+        return DataConfig(cohort_dir=self.cohort_dir, batch_size=self.batch_size, num_workers=self.num_workers,
                           seed=self.seed)
 
 
@@ -619,7 +620,7 @@ def run_settings(cfg: TrainConfig) -> dict:
     A run folder is resumed only when these are unchanged, so a checkpoint is never
     continued on another cohort, other signals or another model.
     """
-    cohort = Path(cfg.cohort_dir)
+    cohort = cfg.cohort_dir
     settings = {k: v for k, v in _jsonable(cfg).items() if k not in _RUNTIME_FIELDS}
     settings["cohort_sha256"] = _file_sha256(cohort / layout.COHORT)
     signals_meta = cohort / layout.SIGNALS_META
@@ -639,7 +640,7 @@ def check_inputs(cfg: TrainConfig) -> None:
 
     Runs before the run folder is touched, so a wrong ``--cohort-dir`` never costs a trained model.
     """
-    cohort = Path(cfg.cohort_dir)
+    cohort = cfg.cohort_dir
     for name, command in COHORT_INPUTS.items():
         if not (cohort / name).is_file():
             raise FileNotFoundError(f"{cohort / name}: not found; expected the output of `{command}` "
@@ -777,7 +778,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
     out : Path, the run folder.
     """
     started = time.time()
-    out = Path(cfg.run_dir)
+    out = cfg.run_dir
     _silence_library_noise()
     check_inputs(cfg)
     check_accelerator(cfg.accelerator)
@@ -866,12 +867,12 @@ def _train_locked(cfg: TrainConfig, out: Path, trainer: pl.Trainer, checkpoint, 
     if not trainer.is_global_zero:
         return out
     names = list(dm.target_names)
-    patients = pd.read_parquet(Path(cfg.cohort_dir) / layout.COHORT, columns=["subject_id", "sex", "age", "race"])
+    patients = pd.read_parquet(cfg.cohort_dir / layout.COHORT, columns=["subject_id", "sex", "age", "race"])
     for split, (rows, score) in predictions.items():
         write_predictions(layout.predictions_path(out, split), dm.study_ids[rows], names, dm.y_true[rows], score,
                           patients=patients.iloc[rows])
 
-    copy_last_values(Path(cfg.cohort_dir), out, np.concatenate([dm.study_ids[rows] for rows, _ in predictions.values()]))
+    copy_last_values(cfg.cohort_dir, out, np.concatenate([dm.study_ids[rows] for rows, _ in predictions.values()]))
     targets = dm.targets_json()
     write_json(out / layout.TARGETS, targets)  # the counts of the ECGs evaluated
     write_json(out / layout.CONFIG, {"train": _jsonable(cfg), "model": dataclasses.asdict(model_cfg),

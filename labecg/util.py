@@ -9,8 +9,10 @@ Imports no other ``labecg`` module.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
+import functools
 import json
 import logging
 import os
@@ -18,6 +20,7 @@ import secrets
 import shutil
 import socket
 import sys
+import typing
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -97,6 +100,33 @@ class Interrupted(KeyboardInterrupt):
 
 class FolderInUse(RuntimeError):
     """Another process holds the folder's lock (or a lock from another host is in the way)."""
+
+
+@functools.lru_cache(maxsize=None)
+def _path_fields(cls) -> tuple[str, ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple(f.name for f in dataclasses.fields(cls) if hints[f.name] in (Path, Optional[Path]))
+
+
+def hold_paths(cfg) -> None:
+    """Make every ``Path`` (or ``Optional[Path]``) field of a frozen config dataclass a ``Path``.
+
+    Called first in a config's ``__post_init__``, so a config holds ``Path`` whether the CLI,
+    a notebook (whose papermill parameters are strings) or a caller built it.
+
+    Raises
+    ------
+    TypeError
+        A field holds something that is not a path (``str`` or ``os.PathLike``); the message
+        names the config and field.
+    """
+    for name in _path_fields(type(cfg)):
+        value = getattr(cfg, name)
+        if value is None or isinstance(value, Path):
+            continue
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{type(cfg).__name__}.{name}: expected a path (str or Path), got {value!r}")
+        object.__setattr__(cfg, name, Path(value))  # frozen: the one write, at construction
 
 
 def _pid_alive(pid: int) -> bool:

@@ -176,3 +176,28 @@ def test_atomic_writes_get_the_mode_a_plain_open_gives_under_the_umask_in_force(
     mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o600, oct(mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "plain.txt"]  # no temporary file left
+
+
+@pytest.mark.parametrize("command", sorted(set(cli.COMMANDS) - {"book-cache-key"}))
+def test_configs_hold_paths_however_they_are_built(command, tmp_path):
+    """A notebook passes its papermill parameters as strings, the CLI as Paths: both build the
+    same config, whose path fields are Paths (#24)."""
+    import importlib
+    import typing
+
+    module_name, cls_name, _, _ = cli.COMMANDS[command]
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    hints = typing.get_type_hints(cls)
+    paths = [f.name for f in dataclasses.fields(cls) if Path in (hints[f.name], *typing.get_args(hints[f.name]))]
+    assert paths, f"{cls_name} has no path field"
+    given = {name: str(tmp_path / name) for name in paths}
+    for folder in given.values():
+        Path(folder).mkdir()  # a config may check that its input folder exists
+    positional = {"download": ["mimic-demo"]}.get(command, [])
+    argv = positional + [a for name, value in given.items() for a in (f"--{name.replace('_', '-')}", value)]
+    from_strings = cls(*positional, **given)
+    assert from_strings == cli.config_from_args(cls, argv)
+    assert {name: getattr(from_strings, name) for name in paths} == {n: Path(v) for n, v in given.items()}
+    assert all(type(getattr(from_strings, name)) is type(Path()) for name in paths)
+    with pytest.raises(TypeError, match=f"{cls_name}.{paths[0]}: expected a path"):
+        cls(*positional, **{**given, paths[0]: 3})
