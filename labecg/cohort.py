@@ -56,13 +56,10 @@ import numpy as np
 import pandas as pd
 
 from labecg import features, labels, layout, paper, readers, util
+from labecg.layout import N_FOLDS, TEST_FOLD, VAL_FOLD
 from labecg.targets import HORIZONS_MIN, TASKS, THRESHOLD_RULES, horizon_min, is_monitoring
 
 log = util.get_logger("labecg.cohort")
-
-N_FOLDS = 20
-VAL_FOLD, TEST_FOLD = 18, 19
-TRAIN_FOLDS: tuple[int, ...] = tuple(range(VAL_FOLD))  # 0-17
 
 
 #: The default DuckDB memory limit, percent of this machine's memory (:func:`machine_memory`):

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from labecg import layout
-from labecg.cohort import TEST_FOLD, TRAIN_FOLDS, VAL_FOLD
+from labecg.layout import TEST_FOLD, TRAIN_FOLDS, VAL_FOLD
 from labecg.features import FEATURES, RACES
 from labecg.signals import load_signals
 from labecg.util import get_logger, hold_paths, read_json

@@ -8,7 +8,8 @@ renamed here is renamed for every stage, page and test that reads it. Three fold
   tables :data:`MIMIC_TABLES` and :data:`MIMIC_FILES`) and, for a generated one,
   :data:`SYNTHETIC_MARKER`; :func:`data_root` finds the root again from the ECG folder;
 - a *cohort folder* (``labecg cohort``, then ``labecg signals``): :data:`COHORT_FILES`,
-  :data:`SIGNAL_FILES`;
+  :data:`SIGNAL_FILES`, and what its ``fold`` column means (:data:`N_FOLDS`,
+  :data:`TRAIN_FOLDS`, :data:`VAL_FOLD`, :data:`TEST_FOLD`);
 - a *run folder* (``labecg train``, then ``labecg evaluate`` and ``labecg explain`` into
   :func:`evaluation_dir`): :data:`CONFIG`, :data:`INFERENCE`, :data:`RUN_INFO`,
   :data:`RUN_SETTINGS`, :data:`METRICS`, :func:`predictions_path`, :func:`checkpoint_path`
@@ -77,6 +78,11 @@ FLOW = "cohort_flow.csv"
 LAST_VALUES = "last_values.parquet"
 #: ``labecg cohort``'s files.
 COHORT_FILES = (COHORT, TARGETS, FLOW, LAST_VALUES)
+#: What the ``fold`` column of :data:`COHORT` means: MIMIC-IV-ECG-ICD's ``strat_fold``, 0 to
+#: ``N_FOLDS - 1``; folds 0-17 train, 18 validation, 19 test (the authors' split).
+N_FOLDS = 20
+VAL_FOLD, TEST_FOLD = 18, 19
+TRAIN_FOLDS: tuple[int, ...] = tuple(range(VAL_FOLD))  # 0-17
 
 #: The signal memmap (N, L, 12), one row per cohort row (section 3).
 SIGNALS = "signals.npy"

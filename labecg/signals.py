@@ -52,7 +52,7 @@ import wfdb
 from scipy.signal import resample_poly
 from wfdb.io.header import rx_record, rx_signal
 from labecg import layout
-from labecg.cohort import TRAIN_FOLDS
+from labecg.layout import TRAIN_FOLDS
 from labecg.util import (atomic_path, check_free_space, folder_lock, format_bytes, get_logger, hold_paths,
                          progress_bar, read_json, shown_path, write_json)
 

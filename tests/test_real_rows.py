@@ -146,7 +146,7 @@ def test_flow_says_folds_were_assigned(demo):
     result, df, _ = demo
     flow = pd.read_csv(result.flow)
     assert flow["reason"].str.contains("assign", case=False).any()
-    assert df["fold"].between(0, cohort.N_FOLDS - 1).all() and len(df) == 659
+    assert df["fold"].between(0, layout.N_FOLDS - 1).all() and len(df) == 659
 
 
 # ---------------------------------------------------------------------------------------
