@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from labecg.layout import RunFolder
-from labecg.s4 import S4Layer
+from labecg.s4 import S4Layer, tag_no_decay
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class ECGEncoder(nn.Module):
         self.inp = nn.Linear(cfg.n_leads, cfg.d_model)
         self.layers = nn.ModuleList(
             S4Layer(cfg.d_model, cfg.d_state, bidirectional=cfg.bidirectional, dropout=cfg.dropout,
-                    freeze_ssm=cfg.freeze_ssm, init=cfg.ssm_init) for _ in range(cfg.n_layers))
+                    freeze_ssm=cfg.freeze_ssm, ssm_init=cfg.ssm_init) for _ in range(cfg.n_layers))
         self.norms = nn.ModuleList(nn.LayerNorm(cfg.d_model) for _ in range(cfg.n_layers))
 
     def forward(self, ecg: torch.Tensor) -> torch.Tensor:
@@ -195,6 +195,7 @@ class FusionModel(nn.Module):
             self.ecg_proj = None
             head_in = (cfg.d_model if uses_ecg else 0) + tab_width
         self.head = nn.Linear(head_in, cfg.n_targets)
+        tag_no_decay(self)  # biases and norms; the S4 layers tagged their own parameters
 
 
     def forward(self, ecg: torch.Tensor | None, tabular: torch.Tensor | None) -> torch.Tensor:

@@ -71,6 +71,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: Optimizer groups. A parameter's group is set where it is created, as the attribute
+#: ``_optim`` (the S4 reference code's name), and :func:`labecg.train.parameter_groups` reads
+#: it: "ssm" the state matrix and step sizes (no weight decay, their own learning rate),
+#: "no_decay" biases and normalization weights; an untagged parameter decays ("decay").
+OPTIM_GROUPS = ("decay", "no_decay", "ssm")
+
+
+def tag_optim(param: nn.Parameter, group: str) -> nn.Parameter:
+    """``param`` with its optimizer group (one of :data:`OPTIM_GROUPS`) set as ``param._optim``."""
+    if group not in OPTIM_GROUPS:
+        raise ValueError(f"tag_optim: group must be one of {OPTIM_GROUPS}; got {group!r}")
+    param._optim = group
+    return param
+
+
+def tag_no_decay(module: nn.Module) -> None:
+    """Tag "no_decay" every bias and every LayerNorm/BatchNorm parameter inside ``module`` that
+    carries no group yet (the S4 reference's optimizer hooks exempt them from weight decay)."""
+    for m in module.modules():
+        norm = isinstance(m, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm))
+        for name, p in m.named_parameters(recurse=False):
+            if (norm or name == "bias") and not hasattr(p, "_optim"):
+                tag_optim(p, "no_decay")
 
 
 def vandermonde_kernel(C: torch.Tensor, log_dt: torch.Tensor, log_a_re: torch.Tensor,
@@ -263,7 +286,7 @@ class S4Layer(nn.Module):
         Add a backward kernel over the time-flipped input (non-causal layer).
     dropout : float
         Drop probability; one mask per (sequence, channel), shared over time.
-    init : {"lin", "inv", "legs"}
+    ssm_init : {"lin", "inv", "legs"}
         S4D-Lin (a_im = pi n, B = 1), S4D-Inv (a_im = N/pi (N/(2n+1) - 1), B = 1) or S4D-LegS
         (A and B of the diagonalized normal part of HiPPO-LegS, :func:`legs_diagonal`: the
         diagonal counterpart of the authors' S4 with HiPPO-LegS); a_re = -1/2 in all three.
@@ -274,32 +297,35 @@ class S4Layer(nn.Module):
         Keep A and the step sizes fixed (the authors' code trains only C, D and the
         projection).
     output : {"glu", "linear"}
+
+    The state matrix and step sizes (``log_dt``, ``log_a_re``, ``a_im``) are tagged "ssm",
+    the projection's bias "no_decay" (:func:`tag_optim`); C and D decay.
     """
 
     def __init__(self, d_model: int, d_state: int = 8, bidirectional: bool = True, dropout: float = 0.0,
-                 init: Literal["lin", "inv", "legs"] = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 ssm_init: Literal["lin", "inv", "legs"] = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1,
                  freeze_ssm: bool = False, output: Literal["glu", "linear"] = "glu"):
         super().__init__()
         if d_state < 2 or d_state % 2:
             raise ValueError(f"S4Layer: d_state must be an even number >= 2; got {d_state}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"S4Layer: dropout must be in [0, 1); got {dropout}")
-        if init not in ("lin", "inv", "legs") or output not in ("glu", "linear"):
-            raise ValueError(f"S4Layer: init in (lin, inv, legs), output in (glu, linear); "
-                             f"got {init!r}, {output!r}")
+        if ssm_init not in ("lin", "inv", "legs") or output not in ("glu", "linear"):
+            raise ValueError(f"S4Layer: ssm_init in (lin, inv, legs), output in (glu, linear); "
+                             f"got {ssm_init!r}, {output!r}")
         H, M = d_model, d_state // 2
         self.d_model, self.d_state, self.bidirectional = H, d_state, bidirectional
         n = torch.arange(M, dtype=torch.float32)
         b = torch.ones(M, dtype=torch.complex64)
-        if init == "legs":
+        if ssm_init == "legs":
             a, b = legs_diagonal(d_state)
             a_im = a.imag.float()
         else:
-            a_im = math.pi * n if init == "lin" else d_state / math.pi * (d_state / (2 * n + 1) - 1)
+            a_im = math.pi * n if ssm_init == "lin" else d_state / math.pi * (d_state / (2 * n + 1) - 1)
         log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        self.log_dt = nn.Parameter(log_dt, requires_grad=not freeze_ssm)  # (H,)
-        self.log_a_re = nn.Parameter(torch.full((H, M), math.log(0.5)), requires_grad=not freeze_ssm)
-        self.a_im = nn.Parameter(a_im.repeat(H, 1), requires_grad=not freeze_ssm)  # (H, M)
+        self.log_dt = tag_optim(nn.Parameter(log_dt, requires_grad=not freeze_ssm), "ssm")  # (H,)
+        self.log_a_re = tag_optim(nn.Parameter(torch.full((H, M), math.log(0.5)), requires_grad=not freeze_ssm), "ssm")
+        self.a_im = tag_optim(nn.Parameter(a_im.repeat(H, 1), requires_grad=not freeze_ssm), "ssm")  # (H, M)
         n_dir = 2 if bidirectional else 1
         c = torch.view_as_complex(torch.randn(n_dir, H, M, 2) * math.sqrt(0.5)) * b  # C B: (n_dir, H, M)
         self.C = nn.Parameter(torch.view_as_real(c).contiguous())  # complex as (re, im)
@@ -307,6 +333,7 @@ class S4Layer(nn.Module):
         self.dropout = dropout
         self.out = nn.Linear(H, 2 * H if output == "glu" else H)
         self.glu = output == "glu"
+        tag_no_decay(self)
 
     def kernel(self, L: int) -> torch.Tensor:
         """The forward (and backward) kernels, tensor of shape (n_dir, H, L)."""

@@ -50,6 +50,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from labecg import layout
 from labecg.data import CATEGORICAL_COLUMNS, DataConfig, LabDataModule, average_segments
 from labecg.model import FusionModel, ModelConfig
+from labecg.s4 import OPTIM_GROUPS
 from labecg.targets import BINARY, TargetKind
 from labecg.util import (LOCK_NAME, PROGRESS_ENV, Interrupted, atomic_path, disk_full, folder_lock, format_bytes,
                          get_logger, hold_paths, progress_bar, read_json, write_json)
@@ -264,8 +265,9 @@ class TrainConfig:
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
-def masked_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, kind: str = _TRAIN_DEFAULTS["loss"],
-                gamma: float = _TRAIN_DEFAULTS["focal_gamma"], reduction: str = _TRAIN_DEFAULTS["target_reduction"],
+def masked_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, loss: str = _TRAIN_DEFAULTS["loss"],
+                focal_gamma: float = _TRAIN_DEFAULTS["focal_gamma"],
+                target_reduction: str = _TRAIN_DEFAULTS["target_reduction"],
                 target_kind: TargetKind = BINARY) -> torch.Tensor:
     """The target kind's loss over observed entries only (binary cross-entropy by default).
 
@@ -273,10 +275,12 @@ def masked_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, kind:
     ----------
     logits, y, mask : tensors of shape (B, T)
         y in {0, 1} (any value where missing); mask 1 observed, 0 missing.
-    kind : {"bce", "focal"}
-        A loss of ``target_kind.losses``. Focal: each entry's BCE times (1 - p_t)^gamma, p_t
-        the probability of the true class.
-    reduction : {"mean", "sum"}
+    loss : {"bce", "focal"}
+        A loss of ``target_kind.losses``. Focal: each entry's BCE times (1 - p_t)^focal_gamma,
+        p_t the probability of the true class.
+    focal_gamma : float
+        Focusing exponent of the focal loss.
+    target_reduction : {"mean", "sum"}
         Over the targets with at least one observed entry in the batch.
     target_kind : TargetKind
         What the targets are (:data:`labecg.targets.BINARY`).
@@ -293,62 +297,55 @@ def masked_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, kind:
     logits = logits.float()
     y = torch.where(mask > 0, y.float(), torch.zeros_like(logits))
     losses = target_kind.losses
-    if kind not in losses:
-        raise ValueError(f"masked_loss: kind must be {' or '.join(map(repr, losses))}; got {kind!r}")
-    per = losses[kind](logits, y, gamma)  # (B, T)
+    if loss not in losses:
+        raise ValueError(f"masked_loss: loss must be {' or '.join(map(repr, losses))}; got {loss!r}")
+    per = losses[loss](logits, y, focal_gamma)  # (B, T)
     per = torch.where(mask > 0, per, torch.zeros_like(per))  # where, not *, so masked entries get no gradient
     count = mask.sum(0)  # (T,)
     seen = count > 0
     per_target = per.sum(0)[seen] / count[seen]  # (T_seen,)
     if per_target.numel() == 0:
         return logits.sum() * 0.0
-    return per_target.mean() if reduction == "mean" else per_target.sum()
-
-
-SSM_PARAMETERS = ("log_dt", "log_a_re", "a_im")  # S4Layer's state matrix and step sizes
+    return per_target.mean() if target_reduction == "mean" else per_target.sum()
 
 
 def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float,
-                     scope: str = _TRAIN_DEFAULTS["weight_decay_scope"],
+                     weight_decay_scope: str = _TRAIN_DEFAULTS["weight_decay_scope"],
                      ssm_lr: float = _TRAIN_DEFAULTS["ssm_lr"]) -> list[dict]:
     """AdamW parameter groups: which parameters decay, and at which learning rate.
 
     The S4/S4D reference code registers A and the step size with weight decay 0 and their
     own learning rate (min(lr, 0.001) in its examples), and its optimizer hooks exempt
-    biases and normalization weights from weight decay; ``scope="weights"`` does the same.
-    At paper scale (~450k steps) decay on ``log_dt`` and ``a_im`` would pull step sizes and
-    frequencies toward zero.
+    biases and normalization weights from weight decay; ``weight_decay_scope="weights"``
+    does the same. At paper scale (~450k steps) decay on ``log_dt`` and ``a_im`` would pull
+    step sizes and frequencies toward zero. Which parameter is which is decided where it is
+    created: each carries its group as ``_optim`` (:func:`labecg.s4.tag_optim`; the S4
+    layer tags its state-space parameters, the model its biases and norms); an untagged
+    parameter decays.
 
     Parameters
     ----------
     model : nn.Module
     lr, weight_decay : float
-    scope : {"weights", "all"}
+    weight_decay_scope : {"weights", "all"}
         "all": one group, every trained parameter decays at ``lr`` (the earlier behaviour).
     ssm_lr : float
 
     Returns
     -------
     list of dict with keys name ("decay", "no_decay", "ssm"), params, lr, weight_decay;
-    empty groups are left out. Frozen parameters are in no group.
+    in that order, each group's parameters in the order of ``model.parameters()``, empty
+    groups left out. Frozen parameters are in no group.
     """
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if scope == "all":
-        return [{"name": "decay", "params": [p for _, p in named], "lr": lr, "weight_decay": weight_decay}]
-    if scope != "weights":
-        raise ValueError(f"parameter_groups: scope must be 'weights' or 'all'; got {scope!r}")
-    norm_ids = {id(p) for m in model.modules()
-                if isinstance(m, (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm))
-                for p in m.parameters(recurse=False)}
-    groups = {"decay": [], "no_decay": [], "ssm": []}
-    for n, p in named:
-        leaf = n.rsplit(".", 1)[-1]
-        if leaf in SSM_PARAMETERS:
-            groups["ssm"].append(p)
-        elif leaf == "bias" or id(p) in norm_ids:
-            groups["no_decay"].append(p)
-        else:
-            groups["decay"].append(p)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if weight_decay_scope == "all":
+        return [{"name": "decay", "params": trained, "lr": lr, "weight_decay": weight_decay}]
+    if weight_decay_scope != "weights":
+        raise ValueError(f"parameter_groups: weight_decay_scope must be 'weights' or 'all'; "
+                         f"got {weight_decay_scope!r}")
+    groups = {name: [] for name in OPTIM_GROUPS}
+    for p in trained:
+        groups[getattr(p, "_optim", "decay")].append(p)
     settings = {"decay": (lr, weight_decay), "no_decay": (lr, 0.0), "ssm": (min(lr, ssm_lr), 0.0)}
     return [{"name": k, "params": v, "lr": settings[k][0], "weight_decay": settings[k][1]}
             for k, v in groups.items() if v]

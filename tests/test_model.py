@@ -128,3 +128,44 @@ def test_outer_head_weights_count_the_built_heads_weights():
 
     assert outer_head_weights(4, 3, T) == model.head.weight.numel() == 5 * 4 * T
     assert outer_head_weights(512, 512, 514) == 513 * 513 * 514  # the paper's sizes, all four tasks' targets
+
+
+def _groups_by_the_old_rule(model, lr, weight_decay, ssm_lr):
+    """The weight-decay groups as train.parameter_groups decided them before the parameters
+    carried tags (#24): by the last part of each parameter's name (the state-space
+    parameters ``log_dt``, ``log_a_re``, ``a_im``; ``bias``) and by the LayerNorm/BatchNorm
+    modules' parameters, in the order of ``named_parameters``."""
+    from torch import nn
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.BatchNorm1d))
+                for p in m.parameters(recurse=False)}
+    groups = {"decay": [], "no_decay": [], "ssm": []}
+    for name, p in named:
+        leaf = name.rsplit(".", 1)[-1]
+        key = "ssm" if leaf in ("log_dt", "log_a_re", "a_im") else (
+            "no_decay" if leaf == "bias" or id(p) in norm_ids else "decay")
+        groups[key].append(name)
+    settings = {"decay": (lr, weight_decay), "no_decay": (lr, 0.0), "ssm": (min(lr, ssm_lr), 0.0)}
+    return [(k, v, *settings[k]) for k, v in groups.items() if v]
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(fusion="concat"), dict(tabular_encoder="mlp"), dict(variant="ecg"), dict(variant="tabular"),
+    dict(variant="tabular", tabular_encoder="mlp"), dict(freeze_ssm=True), dict(ssm_init="legs"),
+    dict(bidirectional=False, n_layers=3),
+])
+def test_parameter_groups_are_the_old_rules(options, tmp_path):
+    """Weight-decay groups come from tags set where the parameters are created (S4Layer,
+    FusionModel) and are the groups the old name rule gave, parameter for parameter and in
+    order (an optimizer's state is resumed by position), also for the network a LabModule
+    builds and one moved to float64."""
+    from labecg.train import LabModule, parameter_groups
+
+    cfg = ModelConfig(n_targets=T, n_tabular=NTAB, **{"d_model": 8, "n_layers": 2, **options})
+    for model in (FusionModel(cfg), FusionModel(cfg).double(),
+                  LabModule(vars(cfg) | {"categorical": list(cfg.categorical)}).model):
+        names = {id(p): n for n, p in model.named_parameters()}
+        got = [(g["name"], [names[id(p)] for p in g["params"]], g["lr"], g["weight_decay"])
+               for g in parameter_groups(model, 3e-3, 0.05, "weights", 1e-3)]
+        assert got == _groups_by_the_old_rule(model, 3e-3, 0.05, 1e-3)

@@ -104,7 +104,7 @@ def test_freeze_ssm_trains_only_c_d_and_projection():
 
 
 def test_inv_init_linear_output_and_shape_errors():
-    layer = S4Layer(4, d_state=6, init="inv", output="linear")
+    layer = S4Layer(4, d_state=6, ssm_init="inv", output="linear")
     assert layer(torch.randn(1, 10, 4)).shape == (1, 10, 4)
     with pytest.raises(ValueError, match="d_state"):
         S4Layer(4, d_state=7)
@@ -226,5 +226,5 @@ def test_legs_diagonal_is_the_normal_part_of_hippo_legs():
         want = B @ expm(normal * t) @ B
         got = 2 * np.real(np.sum(np.abs(b) ** 2 * np.exp(a * t)))
         assert got == pytest.approx(want, rel=1e-4)
-    layer = S4Layer(16, d_state=N, init="legs")
+    layer = S4Layer(16, d_state=N, ssm_init="legs")
     np.testing.assert_allclose(layer.a_im.detach()[3].numpy(), a.imag, rtol=1e-6)

@@ -203,7 +203,7 @@ def test_parameter_groups_follow_the_s4_reference():
     assert got["decay"] == decay and "ecg_encoder.layers.0.C" in decay and "ecg_encoder.layers.0.D" in decay
     assert (groups["decay"]["lr"], groups["decay"]["weight_decay"]) == (3e-3, 0.05)
     # the earlier behaviour: one group, every parameter decays
-    (one,) = parameter_groups(m, lr=3e-3, weight_decay=0.05, scope="all")
+    (one,) = parameter_groups(m, lr=3e-3, weight_decay=0.05, weight_decay_scope="all")
     assert len(one["params"]) == len(names) and one["weight_decay"] == 0.05
     # frozen state-space parameters are in no group
     f = FusionModel(ModelConfig(n_targets=3, n_tabular=5, d_model=8, n_layers=1, freeze_ssm=True))
