@@ -27,7 +27,8 @@ import warnings
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from labecg.evaluate import bootstrap, resample_indices
+from labecg.metrics import resample_indices
+from labecg.stats import bootstrap
 
 
 def make_problem(n_ecgs: int, n_targets: int, seed: int = 0):

@@ -736,7 +736,7 @@ def plot_reliability(reliability: pd.DataFrame, results: pd.DataFrame, targets):
     Parameters
     ----------
     reliability : DataFrame
-        ``RUN/evaluation/reliability.csv`` (:func:`labecg.evaluate.reliability_frame`).
+        ``RUN/evaluation/reliability.csv`` (:func:`labecg.stats.reliability_frame`).
     results : DataFrame
         ``results.csv``, for the labels and the Brier score.
     targets : sequence of str

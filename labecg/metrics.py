@@ -289,7 +289,7 @@ N_RESAMPLES = 1000
 
 
 def resample_indices(n_ecgs: int, n_iterations: int, seed: int = 0) -> Iterator[np.ndarray]:
-    """The ECG-level bootstrap resamples :func:`labecg.evaluate.bootstrap` uses, as row indices.
+    """The ECG-level bootstrap resamples :func:`labecg.stats.bootstrap` uses, as row indices.
 
     Yields
     ------
@@ -313,7 +313,7 @@ def _group_codes(groups, n_ecgs: int) -> tuple[np.ndarray, int]:
 
 
 def resample_weights(n_ecgs: int, n_iterations: int, seed: int = 0, groups=None) -> Iterator[np.ndarray]:
-    """The bootstrap resamples of :func:`labecg.evaluate.bootstrap`, as a multiplicity per ECG.
+    """The bootstrap resamples of :func:`labecg.stats.bootstrap`, as a multiplicity per ECG.
 
     Without ``groups``: the multiplicities of :func:`resample_indices` (ECGs drawn with
     replacement). With ``groups``: the distinct ids, sorted (``np.unique``), are drawn

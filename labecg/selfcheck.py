@@ -341,7 +341,7 @@ def interval_summary(results: pd.DataFrame, auroc_threshold: float = 0.7) -> dic
 
 
 def calibration_summary(calib: pd.DataFrame) -> dict:
-    """Medians over targets of :func:`labecg.evaluate.calibration`'s columns, for a sentence.
+    """Medians over targets of :func:`labecg.stats.calibration`'s columns, for a sentence.
 
     Returns
     -------

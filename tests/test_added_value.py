@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from labecg import evaluate
+from labecg import evaluate, stats
 
 
 def explicit_paired(y, a, b, groups, n_iterations, seed):
@@ -46,7 +46,7 @@ def data():
 
 def test_paired_bootstrap_equals_an_explicit_loop_with_sklearn(data):
     y, a, b, groups = data
-    got = evaluate.paired_bootstrap(y, a, b, 200, seed=5, groups=groups, target_names=["p", "q", "r"])
+    got = stats.paired_bootstrap(y, a, b, 200, seed=5, groups=groups, target_names=["p", "q", "r"])
     diffs = explicit_paired(y, a, b, groups, 200, 5)
     for t, name in enumerate(["p", "q", "r"]):
         keep = ~np.isnan(y[:, t]) & ~np.isnan(b[:, t])
@@ -68,8 +68,8 @@ def test_paired_interval_is_narrower_than_the_two_intervals_apart(data):
     # a baseline equal to the model up to a small perturbation: the paired difference is tight
     y, a, _, groups = data
     b = a + np.random.default_rng(0).normal(0, 0.05, a.shape)
-    got = evaluate.paired_bootstrap(y, a, b, 200, seed=1, groups=groups)
-    single = evaluate.bootstrap(y, a, 200, seed=1, groups=groups)
+    got = stats.paired_bootstrap(y, a, b, 200, seed=1, groups=groups)
+    single = stats.bootstrap(y, a, 200, seed=1, groups=groups)
     assert (got["high"] - got["low"]).loc["macro"] < 0.5 * (single["high"] - single["low"]).loc["macro"]
 
 

@@ -10,8 +10,10 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from labecg import evaluate, metrics
-from labecg.evaluate import EvaluateConfig, auroc, bootstrap, evaluate_run, resample_indices
+from labecg import evaluate, metrics, stats
+from labecg.evaluate import EvaluateConfig, evaluate_run
+from labecg.metrics import auroc, resample_indices
+from labecg.stats import bootstrap
 
 
 def _sklearn_auroc(y_true, y_score):
@@ -288,12 +290,12 @@ def test_brier_and_reliability_equal_sklearn():
     s = np.clip(s / 1.5, 0, 1)
     s[:7, 0] = [0.0, 0.1, 0.2, 0.5, 0.9, 1.0, 0.3]  # scores on bin edges
     y[:7, 0] = [0, 1, 0, 1, 1, 1, 0]
-    brier = evaluate.brier_loss(y, s)
+    brier = stats.brier_loss(y, s)
     for t in range(6):
         m = ~np.isnan(y[:, t])
         assert brier[t] == pytest.approx(brier_score_loss(y[m, t], s[m, t]), abs=1e-12)
         for n_bins in (5, 10):
-            curve = evaluate.reliability_curve(y[:, t], s[:, t], n_bins=n_bins)
+            curve = stats.reliability_curve(y[:, t], s[:, t], n_bins=n_bins)
             prob_true, prob_pred = calibration_curve(y[m, t], s[m, t], n_bins=n_bins, strategy="uniform")
             np.testing.assert_allclose(curve["fraction_positive"], prob_true, atol=1e-12)
             np.testing.assert_allclose(curve["mean_predicted"], prob_pred, atol=1e-12)
@@ -313,7 +315,7 @@ def test_calibration_intercept_and_slope_against_independent_fits():
                               1 / (1 + np.exp(-(z - 1)))])  # under-predicts: intercept +1
     y = np.column_stack([y_true] * 3)
     y[rng.random(y.shape) < 0.1] = np.nan
-    cal = evaluate.calibration(y, scores, ["ok", "extreme", "low"])
+    cal = stats.calibration(y, scores, ["ok", "extreme", "low"])
     for t, name in enumerate(["ok", "extreme", "low"]):
         m = ~np.isnan(y[:, t])
         x = np.log(scores[m, t] / (1 - scores[m, t]))
@@ -326,7 +328,7 @@ def test_calibration_intercept_and_slope_against_independent_fits():
     assert cal.loc["ok", "calibration_slope"] == pytest.approx(1.0, abs=0.15)
     assert cal.loc["extreme", "calibration_slope"] == pytest.approx(0.5, abs=0.08)
     assert cal.loc["low", "calibration_intercept"] == pytest.approx(1.0, abs=0.15)
-    single = evaluate.calibration(np.zeros((10, 1)), np.full((10, 1), 0.2))
+    single = stats.calibration(np.zeros((10, 1)), np.full((10, 1), 0.2))
     assert np.isnan(single.iloc[0]["calibration_slope"]) and single.iloc[0]["brier"] == pytest.approx(0.04)
 
 
@@ -338,11 +340,11 @@ def test_subgroup_auroc_against_sklearn_on_each_subgroup():
     codes = np.unique(subject, return_inverse=True)[1]
     sex, age = patient_sex[codes], rng.uniform(20, 95, len(subject))
     race = rng.choice(["white", "black", "asian", ""], len(subject))
-    labels = evaluate.subgroup_labels(sex, age, race)
+    labels = stats.subgroup_labels(sex, age, race)
     assert set(labels["age_band"].dropna()) <= {"<45", "45–64", "65–79", "≥80"}
     assert labels["race"].isna().sum() == (race == "").sum() and labels["sex"].isna().sum() == np.isnan(sex).sum()
     names = ["a", "b", "c"]
-    sub = evaluate.subgroup_auroc(y, s, names, labels, ["a", "c"], groups=subject, n_iterations=12, seed=3)
+    sub = stats.subgroup_auroc(y, s, names, labels, ["a", "c"], groups=subject, n_iterations=12, seed=3)
     assert set(sub["target"]) == {"a", "c"} and (sub["interval"] == "patient").all()
     for row in sub.itertuples():
         m = np.ones(len(y), bool) if row.variable == "all" else (labels[row.variable] == row.subgroup).to_numpy()
@@ -384,7 +386,7 @@ def test_evaluate_run_writes_patient_interval_calibration_and_subgroups(tmp_path
     assert res.loc[names[0], "brier"] == pytest.approx(brier_score_loss(y[m, 0], s[m, 0]), abs=1e-7)
     calib = pd.read_csv(out / "calibration.csv")
     assert list(calib["target"]) == names
-    direct_cal = evaluate.calibration(y, s, names, groups=subject, n_iterations=60, seed=0,
+    direct_cal = stats.calibration(y, s, names, groups=subject, n_iterations=60, seed=0,
                                       interval_targets=evaluate.read_headline(out / "headline.csv"))
     np.testing.assert_allclose(calib["slope_low"], direct_cal["slope_low"], atol=1e-9)
     assert calib["slope_low"].notna().sum() == 1
@@ -492,7 +494,7 @@ def test_calibration_slope_is_nan_under_separation(labels, scores):
     sign = 1.0 if y[-1] == 1 else -1.0
     path = [_loglik(-sign * b * c, sign * b, x, y) for b in (0.5, 1.0, 2.0, 4.0, 8.0)]
     assert np.all(np.diff(path) > 0) and path[-1] < 0
-    cal = evaluate.calibration(y[:, None], p[:, None])
+    cal = stats.calibration(y[:, None], p[:, None])
     assert np.isnan(cal.iloc[0]["calibration_slope"])
     # the intercept (slope fixed at 1) still exists: root of sum(y - sigmoid(x + a)) = 0
     from scipy.optimize import brentq
@@ -507,7 +509,7 @@ def test_calibration_slope_of_barely_overlapping_classes_equals_sklearn():
     p = np.array([.1, .2, .3, .7, .8, .9])
     x = np.log(p / (1 - p))
     fit = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000).fit(x[:, None], y)
-    cal = evaluate.calibration(y[:, None], p[:, None])
+    cal = stats.calibration(y[:, None], p[:, None])
     assert cal.iloc[0]["calibration_slope"] == pytest.approx(fit.coef_[0, 0], abs=1e-4)
 
 
@@ -517,7 +519,7 @@ def test_calibration_intervals_equal_an_explicit_patient_resample_loop():
 
     y, s, subject = _patient_problem(n_patients=80, seed=4)
     p = 1 / (1 + np.exp(-s))  # scores as probabilities
-    cal = evaluate.calibration(y, p, ["a", "b", "c"], groups=subject, n_iterations=25, seed=7)
+    cal = stats.calibration(y, p, ["a", "b", "c"], groups=subject, n_iterations=25, seed=7)
     ids = np.unique(subject)
     members = [np.flatnonzero(subject == g) for g in ids]
     rng = np.random.default_rng(7)
@@ -541,7 +543,7 @@ def test_calibration_intervals_equal_an_explicit_patient_resample_loop():
 def test_calibration_interval_skips_separated_resamples():
     y = np.array([0, 0, 1, 0, 1, 1], float)[:, None]  # overlap rests on rows 2 and 3 alone
     p = np.array([.1, .2, .3, .7, .8, .9])[:, None]
-    cal = evaluate.calibration(y, p, n_iterations=200, seed=1)
+    cal = stats.calibration(y, p, n_iterations=200, seed=1)
     rng = np.random.default_rng(1)
     skipped = 0
     for _ in range(200):
@@ -597,8 +599,8 @@ def test_a_subgroup_with_fewer_than_ten_of_a_class_gets_no_interval():
     race[pos[:6]], race[neg[:6]] = "asian", "asian"  # 6/6
     race[pos[6:16]], race[neg[6:30]] = "black", "black"  # 10/24: just enough
     s[pos[:6], 0], s[neg[:6], 0] = 5.0, -5.0  # perfectly separated: the old interval was (1.000, 1.000)
-    labels = evaluate.subgroup_labels(np.zeros(n), np.full(n, 50.0), race)
-    sub = evaluate.subgroup_auroc(y, s, ["k"], labels, groups=np.arange(n), n_iterations=200, seed=0)
+    labels = stats.subgroup_labels(np.zeros(n), np.full(n, 50.0), race)
+    sub = stats.subgroup_auroc(y, s, ["k"], labels, groups=np.arange(n), n_iterations=200, seed=0)
     row = sub.set_index("subgroup").loc["asian"]
     assert (row.n_pos, row.n_neg) == (6, 6) and row.auroc == 1.0
     assert bool(row.too_few) and np.isnan(row.low) and np.isnan(row.high)
@@ -657,7 +659,7 @@ def test_simultaneous_intervals_equal_a_slow_max_statistic_loop():
     y, s = _random_problem(n=150, T=7, seed=5)
     tasks = np.array(["est", "est", "est", "mon30", "mon30", "mon60", "mon60"], dtype=object)
     boot, its = bootstrap(y, s, 60, seed=2, return_iterations=True)
-    sim, crit = evaluate.simultaneous_intervals(boot["auroc"].to_numpy()[:7], its[:, :7], tasks)
+    sim, crit = stats.simultaneous_intervals(boot["auroc"].to_numpy()[:7], its[:, :7], tasks)
     low, high, slow_crit = _slow_simultaneous(y, s, tasks, 60, 2)
     np.testing.assert_allclose(sim["low"], low, atol=1e-12)
     np.testing.assert_allclose(sim["high"], high, atol=1e-12)

@@ -258,7 +258,7 @@ def test_style_table_bolds_the_cells_the_table_names_and_hides_the_index():
 def test_issue14_figures_and_page_tables_from_an_evaluated_run(tmp_path):
     import matplotlib.pyplot as plt
 
-    from labecg import evaluate
+    from labecg import evaluate, stats
 
     rng = np.random.default_rng(0)
     n, T = 300, 3
@@ -266,22 +266,22 @@ def test_issue14_figures_and_page_tables_from_an_evaluated_run(tmp_path):
     y = (rng.random((n, T)) < 0.3).astype(float)
     s = 1 / (1 + np.exp(-(rng.normal(size=(n, T)) + 1.5 * y)))
     subject = np.repeat(np.arange(100), 3)
-    results = evaluate.bootstrap(y, s, 40, target_names=names)
-    patient = evaluate.bootstrap(y, s, 40, groups=subject, target_names=names)
+    results = stats.bootstrap(y, s, 40, target_names=names)
+    patient = stats.bootstrap(y, s, 40, groups=subject, target_names=names)
     meta = pd.DataFrame({"task": ["est", "est", "mon30"], "lab": ["potassium", "calcium", "sodium"],
                          "label": ["Potassium", "Calcium, Total", "Sodium"], "direction": ["high", "low", "low"],
                          "threshold": [5.1, 8.4, 135.0], "unit": ["mEq/L", "mg/dL", "mEq/L"],
                          "category": ["Me.", "Me.", "Me."], "horizon_min": [None, None, 30]},
                         index=pd.Index(names, name="target"))
-    calib = evaluate.calibration(y, s, names)
+    calib = stats.calibration(y, s, names)
     res = evaluate.assemble_results(results, meta, boot_patient=patient, n_patients=np.full(4, 100), calib=calib)
     headline = evaluate.headline_targets(res, top=2)
     assert headline == list(res.loc[["potassium_high_est", "calcium_low_est"], "auroc"]
                             .sort_values(ascending=False).index)
-    rel = evaluate.reliability_frame(y, s, names)
-    labels = evaluate.subgroup_labels(np.repeat(rng.integers(0, 2, 100), 3).astype(float),
+    rel = stats.reliability_frame(y, s, names)
+    labels = stats.subgroup_labels(np.repeat(rng.integers(0, 2, 100), 3).astype(float),
                                       rng.uniform(20, 90, n), rng.choice(["white", "black"], n))
-    sub = evaluate.subgroup_auroc(y, s, names, labels, headline, groups=subject, n_iterations=20)
+    sub = stats.subgroup_auroc(y, s, names, labels, headline, groups=subject, n_iterations=20)
     for fig in (figures.plot_intervals(res), figures.plot_reliability(rel, res, headline),
                 figures.plot_subgroups(sub, res)):
         assert isinstance(fig, plt.Figure)
