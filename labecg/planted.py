@@ -5,7 +5,9 @@ A laboratory value reads some of them through its :data:`LAB_MODELS` loadings (o
 the test it is derived from, :data:`DERIVED`); the ECG and the ED vital signs read others
 (:data:`ECG_FACTORS`). :data:`PLANTED_EFFECTS` says, per laboratory test, which channel
 carries its signal and how strongly, :data:`PLANTED_WINDOWS_S` where in the beat the ECG
-effects sit, and :func:`ecg_null_labs` which tests the ECG can say nothing about. The
+effects sit, :func:`ecg_null_labs` which tests the ECG can say nothing about, and
+:data:`PLANTED_RANGES` the sex- and age-specific reference ranges printed on the rows of a few
+tests (the truth ``labecg cohort --thresholds row`` has to recover). The
 generator (:mod:`labecg.synthetic`) draws from these; the attribution check
 (:mod:`labecg.explain`) and the pages' self-check (:mod:`labecg.selfcheck`) read them
 without loading the generator.
@@ -16,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from labecg.targets import lab_slug
@@ -205,3 +208,77 @@ DERIVED = {
     "PT": ("INR(PT)", 11.0, 0.3, 0.3),
     "eAG": ("% Hemoglobin A1c", 28.7, -46.7, 0.0),
 }
+
+
+@dataclass(frozen=True)
+class PlantedRange:
+    """The reference range printed on the lab rows of one test for patients of one sex and age band.
+
+    ``age_min`` and ``age_max`` are whole years of ``patients.anchor_age`` (the cohort's
+    ``age``), both included; ``lower`` and ``upper`` are in the test's unit
+    (``labecg.catalog``). Design values of the synthetic source, close to common laboratory
+    practice, not any laboratory's.
+    """
+
+    label: str
+    sex: Literal["F", "M"]
+    age_min: int
+    age_max: int
+    lower: float
+    upper: float
+
+
+#: Reference ranges that depend on the patient, printed on every row of these tests (before
+#: the printing quirks of ``labecg.synthetic``: 10% of rows print the range widened by 5% on
+#: each side, some print none, 0-0, or an upper limit only). Hemoglobin and hematocrit by sex,
+#: creatinine by sex and age (below 65, 65 and over). Every other test prints its
+#: ``labecg.catalog`` range for everyone; the men's hemoglobin and hematocrit ranges and the
+#: younger men's creatinine range are the catalog's.
+PLANTED_RANGES: tuple[PlantedRange, ...] = (
+    PlantedRange("Hemoglobin", "F", 0, 200, 12.0, 16.0),
+    PlantedRange("Hemoglobin", "M", 0, 200, 13.7, 17.5),
+    PlantedRange("Hematocrit", "F", 0, 200, 36.0, 46.0),
+    PlantedRange("Hematocrit", "M", 0, 200, 40.0, 51.0),
+    PlantedRange("Creatinine", "F", 0, 64, 0.4, 1.1),
+    PlantedRange("Creatinine", "F", 65, 200, 0.5, 1.3),
+    PlantedRange("Creatinine", "M", 0, 64, 0.5, 1.2),
+    PlantedRange("Creatinine", "M", 65, 200, 0.6, 1.5),
+)
+
+
+def planted_ranges_frame() -> pd.DataFrame:
+    """The planted reference ranges as a table.
+
+    Returns
+    -------
+    DataFrame with columns label, lab (``targets.lab_slug(label)``), sex ("F", "M"), age_min,
+    age_max (years, both included), lower, upper (the test's unit); one row per
+    :data:`PLANTED_RANGES` entry.
+    """
+    df = pd.DataFrame([asdict(r) for r in PLANTED_RANGES])
+    df.insert(1, "lab", df["label"].map(lab_slug))
+    return df
+
+
+def planted_row_ranges(labels, female, age) -> tuple[np.ndarray, np.ndarray]:
+    """The planted range of each lab row, NaN where its test has none (:data:`PLANTED_RANGES`).
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_rows,), str
+        The ``d_labitems.label`` of each row.
+    female : array-like of shape (n_rows,), bool
+    age : array-like of shape (n_rows,), int
+        The patient's ``anchor_age``, years.
+
+    Returns
+    -------
+    lower, upper : ndarray of shape (n_rows,), float64
+    """
+    labels = np.asarray(labels, dtype=object)
+    female, age = np.asarray(female, dtype=bool), np.asarray(age)
+    lower, upper = np.full(labels.shape, np.nan), np.full(labels.shape, np.nan)
+    for r in PLANTED_RANGES:
+        rows = (labels == r.label) & (female == (r.sex == "F")) & (age >= r.age_min) & (age <= r.age_max)
+        lower[rows], upper[rows] = r.lower, r.upper
+    return lower, upper

@@ -12,6 +12,9 @@ The self-check joins the planted effects of the synthetic generator (one row per
 test: direction, channel, strength 0-3) with the bootstrap results of a run (one row per
 target): a target with a planted effect (strength >= 1) should have an AUROC interval above
 0.5; a target with nothing planted (strength 0) should have an interval containing 0.5.
+It also reads the reference ranges printed on the source's lab rows back by sex and age
+(:func:`planted_ranges_check`): the ranges that ``labecg cohort --thresholds row`` labels by
+must be the generator's (``labecg.planted.PLANTED_RANGES``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pandas as pd
 
 from labecg import layout, paper
 from labecg.layout import SYNTHETIC_MARKER
-from labecg.planted import planted_effects_frame
+from labecg.planted import planted_effects_frame, planted_ranges_frame
 from labecg.targets import BINARY, TASKS, lab_slug, significant
 from labecg.util import read_json
 
@@ -31,7 +34,7 @@ __all__ = ["source_banner", "read_planted_effects",
            "planted_effects_check", "summarize_check", "null_coverage", "attribution_check",
            "attribution_shares", "summarize_attribution", "ATTRIBUTION_CHECK_COLUMNS", "ATTRIBUTION_VERDICTS", "describe_run", "results_summary",
            "interval_summary", "calibration_summary", "describe_calibration", "describe_multiplicity",
-           "reproduce_box"]
+           "reproduce_box", "read_planted_ranges", "planted_ranges_check"]
 
 
 
@@ -90,6 +93,78 @@ def read_planted_effects(data_root, run_dir=None) -> pd.DataFrame:
             return df.reindex(columns=columns).sort_values(["strength", "label"], ascending=[False, True],
                                                            ignore_index=True)
     return pd.DataFrame(columns=columns)
+
+
+def read_planted_ranges(data_root) -> pd.DataFrame:
+    """The sex- and age-specific reference ranges a synthetic source printed; an empty table for a real one.
+
+    Reads ``planted_ranges`` of ``labecg_synthetic.json`` in ``data_root`` (the generator's own
+    :func:`labecg.planted.planted_ranges_frame` for a marker written before they existed).
+
+    Returns
+    -------
+    DataFrame with columns label, lab, sex ("F", "M"), age_min, age_max (years of
+    ``anchor_age``, both included), lower, upper (the test's unit); no rows without a marker.
+    """
+    columns = ["label", "lab", "sex", "age_min", "age_max", "lower", "upper"]
+    marker = Path(data_root) / SYNTHETIC_MARKER
+    if not marker.exists():
+        return pd.DataFrame(columns=columns)
+    ranges = read_json(marker).get("planted_ranges")
+    df = pd.DataFrame(ranges) if ranges else planted_ranges_frame()
+    missing = sorted(set(columns) - set(df.columns))
+    if missing:
+        raise KeyError(f"{marker}: planted ranges lack columns {missing}; expected {columns}")
+    return df[columns]
+
+
+def planted_ranges_check(data_root, planted: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each planted reference range beside the range the source's rows print most for that sex and age.
+
+    Parameters
+    ----------
+    data_root : path
+        A data source in the MIMIC layout (``labevents``, ``d_labitems``, ``patients``).
+    planted : DataFrame, optional
+        :func:`read_planted_ranges` of ``data_root`` (the default).
+
+    Returns
+    -------
+    DataFrame, one row per planted range: label, sex, age_min, age_max, lower, upper (planted),
+    n_rows (the test's rows of patients of that sex and ``anchor_age`` band that print both
+    bounds, 0-0 excluded), found_lower, found_upper (the pair they print most; ties: the
+    smaller), share (its fraction of n_rows) and verdict: "recovered" (found = planted),
+    "differs", or "no rows". Empty when ``planted`` is.
+    """
+    planted = read_planted_ranges(data_root) if planted is None else planted
+    out_cols = ["label", "sex", "age_min", "age_max", "lower", "upper", "n_rows", "found_lower", "found_upper",
+                "share", "verdict"]
+    if planted.empty:
+        return pd.DataFrame(columns=out_cols)
+    root = Path(data_root)
+    items = pd.read_csv(root / layout.MIMIC_FILES["d_labitems"], usecols=["itemid", "label"])
+    items = items[items["label"].isin(set(planted["label"]))]
+    patients = pd.read_csv(root / layout.MIMIC_FILES["patients"], usecols=["subject_id", "gender", "anchor_age"])
+    rows = []
+    for chunk in pd.read_csv(root / layout.MIMIC_FILES["labevents"], chunksize=1_000_000,
+                             usecols=["subject_id", "itemid", "ref_range_lower", "ref_range_upper"]):
+        rows.append(chunk[chunk["itemid"].isin(items["itemid"])])
+    labs = (pd.concat(rows).merge(items, on="itemid").merge(patients, on="subject_id")
+            .dropna(subset=["ref_range_lower", "ref_range_upper"]))
+    labs = labs[~((labs["ref_range_lower"] == 0) & (labs["ref_range_upper"] == 0))]
+    out = []
+    for r in planted.itertuples(index=False):
+        group = labs[(labs["label"] == r.label) & (labs["gender"] == r.sex)
+                     & labs["anchor_age"].between(r.age_min, r.age_max)]
+        found = dict(found_lower=np.nan, found_upper=np.nan, share=np.nan, verdict="no rows")
+        if len(group):
+            counts = group.groupby(["ref_range_lower", "ref_range_upper"]).size().sort_index()
+            (lower, upper), n = counts.idxmax(), counts.max()
+            found = dict(found_lower=lower, found_upper=upper, share=round(n / len(group), 3),
+                         verdict="recovered" if (lower, upper) == (r.lower, r.upper) else "differs")
+        out.append(dict(label=r.label, sex=r.sex, age_min=r.age_min, age_max=r.age_max, lower=r.lower,
+                        upper=r.upper, n_rows=len(group), **found))
+    return pd.DataFrame(out, columns=out_cols)
 
 
 def planted_effects_check(results: pd.DataFrame, planted: pd.DataFrame) -> pd.DataFrame:

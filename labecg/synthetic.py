@@ -7,7 +7,11 @@ encounter (time constant 6-30 h, sampled on a 10-minute grid); encounters months
 independent draws. Laboratory values (:data:`labecg.planted.LAB_MODELS`), ED vital signs and
 the ECG all read the factors at their own chart times, with per-patient gains and
 measurement noise. What is planted where is :mod:`labecg.planted`'s (``PLANTED_EFFECTS``,
-``planted_effects_frame()``); this module draws the source from it.
+``planted_effects_frame()``); this module draws the source from it. The reference range
+printed on a lab row is its test's ``labecg.catalog`` range, except for the tests of
+``planted.PLANTED_RANGES`` (hemoglobin and hematocrit by sex, creatinine by sex and age),
+whose rows print the range of the patient's sex and ``anchor_age``; the printing quirks
+(widened, empty, 0-0 or one-sided ranges) apply to both.
 
 Layout written (``generate(cfg)``; column lists in MIMIC_FORMAT.md order)::
 
@@ -42,7 +46,7 @@ from labecg import ecgsim
 from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS
 from labecg.layout import MIMIC_FILES, SYNTHETIC_MARKER
 from labecg.planted import (DERIVED, FACTORS, LAB_MODELS, PLANTED_WINDOWS_S, ecg_null_labs,
-                            planted_effects_frame)
+                            planted_effects_frame, planted_ranges_frame, planted_row_ranges)
 from labecg.util import atomic_path, get_logger, hold_paths, progress_bar, write_json
 
 GENERATOR_VERSION = "1.0"
@@ -472,7 +476,7 @@ def _assemble(sims: list[dict], counters: dict) -> dict[str, pd.DataFrame]:
                 lst(sorted(codes_all)), gender, p["age"] + year - p["anchor_year"], p["anchor_year"], p["age"], p["fold"]))
         if p["labs"]:
             a = np.array(p["labs"], dtype=float)
-            lab_parts.append((np.full(len(a), sid), a, rng.random((len(a), 6))))
+            lab_parts.append((np.full(len(a), sid), a, rng.random((len(a), 6)), p["female"], p["age"]))
     out = {k: pd.DataFrame(v, columns=COLUMNS[k]) for k, v in rows.items()}
     out["labevents"] = _lab_frame(lab_parts, counters)
     for k, cols in (("patients", ["dod"]), ("admissions", ["admittime", "dischtime", "deathtime", "edregtime", "edouttime"]),
@@ -496,9 +500,11 @@ def _lab_frame(parts: list, counters: dict) -> pd.DataFrame:
     """labevents rows of one chunk, with MIMIC's value text, units, ranges and flags."""
     if not parts:
         return pd.DataFrame(columns=COLUMNS["labevents"])
-    subj = np.concatenate([s for s, _, _ in parts]).astype(np.int64)
-    a = np.concatenate([x for _, x, _ in parts])
-    u = np.concatenate([x for _, _, x in parts])  # (n, 6) uniforms from each patient's stream
+    subj = np.concatenate([s for s, *_ in parts]).astype(np.int64)
+    a = np.concatenate([x for _, x, *_ in parts])
+    u = np.concatenate([x for _, _, x, *_ in parts])  # (n, 6) uniforms from each patient's stream
+    female = np.concatenate([np.full(len(x), f, dtype=bool) for _, x, _, f, _ in parts])
+    age = np.concatenate([np.full(len(x), g) for _, x, _, _, g in parts])
     n = len(a)
     item = a[:, 0].astype(int)
     t, val, hadm, spec, outp = a[:, 1], a[:, 2].copy(), a[:, 3], a[:, 4].astype(np.int64), a[:, 5] > 0
@@ -506,6 +512,10 @@ def _lab_frame(parts: list, counters: dict) -> pd.DataFrame:
     units = np.array([x.unit for x in _ITEMS] + [URINE_GLUCOSE[4]], dtype=object)[item]
     lower = np.array([x.ref_lower for x in _ITEMS] + [np.nan])[item]
     upper = np.array([x.ref_upper for x in _ITEMS] + [np.nan])[item]
+    own_lower, own_upper = planted_row_ranges(np.array([x.label for x in _ITEMS] + [""], dtype=object)[item],
+                                              female, age)
+    lower = np.where(np.isnan(own_lower), lower, own_lower)
+    upper = np.where(np.isnan(own_upper), upper, own_upper)
     decimals = np.array([LAB_MODELS[x.label].decimals if x.label in LAB_MODELS else _DERIVED_DECIMALS[x.label]
                          for x in _ITEMS] + [0])[item]
     wiggle = u[:, 0] < 0.1  # some rows print a slightly different reference range
@@ -735,6 +745,7 @@ def generate(cfg: SynthConfig) -> Path:
             "rows": counts, "n_waveforms": n_wave, "factors": list(FACTORS),
             "planted_effects": planted_effects_frame().to_dict(orient="records"),
             "planted_windows_s": {label: list(w) for label, w in PLANTED_WINDOWS_S.items()},
+            "planted_ranges": planted_ranges_frame().to_dict(orient="records"),
             "ecg_null_labs": list(ecg_null_labs())}
     write_json(root / SYNTHETIC_MARKER, meta)
     log.info("wrote %d patients, %d ECGs (%d waveforms), %d lab rows to %s",

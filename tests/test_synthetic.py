@@ -401,3 +401,59 @@ def test_generate_replaces_an_earlier_synthetic_tree(tmp_path):
     # exactly the new tree's records: none of the earlier tree's are left behind
     assert fresh == {Path(p + ".hea") for p in listed["path"]} and records - fresh
     assert json.loads((again / "labecg_synthetic.json").read_text())["config"]["patients"] == 4
+
+
+# (label, sex, anchor_age band) -> the reference range its rows print, the documented values
+# (labecg.planted docstring and the data chapter), copied by hand
+PLANTED_RANGES_BY_HAND = {
+    ("Hemoglobin", "F", (0, 200)): (12.0, 16.0), ("Hemoglobin", "M", (0, 200)): (13.7, 17.5),
+    ("Hematocrit", "F", (0, 200)): (36.0, 46.0), ("Hematocrit", "M", (0, 200)): (40.0, 51.0),
+    ("Creatinine", "F", (0, 64)): (0.4, 1.1), ("Creatinine", "F", (65, 200)): (0.5, 1.3),
+    ("Creatinine", "M", (0, 64)): (0.5, 1.2), ("Creatinine", "M", (65, 200)): (0.6, 1.5),
+}
+
+
+def _ranges_by_patient(root: Path) -> pd.DataFrame:
+    lab = pd.read_csv(root / "mimiciv/hosp/labevents.csv.gz",
+                      usecols=["subject_id", "itemid", "valuenum", "ref_range_lower", "ref_range_upper", "flag"])
+    d = pd.read_csv(root / "mimiciv/hosp/d_labitems.csv.gz", usecols=["itemid", "label"])
+    pat = pd.read_csv(root / "mimiciv/hosp/patients.csv.gz", usecols=["subject_id", "gender", "anchor_age"])
+    return lab.merge(d, on="itemid").merge(pat, on="subject_id")
+
+
+def test_planted_ranges_are_printed_by_sex_and_age(synthetic_root):
+    from labecg import selfcheck
+
+    lab = _ranges_by_patient(synthetic_root)
+    both = lab.dropna(subset=["ref_range_lower", "ref_range_upper"])
+    both = both[~((both.ref_range_lower == 0) & (both.ref_range_upper == 0))]
+    for (label, sex, (a0, a1)), want in PLANTED_RANGES_BY_HAND.items():
+        g = both[(both.label == label) & (both.gender == sex) & both.anchor_age.between(a0, a1)]
+        pairs = list(zip(g.ref_range_lower, g.ref_range_upper))
+        # most rows print the planted range; the rest its 5%-widened copy
+        assert len(pairs) >= 20, (label, sex, a0)
+        assert pairs.count(want) / len(pairs) > 0.8, (label, sex, a0, pd.Series(pairs).value_counts().head())
+        widened = (want[0] * 0.95, want[1] * 1.05)  # printed to 2 decimals
+        assert all(pair == want or np.allclose(pair, widened, atol=0.0051) for pair in pairs), (label, sex, a0)
+    # a test without a planted range prints its catalog range to both sexes
+    pot = both[both.label == "Potassium"]
+    for sex in ("F", "M"):
+        assert pot[pot.gender == sex].groupby(["ref_range_lower", "ref_range_upper"]).size().idxmax() == (3.3, 5.1)
+    # the self-check reads the same ranges back, and the marker carries the table
+    check = selfcheck.planted_ranges_check(synthetic_root)
+    assert len(check) == len(PLANTED_RANGES_BY_HAND) and (check.verdict == "recovered").all(), check
+    marker = json.loads((synthetic_root / "labecg_synthetic.json").read_text())
+    assert {(r["label"], r["sex"], (r["age_min"], r["age_max"])): (r["lower"], r["upper"])
+            for r in marker["planted_ranges"]} == PLANTED_RANGES_BY_HAND
+
+
+def test_planted_ranges_check_says_when_a_source_differs(synthetic_root, tmp_path):
+    from labecg import selfcheck
+
+    planted_table = selfcheck.read_planted_ranges(synthetic_root)
+    wrong = planted_table.assign(lower=np.where(planted_table.sex == "F", planted_table.lower + 0.1,
+                                                planted_table.lower))
+    check = selfcheck.planted_ranges_check(synthetic_root, wrong)
+    assert set(check.loc[check.sex == "F", "verdict"]) == {"differs"}
+    assert set(check.loc[check.sex == "M", "verdict"]) == {"recovered"}
+    assert selfcheck.read_planted_ranges(tmp_path).empty and selfcheck.planted_ranges_check(tmp_path).empty
