@@ -477,10 +477,10 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
         readers.load_ecgs(con, ecgs)
         timer.step("ECGs")
         feats = features.read_demographics(con, files, headers, ecgs, flow)
-        feats.update(features.read_vitals(con, files, headers, len(ecgs), flow, window_min=cfg.vitals_window_min,
-                                          causal=cfg.causal))
+        feats.update(features.read_vitals(con, files, headers, len(ecgs), flow,
+                                          vitals_window_min=cfg.vitals_window_min, causal=cfg.causal))
         feats.update(features.read_biometrics(con, files, headers, len(ecgs), flow,
-                                              window_days=cfg.biometrics_window_days))
+                                              biometrics_window_days=cfg.biometrics_window_days))
         timer.step("features")
         candidates = labels.label_labs(con, files, headers, len(ecgs), flow, min_lab_events=cfg.min_lab_events,
                                        estimation_window_min=cfg.estimation_window_min, causal=cfg.causal,
@@ -701,7 +701,7 @@ def format_summary(summary: dict) -> str:
             f"{' / '.join(str(horizon_min(k)) for k in mon)} min")
 
 
-def describe_cohort(out_dir) -> pd.DataFrame:
+def describe_cohort(cohort_dir) -> pd.DataFrame:
     """The cohort summary beside the paper's (arXiv v1, section 3.1).
 
     Returns
@@ -709,7 +709,7 @@ def describe_cohort(out_dir) -> pd.DataFrame:
     DataFrame indexed by quantity (ECGs, patients, estimation targets, monitoring targets
     at 30/60/120 min) with integer columns ``ours`` and ``paper``.
     """
-    s = util.read_json(Path(out_dir) / layout.TARGETS)["summary"]
+    s = util.read_json(Path(cohort_dir) / layout.TARGETS)["summary"]
     rows = {"ECGs": (s["n_ecgs"], paper.COHORT["n_ecgs"]),
             "patients": (s["n_patients"], paper.COHORT["n_patients"])}
     for task, n in s["n_targets"].items():

@@ -263,7 +263,7 @@ class ECGBatches(Dataset):
         self.mean_mv = np.asarray(mean_mv, dtype=np.float32)  # (C,)
         self.std_mv = np.asarray(std_mv, dtype=np.float32)  # (C,)
         self.tabular, self.y, self.mask = tabular, y, mask
-        self.crop = crop_samples
+        self.crop_samples = crop_samples
         self._x: Optional[np.ndarray] = None
 
     def __getstate__(self):
@@ -284,7 +284,7 @@ class ECGBatches(Dataset):
         rows, offsets, segments = plan
         x = self.signals
         read = np.maximum(rows, 0)  # padding items (row -1) read row 0
-        ecg = cut_segments(x, read, offsets, self.crop, self.mean_mv, self.std_mv)
+        ecg = cut_segments(x, read, offsets, self.crop_samples, self.mean_mv, self.std_mv)
         mask = self.mask[read]
         if rows.min(initial=0) < 0:
             mask[rows < 0] = 0.0
@@ -346,12 +346,12 @@ class TrainCrops(Sampler):
     row joins the batch before it (batch_size + 1 rows): BatchNorm cannot train on one sample.
     """
 
-    def __init__(self, rows: np.ndarray, batch_size: int, n_samples: int, crop: int, seed: int,
+    def __init__(self, rows: np.ndarray, batch_size: int, n_samples: int, crop_samples: int, seed: int,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1):
-        if crop > n_samples:
-            raise ValueError(f"crop_samples={crop} exceeds the record length {n_samples}")
+        if crop_samples > n_samples:
+            raise ValueError(f"crop_samples={crop_samples} exceeds the record length {n_samples}")
         _check_rank(rank, world_size)
-        self.rows, self.batch_size, self.n_samples, self.crop = rows, batch_size, n_samples, crop
+        self.rows, self.batch_size, self.n_samples, self.crop_samples = rows, batch_size, n_samples, crop_samples
         self.seed, self.drop_last, self.epoch = seed, drop_last, 0
         self.rank, self.world_size = rank, world_size
 
@@ -369,7 +369,7 @@ class TrainCrops(Sampler):
         rng = np.random.default_rng((self.seed, self.epoch))
         self.epoch += 1
         order = self.rows[rng.permutation(len(self.rows))]
-        offsets = rng.integers(0, self.n_samples - self.crop + 1, size=len(order))  # inclusive end
+        offsets = rng.integers(0, self.n_samples - self.crop_samples + 1, size=len(order))  # inclusive end
         share = slice(self.rank, self.world_size * (len(order) // self.world_size), self.world_size)
         order, offsets = order[share], offsets[share]
         n_batches = len(self)
@@ -388,17 +388,17 @@ class Segments(Sampler):
     with one ECG's worth of items of row -1, so every rank yields the same number of batches.
     """
 
-    def __init__(self, rows: np.ndarray, batch_size: int, n_samples: int, crop: int,
+    def __init__(self, rows: np.ndarray, batch_size: int, n_samples: int, crop_samples: int,
                  rank: int = 0, world_size: int = 1):
-        n_seg = n_samples // crop
+        n_seg = n_samples // crop_samples
         if n_seg < 1:
-            raise ValueError(f"crop_samples={crop} exceeds the record length {n_samples}")
+            raise ValueError(f"crop_samples={crop_samples} exceeds the record length {n_samples}")
         _check_rank(rank, world_size)
         mine = np.asarray(rows, dtype=np.int64)[rank::world_size]
         n_pad = -(-len(rows) // world_size) - len(mine)  # 0 or 1 ECG
         self.rows = np.concatenate([np.repeat(mine, n_seg), np.full(n_pad * n_seg, -1, np.int64)])
         self.segments = np.tile(np.arange(n_seg, dtype=np.int64), len(mine) + n_pad)
-        self.batch_size, self.crop = batch_size, crop
+        self.batch_size, self.crop_samples = batch_size, crop_samples
 
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
@@ -406,7 +406,7 @@ class Segments(Sampler):
     def __iter__(self):
         for b in range(len(self)):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            yield self.rows[sl], self.segments[sl] * self.crop, self.segments[sl]
+            yield self.rows[sl], self.segments[sl] * self.crop_samples, self.segments[sl]
 
 
 def average_segments(row, prob) -> tuple[np.ndarray, np.ndarray]:

@@ -107,11 +107,11 @@ def headline_targets(results: pd.DataFrame, top: int = 4, task: str = "est") -> 
     return list(frame["auroc"].dropna().sort_values(ascending=False, kind="stable").index[:top])
 
 
-def choose_headline(run, meta: pd.DataFrame, top: int = 4, test_auroc=None) -> pd.DataFrame:
+def choose_headline(run, meta: pd.DataFrame, n_headline: int = 4, test_auroc=None) -> pd.DataFrame:
     """The headline targets, chosen on the validation predictions so that the test AUROCs shown are not selected on.
 
     Choosing the best targets on test and then reporting their test AUROC, calibration
-    and subgroups reports the luckiest draws (the winner's curse). The ``top`` estimation
+    and subgroups reports the luckiest draws (the winner's curse). The ``n_headline`` estimation
     targets with the highest AUROC on ``RUN/predictions_val.npz`` are chosen instead; only
     a run without that file falls back to ``test_auroc`` (logged, and named in
     ``chosen_on``).
@@ -122,7 +122,7 @@ def choose_headline(run, meta: pd.DataFrame, top: int = 4, test_auroc=None) -> p
         Run folder.
     meta : DataFrame
         Target metadata indexed by name, with a ``task`` column.
-    top : int
+    n_headline : int
     test_auroc : Series, optional
         Test AUROC by target, shown beside the validation AUROC.
 
@@ -142,7 +142,7 @@ def choose_headline(run, meta: pd.DataFrame, top: int = 4, test_auroc=None) -> p
         log.warning("%s: not found; headline targets chosen on the test split (winner's curse)", path)
         frame, chosen_on = pd.DataFrame({"auroc": test_auroc}), "test"
     frame = frame[frame.index.isin(meta.index)].join(meta[["task"]])
-    chosen = headline_targets(frame, top)
+    chosen = headline_targets(frame, n_headline)
     return pd.DataFrame({"target": chosen, "rank": np.arange(1, len(chosen) + 1),
                          "auroc_val": [frame.at[t, "auroc"] if chosen_on == "val" else np.nan for t in chosen],
                          "auroc_test": [test_auroc.get(t, np.nan) for t in chosen], "chosen_on": chosen_on})

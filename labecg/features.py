@@ -3,10 +3,10 @@
 Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ours where both are):
 
 - Windows, closed (both ends included): vitals charted in [ecg_time - w, ecg_time + w],
-  w = ``window_min`` (``CohortConfig.vitals_window_min``, 30 min), in microseconds from
+  w = ``vitals_window_min`` (``CohortConfig``, 30 min), in microseconds from
   ``ecg_time``; with ``causal`` (``CohortConfig.causal``, not the paper's) [ecg_time - w,
   ecg_time]: no vital charted after the ECG, which a monitoring target may postdate; omr biometrics with ``chartdate`` in [date(ecg_time) - w, date(ecg_time) + w],
-  w = ``window_days`` (``CohortConfig.biometrics_window_days``, 30 d; omr has dates only).
+  w = ``biometrics_window_days`` (``CohortConfig``, 30 d; omr has dates only).
 - Closest value: smallest absolute time difference; ties go to the earlier charttime
   (chartdate), then (omr) the lower ``seq_num``, then the smaller value.
 - Demographics: ``patients.gender`` M -> 1.0, F -> 0.0, else NaN; ``anchor_age``. Race: the
@@ -101,9 +101,9 @@ def read_demographics(con, files: dict, headers: dict, ecgs: pd.DataFrame, flow:
     return {"sex": sex, "age": p["anchor_age"].astype("float64").to_numpy(), "race": race}
 
 
-def read_vitals(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *, window_min: int,
-                causal: bool = False) -> dict:
-    """The plausible ED vital sign closest to each ECG within ``window_min`` minutes.
+def read_vitals(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *,
+                vitals_window_min: int, causal: bool = False) -> dict:
+    """The plausible ED vital sign closest to each ECG within ``vitals_window_min`` minutes.
 
     Charted in [t - w, t + w], or in [t - w, t] with ``causal`` (t the ECG's time, both ends included).
 
@@ -127,7 +127,7 @@ def read_vitals(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow
                                       f"(WHERE {vital} < {low} OR {vital} > {high}) FROM vit").fetchone()
         flow.add(f"vitalsign: {vital} plausible", n_values, n_values - n_bad,
                  f"{vital} values outside [{low:g}, {high:g}] set missing (values, not rows)", warn=True)
-    window_us = window_min * 60_000_000
+    window_us = vitals_window_min * 60_000_000
     after_us = 0 if causal else window_us
     width_us = max(window_us, 60_000_000)
     readers.bucket_ecgs(con, "ecg_bv", width_us, window_us, window_us)
@@ -148,8 +148,9 @@ def read_vitals(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow
     return out
 
 
-def read_biometrics(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *, window_days: int) -> dict:
-    """The plausible omr BMI, weight and height closest to each ECG within ``window_days`` days.
+def read_biometrics(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *,
+                    biometrics_window_days: int) -> dict:
+    """The plausible omr BMI, weight and height closest to each ECG within ``biometrics_window_days`` days.
 
     Returns
     -------
@@ -182,13 +183,14 @@ def read_biometrics(con, files: dict, headers: dict, n_ecgs: int, flow: readers.
                 f"WHERE x IS NOT NULL AND chartdate IS NOT NULL) WHERE {plausible}")
     n_plausible = con.execute("SELECT count(*) FROM bio").fetchone()[0]
     flow.add("omr: plausible biometrics", n_ok, n_plausible, "implausible BMI, weight or height values", warn=True)
-    width_days = max(window_days, 1)
+    w = biometrics_window_days
+    width_days = max(w, 1)
     # days since the epoch, as bio.d
-    readers.bucket_ecgs(con, "ecg_bd", width_days, window_days, window_days, time_col="(d - DATE '1970-01-01')")
+    readers.bucket_ecgs(con, "ecg_bd", width_days, w, w, time_col="(d - DATE '1970-01-01')")
     closest = con.execute(
         f"SELECT e.row_idx, o.f, arg_min(o.y, struct_pack(a := abs(o.d - e.t), t := o.d, s := o.seq_num, "
         f"x := o.y)) AS y FROM ecg_bd e JOIN (SELECT *, floor(d / {width_days})::BIGINT AS b FROM bio) o "
-        f"ON o.subject_id = e.subject_id AND o.b = e.b WHERE o.d BETWEEN e.t - {window_days} AND e.t + {window_days} "
+        f"ON o.subject_id = e.subject_id AND o.b = e.b WHERE o.d BETWEEN e.t - {w} AND e.t + {w} "
         f"GROUP BY e.row_idx, o.f").df()
     out = {}
     for feature in BIOMETRIC_FEATURES:

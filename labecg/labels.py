@@ -434,7 +434,7 @@ def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min:
     con.execute("DROP TABLE ecg_bl")
 
 
-def last_lab_values(con, cutoffs_min: tuple[int, ...]) -> None:
+def last_lab_values(con, last_value_cutoffs_min: tuple[int, ...]) -> None:
     """The latest value of each label charted before each ECG (less a cutoff), for the last-value baseline.
 
     Needs the tables ``ecg`` (:func:`labecg.readers.load_ecgs`), ``lab`` and ``label_df``
@@ -443,7 +443,7 @@ def last_lab_values(con, cutoffs_min: tuple[int, ...]) -> None:
     Parameters
     ----------
     con : DuckDB connection
-    cutoffs_min : tuple of int
+    last_value_cutoffs_min : tuple of int
         Per cutoff c, minutes: rows charted strictly before ``ecg_time - c``.
 
     Creates the DuckDB table :data:`LAST_VALUES_TABLE`, one row per (ECG, label, cutoff) with
@@ -459,7 +459,7 @@ def last_lab_values(con, cutoffs_min: tuple[int, ...]) -> None:
                 "struct_pack(i := coalesce(labevent_id, -1), v := valuenum)) AS value FROM lab "
                 "GROUP BY subject_id, label_idx, t")
     parts = []
-    for cutoff in cutoffs_min:
+    for cutoff in last_value_cutoffs_min:
         cutoff_us = int(cutoff) * 60_000_000
         parts.append(
             f"SELECT e.row_idx, e.label_idx, {int(cutoff)}::BIGINT AS cutoff_min, l.value, "

@@ -126,7 +126,7 @@ class TrainedRun:
     crop_samples: int
 
 
-def load_trained(run: str | os.PathLike) -> TrainedRun:
+def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
     """A run folder's best model and the preprocessing stored beside it, ready to score records.
 
     Reads the folder with :func:`labecg.layout.load_run` (``inference.json`` required).
@@ -139,7 +139,7 @@ def load_trained(run: str | os.PathLike) -> TrainedRun:
     ValueError
         The checkpoint cannot be read or does not fit the recorded settings.
     """
-    folder = layout.load_run(run, need_inference=True)
+    folder = layout.load_run(run_dir, need_inference=True)
     run, spec = folder.path, folder.inference
     model = trained_model(folder)
     by_name = {t["name"]: t for t in folder.targets["targets"]}
@@ -475,13 +475,13 @@ def predict_record(run: str | os.PathLike | TrainedRun, record: str | os.PathLik
     return score_record(trained, record, features).table
 
 
-def run_provenance(run: str | os.PathLike) -> dict:
+def run_provenance(run_dir: str | os.PathLike) -> dict:
     """What the run folder says of where it came from: ``run_info.json``'s source, date, commit, version."""
-    run = Path(run)
-    info = read_json(run / layout.RUN_INFO) if (run / layout.RUN_INFO).exists() else {}
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / layout.RUN_INFO) if (run_dir / layout.RUN_INFO).exists() else {}
     source = info.get("source") or {}
     synthetic = source.get("synthetic")
-    return {"run_dir": str(run), "synthetic": synthetic,
+    return {"run_dir": str(run_dir), "synthetic": synthetic,
             "data_source": ("synthetic (labecg synth" + (f", {source['synthetic_config'].get('patients')} patients, "
                                                          f"seed {source['synthetic_config'].get('seed')}"
                                                          if source.get("synthetic_config") else "") + ")")
@@ -490,12 +490,12 @@ def run_provenance(run: str | os.PathLike) -> dict:
             "labecg_version": info.get("labecg_version")}
 
 
-def calibration_note(run: str | os.PathLike) -> tuple[Optional[float], str]:
+def calibration_note(run_dir: str | os.PathLike) -> tuple[Optional[float], str]:
     """(median calibration slope over targets, or None; one sentence) from ``evaluation/calibration.csv``."""
-    path = layout.evaluation_dir(run) / layout.CALIBRATION
+    path = layout.evaluation_dir(run_dir) / layout.CALIBRATION
     if not path.exists():
         return None, (f"the run folder holds no evaluation, so how well its probabilities are calibrated is "
-                      f"unknown (`labecg evaluate --run-dir {run}` writes it)")
+                      f"unknown (`labecg evaluate --run-dir {run_dir}` writes it)")
     slopes = pd.to_numeric(pd.read_csv(path)["calibration_slope"], errors="coerce").dropna()
     if slopes.empty:
         return None, f"{path}: no calibration slope could be fitted; calibration unknown"

@@ -138,20 +138,20 @@ def significant(low, threshold: float):
     return np.asarray(low, dtype=float) > threshold
 
 
-def _bce(logits, y, gamma: float):
-    """Binary cross-entropy per entry, (B, T); ``gamma`` unused."""
+def _bce(logits, y, focal_gamma: float):
+    """Binary cross-entropy per entry, (B, T); ``focal_gamma`` unused."""
     from torch.nn import functional as F
 
     return F.binary_cross_entropy_with_logits(logits, y, reduction="none")
 
 
-def _focal(logits, y, gamma: float):
-    """Focal binary cross-entropy per entry: BCE times (1 - p_t)^gamma, p_t the probability of the true class."""
+def _focal(logits, y, focal_gamma: float):
+    """Focal binary cross-entropy per entry: BCE times (1 - p_t)^focal_gamma, p_t the probability of the true class."""
     import torch
 
-    per = _bce(logits, y, gamma)
+    per = _bce(logits, y, focal_gamma)
     p_true = torch.exp(-per)
-    return (1.0 - p_true) ** gamma * per
+    return (1.0 - p_true) ** focal_gamma * per
 
 
 def _sigmoid(logits):
@@ -170,7 +170,7 @@ class TargetKind:
     output : callable
         Logits (tensor (B, T)) -> predictions (float32 tensor (B, T)), e.g. probabilities.
     losses : mapping
-        Loss name (``TrainConfig.loss``) -> per-entry loss ``f(logits, y, gamma)``, a
+        Loss name (``TrainConfig.loss``) -> per-entry loss ``f(logits, y, focal_gamma)``, a
         tensor (B, T) before masking and reduction (``train.masked_loss`` does both).
     metric : callable
         ``(y_true (n, T), y_score (n, T)) -> (T,)`` over observed entries (NaN in ``y_true``

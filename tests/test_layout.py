@@ -201,3 +201,53 @@ def test_configs_hold_paths_however_they_are_built(command, tmp_path):
     assert all(type(getattr(from_strings, name)) is type(Path()) for name in paths)
     with pytest.raises(TypeError, match=f"{cls_name}.{paths[0]}: expected a path"):
         cls(*positional, **{**given, paths[0]: 3})
+
+
+# (module, callee, parameter, setting): a setting handed to a parameter of another name on purpose
+OTHER_NAMES = {
+    ("explain", "_attribute", "n_steps", "randomization_steps"),  # the randomization check's own step count
+    ("signals", "resample", "fs_out_hz", "fs_hz"),  # a pure resampler between two rates
+    ("cohort", "ablation_dir", "folder", "cohort_dir"),  # a cohort or a run folder
+    ("book", "_ablation_dirs", "base", "run_dir"),  # the same
+    ("evaluate", "predictions_path", "run", "tabular_run_dir"),  # any run folder
+    ("download", "progress_bar", "desc", "dataset"),  # tqdm's label
+}
+
+
+def _setting_passes(module):
+    """(callee name, parameter, setting) for each config field handed to a labecg function."""
+    import inspect
+
+    tree = ast.parse((PKG / f"{module.__name__.split('.')[-1]}.py").read_text())
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        callee = node.func
+        obj = getattr(module, callee.id, None) if isinstance(callee, ast.Name) else None
+        if isinstance(callee, ast.Attribute) and isinstance(callee.value, ast.Name):
+            obj = getattr(getattr(module, callee.value.id, None), callee.attr, None)
+        if not callable(obj) or not (getattr(obj, "__module__", None) or "").startswith("labecg"):
+            continue  # torch, Lightning, tempfile, ...: their parameters are theirs
+        try:
+            params = list(inspect.signature(obj).parameters)
+        except (TypeError, ValueError):
+            continue
+        starred = [i for i, a in enumerate(node.args) if isinstance(a, ast.Starred)]
+        positional = node.args[:starred[0]] if starred else node.args  # after *args positions are unknown
+        passed = list(enumerate(positional)) + [(kw.arg, kw.value) for kw in node.keywords if kw.arg]
+        for where, value in passed:
+            if not (isinstance(value, ast.Attribute) and ast.unparse(value.value) in
+                    ("cfg", "self.cfg", "hp", "self.hparams")):
+                continue
+            param = params[where] if isinstance(where, int) and where < len(params) else where
+            if isinstance(param, str):
+                yield getattr(obj, "__name__", ast.unparse(callee)), param, value.attr
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_a_setting_keeps_its_name_down_to_the_function_that_uses_it(name):
+    """``focal_gamma`` is ``focal_gamma`` in the function that uses it, not ``gamma`` (#24)."""
+    module = __import__(f"labecg.{name}", fromlist=["_"])
+    renamed = sorted({(callee, param, setting) for callee, param, setting in _setting_passes(module)
+                      if param != setting and (name, callee, param, setting) not in OTHER_NAMES})
+    assert not renamed, f"labecg.{name}: (function, parameter, setting) renamed on the way: {renamed}"
