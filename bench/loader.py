@@ -26,7 +26,7 @@ import pandas as pd
 
 from labecg import layout
 from labecg.data import RACES, DataConfig, LabDataModule
-from labecg.signals import LEADS
+from labecg.records import LEADS
 
 N_TARGETS = 100  # about the size of the paper's estimation + monitoring target sets
 

@@ -44,7 +44,7 @@ from labecg.features import RACES
 from labecg.paper import COHORT as PAPER_SUMMARY
 from labecg.data import DataConfig, LabDataModule
 from labecg.model import ModelConfig
-from labecg.signals import LEADS
+from labecg.records import LEADS
 from labecg.train import LabModule, masked_loss
 
 PAPER_EPOCHS = 20

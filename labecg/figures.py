@@ -33,7 +33,8 @@ from sklearn.metrics import roc_curve
 
 from labecg import catalog, layout, paper
 from labecg.metrics import auroc
-from labecg.signals import LEADS, load_signals  # LEADS: the stored order
+from labecg.records import LEADS  # the stored order
+from labecg.signals import load_signals
 from labecg.tables import (TASK_TITLES, VARIABLE_TITLES, format_auroc, format_threshold, row_label,
                            target_label, target_rows)
 from labecg.targets import HORIZONS_MIN, TASKS, significant
@@ -461,7 +462,7 @@ def plot_cohort_ecg(cohort_dir, index: int = 0):
 
 
 def plot_filter_response(response: pd.DataFrame, fs_out_hz: float = 100.0, mains_hz: float = 60.0):
-    """Gain of the resampling filter against frequency (:func:`labecg.signals.filter_response`).
+    """Gain of the resampling filter against frequency (:func:`labecg.records.filter_response`).
 
     Shaded: frequencies at or above the output's Nyquist rate (``fs_out_hz / 2``), which
     the stored record cannot represent; dotted: mains hum at ``mains_hz``.

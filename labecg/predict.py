@@ -6,7 +6,7 @@ The run folder alone suffices (ARCHITECTURE.md §5), no cohort and no signal mem
 (the conversion settings, per-lead normalization and tabular statistics of the training
 rows, and the order of the model's outputs; :meth:`labecg.data.LabDataModule.inference_spec`).
 
-The record, from any source :func:`labecg.signals.read_record` accepts, is converted as
+The record, from any source :func:`labecg.records.read_record` accepts, is converted as
 ``labecg signals`` converts a cohort's records (first 10 s, 100 Hz, ±clip_mv, stored
 dtype), cut into its four non-overlapping 2.5 s segments and normalized per lead; the
 features are imputed, standardized and flagged missing with the training statistics, as
@@ -43,7 +43,8 @@ from labecg import layout
 from labecg.features import BIOMETRICS, FEATURE_UNITS, FEATURES, RACES, VITAL_BOUNDS
 from labecg.data import VARIABLES, TabularStats, cut_segments, transform_tabular
 from labecg.model import FusionModel, trained_model
-from labecg.signals import LEADS, RECORD_S, RecordError, SignalsConfig, clean_signal, convert_samples, read_record
+from labecg.records import LEADS, RECORD_S, RecordError, clean_signal, read_record
+from labecg.signals import SignalsConfig, convert_samples
 from labecg.targets import BINARY
 from labecg.util import atomic_path, hold_paths, read_json, write_json
 
@@ -352,7 +353,7 @@ def inspect_record(record: str | os.PathLike, cfg: SignalsConfig) -> tuple[np.nd
 
     Returns
     -------
-    x : ndarray of shape (ceil(10 * fs_hz), 12), float64, mV (:func:`labecg.signals.read_record`)
+    x : ndarray of shape (ceil(10 * fs_hz), 12), float64, mV (:func:`labecg.records.read_record`)
     fs_hz : float
     report : RecordReport
 

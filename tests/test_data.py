@@ -12,7 +12,7 @@ import torch
 
 from labecg.data import (CONTINUOUS, RACES, TABULAR_FEATURES, DataConfig, LabDataModule,
                          average_segments, fit_tabular, transform_tabular)
-from labecg.signals import LEADS
+from labecg.records import LEADS
 
 TARGETS = ["potassium_high_est", "sodium_low_est", "potassium_high_mon30"]
 N = 40

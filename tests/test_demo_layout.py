@@ -19,7 +19,8 @@ import wfdb
 
 import labecg
 from labecg import cli
-from labecg.signals import LEADS, SignalsConfig, convert_signals, load_signals
+from labecg.records import LEADS
+from labecg.signals import SignalsConfig, convert_signals, load_signals
 from labecg.sources import locate_source, source_paths
 
 DEMO = Path(labecg.__file__).parent / "mimic_demo"

@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "labecg"
 # Modules that import no stage, in order: each imports only earlier ones (util imports none).
 BASE = ["util", "layout", "catalog", "metrics", "stats", "targets", "planted", "paper"]
 # Stages in pipeline order; a module may import only base modules and earlier stages.
-ORDER = ["ecgsim", "synthetic", "download", "sources", "readers", "features", "labels", "cohort", "cohort_report", "signals", "data", "s4", "model",
+ORDER = ["ecgsim", "synthetic", "download", "sources", "readers", "features", "labels", "cohort", "cohort_report", "records", "signals", "data", "s4", "model",
          "train", "predict", "explain", "tables", "evaluate", "figures", "selfcheck", "privacy", "book"]
 
 

@@ -20,7 +20,7 @@ import wfdb
 from labecg import cli
 from labecg.features import FEATURES
 from labecg.predict import OUTPUT_COLUMNS, load_trained, predict_record
-from labecg.signals import RecordError
+from labecg.records import RecordError
 from test_signals_sources import DATA, MIMIC_ORDER, UNREADABLE, _sines, _write, independent
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import wfdb
 
 from labecg import cli
 from labecg.predict import predict_record
-from labecg.signals import LEADS, RecordError
+from labecg.records import LEADS, RecordError
 from test_signals_sources import MIMIC_ORDER, _sines, _write
 
 

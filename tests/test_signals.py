@@ -18,8 +18,8 @@ import pytest
 import wfdb
 
 from labecg import signals
-from labecg.signals import (LEADS, RecordError, SignalsConfig, clean_signal, convert_signals,
-                            load_signals, read_record, resample)
+from labecg.records import LEADS, RecordError, clean_signal, read_record, resample
+from labecg.signals import SignalsConfig, convert_signals, load_signals
 
 MIMIC_ORDER = ["I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6"]
 FS = 500
@@ -512,7 +512,7 @@ def test_filter_response_is_the_resampling_filter():
     # a sine below the output Nyquist rate keeps |H(f)|, one above it aliases with amplitude |H(f)|
     from scipy.signal import firwin, freqz
 
-    from labecg.signals import filter_response
+    from labecg.records import filter_response
 
     freqs = [1.0, 5.0, 20.0, 45.0, 60.0, 73.0, 130.0, 240.0]
     got = filter_response(500.0, 100.0, freqs)
@@ -528,7 +528,8 @@ def test_filter_response_is_the_resampling_filter():
 def test_lead_before_after_are_the_record_and_its_stored_row(signals_dir, synthetic_root):
     from scipy.signal import resample_poly
 
-    from labecg.signals import LEADS, SignalsConfig, lead_before_after, load_signals, read_record
+    from labecg.records import LEADS, read_record
+    from labecg.signals import SignalsConfig, lead_before_after, load_signals
 
     cfg = SignalsConfig(cohort_dir=signals_dir, ecg=synthetic_root / "mimic-iv-ecg")
     pair = lead_before_after(cfg, index=0, lead="V2")

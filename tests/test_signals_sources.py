@@ -18,8 +18,8 @@ import pytest
 import wfdb
 from scipy.signal import resample_poly
 
-from labecg.signals import (LEADS, RecordError, SignalsConfig, convert_record, convert_signals,
-                            load_signals, read_record, resample)
+from labecg.records import LEADS, RecordError, read_record, resample
+from labecg.signals import SignalsConfig, convert_record, convert_signals, load_signals
 
 DATA = Path(__file__).parent / "data"
 # record (relative to DATA) -> (sampling rate in Hz, samples in the file)

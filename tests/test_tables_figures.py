@@ -349,7 +349,7 @@ def test_teaching_figures_draw():
     import torch
 
     from labecg.s4 import S4Layer
-    from labecg.signals import filter_response
+    from labecg.records import filter_response
 
     torch.manual_seed(0)
     fig = figures.plot_s4_kernels(S4Layer(6), channels=(0, 5), n_samples=50)
