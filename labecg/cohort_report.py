@@ -136,8 +136,6 @@ def targets_kept(targets: list[dict], min_per_class: Iterable[int] = (10, 5, 3, 
 # key -> (table, what), and its SQL over that table's columns (all read as text); a count
 # "of" the table's rows
 _NUM = "TRY_CAST({} AS DOUBLE)"
-_HEIGHT_CM = f"{_NUM.format('result_value')} * {BIOMETRICS['Height (Inches)'][1]}"
-_WEIGHT_KG = f"{_NUM.format('result_value')} * {BIOMETRICS['Weight (Lbs)'][1]}"
 QUIRKS: dict[str, tuple[str, str]] = {
     "text_only_result": ("labevents", "text-only result: `value` without `valuenum` (`ERROR`, `NEG`, ...)"),
     "deidentified_value": ("labevents", "`___` (de-identified) `value` with `valuenum` present"),

@@ -159,25 +159,6 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
                       crop_samples=int(spec["crop_samples"]))
 
 
-def record_segments(trained: TrainedRun, record: str | os.PathLike) -> np.ndarray:
-    """Convert one record and cut it into normalized segments, as the test loader does.
-
-    Returns
-    -------
-    ecg : ndarray of shape (n_segments, crop_samples, 12), float32
-        Segment k holds samples [k * crop, (k + 1) * crop) of the converted record (4 of
-        2.5 s at 100 Hz), minus the training mean and divided by the training std per lead.
-
-    Raises
-    ------
-    RecordError
-        The record cannot be read, lacks a lead, or would be scored wrongly
-        (:func:`inspect_record`); the message starts with its path.
-    """
-    x = _converted(trained, record)[0]
-    return _segments(trained, x)
-
-
 def _converted(trained: TrainedRun, record) -> tuple[np.ndarray, RecordReport]:
     """The record as ``labecg signals`` stores it, (L, 12) in the stored dtype, and its report."""
     raw, fs, report = inspect_record(record, trained.signals)

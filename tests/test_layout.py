@@ -251,3 +251,32 @@ def test_a_setting_keeps_its_name_down_to_the_function_that_uses_it(name):
     renamed = sorted({(callee, param, setting) for callee, param, setting in _setting_passes(module)
                       if param != setting and (name, callee, param, setting) not in OTHER_NAMES})
     assert not renamed, f"labecg.{name}: (function, parameter, setting) renamed on the way: {renamed}"
+
+
+def test_no_dead_code():
+    """Every function, class and constant of the package is used outside its definition: by
+    the package, the notebooks, the benchmarks or the book's pages (tests alone do not count).
+    ``train.predict_split``, ``cohort.BASE_COLUMNS`` and ``evaluate.SUBGROUP_VARIABLES`` were
+    left behind once (#24)."""
+    import collections
+    import re
+
+    held_by_tests = {"figures.MIN_TEXT_PX"}  # the figures' smallest text, a contract two tests hold them to
+
+    root = PKG.parent
+    sources = [*PKG.glob("*.py"), *root.glob("notebooks/*.ipynb"), *root.glob("bench/*.py"),
+               *root.glob("book/**/*.md"), *root.glob("*.md"), *root.glob("_config.yml"), root / "Makefile"]
+    words = collections.Counter(w for path in sources for w in re.findall(r"\w+", path.read_text()))
+    unused = []
+    for path in sorted(PKG.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names = [node.name]
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name) and t.id != "__all__"]
+            else:
+                continue
+            unused += [f"{path.stem}.{n}" for n in names
+                       if words[n] < 2 and not n.startswith("__") and f"{path.stem}.{n}" not in held_by_tests]
+    assert not unused, f"defined and never used: {unused}"
