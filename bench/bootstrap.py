@@ -1,4 +1,4 @@
-"""Bootstrap AUROC intervals: labecg.evaluate.bootstrap vs. a loop over sklearn.
+"""Bootstrap AUROC intervals: labecg.stats.bootstrap vs. a loop over sklearn.
 
 Problem of the paper's size: 40,000 test ECGs x 140 targets x 1000 resamples, with the
 missingness of lab targets (each target observed for a log-uniform 1-60% of ECGs,
@@ -80,7 +80,7 @@ def main():
                              progress=False)
         times.append(time.perf_counter() - t0)
     t_ours = statistics.median(times)
-    print(f"ours (labecg.evaluate.bootstrap): {t_ours:.2f} s median of {args.repeats} "
+    print(f"ours (labecg.stats.bootstrap): {t_ours:.2f} s median of {args.repeats} "
           f"(runs: {', '.join(f'{t:.2f}' for t in times)}); "
           f"{1000 * t_ours / args.iterations:.2f} ms per resample")
 

@@ -30,7 +30,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from labecg.book import STAGES, BookConfig, build_book, cache_key, repository_url
+from labecg.book import STAGES, BookConfig, build_book, cache_key
+from labecg.sphinx_ext import repository_url
 from labecg.train import variant_run_dir
 
 pytestmark = pytest.mark.slow

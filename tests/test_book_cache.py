@@ -40,3 +40,21 @@ def test_an_icd_file_given_is_passed_to_the_notebook_as_given(tmp_path):
     assert stage_key(cfg, "01_data")["params"]["ecg_icd"] == str(icd.resolve())
     assert (icd, False) in stage_files("01_data", cfg)
     assert stage_key(_cfg(tmp_path), "01_data")["params"]["ecg_icd"] is None
+
+
+def test_the_code_hash_follows_every_module_a_page_runs_but_not_the_builder(tmp_path, monkeypatch):
+    """The results page shows labecg.cli.reproduce_commands, so a change to the CLI reruns it;
+    the builder and the Sphinx extension run no notebook."""
+    from labecg import book
+
+    pkg = tmp_path / "labecg"
+    pkg.mkdir()
+    for name in ("book.py", "cli.py", "sphinx_ext.py", "stats.py"):
+        (pkg / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(book, "__file__", str(pkg / "book.py"))
+    before = book._code_hash()
+    for name, reruns in (("book.py", False), ("sphinx_ext.py", False), ("cli.py", True), ("stats.py", True)):
+        (pkg / name).write_text(f"# {name}, changed\n")
+        after = book._code_hash()
+        assert (after != before) == reruns, name
+        before = after

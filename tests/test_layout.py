@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "labecg"
 BASE = ["util", "layout", "catalog", "metrics", "stats", "targets", "planted", "paper"]
 # Stages in pipeline order; a module may import only base modules and earlier stages.
 ORDER = ["ecgsim", "synthetic", "download", "sources", "readers", "features", "labels", "cohort", "cohort_report", "records", "signals", "data", "s4", "model",
-         "train", "predict", "explain", "tables", "evaluate", "figures", "selfcheck", "privacy", "book"]
+         "train", "predict", "explain", "tables", "evaluate", "figures", "selfcheck", "privacy", "sphinx_ext", "book"]
 
 
 def _labecg_imports(path: Path) -> set[str]:

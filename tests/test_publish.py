@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from labecg import cli
-from labecg.book import BookConfig, _sphinx_repository, cache_key, install_cell_source, repository_url
+from labecg.book import BookConfig, cache_key
+from labecg.sphinx_ext import _sphinx_repository, install_cell_source, repository_url
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "book.yml"
@@ -284,7 +285,7 @@ def test_binder_installs_the_package_with_pyprojects_torch():
 
 def test_config_declares_buttons_and_the_extension_that_completes_them():
     config = yaml.safe_load((REPO / "_config.yml").read_text())
-    assert "labecg.book" in config["sphinx"]["config"]["extensions"]
+    assert "labecg.sphinx_ext" in config["sphinx"]["config"]["extensions"]
     theme = config["sphinx"]["config"]["html_theme_options"]
     assert theme == {"use_repository_button": True, "use_issues_button": True, "use_edit_page_button": True}
     assert config["sphinx"]["recursive_update"] is True
