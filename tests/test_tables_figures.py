@@ -282,10 +282,43 @@ def test_issue14_figures_and_page_tables_from_an_evaluated_run(tmp_path):
     labels = stats.subgroup_labels(np.repeat(rng.integers(0, 2, 100), 3).astype(float),
                                       rng.uniform(20, 90, n), rng.choice(["white", "black"], n))
     sub = stats.subgroup_auroc(y, s, names, labels, headline, groups=subject, n_iterations=20)
-    for fig in (figures.plot_intervals(res), figures.plot_reliability(rel, res, headline),
-                figures.plot_subgroups(sub, res)):
-        assert isinstance(fig, plt.Figure)
-        plt.close(fig)
+    # intervals: the estimation targets, best first; per row the ECG-level bar above, the
+    # patient-level bar below, the point at the AUROC (read back from the drawn artists)
+    est = res.loc[[t for t in names if res.at[t, "task"] == "est"]].sort_values("auroc", ascending=False)
+    fig = figures.plot_intervals(res)
+    ax = fig.axes[0]
+    ecg_bars, patient_bars = (np.array([seg[:, 0] for seg in c.get_segments()]) for c in ax.collections[:2])
+    np.testing.assert_allclose(ecg_bars, est[["low", "high"]].to_numpy())
+    np.testing.assert_allclose(patient_bars, est[["low_patient", "high_patient"]].to_numpy())
+    np.testing.assert_allclose(ax.collections[2].get_offsets(), np.c_[est["auroc"], np.arange(len(est))])
+    assert len(ax.get_yticklabels()) == len(est)
+    plt.close(fig)
+    # reliability: a panel per headline target, its curve the frame's bins, its Brier in the title
+    fig = figures.plot_reliability(rel, res, headline)
+    assert len(fig.axes) == len(headline)
+    for ax, target in zip(fig.axes, headline):
+        bins = rel[rel["target"] == target]
+        curve = ax.lines[1]  # after the diagonal
+        np.testing.assert_allclose(curve.get_xdata(), bins["mean_predicted"])
+        np.testing.assert_allclose(curve.get_ydata(), bins["fraction_positive"])
+        assert ax.get_title().endswith(f"Brier {calib.at[target, 'brier']:.3f}")
+    plt.close(fig)
+    # subgroups: a panel per target; a bar for each subgroup with enough of both classes, an
+    # open circle (no bar) for the others, in the frame's order
+    assert sub["too_few"].astype(bool).any() and not sub["too_few"].astype(bool).all()  # both kinds drawn
+    fig = figures.plot_subgroups(sub, res)
+    panels = list(dict.fromkeys(sub["target"]))
+    assert sorted(panels) == sorted(headline) and len(fig.axes) == len(panels)
+    for ax, target in zip(fig.axes, panels):
+        rows = sub[sub["target"] == target].reset_index(drop=True)
+        few = rows["too_few"].to_numpy(bool)
+        (bars,) = ax.containers
+        np.testing.assert_allclose(bars.lines[0].get_xdata().astype(float), rows.loc[~few, "auroc"])
+        np.testing.assert_allclose(bars.lines[0].get_ydata(), np.flatnonzero(~few))
+        open_circles = [line for line in ax.lines if line.get_markerfacecolor() == "none"]
+        np.testing.assert_allclose(open_circles[0].get_xdata().astype(float), rows.loc[few, "auroc"])
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()][0] == "All"
+    plt.close(fig)
     table = tables.format_subgroups(sub, res)
     assert len(table) == len(sub) // 2 and table.shape[1] == 2 + 2  # Variable, Subgroup, one column per target
     assert table.iloc[0]["Variable"] == "All"
@@ -351,13 +384,40 @@ def test_teaching_figures_draw():
     from labecg.s4 import S4Layer
     from labecg.records import filter_response
 
+    from reference.s4_convolutions import run_recurrence
+
     torch.manual_seed(0)
-    fig = figures.plot_s4_kernels(S4Layer(6), channels=(0, 5), n_samples=50)
-    assert len(fig.axes) == 2
+    L, fs = 50, 100.0
+    for layer in (S4Layer(6), S4Layer(6, bidirectional=False)):
+        fig = figures.plot_s4_kernels(layer, channels=(0, 5), fs_hz=fs, n_samples=L)
+        assert len(fig.axes) == 2
+        # the weight of an input sample for an output: the step-by-step recurrence's response
+        # at every output to an impulse in the middle of 2L - 1 samples (D, lag 0, not drawn)
+        u = torch.zeros(1, 2 * L - 1, 6)
+        u[0, L - 1] = 1.0
+        with torch.no_grad():
+            response = run_recurrence(u, torch.view_as_complex(layer.C), layer.log_dt, layer.log_a_re, layer.a_im)[0]
+        for ax, h in zip(fig.axes, (0, 5)):
+            (curve,) = [line for line in ax.lines if len(line.get_xdata()) == 2 * L - 1]
+            t = curve.get_xdata()  # input time minus output time: output i sees the impulse at (L - 1 - i) / fs
+            np.testing.assert_allclose(t, (L - 1 - np.arange(2 * L - 1)) / fs)
+            np.testing.assert_allclose(curve.get_ydata(), response[:, h].numpy(), rtol=1e-4, atol=1e-6)
+            future = curve.get_ydata()[t > 0]
+            assert (np.abs(future).max() > 0) == layer.bidirectional  # a causal layer never looks ahead
+            assert f"D = {float(layer.D[h]):+.2f}" in [text.get_text().split(" (")[0] for text in ax.texts][0]
+        plt.close(fig)
     fig = figures.plot_filter_response(filter_response(500.0, 100.0, [5.0, 60.0]))
     assert fig.axes[0].get_ylabel() == "gain (dB)"
-    pair = {"lead": "II", "raw_mv": np.zeros(5000), "raw_fs_hz": 500.0, "stored_mv": np.zeros(1000), "fs_hz": 100.0}
-    assert len(figures.plot_lead_before_after(pair).axes[0].lines) == 2
+    raw = np.sin(2 * np.pi * 1.2 * np.arange(5000) / 500.0)
+    pair = {"lead": "II", "raw_mv": raw, "raw_fs_hz": 500.0, "stored_mv": raw[::5].copy(), "fs_hz": 100.0}
+    fig = figures.plot_lead_before_after(pair)  # the first 2.5 s of each, on one time axis
+    recorded, stored = fig.axes[0].lines
+    np.testing.assert_array_equal(recorded.get_xdata(), np.arange(1250) / 500.0)
+    np.testing.assert_array_equal(recorded.get_ydata(), raw[:1250])
+    np.testing.assert_array_equal(stored.get_xdata(), np.arange(250) / 100.0)
+    np.testing.assert_array_equal(stored.get_ydata(), raw[:1250:5])
+    assert fig.axes[0].get_ylabel() == "lead II (mV)"
+    plt.close(fig)
 
 
 def test_comparison_shows_both_thresholds_and_no_difference_for_a_synthetic_run():
