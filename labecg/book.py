@@ -119,7 +119,7 @@ class BookConfig:
         tabular (the first fills the tables; with tabular the results show what the ECG adds).
     full : bool
         The fuller build (make book-full): also build, train and evaluate the ablations
-        (labecg.cohort.ABLATIONS: the causal cohort), each in <cohort_dir>-<name> and
+        (labecg.cohort.ABLATIONS: the causal and row-range cohorts), each in <cohort_dir>-<name> and
         <run_dir>-<name>.
     stages : tuple of str
         Stages to execute.

@@ -613,8 +613,12 @@ class _StepTimer:
 
 
 #: The cohorts of the fuller build (``labecg book --full``), as ``CohortConfig`` settings that
-#: differ from the book's cohort: ``causal`` inputs up to the ECG, monitoring labs after it.
-ABLATIONS: dict[str, dict] = {"causal": {"causal": True}}
+#: differ from the book's cohort: ``causal`` inputs up to the ECG, monitoring labs after it;
+#: ``row`` each lab row against its own reference range, the label's median where a bound is empty.
+ABLATIONS: dict[str, dict] = {"causal": {"causal": True}, "row": {"thresholds": "row"}}
+#: What each ablation's cohort is, in the words of the pages (their table's ``run`` column).
+ABLATION_TITLES: dict[str, str] = {"causal": "inputs up to the ECG only (causal)",
+                                   "row": THRESHOLD_RULES["row"]}
 
 
 def ablation_dir(folder, name: str) -> Path:

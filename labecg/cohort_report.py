@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 
 from labecg import catalog, cohort, layout, paper
-from labecg.targets import TASKS
+from labecg.targets import TASKS, THRESHOLD_RULES
 from labecg.features import BIOMETRIC_FEATURES, BIOMETRICS, VITAL_BOUNDS
 from labecg.readers import VITALS
 
 __all__ = ["thresholds_beside_paper", "prevalence_by_task", "feature_coverage", "targets_kept",
-           "count_quirks", "QUIRKS"]
+           "compare_threshold_rules", "count_quirks", "QUIRKS"]
 
 
 def thresholds_beside_paper(targets: list[dict]) -> pd.DataFrame:
@@ -72,6 +72,54 @@ def prevalence_by_task(targets: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "task"
     return frame.astype({"targets": "int64", "labelled": "int64", "positive": "int64"})
+
+
+def _prevalence(target: dict) -> float:
+    pos = sum(c["pos"] for c in target["counts"].values())
+    neg = sum(c["neg"] for c in target["counts"].values())
+    return pos / (pos + neg) if pos + neg else np.nan
+
+
+def compare_threshold_rules(median: list[dict], row: list[dict], n_moves: int = 10) -> dict:
+    """Two cohorts that differ only in the threshold rule: targets kept, prevalence, the targets that move most.
+
+    Parameters
+    ----------
+    median, row : list of dict
+        ``targets.json``'s ``targets`` of the cohort (or run) under ``--thresholds median`` and
+        under ``--thresholds row``, with their ``counts`` (pos, neg per split).
+    n_moves : int
+        Rows of ``moves``.
+
+    Returns
+    -------
+    dict with
+    ``kept`` : DataFrame, one row per rule (``rule``: ``targets.THRESHOLD_RULES``' words),
+        targets kept per task (columns ``targets.TASKS``), ``all``, ``labelled`` and
+        ``positive`` (cells over all splits) and ``prevalence`` (positive / labelled);
+    ``moves`` : DataFrame of the targets kept under both rules whose prevalence (over all
+        splits) differs most, largest absolute difference first (ties: target name):
+        ``target``, ``prevalence_median``, ``prevalence_row``, ``difference`` (row - median);
+        at most ``n_moves`` rows;
+    ``only_median``, ``only_row`` : list of str, targets kept under one rule only (sorted).
+    """
+    kept = []
+    for rule, targets in (("median", median), ("row", row)):
+        by_task = prevalence_by_task(targets)
+        kept.append({"rule": THRESHOLD_RULES[rule], **by_task["targets"].to_dict(), "all": len(targets),
+                     "labelled": int(by_task["labelled"].sum()), "positive": int(by_task["positive"].sum()),
+                     "prevalence": (by_task["positive"].sum() / by_task["labelled"].sum()
+                                    if by_task["labelled"].sum() else np.nan)})
+    a = {t["name"]: _prevalence(t) for t in median}
+    b = {t["name"]: _prevalence(t) for t in row}
+    both = sorted(set(a) & set(b))
+    moves = pd.DataFrame({"target": both, "prevalence_median": [a[n] for n in both],
+                          "prevalence_row": [b[n] for n in both]})
+    moves["difference"] = moves["prevalence_row"] - moves["prevalence_median"]
+    moves = (moves.assign(_size=moves["difference"].abs()).sort_values(["_size", "target"], ascending=[False, True])
+             .drop(columns="_size").head(n_moves).reset_index(drop=True))
+    return {"kept": pd.DataFrame(kept), "moves": moves, "only_median": sorted(set(a) - set(b)),
+            "only_row": sorted(set(b) - set(a))}
 
 
 def feature_coverage(frame: pd.DataFrame) -> pd.DataFrame:

@@ -34,7 +34,7 @@ __all__ = ["source_banner", "read_planted_effects",
            "planted_effects_check", "summarize_check", "null_coverage", "attribution_check",
            "attribution_shares", "summarize_attribution", "ATTRIBUTION_CHECK_COLUMNS", "ATTRIBUTION_VERDICTS", "describe_run", "results_summary",
            "interval_summary", "calibration_summary", "describe_calibration", "describe_multiplicity",
-           "reproduce_box", "read_planted_ranges", "planted_ranges_check"]
+           "reproduce_box", "read_planted_ranges", "planted_ranges_check", "threshold_rules_summary"]
 
 
 
@@ -726,10 +726,10 @@ def ablation_summary(results: pd.DataFrame, ablation_dirs: dict) -> dict:
 
     Returns
     -------
-    dict with ``table`` (one row per run: ``run``, targets per task, ``macro AUROC``
-    with its ECG-level and patient-level intervals), ``text`` (Markdown: what was run, or
-    the command that fills the section) and, per ablation run, ``{name}_macro_auroc``,
-    ``{name}_low``, ``{name}_high``.
+    dict with ``table`` (one row per run: ``run`` (``labecg.cohort.ABLATION_TITLES``),
+    targets per task, ``macro AUROC`` with its ECG-level and patient-level intervals),
+    ``text`` (Markdown: what was run, or the command that fills the section) and, per
+    ablation run, ``{name}_macro_auroc``, ``{name}_low``, ``{name}_high``.
     """
     from labecg import cohort, evaluate, tables
 
@@ -742,23 +742,75 @@ def ablation_summary(results: pd.DataFrame, ablation_dirs: dict) -> dict:
                                          if pd.notna(macro["low_patient"]) else "–")
         return out
 
-    rows, out, sentences = [row("paper's windows (this build)", results)], {}, []
+    rows, out, sentences = [row("the paper's windows and thresholds (this build)", results)], {}, []
     for name, folder in ablation_dirs.items():
         res = evaluate.read_results(Path(folder) / layout.RESULTS)
-        rows.append(row(name, res))
+        rows.append(row(cohort.ABLATION_TITLES[name], res))
         macro = res.loc["macro"]
         out.update({f"{name}_macro_auroc": float(macro["auroc"]), f"{name}_low": float(macro["low"]),
                     f"{name}_high": float(macro["high"])})
-        sentences.append(f"The {name} cohort's model: macro AUROC {macro['auroc']:.3f} "
-                         f"({macro['low']:.3f}–{macro['high']:.3f}) over {len(res) - 1} targets, against "
-                         f"{results.loc['macro', 'auroc']:.3f} ({results.loc['macro', 'low']:.3f}–"
-                         f"{results.loc['macro', 'high']:.3f}) over {len(results) - 1} with the paper's windows. "
-                         "The monitoring labels (and so the ECGs kept) differ between the two cohorts, so the "
-                         "intervals are shown side by side and no paired difference is given.")
+        differ = ("monitoring labels (and so the ECGs kept)" if name == "causal"
+                  else "labels of every target (and so the targets and ECGs kept)")
+        sentences.append(f"The model of the cohort with {cohort.ABLATION_TITLES[name]}: macro AUROC "
+                         f"{macro['auroc']:.3f} ({macro['low']:.3f}–{macro['high']:.3f}) over {len(res) - 1} "
+                         f"targets, against {results.loc['macro', 'auroc']:.3f} ({results.loc['macro', 'low']:.3f}–"
+                         f"{results.loc['macro', 'high']:.3f}) over {len(results) - 1} with the paper's windows "
+                         f"and thresholds. The {differ} differ between the two cohorts, so the intervals are "
+                         "shown side by side and no paired difference is given.")
     missing = [name for name in cohort.ABLATIONS if name not in ablation_dirs]
     if missing:
         sentences.append(f"Not run in this build: {', '.join(missing)}; {FILL_COMMANDS['ablations']} fills "
                          "this section.")
     out["table"] = pd.DataFrame(rows)
     out["text"] = " ".join(sentences)
+    return out
+
+
+def threshold_rules_summary(run_dir, row_evaluation_dir=None, n_moves: int = 10) -> dict:
+    """The book's run beside the ``row`` ablation's: targets kept, prevalence per rule, the targets that move most.
+
+    Parameters
+    ----------
+    run_dir : path
+        The book's run folder (median thresholds, the paper's); its ``targets.json`` counts the
+        ECGs evaluated.
+    row_evaluation_dir : path, optional
+        The ``RUN/evaluation`` folder of the ``row`` ablation's run (``labecg.cohort.ABLATIONS``);
+        None when this build did not run it.
+    n_moves : int
+        Targets listed in ``moves``.
+
+    Returns
+    -------
+    dict with ``kept`` and ``moves`` (:func:`labecg.cohort_report.compare_threshold_rules`,
+    ``moves`` with the prevalences in percent), ``text`` (Markdown: the targets kept under
+    each rule and the one that moves most, or the command that fills the section) and, when
+    run, ``row_n_targets``, ``median_n_targets``, ``median_prevalence``, ``row_prevalence``.
+    """
+    from labecg import cohort_report
+
+    if row_evaluation_dir is None:
+        return {"kept": pd.DataFrame(), "moves": pd.DataFrame(),
+                "text": f"Not run in this build: row; {FILL_COMMANDS['ablations']} fills this section."}
+    median = read_json(Path(run_dir) / layout.TARGETS)["targets"]
+    row = read_json(Path(row_evaluation_dir).parent / layout.TARGETS)["targets"]
+    found = cohort_report.compare_threshold_rules(median, row, n_moves)
+    kept, moves = found["kept"], found["moves"]
+    out = {"kept": kept, "moves": moves.assign(**{c: 100 * moves[c] for c in
+                                                 ("prevalence_median", "prevalence_row", "difference")})
+                                         .rename(columns={"prevalence_median": "prevalence, median (%)",
+                                                          "prevalence_row": "prevalence, row (%)",
+                                                          "difference": "row − median (points)"}),
+           "median_n_targets": int(kept.loc[0, "all"]), "row_n_targets": int(kept.loc[1, "all"]),
+           "median_prevalence": float(kept.loc[0, "prevalence"]), "row_prevalence": float(kept.loc[1, "prevalence"])}
+    text = (f"With {kept.loc[1, 'rule']} the cohort keeps {out['row_n_targets']} targets, against "
+            f"{out['median_n_targets']} with the {kept.loc[0, 'rule']}; {len(found['only_row'])} are kept "
+            f"only under the row rule and {len(found['only_median'])} only under the median rule. Over all "
+            f"labelled cells, {100 * out['row_prevalence']:.1f}% are abnormal under the row rule and "
+            f"{100 * out['median_prevalence']:.1f}% under the median rule.")
+    if len(moves):
+        top = moves.iloc[0]
+        text += (f" The prevalence moves most for `{top['target']}`: {100 * top['prevalence_median']:.1f}% "
+                 f"under the median rule, {100 * top['prevalence_row']:.1f}% under the row rule.")
+    out["text"] = text
     return out

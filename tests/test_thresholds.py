@@ -11,6 +11,7 @@ row by its bounds with ``fillna`` of the medians.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,9 @@ import pandas as pd
 import pytest
 
 import mimic_fixtures as mf
-from labecg import cli, layout
+from labecg import cli, cohort, layout, selfcheck
 from labecg.cohort import CohortConfig, build_cohort
+from labecg.cohort_report import compare_threshold_rules
 from labecg.targets import THRESHOLD_RULES
 from labecg.util import read_json
 
@@ -249,3 +251,75 @@ def test_default_rule_is_the_papers(demo):
     assert CohortConfig.__dataclass_fields__["thresholds"].default == "median"
     _, _, spec = demo["median"]
     assert spec["thresholds"]["rule"] == "median"
+
+
+# ---------------------------------------------------------------------------------------
+# the ablation: the two rules side by side
+
+
+def _target(name, pos, neg):
+    """A targets.json entry whose counts split ``pos`` and ``neg`` over train and test."""
+    task = name.rsplit("_", 1)[1]
+    return {"name": name, "task": task, "counts": {"train": {"pos": pos - 1, "neg": neg - 2},
+                                                   "val": {"pos": 0, "neg": 0}, "test": {"pos": 1, "neg": 2}}}
+
+
+MEDIAN_TARGETS = [_target("hemoglobin_low_est", 40, 60), _target("creatinine_high_est", 10, 90),
+                  _target("sodium_low_mon30", 5, 45)]
+ROW_TARGETS = [_target("hemoglobin_low_est", 25, 75), _target("creatinine_high_est", 12, 88),
+               _target("potassium_high_est", 30, 70)]
+
+
+def test_rule_comparison_worked_by_hand():
+    found = compare_threshold_rules(MEDIAN_TARGETS, ROW_TARGETS, n_moves=5)
+    kept = found["kept"].set_index("rule")
+    median, row = kept.loc[THRESHOLD_RULES["median"]], kept.loc[THRESHOLD_RULES["row"]]
+    assert (median["est"], median["mon30"], median["all"]) == (2, 1, 3)
+    assert (row["est"], row["mon30"], row["all"]) == (3, 0, 3)
+    # median: (40 + 10 + 5) / (100 + 100 + 50); row: (25 + 12 + 30) / 300
+    assert median["labelled"] == 250 and median["prevalence"] == pytest.approx(55 / 250)
+    assert row["labelled"] == 300 and row["prevalence"] == pytest.approx(67 / 300)
+    # both rules keep hemoglobin (0.40 -> 0.25) and creatinine (0.10 -> 0.12): hemoglobin moves most
+    moves = found["moves"]
+    assert list(moves["target"]) == ["hemoglobin_low_est", "creatinine_high_est"]
+    np.testing.assert_allclose(moves["difference"], [-0.15, 0.02])
+    assert found["only_median"] == ["sodium_low_mon30"] and found["only_row"] == ["potassium_high_est"]
+
+
+def test_rule_comparison_on_the_demo_counts_the_cohort_columns(demo):
+    found = compare_threshold_rules(demo["median"][2]["targets"], demo["row"][2]["targets"], n_moves=1000)
+    for rule in ("median", "row"):
+        _, df, spec = demo[rule]
+        names = [t["name"] for t in spec["targets"]]
+        kept = found["kept"].set_index("rule").loc[THRESHOLD_RULES[rule]]
+        assert kept["est"] == sum(n.endswith("_est") for n in names) and kept["all"] == len(names)
+        cells = df[names].to_numpy(np.float64)
+        assert kept["labelled"] == np.isfinite(cells).sum() and kept["positive"] == (cells == 1).sum()
+        # each target's prevalence is the mean of its column's labels
+        moves = found["moves"].set_index("target")
+        for name in moves.index:
+            assert moves.loc[name, f"prevalence_{rule}"] == pytest.approx(df[name].mean(skipna=True)), name
+    assert found["moves"]["difference"].abs().max() > 0.05
+
+
+def test_threshold_rules_summary_reads_both_run_folders(tmp_path):
+    run, row_run = tmp_path / "run", tmp_path / "run-row"
+    (row_run / "evaluation").mkdir(parents=True)
+    run.mkdir()
+    (run / layout.TARGETS).write_text(json.dumps({"targets": MEDIAN_TARGETS}))
+    (row_run / layout.TARGETS).write_text(json.dumps({"targets": ROW_TARGETS}))
+    out = selfcheck.threshold_rules_summary(run, row_run / "evaluation")
+    assert out["median_n_targets"] == 3 and out["row_n_targets"] == 3
+    assert "row ranges (median where missing)" in out["text"] and "`hemoglobin_low_est`: 40.0%" in out["text"]
+    assert out["moves"]["row − median (points)"].iloc[0] == pytest.approx(-15.0)
+    missing = selfcheck.threshold_rules_summary(run, None)
+    assert "Not run in this build: row" in missing["text"] and missing["moves"].empty
+
+
+def test_row_is_an_ablation_of_the_fuller_build(tmp_path):
+    assert set(cohort.ABLATION_TITLES) == set(cohort.ABLATIONS)
+    cfg = CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, cohort_dir=tmp_path / "cohort",
+                       unlisted_ecgs="assign")
+    row = cohort.ablation_config(cfg, "row")
+    assert row.thresholds == "row" and row.cohort_dir == tmp_path / "cohort-row" and row.causal is False
+    assert cohort.ABLATION_TITLES["row"] == "row ranges (median where missing)"
