@@ -280,3 +280,20 @@ def test_no_dead_code():
             unused += [f"{path.stem}.{n}" for n in names
                        if words[n] < 2 and not n.startswith("__") and f"{path.stem}.{n}" not in held_by_tests]
     assert not unused, f"defined and never used: {unused}"
+
+
+@pytest.mark.parametrize("path", sorted((PKG.parent / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebooks_are_stored_as_jupyter_writes_them_without_outputs(path):
+    """The chapters are reviewed as .ipynb (ARCHITECTURE.md, "Notebooks in review"): stored
+    as nbformat (Jupyter's own writer) writes them, one source line per line of the file, no
+    outputs or execution counts, no metadata but cell tags, so that a diff shows only what
+    changed and saving in Jupyter changes nothing else."""
+    import nbformat
+
+    text = path.read_text()
+    nb = nbformat.read(path, as_version=4)
+    assert text == nbformat.writes(nb) + "\n", f"{path.name}: not as nbformat writes it (key order, indent)"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code), f"{path.name}: stored with outputs"
+    assert {k for c in nb.cells for k in c.metadata} <= {"tags"}, path.name
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}, path.name
