@@ -341,7 +341,7 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     Path
         The ``RUN/evaluation`` (or ``RUN/evaluation_val``) folder.
     """
-    run = Path(cfg.run_dir)
+    run = cfg.run_dir
     pred = read_predictions(layout.predictions_path(run, cfg.split))
     targets_path = run / layout.TARGETS
     meta = _target_metadata(read_json(targets_path), pred["target_names"], targets_path)

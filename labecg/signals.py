@@ -254,7 +254,7 @@ def fingerprint_cohort(frame: pd.DataFrame, cfg: SignalsConfig) -> str:
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(frame["study_id"].to_numpy(np.int64)).tobytes())
     h.update("\n".join(frame["path"].astype(str)).encode())
-    h.update(str(Path(cfg.ecg).resolve()).encode())  # the same paths under another root are other records
+    h.update(str(cfg.ecg.resolve()).encode())  # the same paths under another root are other records
     settings = {k: getattr(cfg, k) for k in ("dtype", "clip_mv", "fs_hz", "max_nan_frac", "flat_mv")}
     if cfg.exclude_flagged:  # only when set, so fingerprints of the default stay as they were
         settings["exclude_flagged"] = True
@@ -283,7 +283,7 @@ def _probe_ecg_root(frame: pd.DataFrame, cfg: SignalsConfig) -> str:
     first = ""
     for rel in frame["path"].astype(str)[:PROBE_RECORDS]:
         try:
-            read_record(Path(cfg.ecg) / rel)
+            read_record(cfg.ecg / rel)
             return ""
         except RecordError as e:
             first = first or f"{rel}: {e}"
@@ -343,9 +343,9 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
     path : Path
         ``cfg.cohort_dir / "signals.npy"``.
     """
-    cohort_dir = Path(cfg.cohort_dir)
+    cohort_dir = cfg.cohort_dir
     frame = _read_cohort(cohort_dir)
-    if not Path(cfg.ecg).is_dir():  # a typo: say so before anything is compared or deleted
+    if not cfg.ecg.is_dir():  # a typo: say so before anything is compared or deleted
         raise FileNotFoundError(f"--ecg {cfg.ecg}: not a folder; expected the MIMIC-IV-ECG root that "
                                 f"cohort.parquet's paths are relative to (nothing in {cohort_dir} was changed)")
     command = shlex.join(["labecg", *sys.argv[1:]] if Path(sys.argv[0]).name == "labecg" else sys.argv)
@@ -356,7 +356,7 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
 def _convert_locked(cfg: SignalsConfig, frame: pd.DataFrame, stop_after_chunks: Optional[int],
                     on_chunk: Optional[Callable[[int], None]]) -> Path:
     """:func:`convert_signals` once the cohort folder is locked."""
-    cohort_dir = Path(cfg.cohort_dir)
+    cohort_dir = cfg.cohort_dir
     n = len(frame)
     fp = fingerprint_cohort(frame, cfg)
     npy = cohort_dir / layout.SIGNALS
@@ -382,7 +382,7 @@ def _convert_locked(cfg: SignalsConfig, frame: pd.DataFrame, stop_after_chunks: 
         if meta.get("fingerprint") == fp:
             log.info("%s: already converted for this cohort; nothing to do", npy)
             return npy
-        then, now = meta.get("ecg", "?"), str(Path(cfg.ecg).resolve())
+        then, now = meta.get("ecg", "?"), str(cfg.ecg.resolve())
         unreadable = _probe_ecg_root(frame, cfg) if then != now else ""
         if unreadable:  # most likely a typo, not a new ECG root: --overwrite would delete good signals
             raise RuntimeError(f"{cohort_dir / layout.SIGNALS_META}: converted from the ECG root {then}; none of the "
@@ -425,12 +425,12 @@ def _convert_locked(cfg: SignalsConfig, frame: pd.DataFrame, stop_after_chunks: 
             _reserve(tmp, cohort_dir)
         progress.mkdir(parents=True, exist_ok=True)
         write_json(state_path, {"fingerprint": fp, "n_rows": n, "chunk_size": chunk_size,
-                                "ecg": str(Path(cfg.ecg).resolve()),
+                                "ecg": str(cfg.ecg.resolve()),
                                 "config": {k: str(v) for k, v in asdict(cfg).items()}})
         mm = np.load(npy, mmap_mode="r+")
 
     starts = [s for s in range(0, n, chunk_size) if not (progress / f"chunk_{s:09d}.json").exists()]
-    root = Path(cfg.ecg)
+    root = cfg.ecg
     paths = [str(root / p) for p in frame["path"].astype(str)]
     log.info("%s: %d records, %d of %d chunks to convert with %d worker(s)",
              npy, n, len(starts), -(-n // chunk_size), cfg.workers)
@@ -555,7 +555,7 @@ def _finalize(cohort_dir: Path, frame: pd.DataFrame, cfg: SignalsConfig, fp: str
                 "flat_mv": cfg.flat_mv, "exclude_flagged": cfg.exclude_flagged,
                 "resampling": "scipy.signal.resample_poly(x, up, down, padtype='line'), up/down = "
                               "fs_hz / the record's rate in lowest terms; none at fs_hz",
-                "ecg": str(Path(cfg.ecg).resolve()), "fingerprint": fp})
+                "ecg": str(cfg.ecg.resolve()), "fingerprint": fp})
     shutil.rmtree(progress, ignore_errors=True)
 
 
@@ -677,7 +677,7 @@ def lead_before_after(cfg: SignalsConfig, index: int = 0, lead: str = "II") -> d
     """
     if lead not in LEADS:
         raise ValueError(f"lead {lead!r} unknown; expected one of {list(LEADS)}")
-    cohort_dir = Path(cfg.cohort_dir)
+    cohort_dir = cfg.cohort_dir
     x, _ = load_signals(cohort_dir)
     manifest = pd.read_parquet(cohort_dir / layout.SIGNALS_MANIFEST, columns=["row", "status"])
     ok_rows = np.sort(manifest.loc[manifest["status"] == "ok", "row"].to_numpy())
@@ -685,7 +685,7 @@ def lead_before_after(cfg: SignalsConfig, index: int = 0, lead: str = "II") -> d
         raise IndexError(f"{cohort_dir}: index {index} out of range; {len(ok_rows)} records converted")
     row = int(ok_rows[index])
     path = pd.read_parquet(cohort_dir / layout.COHORT, columns=["path"])["path"].iloc[row]
-    raw, fs_in_hz = read_record(Path(cfg.ecg) / str(path))  # (L_raw, 12) mV, stored lead order
+    raw, fs_in_hz = read_record(cfg.ecg / str(path))  # (L_raw, 12) mV, stored lead order
     c = LEADS.index(lead)
     return {"lead": lead, "raw_mv": np.asarray(raw[:, c], dtype=np.float64), "raw_fs_hz": float(fs_in_hz),
             "stored_mv": np.asarray(x[row, :, c], dtype=np.float64), "fs_hz": float(cfg.fs_hz)}

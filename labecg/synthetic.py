@@ -671,7 +671,7 @@ def generate(cfg: SynthConfig) -> Path:
     the source folders of an earlier tree are replaced. Anything else, such as real MIMIC
     folders, is refused with ``FileExistsError`` before a file is written.
     """
-    root = Path(cfg.data_root)
+    root = cfg.data_root
     marker = root / SYNTHETIC_MARKER
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"{root}: is a file; expected a folder for the synthetic tree")
