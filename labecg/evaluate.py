@@ -42,10 +42,10 @@ RESULT_COLUMNS = ["target", *METADATA_COLUMNS, *BOOTSTRAP_COLUMNS, "significant"
                   "brier", "auprc", "prevalence", *SIMULTANEOUS_COLUMNS]
 MULTIPLICITY_COLUMNS = ["task", "n_targets", "level", "critical_value", "critical_value_patient", "n_significant",
                         "n_significant_simultaneous", "n_significant_patient", "n_significant_simultaneous_patient"]
-_PREDICTION_KEYS = ("study_id", "target_names", "y_true", "y_score")
-#: Per-ECG arrays that runs written since issue 14 carry: the patient (for the
-#: patient-level bootstrap) and the subgroup variables, as in cohort.parquet.
+#: Per-ECG arrays besides the scores: the patient (for the patient-level bootstrap) and the
+#: subgroup variables, as in cohort.parquet.
 PATIENT_KEYS = ("subject_id", "sex", "age", "race")
+_PREDICTION_KEYS = ("study_id", "target_names", "y_true", "y_score", *PATIENT_KEYS)
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ def added_value(pred: dict, targets_json: dict, *, tabular_pred: dict | None = N
     """
     names = list(pred["target_names"])
     by_name = {target["name"]: target for target in targets_json.get("targets", [])}
-    groups = pred.get("subject_id")
+    groups = pred["subject_id"]
     baselines = {}
     if tabular_pred is not None:
         if (list(tabular_pred["target_names"]) != names
@@ -256,9 +256,9 @@ def read_predictions(path) -> dict[str, np.ndarray]:
     Returns
     -------
     dict with ``study_id`` (n,) int64, ``target_names`` (T,) str, ``y_true`` (n, T) and
-    ``y_score`` (n, T) float32 (NaN in ``y_true`` = missing); and, where the file has
-    them (:data:`PATIENT_KEYS`), ``subject_id`` (n,) int64, ``sex`` (n,) float64 (1.0
-    male, 0.0 female, NaN), ``age`` (n,) float64 years, ``race`` (n,) str ("" missing).
+    ``y_score`` (n, T) float32 (NaN in ``y_true`` = missing); and (:data:`PATIENT_KEYS`)
+    ``subject_id`` (n,) int64, ``sex`` (n,) float64 (1.0 male, 0.0 female, NaN), ``age``
+    (n,) float64 years, ``race`` (n,) str ("" missing).
     """
     path = Path(path)
     if not path.exists():
@@ -269,14 +269,14 @@ def read_predictions(path) -> dict[str, np.ndarray]:
             if missing:
                 raise KeyError(f"{path}: missing arrays {missing}; expected {list(_PREDICTION_KEYS)}, "
                                f"found {npz.files}")
-            pred = {k: npz[k] for k in _PREDICTION_KEYS + PATIENT_KEYS if k in npz.files}
+            pred = {k: npz[k] for k in _PREDICTION_KEYS}
     except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
         # numpy names no file: "File is not a zip file", "Object arrays cannot be loaded ..."
         raise ValueError(f"{path}: not a readable predictions file ({type(e).__name__}: {e}); expected the "
                          f"numeric arrays {list(_PREDICTION_KEYS)} that `labecg train` writes") from e
     n, T = pred["study_id"].shape[0], pred["target_names"].shape[0]
     for key in PATIENT_KEYS:
-        if key in pred and pred[key].shape != (n,):
+        if pred[key].shape != (n,):
             raise ValueError(f"{path}: {key} has shape {pred[key].shape}; expected ({n},) from study_id")
     for key in ("y_true", "y_score"):
         if pred[key].shape != (n, T):
@@ -332,9 +332,7 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     ``paper_comparison.csv`` (with a ``difference`` only when ``targets.json`` records
     ``source.synthetic`` false); ``added_value.csv`` (:func:`added_value`) with the
     tabular-only run (``tabular_run_dir``) and the run's ``last_values.parquet``, those
-    of the two it has. A predictions file without ``subject_id`` (a run from
-    before the patient-level bootstrap) leaves the patient columns NaN and writes no
-    ``subgroups.csv``.
+    of the two it has.
 
     Returns
     -------
@@ -350,17 +348,10 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     log.info("bootstrap: %d ECGs x %d targets, %d resamples (seed %d)", n, T, cfg.n_iterations, cfg.seed)
     boot, iterations = bootstrap(pred["y_true"], pred["y_score"], cfg.n_iterations, cfg.seed,
                                  target_names=names, return_iterations=True)
-    subject = pred.get("subject_id")
-    if subject is not None:
-        boot_p, iterations_p = bootstrap(pred["y_true"], pred["y_score"], cfg.n_iterations, cfg.seed,
-                                         groups=subject, target_names=names, return_iterations=True)
-        patients = _patients_per_target(pred["y_true"], subject)
-    else:
-        log.warning("%s: no subject_id; the patient-level interval is left empty (retrain to get it)",
-                    layout.predictions_path(run, cfg.split))
-        boot_p = boot.assign(low=np.nan, high=np.nan)
-        iterations_p = np.full_like(iterations, np.nan)
-        patients = np.full(T + 1, -1, dtype=np.int64)
+    subject = pred["subject_id"]
+    boot_p, iterations_p = bootstrap(pred["y_true"], pred["y_score"], cfg.n_iterations, cfg.seed,
+                                     groups=subject, target_names=names, return_iterations=True)
+    patients = _patients_per_target(pred["y_true"], subject)
     headline = choose_headline(run, meta, cfg.n_headline, boot["auroc"])
     calib = calibration(pred["y_true"], pred["y_score"], names, groups=subject, n_iterations=cfg.n_iterations,
                         seed=cfg.seed, interval_targets=list(headline["target"]))
@@ -386,12 +377,10 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     _write_csv(headline, out / layout.HEADLINE)
     _write_csv(multiplicity_summary(results, critical, critical_p, cfg.auroc_threshold), out / layout.MULTIPLICITY)
     _write_csv(reliability_frame(pred["y_true"], pred["y_score"], names, cfg.n_bins), out / layout.RELIABILITY)
-    if subject is not None and all(k in pred for k in ("sex", "age", "race")):
-        labels = subgroup_labels(pred["sex"], pred["age"], pred["race"])
-        sub = subgroup_auroc(pred["y_true"], pred["y_score"], names, labels,
-                             list(headline["target"]), groups=subject,
-                             n_iterations=cfg.n_iterations, seed=cfg.seed)
-        _write_csv(sub, out / layout.SUBGROUPS)
+    labels = subgroup_labels(pred["sex"], pred["age"], pred["race"])
+    sub = subgroup_auroc(pred["y_true"], pred["y_score"], names, labels, list(headline["target"]), groups=subject,
+                         n_iterations=cfg.n_iterations, seed=cfg.seed)
+    _write_csv(sub, out / layout.SUBGROUPS)
     tabular_pred = (read_predictions(layout.predictions_path(cfg.tabular_run_dir, cfg.split))
                     if cfg.tabular_run_dir is not None else None)
     last_path = run / layout.LAST_VALUES
@@ -441,10 +430,9 @@ def read_reliability(path) -> pd.DataFrame:
 
 
 def read_subgroups(path) -> pd.DataFrame:
-    """Read ``subgroups.csv`` back (:func:`~labecg.stats.subgroup_auroc`); written only for runs with patient ids."""
+    """Read ``subgroups.csv`` back (:func:`~labecg.stats.subgroup_auroc`)."""
     frame = _read_csv(path, ["target", "variable", "subgroup", "n_ecgs", "n_pos", "n_neg", "auroc", "low",
-                             "high", "n_skipped", "interval", "too_few"], "subgroups need subject_id, sex, age, race "
-                      "in the predictions")
+                             "high", "n_skipped", "interval", "too_few"], "subgroups")
     return frame.astype({"target": object, "variable": object, "subgroup": object})
 
 
@@ -585,18 +573,17 @@ def compare_variants(evaluation_dirs: dict, auroc_threshold: float = 0.7) -> pd.
     ``low_patient``, ``high_patient``, ``significant_est``, ``significant_mon30``,
     ``significant_mon60``, ``significant_mon120`` (paper's rule), ``difference``
     (macro AUROC minus the reference's), ``difference_low``, ``difference_high``
-    (paired patient-level bootstrap; ECG-level for runs without patient ids; NaN for
-    the reference).
+    (paired patient-level bootstrap; NaN for the reference).
     """
     rows, reference = [], None
     for variant, folder in evaluation_dirs.items():
         folder = Path(folder)
         res = read_results(folder / layout.RESULTS)
         with np.load(folder / layout.BOOTSTRAP, allow_pickle=False) as npz:
-            its = npz["auroc_patient"] if "auroc_patient" in npz.files else np.full_like(npz["auroc"], np.nan)
-            if np.isnan(its[:, -1]).all():
-                its = npz["auroc"]
-            macro_its, seed, split = its[:, -1], int(npz["seed"]), str(npz["split"])
+            missing = [k for k in ("auroc_patient", "seed", "split") if k not in npz.files]
+            if missing:
+                raise KeyError(f"{folder / layout.BOOTSTRAP}: missing arrays {missing}; run `labecg evaluate` again")
+            macro_its, seed, split = npz["auroc_patient"][:, -1], int(npz["seed"]), str(npz["split"])
         study = read_predictions(layout.predictions_path(folder.parent, split))["study_id"]
         macro = res.loc["macro"]
         tr = res.drop(index="macro")

@@ -26,7 +26,7 @@ import pandas as pd
 
 from labecg import layout, paper
 from labecg.layout import SYNTHETIC_MARKER
-from labecg.planted import planted_effects_frame, planted_ranges_frame
+from labecg.planted import planted_ranges_frame
 from labecg.targets import BINARY, TASKS, lab_slug, significant
 from labecg.util import read_json
 
@@ -63,8 +63,8 @@ def read_planted_effects(data_root, run_dir=None) -> pd.DataFrame:
 
     Looks for ``labecg_synthetic.json`` in ``data_root``, then (for a book built from a
     run folder) in the data root recorded in ``run_dir/targets.json``
-    (:func:`labecg.layout.data_root` of ``source.ecg``). Its ``planted_effects`` list is used when present; otherwise the
-    generator's own table (:func:`labecg.planted.planted_effects_frame`).
+    (:func:`labecg.layout.data_root` of ``source.ecg``), and reads its ``planted_effects``
+    (:func:`labecg.planted.planted_effects_frame` as the generator recorded it).
 
     Returns
     -------
@@ -80,16 +80,11 @@ def read_planted_effects(data_root, run_dir=None) -> pd.DataFrame:
     for root in candidates:
         marker = root / SYNTHETIC_MARKER
         if marker.exists():
-            meta = read_json(marker)
-            if meta.get("planted_effects"):
-                df = pd.DataFrame(meta["planted_effects"])
-                if "lab" not in df.columns:
-                    df["lab"] = df["label"].map(lab_slug)
-            else:
-                df = planted_effects_frame()
-            missing = sorted({"label", "direction", "channel", "strength"} - set(df.columns))
+            df = pd.DataFrame(read_json(marker).get("planted_effects") or [])
+            missing = sorted(set(columns) - set(df.columns))
             if missing:
-                raise KeyError(f"{marker}: planted effects lack columns {missing}; expected {columns}")
+                raise KeyError(f"{marker}: planted_effects lack columns {missing}; expected {columns}, as "
+                               "`labecg synth` records them last (an unfinished tree: run `labecg synth` again)")
             return df.reindex(columns=columns).sort_values(["strength", "label"], ascending=[False, True],
                                                            ignore_index=True)
     return pd.DataFrame(columns=columns)
@@ -375,7 +370,7 @@ def interval_summary(results: pd.DataFrame, auroc_threshold: float = 0.7) -> dic
     Parameters
     ----------
     results : DataFrame
-        :func:`labecg.evaluate.read_results` of a run evaluated with ``subject_id``.
+        :func:`labecg.evaluate.read_results` of a run.
     auroc_threshold : float
         The paper's significance rule, applied to each interval.
 
@@ -401,10 +396,6 @@ def interval_summary(results: pd.DataFrame, auroc_threshold: float = 0.7) -> dic
            "median_width_ratio": float(ratio.median()),
            "macro_low_patient": float(macro["low_patient"]), "macro_high_patient": float(macro["high_patient"]),
            "n_patients": int(macro["n_patients"])}
-    if np.isnan(out["macro_low_patient"]):
-        out["text"] = ("This run's predictions carry no patient id (trained before the patient-level "
-                       "bootstrap); retrain to get the patient-level interval.")
-        return out
     out["text"] = (f"The {out['n_patients']} test patients' patient-level intervals are "
                    f"{out['median_width_ratio']:.2f} times as wide as the ECG-level ones (median over targets). "
                    f"Macro AUROC interval: {macro['low']:.3f}–{macro['high']:.3f} ECG-level, "

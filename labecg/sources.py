@@ -69,5 +69,6 @@ def locate_source(data_root, generate_synthetic: bool, patients: int, seed: int,
 
 
 def _synthetic_matches(meta: dict, patients: int, seed: int) -> bool:
-    cfg = meta.get("config", meta)
-    return cfg.get("patients") == patients and cfg.get("seed", meta.get("seed")) == seed
+    # an unfinished tree's marker has no config yet: it never matches, so it is written again
+    cfg = meta.get("config") or {}
+    return cfg.get("patients") == patients and cfg.get("seed") == seed

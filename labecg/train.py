@@ -537,19 +537,17 @@ def write_metrics(path: Path, history: list[dict]) -> None:
             w.writerow({k: row[k] for k in METRIC_COLUMNS})
 
 
-def write_predictions(path: Path, study_id, target_names, y_true, y_score, patients=None) -> None:
+def write_predictions(path: Path, study_id, target_names, y_true, y_score, patients: pd.DataFrame) -> None:
     """``predictions_{val,test}.npz`` with the keys of ARCHITECTURE.md §5.
 
     ``patients``, a frame with one row per prediction and columns ``subject_id``, ``sex``,
-    ``age``, ``race`` (as in cohort.parquet), adds those arrays: the patient-level
+    ``age``, ``race`` (as in cohort.parquet), gives those arrays: the patient-level
     bootstrap and the subgroup analysis of :mod:`labecg.evaluate` read them.
     """
-    extra = {}
-    if patients is not None:
-        extra = {"subject_id": patients["subject_id"].to_numpy(np.int64),
-                 "sex": patients["sex"].to_numpy(np.float64, na_value=np.nan),
-                 "age": patients["age"].to_numpy(np.float64, na_value=np.nan),
-                 "race": patients["race"].astype("string").fillna("").to_numpy(dtype=str)}
+    extra = {"subject_id": patients["subject_id"].to_numpy(np.int64),
+             "sex": patients["sex"].to_numpy(np.float64, na_value=np.nan),
+             "age": patients["age"].to_numpy(np.float64, na_value=np.nan),
+             "race": patients["race"].astype("string").fillna("").to_numpy(dtype=str)}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, study_id=np.asarray(study_id, np.int64), target_names=np.asarray(target_names, dtype=str),
                  y_true=np.asarray(y_true, np.float32), y_score=np.asarray(y_score, np.float32), **extra)

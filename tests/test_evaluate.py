@@ -160,6 +160,12 @@ def test_significance_is_lower_bound_strictly_above_threshold():
 # ---------------------------------------------------------------------------- run folder
 
 
+def _one_ecg_per_patient(n):
+    """The patient arrays of a predictions file (PATIENT_KEYS): one ECG per patient, no subgroup variable."""
+    return dict(subject_id=np.arange(n, dtype=np.int64), sex=np.full(n, np.nan), age=np.full(n, np.nan),
+                race=np.array([""] * n))
+
+
 def _write_run(run, n=400, seed=0):
     rng = np.random.default_rng(seed)
     specs = [("NTproBNP", "ntprobnp", "high", 353.0, "pg/mL", "Ca.", "est", None, 2.0),
@@ -181,7 +187,7 @@ def _write_run(run, n=400, seed=0):
     d = np.array([s[-1] for s in specs])
     s = (1 / (1 + np.exp(-(rng.normal(size=y.shape) + d * np.nan_to_num(y))))).astype(np.float32)
     np.savez(run / "predictions_test.npz", study_id=np.arange(n, dtype=np.int64),
-             target_names=np.array(names), y_true=y, y_score=s)
+             target_names=np.array(names), y_true=y, y_score=s, **_one_ecg_per_patient(n))
     (run / "targets.json").write_text(json.dumps({"version": 1, "targets": targets}))
     return y, s, names
 
@@ -372,9 +378,9 @@ def test_evaluate_run_writes_patient_interval_calibration_and_subgroups(tmp_path
     subject = np.repeat(np.arange(100), 4)  # four ECGs per patient
     with np.load(tmp_path / "predictions_test.npz") as npz:
         arrays = dict(npz)
-    np.savez(tmp_path / "predictions_test.npz", **arrays, subject_id=subject,
-             sex=np.repeat(rng.integers(0, 2, 100).astype(float), 4), age=rng.uniform(20, 90, 400),
-             race=rng.choice(["white", "black", ""], 400))
+    np.savez(tmp_path / "predictions_test.npz", **{**arrays, "subject_id": subject,
+             "sex": np.repeat(rng.integers(0, 2, 100).astype(float), 4), "age": rng.uniform(20, 90, 400),
+             "race": rng.choice(["white", "black", ""], 400)})
     out = evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=60, seed=0, n_headline=1))
     res = evaluate.read_results(out / "results.csv")
     direct = bootstrap(y, s, 60, seed=0, groups=subject, target_names=names)
@@ -398,12 +404,14 @@ def test_evaluate_run_writes_patient_interval_calibration_and_subgroups(tmp_path
         assert npz["auroc_patient"].shape == (60, 6)
 
 
-def test_evaluate_run_without_subject_leaves_the_patient_interval_empty(tmp_path):
+def test_predictions_without_the_patient_arrays_are_refused_by_name(tmp_path):
+    # every run of this 0.x writes them; a predictions file without them is not one labecg train wrote
     _write_run(tmp_path, n=120)
-    out = evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=10, seed=0))
-    res = evaluate.read_results(out / "results.csv")
-    assert res["low_patient"].isna().all() and res["brier"].drop("macro").notna().all()
-    assert not (out / "subgroups.csv").exists()
+    with np.load(tmp_path / "predictions_test.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files if k not in evaluate.PATIENT_KEYS}
+    np.savez(tmp_path / "predictions_test.npz", **arrays)
+    with pytest.raises(KeyError, match=r"predictions_test.npz: missing arrays \['subject_id', 'sex', 'age', 'race'\]"):
+        evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=10, seed=0))
 
 
 def test_compare_variants_pairs_the_resamples(tmp_path):
@@ -435,7 +443,7 @@ def test_compare_variants_pairs_the_resamples(tmp_path):
         _sklearn_auroc(y.astype(float), s_a.astype(float)))
     assert table.loc["b", "difference"] == pytest.approx(point, abs=1e-9)
     np.savez(tmp_path / "b" / "predictions_test.npz", study_id=np.arange(1, 401, dtype=np.int64),
-             target_names=np.array(names), y_true=y, y_score=s_b)
+             target_names=np.array(names), y_true=y, y_score=s_b, **_one_ecg_per_patient(400))
     with pytest.raises(ValueError, match="same test ECGs"):
         evaluate.compare_variants({"a": tmp_path / "a" / "evaluation", "b": tmp_path / "b" / "evaluation"})
 
@@ -467,7 +475,7 @@ def test_a_corrupt_predictions_file_is_named(tmp_path, corrupt):
         path.write_bytes(path.read_bytes()[:100])
     else:
         np.savez(path, study_id=np.arange(3), target_names=np.array([{"a": 1}], dtype=object),
-                 y_true=np.zeros((3, 1)), y_score=np.zeros((3, 1)))
+                 y_true=np.zeros((3, 1)), y_score=np.zeros((3, 1)), **_one_ecg_per_patient(3))
     with pytest.raises(ValueError, match=r"predictions_test\.npz: not a readable predictions file"):
         evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=5))
 
@@ -564,13 +572,13 @@ def test_headline_targets_are_chosen_on_validation(tmp_path):
         arrays = dict(npz)
     extra = dict(subject_id=subject, sex=np.repeat(rng.integers(0, 2, 100).astype(float), 3),
                  age=rng.uniform(20, 90, 300), race=rng.choice(["white", "black"], 300))
-    np.savez(tmp_path / "predictions_test.npz", **arrays, **extra)
+    np.savez(tmp_path / "predictions_test.npz", **{**arrays, **extra})
     # validation: the chance target (urea_nitrogen_low_est, d = 0 on test) is the strong one
     y_val = arrays["y_true"].copy()
     s_val = arrays["y_score"].copy()
     s_val[:, 0] = rng.random(300)  # ntprobnp_high_est: chance on validation
     s_val[:, 1] = np.nan_to_num(y_val[:, 1]) * 0.5 + 0.5 * rng.random(300)
-    np.savez(tmp_path / "predictions_val.npz", **{**arrays, "y_score": s_val.astype(np.float32)}, **extra)
+    np.savez(tmp_path / "predictions_val.npz", **{**arrays, "y_score": s_val.astype(np.float32), **extra})
     out = evaluate_run(EvaluateConfig(run_dir=tmp_path, n_iterations=20, seed=0, n_headline=1))
     val_auc = _sklearn_auroc(y_val.astype(float), s_val.astype(float))
     est = [i for i, n in enumerate(names) if n.endswith("_est")]

@@ -103,8 +103,6 @@ def test_interval_summary_counts_and_widths_worked_by_hand():
     assert out["median_width_ratio"] == pytest.approx(1.5)
     assert (out["macro_low_patient"], out["macro_high_patient"], out["n_patients"]) == (0.70, 0.88, 50)
     assert "1.50 times as wide" in out["text"] and "1 targets significant by the paper's rule" in out["text"]
-    no_ids = results.assign(low_patient=np.nan, high_patient=np.nan)
-    assert "carry no patient id" in selfcheck.interval_summary(no_ids)["text"]
 
 
 def test_describe_multiplicity_reads_its_counts_from_the_frame():
@@ -121,3 +119,17 @@ def test_describe_multiplicity_reads_its_counts_from_the_frame():
     assert "9 of 30 targets" in text and "5 stay above it" in text and "3 with the patient-level" in text
     shown = tables.format_multiplicity(frame)
     assert shown.iloc[0].tolist() == ["Estimation", 20, 7, 4, 5, 3, "2.90 / 3.10"]
+
+
+def test_planted_effects_are_read_from_the_marker_and_an_unfinished_one_is_refused(tmp_path):
+    import json
+
+    from labecg.planted import planted_effects_frame
+
+    recorded = planted_effects_frame().head(3)
+    (tmp_path / "labecg_synthetic.json").write_text(json.dumps({"planted_effects": recorded.to_dict(orient="records")}))
+    got = selfcheck.read_planted_effects(tmp_path)
+    assert set(got["label"]) == set(recorded["label"]) and len(got) == 3
+    (tmp_path / "labecg_synthetic.json").write_text(json.dumps({"status": "incomplete"}))
+    with pytest.raises(KeyError, match=r"labecg_synthetic.json: planted_effects lack columns"):
+        selfcheck.read_planted_effects(tmp_path)

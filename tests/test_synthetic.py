@@ -457,3 +457,19 @@ def test_planted_ranges_check_says_when_a_source_differs(synthetic_root, tmp_pat
     assert set(check.loc[check.sex == "F", "verdict"]) == {"differs"}
     assert set(check.loc[check.sex == "M", "verdict"]) == {"recovered"}
     assert selfcheck.read_planted_ranges(tmp_path).empty and selfcheck.planted_ranges_check(tmp_path).empty
+
+
+def test_a_marker_without_its_config_is_written_again(tmp_path):
+    """Only the marker `generate` writes (settings under "config") counts as the same source;
+    an unfinished tree's marker, or one with the settings elsewhere, is generated again."""
+    import json
+
+    from labecg.sources import locate_source
+
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "labecg_synthetic.json").write_text(json.dumps({"patients": 2, "seed": 0, "status": "incomplete"}))
+    paths = locate_source(root, True, patients=2, seed=0)
+    meta = json.loads((root / "labecg_synthetic.json").read_text())
+    assert (meta["config"]["patients"], meta["config"]["seed"]) == (2, 0)
+    assert all(p.exists() for p in paths.values() if p is not None)
