@@ -23,7 +23,7 @@ from labecg import cohort, layout, tables
 from labecg.metrics import N_RESAMPLES, _group_codes, auroc, average_precision
 from labecg.stats import (bootstrap, calibration, paired_bootstrap, reliability_frame, simultaneous_intervals,
                           subgroup_auroc, subgroup_labels)
-from labecg.targets import TASKS, significant
+from labecg.targets import AUROC_THRESHOLD, TASKS, significant
 from labecg.util import atomic_path, get_logger, hold_paths, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "headline_targets", "choose_headline", "read_headline",
@@ -78,7 +78,7 @@ class EvaluateConfig:
     n_iterations: int = N_RESAMPLES
     seed: int = 0
     split: Literal["test", "val"] = "test"
-    auroc_threshold: float = 0.7
+    auroc_threshold: float = AUROC_THRESHOLD
     n_bins: int = 10
     n_headline: int = 4
     tabular_run_dir: Optional[Path] = None
@@ -444,7 +444,7 @@ def _patients_per_target(y_true, subject) -> np.ndarray:
     return np.array([*per_target, np.unique(codes[observed.any(axis=1)]).size], dtype=np.int64)
 
 
-def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: float = 0.7, *,
+def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: float = AUROC_THRESHOLD, *,
                      boot_patient: pd.DataFrame | None = None, n_patients=None,
                      calib: pd.DataFrame | None = None, auprc=None, simultaneous: pd.DataFrame | None = None
                      ) -> pd.DataFrame:
@@ -504,7 +504,7 @@ def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: fl
 
 
 def multiplicity_summary(results: pd.DataFrame, critical: dict, critical_patient: dict,
-                         auroc_threshold: float = 0.7, level: float = 0.95) -> pd.DataFrame:
+                         auroc_threshold: float = AUROC_THRESHOLD, level: float = 0.95) -> pd.DataFrame:
     """Per task: targets above ``auroc_threshold`` by the paper's rule and under simultaneous intervals.
 
     Returns
@@ -552,7 +552,7 @@ def read_results(path) -> pd.DataFrame:
     return frame.set_index("target")
 
 
-def compare_variants(evaluation_dirs: dict, auroc_threshold: float = 0.7) -> pd.DataFrame:
+def compare_variants(evaluation_dirs: dict, auroc_threshold: float = AUROC_THRESHOLD) -> pd.DataFrame:
     """Models trained on the same data, side by side, with paired intervals of their differences.
 
     Each variant's ``results.csv`` gives the macro AUROC and its intervals and the targets

@@ -37,7 +37,7 @@ from labecg.records import LEADS  # the stored order
 from labecg.signals import load_signals
 from labecg.tables import (TASK_TITLES, VARIABLE_TITLES, format_auroc, format_threshold, row_label,
                            target_label, target_rows)
-from labecg.targets import HORIZONS_MIN, TASKS, significant
+from labecg.targets import AUROC_THRESHOLD, HORIZONS_MIN, TASKS, significant
 from labecg.util import read_json
 
 #: Width of the book's content column in CSS pixels, a lower bound: sphinx-book-theme's article
@@ -554,7 +554,7 @@ def plot_s4_kernels(layer, channels=(0, 1, 2, 3), fs_hz: float = 100.0, n_sample
 # ---------------------------------------------------------------------------- results chapter
 
 
-def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = 0.7):
+def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = AUROC_THRESHOLD):
     """Forest plot: AUROC with its 95% interval for each abnormality and task, in one panel.
 
     One row per abnormality (lab and direction) with a readable label, grouped by the
@@ -601,7 +601,7 @@ def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = 0.7
     return fig
 
 
-def plot_horizon_heatmap(results: pd.DataFrame, auroc_threshold: float = 0.7, annotate: bool | None = None):
+def plot_horizon_heatmap(results: pd.DataFrame, auroc_threshold: float = AUROC_THRESHOLD, annotate: bool | None = None):
     """Heatmap of AUROC, abnormalities x (estimation, 30, 60, 120 min.).
 
     Rows grouped by category, best first; cells of targets not significant above
@@ -721,7 +721,7 @@ def plot_intervals(results: pd.DataFrame, task: str = "est"):
         ax.hlines(y + offset, frame[lo], frame[hi], color=color, lw=1.6, label=name)
     ax.scatter(frame["auroc"], y, s=10, color="k", zorder=3, label="AUROC")
     ax.axvline(0.5, color="0.6", lw=0.8)
-    ax.axvline(0.7, color="C3", ls=":", lw=1)
+    ax.axvline(AUROC_THRESHOLD, color="C3", ls=":", lw=1)
     ax.set_yticks(y, frame["row_label"], fontsize=_SMALL)
     ax.set_ylim(len(frame) - 0.5, -0.5)
     ax.set_xlabel("AUROC with 95% bootstrap interval")
@@ -901,8 +901,8 @@ def plot_paper_comparison(comparison: pd.DataFrame):
         ax.errorbar(sub["paper_auroc"], sub["auroc"], xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt="o",
                     ms=4, lw=0.8, color=_TASK_COLORS.get(task, "0.3"),
                     label=f"{TASK_TITLES.get(task, task)} ({len(sub)})")
-    ax.axhline(0.7, color="0.8", lw=0.6, ls=":")
-    ax.axvline(0.7, color="0.8", lw=0.6, ls=":")
+    ax.axhline(AUROC_THRESHOLD, color="0.8", lw=0.6, ls=":")
+    ax.axvline(AUROC_THRESHOLD, color="0.8", lw=0.6, ls=":")
     ax.set_xlim(lo, 1)
     ax.set_ylim(lo, 1)
     ax.set_aspect("equal")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from labecg.targets import HORIZONS_MIN, TASKS, significant, task_name
+from labecg.targets import AUROC_THRESHOLD, HORIZONS_MIN, TASKS, significant, task_name
 
 VERSION = "arXiv v1"
 #: Section 3.1: ECGs, patients and targets per task of the paper's cohort.
@@ -45,7 +45,7 @@ def read_paper_tables() -> pd.DataFrame:
     return paper[keys[:3] + ["threshold", "unit", "task", "auroc", "low", "high"]]
 
 
-def significant_counts(auroc_threshold: float = 0.7) -> dict[str, int]:
+def significant_counts(auroc_threshold: float = AUROC_THRESHOLD) -> dict[str, int]:
     """Abnormalities of the paper's Tables 1 and 2 significantly above ``auroc_threshold``, per task.
 
     The paper's rule: the interval's lower bound exceeds the threshold. The lower bound is

@@ -27,7 +27,7 @@ import pandas as pd
 from labecg import layout, paper
 from labecg.layout import SYNTHETIC_MARKER
 from labecg.planted import planted_ranges_frame
-from labecg.targets import BINARY, TASKS, lab_slug, significant
+from labecg.targets import AUROC_THRESHOLD, BINARY, TASKS, lab_slug, significant
 from labecg.util import read_json
 
 __all__ = ["source_banner", "read_planted_effects",
@@ -336,7 +336,7 @@ def results_summary(results: pd.DataFrame) -> dict:
             "by_task": by_task}
 
 
-def scale_verdict(results: pd.DataFrame, auroc_threshold: float = 0.7) -> str:
+def scale_verdict(results: pd.DataFrame, auroc_threshold: float = AUROC_THRESHOLD) -> str:
     """A plain sentence when a run is too small to estimate anything, else "".
 
     The test: the macro AUROC's patient-level 95% interval (the ECG-level one where the
@@ -364,7 +364,7 @@ def scale_verdict(results: pd.DataFrame, auroc_threshold: float = 0.7) -> str:
             f"an estimate needs far more patients (the paper's cohort: {paper.COHORT['n_patients']:,}).")
 
 
-def interval_summary(results: pd.DataFrame, auroc_threshold: float = 0.7) -> dict:
+def interval_summary(results: pd.DataFrame, auroc_threshold: float = AUROC_THRESHOLD) -> dict:
     """The ECG-level and the patient-level interval of a run, compared.
 
     Parameters
@@ -442,7 +442,7 @@ ATTRIBUTION_CHECK_COLUMNS = ["target", "window", "window_s", "share", "low", "hi
 ATTRIBUTION_VERDICTS = ("concentrated", "above nulls only", "not shown", "no null targets")
 
 
-def describe_multiplicity(multiplicity: pd.DataFrame, auroc_threshold: float = 0.7) -> str:
+def describe_multiplicity(multiplicity: pd.DataFrame, auroc_threshold: float = AUROC_THRESHOLD) -> str:
     """One sentence from ``multiplicity.csv``: targets above the threshold one at a time and all at once.
 
     Every count is read from the frame (:func:`labecg.evaluate.multiplicity_summary`).

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from labecg import catalog, paper
-from labecg.targets import HORIZONS_MIN, significant, task_name
+from labecg.targets import AUROC_THRESHOLD, HORIZONS_MIN, significant, task_name
 
 
 _SYMBOL = {"high": "≥", "low": "≤"}
@@ -98,7 +98,7 @@ def _counts_cell(r) -> str:
     return text + (f" · AUPRC {c['AUPRC (prevalence)'].split()[0]}" if c["AUPRC (prevalence)"] != "–" else "")
 
 
-def table_estimation(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.DataFrame:
+def table_estimation(results: pd.DataFrame, auroc_threshold: float = AUROC_THRESHOLD) -> pd.DataFrame:
     """The paper's Table 1: estimation targets significantly above ``auroc_threshold``.
 
     Parameters
@@ -129,7 +129,7 @@ def table_estimation(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.
     return pd.concat([table, counts], axis=1)
 
 
-def table_monitoring(results: pd.DataFrame, auroc_threshold: float = 0.7) -> pd.DataFrame:
+def table_monitoring(results: pd.DataFrame, auroc_threshold: float = AUROC_THRESHOLD) -> pd.DataFrame:
     """The paper's Table 2: monitoring at 30, 60 and 120 minutes.
 
     A row per abnormality (lab and direction) significant above ``auroc_threshold`` at
@@ -502,7 +502,7 @@ def show_table(table: pd.DataFrame, caption: str, empty: str | None = None, inde
     return HTML(css + wrapper + more)
 
 
-def empty_table_note(results: pd.DataFrame, tasks, auroc_threshold: float = 0.7) -> str:
+def empty_table_note(results: pd.DataFrame, tasks, auroc_threshold: float = AUROC_THRESHOLD) -> str:
     """Why a table of ``tasks`` (Table 1: ``("est",)``; Table 2: the monitoring tasks) has no row.
 
     "This run has no ... target" when the cohort gave none for those tasks, else "None of

@@ -118,6 +118,10 @@ def parse_target(name: str) -> tuple[str, str, str]:
 
 # ---------------------------------------------------------------------------- kinds
 
+#: The paper's AUROC threshold: a target is significant (and in its tables) when the lower
+#: bound of its AUROC interval exceeds it; the default of every ``auroc_threshold``.
+AUROC_THRESHOLD = 0.7
+
 
 def significant(low, threshold: float):
     """The paper's significance rule: the interval's lower bound lies above ``threshold``.
@@ -127,7 +131,7 @@ def significant(low, threshold: float):
     low : Series or array-like of float
         Lower bounds of the metric's intervals (NaN: no interval).
     threshold : float
-        The metric's threshold (``auroc_threshold``: 0.5, chance, by default).
+        The metric's threshold (``auroc_threshold``, :data:`AUROC_THRESHOLD` by default).
 
     Returns
     -------

@@ -297,3 +297,20 @@ def test_notebooks_are_stored_as_jupyter_writes_them_without_outputs(path):
     assert all(c.outputs == [] and c.execution_count is None for c in code), f"{path.name}: stored with outputs"
     assert {k for c in nb.cells for k in c.metadata} <= {"tags"}, path.name
     assert set(nb.metadata) <= {"kernelspec", "language_info"}, path.name
+
+
+def test_the_auroc_threshold_is_written_once():
+    """0.7, the paper's AUROC threshold, was the default of 12 functions and a config and
+    drawn as a literal in figures (#24): each ``auroc_threshold`` defaults to
+    ``targets.AUROC_THRESHOLD``, and no module writes 0.7 as one."""
+    import re
+
+    from labecg.targets import AUROC_THRESHOLD
+
+    assert AUROC_THRESHOLD == 0.7  # the paper's reading: the interval's lower bound above 0.7
+    taken = 0
+    for name in MODULES:
+        source = (PKG / f"{name}.py").read_text()
+        assert not re.search(r"auroc_threshold[^=\n]*=\s*0\.7\b|(?:axvline|axhline)\(0\.7\b", source), name
+        taken += len(re.findall(r"auroc_threshold: float = AUROC_THRESHOLD\b", source))
+    assert taken >= 13  # 12 functions and EvaluateConfig
