@@ -36,6 +36,10 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   ``ref_range_lower``/``ref_range_upper``, the median where a bound is empty
   (``labecg.labels``). ``targets.json`` records the rule (``thresholds``: rule and its words);
   a target's ``threshold`` is the median either way (under ``row``, the fallback).
+- Values (ours): ``cohort.parquet`` also holds, for every lab with a kept target, the value
+  each task's label looked at (``labels.value_column``: ``<lab>_value_est``, the estimation
+  label's row; ``<lab>_value_mon{h}``, the row closest to t + h within
+  ``value_tolerance_min``), in the label's unit; ``targets.json`` lists them (``values``).
 - ``last_values.parquet``: each ECG's last earlier value of every kept target's lab
   (``labels.last_lab_values``), for the results chapter's last-value baseline; it does not
   change ``cohort.parquet``.
@@ -192,6 +196,10 @@ class CohortConfig:
         What a lab row is classed against: "median", the paper's, the label's medians of the
         reference bounds; "row", the row's own ref_range_lower/upper, the label's median
         where a bound is empty (not the paper's).
+    value_tolerance_min : int
+        The value columns of monitoring (``<lab>_value_mon{h}``): the lab value closest to
+        ECG time + h within this many minutes (below the shortest horizon, so the window
+        opens after the ECG); the estimation value keeps the estimation window.
     memory_limit : str
         DuckDB's memory limit: a share of this machine's memory ("40%", the default: of the
         physical memory, or of the process's cgroup limit when lower) or an amount ("6GB",
@@ -218,6 +226,7 @@ class CohortConfig:
     seed: int = 0  # fold assignment of patients absent from ecg_icd (unlisted_ecgs="assign")
     causal: bool = False  # ours: vitals up to the ECG only, monitoring labs strictly after it
     thresholds: Literal["median", "row"] = "median"  # ours: "row", each row's own reference range
+    value_tolerance_min: int = 15  # ours: monitoring values closest to t + h within this
     memory_limit: str = f"{DEFAULT_MEMORY_SHARE}%"
     threads: int = 0  # 0 = DuckDB's default (all cores)
 
@@ -240,6 +249,10 @@ class CohortConfig:
                              "to assign every fold (as for the open MIMIC demo)")
         if self.threads < 0:
             raise ValueError(f"CohortConfig.threads must be >= 0, got {self.threads}")
+        if not 0 <= self.value_tolerance_min < min(HORIZONS_MIN):
+            raise ValueError(f"CohortConfig.value_tolerance_min must be >= 0 and below the shortest horizon "
+                             f"{min(HORIZONS_MIN)} min (the window t + h +- tolerance opens after the ECG), "
+                             f"got {self.value_tolerance_min}")
         if self.thresholds not in THRESHOLD_RULES:
             raise ValueError(f"CohortConfig.thresholds must be one of {list(THRESHOLD_RULES)}, "
                              f"got {self.thresholds!r}")
@@ -401,8 +414,9 @@ def _write_cohort(con, path: Path, targets: list[dict]) -> None:
     """``cohort.parquet``, written by DuckDB: the ECGs of ``cohort_ecgs``, features and targets.
 
     Columns: subject_id, study_id (BIGINT), ecg_time (TIMESTAMP, microseconds), path
-    (VARCHAR), fold (BIGINT), ``features.FEATURES`` (DOUBLE; race VARCHAR) and one FLOAT
-    column per target (1.0, 0.0, NULL), in ``row_idx`` order. Each label's pairs are
+    (VARCHAR), fold (BIGINT), ``features.FEATURES`` (DOUBLE; race VARCHAR), one FLOAT
+    column per target (1.0, 0.0, NULL), then the value columns of :func:`value_columns`
+    (DOUBLE, NULL: none), in ``row_idx`` order. Each label's pairs are
     joined to the ECGs once, giving that label's kept targets: a chain of small hash
     joins, several times faster than one aggregate per target over all pairs.
     """
@@ -410,18 +424,56 @@ def _write_cohort(con, path: Path, targets: list[dict]) -> None:
     for target in targets:
         by_label.setdefault(int(target["_label_idx"]), []).append(target)
     joins, alias = [], {}
+    values = value_columns(targets)
     for n, (label_idx, label_targets) in enumerate(sorted(by_label.items())):
-        cols = ", ".join(f"c{int(t['_col'])} AS \"{t['name']}\"" for t in label_targets)
-        joins.append(f"LEFT JOIN (SELECT row_idx, {cols} FROM {labels.TARGETS_TABLE} WHERE label_idx = {label_idx}) "
-                     f"l{n} USING (row_idx)")
-        alias.update({t["name"]: f"l{n}" for t in label_targets})
-    names = ", ".join(f"{alias[t['name']]}.\"{t['name']}\"" for t in targets)
+        cols = [f"c{int(t['_col'])} AS \"{t['name']}\"" for t in label_targets]
+        cols += [f"{labels.value_table_column(TASKS.index(v['task']))} AS \"{v['name']}\""
+                 for v in values if v["_label_idx"] == label_idx]
+        joins.append(f"LEFT JOIN (SELECT row_idx, {', '.join(cols)} FROM {labels.TARGETS_TABLE} "
+                     f"WHERE label_idx = {label_idx}) l{n} USING (row_idx)")
+        alias.update({name: f"l{n}" for name in [t["name"] for t in label_targets]
+                      + [v["name"] for v in values if v["_label_idx"] == label_idx]})
+    names = ", ".join(f"{alias[c['name']]}.\"{c['name']}\"" for c in targets + values)
     feats = ", ".join(f"f.\"{f}\"" for f in features.FEATURES)
     query = (f"SELECT e.subject_id, e.study_id, make_timestamp(e.t_us) AS ecg_time, f.path, c.fold, {feats}, {names} "
              f"FROM cohort_ecgs c JOIN ecg e USING (row_idx) JOIN ecg_columns f USING (row_idx) {' '.join(joins)} "
              f"ORDER BY c.row_idx")
     with util.atomic_path(path) as tmp:
         con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet)")
+
+
+def value_columns(targets: list[dict], estimation_window_min: int = 60, value_tolerance_min: int = 15) -> list[dict]:
+    """The value columns of ``cohort.parquet``: per lab with a kept target, one per task.
+
+    Parameters
+    ----------
+    targets : list of dict
+        The kept targets (``targets.json``'s fields; ``_label_idx`` is carried over when present).
+
+    Returns
+    -------
+    list of dict, labs in the order they first occur in ``targets``, tasks in
+    ``targets.TASKS`` order: name (``labels.value_column``), lab, label, unit, task,
+    horizon_min, window_min ([start, end] in minutes from the ECG, both included: the
+    estimation window for est, [h - tol, h + tol] for mon{h}), and ``_label_idx`` when the
+    targets carry it.
+    """
+    out, seen = [], set()
+    for target in targets:
+        if target["lab"] in seen:
+            continue
+        seen.add(target["lab"])
+        for task in TASKS:
+            h = horizon_min(task)
+            window = ([-estimation_window_min, estimation_window_min] if h is None
+                      else [h - value_tolerance_min, h + value_tolerance_min])
+            column = {"name": labels.value_column(target["lab"], task), "lab": target["lab"],
+                      "label": target["label"], "unit": target["unit"], "task": task, "horizon_min": h,
+                      "window_min": window}
+            if "_label_idx" in target:
+                column["_label_idx"] = target["_label_idx"]
+            out.append(column)
+    return out
 
 
 def _write_last_values(con, path: Path, targets: list[dict]) -> None:
@@ -484,7 +536,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
         timer.step("features")
         candidates = labels.label_labs(con, files, headers, len(ecgs), flow, min_lab_events=cfg.min_lab_events,
                                        estimation_window_min=cfg.estimation_window_min, causal=cfg.causal,
-                                       thresholds=cfg.thresholds)
+                                       thresholds=cfg.thresholds, value_tolerance_min=cfg.value_tolerance_min)
         timer.step("lab labels")
         labels.last_lab_values(con, cfg.last_value_cutoffs_min)
         timer.step("last lab values")
@@ -589,7 +641,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
                    "synthetic_config": util.read_json(marker).get("config") if marker.exists() else None},
         "config": settings, "summary": summary,
         "thresholds": {"rule": cfg.thresholds, "description": THRESHOLD_RULES[cfg.thresholds]},
-        "targets": targets})
+        "targets": targets, "values": value_columns(targets, cfg.estimation_window_min, cfg.value_tolerance_min)})
     with util.atomic_path(paths["flow"]) as tmp:
         pd.DataFrame(flow.rows, columns=["step", "rows_in", "rows_out", "dropped", "reason"]).to_csv(tmp, index=False)
     log.info(f"time per step: {timer}")

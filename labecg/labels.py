@@ -42,6 +42,12 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   direction, else 0.0; NaN if the window is empty. Monitoring target: NaN if the window is
   empty or holds both a low and a high row; else 1.0 if it holds a row of the target's
   direction, else 0.0.
+- Values (ours, not the paper's; :func:`value_column`): the estimation value is the
+  ``valuenum`` of the row the estimation label used (the closest in [t - w, t + w], same
+  ties); the monitoring value at horizon h is the ``valuenum`` of the row closest to t + h
+  within [t + h - tol, t + h + tol], tol = ``value_tolerance_min`` (ties: earlier charttime,
+  then higher ``labevent_id``), the same with or without ``causal``; NaN when no row. In the
+  label's unit (every kept spelling has factor 1).
 
 The SQL below applies these rules with bucketed joins; the pandas form of the same rules, a
 data frame at a time, is ``tests/reference/cohort_rules.py``.
@@ -150,7 +156,8 @@ def harmonize_units(counts: pd.DataFrame) -> pd.DataFrame:
 
 #: The DuckDB table of :func:`label_labs`: one row per (ECG, label) pair with a lab row in a
 #: window; columns row_idx, label_idx and ``target_column(direction_idx, task_idx)`` per
-#: direction (0 low, 1 high) and task (``targets.TASKS``): FLOAT 1.0, 0.0 or NULL.
+#: direction (0 low, 1 high) and task (``targets.TASKS``): FLOAT 1.0, 0.0 or NULL; and
+#: ``value_table_column(task_idx)`` per task: DOUBLE, the value (NULL: none).
 TARGETS_TABLE = "lab_targets"
 #: The DuckDB table of :func:`last_lab_values`.
 LAST_VALUES_TABLE = "last_lab_values"
@@ -161,9 +168,25 @@ def target_column(direction_idx: int, task_idx: int) -> str:
     return f"c{direction_idx * len(TASKS) + task_idx}"
 
 
+def value_table_column(task_idx: int) -> str:
+    """Column of :data:`TARGETS_TABLE` holding the value (DOUBLE, NULL: none) of one task (index into ``targets.TASKS``)."""
+    return f"v{task_idx}"
+
+
+def value_column(lab: str, task: str) -> str:
+    """The ``cohort.parquet`` column of a lab's value for a task: ``"{lab}_value_{task}"``.
+
+    >>> value_column("potassium", "mon60")
+    'potassium_value_mon60'
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+    return f"{lab}_value_{task}"
+
+
 def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *,
                min_lab_events: int, estimation_window_min: int,
-               causal: bool = False, thresholds: str = "median") -> list[dict]:
+               causal: bool = False, thresholds: str = "median", value_tolerance_min: int = 15) -> list[dict]:
     """Every candidate lab target of every ECG (DuckDB table :data:`TARGETS_TABLE`), and its description.
 
     Parameters
@@ -184,6 +207,9 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
     thresholds : {"median", "row"}
         What a row is classed against (``targets.THRESHOLD_RULES``): the label's medians of
         the reference bounds, or the row's own bounds with the median where one is empty.
+    value_tolerance_min : int
+        Monitoring values: the row closest to t + h within this many minutes (estimation
+        values keep the estimation window).
 
     Returns
     -------
@@ -202,7 +228,7 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
     medians, class_occurs = _median_thresholds(con, len(lab_names), thresholds)
     if thresholds == "row":
         _count_fallbacks(con, flow)
-    _window_targets(con, n_ecgs, flow, estimation_window_min, causal, thresholds)
+    _window_targets(con, n_ecgs, flow, estimation_window_min, causal, thresholds, value_tolerance_min)
     candidates = _describe_candidates(lab_names, medians, class_occurs, fluid, unit_map)
     names = [candidate["name"] for candidate in candidates]
     if len(set(names)) != len(names):
@@ -389,13 +415,14 @@ def _median_thresholds(con, n_labels: int, rule: str = "median") -> tuple[pd.Dat
 
 
 def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min: int,
-                    causal: bool = False, rule: str = "median") -> None:
+                    causal: bool = False, rule: str = "median", value_tolerance_min: int = 15) -> None:
     """The estimation and monitoring targets of every (ECG, label) pair with a lab row in a window.
 
     Estimation: the class of the closest row in [t - w, t + w]; monitoring: whether a low or a
     high row falls in [t, t + h] ((t, t + h] when ``causal``; NaN if none, or both), t the
     ECG's time, all in microseconds; a row's class is :func:`row_class_sql` under ``rule``.
-    Creates :data:`TARGETS_TABLE`.
+    The values: the estimation label's row, and per horizon the row closest to t + h in
+    [t + h - tol, t + h + tol]. Creates :data:`TARGETS_TABLE`.
     """
     n_without_labs = con.execute("SELECT count(*) FROM ecg WHERE subject_id NOT IN "
                                  "(SELECT DISTINCT subject_id FROM lab)").fetchone()[0]
@@ -406,22 +433,32 @@ def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min:
     window_us = estimation_window_min * 60_000_000
     horizon_max_us = max(HORIZONS_MIN) * 60_000_000
     width_us = 3_600_000_000
-    readers.bucket_ecgs(con, "ecg_bl", width_us, window_us, max(window_us, horizon_max_us))
+    tolerance_us = value_tolerance_min * 60_000_000
+    after_us = max(window_us, horizon_max_us + tolerance_us)
+    readers.bucket_ecgs(con, "ecg_bl", width_us, window_us, after_us)
     # per horizon h: n{h} lab rows in [t, t + h] ((t, t + h] causal), lo{h} / hi{h} whether one is low / high
     start = "dt > 0" if causal else "dt >= 0"
     monitoring = ", ".join(
         f"count(*) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS n{h}, "
         f"bool_or(cls = -1) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS lo{h}, "
         f"bool_or(cls = 1) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS hi{h}" for h in HORIZONS_MIN)
-    # per (ECG, label) pair: est, the class (-1, 0, 1) of the closest row in the estimation window
+    # per horizon h: the value of the row closest to t + h within the tolerance
+    values = ", ".join(
+        f"arg_min(valuenum, struct_pack(a := abs(dt - {h * 60_000_000}), t := lt, i := -labevent_id)) "
+        f"FILTER (WHERE dt BETWEEN {h * 60_000_000 - tolerance_us} AND {h * 60_000_000 + tolerance_us}) "
+        f"AS {value_table_column(task_idx)}" for task_idx, h in enumerate(HORIZONS_MIN, start=1))
+    # per (ECG, label) pair: est, the class (-1, 0, 1) of the closest row in the estimation window, and its value
+    closest = "struct_pack(a := abs(dt), t := lt, i := -labevent_id)"
     windows = (
-        f"SELECT row_idx, label_idx, arg_min(cls, struct_pack(a := abs(dt), t := lt, i := -labevent_id)) "
-        f"FILTER (WHERE dt BETWEEN -{window_us} AND {window_us}) AS est, {monitoring} FROM ("
-        f"SELECT e.row_idx, l.label_idx, l.t - e.t AS dt, l.t AS lt, l.labevent_id, "
+        f"SELECT row_idx, label_idx, arg_min(cls, {closest}) "
+        f"FILTER (WHERE dt BETWEEN -{window_us} AND {window_us}) AS est, "
+        f"arg_min(valuenum, {closest}) FILTER (WHERE dt BETWEEN -{window_us} AND {window_us}) "
+        f"AS {value_table_column(0)}, {values}, {monitoring} FROM ("
+        f"SELECT e.row_idx, l.label_idx, l.t - e.t AS dt, l.t AS lt, l.labevent_id, l.valuenum, "
         f"{row_class_sql(rule, 'l', 'th')} AS cls "
         f"FROM ecg_bl e JOIN (SELECT *, floor(t / {width_us})::BIGINT AS b FROM lab) l "
         f"ON l.subject_id = e.subject_id AND l.b = e.b JOIN thr_df th ON th.label_idx = l.label_idx "
-        f"WHERE l.t BETWEEN e.t - {window_us} AND e.t + {max(window_us, horizon_max_us)}) GROUP BY ALL")
+        f"WHERE l.t BETWEEN e.t - {window_us} AND e.t + {after_us}) GROUP BY ALL")
     # estimation: the closest row's class is the direction (NULL: no row); monitoring: NULL when the
     # window is empty or holds both directions, else whether it holds a row of the direction
     columns = [f"CAST(est = -1 AS FLOAT) AS {target_column(0, 0)}", f"CAST(est = 1 AS FLOAT) AS {target_column(1, 0)}"]
@@ -430,6 +467,7 @@ def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min:
         missing = f"n{h} = 0 OR ({low} AND {high})"
         columns += [f"CASE WHEN {missing} THEN NULL ELSE CAST({low} AS FLOAT) END AS {target_column(0, task_idx)}",
                     f"CASE WHEN {missing} THEN NULL ELSE CAST({high} AS FLOAT) END AS {target_column(1, task_idx)}"]
+    columns += [value_table_column(task_idx) for task_idx in range(len(TASKS))]
     con.execute(f"CREATE TABLE {TARGETS_TABLE} AS SELECT row_idx, label_idx, {', '.join(columns)} FROM ({windows})")
     con.execute("DROP TABLE ecg_bl")
 

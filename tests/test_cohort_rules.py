@@ -245,8 +245,13 @@ def test_layout_order_and_metadata(built):
     assert cols[:5] == ["subject_id", "study_id", "ecg_time", "path", "fold"]
     assert cols[5:17] == ["sex", "age", "race"] + VITALS_COLS + ["bmi", "weight", "height"]
     tj = json.loads(res.targets.read_text())
-    assert cols[17:] == [t["name"] for t in tj["targets"]]
-    assert all(df[c].dtype == np.float32 for c in cols[17:])
+    n_targets = len(tj["targets"])
+    assert cols[17:17 + n_targets] == [t["name"] for t in tj["targets"]]
+    # then the value columns, four per lab with a target, in the order of targets.json's values
+    assert cols[17 + n_targets:] == [v["name"] for v in tj["values"]]
+    assert len(tj["values"]) == 4 * len({t["lab"] for t in tj["targets"]})
+    assert all(df[c].dtype == np.float32 for c in cols[17:17 + n_targets])
+    assert all(df[c].dtype == np.float64 for c in cols[17 + n_targets:])
     assert all(df[c].dtype == np.float64 for c in cols[5:17] if c != "race")
     assert df["subject_id"].dtype == np.int64 and df["fold"].dtype == np.int64
     # the dtypes pandas wrote before DuckDB did (#26): microsecond times, strings read back as str
