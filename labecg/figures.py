@@ -17,13 +17,16 @@ Results chapter (``results`` is the frame of :func:`labecg.evaluate.read_results
 curves), :func:`plot_subgroups` (AUROC by sex, age band, race), :func:`plot_attribution`
 (attribution heat strips over the median beat).
 
-Every function returns a :class:`matplotlib.figure.Figure` and never calls ``show``; the
-notebooks glue the figure (``glue(name, fig)``: shown in Jupyter, placed by the pages). The
+Every function returns a :class:`matplotlib.figure.Figure` and never calls ``show``; it is
+drawn with the book's style (:data:`BOOK_RC`) inside :func:`matplotlib.pyplot.rc_context`, so
+importing this module or drawing a figure leaves the caller's matplotlib settings as they were
+(:func:`setup_notebook` sets them for a notebook on purpose). The notebooks glue the figure (``glue(name, fig)``: shown in Jupyter, placed by the pages). The
 paper's tables are :mod:`labecg.tables`.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -53,7 +56,21 @@ _SMALL = 8  # points: the smallest font any figure uses
 BOOK_RC = {"figure.dpi": CSS_DPI, "savefig.dpi": 2 * CSS_DPI, "font.size": 9, "axes.titlesize": 10,
            "axes.labelsize": 9, "xtick.labelsize": _SMALL, "ytick.labelsize": _SMALL,
            "legend.fontsize": _SMALL, "legend.title_fontsize": 9, "figure.titlesize": 10}
-plt.rcParams.update(BOOK_RC)
+
+
+def _book_style(plot):
+    """``plot`` drawing in :data:`BOOK_RC` without changing the caller's rcParams.
+
+    The figure is laid out once inside the context, so the artists matplotlib makes lazily
+    (tick labels) take the book's sizes too, whatever the settings when it is saved.
+    """
+    @functools.wraps(plot)
+    def draw(*args, **kwargs):
+        with plt.rc_context(BOOK_RC):
+            fig = plot(*args, **kwargs)
+            fig.draw_without_rendering()
+        return fig
+    return draw
 
 
 def min_font_pt(fig) -> float:
@@ -83,7 +100,8 @@ def figure_png(fig) -> tuple[bytes, dict]:
 
     buffer = io.BytesIO()
     dpi = 2 * CSS_DPI
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    with plt.rc_context(BOOK_RC):
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     png = buffer.getvalue()
     width_px, height_px = struct.unpack(">II", png[16:24])  # the IHDR chunk
     css_width = width_px / 2
@@ -235,6 +253,7 @@ def _draw_paper(ax, t0_s: float, t1_s: float, lo_mv: float, hi_mv: float) -> Non
         ax.axhline(v, color=_PAPER_PINK, lw=0.8 if bold else 0.25, zorder=0)
 
 
+@_book_style
 def plot_ecg_12lead(signal_mv, fs_hz: float = 100.0, leads=LEADS, title: str | None = None,
                     rhythm_lead: str = "II", row_height_mv: float = 3.0):
     """Draw one ECG as a clinical printout: 3 x 4 grid of 2.5 s columns and a rhythm strip.
@@ -303,6 +322,7 @@ def plot_ecg_12lead(signal_mv, fs_hz: float = 100.0, leads=LEADS, title: str | N
     return fig
 
 
+@_book_style
 def plot_task_timeline(horizons_min=HORIZONS_MIN, vitals_window_min: float = 30,
                        estimation_window_min: float = 60):
     """The paper's Figure 1 B and C as two timelines around the ECG at t = 0.
@@ -346,6 +366,7 @@ def plot_task_timeline(horizons_min=HORIZONS_MIN, vitals_window_min: float = 30,
     return fig
 
 
+@_book_style
 def plot_training_curves(run_dirs):
     """Loss and validation macro AUROC per epoch, from each run's ``metrics.csv``.
 
@@ -384,6 +405,7 @@ def plot_training_curves(run_dirs):
     return fig
 
 
+@_book_style
 def plot_label_prevalence(targets: dict, split: str = "test"):
     """Positive fraction of each target in ``split``: one row per abnormality, a bar per task.
 
@@ -433,6 +455,7 @@ def plot_label_prevalence(targets: dict, split: str = "test"):
     return fig
 
 
+@_book_style
 def plot_cohort_ecg(cohort_dir, index: int = 0):
     """The ``index``-th successfully converted ECG of a cohort, in the clinical layout.
 
@@ -461,6 +484,7 @@ def plot_cohort_ecg(cohort_dir, index: int = 0):
                            title=f"Converted ECG no. {index + 1} of the cohort ({meta['fs_hz']:g} Hz)")
 
 
+@_book_style
 def plot_filter_response(response: pd.DataFrame, fs_out_hz: float = 100.0, mains_hz: float = 60.0):
     """Gain of the resampling filter against frequency (:func:`labecg.records.filter_response`).
 
@@ -487,6 +511,7 @@ def plot_filter_response(response: pd.DataFrame, fs_out_hz: float = 100.0, mains
     return fig
 
 
+@_book_style
 def plot_lead_before_after(pair: dict, seconds: float = 2.5):
     """One lead as recorded and as stored (:func:`labecg.signals.lead_before_after`), first ``seconds``.
 
@@ -507,6 +532,7 @@ def plot_lead_before_after(pair: dict, seconds: float = 2.5):
     return fig
 
 
+@_book_style
 def plot_s4_kernels(layer, channels=(0, 1, 2, 3), fs_hz: float = 100.0, n_samples: int = 250):
     """The kernels of a few channels of an S4 layer, on one axis of input time relative to output.
 
@@ -554,6 +580,7 @@ def plot_s4_kernels(layer, channels=(0, 1, 2, 3), fs_hz: float = 100.0, n_sample
 # ---------------------------------------------------------------------------- results chapter
 
 
+@_book_style
 def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = AUROC_THRESHOLD):
     """Forest plot: AUROC with its 95% interval for each abnormality and task, in one panel.
 
@@ -601,6 +628,7 @@ def plot_forest(results: pd.DataFrame, tasks=TASKS, auroc_threshold: float = AUR
     return fig
 
 
+@_book_style
 def plot_horizon_heatmap(results: pd.DataFrame, auroc_threshold: float = AUROC_THRESHOLD, annotate: bool | None = None):
     """Heatmap of AUROC, abnormalities x (estimation, 30, 60, 120 min.).
 
@@ -646,6 +674,7 @@ def plot_horizon_heatmap(results: pd.DataFrame, auroc_threshold: float = AUROC_T
     return fig
 
 
+@_book_style
 def plot_roc_curves(y_true, y_score, target_names, results: pd.DataFrame | None = None,
                     top: int = 6, task: str | None = "est"):
     """ROC curves of the ``top`` targets with the highest AUROC.
@@ -703,6 +732,7 @@ def plot_roc_curves(y_true, y_score, target_names, results: pd.DataFrame | None 
     return fig
 
 
+@_book_style
 def plot_intervals(results: pd.DataFrame, task: str = "est"):
     """ECG-level (the paper's) and patient-level 95% intervals side by side for every target of ``task``.
 
@@ -731,6 +761,7 @@ def plot_intervals(results: pd.DataFrame, task: str = "est"):
     return fig
 
 
+@_book_style
 def plot_reliability(reliability: pd.DataFrame, results: pd.DataFrame, targets):
     """Reliability curves: observed fraction of positives against mean predicted probability, per bin.
 
@@ -770,6 +801,7 @@ def plot_reliability(reliability: pd.DataFrame, results: pd.DataFrame, targets):
     return fig
 
 
+@_book_style
 def plot_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame):
     """AUROC with 95% interval per subgroup (sex, age band, race), one panel per target.
 
@@ -810,6 +842,7 @@ def plot_subgroups(subgroups: pd.DataFrame, results: pd.DataFrame):
     return fig
 
 
+@_book_style
 def plot_attribution(attribution: dict, windows_frame: pd.DataFrame | None = None):
     """Where in the beat the model looks: per target, a heat strip per lead over the median beat.
 
@@ -867,6 +900,7 @@ def plot_attribution(attribution: dict, windows_frame: pd.DataFrame | None = Non
     return fig
 
 
+@_book_style
 def plot_paper_comparison(comparison: pd.DataFrame):
     """This run's AUROC against the paper's, one point per target both report (the book's summary figure).
 

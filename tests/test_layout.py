@@ -160,6 +160,34 @@ def test_importing_the_package_leaves_the_umask_and_the_matplotlib_backend_alone
     assert out.stdout.split() == ["[]", "svg"]
 
 
+def test_figures_keep_the_callers_matplotlib_settings_and_draw_in_the_books(tmp_path):
+    """Importing labecg.figures set the book's font sizes and dpi for the whole process (#24);
+    now neither the import nor a figure changes rcParams, and the figure still has the
+    book's sizes when saved under the caller's settings (its tick labels made lazily too)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import matplotlib\n"
+        "import matplotlib.pyplot as plt\n"
+        "before = dict(matplotlib.rcParams)\n"
+        "from labecg import figures\n"
+        "after_import = dict(matplotlib.rcParams)\n"
+        "fig = figures.plot_task_timeline()\n"
+        "after_plot = dict(matplotlib.rcParams)\n"
+        "png, meta = figures.figure_png(fig)\n"
+        "ticks = [t.get_fontsize() for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()]\n"
+        "print(before == after_import == after_plot == dict(matplotlib.rcParams), fig.dpi,\n"
+        "      matplotlib.rcParams['font.size'], meta['labecg']['min_font_pt'], min(ticks), max(ticks))\n")
+    env = {**os.environ, "MPLBACKEND": "agg"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    # matplotlib's own font size is 10 and dpi 100; the book's 9 (8 for ticks) at 96
+    assert out.stdout.split() == ["True", "96.0", "10.0", "8.0", "8.0", "8.0"], out.stdout
+
+
 def test_atomic_writes_get_the_mode_a_plain_open_gives_under_the_umask_in_force(tmp_path):
     import os
     import stat
