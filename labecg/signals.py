@@ -38,7 +38,7 @@ import shlex
 import shutil
 import signal
 import sys
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -211,6 +211,10 @@ def _convert_chunk(paths: list[str], cfg: SignalsConfig) -> tuple[np.ndarray, li
 class _AllFailed(Exception):
     """Every record tried so far failed: the conversion stops early."""
 
+    def __init__(self, tried: int, first_reason: str):
+        super().__init__(tried, first_reason)
+        self.tried, self.first_reason = tried, first_reason
+
 
 def _die_with_parent(parent_pid: int) -> None:
     """Worker initializer: on Linux, end this worker when the converting process dies.
@@ -355,10 +359,49 @@ def convert_signals(cfg: SignalsConfig, *, stop_after_chunks: Optional[int] = No
 
 def _convert_locked(cfg: SignalsConfig, frame: pd.DataFrame, stop_after_chunks: Optional[int],
                     on_chunk: Optional[Callable[[int], None]]) -> Path:
-    """:func:`convert_signals` once the cohort folder is locked."""
+    """:func:`convert_signals` once the cohort folder is locked: open or resume, convert the chunks left, finish."""
     cohort_dir = cfg.cohort_dir
     n = len(frame)
     fp = fingerprint_cohort(frame, cfg)
+    npy = cohort_dir / layout.SIGNALS
+    progress = cohort_dir / layout.SIGNALS_PROGRESS
+    opened = _open_or_resume(cfg, frame, fp)
+    if opened is None:
+        return npy
+    mm, chunk_size = opened
+    starts = [s for s in range(0, n, chunk_size) if not (progress / f"chunk_{s:09d}.json").exists()]
+    log.info("%s: %d records, %d of %d chunks to convert with %d worker(s)",
+             npy, n, len(starts), -(-n // chunk_size), cfg.workers)
+    try:
+        _convert_chunks(cfg, mm, [str(cfg.ecg / p) for p in frame["path"].astype(str)], starts, chunk_size,
+                        stop_after_chunks, on_chunk)
+    except _AllFailed as e:
+        del mm
+        _remove_outputs(cohort_dir)
+        raise RuntimeError(f"{cohort_dir}: all {e.tried} records tried failed (first: {e.first_reason}); is "
+                           f"--ecg {cfg.ecg} the MIMIC-IV-ECG root that cohort.parquet's paths are relative "
+                           f"to? Nothing was kept") from None
+    finally:
+        if "mm" in locals():
+            del mm
+    remaining = [s for s in range(0, n, chunk_size) if not (progress / f"chunk_{s:09d}.json").exists()]
+    if remaining:
+        log.info("%s: stopped with %d chunk(s) left; run again to resume", npy, len(remaining))
+        return npy
+    _finalize(cohort_dir, frame, cfg, fp, chunk_size)
+    return npy
+
+
+def _open_or_resume(cfg: SignalsConfig, frame: pd.DataFrame, fp: str) -> Optional[tuple[np.memmap, int]]:
+    """The memory map to write into and its chunk size: a new one, or the unfinished one of this cohort.
+
+    Deletes the outputs first where ``overwrite`` (or ``replace_stale`` for outputs of another
+    cohort) asks for it, once a record reads under ``cfg.ecg``; refuses finished or partial
+    outputs of another cohort, ECG root or settings; checks and reserves the space of a new
+    array. None when the signals of this cohort are finished already.
+    """
+    cohort_dir = cfg.cohort_dir
+    n = len(frame)
     npy = cohort_dir / layout.SIGNALS
     progress = cohort_dir / layout.SIGNALS_PROGRESS
     state_path = progress / "state.json"
@@ -381,7 +424,7 @@ def _convert_locked(cfg: SignalsConfig, frame: pd.DataFrame, stop_after_chunks: 
         meta = read_json(cohort_dir / layout.SIGNALS_META)
         if meta.get("fingerprint") == fp:
             log.info("%s: already converted for this cohort; nothing to do", npy)
-            return npy
+            return None
         then, now = meta.get("ecg", "?"), str(cfg.ecg.resolve())
         unreadable = _probe_ecg_root(frame, cfg) if then != now else ""
         if unreadable:  # most likely a typo, not a new ECG root: --overwrite would delete good signals
@@ -398,111 +441,107 @@ def _convert_locked(cfg: SignalsConfig, frame: pd.DataFrame, stop_after_chunks: 
                      + FREE_SPACE_PER_RECORD_BYTES * n, f"signals.npy ({n} records x {cfg.n_samples} samples x "
                      f"{len(LEADS)} leads, {cfg.dtype})")
     if state_path.exists():
-        state = read_json(state_path)
-        if state.get("fingerprint") != fp or state.get("n_rows") != n:
-            raise RuntimeError(f"{state_path}: the partial conversion was made from a different "
-                               f"cohort.parquet, ECG root (then {state.get('ecg', '?')}) or settings "
-                               f"(fingerprint {state.get('fingerprint', '?')[:12]}"
-                               f", {state.get('n_rows')} rows; now {fp[:12]}, {n} rows); refusing to "
-                               f"resume; rerun with --overwrite to start again")
-        if not npy.exists():
-            raise RuntimeError(f"{npy}: missing although {state_path} records a partial run; "
-                               f"rerun with --overwrite")
-        chunk_size = int(state["chunk_size"])
-        done = len(list(progress.glob("chunk_*.json")))
-        log.warning("%s: the last conversion stopped unfinished (%d of %d chunks done); resuming", npy, done,
-                    -(-n // chunk_size))
-        mm = np.load(npy, mmap_mode="r+")
-        expected = (n, cfg.n_samples, len(LEADS))
-        if mm.shape != expected or mm.dtype != np.dtype(cfg.dtype):
-            raise RuntimeError(f"{npy}: shape {mm.shape} {mm.dtype}, expected {expected} {cfg.dtype}")
-    else:
-        chunk_size = cfg.chunk_size
-        # the array first, then the state: a state file always has its array beside it
-        with atomic_path(npy) as tmp:
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=cfg.dtype,
-                                      shape=(n, cfg.n_samples, len(LEADS))).flush()
-            _reserve(tmp, cohort_dir)
-        progress.mkdir(parents=True, exist_ok=True)
-        write_json(state_path, {"fingerprint": fp, "n_rows": n, "chunk_size": chunk_size,
-                                "ecg": str(cfg.ecg.resolve()),
-                                "config": {k: str(v) for k, v in asdict(cfg).items()}})
-        mm = np.load(npy, mmap_mode="r+")
+        return _resume(cfg, n, fp, state_path)
+    # the array first, then the state: a state file always has its array beside it
+    with atomic_path(npy) as tmp:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=cfg.dtype,
+                                  shape=(n, cfg.n_samples, len(LEADS))).flush()
+        _reserve(tmp, cohort_dir)
+    progress.mkdir(parents=True, exist_ok=True)
+    write_json(state_path, {"fingerprint": fp, "n_rows": n, "chunk_size": cfg.chunk_size,
+                            "ecg": str(cfg.ecg.resolve()),
+                            "config": {k: str(v) for k, v in asdict(cfg).items()}})
+    return np.load(npy, mmap_mode="r+"), cfg.chunk_size
 
-    starts = [s for s in range(0, n, chunk_size) if not (progress / f"chunk_{s:09d}.json").exists()]
-    root = cfg.ecg
-    paths = [str(root / p) for p in frame["path"].astype(str)]
-    log.info("%s: %d records, %d of %d chunks to convert with %d worker(s)",
-             npy, n, len(starts), -(-n // chunk_size), cfg.workers)
 
-    tried, failed_here, first_reason = 0, 0, ""
+def _resume(cfg: SignalsConfig, n: int, fp: str, state_path: Path) -> tuple[np.memmap, int]:
+    """The unfinished memory map recorded in ``state_path`` and its chunk size, refused unless of this cohort."""
+    npy = cfg.cohort_dir / layout.SIGNALS
+    state = read_json(state_path)
+    if state.get("fingerprint") != fp or state.get("n_rows") != n:
+        raise RuntimeError(f"{state_path}: the partial conversion was made from a different "
+                           f"cohort.parquet, ECG root (then {state.get('ecg', '?')}) or settings "
+                           f"(fingerprint {state.get('fingerprint', '?')[:12]}"
+                           f", {state.get('n_rows')} rows; now {fp[:12]}, {n} rows); refusing to "
+                           f"resume; rerun with --overwrite to start again")
+    if not npy.exists():
+        raise RuntimeError(f"{npy}: missing although {state_path} records a partial run; "
+                           f"rerun with --overwrite")
+    chunk_size = int(state["chunk_size"])
+    done = len(list(state_path.parent.glob("chunk_*.json")))
+    log.warning("%s: the last conversion stopped unfinished (%d of %d chunks done); resuming", npy, done,
+                -(-n // chunk_size))
+    mm = np.load(npy, mmap_mode="r+")
+    expected = (n, cfg.n_samples, len(LEADS))
+    if mm.shape != expected or mm.dtype != np.dtype(cfg.dtype):
+        raise RuntimeError(f"{npy}: shape {mm.shape} {mm.dtype}, expected {expected} {cfg.dtype}")
+    return mm, chunk_size
 
-    def finish(start: int, x: np.ndarray, reasons: list[str], flags: list[str]) -> None:
-        nonlocal tried, failed_here, first_reason
-        mm[start:start + len(x)] = x
-        mm.flush()
-        write_json(progress / f"chunk_{start:09d}.json", {"start": start, "reasons": reasons, "flags": flags})
-        tried += len(reasons)
-        failed_here += sum(r != "" for r in reasons)
-        first_reason = first_reason or next((r for r in reasons if r), "")
-        if tried >= min(n, chunk_size) and failed_here == tried:
-            raise _AllFailed()
-        if on_chunk is not None:
-            on_chunk(start)
 
-    done = 0
-    bar = progress_bar(total=n, initial=n - sum(min(chunk_size, n - s) for s in starts),
-                       unit="ecg", desc="signals")
+class _InProcess:
+    """An executor that converts a chunk when it is submitted: one worker takes the pool's path."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as e:  # as a pool would: raised by result()
+            future.set_exception(e)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _convert_chunks(cfg: SignalsConfig, mm: np.memmap, paths: list[str], starts: list[int], chunk_size: int,
+                    stop_after_chunks: Optional[int], on_chunk: Optional[Callable[[int], None]]) -> None:
+    """Convert the chunks at ``starts`` into ``mm``, each recorded in the progress folder once its rows are flushed.
+
+    One path for any number of workers: ``workers`` processes with a bounded look-ahead of
+    two chunks each, or (one worker) each chunk in this process when it is submitted. Raises
+    :class:`_AllFailed` when every record of the first chunk's worth failed.
+    """
+    n = len(paths)
+    progress = cfg.cohort_dir / layout.SIGNALS_PROGRESS
+    tried, failed_here, first_reason, done = 0, 0, "", 0
+    bar = progress_bar(total=n, initial=n - sum(min(chunk_size, n - s) for s in starts), unit="ecg", desc="signals")
+    pool = (_InProcess() if cfg.workers == 1 else
+            ProcessPoolExecutor(cfg.workers, initializer=_die_with_parent, initargs=(os.getpid(),)))
+    # bounded look-ahead keeps memory at a few chunks per worker; one worker converts one chunk at a time
+    look_ahead = 1 if cfg.workers == 1 else 2 * cfg.workers
     try:
-        if cfg.workers == 1:
-            for s in starts:
-                if stop_after_chunks is not None and done >= stop_after_chunks:
+        todo = iter(starts)
+        running: dict = {}
+        while True:
+            while len(running) < look_ahead and (stop_after_chunks is None or done + len(running) < stop_after_chunks):
+                s = next(todo, None)
+                if s is None:
                     break
-                finish(s, *_convert_chunk(paths[s:s + chunk_size], cfg))
+                running[pool.submit(_convert_chunk, paths[s:s + chunk_size], cfg)] = s
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                start = running.pop(fut)
+                x, reasons, flags = fut.result()
+                mm[start:start + len(x)] = x
+                mm.flush()
+                write_json(progress / f"chunk_{start:09d}.json", {"start": start, "reasons": reasons, "flags": flags})
+                tried += len(reasons)
+                failed_here += sum(r != "" for r in reasons)
+                first_reason = first_reason or next((r for r in reasons if r), "")
+                if tried >= min(n, chunk_size) and failed_here == tried:
+                    raise _AllFailed(tried, first_reason)
+                if on_chunk is not None:
+                    on_chunk(start)
                 done += 1
-                bar.update(min(chunk_size, n - s))
-        else:
-            pool = ProcessPoolExecutor(cfg.workers, initializer=_die_with_parent, initargs=(os.getpid(),))
-            try:
-                todo = iter(starts)
-                running: dict = {}
-                while True:
-                    # bounded look-ahead keeps memory at a few chunks per worker
-                    while len(running) < 2 * cfg.workers and (
-                            stop_after_chunks is None or done + len(running) < stop_after_chunks):
-                        s = next(todo, None)
-                        if s is None:
-                            break
-                        running[pool.submit(_convert_chunk, paths[s:s + chunk_size], cfg)] = s
-                    if not running:
-                        break
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        s = running.pop(fut)
-                        finish(s, *fut.result())
-                        done += 1
-                        bar.update(min(chunk_size, n - s))
-            except BaseException:
-                _stop_pool(pool)  # an error or Ctrl-C: no worker may outlive this call
-                raise
-            pool.shutdown(wait=True)
-    except _AllFailed:
-        del mm
-        _remove_outputs(cohort_dir)
-        raise RuntimeError(f"{cohort_dir}: all {tried} records tried failed (first: {first_reason}); is "
-                           f"--ecg {cfg.ecg} the MIMIC-IV-ECG root that cohort.parquet's paths are relative "
-                           f"to? Nothing was kept") from None
+                bar.update(min(chunk_size, n - start))
+    except BaseException:
+        _stop_pool(pool)  # an error or Ctrl-C: no worker may outlive this call
+        raise
     finally:
         bar.close()
-        if "mm" in locals():
-            del mm
-
-    remaining = [s for s in range(0, n, chunk_size) if not (progress / f"chunk_{s:09d}.json").exists()]
-    if remaining:
-        log.info("%s: stopped with %d chunk(s) left; run again to resume", npy, len(remaining))
-        return npy
-    _finalize(cohort_dir, frame, cfg, fp, chunk_size)
-    return npy
+    pool.shutdown(wait=True)
 
 
 def _finalize(cohort_dir: Path, frame: pd.DataFrame, cfg: SignalsConfig, fp: str, chunk_size: int) -> None:
