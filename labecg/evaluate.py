@@ -107,7 +107,7 @@ def headline_targets(results: pd.DataFrame, top: int = 4, task: str = "est") -> 
     return list(frame["auroc"].dropna().sort_values(ascending=False, kind="stable").index[:top])
 
 
-def choose_headline(run, meta: pd.DataFrame, n_headline: int = 4, test_auroc=None) -> pd.DataFrame:
+def choose_headline(run, meta: pd.DataFrame, n_headline: int, test_auroc=None) -> pd.DataFrame:
     """The headline targets, chosen on the validation predictions so that the test AUROCs shown are not selected on.
 
     Choosing the best targets on test and then reporting their test AUROC, calibration

@@ -35,6 +35,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from labecg import catalog, layout, paper
+from labecg.cohort import CohortConfig
 from labecg.metrics import auroc
 from labecg.records import LEADS  # the stored order
 from labecg.signals import load_signals
@@ -323,8 +324,8 @@ def plot_ecg_12lead(signal_mv, fs_hz: float = 100.0, leads=LEADS, title: str | N
 
 
 @_book_style
-def plot_task_timeline(horizons_min=HORIZONS_MIN, vitals_window_min: float = 30,
-                       estimation_window_min: float = 60):
+def plot_task_timeline(horizons_min=HORIZONS_MIN, vitals_window_min: float = CohortConfig.vitals_window_min,
+                       estimation_window_min: float = CohortConfig.estimation_window_min):
     """The paper's Figure 1 B and C as two timelines around the ECG at t = 0.
 
     Parameters
@@ -332,9 +333,11 @@ def plot_task_timeline(horizons_min=HORIZONS_MIN, vitals_window_min: float = 30,
     horizons_min : sequence of int
         Monitoring horizons; labs in [ecg_time, ecg_time + h], both ends included.
     vitals_window_min : float
-        Inputs: the closest vital sign within +/- this many minutes of the ECG.
+        Inputs: the closest vital sign within +/- this many minutes of the ECG
+        (default: :class:`labecg.cohort.CohortConfig`'s).
     estimation_window_min : float
-        Estimation target: the lab closest to the ECG within +/- this many minutes.
+        Estimation target: the lab closest to the ECG within +/- this many minutes
+        (default: :class:`labecg.cohort.CohortConfig`'s).
 
     Returns
     -------
