@@ -34,7 +34,8 @@ __all__ = ["source_banner", "read_planted_effects",
            "planted_effects_check", "summarize_check", "null_coverage", "attribution_check",
            "attribution_shares", "summarize_attribution", "ATTRIBUTION_CHECK_COLUMNS", "ATTRIBUTION_VERDICTS", "describe_run", "results_summary",
            "interval_summary", "calibration_summary", "describe_calibration", "describe_multiplicity",
-           "reproduce_box", "read_planted_ranges", "planted_ranges_check", "threshold_rules_summary"]
+           "reproduce_box", "read_planted_ranges", "planted_ranges_check", "threshold_rules_summary",
+           "row_ranges_check"]
 
 
 
@@ -805,3 +806,80 @@ def threshold_rules_summary(run_dir, row_evaluation_dir=None, n_moves: int = 10)
                  f"under the median rule, {100 * top['prevalence_row']:.1f}% under the row rule.")
     out["text"] = text
     return out
+
+
+def _flagged(values: np.ndarray, cut: float, direction: str) -> np.ndarray:
+    """Which values a cut flags: below it for ``low``, above it for ``high``."""
+    return values < cut if direction == "low" else values > cut
+
+
+def row_ranges_check(cohort_dir, planted: pd.DataFrame) -> pd.DataFrame:
+    """The cut each planted range's estimation labels imply in a cohort, per sex and age band.
+
+    For each planted range and side (``lower`` for the ``low`` target, ``upper`` for
+    ``high``), the cohort's ECGs of that sex and ``age`` band with an estimation label and its
+    value (``<lab>_value_est``, the row the label used): the cuts c that make the most labels
+    agree with "value < c" (low) or "value > c" (high) form an interval between two adjacent
+    values. Under ``--thresholds row`` that interval holds the planted bound (the rows that
+    print another range, widened or empty, disagree); under the paper's median rule it holds
+    the median instead.
+
+    Parameters
+    ----------
+    cohort_dir : path
+        A cohort folder (``cohort.parquet`` with ``sex``, ``age``, the estimation targets and
+        their value columns; ``targets.json``).
+    planted : DataFrame
+        :func:`read_planted_ranges` of the cohort's source.
+
+    Returns
+    -------
+    DataFrame, one row per planted range and side whose lab has that estimation target:
+    label, sex, age_min, age_max, side, planted (the bound), threshold (``targets.json``'s
+    median), n (labelled ECGs of the group), cut_low, cut_high (best cuts: (cut_low, cut_high]
+    for low, [cut_low, cut_high) for high; of several equally good intervals, the one holding
+    the planted bound when one does), agreement (the share of labels a best cut explains),
+    agreement_planted, agreement_median (the share the planted bound, the median explains)
+    and verdict: "planted" (the planted bound is a best cut and the median is not), "median"
+    (the reverse), "both", "neither", or "no labels".
+    """
+    out_cols = ["label", "sex", "age_min", "age_max", "side", "planted", "threshold", "n", "cut_low", "cut_high",
+                "agreement", "agreement_planted", "agreement_median", "verdict"]
+    if planted.empty:
+        return pd.DataFrame(columns=out_cols)
+    spec = read_json(Path(cohort_dir) / layout.TARGETS)
+    thresholds = {t["name"]: t["threshold"] for t in spec["targets"]}
+    names = list(dict.fromkeys(n for r in planted.itertuples()
+                               for n in (f"{lab_slug(r.label)}_{d}_est" for d in ("low", "high")) if n in thresholds))
+    values = sorted({f"{lab_slug(n.rsplit('_', 2)[0])}_value_est" for n in names})
+    frame = pd.read_parquet(Path(cohort_dir) / layout.COHORT, columns=["sex", "age"] + names + values)
+    out = []
+    for r in planted.itertuples(index=False):
+        lab = lab_slug(r.label)
+        for side, direction, bound in (("lower", "low", r.lower), ("upper", "high", r.upper)):
+            name = f"{lab}_{direction}_est"
+            if name not in thresholds:
+                continue
+            sel = (frame["sex"].eq(1.0 if r.sex == "M" else 0.0) & frame["age"].between(r.age_min, r.age_max)
+                   & frame[name].notna() & frame[f"{lab}_value_est"].notna())
+            v, y = frame.loc[sel, f"{lab}_value_est"].to_numpy(float), frame.loc[sel, name].to_numpy(float) == 1
+            row = dict(label=r.label, sex=r.sex, age_min=r.age_min, age_max=r.age_max, side=side, planted=bound,
+                       threshold=thresholds[name], n=int(sel.sum()), cut_low=np.nan, cut_high=np.nan,
+                       agreement=np.nan, agreement_planted=np.nan, agreement_median=np.nan, verdict="no labels")
+            if sel.any():
+                edges = np.concatenate([[-np.inf], np.unique(v), [np.inf]])
+                # low: every c in (edges[k], edges[k + 1]] flags the same ECGs; high: every c in [edges[k], edges[k + 1])
+                cuts = edges[1:] if direction == "low" else edges[:-1]
+                agree = np.array([np.sum(_flagged(v, c, direction) == y) for c in cuts])
+                best = np.flatnonzero(agree == agree.max())
+                n_planted = np.sum(_flagged(v, bound, direction) == y)
+                n_median = np.sum(_flagged(v, thresholds[name], direction) == y)
+                holds = [k for k in best if (edges[k] < bound <= edges[k + 1] if direction == "low"
+                                             else edges[k] <= bound < edges[k + 1])]
+                k = holds[0] if holds else best[0]
+                row.update(cut_low=edges[k], cut_high=edges[k + 1], agreement=agree.max() / len(v),
+                           agreement_planted=n_planted / len(v), agreement_median=n_median / len(v))
+                row["verdict"] = {(True, False): "planted", (False, True): "median", (True, True): "both",
+                                  (False, False): "neither"}[(n_planted == agree.max(), n_median == agree.max())]
+            out.append(row)
+    return pd.DataFrame(out, columns=out_cols)

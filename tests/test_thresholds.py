@@ -10,6 +10,7 @@ row by its bounds with ``fillna`` of the medians.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -323,3 +324,51 @@ def test_row_is_an_ablation_of_the_fuller_build(tmp_path):
     row = cohort.ablation_config(cfg, "row")
     assert row.thresholds == "row" and row.cohort_dir == tmp_path / "cohort-row" and row.causal is False
     assert cohort.ABLATION_TITLES["row"] == "row ranges (median where missing)"
+
+
+# ---------------------------------------------------------------------------------------
+# the self-check: the cut the labels imply, per sex and age band
+
+
+def test_row_ranges_check_worked_by_hand(tmp_path):
+    # women (sex 0): value, hemoglobin_low_est; 11.5 disagrees (its row printed a widened range);
+    # the last has a label but no value and is left out
+    women = [(11.0, 1), (11.9, 1), (12.0, 0), (12.5, 0), (13.5, 0), (11.5, 0), (NAN, 1)]
+    men = [(12.9, 1), (13.5, 0), (14.0, 0)]  # labelled by the median 13.0
+    frame = pd.DataFrame({"sex": [0.0] * len(women) + [1.0] * len(men), "age": 50.0,
+                          "hemoglobin_low_est": [y for _, y in women + men],
+                          "hemoglobin_value_est": [v for v, _ in women + men],
+                          "creatinine_high_est": NAN, "creatinine_value_est": NAN}).astype("float64")
+    frame.to_parquet(tmp_path / layout.COHORT)
+    (tmp_path / layout.TARGETS).write_text(json.dumps({"targets": [
+        {"name": "hemoglobin_low_est", "threshold": 13.0}, {"name": "creatinine_high_est", "threshold": 1.2}]}))
+    planted = pd.DataFrame({"label": ["Hemoglobin", "Hemoglobin", "Creatinine"], "sex": ["F", "M", "F"],
+                            "age_min": [0, 0, 65], "age_max": [200, 200, 200], "lower": [12.0, 13.7, 0.5],
+                            "upper": [16.0, 17.5, 1.3]})
+    check = selfcheck.row_ranges_check(tmp_path, planted).set_index(["label", "sex"])
+    women_row, men_row = check.loc[("Hemoglobin", "F")], check.loc[("Hemoglobin", "M")]
+    # women: cuts at 11.5 and at 12.0 both explain 5 of 6 labels; (11.9, 12.0] holds the planted 12.0;
+    # the median 13.0 flags 11.5, 12.0 and 12.5 wrongly: 3 of 6
+    assert (women_row["n"], women_row["cut_low"], women_row["cut_high"]) == (6, 11.9, 12.0)
+    assert women_row["agreement"] == pytest.approx(5 / 6) and women_row["agreement_planted"] == pytest.approx(5 / 6)
+    assert women_row["agreement_median"] == pytest.approx(3 / 6) and women_row["verdict"] == "planted"
+    # men: the best cut (12.9, 13.5] explains all 3; 13.7 flags 13.5 wrongly
+    assert (men_row["cut_low"], men_row["cut_high"], men_row["verdict"]) == (12.9, 13.5, "median")
+    assert men_row["agreement_planted"] == pytest.approx(2 / 3)
+    # no woman aged 65 or more: creatinine's upper side has no labels; its lower side has no target
+    creatinine = check.loc[[("Creatinine", "F")]]
+    assert list(creatinine["side"]) == ["upper"] and list(creatinine["verdict"]) == ["no labels"]
+
+
+def test_row_cohort_recovers_the_planted_ranges(synthetic_root, tmp_path):
+    cfg = CohortConfig(**{**mf.sources(synthetic_root), "ecg_icd": None}, cohort_dir=tmp_path / "row",
+                       min_lab_events=20, min_per_class=0, unlisted_ecgs="assign", drop_ecgs_without_targets=False,
+                       threads=1, thresholds="row")
+    build_cohort(cfg)
+    build_cohort(dataclasses.replace(cfg, cohort_dir=tmp_path / "median", thresholds="median"))
+    planted = selfcheck.read_planted_ranges(synthetic_root)
+    row, median = (selfcheck.row_ranges_check(tmp_path / name, planted) for name in ("row", "median"))
+    labelled = row["n"] >= 20
+    assert labelled.sum() >= 6
+    assert set(row.loc[labelled, "verdict"]) <= {"planted", "both"} and (row.loc[labelled, "verdict"] == "planted").any()
+    assert set(median.loc[median["n"] >= 20, "verdict"]) <= {"median", "both"}
