@@ -21,8 +21,8 @@ import pandas as pd
 
 from labecg import cohort, layout, tables
 from labecg.metrics import N_RESAMPLES, _group_codes, auroc, average_precision
-from labecg.stats import (bootstrap, calibration, paired_bootstrap, reliability_frame, simultaneous_intervals,
-                          subgroup_auroc, subgroup_labels)
+from labecg.stats import (N_BINS, bootstrap, calibration, paired_bootstrap, reliability_frame,
+                          simultaneous_intervals, subgroup_auroc, subgroup_labels)
 from labecg.targets import AUROC_THRESHOLD, TASKS, significant
 from labecg.util import atomic_path, get_logger, hold_paths, read_json
 
@@ -79,7 +79,7 @@ class EvaluateConfig:
     seed: int = 0
     split: Literal["test", "val"] = "test"
     auroc_threshold: float = AUROC_THRESHOLD
-    n_bins: int = 10
+    n_bins: int = N_BINS
     n_headline: int = 4
     tabular_run_dir: Optional[Path] = None
 

@@ -102,7 +102,7 @@ def read_demographics(con, files: dict, headers: dict, ecgs: pd.DataFrame, flow:
 
 
 def read_vitals(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *,
-                vitals_window_min: int, causal: bool = False) -> dict:
+                vitals_window_min: int, causal: bool) -> dict:
     """The plausible ED vital sign closest to each ECG within ``vitals_window_min`` minutes.
 
     Charted in [t - w, t + w], or in [t - w, t] with ``causal`` (t the ECG's time, both ends included).

@@ -31,6 +31,10 @@ LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF",
 SOURCE_FS_HZ = 500.0  # MIMIC-IV-ECG's rate; other sources bring their own
 SOURCE_SAMPLES = 5000  # 10 s at 500 Hz
 RECORD_S = 10.0  # every record is cut to its first 10 s; shorter ones are rejected
+#: A lead missing more than this fraction of its samples flags the record (SignalsConfig's default).
+MAX_NAN_FRAC = 0.5
+#: A lead whose peak-to-peak amplitude is below this, mV, is flat and flags the record (the same).
+FLAT_MV = 0.01
 # physical units of an ECG lead -> factor to millivolts (lower case; micro sign and Greek mu)
 MV_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "v": 1e3}
 
@@ -201,7 +205,7 @@ def read_record(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     return x, fs
 
 
-def clean_signal(x: np.ndarray, max_nan_frac: float = 0.5, flat_mv: float = 0.01,
+def clean_signal(x: np.ndarray, max_nan_frac: float = MAX_NAN_FRAC, flat_mv: float = FLAT_MV,
                  flags: Optional[list] = None) -> np.ndarray:
     """Interpolate missing samples per lead; flag NaN-filled and flat records.
 

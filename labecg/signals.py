@@ -48,8 +48,8 @@ import pandas as pd
 
 from labecg import layout
 from labecg.layout import TRAIN_FOLDS
-from labecg.records import (LEADS, RECORD_S, SOURCE_FS_HZ, SOURCE_SAMPLES, RecordError, RecordFlag, clean_signal,
-                            read_record, resample)
+from labecg.records import (FLAT_MV, LEADS, MAX_NAN_FRAC, RECORD_S, SOURCE_FS_HZ, SOURCE_SAMPLES, RecordError,
+                            RecordFlag, clean_signal, read_record, resample)
 from labecg.util import (atomic_path, check_free_space, folder_lock, format_bytes, get_logger, hold_paths,
                          progress_bar, read_json, shown_path, write_json)
 
@@ -108,8 +108,8 @@ class SignalsConfig:
     clip_mv: float = 3.0
     fs_hz: float = 100.0  # the paper's rate; MIMIC-IV-ECG stores 500 Hz
     chunk_size: int = 256
-    max_nan_frac: float = 0.5
-    flat_mv: float = 0.01
+    max_nan_frac: float = MAX_NAN_FRAC
+    flat_mv: float = FLAT_MV
     exclude_flagged: bool = False
     overwrite: bool = False
     replace_stale: bool = False

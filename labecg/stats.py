@@ -387,7 +387,11 @@ def _calibration_interval(x, y, weights, intercept: float, slope_intercept: floa
     return out
 
 
-def reliability_curve(y_true, y_score, n_bins: int = 10) -> pd.DataFrame:
+#: Equal-width probability bins of a reliability curve (``EvaluateConfig.n_bins``'s default).
+N_BINS = 10
+
+
+def reliability_curve(y_true, y_score, n_bins: int = N_BINS) -> pd.DataFrame:
     """Reliability curve of one target: observed fraction of positives per bin of predicted probability.
 
     Bins of equal width on [0, 1]; bin k (0-based) holds the scores in (k/n_bins,
@@ -427,7 +431,7 @@ def reliability_curve(y_true, y_score, n_bins: int = 10) -> pd.DataFrame:
                          "fraction_positive": pos[keep] / total[keep], "n": total[keep]})
 
 
-def reliability_frame(y_true, y_score, target_names, n_bins: int = 10) -> pd.DataFrame:
+def reliability_frame(y_true, y_score, target_names, n_bins: int = N_BINS) -> pd.DataFrame:
     """:func:`reliability_curve` of every target, stacked: ``target`` then its columns."""
     y_true, y_score = as_float_pair(y_true, y_score)
     frames = [reliability_curve(y_true[:, t], y_score[:, t], n_bins).assign(target=name)
