@@ -32,7 +32,7 @@ from typing import Iterator
 import numpy as np
 from scipy import sparse
 
-__all__ = ["auroc", "average_precision", "SortedTargets", "sort_targets", "weighted_auroc"]
+__all__ = ["auroc", "average_precision", "spearman", "SortedTargets", "sort_targets", "weighted_auroc"]
 
 
 @dataclass(frozen=True)
@@ -286,6 +286,44 @@ def average_precision(y_true, y_score):
 
 #: Bootstrap resamples by default (``n_iterations`` of evaluate, explain and the book): the paper's 1000.
 N_RESAMPLES = 1000
+
+
+def spearman(y_true, y_score):
+    """Spearman rank correlation of every target, missing values left out.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_ecgs, n_targets) or (n_ecgs,)
+        Measured values, NaN missing.
+    y_score : array-like of the same shape
+        Predicted values; finite where ``y_true`` is observed.
+
+    Returns
+    -------
+    ndarray of shape (n_targets,), float64, or float for 1-d input
+        The Pearson correlation of the average ranks (ties share their mean rank) of the
+        observed pairs, as ``scipy.stats.spearmanr``; NaN where a target has fewer than two
+        observed pairs or either side is constant.
+
+    Examples
+    --------
+    >>> spearman([[1.0, 2.0], [2.0, np.nan], [3.0, 1.0], [4.0, 0.0]], [[0.1, 5.0], [0.3, 1.0], [0.2, 4.0], [0.9, 9.0]])
+    array([ 0.8, -0.5])
+    """
+    from scipy.stats import rankdata
+
+    y_true, y_score, one_d = _as_2d(y_true, y_score)
+    out = np.full(y_true.shape[1], np.nan)
+    for t in range(y_true.shape[1]):
+        seen = ~np.isnan(y_true[:, t])
+        if seen.sum() < 2:
+            continue
+        a, b = rankdata(y_true[seen, t]), rankdata(y_score[seen, t])
+        a, b = a - a.mean(), b - b.mean()
+        denominator = np.sqrt((a * a).sum() * (b * b).sum())
+        if denominator > 0:
+            out[t] = (a * b).sum() / denominator
+    return float(out[0]) if one_d else out
 
 
 def resample_indices(n_ecgs: int, n_iterations: int, seed: int = 0) -> Iterator[np.ndarray]:

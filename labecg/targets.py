@@ -16,7 +16,11 @@ cross-entropy or focal loss, AUROC, significant when the interval's lower bound 
 threshold, :func:`significant`). A new kind is one more :class:`TargetKind` here plus where
 its labels are made and its outputs are scored.
 
-Imports ``metrics`` (the masked AUROC) and, only when a loss or an output is computed, torch.
+:data:`VALUE` (ours, issue #25, not yet trained by any stage) is the laboratory value itself,
+standardised (:func:`fit_value_scales`, :func:`standardize_values`): identity output, squared
+error or Huber loss, Spearman correlation, chance 0.
+
+Imports ``metrics`` (the masked AUROC and Spearman) and, only when a loss or an output is computed, torch.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from labecg.metrics import auroc
+from labecg.metrics import auroc, spearman
 
 #: The paper's monitoring horizons, minutes after the ECG.
 HORIZONS_MIN: tuple[int, ...] = (30, 60, 120)
@@ -198,5 +202,98 @@ class TargetKind:
 #: The laboratory value abnormal (1) or not (0): every target of the paper.
 BINARY = TargetKind(name="binary", output=_sigmoid, losses={"bce": _bce, "focal": _focal}, metric=auroc,
                     metric_name="AUROC", chance=0.5)
+
+
+def _squared_error(outputs, y, gamma: float):
+    """Squared error per entry, (B, T); ``gamma`` unused."""
+    return (outputs.float() - y) ** 2
+
+
+def _huber(outputs, y, gamma: float):
+    """Huber loss per entry (quadratic within 1 standard deviation, linear beyond), (B, T); ``gamma`` unused."""
+    from torch.nn import functional as F
+
+    return F.huber_loss(outputs.float(), y, reduction="none", delta=1.0)
+
+
+def _identity(outputs):
+    return outputs.float()
+
+
+#: The laboratory value itself, standardised (:func:`standardize_values`): the value
+#: objective of issue #25. Its output is the standardised value (:func:`unstandardize_values`
+#: gives the lab's unit back); chance is a Spearman correlation of 0.
+VALUE = TargetKind(name="value", output=_identity, losses={"mse": _squared_error, "huber": _huber},
+                   metric=spearman, metric_name="Spearman", chance=0.0)
 #: Every kind by name.
-KINDS: dict[str, TargetKind] = {BINARY.name: BINARY}
+KINDS: dict[str, TargetKind] = {BINARY.name: BINARY, VALUE.name: VALUE}
+
+#: A lab's values are modelled on a log scale when all are positive and their sample skewness
+#: exceeds this (and the logarithm's is smaller in size): concentrations such as NT-proBNP,
+#: troponin or creatinine span orders of magnitude.
+SKEWNESS_FOR_LOG = 1.0
+
+
+def _skewness(x: np.ndarray) -> float:
+    """Sample skewness (the biased moment estimator, ``scipy.stats.skew``'s default)."""
+    d = x - x.mean()
+    m2 = (d * d).mean()
+    return float((d ** 3).mean() / m2 ** 1.5) if m2 > 0 else 0.0
+
+
+def fit_value_scales(values, names) -> pd.DataFrame:
+    """How each value column is standardised, fitted on the rows given (the training folds).
+
+    Parameters
+    ----------
+    values : array-like of shape (n_ecgs, n_values), float
+        Values in the lab's unit, NaN missing.
+    names : sequence of str, length n_values
+        The columns' names (``labels.value_column``).
+
+    Returns
+    -------
+    DataFrame indexed by name with columns log (bool: log scale, :data:`SKEWNESS_FOR_LOG`),
+    center, scale (mean and standard deviation on that scale; scale 1 where it would be 0
+    or undefined), n (observed values), skewness (of the raw values). A column with no
+    observed value: log False, center 0, scale 1.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != len(names):
+        raise ValueError(f"values must be (n_ecgs, {len(names)}) for names of length {len(names)}; "
+                         f"got values.shape={values.shape}")
+    rows = []
+    for j, name in enumerate(names):
+        x = values[~np.isnan(values[:, j]), j]
+        skew = _skewness(x) if len(x) else np.nan
+        log = bool(len(x) and (x > 0).all() and skew > SKEWNESS_FOR_LOG and abs(_skewness(np.log(x))) < abs(skew))
+        z = np.log(x) if log else x
+        center = float(z.mean()) if len(z) else 0.0
+        scale = float(z.std()) if len(z) > 1 and z.std() > 0 else 1.0
+        rows.append({"name": name, "log": log, "center": center, "scale": scale, "n": int(len(x)), "skewness": skew})
+    return pd.DataFrame(rows).set_index("name")
+
+
+def standardize_values(values, scales: pd.DataFrame) -> np.ndarray:
+    """Values in the lab's unit -> the model's scale: ``(log(v) or v - center) / scale`` per column.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_ecgs, n_values), float (NaN stays NaN)
+    scales : DataFrame from :func:`fit_value_scales`, one row per column, in order
+
+    Returns
+    -------
+    ndarray of shape (n_ecgs, n_values), float64
+    """
+    values = np.asarray(values, dtype=np.float64)
+    log = scales["log"].to_numpy(bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(log, np.log(values), values)
+    return (z - scales["center"].to_numpy(float)) / scales["scale"].to_numpy(float)
+
+
+def unstandardize_values(z, scales: pd.DataFrame) -> np.ndarray:
+    """The inverse of :func:`standardize_values`: the model's scale -> the lab's unit."""
+    z = np.asarray(z, dtype=np.float64) * scales["scale"].to_numpy(float) + scales["center"].to_numpy(float)
+    return np.where(scales["log"].to_numpy(bool), np.exp(z), z)
