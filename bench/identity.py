@@ -11,6 +11,10 @@ saved (``--save FILE``) and exits 1 naming the files that differ.
     python bench/identity.py --work /tmp/id_old --save /tmp/id_old.json     # before a change
     python bench/identity.py --work /tmp/id_new --compare /tmp/id_old.json  # after it
 
+``--source DIR`` runs the stages on a source tree already written (e.g. ``/tmp/id_old/data``),
+so that a change of the generator is kept apart from a change of the stages. Where a
+``.parquet`` differs, the comparison names its columns that differ, were added or removed.
+
 The pipeline is deterministic run to run on one machine (seeded, single thread), so equal
 digests before and after a change are a real check; run both on the same machine.
 """
@@ -56,10 +60,11 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def run_pipeline(work: Path) -> Path:
-    """Run every stage into ``work``; return the run folder."""
+def run_pipeline(work: Path, source: Path | None = None) -> Path:
+    """Run every stage into ``work`` (on ``source`` when given, else a new synthetic tree); return the run folder."""
     torch.set_num_threads(1)
-    root = synthetic.generate(synthetic.SynthConfig(data_root=work / "data", patients=300, seed=0, progress=False))
+    root = source or synthetic.generate(synthetic.SynthConfig(data_root=work / "data", patients=300, seed=0,
+                                                              progress=False))
     src = sources.source_paths(root)
     cdir = work / "cohort"
     cohort.build_cohort(cohort.CohortConfig(**src, cohort_dir=cdir, min_lab_events=50, min_per_class=3, threads=1))
@@ -72,11 +77,23 @@ def run_pipeline(work: Path) -> Path:
     return run
 
 
+def column_digests(path: Path) -> dict[str, str]:
+    """SHA-256 of each column of a .parquet (name, dtype, values), by column name."""
+    frame = pd.read_parquet(path)
+    return {name: hashlib.sha256(f"{name}|{frame[name].dtype}|".encode()
+                                 + pd.util.hash_pandas_object(frame[name], index=False).to_numpy().tobytes()
+                                 ).hexdigest() for name in frame.columns}
+
+
 def digests(work: Path) -> dict[str, str]:
     """SHA-256 of the cohort, signals, predictions and evaluation files, by path under ``work``."""
     files = [*(work / "cohort").glob("*.parquet"), work / "cohort" / layout.SIGNALS, work / "cohort" / layout.FLOW,
              *(work / "run").glob("predictions_*.npz"), *sorted(layout.evaluation_dir(work / "run").glob("*"))]
-    return {str(p.relative_to(work)): _digest(p) for p in sorted(files) if p.is_file() and p.name not in _SKIP}
+    found = {str(p.relative_to(work)): _digest(p) for p in sorted(files) if p.is_file() and p.name not in _SKIP}
+    for p in files:
+        if p.suffix == ".parquet" and p.is_file():
+            found.update({f"{p.relative_to(work)}::{c}": d for c, d in column_digests(p).items()})
+    return found
 
 
 def main(argv=None) -> int:
@@ -84,22 +101,32 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, required=True, help="empty folder for the run")
     ap.add_argument("--save", type=Path, help="write the digests to this JSON file")
     ap.add_argument("--compare", type=Path, help="compare with the digests in this JSON file")
+    ap.add_argument("--source", type=Path, help="run on this source tree instead of generating one")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    run_pipeline(args.work)
+    run_pipeline(args.work, args.source)
     found = digests(args.work)
-    print(f"pipeline in {time.perf_counter() - t0:.0f} s; {len(found)} files")
-    for name, digest in found.items():
+    files = {k: v for k, v in found.items() if "::" not in k}
+    print(f"pipeline in {time.perf_counter() - t0:.0f} s; {len(files)} files")
+    for name, digest in files.items():
         print(f"  {digest[:16]}  {name}")
     if args.save:
         args.save.write_text(json.dumps(found, indent=1))
     if args.compare:
         before = json.loads(args.compare.read_text())
-        differ = sorted(k for k in before.keys() | found.keys() if before.get(k) != found.get(k))
+        differ = sorted(k for k in before.keys() | found.keys() if "::" not in k and before.get(k) != found.get(k))
+        for name in (d for d in differ if d.endswith(".parquet")):
+            old, new = ({k.split("::", 1)[1]: v for k, v in digs.items() if k.startswith(f"{name}::")}
+                        for digs in (before, found))
+            if old:  # an earlier --save of this script also kept the columns
+                print(f"{name}: {len(new.keys() - old.keys())} columns added {sorted(new.keys() - old.keys())[:8]}, "
+                      f"{len(old.keys() - new.keys())} removed {sorted(old.keys() - new.keys())[:8]}, "
+                      f"{sum(old[c] != new[c] for c in old.keys() & new.keys())} of {len(old.keys() & new.keys())} "
+                      f"shared columns differ {sorted(c for c in old.keys() & new.keys() if old[c] != new[c])[:8]}")
         if differ:
             print(f"differ from {args.compare}: {differ}")
             return 1
-        print(f"all {len(found)} files byte-identical to {args.compare}")
+        print(f"all {len(files)} files byte-identical to {args.compare}")
     return 0
 
 
