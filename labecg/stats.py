@@ -30,6 +30,9 @@ Statistics (the paper, section 3, and its authors' code, with one flaw fixed):
   lower bound exceeds 0.7, the paper's reading.
 - Paired differences (:func:`paired_bootstrap`) and simultaneous intervals over a task's
   targets (:func:`simultaneous_intervals`, on the resamples already drawn).
+- Values (issue #25, :func:`value_bootstrap`): mean absolute error in the lab's unit and
+  Spearman correlation of predicted against measured values, with a bootstrap interval of
+  the Spearman on the same resamples (patient-level with ``groups``).
 
 A resample is a vector of multiplicities, so its AUROC is a weighted Mann-Whitney
 statistic over the scores sorted once (:mod:`labecg.metrics`): no re-sorting and no
@@ -43,12 +46,13 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from labecg.metrics import (N_RESAMPLES, as_float_pair, resample_weights, sort_targets, weighted_auroc)
+from labecg.metrics import (N_RESAMPLES, as_float_pair, resample_weights, sort_targets, spearman,
+                            weighted_auroc)
 from labecg.util import progress_bar
 
 __all__ = ["bootstrap", "brier_loss", "calibration", "reliability_curve", "reliability_frame",
            "AGE_BANDS", "subgroup_labels", "MIN_CLASS_FOR_INTERVAL", "subgroup_auroc",
-           "paired_bootstrap", "simultaneous_intervals"]
+           "paired_bootstrap", "simultaneous_intervals", "value_bootstrap"]
 
 
 # ---------------------------------------------------------------------------- bootstrap
@@ -693,3 +697,59 @@ def simultaneous_intervals(point, iterations, groups, level: float = 0.95) -> tu
             low[cols] = np.clip(point[cols] - c * se[cols], 0.0, 1.0)
             high[cols] = np.clip(point[cols] + c * se[cols], 0.0, 1.0)
     return pd.DataFrame({"low": low, "high": high}), critical
+
+
+# ---------------------------------------------------------------------------- values
+
+
+def value_bootstrap(y_true, y_pred, n_iterations: int = N_RESAMPLES, seed: int = 0, *, groups=None,
+                    target_names=None, progress: bool | None = None) -> pd.DataFrame:
+    """Mean absolute error and Spearman correlation of predicted values, with a bootstrap interval of the Spearman.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_ecgs, n_values)
+        Measured values in the lab's unit, NaN missing.
+    y_pred : array-like of shape (n_ecgs, n_values)
+        Predicted values in the same unit, finite where measured.
+    n_iterations, seed : int
+        Resamples of :func:`~labecg.metrics.resample_weights` (the same draws as
+        :func:`bootstrap` with the same ``seed`` and ``groups``).
+    groups : array-like of shape (n_ecgs,), optional
+        Patient id per ECG: resample patients (all their ECGs at once).
+    target_names : sequence of str, optional
+    progress : bool or None
+
+    Returns
+    -------
+    DataFrame indexed by value column: ``n`` (measured), ``mae`` (mean |pred - true| over
+    them), ``spearman`` (:func:`~labecg.metrics.spearman`), ``low``, ``high`` (2.5 and 97.5
+    percentiles of the Spearman over the resamples, each a sample with repeats: an ECG
+    drawn k times counts k times), ``n_skipped`` (resamples in which it is undefined).
+    """
+    y_true, y_pred = as_float_pair(y_true, y_pred)
+    if y_true.ndim != 2:
+        raise ValueError(f"expected arrays of shape (n_ecgs, n_values); got y_true.shape={y_true.shape}")
+    n, T = y_true.shape
+    names = list(range(T)) if target_names is None else list(target_names)
+    if len(names) != T:
+        raise ValueError(f"target_names has {len(names)} names; y_true has {T} columns")
+    if n_iterations < 1:
+        raise ValueError(f"n_iterations must be >= 1, got {n_iterations}")
+    seen = ~np.isnan(y_true)
+    with np.errstate(invalid="ignore"):
+        mae = np.where(seen, np.abs(y_pred - y_true), 0.0).sum(axis=0) / seen.sum(axis=0)
+    iterations = np.empty((n_iterations, T))  # (I, T)
+    draws = resample_weights(n, n_iterations, seed, groups)
+    disable = None if progress is None else not progress
+    for i, w in enumerate(progress_bar(draws, total=n_iterations, desc="value bootstrap", disable=disable,
+                                       leave=False)):
+        rows = np.repeat(np.arange(n), w.astype(np.int64))  # the resample, repeats included
+        iterations[i] = spearman(y_true[rows], y_pred[rows])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: never-defined values
+        low, high = np.nanpercentile(iterations, [2.5, 97.5], axis=0)
+    return pd.DataFrame({"n": seen.sum(axis=0).astype(np.int64), "mae": mae, "spearman": spearman(y_true, y_pred),
+                         "low": low, "high": high,
+                         "n_skipped": np.isnan(iterations).sum(axis=0).astype(np.int64)},
+                        index=pd.Index(names, name="target", dtype=object))

@@ -90,3 +90,46 @@ def test_value_scales_by_hand():
     assert not fit_value_scales(x, ["b"]).loc["b", "log"]
     frame = pd.DataFrame({"log": [True], "center": [0.0], "scale": [1.0]}, index=["c"])
     np.testing.assert_allclose(standardize_values([[np.e]], frame), [[1.0]])
+
+
+def test_value_bootstrap_against_scipy_on_the_same_resamples():
+    from labecg.metrics import resample_weights
+    from labecg.stats import value_bootstrap
+
+    rng = np.random.default_rng(2)
+    n, t = 80, 3
+    y = rng.normal(size=(n, t))
+    pred = y + rng.normal(size=(n, t))
+    y[rng.random((n, t)) < 0.25] = np.nan
+    patient = rng.integers(0, 30, n)
+    out = value_bootstrap(y, pred, 50, seed=3, groups=patient, target_names=["a", "b", "c"])
+    per = np.full((50, t), np.nan)
+    for i, w in enumerate(resample_weights(n, 50, 3, patient)):
+        rows = np.repeat(np.arange(n), w.astype(int))
+        for j in range(t):
+            ok = ~np.isnan(y[rows, j])
+            per[i, j] = stats.spearmanr(y[rows, j][ok], pred[rows, j][ok]).statistic
+    np.testing.assert_allclose(out[["low", "high"]].to_numpy(), np.percentile(per, [2.5, 97.5], axis=0).T,
+                               rtol=1e-12)
+    for j, name in enumerate("abc"):
+        ok = ~np.isnan(y[:, j])
+        assert out.loc[name, "n"] == ok.sum()
+        assert out.loc[name, "mae"] == pytest.approx(np.abs(pred[ok, j] - y[ok, j]).mean())
+        assert out.loc[name, "spearman"] == pytest.approx(stats.spearmanr(y[ok, j], pred[ok, j]).statistic)
+    assert (out["n_skipped"] == 0).all()
+
+
+def test_value_bootstrap_by_hand_and_per_patient():
+    from labecg.stats import value_bootstrap
+
+    y = np.array([[1.0], [2.0], [np.nan], [4.0]])
+    pred = np.array([[1.5], [1.0], [9.0], [5.0]])
+    out = value_bootstrap(y, pred, 20)
+    # |0.5|, |-1|, |1| over the three measured: 2.5 / 3; ranks (1, 2, 3) against (2, 1, 3): 0.5
+    assert out.loc[0, "mae"] == pytest.approx(2.5 / 3) and out.loc[0, "spearman"] == pytest.approx(0.5)
+    # each patient's ECGs copied three times: the patient-level interval does not move
+    rng = np.random.default_rng(4)
+    yy, pp, patient = rng.normal(size=(40, 1)), rng.normal(size=(40, 1)), np.arange(40)
+    once = value_bootstrap(yy, pp + yy, 100, groups=patient)
+    thrice = value_bootstrap(np.tile(yy, (3, 1)), np.tile(pp + yy, (3, 1)), 100, groups=np.tile(patient, 3))
+    np.testing.assert_allclose(once[["low", "high"]], thrice[["low", "high"]])
