@@ -407,7 +407,8 @@ def _open_or_resume(cfg: SignalsConfig, frame: pd.DataFrame, fp: str) -> Optiona
     state_path = progress / "state.json"
     stale = _stale_record(cohort_dir, fp, n)
     replace = cfg.overwrite or (stale is not None and cfg.replace_stale)
-    existing = [p.name for p in (npy, cohort_dir / layout.SIGNALS_META, progress) if p.exists()]
+    existing = [p.name for p in (npy, cohort_dir / layout.SIGNALS_META, cohort_dir / layout.SIGNALS_MANIFEST,
+                                 cohort_dir / layout.SIGNALS_STATS, progress) if p.exists()]
     if replace and existing:
         # hours of conversion are deleted only for an ECG root from which records read
         unreadable = _probe_ecg_root(frame, cfg)

@@ -735,8 +735,13 @@ def check_accelerator(accelerator: str) -> None:
                  if getattr(acc, cls).is_available()]
     if getattr(acc, _ACCELERATORS[name]).is_available():
         return
-    found = (f"torch {torch.__version__}, CUDA {'available' if torch.cuda.is_available() else 'not available'}"
-             f"{'' if torch.version.cuda else ' (a CPU-only build)'}")
+    if name == "tpu":
+        import importlib.util
+        xla = importlib.util.find_spec("torch_xla") is not None
+        found = f"torch {torch.__version__}, torch_xla {'installed, no XLA device' if xla else 'not installed'}"
+    else:
+        found = (f"torch {torch.__version__}, CUDA {'available' if torch.cuda.is_available() else 'not available'}"
+                 f"{'' if torch.version.cuda else ' (a CPU-only build)'}")
     raise ValueError(f"--accelerator {accelerator}: none found on {platform.node()} ({found}); choose one of "
                      f"{', '.join(['cpu', 'auto', *available])}")
 

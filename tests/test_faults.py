@@ -209,6 +209,11 @@ def test_an_absent_accelerator_is_one_line_with_the_choices(accelerator, signals
     assert rc == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and f"--accelerator {accelerator}" in lines[0] and "cpu" in lines[0], err
+    # what was looked for is named: CUDA for a GPU, torch_xla for a TPU
+    import importlib.util
+    expect = ("CUDA" if accelerator == "gpu" else
+              "torch_xla " + ("installed" if importlib.util.find_spec("torch_xla") else "not installed"))
+    assert expect in lines[0] and (accelerator == "gpu" or "CUDA" not in lines[0]), lines[0]
     assert not (tmp_path / "run").exists()
 
 
@@ -322,7 +327,11 @@ def test_a_typo_in_ecg_then_overwrite_deletes_nothing(converted, tmp_path, capsy
     assert len(lines) == 1 and "a typo in --ecg?" in lines[0] and "missing file" in lines[0], lines
     assert cli.main(["signals", "--cohort-dir", str(cohort), "--ecg", str(wrong), "--overwrite"]) == 1
     lines = _error_lines(capsys.readouterr().err, "signals")
-    assert len(lines) == 1 and "Nothing was deleted" in lines[0] and "signals.npy" in lines[0], lines
+    assert len(lines) == 1 and "Nothing was deleted" in lines[0], lines
+    # it names every signal output it kept, each present in the folder
+    kept = [n for n in before if n.startswith("signals")]
+    assert {"signals.npy", "signals.json", "signals_manifest.parquet", "signals_stats.json"} <= set(kept)
+    assert all(n in lines[0] for n in kept), (kept, lines)
     assert _outputs(cohort) == before
 
 
