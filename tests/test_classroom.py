@@ -60,3 +60,19 @@ def test_make_lab_installs_and_starts_jupyterlab_from_the_venv(tmp_path):
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["lab"]
     assert {re.match(r"[\w-]+", s).group(0) for s in extra} >= {"jupyterlab", "ipywidgets"}
     assert "make lab" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_book_small_is_documented_as_run_and_keeps_the_default_cohort():
+    """The classroom size changes training and resamples only: its cohort is the default book's."""
+    out = subprocess.run(["make", "-n", "book-small", "VENV=.venv"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    line = next(ln for ln in out.splitlines() if "labecg book" in ln)
+    flags = line.split("labecg book", 1)[1].split()
+    assert " ".join(["labecg book", *flags]) in (ROOT / "book" / "classroom.md").read_text()
+    from labecg.book import BookConfig
+    cohort_settings = {"--patients", "--seed", "--min-lab-events", "--min-per-class", "--data-root", "--cohort-dir"}
+    assert not cohort_settings & set(flags), flags
+    given = dict(zip(flags[::2], flags[1::2], strict=True))
+    assert int(given["--epochs"]) < BookConfig().epochs and int(given["--n-iterations"]) < BookConfig().n_iterations
+    assert given["--run-dir"] != str(BookConfig().run_dir)
