@@ -36,6 +36,7 @@ from labecg import layout
 from labecg.layout import TEST_FOLD, TRAIN_FOLDS, VAL_FOLD
 from labecg.features import FEATURES, RACES
 from labecg.signals import load_signals
+from labecg.targets import OBJECTIVES, fit_value_scales, standardize_values
 from labecg.util import get_logger, hold_paths, read_json
 
 log = get_logger("labecg.data")
@@ -75,7 +76,12 @@ class DataConfig:
         Page-locked batches when CUDA is available (faster, asynchronous copies to the GPU).
     train_folds, val_fold, test_fold : folds of cohort.parquet's ``fold`` column.
     targets : tuple of str, optional
-        Subset of targets.json's names, in the given order; None = all.
+        Subset of targets.json's names (its ``values``' names under ``objective="value"``), in
+        the given order; None = all.
+    objective : {"flag", "value"}
+        What ``y`` holds (:data:`labecg.targets.OBJECTIVES`): ``flag`` the 0/1 targets of
+        targets.json's ``targets``; ``value`` its value columns (``values``), standardised with
+        scales fitted on the training rows (:attr:`LabDataModule.value_scales`).
     """
 
     cohort_dir: Path
@@ -88,9 +94,12 @@ class DataConfig:
     val_fold: int = VAL_FOLD
     test_fold: int = TEST_FOLD
     targets: Optional[tuple[str, ...]] = None
+    objective: str = "flag"
 
     def __post_init__(self):
         hold_paths(self)
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
@@ -449,6 +458,15 @@ class LabDataModule(pl.LightningDataModule):
     a target is dropped when validation or test now holds fewer than targets.json's
     ``config.min_per_class`` positives or negatives; :attr:`targets` holds the kept
     targets with these counts (the run folder's ``targets.json``).
+
+    Under ``objective="value"`` the model's outputs are targets.json's ``values`` columns
+    instead: a column is kept when validation and test each hold at least ``min_per_class``
+    observed values and the training rows at least 2 (:attr:`values`, with counts ``n`` per
+    split); ``y`` holds the values standardised with :attr:`value_scales`
+    (:func:`labecg.targets.fit_value_scales` on the training rows only; a value the scale
+    cannot take, 0 or below on a log scale, is left out of the loss), :attr:`y_true` the
+    values in the lab's unit. The flag targets are still recounted (:attr:`targets`, none
+    required): the evaluation scores the predicted values against them.
     """
 
     def __init__(self, cfg: DataConfig):
@@ -456,7 +474,13 @@ class LabDataModule(pl.LightningDataModule):
         self.cfg = cfg
         cohort_dir = cfg.cohort_dir
         spec = read_json(cohort_dir / layout.TARGETS)
-        names = [t["name"] for t in spec["targets"]]
+        self._flag_names = tuple(t["name"] for t in spec["targets"])
+        names = list(self._flag_names)
+        if cfg.objective == "value":
+            names = [v["name"] for v in spec.get("values", [])]
+            if not names:
+                raise ValueError(f"{cohort_dir / layout.TARGETS}: lists no value columns (\"values\"); "
+                                 f"rebuild the cohort with `labecg cohort` of this labecg to train --objective value")
         if cfg.targets is not None:
             unknown = [t for t in cfg.targets if t not in names]
             if unknown:
@@ -484,11 +508,14 @@ class LabDataModule(pl.LightningDataModule):
         if self._prepared:
             return
         cfg, cohort_dir = self.cfg, self.cfg.cohort_dir
-        frame = pd.read_parquet(cohort_dir / layout.COHORT)
-        missing = [c for c in ("study_id", "fold") + VARIABLES + self._target_names
-                   if c not in frame.columns]
+        needed = list(dict.fromkeys(("study_id", "fold") + VARIABLES + self._flag_names + self._target_names))
+        import pyarrow.parquet as pq  # only the columns read: the value columns make the file wide
+
+        present = set(pq.read_schema(cohort_dir / layout.COHORT).names)
+        missing = [c for c in needed if c not in present]
         if missing:
             raise KeyError(f"{cohort_dir / layout.COHORT}: missing columns {missing}")
+        frame = pd.read_parquet(cohort_dir / layout.COHORT, columns=needed)
         x, _ = load_signals(cohort_dir)
         meta = read_json(cohort_dir / layout.SIGNALS_META)
         n = len(frame)
@@ -511,13 +538,24 @@ class LabDataModule(pl.LightningDataModule):
                      "val": np.flatnonzero((fold == cfg.val_fold) & ok),
                      "test": np.flatnonzero((fold == cfg.test_fold) & ok)}
         self.n_failed = int((~ok).sum())
-        self._recount_targets(frame, fold)
         # medians and scales from the rows the model trains on; never validation/test
         self.tabular_stats = fit_tabular(frame, self.rows["train"])
         tabular = transform_tabular(frame, self.tabular_stats)
-        y = frame[list(self._target_names)].to_numpy(dtype=np.float32, na_value=np.nan)  # (n, T)
+        if cfg.objective == "value":
+            self._recount_targets(frame, fold, self._flag_names, required=False)
+            self.flag_true = frame[[t["name"] for t in self.targets]].to_numpy(dtype=np.float32, na_value=np.nan)
+            self._recount_values(frame)
+            raw = frame[list(self._target_names)].to_numpy(dtype=np.float64, na_value=np.nan)  # (n, T), lab's unit
+            self.value_scales = fit_value_scales(raw[self.rows["train"]], self._target_names)
+            with np.errstate(invalid="ignore"):
+                z = standardize_values(raw, self.value_scales)
+            y = np.where(np.isfinite(z), z, np.nan).astype(np.float32)  # the model's scale
+            self.y_true = raw.astype(np.float32)  # NaN = missing, in the lab's unit, for writing predictions
+        else:
+            self._recount_targets(frame, fold, self._target_names)
+            y = frame[list(self._target_names)].to_numpy(dtype=np.float32, na_value=np.nan)  # (n, T)
+            self.y_true = y  # NaN = missing, for writing predictions
         self.study_ids = study
-        self.y_true = y  # NaN = missing, for writing predictions
         self.n_samples = int(meta["n_samples"])
         if cfg.crop_samples > self.n_samples:
             raise ValueError(f"crop_samples={cfg.crop_samples} exceeds signals.json "
@@ -580,13 +618,13 @@ class LabDataModule(pl.LightningDataModule):
                                                  world_size=world)
         return s
 
-    def _recount_targets(self, frame: pd.DataFrame, fold: np.ndarray) -> None:
+    def _recount_targets(self, frame: pd.DataFrame, fold: np.ndarray, names, required: bool = True) -> None:
         """Counts over the rows that are evaluated; drop targets the cohort's rule now fails."""
         cfg, spec = self.cfg, self._spec
         min_per_class = spec.get("config", {}).get("min_per_class")
         by_name = {t["name"]: t for t in spec["targets"]}
         kept, dropped = [], []
-        for name in self._target_names:
+        for name in names:
             y = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
             counts = {split: {"pos": int((y[r] == 1).sum()), "neg": int((y[r] == 0).sum())}
                       for split, r in self.rows.items()}
@@ -599,19 +637,46 @@ class LabDataModule(pl.LightningDataModule):
             log.warning("%s: %d targets dropped: fewer than %d positives or negatives in validation or "
                         "test once records without signal are left out (e.g. %s)", cfg.cohort_dir /
                         layout.TARGETS, len(dropped), min_per_class, dropped[0])
-        if not kept:
+        if not kept and required:
             raise ValueError(f"{cfg.cohort_dir / layout.TARGETS}: no target keeps >= {min_per_class} "
                              f"positives and negatives in validation and test after signal failures")
         self.targets = kept
-        self._target_names = tuple(t["name"] for t in kept)
+        if cfg.objective == "flag":
+            self._target_names = tuple(t["name"] for t in kept)
+
+    def _recount_values(self, frame: pd.DataFrame) -> None:
+        """Observed values per split over the evaluated rows; keep the columns the rule of the class docstring keeps."""
+        cfg, spec = self.cfg, self._spec
+        least = spec.get("config", {}).get("min_per_class") or 1
+        by_name = {v["name"]: v for v in spec.get("values", [])}
+        kept, dropped = [], []
+        for name in self._target_names:
+            seen = frame[name].notna().to_numpy()
+            counts = {split: {"n": int(seen[r].sum())} for split, r in self.rows.items()}
+            if counts["train"]["n"] < 2 or min(counts[s]["n"] for s in ("val", "test")) < least:
+                dropped.append(name)
+                continue
+            kept.append({**by_name[name], "counts": counts})
+        if dropped:
+            log.warning("%s: %d value columns dropped: fewer than %d observed values in validation or test, or "
+                        "fewer than 2 in training (e.g. %s)", cfg.cohort_dir / layout.TARGETS, len(dropped), least,
+                        dropped[0])
+        if not kept:
+            raise ValueError(f"{cfg.cohort_dir / layout.TARGETS}: no value column keeps >= {least} observed values "
+                             f"in validation and test and >= 2 in training")
+        self.values = kept
+        self._target_names = tuple(v["name"] for v in kept)
 
     def targets_json(self) -> dict:
-        """targets.json of the cohort with the kept targets and their evaluated counts."""
+        """targets.json of the cohort with the kept targets (and under ``value`` the kept ``values``) and their evaluated counts."""
         self.setup()
         n_targets = {}
         for t in self.targets:
             n_targets[t.get("task", "?")] = n_targets.get(t.get("task", "?"), 0) + 1
         summary = {**self._spec.get("summary", {}), "n_targets": n_targets}
+        if self.cfg.objective == "value":
+            return {**self._spec, "summary": summary, "objective": "value", "targets": self.targets,
+                    "values": self.values}
         return {**self._spec, "summary": summary, "targets": self.targets}
 
     def _loader(self, sampler) -> BatchLoader:

@@ -107,8 +107,11 @@ INFERENCE = "inference.json"
 RUN_INFO = "run_info.json"
 #: The settings and input digests a resumed run must match.
 RUN_SETTINGS = "run_settings.json"
-#: One row per epoch: losses and validation macro AUROC.
+#: One row per epoch: losses and validation macro AUROC (macro Spearman for a value run).
 METRICS = "metrics.csv"
+#: A value run's standardisation of each output (``labecg train --objective value``), fitted on
+#: the training folds: log, center, scale per value column (``train.write_value_scales``).
+VALUE_SCALES = "value_scales.json"
 #: The checkpoint folder, its best (highest validation macro AUROC) and its last epoch.
 CHECKPOINTS = "checkpoints"
 BEST_CHECKPOINT = "best.ckpt"
@@ -206,6 +209,10 @@ def load_run(run: str | os.PathLike, need_inference: bool = False) -> RunFolder:
     need_inference : bool
         Require ``inference.json`` (scoring a new record needs it; explaining reads the cohort).
 
+    A run of ``labecg train --objective value`` is refused (``ValueError``, one line): its
+    outputs are standardised values, which ``labecg predict`` and ``labecg explain`` (its
+    callers) would read as flag probabilities.
+
     Raises
     ------
     FileNotFoundError
@@ -228,6 +235,10 @@ def load_run(run: str | os.PathLike, need_inference: bool = False) -> RunFolder:
     if need_inference and not (run / INFERENCE).exists():
         raise FileNotFoundError(f"{run / INFERENCE}: not found; a finished run folder holds it (runs trained "
                                 "before labecg stored its preprocessing statistics lack it; retrain)")
+    objective = read_json(run / CONFIG).get("train", {}).get("objective", "flag")
+    if objective != "flag":
+        raise ValueError(f"{run / CONFIG}: a run of `labecg train --objective {objective}`; labecg predict and "
+                         f"explain read flag runs only (`labecg evaluate --run-dir {run}` scores its values)")
     import torch
 
     try:

@@ -16,9 +16,9 @@ cross-entropy or focal loss, AUROC, significant when the interval's lower bound 
 threshold, :func:`significant`). A new kind is one more :class:`TargetKind` here plus where
 its labels are made and its outputs are scored.
 
-:data:`VALUE` (ours, issue #25, not yet trained by any stage) is the laboratory value itself,
-standardised (:func:`fit_value_scales`, :func:`standardize_values`): identity output, squared
-error or Huber loss, Spearman correlation, chance 0.
+:data:`VALUE` (ours, issue #25, ``labecg train --objective value``, :data:`OBJECTIVES`) is the
+laboratory value itself, standardised (:func:`fit_value_scales`, :func:`standardize_values`):
+identity output, squared error or Huber loss, Spearman correlation, chance 0.
 
 Imports ``metrics`` (the masked AUROC and Spearman) and, only when a loss or an output is computed, torch.
 """
@@ -227,6 +227,10 @@ VALUE = TargetKind(name="value", output=_identity, losses={"mse": _squared_error
                    metric=spearman, metric_name="Spearman", chance=0.0)
 #: Every kind by name.
 KINDS: dict[str, TargetKind] = {BINARY.name: BINARY, VALUE.name: VALUE}
+#: What ``labecg train --objective`` trains, and the kind of its outputs: ``flag`` the paper's
+#: targets (abnormally low or high, :data:`BINARY`), ``value`` one output per value column of the
+#: cohort (``<lab>_value_est``, ``<lab>_value_mon{h}``, :data:`VALUE`).
+OBJECTIVES: dict[str, TargetKind] = {"flag": BINARY, "value": VALUE}
 
 #: A lab's values are modelled on a log scale when all are positive and their sample skewness
 #: exceeds this (and the logarithm's is smaller in size): concentrations such as NT-proBNP,

@@ -7,6 +7,16 @@ checkpoint has the highest validation macro AUROC, the mean over targets with bo
 among the validation ECGs, each ECG scored by the mean of its four 2.5 s segments'
 sigmoid probabilities.
 
+``--objective value`` (ours, issue #25) trains the same encoder, fusion and folds on the
+cohort's value columns instead (``<lab>_value_est``, ``<lab>_value_mon{h}``; one output each,
+:data:`labecg.targets.VALUE`): the loss (``--value-loss``, squared error by default) is
+masked as above, on values standardised with scales fitted on the training folds only (log
+where a lab is skewed, :func:`labecg.targets.fit_value_scales`; written to
+``RUN/value_scales.json``). The best checkpoint has the lowest validation loss (the mean over
+validation segments of that loss, :func:`selection_metric`); ``metrics.csv`` then carries the
+validation macro Spearman instead of the AUROC. Predictions are the mean of the four segments'
+outputs on the standardised scale, turned back into the lab's unit.
+
 Data parallelism (``--devices N --strategy ddp``, ``--num-nodes M``): each rank trains on its
 own share of every epoch's crops (:class:`labecg.data.TrainCrops`); validation and test
 segments are split between the ranks and gathered, padding dropped, before segment averaging,
@@ -51,7 +61,7 @@ from labecg import layout
 from labecg.data import CATEGORICAL_COLUMNS, DataConfig, LabDataModule, average_segments
 from labecg.model import FusionModel, ModelConfig
 from labecg.s4 import OPTIM_GROUPS
-from labecg.targets import BINARY, TargetKind
+from labecg.targets import BINARY, OBJECTIVES, TargetKind, unstandardize_values
 from labecg.util import (LOCK_NAME, PROGRESS_ENV, Interrupted, atomic_path, disk_full, folder_lock, format_bytes,
                          get_logger, hold_paths, progress_bar, read_json, write_json)
 
@@ -83,6 +93,21 @@ def _silence_library_noise() -> None:
     for pattern in _WARNING_NOISE:
         warnings.filterwarnings("ignore", message=pattern)
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auroc")
+
+
+def metric_columns(objective: str = "flag") -> tuple[str, ...]:
+    """``metrics.csv``'s columns: :data:`METRIC_COLUMNS`, the macro metric named by the objective's kind.
+
+    >>> metric_columns("value")
+    ('epoch', 'train_loss', 'val_loss', 'val_macro_spearman')
+    """
+    return METRIC_COLUMNS[:-1] + (f"val_macro_{OBJECTIVES[objective].metric_name.lower()}",)
+
+
+def selection_metric(objective: str = "flag") -> tuple[str, str]:
+    """(logged metric, mode) that chooses the best checkpoint: the validation macro AUROC (max) for
+    flags, the validation loss (min) for values (a macro Spearman ignores the scale the values need)."""
+    return ("val_macro_auroc", "max") if objective == "flag" else ("val_loss", "min")
 
 
 #: The models the book can train and compare on the same data, as ``TrainConfig`` settings:
@@ -117,6 +142,9 @@ def variant_settings(name: str) -> dict:
 #: The architecture's defaults, written once in :class:`ModelConfig`; ``TrainConfig`` takes its
 #: fields of the same name from here.
 _MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
+
+
+_LOSS_DEFAULT = "bce"
 
 
 @dataclass(frozen=True)
@@ -182,6 +210,13 @@ class TrainConfig:
     resume : bool
         Continue ``out/checkpoints/last.ckpt`` when the run's settings and inputs are
         unchanged; ``--no-resume`` starts over (after every input is checked).
+    objective : {"flag", "value"}
+        What the model predicts (:data:`labecg.targets.OBJECTIVES`): ``flag`` the paper's
+        targets (abnormally low or high); ``value`` (ours, issue #25) one regression output per
+        value column of the cohort, in the lab's unit in the predictions (module docstring).
+    value_loss : {"mse", "huber"}
+        Loss of ``--objective value`` on the standardised values: squared error or Huber
+        (quadratic within one standard deviation). ``loss`` applies to flags only.
     break_lock : bool
         Take the run folder's lock (``.labecg.lock``) even when it names a process on another
         host, which this machine cannot check is gone. A lock of a live process on this host
@@ -207,7 +242,7 @@ class TrainConfig:
     tab_latent: int = _MODEL_DEFAULTS["tab_latent"]
     weight_decay_scope: Literal["weights", "all"] = "weights"
     ssm_lr: float = 1e-3
-    loss: Literal["bce", "focal"] = "bce"
+    loss: Literal["bce", "focal"] = _LOSS_DEFAULT
     focal_gamma: float = 2.0
     target_reduction: Literal["mean", "sum"] = "mean"
     accelerator: str = "auto"
@@ -219,6 +254,8 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: Optional[int] = None
     resume: bool = True
+    objective: Literal["flag", "value"] = "flag"
+    value_loss: Literal["mse", "huber"] = "mse"
     break_lock: bool = False
 
     def __post_init__(self):
@@ -233,6 +270,12 @@ class TrainConfig:
         if self.loss not in BINARY.losses or self.target_reduction not in ("mean", "sum"):
             raise ValueError(f"TrainConfig: loss in (bce, focal), target_reduction in (mean, sum); "
                              f"got {self.loss!r}, {self.target_reduction!r}")
+        if self.objective not in OBJECTIVES or self.value_loss not in OBJECTIVES["value"].losses:
+            raise ValueError(f"TrainConfig: objective in {tuple(OBJECTIVES)}, value_loss in "
+                             f"{tuple(OBJECTIVES['value'].losses)}; got {self.objective!r}, {self.value_loss!r}")
+        if self.objective == "value" and self.loss != _LOSS_DEFAULT:
+            raise ValueError(f"TrainConfig: loss {self.loss!r} is a flag loss; --objective value takes "
+                             f"--value-loss {' or '.join(OBJECTIVES['value'].losses)}")
         if self.num_workers < 0:
             raise ValueError(f"TrainConfig.num_workers must be >= 0; got {self.num_workers}")
         if self.weight_decay_scope not in ("weights", "all") or not self.ssm_lr > 0:
@@ -257,7 +300,7 @@ class TrainConfig:
 
     def data_config(self) -> DataConfig:
         return DataConfig(cohort_dir=self.cohort_dir, batch_size=self.batch_size, num_workers=self.num_workers,
-                          seed=self.seed)
+                          seed=self.seed, objective=self.objective)
 
 
 #: The training defaults, written once in :class:`TrainConfig`; the loss, the parameter groups
@@ -359,7 +402,9 @@ class LabModule(pl.LightningModule):
                  focal_gamma: float = _TRAIN_DEFAULTS["focal_gamma"],
                  target_reduction: str = _TRAIN_DEFAULTS["target_reduction"],
                  weight_decay_scope: str = _TRAIN_DEFAULTS["weight_decay_scope"],
-                 ssm_lr: float = _TRAIN_DEFAULTS["ssm_lr"], *, y_true: Optional[np.ndarray] = None,
+                 ssm_lr: float = _TRAIN_DEFAULTS["ssm_lr"], objective: str = _TRAIN_DEFAULTS["objective"],
+                 value_loss: str = _TRAIN_DEFAULTS["value_loss"], *,
+                 y_true: Optional[np.ndarray] = None,
                  eval_rows: Optional[dict] = None, n_segments: int = 0, metrics_path: Optional[Path] = None,
                  started_at: Optional[float] = None):
         """Built complete by :func:`train`; only the settings before ``*`` go into the checkpoint.
@@ -368,10 +413,11 @@ class LabModule(pl.LightningModule):
         ----------
         model_config : dict
             The :class:`ModelConfig` fields.
-        lr, weight_decay, loss, focal_gamma, target_reduction, weight_decay_scope, ssm_lr
-            As in :class:`TrainConfig`.
+        lr, weight_decay, loss, focal_gamma, target_reduction, weight_decay_scope, ssm_lr, objective, value_loss
+            As in :class:`TrainConfig` (``loss`` trains flags, ``value_loss`` values).
         y_true : ndarray of shape (n_rows, T), optional
-            Every cohort row's labels, NaN missing (the validation AUROC reads them).
+            Every cohort row's labels (values in the lab's unit under ``objective="value"``), NaN
+            missing (the validation metric reads them).
         eval_rows : dict, optional
             Split -> the cohort rows each predicted once.
         n_segments : int
@@ -395,6 +441,9 @@ class LabModule(pl.LightningModule):
         self.metrics_path = metrics_path
         self.started_at = time.time() if started_at is None else started_at
         self.duration_before_s = 0.0  # wall seconds of earlier calls, up to the checkpoint resumed from
+        # checkpoints of flag runs written before the objective existed hold no "objective"
+        self.kind = OBJECTIVES[self.hparams.get("objective", "flag")]
+        self.metric_name = metric_columns(self.hparams.get("objective", "flag"))[-1]
 
     def forward(self, ecg, tabular):
         return self.model(ecg, tabular)
@@ -402,7 +451,9 @@ class LabModule(pl.LightningModule):
     def _loss(self, batch):
         logits = self.model(batch["ecg"], batch["tabular"])  # (B, T)
         hp = self.hparams
-        return logits, masked_loss(logits, batch["y"], batch["mask"], hp.loss, hp.focal_gamma, hp.target_reduction)
+        loss = hp.loss if self.kind is BINARY else hp.value_loss
+        return logits, masked_loss(logits, batch["y"], batch["mask"], loss, hp.focal_gamma, hp.target_reduction,
+                                   target_kind=self.kind)
 
     def training_step(self, batch, batch_idx):
         _, loss = self._loss(batch)
@@ -418,7 +469,7 @@ class LabModule(pl.LightningModule):
         # padding items (row -1) have mask 0: they do not enter the loss
         logits, loss = self._loss(batch)
         per_item = loss.detach().float().expand(len(batch["row"]))  # batch loss repeated per item
-        self._val.append((batch["row"], BINARY.output(logits), per_item))
+        self._val.append((batch["row"], self.kind.output(logits), per_item))
 
     test_step = validation_step
 
@@ -453,11 +504,11 @@ class LabModule(pl.LightningModule):
     def on_validation_epoch_end(self):
         ecg_rows, mean_prob, val_loss = self._gathered_predictions("val")
         self.predictions = (ecg_rows, mean_prob)
-        scores = BINARY.metric(self.y_true[ecg_rows], mean_prob)
+        scores = self.kind.metric(self.y_true[ecg_rows], mean_prob)
         macro = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
         # equal on every rank (from the gathered predictions): sync_dist averages equal values
         # -inf keeps ModelCheckpoint's comparison defined when no target has both classes
-        self.log("val_macro_auroc", macro if np.isfinite(macro) else float("-inf"), prog_bar=True, sync_dist=True)
+        self.log(self.metric_name, macro if np.isfinite(macro) else float("-inf"), prog_bar=True, sync_dist=True)
         self.log("val_loss", val_loss, prog_bar=True, sync_dist=True)
         if self.trainer.sanity_checking or self.trainer.state.fn != TrainerFn.FITTING:
             return
@@ -469,9 +520,9 @@ class LabModule(pl.LightningModule):
         train_loss = float(total) / float(count) if float(count) else float("nan")
         self.history = [h for h in self.history if h["epoch"] < self.current_epoch]
         self.history.append({"epoch": self.current_epoch, "train_loss": train_loss, "val_loss": val_loss,
-                             "val_macro_auroc": macro})
+                             self.metric_name: macro})
         if self.metrics_path is not None and self.trainer.is_global_zero:
-            write_metrics(self.metrics_path, self.history)
+            write_metrics(self.metrics_path, self.history, columns=METRIC_COLUMNS[:-1] + (self.metric_name,))
 
     def _gather(self, t: torch.Tensor) -> np.ndarray:
         """Concatenate a per-rank tensor over DDP ranks (ranks may hold different lengths)."""
@@ -518,8 +569,9 @@ class EpochProgress(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         if self.bar is not None:
             last = pl_module.history[-1] if pl_module.history else {}
-            self.bar.set_postfix(train_loss=f"{last.get('train_loss', float('nan')):.3f}",
-                                 val_macro_auroc=f"{last.get('val_macro_auroc', float('nan')):.3f}")
+            metric = getattr(pl_module, "metric_name", METRIC_COLUMNS[-1])
+            self.bar.set_postfix({"train_loss": f"{last.get('train_loss', float('nan')):.3f}",
+                                  metric: f"{last.get(metric, float('nan')):.3f}"})
             self.bar.update(1)
 
     def on_train_end(self, trainer, pl_module):
@@ -528,21 +580,25 @@ class EpochProgress(pl.Callback):
             self.bar = None
 
 
-def write_metrics(path: Path, history: list[dict]) -> None:
-    """Write ``metrics.csv``: one row per epoch, columns ``METRIC_COLUMNS``."""
+def write_metrics(path: Path, history: list[dict], columns: tuple[str, ...] = METRIC_COLUMNS) -> None:
+    """Write ``metrics.csv``: one row per epoch, ``columns`` (:func:`metric_columns` of the objective)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         for row in history:
-            w.writerow({k: row[k] for k in METRIC_COLUMNS})
+            w.writerow({k: row[k] for k in columns})
 
 
-def write_predictions(path: Path, study_id, target_names, y_true, y_score, patients: pd.DataFrame) -> None:
+def write_predictions(path: Path, study_id, target_names, y_true, y_score, patients: pd.DataFrame,
+                      flags: Optional[tuple[list, np.ndarray]] = None) -> None:
     """``predictions_{val,test}.npz`` with the keys of ARCHITECTURE.md §5.
 
     ``patients``, a frame with one row per prediction and columns ``subject_id``, ``sex``,
     ``age``, ``race`` (as in cohort.parquet), gives those arrays: the patient-level
-    bootstrap and the subgroup analysis of :mod:`labecg.evaluate` read them.
+    bootstrap and the subgroup analysis of :mod:`labecg.evaluate` read them. ``flags``
+    (a value run's): (flag target names (F,), their labels (n, F), NaN missing), stored as
+    ``flag_names`` and ``flag_true`` so that the evaluation scores the predicted values
+    against the flags without the cohort.
     """
     extra = {"subject_id": patients["subject_id"].to_numpy(np.int64),
              "sex": patients["sex"].to_numpy(np.float64, na_value=np.nan),
@@ -550,7 +606,18 @@ def write_predictions(path: Path, study_id, target_names, y_true, y_score, patie
              "race": patients["race"].astype("string").fillna("").to_numpy(dtype=str)}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, study_id=np.asarray(study_id, np.int64), target_names=np.asarray(target_names, dtype=str),
-                 y_true=np.asarray(y_true, np.float32), y_score=np.asarray(y_score, np.float32), **extra)
+                 y_true=np.asarray(y_true, np.float32), y_score=np.asarray(y_score, np.float32), **extra,
+                 **({} if flags is None else {"flag_names": np.asarray(flags[0], dtype=str),
+                                              "flag_true": np.asarray(flags[1], np.float32)}))
+
+
+def write_value_scales(path: Path, scales: pd.DataFrame) -> None:
+    """``RUN/value_scales.json`` of a value run: ``{"columns": [{name, log, center, scale, n, skewness}]}``,
+    one per output in order (:func:`labecg.targets.fit_value_scales` on the training folds)."""
+    rows = [{"name": str(name), "log": bool(r["log"]), "center": float(r["center"]), "scale": float(r["scale"]),
+             "n": int(r["n"]), "skewness": None if pd.isna(r["skewness"]) else float(r["skewness"])}
+            for name, r in scales.iterrows()]
+    write_json(path, {"columns": rows})
 
 
 def copy_last_values(cohort_dir: Path, out: Path, study_ids) -> Optional[Path]:
@@ -753,9 +820,10 @@ def _resume_path(cfg: TrainConfig, out: Path) -> Optional[Path]:
 
 
 def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
-    """Train, keep the best checkpoint by validation macro AUROC, predict val and test.
+    """Train, keep the best checkpoint (:func:`selection_metric`), predict val and test.
 
     Writes into ``cfg.run_dir``: ``checkpoints/{best,last}.ckpt``, ``metrics.csv``,
+    ``value_scales.json`` (``--objective value``),
     ``predictions_val.npz``, ``predictions_test.npz``, ``targets.json``, ``config.json``,
     ``inference.json`` (:meth:`LabDataModule.inference_spec`), ``run_info.json``,
     ``last_values.parquet`` (:func:`copy_last_values`, when the cohort has it),
@@ -789,9 +857,10 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> Path:
         for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
     ckpt_dir = out / layout.CHECKPOINTS
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, monitor="val_macro_auroc",
+    monitor, mode = selection_metric(cfg.objective)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor,
                                               filename=layout.BEST_CHECKPOINT.removesuffix(".ckpt"),
-                                              mode="max", save_top_k=1, enable_version_counter=False)
+                                              mode=mode, save_top_k=1, enable_version_counter=False)
     # last.ckpt after every epoch: save_last=True writes it only in an epoch that improved best.ckpt
     # (Lightning 2.6), so a resume would repeat the epochs since. Listed after `checkpoint`, it
     # saves that callback's state of the same epoch.
@@ -832,9 +901,10 @@ def _train_locked(cfg: TrainConfig, out: Path, trainer: pl.Trainer, checkpoint, 
         resume_from = _prepare_run_folder(cfg, out, settings)
     else:
         resume_from = _resume_path(cfg, out)
-    module = LabModule(dataclasses.asdict(model_cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, loss=cfg.loss,
-                       focal_gamma=cfg.focal_gamma, target_reduction=cfg.target_reduction,
-                       weight_decay_scope=cfg.weight_decay_scope, ssm_lr=cfg.ssm_lr, y_true=dm.y_true,
+    module = LabModule(dataclasses.asdict(model_cfg), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                       loss=cfg.loss, focal_gamma=cfg.focal_gamma, target_reduction=cfg.target_reduction,
+                       weight_decay_scope=cfg.weight_decay_scope, ssm_lr=cfg.ssm_lr,
+                       objective=cfg.objective, value_loss=cfg.value_loss, y_true=dm.y_true,
                        eval_rows={"val": dm.rows["val"], "test": dm.rows["test"]}, n_segments=dm.n_segments,
                        metrics_path=out / layout.METRICS, started_at=started)
 
@@ -868,9 +938,15 @@ def _train_locked(cfg: TrainConfig, out: Path, trainer: pl.Trainer, checkpoint, 
         return out
     names = list(dm.target_names)
     patients = pd.read_parquet(cfg.cohort_dir / layout.COHORT, columns=["subject_id", "sex", "age", "race"])
+    values = cfg.objective == "value"
+    if values:  # the scales fitted on the training folds: the outputs back in the lab's unit, and the run's record
+        write_value_scales(out / layout.VALUE_SCALES, dm.value_scales)
     for split, (rows, score) in predictions.items():
+        if values:
+            score = unstandardize_values(score, dm.value_scales)
+        flags = ([t["name"] for t in dm.targets], dm.flag_true[rows]) if values else None
         write_predictions(layout.predictions_path(out, split), dm.study_ids[rows], names, dm.y_true[rows], score,
-                          patients=patients.iloc[rows])
+                          patients=patients.iloc[rows], flags=flags)
 
     copy_last_values(cfg.cohort_dir, out, np.concatenate([dm.study_ids[rows] for rows, _ in predictions.values()]))
     targets = dm.targets_json()
@@ -884,7 +960,7 @@ def _train_locked(cfg: TrainConfig, out: Path, trainer: pl.Trainer, checkpoint, 
         "source": targets.get("source"), "labecg_version": getattr(labecg, "__version__", None),
         "git_commit": _git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "hardware": _hardware(), "duration_s": round(duration_before_s + time.time() - started, 1),
-        "best_checkpoint": best.name, "best_val_macro_auroc": float(best_score)
+        "best_checkpoint": best.name, f"best_{selection_metric(cfg.objective)[0]}": float(best_score)
         if best_score is not None else None, "epochs_done": epochs_done,
         "world_size": trainer.world_size})
     return out
