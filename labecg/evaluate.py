@@ -7,6 +7,10 @@ headline targets on validation (:func:`choose_headline`), measures what the ECG 
 the tabular-only run and the last earlier value (:func:`added_value`), and writes the
 files of ARCHITECTURE.md section 5 into ``RUN/evaluation`` with the paper's tables
 (:mod:`labecg.tables`). The ``read_*`` functions read those files back for the pages.
+
+A value run (``labecg train --objective value``) is evaluated by :func:`value_results` into
+``values.csv`` alone: per value column the MAE and Spearman of the predicted values, and the
+AUROC of the predicted value used as the score of the lab's flags beside a flag run's.
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ import pandas as pd
 from labecg import cohort, layout, tables
 from labecg.metrics import N_RESAMPLES, _group_codes, auroc, average_precision
 from labecg.stats import (N_BINS, bootstrap, calibration, paired_bootstrap, reliability_frame,
-                          simultaneous_intervals, subgroup_auroc, subgroup_labels)
-from labecg.targets import AUROC_THRESHOLD, TASKS, significant
+                          simultaneous_intervals, subgroup_auroc, subgroup_labels, value_bootstrap)
+from labecg.targets import AUROC_THRESHOLD, DIRECTIONS, TASKS, parse_target, significant
 from labecg.util import atomic_path, get_logger, hold_paths, read_json
 
 __all__ = ["EvaluateConfig", "evaluate_run", "headline_targets", "choose_headline", "read_headline",
            "compare_variants", "read_calibration", "read_reliability", "read_subgroups", "last_value_scores",
            "added_value", "read_added_value", "ADDED_VALUE_COLUMNS", "multiplicity_summary", "read_multiplicity",
-           "read_paper_comparison", "MULTIPLICITY_COLUMNS", "read_predictions", "read_results", "RESULT_COLUMNS"]
+           "read_paper_comparison", "MULTIPLICITY_COLUMNS", "read_predictions", "read_results", "RESULT_COLUMNS",
+           "value_results", "read_values", "VALUE_COLUMNS"]
 
 log = get_logger("labecg.evaluate")
 
@@ -46,6 +51,8 @@ MULTIPLICITY_COLUMNS = ["task", "n_targets", "level", "critical_value", "critica
 #: subgroup variables, as in cohort.parquet.
 PATIENT_KEYS = ("subject_id", "sex", "age", "race")
 _PREDICTION_KEYS = ("study_id", "target_names", "y_true", "y_score", *PATIENT_KEYS)
+#: What a value run's predictions hold besides (``train.write_predictions``).
+_VALUE_RUN_KEYS = ("flag_names", "flag_true")
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,10 @@ class EvaluateConfig:
     tabular_run_dir : Path, optional
         Run folder of the tabular-only model on the same cohort (``labecg train --variant
         tabular``): ``added_value.csv`` then holds the paired difference to it.
+    flag_run_dir : Path, optional
+        For a value run (``labecg train --objective value``): the flag run on the same cohort
+        whose AUROCs ``values.csv`` shows beside those of the predicted values, with the paired
+        difference (:func:`value_results`). Refused for a flag run.
     """
 
     run_dir: Path
@@ -82,6 +93,7 @@ class EvaluateConfig:
     n_bins: int = N_BINS
     n_headline: int = 4
     tabular_run_dir: Optional[Path] = None
+    flag_run_dir: Optional[Path] = None
 
     def __post_init__(self):
         hold_paths(self)
@@ -250,6 +262,106 @@ def read_added_value(path) -> pd.DataFrame:
     return frame.astype({"target": object, "baseline": object})
 
 
+#: ``values.csv``: per (lab, task) the value statistics, then per direction the flag target of the
+#: same lab and task (empty when the run has none) and its AUROCs (:func:`value_results`).
+VALUE_DIRECTION_COLUMNS = ["target", "auroc_value", "auroc_flag", "difference", "difference_low",
+                           "difference_high"]
+VALUE_COLUMNS = ["lab", "task", "unit", "n", "mae", "spearman", "low", "high", "name", "n_patients", "n_skipped",
+                 *(f"{d}_{c}" for d in DIRECTIONS for c in VALUE_DIRECTION_COLUMNS)]
+
+
+def value_results(pred: dict, values: list[dict], flag_pred: dict | None = None, n_iterations: int = N_RESAMPLES,
+                  seed: int = 0) -> pd.DataFrame:
+    """How well a value run predicts each value, and how its values score the lab's flags.
+
+    Parameters
+    ----------
+    pred : dict
+        :func:`read_predictions` of a value run, with ``flag_names`` (F,) and ``flag_true``
+        (n, F) (``train.write_predictions``): ``y_true``/``y_score`` in the lab's unit.
+    values : list of dict
+        The run's ``targets.json`` ``values`` (name, lab, task, unit), one per output.
+    flag_pred : dict, optional
+        :func:`read_predictions` of a flag run on the same cohort: every ECG of ``pred`` (by
+        ``study_id``) must be among its ECGs; its flag targets are matched by name.
+    n_iterations, seed : int
+        Resamples of patients (``subject_id``), :func:`~labecg.metrics.resample_weights`: the
+        Spearman interval (:func:`~labecg.stats.value_bootstrap`) and the paired differences
+        (:func:`~labecg.stats.paired_bootstrap`) use the same draws.
+
+    Returns
+    -------
+    DataFrame with :data:`VALUE_COLUMNS`, one row per value column in the run's order:
+    ``n`` (measured values), ``mae`` (mean |predicted - measured|, the lab's unit),
+    ``spearman`` with its patient-level 95% interval ``low``/``high``, ``n_patients`` (with a
+    measured value), ``n_skipped`` (resamples without a defined Spearman); then for ``d`` in
+    low, high: ``d_target`` the flag target of the same lab, task and direction (empty when
+    none), ``d_auroc_value`` the AUROC of the predicted value as its score (the value for
+    high, minus the value for low), ``d_auroc_flag`` the flag run's AUROC of it, and
+    ``d_difference`` (value minus flag) with its paired interval ``d_difference_low``/``_high``
+    (NaN without ``flag_pred``).
+    """
+    names = list(pred["target_names"])
+    meta = {v["name"]: v for v in values}
+    missing = [name for name in names if name not in meta]
+    if missing:
+        raise KeyError(f"value_results: the predictions' columns {missing[:3]} are not among targets.json's values")
+    if "flag_names" not in pred or "flag_true" not in pred:
+        raise KeyError("value_results: the predictions lack flag_names/flag_true; a value run of "
+                       "`labecg train --objective value` writes them")
+    subject = pred["subject_id"]
+    stats = value_bootstrap(pred["y_true"], pred["y_score"], n_iterations, seed, groups=subject, target_names=names)
+    flag_names = [str(f) for f in pred["flag_names"]]
+    column = {name: j for j, name in enumerate(names)}
+    # the flag targets scored by a predicted value: same lab and task
+    pairs = []  # (flag index, value column, direction)
+    for f, flag in enumerate(flag_names):
+        lab, direction, task = parse_target(flag)
+        value = next((name for name in names if meta[name]["lab"] == lab and meta[name]["task"] == task), None)
+        if value is not None:
+            pairs.append((f, value, direction))
+    y = pred["flag_true"][:, [f for f, _, _ in pairs]].astype(np.float64)  # (n, P)
+    score = np.column_stack([pred["y_score"][:, column[v]] * (1.0 if d == "high" else -1.0)
+                             for _, v, d in pairs]) if pairs else np.empty((len(subject), 0))
+    paired_names = [flag_names[f] for f, _, _ in pairs]
+    by_flag = pd.DataFrame({"auroc_value": auroc(y, score) if pairs else []}, index=pd.Index(paired_names, dtype=object))
+    for c in ("auroc_flag", "difference", "difference_low", "difference_high"):
+        by_flag[c] = np.nan
+    if flag_pred is not None and pairs:
+        at = pd.Index(flag_pred["study_id"]).get_indexer(pred["study_id"])
+        if (at < 0).any():
+            raise ValueError(f"flag run: {int((at < 0).sum())} ECGs of the value run (e.g. study_id "
+                             f"{pred['study_id'][at < 0][0]}) are not among its predictions; train both on one cohort")
+        flag_col = {str(t): j for j, t in enumerate(flag_pred["target_names"])}
+        base = np.column_stack([flag_pred["y_score"][at, flag_col[t]].astype(np.float64) if t in flag_col
+                                else np.full(len(at), np.nan) for t in paired_names])
+        paired = paired_bootstrap(y, score, base, n_iterations, seed, groups=subject, target_names=paired_names)
+        paired = paired.drop(index="macro")
+        by_flag["auroc_flag"] = paired["auroc_baseline"]
+        by_flag["difference"] = paired["delta"]
+        by_flag["difference_low"] = paired["low"]
+        by_flag["difference_high"] = paired["high"]
+    rows = []
+    for name in names:
+        row = {"lab": meta[name]["lab"], "task": meta[name]["task"], "unit": meta[name].get("unit"),
+               **stats.loc[name, ["n", "mae", "spearman", "low", "high", "n_skipped"]].to_dict(), "name": name,
+               "n_patients": int(pd.unique(subject[~np.isnan(pred["y_true"][:, column[name]])]).size)}
+        for d in DIRECTIONS:
+            flag = next((flag_names[f] for f, v, dd in pairs if v == name and dd == d), "")
+            row[f"{d}_target"] = flag
+            for c in VALUE_DIRECTION_COLUMNS[1:]:
+                row[f"{d}_{c}"] = by_flag.loc[flag, c] if flag else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=VALUE_COLUMNS)
+
+
+def read_values(path) -> pd.DataFrame:
+    """Read ``values.csv`` back (:func:`value_results`)."""
+    frame = _read_csv(path, VALUE_COLUMNS, "values: `labecg evaluate` on a run of `labecg train --objective value`")
+    return frame.astype({"lab": object, "task": object, "name": object, "low_target": object,
+                         "high_target": object}).fillna({"low_target": "", "high_target": ""})
+
+
 def read_predictions(path) -> dict[str, np.ndarray]:
     """Read ``predictions_<split>.npz`` (ARCHITECTURE.md section 5) and check its shapes.
 
@@ -269,7 +381,7 @@ def read_predictions(path) -> dict[str, np.ndarray]:
             if missing:
                 raise KeyError(f"{path}: missing arrays {missing}; expected {list(_PREDICTION_KEYS)}, "
                                f"found {npz.files}")
-            pred = {k: npz[k] for k in _PREDICTION_KEYS}
+            pred = {k: npz[k] for k in _PREDICTION_KEYS + _VALUE_RUN_KEYS if k in npz.files}
     except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
         # numpy names no file: "File is not a zip file", "Object arrays cannot be loaded ..."
         raise ValueError(f"{path}: not a readable predictions file ({type(e).__name__}: {e}); expected the "
@@ -283,6 +395,11 @@ def read_predictions(path) -> dict[str, np.ndarray]:
             raise ValueError(f"{path}: {key} has shape {pred[key].shape}; expected ({n}, {T}) "
                              f"from study_id ({n},) and target_names ({T},)")
     pred["target_names"] = pred["target_names"].astype(str)
+    if "flag_names" in pred:
+        pred["flag_names"] = pred["flag_names"].astype(str)
+        if pred.get("flag_true", np.empty(0)).shape != (n, len(pred["flag_names"])):
+            raise ValueError(f"{path}: flag_true must have shape ({n}, {len(pred['flag_names'])}) from study_id "
+                             f"and flag_names")
     return pred
 
 
@@ -340,6 +457,13 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
         The ``RUN/evaluation`` (or ``RUN/evaluation_val``) folder.
     """
     run = cfg.run_dir
+    objective = read_json(run / layout.CONFIG).get("train", {}).get("objective", "flag") \
+        if (run / layout.CONFIG).exists() else "flag"
+    if objective == "value":
+        return _evaluate_values(cfg)
+    if cfg.flag_run_dir is not None:
+        raise ValueError(f"--flag-run-dir {cfg.flag_run_dir}: {run} is a flag run; the option compares a run of "
+                         f"`labecg train --objective value` with a flag run")
     pred = read_predictions(layout.predictions_path(run, cfg.split))
     targets_path = run / layout.TARGETS
     meta = _target_metadata(read_json(targets_path), pred["target_names"], targets_path)
@@ -404,6 +528,27 @@ def evaluate_run(cfg: EvaluateConfig) -> Path:
     log.info("macro AUROC %.3f (%.3f, %.3f; patient-level %.3f, %.3f); %d targets significant above %.2f",
              macro["auroc"], macro["low"], macro["high"], macro["low_patient"], macro["high_patient"],
              int(results["significant"].drop("macro").sum()), cfg.auroc_threshold)
+    return out
+
+
+def _evaluate_values(cfg: EvaluateConfig) -> Path:
+    """:func:`evaluate_run` of a value run: ``values.csv`` (:func:`value_results`) and nothing else."""
+    run = cfg.run_dir
+    pred = read_predictions(layout.predictions_path(run, cfg.split))
+    values = read_json(run / layout.TARGETS).get("values", [])
+    flag_pred = None
+    if cfg.flag_run_dir is not None:
+        flag_config = cfg.flag_run_dir / layout.CONFIG
+        if flag_config.exists() and read_json(flag_config).get("train", {}).get("objective", "flag") != "flag":
+            raise ValueError(f"--flag-run-dir {cfg.flag_run_dir}: {flag_config} records a value run; "
+                             f"expected a run of `labecg train` (--objective flag)")
+        flag_pred = read_predictions(layout.predictions_path(cfg.flag_run_dir, cfg.split))
+    log.info("values: %d ECGs x %d value columns, %d resamples (seed %d)%s", *pred["y_true"].shape,
+             cfg.n_iterations, cfg.seed, f", beside {cfg.flag_run_dir}" if flag_pred is not None else "")
+    frame = value_results(pred, values, flag_pred, cfg.n_iterations, cfg.seed)
+    out = layout.evaluation_dir(run, cfg.split)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(frame.assign(split=cfg.split), out / layout.VALUES)
     return out
 
 

@@ -157,6 +157,7 @@ ADDED_VALUE = "added_value.csv"
 TABLE1 = "table1_estimation"  # .csv and .md
 TABLE2 = "table2_monitoring"  # .csv and .md
 PAPER_COMPARISON = "paper_comparison.csv"
+VALUES = "values.csv"  # a value run's (labecg train --objective value)
 # the evaluation folder (labecg explain)
 ATTRIBUTION = "attribution.npz"
 ATTRIBUTION_WINDOWS = "attribution_windows.csv"

@@ -238,6 +238,7 @@ OTHER_NAMES = {
     ("cohort", "ablation_dir", "folder", "cohort_dir"),  # a cohort or a run folder
     ("book", "_ablation_dirs", "base", "run_dir"),  # the same
     ("evaluate", "predictions_path", "run", "tabular_run_dir"),  # any run folder
+    ("evaluate", "predictions_path", "run", "flag_run_dir"),  # the same
     ("download", "progress_bar", "desc", "dataset"),  # tqdm's label
 }
 

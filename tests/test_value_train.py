@@ -192,3 +192,119 @@ def test_objective_settings_are_checked(signals_dir, tmp_path):
     assert (cfg.objective, cfg.value_loss) == ("value", "huber")
     default = config_from_args(TrainConfig, ["--cohort-dir", str(signals_dir), "--run-dir", str(tmp_path / "r")])
     assert (default.objective, default.loss) == ("flag", "bce")
+
+
+# ---------------------------------------------------------------------------- evaluation: values.csv
+
+
+def _draws(subject, n_iterations, seed):
+    """The patient resamples as metrics.resample_weights documents them, drawn again here: row indices."""
+    ids, codes = np.unique(subject, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    for _ in range(n_iterations):
+        count = np.bincount(rng.integers(0, len(ids), size=len(ids)), minlength=len(ids))
+        yield np.repeat(np.arange(len(subject)), count[codes])
+
+
+def _hand_pred():
+    """Ten ECGs of five patients: potassium (est, mon30) values and flags, a sodium flag without a value."""
+    subject = np.array([1, 1, 2, 2, 3, 3, 4, 4, 5, 5])
+    true_est = np.array([3.0, 4.0, 5.0, np.nan, 6.0, 3.5, 4.5, 5.5, 2.5, 4.2])
+    pred_est = np.array([3.5, 4.0, 4.0, 4.4, 5.0, 3.0, 4.8, 5.0, 3.0, 4.0])
+    true_mon = np.array([np.nan, 4.1, 5.2, 3.3, np.nan, 3.9, 4.4, np.nan, 2.9, 4.0])
+    pred_mon = np.array([3.2, 4.3, 4.6, 3.9, 5.1, 3.6, 4.5, 4.7, 3.4, 4.1])
+    flag_names = ["potassium_low_est", "potassium_high_est", "potassium_high_mon30", "sodium_low_est"]
+    flag_true = np.array([[1, 0, np.nan, 0], [0, 0, 0, 1], [0, 1, 1, 0], [np.nan, np.nan, 0, 0], [0, 1, np.nan, 1],
+                          [1, 0, 0, 0], [0, 0, 0, 1], [0, 1, np.nan, 0], [1, 0, 0, 1], [0, 0, 1, 0]])
+    flag_score = np.array([[.7, .2, .4, .1], [.3, .4, .2, .6], [.2, .6, .7, .3], [.5, .5, .5, .2], [.1, .9, .6, .5],
+                           [.6, .1, .3, .4], [.4, .3, .2, .8], [.3, .5, .4, .1], [.8, .2, .1, .7], [.2, .3, .6, .2]])
+    pred = {"study_id": np.arange(100, 110), "target_names": np.array(["potassium_value_est", "potassium_value_mon30"]),
+            "y_true": np.column_stack([true_est, true_mon]).astype(np.float32),
+            "y_score": np.column_stack([pred_est, pred_mon]).astype(np.float32), "subject_id": subject,
+            "flag_names": np.array(flag_names), "flag_true": flag_true.astype(np.float32)}
+    values = [{"name": "potassium_value_est", "lab": "potassium", "task": "est", "unit": "mEq/L"},
+              {"name": "potassium_value_mon30", "lab": "potassium", "task": "mon30", "unit": "mEq/L"}]
+    # the flag run lists its ECGs in another order and has one more
+    order = np.array([3, 0, 9, 1, 8, 2, 7, 4, 6, 5])
+    flag_pred = {"study_id": np.append(pred["study_id"][order], 999), "target_names": np.array(flag_names[::-1]),
+                 "y_score": np.vstack([flag_score[order][:, ::-1], np.full((1, 4), 0.5)]).astype(np.float32)}
+    return pred, values, flag_pred, flag_score
+
+
+def test_values_csv_by_hand_and_against_scipy_and_sklearn():
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    from labecg.evaluate import VALUE_COLUMNS, value_results
+
+    pred, values, flag_pred, flag_score = _hand_pred()
+    frame = value_results(pred, values, flag_pred, n_iterations=50, seed=4).set_index("name")
+    assert list(value_results(pred, values, n_iterations=5).columns) == VALUE_COLUMNS
+    est, mon = frame.loc["potassium_value_est"], frame.loc["potassium_value_mon30"]
+    # MAE by hand: |0.5| + 0 + 1 + 1 + 0.5 + 0.3 + 0.5 + 0.5 + 0.2 over 9 measured values
+    assert est["mae"] == pytest.approx(4.5 / 9, abs=1e-6) and est["n"] == 9 and est["n_patients"] == 5
+    # |4.3-4.1| + |4.6-5.2| + |3.9-3.3| + |3.6-3.9| + |4.5-4.4| + |3.4-2.9| + |4.1-4.0| over 7
+    assert mon["mae"] == pytest.approx(2.4 / 7, abs=1e-6) and mon["n"] == 7 and mon["unit"] == "mEq/L"
+    subject = pred["subject_id"]
+    for j, name in enumerate(pred["target_names"]):
+        t, p = pred["y_true"][:, j].astype(float), pred["y_score"][:, j].astype(float)
+        seen = ~np.isnan(t)
+        assert frame.loc[name, "spearman"] == pytest.approx(spearmanr(t[seen], p[seen]).statistic, abs=1e-9)
+        boot = []
+        for rows in _draws(subject, 50, 4):
+            r = rows[seen[rows]]
+            boot.append(spearmanr(t[r], p[r]).statistic if len(np.unique(t[r])) > 1 and len(np.unique(p[r])) > 1
+                        else np.nan)
+        low, high = np.nanpercentile(boot, [2.5, 97.5])
+        assert (frame.loc[name, "low"], frame.loc[name, "high"]) == pytest.approx((low, high), abs=1e-9)
+    # the value as the flag's score: + for high, - for low; the flag run's own AUROC; the paired difference
+    assert (est["low_target"], est["high_target"], mon["low_target"], mon["high_target"]) == \
+        ("potassium_low_est", "potassium_high_est", "", "potassium_high_mon30")
+    for row, direction, flag, j, f in ((est, "low", "potassium_low_est", 0, 0), (est, "high", "potassium_high_est", 0, 1),
+                                       (mon, "high", "potassium_high_mon30", 1, 2)):
+        assert str(pred["flag_names"][f]) == flag == row[f"{direction}_target"]
+        y = pred["flag_true"][:, f].astype(float)
+        seen = ~np.isnan(y)
+        value = pred["y_score"][:, j].astype(float) * (1 if direction == "high" else -1)
+        auc_value = roc_auc_score(y[seen], value[seen])
+        auc_flag = roc_auc_score(y[seen], flag_score[seen, f].astype(np.float32))
+        assert row[f"{direction}_auroc_value"] == pytest.approx(auc_value, abs=1e-9)
+        assert row[f"{direction}_auroc_flag"] == pytest.approx(auc_flag, abs=1e-6)
+        assert row[f"{direction}_difference"] == pytest.approx(auc_value - auc_flag, abs=1e-6)
+        diffs = []
+        for rows in _draws(subject, 50, 4):
+            r = rows[seen[rows]]
+            if len(np.unique(y[r])) == 2:
+                diffs.append(roc_auc_score(y[r], value[r]) - roc_auc_score(y[r], flag_score[r, f].astype(np.float32)))
+        low, high = np.percentile(diffs, [2.5, 97.5])
+        assert (row[f"{direction}_difference_low"], row[f"{direction}_difference_high"]) == \
+            pytest.approx((low, high), abs=1e-6)
+    assert np.isnan(mon["low_auroc_value"]) and mon["low_target"] == ""
+    # without a flag run: the value's AUROC alone
+    alone = value_results(pred, values, None, n_iterations=20, seed=4).set_index("name")
+    assert alone.loc["potassium_value_est", "high_auroc_value"] == pytest.approx(est["high_auroc_value"])
+    assert alone[["high_auroc_flag", "high_difference"]].isna().all().all()
+    # a flag run of other ECGs is refused by name
+    other = dict(flag_pred, study_id=flag_pred["study_id"] + 1000)
+    with pytest.raises(ValueError, match="study_id"):
+        value_results(pred, values, other, n_iterations=5)
+
+
+def test_evaluate_writes_values_csv_for_a_value_run(value_run, trained_run, tmp_path):
+    from labecg.evaluate import EvaluateConfig, evaluate_run, read_values
+
+    run = tmp_path / "value_run"
+    shutil.copytree(value_run, run)
+    out = evaluate_run(EvaluateConfig(run_dir=run, n_iterations=20, flag_run_dir=trained_run.path))
+    frame = read_values(out / layout.VALUES)
+    pred = np.load(run / "predictions_test.npz")
+    assert list(frame["name"]) == list(pred["target_names"])
+    assert not (out / layout.RESULTS).exists()
+    j = 0
+    t, p = pred["y_true"][:, j].astype(float), pred["y_score"][:, j].astype(float)
+    seen = ~np.isnan(t)
+    assert frame.loc[j, "mae"] == pytest.approx(np.abs(p[seen] - t[seen]).mean(), rel=1e-6)
+    flags = frame[frame["high_target"] != ""]
+    assert len(flags) and flags["high_auroc_flag"].notna().any()
+    with pytest.raises(ValueError, match="flag run"):
+        evaluate_run(EvaluateConfig(run_dir=trained_run.path, flag_run_dir=run))
