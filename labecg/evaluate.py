@@ -352,7 +352,8 @@ def value_results(pred: dict, values: list[dict], flag_pred: dict | None = None,
             for c in VALUE_DIRECTION_COLUMNS[1:]:
                 row[f"{d}_{c}"] = by_flag.loc[flag, c] if flag else np.nan
         rows.append(row)
-    return pd.DataFrame(rows, columns=VALUE_COLUMNS)
+    return pd.DataFrame(rows, columns=VALUE_COLUMNS).astype({"n": np.int64, "n_patients": np.int64,
+                                                             "n_skipped": np.int64})
 
 
 def read_values(path) -> pd.DataFrame:
