@@ -1,6 +1,6 @@
 # Two commands for a fresh machine (see README.md):
 #   make book   create .venv, generate the synthetic cohort, run every stage, build the book
-#   make book-full   the same, plus the ablation runs (the causal and row-range cohorts) the results page compares
+#   make book-full   the same, plus the ablation runs (the causal and row-range cohorts) and the value model the results page compares
 #   make book-small   the same at the classroom size (4 epochs, 200 resamples; the default's data)
 #   make test   create .venv, lint (ruff) and run the test suite
 #   make book-mimic-demo   the same book on the open MIMIC demo (downloaded from PhysioNet)
@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml
 book: venv
 	$(BIN)/labecg book
 
-# the fuller build: also the ablations (labecg.cohort.ABLATIONS: the causal and row-range cohorts), each a cohort,
+# the fuller build: also the value model (labecg.book.FULL_VARIANTS) and the ablations (labecg.cohort.ABLATIONS: the causal and row-range cohorts), each a cohort,
 # signals and a trained model more; what the Pages workflow publishes
 book-full: venv
 	$(BIN)/labecg book --full

@@ -226,7 +226,8 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
         One command per line: ``labecg synth`` (synthetic sources only), ``labecg
         cohort``, ``labecg signals``, then per run ``labecg train`` and ``labecg explain``
         (where the run holds an attribution), then per run ``labecg evaluate`` (the first
-        with ``--tabular-run-dir`` when a tabular-only run is shown), then ``papermill``
+        with ``--tabular-run-dir`` when a tabular-only run is shown, a value run with
+        ``--flag-run-dir`` the first), then ``papermill``
         for the page. A stage whose settings were not recorded
         (a run made before labecg recorded them) gets a ``#`` line saying so instead.
     """
@@ -288,8 +289,10 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
                                                                always=("run_dir",))))
     # evaluated after every run is trained: the tables' run is compared with the tabular-only one
     tabular = [str(run) for run, train in zip(runs[1:], trains[1:]) if train.get("variant") == "tabular"]
-    for i, run in enumerate(runs):
+    for i, (run, train) in enumerate(zip(runs, trains)):
         extra = {"tabular_run_dir": tabular[0]} if i == 0 and tabular else {}
+        if train.get("objective", "flag") == "value":  # beside the tables' flag run (values.csv)
+            extra = {"flag_run_dir": str(runs[0])}
         lines.append(" ".join(["labecg evaluate"] + flags_from_values(EvaluateConfig, {"run_dir": str(run), **evaluate, **extra},
                                                             always=("run_dir", "n_iterations", "seed"))))
     output = Path(runs[0]) / Path(notebook).name

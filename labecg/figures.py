@@ -160,7 +160,8 @@ def _panel_grid(n_panels: int, panel_width_in: float, panel_height_in: float, ex
 __all__ = ["plot_task_timeline", "plot_label_prevalence", "plot_ecg_12lead", "plot_cohort_ecg",
            "plot_filter_response", "plot_lead_before_after", "plot_s4_kernels", "plot_training_curves",
            "plot_forest", "plot_horizon_heatmap", "plot_roc_curves", "plot_intervals", "plot_reliability",
-           "plot_subgroups", "plot_attribution", "plot_paper_comparison", "figure_png", "setup_notebook"]
+           "plot_subgroups", "plot_attribution", "plot_paper_comparison", "plot_value_scatter", "figure_png",
+           "setup_notebook"]
 
 
 # ---------------------------------------------------------------------------- pipeline chapters
@@ -949,3 +950,61 @@ def plot_paper_comparison(comparison: pd.DataFrame):
     fig.tight_layout()
     return fig
 
+
+
+#: A value scatter's axes are logarithmic when its largest value exceeds its smallest (positive) by this factor.
+LOG_AXES_RATIO = 100.0
+
+
+@_book_style
+def plot_value_scatter(predictions: dict, values: pd.DataFrame, columns):
+    """Predicted against measured values of a value run, one panel per value column, in the lab's unit.
+
+    Parameters
+    ----------
+    predictions : dict
+        :func:`labecg.evaluate.read_predictions` of a value run (``y_true``, ``y_score`` in the
+        lab's unit, ``target_names`` the value columns).
+    values : DataFrame
+        :func:`labecg.evaluate.read_values` of its evaluation (``name``, ``lab``, ``task``, ``unit``,
+        ``spearman``, ``mae``).
+    columns : sequence of str
+        The value columns to draw (e.g. ``selfcheck.values_summary``'s ``labs``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One point per test ECG with a measured value (x measured, y predicted), the line of
+        equality dashed, the panel titled with the lab, task, Spearman and MAE; log axes where
+        all values are positive and span more than :data:`LOG_AXES_RATIO`. Without a column, a
+        figure that says so.
+    """
+    columns = [str(c) for c in columns]
+    if not columns:
+        fig, ax = plt.subplots(figsize=(_width(6.0), 1.4))
+        ax.text(0.5, 0.5, "No value run in this build: no values to plot.", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    names = [str(n) for n in predictions["target_names"]]
+    meta = values.set_index("name")
+    fig, axes = _panel_grid(len(columns), 2.6, 2.6)
+    for ax, name in zip(axes, columns):
+        j = names.index(name)
+        t = np.asarray(predictions["y_true"][:, j], dtype=float)
+        p = np.asarray(predictions["y_score"][:, j], dtype=float)
+        seen = ~np.isnan(t)
+        ax.scatter(t[seen], p[seen], s=6, alpha=0.5, color="C0", linewidths=0)
+        lo, hi = np.nanmin([t[seen].min(), p[seen].min()]), np.nanmax([t[seen].max(), p[seen].max()])
+        ax.plot([lo, hi], [lo, hi], color="0.5", ls="--", lw=0.8)
+        if lo > 0 and hi / lo > LOG_AXES_RATIO:  # e.g. NT-proBNP: most points would sit in a corner
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        row = meta.loc[name]
+        unit = f" ({row['unit']})" if isinstance(row["unit"], str) and row["unit"] else ""
+        ax.set_xlabel(f"measured{unit}")
+        ax.set_ylabel(f"predicted{unit}")
+        ax.set_title(f"{row['lab']} ({TASK_TITLES.get(row['task'], row['task'])})\n"
+                     f"Spearman {row['spearman']:.2f}, MAE {row['mae']:.3g}", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

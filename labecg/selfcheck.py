@@ -883,3 +883,140 @@ def row_ranges_check(cohort_dir, planted: pd.DataFrame) -> pd.DataFrame:
                                   (False, False): "neither"}[(n_planted == agree.max(), n_median == agree.max())]
             out.append(row)
     return pd.DataFrame(out, columns=out_cols)
+
+
+# ---------------------------------------------------------------------------- values, not just flags (#25)
+
+#: What fills the values section when the value model was not trained.
+VALUE_FILL = ("`make book-full` (`labecg book --full`), or `labecg train --objective value --run-dir RUN-value` "
+              "and `labecg evaluate --run-dir RUN-value --flag-run-dir RUN`")
+#: The planted labs the value check expects the model to recover: planted strength at least this
+#: (moderate and strong, :class:`labecg.planted.PlantedEffect`); weak links need a larger build.
+VALUE_CHECK_STRENGTH = 2
+
+
+def values_summary(values: pd.DataFrame | None, headline=(), n_labs: int = 4) -> dict:
+    """The values section of the results chapter from a value run's ``values.csv``.
+
+    Parameters
+    ----------
+    values : DataFrame or None
+        :func:`labecg.evaluate.read_values` of the value run's evaluation; None when this build
+        did not train it.
+    headline : sequence of str
+        The flag run's headline targets (``headline.csv``): their labs are the scatter's.
+    n_labs : int
+        Labs in the scatter when fewer headline labs have an estimation value.
+
+    Returns
+    -------
+    dict with ``text`` (Markdown: the command that fills the section when ``values`` is None),
+    ``mae`` (per value column: lab, task, unit, n, MAE, Spearman with its patient-level 95%
+    interval), ``auroc`` (per flag target scored by a value: target, AUROC of the predicted
+    value, of the flag model, value − flag with its paired interval), ``labs`` (the scatter's
+    estimation value columns: the headline labs', then the best Spearman), ``median_difference``
+    and ``n_difference_above``/``n_difference_below`` (paired intervals above/below 0; NaN and 0
+    without a flag run).
+    """
+    if values is None:
+        return {"text": f"Not run in this build: the value model; {VALUE_FILL} fills this section.",
+                "mae": pd.DataFrame(), "auroc": pd.DataFrame(), "labs": [], "median_difference": float("nan"),
+                "n_difference_above": 0, "n_difference_below": 0}
+    mae = pd.DataFrame({"lab": values["lab"], "task": values["task"], "unit": values["unit"], "n": values["n"],
+                        "MAE": values["mae"].round(3), "Spearman": values["spearman"].round(3),
+                        "95% interval (patients)": [f"{lo:.3f} to {hi:.3f}" for lo, hi in
+                                                    zip(values["low"], values["high"])]})
+    rows = []
+    for d in ("low", "high"):
+        scored = values[values[f"{d}_target"] != ""]
+        for _, r in scored.iterrows():
+            rows.append({"target": r[f"{d}_target"], "AUROC, value": r[f"{d}_auroc_value"],
+                         "AUROC, flag model": r[f"{d}_auroc_flag"], "value − flag": r[f"{d}_difference"],
+                         "low": r[f"{d}_difference_low"], "high": r[f"{d}_difference_high"]})
+    auroc = pd.DataFrame(rows, columns=["target", "AUROC, value", "AUROC, flag model", "value − flag", "low", "high"])
+    auroc = auroc.sort_values("target", kind="stable").reset_index(drop=True).round(3)
+    est = values[values["task"] == TASKS[0]]
+    head_labs = list(dict.fromkeys(str(t).rsplit("_", 2)[0] for t in headline))
+    labs = [n for lab in head_labs for n in est.loc[est["lab"] == lab, "name"]][:n_labs]
+    for n in est.sort_values("spearman", ascending=False, kind="stable")["name"]:
+        if len(labs) < n_labs and n not in labs:
+            labs.append(n)
+    diff = auroc["value − flag"].dropna()
+    out = {"mae": mae, "auroc": auroc, "labs": labs,
+           "median_difference": float(diff.median()) if len(diff) else float("nan"),
+           "n_difference_above": int((auroc["low"] > 0).sum()), "n_difference_below": int((auroc["high"] < 0).sum())}
+    text = (f"The value model predicts {len(values)} value columns of {values['lab'].nunique()} labs; the median "
+            f"Spearman correlation of predicted with measured values is {values['spearman'].median():.3f} "
+            f"(estimation: {est['spearman'].median():.3f}).")
+    if len(auroc) and len(diff):
+        text += (f" Used as the score of the {len(auroc)} flag targets of the same labs and tasks, the predicted "
+                 f"value's AUROC minus the flag model's has a median of {out['median_difference']:+.3f}; "
+                 f"{out['n_difference_above']} paired 95% intervals lie above 0 and {out['n_difference_below']} "
+                 f"below (not corrected for multiplicity).")
+    elif len(auroc):
+        text += (f" Used as the score of the {len(auroc)} flag targets of the same labs and tasks, the predicted "
+                 f"values reach a median AUROC of {auroc['AUROC, value'].median():.3f}; no flag run was given to "
+                 f"compare with.")
+    out["text"] = text
+    return out
+
+
+def value_check(values: pd.DataFrame | None, planted: pd.DataFrame) -> dict:
+    """Does the value model recover the planted labs' values, and leave the null labs at 0?
+
+    Estimation values only. A planted lab (planted strength at least
+    :data:`VALUE_CHECK_STRENGTH`) is "recovered" when its Spearman lies above the nulls'
+    interval: the highest upper bound of the null labs' patient-level 95% intervals. A null lab
+    (:func:`labecg.planted.ecg_null_labs`, strength 0) is "near 0" when its interval contains 0.
+
+    Parameters
+    ----------
+    values : DataFrame or None
+        :func:`labecg.evaluate.read_values` of the value run (None: not trained).
+    planted : DataFrame
+        :func:`read_planted_effects` (empty for real data).
+
+    Returns
+    -------
+    dict with ``table`` (lab, role, strength, spearman, low, high, verdict), ``text`` (the
+    verdict in words), ``median_spearman_planted``, ``median_spearman_null``, ``null_high`` (the
+    nulls' highest upper bound), ``n_recovered``, ``n_planted``, ``n_null_near_0``, ``n_null``.
+    """
+    from labecg.planted import ecg_null_labs
+
+    empty = {"table": pd.DataFrame(columns=["lab", "role", "strength", "spearman", "low", "high", "verdict"]),
+             "median_spearman_planted": float("nan"), "median_spearman_null": float("nan"),
+             "null_high": float("nan"), "n_recovered": 0, "n_planted": 0, "n_null_near_0": 0, "n_null": 0}
+    if values is None:
+        return {**empty, "text": f"Not run in this build: the value model; {VALUE_FILL} runs this check."}
+    if planted.empty:
+        return {**empty, "text": "No planted effects: the data source is not synthetic."}
+    strength = {lab_slug(label): int(s) for label, s in zip(planted["label"], planted["strength"])}
+    nulls = {lab_slug(label) for label in ecg_null_labs()}
+    est = values[values["task"] == TASKS[0]]
+    role = est["lab"].map(lambda lab: "planted" if strength.get(lab, 0) >= VALUE_CHECK_STRENGTH
+                          else "null" if lab in nulls else "")
+    table = est.assign(role=role, strength=est["lab"].map(strength))[role != ""]
+    null, kept = table[table["role"] == "null"], table[table["role"] == "planted"]
+    null_high = float(null["high"].max()) if len(null) else float("nan")
+    verdict = np.where(table["role"] == "planted",
+                       np.where(table["spearman"] > null_high, "recovered", "not above the nulls"),
+                       np.where((table["low"] <= 0) & (table["high"] >= 0), "near 0", "unexpected signal"))
+    table = table.assign(verdict=verdict)[["lab", "role", "strength", "spearman", "low", "high", "verdict"]]
+    table = table.sort_values(["role", "spearman"], ascending=[False, False], kind="stable").reset_index(drop=True)
+    out = {"table": table.round({"spearman": 3, "low": 3, "high": 3}),
+           "median_spearman_planted": float(kept["spearman"].median()) if len(kept) else float("nan"),
+           "median_spearman_null": float(null["spearman"].median()) if len(null) else float("nan"),
+           "null_high": null_high, "n_recovered": int((table["verdict"] == "recovered").sum()),
+           "n_planted": len(kept), "n_null_near_0": int((table["verdict"] == "near 0").sum()), "n_null": len(null)}
+    if not len(null) or not len(kept):
+        out["text"] = (f"The value model kept {len(kept)} planted and {len(null)} null labs with estimation values; "
+                       f"the check needs both.")
+        return out
+    recovered = out["n_recovered"] == out["n_planted"] and out["n_null_near_0"] == out["n_null"]
+    out["text"] = (f"{'The value model recovers the planted relations' if recovered else 'The value model does not fully recover the planted relations'}: "
+                   f"{out['n_recovered']} of {out['n_planted']} planted labs (strength {VALUE_CHECK_STRENGTH} or more) "
+                   f"have an estimation Spearman above every null lab's interval (above {null_high:.3f}; median "
+                   f"{out['median_spearman_planted']:.3f}), and {out['n_null_near_0']} of {out['n_null']} null labs' "
+                   f"intervals contain 0 (median Spearman {out['median_spearman_null']:.3f}).")
+    return out

@@ -114,13 +114,15 @@ def selection_metric(objective: str = "flag") -> tuple[str, str]:
 #: ``fusion`` the paper's model (linear + PReLU tabular encoder, outer product, BCE);
 #: ``code`` the authors' code (3-layer MLP tabular encoder, concatenation, focal loss with
 #: gamma 2 summed over targets, state-space parameters frozen; REFERENCE_NOTES.md);
-#: ``ecg`` and ``tabular`` the fusion model with one modality only.
+#: ``ecg`` and ``tabular`` the fusion model with one modality only; ``value`` the fusion model
+#: trained on the laboratory values instead of the flags (``--objective value``, issue #25).
 VARIANT_SETTINGS: dict[str, dict] = {
     "fusion": {},
     "code": {"fusion": "concat", "tabular_encoder": "mlp", "loss": "focal", "focal_gamma": 2.0,
              "target_reduction": "sum", "freeze_ssm": True, "weight_decay_scope": "all"},
     "ecg": {"variant": "ecg"},
     "tabular": {"variant": "tabular"},
+    "value": {"objective": "value"},
 }
 
 

@@ -308,3 +308,15 @@ def test_evaluate_writes_values_csv_for_a_value_run(value_run, trained_run, tmp_
     assert len(flags) and flags["high_auroc_flag"].notna().any()
     with pytest.raises(ValueError, match="flag run"):
         evaluate_run(EvaluateConfig(run_dir=trained_run.path, flag_run_dir=run))
+
+
+def test_reproduce_commands_train_and_evaluate_the_value_run(value_run, trained_run):
+    from labecg.cli import reproduce_commands
+
+    lines = reproduce_commands([trained_run.path, value_run], {"run_dir": str(trained_run.path), "n_iterations": 20,
+                                                                 "seed": 0})
+    trains = [line for line in lines if line.startswith("labecg train")]
+    evaluates = [line for line in lines if line.startswith("labecg evaluate")]
+    assert "--objective" not in trains[0] and "--objective value" in trains[1]
+    assert "--flag-run-dir" not in evaluates[0]
+    assert f"--flag-run-dir {trained_run.path}" in evaluates[1] and f"--run-dir {value_run}" in evaluates[1]
