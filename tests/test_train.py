@@ -173,7 +173,7 @@ def test_variant_settings_are_the_papers_model_and_the_authors_code(tmp_path):
     assert (code.fusion, code.tabular_encoder, code.loss, code.focal_gamma, code.target_reduction, code.freeze_ssm) \
         == ("concat", "mlp", "focal", 2.0, "sum", True)
     assert TrainConfig(cohort_dir=tmp_path, run_dir=tmp_path, **variant_settings("ecg")).variant == "ecg"
-    assert list(VARIANT_SETTINGS) == ["fusion", "code", "ecg", "tabular"]
+    assert list(VARIANT_SETTINGS) == ["fusion", "code", "ecg", "tabular", "value"]
     assert variant_run_dir("runs/default", "code") == Path("runs/default-code")
     assert book.BookConfig(variants=("fusion", "code")).variants == ("fusion", "code")
     with pytest.raises(ValueError, match="variant 'paper' unknown"):
