@@ -341,6 +341,7 @@ COLUMN_TITLES = {
     "records": "Records", "parameters": "Parameters", "ours": "This build", "paper": "Paper (arXiv v1)",
     "brier": "Brier", "prevalence": "Prevalence", "mechanism": "Mechanism", "channel": "Channel",
     "window": "Window", "start_s": "Window start (s)", "end_s": "Window end (s)",
+    "ecgs": "ECGs", "n_ecgs": "ECGs", "n_patients": "Patients", "all": "All",
 }
 _UNIT_SUFFIXES = {"_mv": "mV", "_ms": "ms", "_s": "s", "_min": "min", "_hz": "Hz", "_db": "dB", "_pct": "%",
                   "_mb": "MB", "_h": "h"}
@@ -353,12 +354,14 @@ _TAG = re.compile(r"\[(Ca\.|Re\.|Re\./Ca\.|He\.|Me\.|Im\.|Co\.)\]")
 def column_title(name) -> str:
     """The header a page shows for a column: :data:`COLUMN_TITLES`, else the name spelled out.
 
-    >>> column_title("rows_in"), column_title("mean_mv"), column_title("Estimation AUROC")
-    ('Rows in', 'Mean (mV)', 'Estimation AUROC')
+    >>> column_title("rows_in"), column_title("mean_mv"), column_title("Estimation AUROC"), column_title("mon30")
+    ('Rows in', 'Mean (mV)', 'Estimation AUROC', '30 min.')
     """
     text = str(name)
     if text in COLUMN_TITLES:
         return COLUMN_TITLES[text]
+    if text in TASK_TITLES:
+        return TASK_TITLES[text]
     if text != text.lower() or " " in text:  # already a header
         return text
     unit = next((u for suffix, u in _UNIT_SUFFIXES.items() if text.endswith(suffix) and len(text) > len(suffix)), None)

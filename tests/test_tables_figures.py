@@ -512,3 +512,14 @@ def test_every_figure_is_a_2x_png_with_text_of_9_px_at_content_width(tmp_path):
         assert text_px >= figures.MIN_TEXT_PX, (name, round(text_px, 2), width_px)
         assert abs(meta["labecg"]["min_text_px"] - text_px) < 0.05, (name, meta, text_px)
         plt.close(fig)
+
+
+def test_headers_spell_tasks_and_counts_as_the_pages_do():
+    """A frame with a column per task and a count of ECGs gets the tables' task titles, not 'Mon30'."""
+    import re
+
+    from labecg.targets import HORIZONS_MIN, TASKS
+    frame = pd.DataFrame({"ecgs": [3], **{task: [1] for task in TASKS}, "all": [4]})
+    html = tables.show_table(frame, "caption").data
+    headers = [re.sub("<[^>]+>", "", h) for h in re.findall(r"<th[^>]*>(.*?)</th>", html)]
+    assert headers == ["ECGs", "Estimation", *(f"{h} min." for h in HORIZONS_MIN), "All"], headers
