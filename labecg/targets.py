@@ -10,8 +10,8 @@ Names are built (:func:`target_name`, :func:`task_name`) and read back (:func:`p
 
 A target's *kind* (:class:`TargetKind`) says what the model's output for it means: how a logit
 becomes a prediction, which losses train it, which metric scores it, the metric of a
-prediction that knows nothing, and when a metric's interval counts as significant. Today
-every target is :data:`BINARY` (the laboratory value abnormal or not: sigmoid, binary
+prediction that knows nothing, and when a metric's interval counts as significant. Every
+target of the paper is :data:`BINARY` (the laboratory value abnormal or not: sigmoid, binary
 cross-entropy or focal loss, AUROC, significant when the interval's lower bound exceeds the
 threshold, :func:`significant`). A new kind is one more :class:`TargetKind` here plus where
 its labels are made and its outputs are scored.
