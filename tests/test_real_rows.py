@@ -245,6 +245,7 @@ def test_race_differences_on_the_demo_are_the_methods_pages(demo):
                     n_missing)
 
 
+@pytest.mark.slow  # seconds of work; make test runs it, make test-fast does not
 def test_biometric_differences_on_the_demo_are_the_methods_pages(demo):
     _, df, _ = demo
     rows = authors_features.biometric_rows(HOSP)

@@ -476,6 +476,7 @@ def _smallest_text_pt(fig) -> float:
     return min(t.get_fontsize() for t in texts if t.get_visible() and t.get_text().strip())
 
 
+@pytest.mark.slow  # seconds of work; make test runs it, make test-fast does not
 def test_every_figure_is_a_2x_png_with_text_of_9_px_at_content_width(tmp_path):
     """Text >= 9 CSS px once the figure is shown at most CONTENT_WIDTH_PX wide, from the PNG itself (#23)."""
     import io

@@ -216,6 +216,7 @@ def baseline():
     return module
 
 
+@pytest.mark.slow  # seconds of work; make test runs it, make test-fast does not
 def test_row_rule_on_the_demo_equals_the_pandas_baseline(demo, baseline):
     ref, meta = baseline.build_labels({"hosp": HOSP, "ed": ED, "ecg": ECG}, thresholds="row")
     _, df, targets = demo["row"]
