@@ -492,21 +492,19 @@ def last_lab_values(con, last_value_cutoffs_min: tuple[int, ...]) -> None:
     then the larger value. No lower limit on the age. At full scale it is tens of millions
     of rows: it stays in DuckDB (``labecg.cohort`` writes the cohort's share of it).
     """
-    # one value per (patient, label, charttime): the tie rule, before the as-of join picks a time
-    con.execute("CREATE OR REPLACE TABLE lab_at AS SELECT subject_id, label_idx, t, arg_max(valuenum, "
-                "struct_pack(i := coalesce(labevent_id, -1), v := valuenum)) AS value FROM lab "
-                "GROUP BY subject_id, label_idx, t")
-    parts = []
-    for cutoff in last_value_cutoffs_min:
-        cutoff_us = int(cutoff) * 60_000_000
-        parts.append(
-            f"SELECT e.row_idx, e.label_idx, {int(cutoff)}::BIGINT AS cutoff_min, l.value, "
-            f"(e.t_us - l.t) / 60e6 AS age_min FROM (SELECT e.row_idx, e.subject_id, e.t_us, p.label_idx "
-            f"FROM ecg e JOIN (SELECT DISTINCT subject_id, label_idx FROM lab_at) p USING (subject_id)) e "
-            f"ASOF JOIN lab_at l ON l.subject_id = e.subject_id AND l.label_idx = e.label_idx "
-            f"AND e.t_us - {cutoff_us} > l.t")
-    con.execute(f"CREATE OR REPLACE TABLE {LAST_VALUES_TABLE} AS " + " UNION ALL ".join(parts))
-    con.execute("DROP TABLE lab_at")
+    # the tie rule is the order of the as-of key (charttime, labevent_id, value): the latest key
+    # below (ecg_time - c, smallest BIGINT) is the latest row before ecg_time - c, ties to the
+    # higher labevent_id, then the larger value; one as-of join serves every cutoff, without a
+    # table of one value per (patient, label, charttime) first (half the time at 16M lab rows)
+    cutoffs = ", ".join(f"({int(c)}::BIGINT, {int(c) * 60_000_000}::BIGINT)" for c in last_value_cutoffs_min)
+    con.execute(
+        f"CREATE OR REPLACE TABLE {LAST_VALUES_TABLE} AS SELECT e.row_idx, e.label_idx, e.cutoff_min, "
+        f"l.valuenum AS value, (e.t_us - l.t) / 60e6 AS age_min FROM (SELECT e.row_idx, e.subject_id, e.t_us, "
+        f"p.label_idx, c.cutoff_min, struct_pack(t := e.t_us - c.cutoff_us, i := (-9223372036854775807)::BIGINT - 1, "
+        f"v := 0.0::DOUBLE) AS k FROM ecg e JOIN (SELECT DISTINCT subject_id, label_idx FROM lab) p USING (subject_id) "
+        f"CROSS JOIN (VALUES {cutoffs}) c(cutoff_min, cutoff_us)) e "
+        f"ASOF JOIN (SELECT subject_id, label_idx, t, valuenum, struct_pack(t := t, i := coalesce(labevent_id, -1), "
+        f"v := valuenum) AS k FROM lab) l ON l.subject_id = e.subject_id AND l.label_idx = e.label_idx AND e.k > l.k")
 
 
 def _describe_candidates(lab_names: list[str], thresholds: pd.DataFrame, class_occurs: dict, fluid: pd.Series,

@@ -123,3 +123,30 @@ def test_last_values_hand_worked(paper, causal):
 def test_last_value_cutoff_by_task():
     assert cohort.last_value_cutoff("est", 60) == 60
     assert [cohort.last_value_cutoff(t, 60) for t in ("mon30", "mon60", "mon120")] == [0, 0, 0]
+
+
+def test_last_lab_values_ties_and_cutoffs_by_hand():
+    """labels.last_lab_values on hand-made tables: strict cutoffs, ties by labevent_id (NULL lowest), then value."""
+    import duckdb
+
+    from labecg import labels
+    m = 60_000_000  # one minute in microseconds
+    con = duckdb.connect()
+    con.register("ecg_df", pd.DataFrame({"row_idx": [0, 1], "subject_id": [7, 8], "t_us": [1000 * m, 1000 * m]}))
+    con.execute("CREATE TABLE ecg AS SELECT * FROM ecg_df")
+    rows = [  # subject, label_idx, minutes, labevent_id, value
+        (7, 0, 990, 5, 1.0), (7, 0, 990, 9, 2.0),        # same time: labevent_id 9 wins
+        (7, 0, 1000, 11, 99.0),                           # at ecg_time: never (strictly before)
+        (7, 0, 940, 3, 4.0), (7, 0, 930, 4, 5.0),         # cutoff 60: 940 is exactly t - 60, so 930 (5.0)
+        (7, 1, 995, None, 6.0), (7, 1, 995, None, 7.0),   # NULL ids tie: the larger value
+        (7, 1, 995, 1, 0.5),                              # ... but any id beats NULL
+        (8, 0, 1001, 2, 3.0),                             # only after the ECG: no row
+    ]
+    con.register("lab_df", pd.DataFrame(rows, columns=["subject_id", "label_idx", "minute", "labevent_id", "valuenum"])
+                 .astype({"labevent_id": "Int64"}))
+    con.execute(f"CREATE TABLE lab AS SELECT subject_id, label_idx, minute * {m} AS t, labevent_id, valuenum FROM lab_df")
+    labels.last_lab_values(con, (0, 60))
+    got = con.execute(f"SELECT * FROM {labels.LAST_VALUES_TABLE} ORDER BY row_idx, label_idx, cutoff_min").df()
+    expected = pd.DataFrame({"row_idx": [0, 0, 0], "label_idx": [0, 0, 1], "cutoff_min": [0, 60, 0],
+                             "value": [2.0, 5.0, 0.5], "age_min": [10.0, 70.0, 5.0]})
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_dtype=False)
