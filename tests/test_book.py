@@ -175,6 +175,16 @@ def test_no_notebook_shows_a_bare_object_or_an_empty_container(built):
         assert not bare, (stage, bare)
 
 
+def test_every_table_a_notebook_shows_has_a_caption(built):
+    """Tables, shown or glued, go through tables.show_table: a caption above human headers."""
+    for stage, path in built.first.notebooks.items():
+        nb = json.loads(path.read_text())
+        bare = [c["source"][:3] for c in nb["cells"] for o in c.get("outputs", [])
+                for html in [o.get("data", {}).get("text/html", "")]
+                if "<table" in "".join(html) and "<caption" not in "".join(html)]
+        assert not bare, (stage, bare)
+
+
 def test_notebooks_show_each_glued_figure_and_table_once(built):
     """A student running a notebook sees every figure and table; the page shows each once."""
     for stage, path in built.first.notebooks.items():
