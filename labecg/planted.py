@@ -2,8 +2,8 @@
 
 Each synthetic patient carries latent physiological factors (standardized; :data:`FACTORS`).
 A laboratory value reads some of them through its :data:`LAB_MODELS` loadings (or through
-the test it is derived from, :data:`DERIVED`); the ECG and the ED vital signs read others
-(:data:`ECG_FACTORS`). :data:`PLANTED_EFFECTS` says, per laboratory test, which channel
+the test it is derived from, :data:`DERIVED`); the ECG reads others (:data:`ECG_FACTORS`),
+and the ED vital signs theirs through :data:`VITAL_MODELS`. :data:`PLANTED_EFFECTS` says, per laboratory test, which channel
 carries its signal and how strongly, :data:`PLANTED_WINDOWS_S` where in the beat the ECG
 effects sit, :func:`ecg_null_labs` which tests the ECG can say nothing about, and
 :data:`PLANTED_RANGES` the sex- and age-specific reference ranges printed on the rows of a few
@@ -207,6 +207,43 @@ DERIVED = {
     "RDW-SD": ("RDW", 3.1, 0.0, 1.5),
     "PT": ("INR(PT)", 11.0, 0.3, 0.3),
     "eAG": ("% Hemoglobin A1c", 28.7, -46.7, 0.0),
+}
+
+#: Heart rate's anemia drive, read by the ECG's rate (``labecg.synthetic._ecg_params``) and the
+#: ED heart rate: 0.85 * anemia + 0.5 * iron deficiency, added in this order.
+ANEMIA_DRIVE: tuple[tuple[str, float], ...] = (("anemia", 0.85), ("iron_deficiency", 0.5))
+
+
+@dataclass(frozen=True)
+class VitalModel:
+    """One ED vital sign: value = centre + sum(weight * term) + sd * noise, capped at ``upper``.
+
+    Terms are added left to right; a term is a factor of :data:`FACTORS` or
+    ``"anemia_drive"`` (:data:`ANEMIA_DRIVE`). ``centre`` None is the patient's own resting
+    heart rate (drawn per patient, as the ECG's). The value is rounded to ``decimals``, and a
+    seeded share ``missing`` of the rows is left empty. Units are the vitalsign table's
+    (degrees F, beats/min, breaths/min, %, mmHg).
+    """
+
+    centre: float | None
+    loadings: tuple[tuple[str, float], ...]
+    sd: float
+    decimals: int
+    missing: float
+    upper: float | None = None
+
+
+_V = VitalModel
+#: The ED vital signs, in the vitalsign table's column order: inflammation raises temperature and
+#: breathing rate, heart failure and the anemia drive the heart rate, heart failure lowers SpO2
+#: and systolic pressure; diastolic pressure reads no factor.
+VITAL_MODELS: dict[str, VitalModel] = {
+    "temperature": _V(98.2, (("inflammation", 1.0),), 0.4, 1, 0.3),
+    "heartrate": _V(None, (("anemia_drive", 9.0), ("heart_failure", 6.0), ("inflammation", 3.0)), 6.0, 0, 0.08),
+    "resprate": _V(17.0, (("inflammation", 1.8), ("heart_failure", 1.5)), 1.5, 0, 0.1),
+    "o2sat": _V(97.5, (("heart_failure", -1.3),), 1.0, 0, 0.1, upper=100.0),
+    "sbp": _V(130.0, (("heart_failure", -5.0),), 15.0, 0, 0.1),
+    "dbp": _V(78.0, (), 10.0, 0, 0.1),
 }
 
 

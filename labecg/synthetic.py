@@ -45,8 +45,9 @@ from scipy.signal import lfilter
 from labecg import ecgsim
 from labecg.catalog import LAB_TESTS, MIMIC_COLUMNS
 from labecg.layout import MIMIC_FILES, SYNTHETIC_MARKER
-from labecg.planted import (DERIVED, FACTORS, LAB_MODELS, PLANTED_WINDOWS_S, ecg_null_labs,
-                            planted_effects_frame, planted_ranges_frame, planted_row_ranges)
+from labecg.planted import (ANEMIA_DRIVE, DERIVED, FACTORS, LAB_MODELS, PLANTED_WINDOWS_S, VITAL_MODELS,
+                            ecg_null_labs, planted_effects_frame, planted_ranges_frame,
+                            planted_row_ranges)
 from labecg.util import atomic_path, get_logger, hold_paths, progress_bar, write_json
 
 GENERATOR_VERSION = "1.0"
@@ -210,6 +211,15 @@ def _ou(mu: np.ndarray, sd: np.ndarray, tau_min: np.ndarray, z: np.ndarray) -> n
     return mu[:, None] + out
 
 
+def _loaded(state: np.ndarray, loadings: tuple[tuple[str, float], ...]) -> np.ndarray:
+    """sum(weight * factor) over ``loadings``, added left to right; state (..., K) -> (...)."""
+    (name, w), *rest = loadings
+    out = w * state[..., F[name]]
+    for name, w in rest:
+        out = out + w * state[..., F[name]]
+    return out
+
+
 def _lab_values(state: np.ndarray, resid: np.ndarray, female: bool) -> dict[str, np.ndarray]:
     """Lab values for D draws. state (D, K) factors; resid (D, n_models) residual z."""
     vals = {}
@@ -241,7 +251,7 @@ def _derive(vals: dict, rng: np.random.Generator) -> None:
 
 def _ecg_params(s: np.ndarray, pat: dict, rng: np.random.Generator) -> dict:
     """Waveform parameters of one ECG from the factor state s (K,) at the ECG time."""
-    anemia = 0.85 * s[F["anemia"]] + 0.5 * s[F["iron_deficiency"]]
+    anemia = _loaded(s, ANEMIA_DRIVE)
     hf, ren, k = s[F["heart_failure"]], s[F["renal"]], s[F["potassium"]] + 0.3 * s[F["renal"]]
     hr = pat["hr0"] + 9.0 * anemia + 6.0 * hf + 3.0 * s[F["inflammation"]] + rng.normal(0, 4)
     af = rng.random() < 1 / (1 + np.exp(-(-3.2 + 1.4 * hf + 0.03 * (pat["age"] - 65))))
@@ -381,118 +391,197 @@ def _codes(s: np.ndarray, af: bool, rng: np.random.Generator) -> list[str]:
     return [c for c, on in rules if on]
 
 
+def _patient_row(p: dict, rng: np.random.Generator) -> tuple:
+    """The patients row of one simulated patient (``dod`` in seconds since 2100-01-01, or NaN)."""
+    group = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022")[int(rng.integers(0, 5))]
+    return (p["subject_id"], "F" if p["female"] else "M", p["age"], p["anchor_year"], group, p["dod"])
+
+
+def _admission_rows(p: dict, rng: np.random.Generator) -> list[tuple]:
+    """admissions rows of one patient, one per admitted encounter (times in seconds)."""
+    rows = []
+    for (_, hadm, adm_t, dis_t, has_ed, t0, ed_out) in p["adm"]:
+        rows.append((
+            p["subject_id"], hadm, adm_t, dis_t, np.nan, "EW EMER." if has_ed else "ELECTIVE",
+            f"P{int(rng.integers(10000, 99999))}", "EMERGENCY ROOM" if has_ed else "PHYSICIAN REFERRAL", "HOME",
+            ("Medicare", "Private", "Medicaid", "Other")[int(rng.integers(0, 4))],
+            "ENGLISH", ("MARRIED", "SINGLE", "WIDOWED", "DIVORCED", "")[int(rng.integers(0, 5))], p["race"],
+            t0 if has_ed else np.nan, ed_out if has_ed else np.nan, 0))
+    return rows
+
+
+def _edstay_rows(p: dict, rng: np.random.Generator) -> list[tuple]:
+    """edstays rows of one patient, one per ED encounter (times in seconds)."""
+    gender = "F" if p["female"] else "M"
+    rows = []
+    for (_, hadm, stay, t0, ed_out, admitted) in p["ed"]:
+        arrival = ("WALK IN", "AMBULANCE", "UNKNOWN", "OTHER")[int(rng.choice(4, p=[0.55, 0.35, 0.07, 0.03]))]
+        disposition = "ADMITTED" if admitted else (
+            ("HOME", "LEFT WITHOUT BEING SEEN", "TRANSFER")[int(rng.choice(3, p=[0.9, 0.05, 0.05]))])
+        rows.append((p["subject_id"], hadm, stay, t0, ed_out, gender, p["race"], arrival, disposition))
+    return rows
+
+
+def _vital_values(vs: np.ndarray, hr0: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, 6) vital signs of ``planted.VITAL_MODELS`` from the factor states vs (n, K), NaN where missing."""
+    n = vs.shape[0]
+    terms = {"anemia_drive": _loaded(vs, ANEMIA_DRIVE)}
+    cols = []
+    for m in VITAL_MODELS.values():
+        v = hr0 if m.centre is None else m.centre
+        for term, w in m.loadings:
+            v = v + w * (terms[term] if term in terms else vs[:, F[term]])
+        v = v + m.sd * rng.normal(size=n)
+        if m.upper is not None:
+            v = np.minimum(m.upper, v)
+        cols.append(np.round(v, m.decimals))
+    cols = np.stack(cols, axis=1)
+    cols[rng.random(cols.shape) < np.array([m.missing for m in VITAL_MODELS.values()])] = np.nan
+    return cols
+
+
+def _vitalsign_rows(p: dict, rng: np.random.Generator) -> list[tuple]:
+    """vitalsign rows of one patient, with the Celsius and free-text pain quirks from their own stream."""
+    rows = []
+    for (stay, vt, vs, hr0) in p["vit"]:
+        n = vt.size
+        if n == 0:
+            continue
+        cols = _vital_values(vs, hr0, rng)
+        q = _rng(p["seed"], QUIRK_STREAM, stay).random((n, 2))  # quirks: own stream, other draws unchanged
+        celsius = q[:, 0] < QUIRK_RATES["temperature_celsius"]
+        cols[celsius, 0] = np.round((cols[celsius, 0] - 32.0) * 5.0 / 9.0, 1)
+        for r in range(n):
+            pain = str(int(rng.integers(0, 11))) if rng.random() < 0.6 else ("UTA" if rng.random() < 0.2 else "")
+            if q[r, 1] < QUIRK_RATES["pain_free_text"]:
+                pain = PAIN_TEXTS[int(q[r, 1] / QUIRK_RATES["pain_free_text"] * len(PAIN_TEXTS))]
+            rows.append((p["subject_id"], stay, vt[r], *cols[r], "Sinus Rhythm" if rng.random() < 0.05 else "", pain))
+    return rows
+
+
+def _omr_rows(p: dict, rng: np.random.Generator) -> list[tuple]:
+    """omr rows of one patient: blood pressure, weight, BMI and height per visit date (seconds)."""
+    if p["omr"] is None:
+        return []
+    sid = p["subject_id"]
+    dates, h_in, w_lb, sbp, dbp = p["omr"]
+    oq = _rng(p["seed"], QUIRK_STREAM + 1, sid).random(len(dates))
+    rows = []
+    for q, dt in enumerate(dates):
+        rows.append((sid, dt, 1, "Blood Pressure", f"{int(sbp[q])}/{int(dbp[q])}"))
+        # a scale's upper limit is written as text, as '>300'
+        rows.append((sid, dt, 1, "Weight (Lbs)", f"{w_lb[q]:.1f}" if w_lb[q] <= 300 else ">300"))
+        if rng.random() < 0.7:
+            rows.append((sid, dt, 1, "BMI (kg/m2)", f"{703.0 * w_lb[q] / h_in ** 2:.1f}"))
+        if q == 0 or rng.random() < 0.3:
+            typo = oq[q] < QUIRK_RATES["height_typo"]  # digits typed twice: 6868 inches
+            rows.append((sid, dt, 1, "Height (Inches)", f"{h_in:.0f}" * (2 if typo else 1)))
+    return rows
+
+
+def _machine_row(sid: int, ecg: dict, rng: np.random.Generator) -> tuple:
+    """The machine_measurements row of one ECG: the machine's report lines and intervals (ms)."""
+    prm = ecg["params"]
+    rr = 60000.0 / prm["hr_bpm"]
+    p_on = 40 + int(rng.integers(0, 30))
+    qrs_on = p_on + int(prm["pr_ms"])
+    qtc = prm["qt_ms"] / np.sqrt(rr / 1000.0)
+    rep = ["Atrial fibrillation" if prm["af"] else ("Sinus tachycardia" if prm["hr_bpm"] > 100 else
+           "Sinus bradycardia" if prm["hr_bpm"] < 60 else "Sinus rhythm")]
+    if prm["r_amp"] < 0.7:
+        rep.append("Low QRS voltages in limb leads")
+    if qtc > 480:
+        rep.append("Prolonged QT interval")
+    rep.append("Abnormal ECG" if len(rep) > 1 or rep[0] != "Sinus rhythm" else "Normal ECG")
+    rep += [""] * (18 - len(rep))
+    return (sid, ecg["study_id"], int(rng.integers(6000, 6999)), ecg["t"], *rep, "0.005-150 Hz",
+            "60 Hz notch  Baseline filter", int(round(rr)), 29999 if prm["af"] else p_on,
+            29999 if prm["af"] else p_on + 100 + int(rng.integers(0, 20)),
+            qrs_on, qrs_on + int(prm["qrs_ms"]), qrs_on + int(prm["qt_ms"]),
+            29999 if prm["af"] else int(rng.normal(55, 15)), int(prm["axis_deg"]),
+            int(prm["axis_deg"] + rng.normal(0, 25)))
+
+
+def _icd_row(p: dict, ecg: dict, path: str, codes: list[str], codes_all: list[str]) -> tuple:
+    """The records_w_diag_icd10 row of one ECG: its codes per setting, the patient's, and its fold."""
+    lst = lambda x: "[" + ", ".join(f"'{v}'" for v in x) + "]"  # noqa: E731
+    ed, hosp = ecg["stay"] is not None, ecg["hadm"] is not None
+    year = 2100 + int(ecg["t"] // (365.25 * 86400))
+    return (f"mimic-iv-ecg-diagnostic-electrocardiogram-matched-subset-1.0/{path}", ecg["study_id"],
+            p["subject_id"], ecg["t"], ecg["stay"], ecg["hadm"] if ed else None, ecg["hadm"],
+            lst(codes) if ed else "[]", lst(codes) if hosp and ed else "[]",
+            lst(codes) if hosp else "[]", lst(codes_all) if hosp else "[]",
+            lst(codes_all), "F" if p["female"] else "M", p["age"] + year - p["anchor_year"], p["anchor_year"],
+            p["age"], p["fold"])
+
+
+def _ecg_rows(p: dict, rng: np.random.Generator) -> dict[str, list[tuple]]:
+    """record_list, machine_measurements and records_w_diag_icd10 rows of one patient's ECGs.
+
+    One loop over the ECGs, because the three tables' draws interleave per ECG; 7% of the
+    ECGs are left out of the ICD-labels file.
+    """
+    sid = p["subject_id"]
+    ecg_codes = [_codes(ecg["state"], ecg["params"]["af"], rng) for ecg in p["ecg"]]
+    codes_all = sorted(set().union(*ecg_codes))
+    rows = {"record_list": [], "machine_measurements": [], "records_w_diag_icd10": []}
+    for ecg, c in zip(p["ecg"], ecg_codes):
+        st = ecg["study_id"]
+        path = f"files/p{str(sid)[:4]}/p{sid}/s{st}/{st}"
+        rows["record_list"].append((sid, st, st, ecg["t"], path))
+        rows["machine_measurements"].append(_machine_row(sid, ecg, rng))
+        if rng.random() < 0.07:  # not every ECG is in the ICD-labels file
+            continue
+        rows["records_w_diag_icd10"].append(_icd_row(p, ecg, path, c, codes_all))
+    return rows
+
+
+# Columns written as times (seconds since 2100-01-01 -> text; the dates keep the day only) and
+# as nullable integers, per table
+_TIME_COLUMNS = {"patients": ("dod",), "admissions": ("admittime", "dischtime", "deathtime", "edregtime", "edouttime"),
+                 "edstays": ("intime", "outtime"), "vitalsign": ("charttime",), "omr": ("chartdate",),
+                 "record_list": ("ecg_time",), "machine_measurements": ("ecg_time",),
+                 "records_w_diag_icd10": ("ecg_time",)}
+_DATE_COLUMNS = {("patients", "dod"), ("omr", "chartdate")}
+_INT_COLUMNS = {"admissions": ("hadm_id",), "edstays": ("hadm_id",),
+                "records_w_diag_icd10": ("ed_stay_id", "ed_hadm_id", "hosp_hadm_id"),
+                "vitalsign": ("heartrate", "resprate", "o2sat", "sbp", "dbp")}
+
+
+def _table_frame(table: str, rows: list[tuple]) -> pd.DataFrame:
+    """One table's rows as a DataFrame in MIMIC column order, times as text, ids as Int64."""
+    df = pd.DataFrame(rows, columns=COLUMNS[table])
+    for c in _TIME_COLUMNS.get(table, ()):
+        df[c] = _fmt_time(df[c].to_numpy(dtype=float))
+        if (table, c) in _DATE_COLUMNS:
+            df[c] = df[c].str[:10]
+    for c in _INT_COLUMNS.get(table, ()):
+        df[c] = pd.array(pd.to_numeric(df[c]).round(), dtype="Int64")
+    return df
+
+
 def _assemble(sims: list[dict], counters: dict) -> dict[str, pd.DataFrame]:
-    """DataFrames of one chunk of simulated patients, in MIMIC column order."""
-    rows = {k: [] for k in COLUMNS if k != "d_labitems"}
+    """DataFrames of one chunk of simulated patients, in MIMIC column order.
+
+    Each patient's tables are built in a fixed order (patients, admissions, edstays,
+    vitalsign, omr, the ECG tables, labevents), since they draw from one generator.
+    """
+    rows = {k: [] for k in COLUMNS if k not in ("d_labitems", "labevents")}
     lab_parts = []
     for p in sims:
-        rng, sid = p["rng"], p["subject_id"]
-        gender = "F" if p["female"] else "M"
-        rows["patients"].append((sid, gender, p["age"], p["anchor_year"],
-                                 ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019",
-                                  "2020 - 2022")[int(rng.integers(0, 5))], p["dod"]))
-        for (_, hadm, adm_t, dis_t, has_ed, t0, ed_out) in p["adm"]:
-            rows["admissions"].append((
-                sid, hadm, adm_t, dis_t, np.nan, "EW EMER." if has_ed else "ELECTIVE", f"P{int(rng.integers(10000, 99999))}",
-                "EMERGENCY ROOM" if has_ed else "PHYSICIAN REFERRAL", "HOME", ("Medicare", "Private", "Medicaid", "Other")[int(rng.integers(0, 4))],
-                "ENGLISH", ("MARRIED", "SINGLE", "WIDOWED", "DIVORCED", "")[int(rng.integers(0, 5))], p["race"],
-                t0 if has_ed else np.nan, ed_out if has_ed else np.nan, 0))
-        for (_, hadm, stay, t0, ed_out, admitted) in p["ed"]:
-            rows["edstays"].append((sid, hadm, stay, t0, ed_out, gender, p["race"],
-                                    ("WALK IN", "AMBULANCE", "UNKNOWN", "OTHER")[int(rng.choice(4, p=[0.55, 0.35, 0.07, 0.03]))],
-                                    "ADMITTED" if admitted else ("HOME", "LEFT WITHOUT BEING SEEN", "TRANSFER")[int(rng.choice(3, p=[0.9, 0.05, 0.05]))]))
-        for (stay, vt, vs, hr0) in p["vit"]:
-            n = vt.size
-            if n == 0:
-                continue
-            infl, hf = vs[:, F["inflammation"]], vs[:, F["heart_failure"]]
-            anemia = 0.85 * vs[:, F["anemia"]] + 0.5 * vs[:, F["iron_deficiency"]]
-            cols = np.stack([
-                np.round(98.2 + 1.0 * infl + 0.4 * rng.normal(size=n), 1),
-                np.round(hr0 + 9 * anemia + 6 * hf + 3 * infl + 6 * rng.normal(size=n)),
-                np.round(17 + 1.8 * infl + 1.5 * hf + 1.5 * rng.normal(size=n)),
-                np.round(np.minimum(100, 97.5 - 1.3 * hf + rng.normal(size=n))),
-                np.round(130 - 5 * hf + 15 * rng.normal(size=n)),
-                np.round(78 + 10 * rng.normal(size=n)),
-            ], axis=1)
-            cols[rng.random(cols.shape) < np.array([0.3, 0.08, 0.1, 0.1, 0.1, 0.1])] = np.nan
-            q = _rng(p["seed"], QUIRK_STREAM, stay).random((n, 2))  # quirks: own stream, other draws unchanged
-            celsius = q[:, 0] < QUIRK_RATES["temperature_celsius"]
-            cols[celsius, 0] = np.round((cols[celsius, 0] - 32.0) * 5.0 / 9.0, 1)
-            for r in range(n):
-                pain = str(int(rng.integers(0, 11))) if rng.random() < 0.6 else ("UTA" if rng.random() < 0.2 else "")
-                if q[r, 1] < QUIRK_RATES["pain_free_text"]:
-                    pain = PAIN_TEXTS[int(q[r, 1] / QUIRK_RATES["pain_free_text"] * len(PAIN_TEXTS))]
-                rows["vitalsign"].append((sid, stay, vt[r], *cols[r],
-                                          "Sinus Rhythm" if rng.random() < 0.05 else "", pain))
-        if p["omr"] is not None:
-            dates, h_in, w_lb, sbp, dbp = p["omr"]
-            oq = _rng(p["seed"], QUIRK_STREAM + 1, sid).random(len(dates))
-            for q, dt in enumerate(dates):
-                rows["omr"].append((sid, dt, 1, "Blood Pressure", f"{int(sbp[q])}/{int(dbp[q])}"))
-                # a scale's upper limit is written as text, as '>300'
-                rows["omr"].append((sid, dt, 1, "Weight (Lbs)", f"{w_lb[q]:.1f}" if w_lb[q] <= 300 else ">300"))
-                if rng.random() < 0.7:
-                    rows["omr"].append((sid, dt, 1, "BMI (kg/m2)", f"{703.0 * w_lb[q] / h_in ** 2:.1f}"))
-                if q == 0 or rng.random() < 0.3:
-                    typo = oq[q] < QUIRK_RATES["height_typo"]  # digits typed twice: 6868 inches
-                    rows["omr"].append((sid, dt, 1, "Height (Inches)", f"{h_in:.0f}" * (2 if typo else 1)))
-        codes_all: set[str] = set()
-        ecg_codes = []
-        for ecg in p["ecg"]:
-            c = _codes(ecg["state"], ecg["params"]["af"], rng)
-            codes_all.update(c)
-            ecg_codes.append(c)
-        for ecg, c in zip(p["ecg"], ecg_codes):
-            st, prm = ecg["study_id"], ecg["params"]
-            path = f"files/p{str(sid)[:4]}/p{sid}/s{st}/{st}"
-            rows["record_list"].append((sid, st, st, ecg["t"], path))
-            rr = 60000.0 / prm["hr_bpm"]
-            p_on = 40 + int(rng.integers(0, 30))
-            qrs_on = p_on + int(prm["pr_ms"])
-            qtc = prm["qt_ms"] / np.sqrt(rr / 1000.0)
-            rep = ["Atrial fibrillation" if prm["af"] else ("Sinus tachycardia" if prm["hr_bpm"] > 100 else
-                   "Sinus bradycardia" if prm["hr_bpm"] < 60 else "Sinus rhythm")]
-            if prm["r_amp"] < 0.7:
-                rep.append("Low QRS voltages in limb leads")
-            if qtc > 480:
-                rep.append("Prolonged QT interval")
-            rep.append("Abnormal ECG" if len(rep) > 1 or rep[0] != "Sinus rhythm" else "Normal ECG")
-            rep += [""] * (18 - len(rep))
-            rows["machine_measurements"].append((
-                sid, st, int(rng.integers(6000, 6999)), ecg["t"], *rep, "0.005-150 Hz", "60 Hz notch  Baseline filter",
-                int(round(rr)), 29999 if prm["af"] else p_on, 29999 if prm["af"] else p_on + 100 + int(rng.integers(0, 20)),
-                qrs_on, qrs_on + int(prm["qrs_ms"]), qrs_on + int(prm["qt_ms"]),
-                29999 if prm["af"] else int(rng.normal(55, 15)), int(prm["axis_deg"]), int(prm["axis_deg"] + rng.normal(0, 25))))
-            if rng.random() < 0.07:  # not every ECG is in the ICD-labels file
-                continue
-            year = 2100 + int(ecg["t"] // (365.25 * 86400))
-            lst = lambda x: "[" + ", ".join(f"'{v}'" for v in x) + "]"  # noqa: E731
-            rows["records_w_diag_icd10"].append((
-                f"mimic-iv-ecg-diagnostic-electrocardiogram-matched-subset-1.0/{path}", st, sid, ecg["t"],
-                ecg["stay"], ecg["hadm"] if ecg["stay"] is not None else None, ecg["hadm"],
-                lst(c) if ecg["stay"] is not None else "[]", lst(c) if ecg["hadm"] is not None and ecg["stay"] is not None else "[]",
-                lst(c) if ecg["hadm"] is not None else "[]", lst(sorted(codes_all)) if ecg["hadm"] is not None else "[]",
-                lst(sorted(codes_all)), gender, p["age"] + year - p["anchor_year"], p["anchor_year"], p["age"], p["fold"]))
+        rng = p["rng"]
+        rows["patients"].append(_patient_row(p, rng))
+        rows["admissions"] += _admission_rows(p, rng)
+        rows["edstays"] += _edstay_rows(p, rng)
+        rows["vitalsign"] += _vitalsign_rows(p, rng)
+        rows["omr"] += _omr_rows(p, rng)
+        for table, table_rows in _ecg_rows(p, rng).items():
+            rows[table] += table_rows
         if p["labs"]:
             a = np.array(p["labs"], dtype=float)
-            lab_parts.append((np.full(len(a), sid), a, rng.random((len(a), 6)), p["female"], p["age"]))
-    out = {k: pd.DataFrame(v, columns=COLUMNS[k]) for k, v in rows.items()}
+            lab_parts.append((np.full(len(a), p["subject_id"]), a, rng.random((len(a), 6)), p["female"], p["age"]))
+    out = {k: _table_frame(k, v) for k, v in rows.items()}
     out["labevents"] = _lab_frame(lab_parts, counters)
-    for k, cols in (("patients", ["dod"]), ("admissions", ["admittime", "dischtime", "deathtime", "edregtime", "edouttime"]),
-                    ("edstays", ["intime", "outtime"]), ("vitalsign", ["charttime"]),
-                    ("record_list", ["ecg_time"]), ("machine_measurements", ["ecg_time"]),
-                    ("records_w_diag_icd10", ["ecg_time"])):
-        for c in cols:
-            out[k][c] = _fmt_time(out[k][c].to_numpy(dtype=float))
-    out["patients"]["dod"] = out["patients"]["dod"].str[:10]
-    out["omr"]["chartdate"] = _fmt_time(out["omr"]["chartdate"].to_numpy(dtype=float)).astype(str)
-    out["omr"]["chartdate"] = out["omr"]["chartdate"].str[:10]
-    for k, cols in (("admissions", ["hadm_id"]), ("edstays", ["hadm_id"]),
-                    ("records_w_diag_icd10", ["ed_stay_id", "ed_hadm_id", "hosp_hadm_id"]),
-                    ("vitalsign", ["heartrate", "resprate", "o2sat", "sbp", "dbp"])):
-        for c in cols:
-            out[k][c] = pd.array(pd.to_numeric(out[k][c]).round(), dtype="Int64")
     return out
 
 

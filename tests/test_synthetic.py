@@ -325,6 +325,26 @@ def test_null_labs_do_not_move_when_the_factors_the_ecg_reads_move():
     assert not unmoved & {e.label for e in PLANTED_EFFECTS if "ecg" in e.channel}
 
 
+def test_the_vitals_read_the_factors_their_models_name_and_the_vitals_channel_follows():
+    """Found by perturbing each factor, not from the lists: the ED vitals read exactly the factors
+    ``planted.VITAL_MODELS`` names, and a lab's planted channel says "vitals" exactly when its value reads one."""
+    rng = np.random.default_rng(0)
+    state = rng.normal(0, 1, (50, len(planted.FACTORS)))
+    base = synthetic._vital_values(state, 70.0, np.random.default_rng(3))
+    read = set()
+    for name, i in synthetic.F.items():
+        moved = state.copy()
+        moved[:, i] += 1.0
+        if not np.array_equal(synthetic._vital_values(moved, 70.0, np.random.default_rng(3)), base, equal_nan=True):
+            read.add(name)
+    drive = [n for n, _ in planted.ANEMIA_DRIVE]
+    named = {f for m in planted.VITAL_MODELS.values() for t, _ in m.loadings
+             for f in (drive if t == "anemia_drive" else [t])}
+    assert read == named == {"inflammation", "heart_failure", "anemia", "iron_deficiency"}
+    for e in PLANTED_EFFECTS:
+        assert ("vitals" in e.channel) == bool(set(planted.lab_factors(e.label)) & read), e.label
+
+
 def test_planted_effects_table():
     df = planted_effects_frame()
     assert {"label", "lab", "direction", "channel", "mechanism", "strength"} <= set(df.columns)
