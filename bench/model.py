@@ -12,7 +12,8 @@ in the projection weight), and the dense projections alone (the floor: 4 x Linea
 512->1024 + GLU, fwd + bwd + AdamW). The variants run interleaved, one step each per round,
 so that load on a shared CPU hits all alike; medians over rounds. The profile lines give the
 self-time fraction in the Linear products ("matmul fraction"; the dense floor's own is the
-ceiling).
+ceiling). Last, per batch, one rfft + irfft pair over 500, 504 and 512 points, the sizes
+``labecg.s4.fft_length`` chooses between.
 
     .venv/bin/python bench/model.py                    # CPU, batch 32 and 256
     .venv/bin/python bench/model.py --device cuda --precision bf16 fp32 --batch 256 1024
@@ -147,6 +148,18 @@ def kernel_generation_share(batch: int, device: str, warmup: int, steps: int) ->
     return time_steps(gen, warmup, steps)
 
 
+def fft_pair_seconds(batch: int, n: int, device: str, warmup: int, steps: int) -> float:
+    """Seconds of one rfft + irfft pair over n points of a (batch, 512, n) float32 input."""
+    x = torch.randn(batch, 512, n, device=device)
+
+    def pair():
+        torch.fft.irfft(torch.fft.rfft(x, n=n), n=n)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return time_steps(pair, warmup, steps)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -179,6 +192,10 @@ def main():
             print(f"  default ({DEFAULT_METHOD}) {t['fft_plain'] / t[DEFAULT_METHOD]:.2f}x the plain FFT's samples/s; "
                   f"kernel generation, 4 layers fwd+bwd: {t_gen * 1e3:.1f} ms/step "
                   f"({t_gen / t[DEFAULT_METHOD]:.1%} of the default step)")
+            sizes = {n: fft_pair_seconds(batch, n, args.device, args.warmup, args.steps) for n in (500, 504, 512)}
+            print("  rfft + irfft pair, (batch, 512, n), fp32: "
+                  + ", ".join(f"n {n} {s * 1e3:.1f} ms" for n, s in sizes.items())
+                  + " (n 504: labecg.s4.fft_length(250))")
             if not args.no_profile:
                 for m in methods + ["dense"]:
                     frac = profile_step(steps[m], args.device)

@@ -5,7 +5,10 @@ wfdb into a scratch folder, warms the page cache, then times on the same records
   1. `wfdb.rdsamp` alone, one process (the floor: reading),
   2. `convert_signals` with 1 worker and with W workers (read + clean + resample + write).
 Prints records/s per worker and in total, bytes written, projected hours for 800k
-records, and the ratio to rdsamp (target: conversion within 2x of rdsamp alone).
+records, and the ratio to rdsamp (target: conversion within 2x of rdsamp alone). Then the
+resampling step alone, 500 -> 100 Hz: ``labecg.records.resample`` (polyphase FIR) beside
+filtfilt + decimation (``scipy.signal.decimate``, IIR Chebyshev, zero phase), the alternative
+its docstring names.
 
     .venv/bin/python bench/signals.py --records 400 --workers 2
 """
@@ -23,13 +26,32 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.signal
 import wfdb
 
 from labecg import layout
+from labecg.records import resample
 from labecg.signals import SignalsConfig, convert_signals
 
 MIMIC_ORDER = ["I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6"]
 REAL_RECORDS = 800_000
+
+
+def time_resamplers(n: int, repeats: int, seed: int = 0) -> tuple[float, float]:
+    """Median seconds per record, over ``repeats`` passes of n (5000, 12) records at 500 Hz, of
+    ``records.resample`` to 100 Hz and of filtfilt + decimation by 5."""
+    x = np.random.default_rng(seed).normal(size=(n, 5000, 12))
+    out = []
+    for fn in (lambda r: resample(r, 500.0, 100.0),
+               lambda r: scipy.signal.decimate(r, 5, ftype="iir", axis=0, zero_phase=True)):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for r in x:
+                fn(r)
+            times.append((time.perf_counter() - t) / n)
+        out.append(float(np.median(times)))
+    return out[0], out[1]
 
 
 def write_records(root: Path, n: int, seed: int = 0) -> list[str]:
@@ -104,6 +126,9 @@ def main() -> None:
     print(f"projected 800k records         : {REAL_RECORDS * t_c1 / n / 3600:.2f} h with 1 worker, "
           f"{REAL_RECORDS * t_cw / n / 3600:.2f} h with {args.workers} workers "
           f"(rdsamp alone: {REAL_RECORDS * t_rd / n / 3600:.2f} h on 1 core)")
+    t_poly, t_iir = time_resamplers(min(n, 200), args.repeats)
+    print(f"resample 500 -> 100 Hz         : records.resample {t_poly * 1e3:.2f} ms/record, "
+          f"filtfilt + decimation {t_iir * 1e3:.2f} ms/record ({t_iir / t_poly:.1f}x the time)")
     if args.scratch is None:
         shutil.rmtree(scratch, ignore_errors=True)
 

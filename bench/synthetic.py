@@ -2,7 +2,7 @@
 
 Each size runs in a fresh child process (so peak RSS is that run's alone: the child's own
 maximum resident set plus that of its worker processes), ``--repeats`` times; the table
-shows medians.
+shows medians. Last, the two WFDB writers (``SynthConfig.writer``) on 200 patients, one worker.
 
     python bench/synthetic.py                      # 1k patients with all waveforms, 10k tables + 10 % waveforms
     python bench/synthetic.py --large              # adds 40k patients (~100k ECGs), tables only
@@ -40,7 +40,7 @@ print(json.dumps({"wall_s": wall, "ecgs": meta["rows"]["record_list"], "lab_rows
 def run_once(kw: dict) -> dict:
     tmp = tempfile.mkdtemp(prefix="labecg_bench_")
     try:
-        kw = dict(kw, out=os.path.join(tmp, "mimic"))
+        kw = dict(kw, data_root=os.path.join(tmp, "mimic"))
         res = subprocess.run([sys.executable, "-c", CHILD, json.dumps(kw)], check=True, capture_output=True, text=True)
         out = json.loads(res.stdout.strip().splitlines()[-1])
         out["disk_mib"] = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp) for f in fs) / 2**20
@@ -79,6 +79,11 @@ def main():
         base = base or ecg_s
     print(f"(ECGs/s counts every ECG listed; wave/s only those with a WFDB record; "
           f"first size is the {base:.0f} ECGs/s baseline)")
+    writer = {w: run_once(dict(patients=200, seed=0, workers=1, writer=w)) for w in ("fast", "wfdb")}
+    n_wave = writer["fast"]["waveforms"]
+    print(f"writers, 200 patients ({n_wave} records, 1 worker): fast {writer['fast']['wall_s']:.1f} s, "
+          f"wfdb.wrsamp {writer['wfdb']['wall_s']:.1f} s: "
+          f"{(writer['wfdb']['wall_s'] - writer['fast']['wall_s']) / n_wave * 1e3:.1f} ms more per record")
 
 
 if __name__ == "__main__":

@@ -78,15 +78,13 @@ class ExplainConfig:
     method : {"integrated_gradients", "occlusion"}
         Integrated gradients from an all-zero (lead-mean) baseline, per sample and lead;
         or occlusion of ``occlusion_s`` stretches of all leads at once (time only).
-        Measured on the classroom run (bench/explain.py, 48 ECGs, 6 targets, loaded
-        2-core CPU): occlusion (0.08 s) took 30 s, integrated gradients 132 s (8 steps)
-        and 229 s (16 steps), with planted-window shares within 0.06 of each other and
-        8 and 16 steps equal to 3 decimals. Integrated gradients is the default because
-        only it resolves leads; 8 steps and 24 ECGs keep it to about a quarter of that.
+        Integrated gradients is the default because only it resolves leads
+        (``bench/explain.py`` prints each method's time and planted-window shares).
     n_ecgs : int
         Test ECGs explained (drawn with ``seed``); the same ECGs for every target.
     n_steps : int
-        Integrated-gradients steps (midpoint rule).
+        Integrated-gradients steps (midpoint rule). On the classroom run 8 and 16 steps gave
+        planted-window shares equal to 3 decimals (``bench/explain.py --steps 8 16``).
     occlusion_s : float
         Width of an occluded stretch, seconds.
     targets : tuple of str

@@ -50,7 +50,8 @@ class RecordFlag(RecordError):
 def _read_format16(path: Path) -> Optional[tuple[np.ndarray, list[str], list[str], float]]:
     """Read the common MIMIC-IV-ECG layout directly: one .dat, format 16, no skew or offset.
 
-    wfdb's header parser spends ~10 ms per record in pandas look-ups; this reads the same
+    wfdb's header parser spends much of a record's read time in pandas look-ups
+    (``bench/signals.py`` prints ``wfdb.rdsamp``'s time per record beside the conversion's); this reads the same
     fields with wfdb's own header regular expressions and the first :data:`RECORD_S`
     seconds of samples with one ``numpy.fromfile``. Returns None for any other layout
     (the caller falls back to wfdb).
@@ -279,7 +280,7 @@ def resample(x: np.ndarray, fs_in_hz: float, fs_out_hz: float) -> np.ndarray:
     500 -> 100 Hz (:func:`filter_response`): 60 Hz attenuated by 55 dB, a 5 Hz sine passed with
     +0.13% amplitude.
     Chosen over filtfilt + decimation (an IIR Chebyshev run forward and backward): same
-    passband, 2x faster here, and no edge transient from the filter's initial conditions
+    passband, faster (``bench/signals.py`` prints both times per record), and no edge transient from the filter's initial conditions
     beyond the padding. A record already at ``fs_out_hz`` is returned unfiltered.
 
     Parameters

@@ -42,12 +42,11 @@ hand-written backward with real FFTs only (:class:`_FFTConv`).
 The tests hold the references (``tests/reference/s4_convolutions.py``): the step-by-step
 recurrence, this convolution with autograd's backward (``fft_autograd``, the S4D reference
 code's way: same forward bit for bit, gradients equal to 1e-10), the plain FFT convolution
-(n = 2L, the authors' way) and the Toeplitz matrix product. ``bench/model.py`` times them on
-the 2-core CPU (paper size, fwd + bwd + AdamW, interleaved medians, two runs): at batch 32 this
-one 0.95-1.05 s a step, with autograd's backward 1.12-1.38 s (the hand-written backward gives
-1.17-1.31x the samples/s, 1.17x at batch 256, so it stays), the plain FFT 1.00-1.11 s, the
-Toeplitz product 1.38-2.08 s. At batch 256 the order of the three hand-written ones varies
-from run to run (this one 0.89x to 1.07x the plain FFT's samples/s).
+(n = 2L, the authors' way) and the Toeplitz matrix product. ``bench/model.py`` times them
+(paper size, fwd + bwd + AdamW, interleaved medians) and prints each one's time per step and
+samples/s beside the others'. The hand-written backward stays because it gives more samples/s
+than autograd's at batch 32 and 256; the three FFT ways are close, and their order at batch
+256 varies from run to run.
 
 Block layout of :class:`S4Layer` (the authors' S4 block)
 --------------------------------------------------------
@@ -148,9 +147,9 @@ def two_sided_kernel(K: torch.Tensor) -> torch.Tensor:
 def fft_length(L: int) -> int:
     """FFT size for the linear convolution of L samples with a two-sided kernel of 2L - 1 lags.
 
-    The smallest multiple of 8 >= 2L - 1 with no prime factor above 7. On the 2-core CPU
-    (MKL, batch 32, H 512) an rfft + irfft pair over 500 points took 22 ms, over 504 14 ms,
-    over 512 30 ms (a power-of-two row stride is slow there too).
+    The smallest multiple of 8 >= 2L - 1 with no prime factor above 7: such sizes are fast
+    for the FFT, while a power of two can be slower on a CPU (MKL), its row stride being one
+    (``bench/model.py`` prints an rfft + irfft pair's time over 500, 504 and 512 points).
     """
     n = 8 * math.ceil((2 * L - 1) / 8)
     while True:

@@ -316,10 +316,10 @@ def calibration(y_true, y_score, target_names=None, *, groups=None, n_iterations
         resamples of its (patient-level) AUROC intervals, drawn again from the seed.
     seed : int
     interval_targets : sequence of str, optional
-        The targets that get intervals (default all; NaN for the others). A fit per
-        target and resample costs about 1-3 s per target at 1000 resamples of 1,500
-        ECGs (2-core CPU under load), so :func:`labecg.evaluate.evaluate_run` asks only for the
-        targets the chapter shows.
+        The targets that get intervals (default all; NaN for the others). Intervals cost
+        a logistic fit per target and resample (``bench/bootstrap.py`` prints the time per
+        target), so :func:`labecg.evaluate.evaluate_run` asks only for the targets the
+        chapter shows.
 
     Returns
     -------

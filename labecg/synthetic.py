@@ -62,8 +62,9 @@ class SynthConfig:
     ``waveform_fraction`` the seeded share of ECGs whose WFDB record is written (all
     ECGs are listed in the CSV files either way); ``chunk_patients`` the number of
     patients held in memory at once; ``writer`` "wfdb" calls ``wfdb.wrsamp`` per record,
-    "fast" writes the same bytes directly (``wfdb.wrsamp`` spends ~0.1 s per record
-    in header bookkeeping; the tests check the two agree byte for byte).
+    "fast" writes the same bytes directly (``wfdb.wrsamp`` is slow in header bookkeeping,
+    ``bench/synthetic.py`` prints both writers' time per record; the tests check the two
+    agree byte for byte).
 
     Parameters
     ----------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import importlib.metadata
@@ -81,6 +82,32 @@ def test_signals_help_says_what_its_docstring_says():
     assert "ECG root (MIMIC-IV-ECG's, or any folder of 12-lead WFDB records)" in help_text
     assert "Sort the table by probability, highest first (else the run's target order)" in " ".join(
         _parser("predict").format_help().split())
+
+
+# What a measured time looks like in prose: "took 30 s", "2x faster", "~10 ms per record",
+# "on the 2-core CPU", "0.95 s a step"
+_TIMING = re.compile(r"\btook\b|\d+(\.\d+)?x (faster|slower)|\d+(\.\d+)? ?(ms|s) (per|a) (record|step|target)"
+                     r"|\d+-core\b|under load")
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_help_quotes_no_benchmark_timing(command):
+    """Timings belong to the benchmarks' output (bench/*.py), not to the help (#24)."""
+    help_text = " ".join(_parser(command).format_help().split())
+    assert not _TIMING.search(help_text), (command, _TIMING.search(help_text).group(0))
+
+
+def test_the_generator_and_the_stages_docstrings_quote_no_benchmark_timing():
+    """Measured times left the docstrings of records, stats, s4, explain and synthetic for the
+    benchmarks that print them (#24)."""
+    for name in ("records", "stats", "s4", "explain", "synthetic"):
+        path = Path(importlib.import_module(f"labecg.{name}").__file__)
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = " ".join((ast.get_docstring(node) or "").split())
+                found = _TIMING.search(doc)
+                assert not found, f"labecg/{name}.py {getattr(node, 'name', 'module')}: {found and found.group(0)!r}"
 
 
 def test_resume_shows_its_default():
