@@ -228,8 +228,15 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
         (where the run holds an attribution), then per run ``labecg evaluate`` (the first
         with ``--tabular-run-dir`` when a tabular-only run is shown, a value run with
         ``--flag-run-dir`` the first), then ``papermill``
-        for the page. A stage whose settings were not recorded
-        (a run made before labecg recorded them) gets a ``#`` line saying so instead.
+        for the page.
+
+    Raises
+    ------
+    FileNotFoundError
+        A run folder without ``config.json``.
+    ValueError
+        The first run's ``targets.json`` without the cohort's settings (``config``) or, for a
+        synthetic source, the generator's (``source.synthetic_config``).
     """
     import numpy as np
 
@@ -252,24 +259,23 @@ def reproduce_commands(run_dirs, page_parameters: dict, notebook: str = "noteboo
     targets_path = runs[0] / layout.TARGETS
     targets = read_json(targets_path)
     source = targets.get("source", {})
+    missing = [name for name, absent in (("config", targets.get("config") is None),
+                                         ("source.synthetic_config",
+                                          bool(source.get("synthetic")) and source.get("synthetic_config") is None))
+               if absent]
+    if missing:
+        raise ValueError(f"{targets_path}: no {' and no '.join(missing)}; expected the settings labecg cohort "
+                         f"records (rebuild the cohort to reproduce this run)")
     if source.get("synthetic"):
-        synth = source.get("synthetic_config")
-        if synth is None:
-            lines.append(f"# labecg synth: the generator's settings are not recorded in {targets_path}")
-        else:
-            out = layout.data_root(source["ecg"])
-            lines.append(" ".join(["labecg synth", "--data-root", shlex.quote(str(out))]
-                                  + flags_from_values(SynthConfig, synth, always=("patients", "seed"),
-                                           skip=RUNTIME_ONLY["synth"])))
+        out = layout.data_root(source["ecg"])
+        lines.append(" ".join(["labecg synth", "--data-root", shlex.quote(str(out))]
+                              + flags_from_values(SynthConfig, source["synthetic_config"], always=("patients", "seed"),
+                                                  skip=RUNTIME_ONLY["synth"])))
     cohorts = list(dict.fromkeys(t["cohort_dir"] for t in trains))
-    cohort_cfg = targets.get("config")
-    if cohort_cfg is None:
-        lines.append(f"# labecg cohort: its settings are not recorded in {targets_path}")
-    else:
-        for cohort in cohorts:
-            lines.append(" ".join(["labecg cohort"] + flags_from_values(
-                CohortConfig, {**cohort_cfg, "cohort_dir": cohort}, always=("hosp", "ed", "ecg", "ecg_icd", "cohort_dir"),
-                skip=RUNTIME_ONLY["cohort"])))
+    for cohort in cohorts:
+        lines.append(" ".join(["labecg cohort"] + flags_from_values(
+            CohortConfig, {**targets["config"], "cohort_dir": cohort}, always=("hosp", "ed", "ecg", "ecg_icd", "cohort_dir"),
+            skip=RUNTIME_ONLY["cohort"])))
     for cohort in cohorts:
         meta_path = Path(cohort) / layout.SIGNALS_META
         meta = read_json(meta_path) if meta_path.exists() else {}

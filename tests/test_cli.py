@@ -205,6 +205,34 @@ def test_flags_refuse_a_name_that_is_not_a_field():
         cli.flags_from_values(ExplainConfig, {"run_dir": "r"}, skip=("n_steps_typo",))
 
 
+# the cohort's settings as labecg cohort records them in targets.json (its config, as JSON)
+_COHORT_SETTINGS = {"hosp": "/data/mimiciv/hosp", "ed": "/data/mimic-iv-ed/ed", "ecg": "/data/mimic-iv-ecg",
+                    "ecg_icd": "/data/mimic-iv-ecg-ext-icd-labels", "cohort_dir": "cohort"}
+
+
+@pytest.mark.parametrize("missing", ["config", "synthetic_config"])
+def test_reproduce_commands_refuse_a_run_whose_settings_were_not_recorded(tmp_path, missing):
+    """A targets.json without the cohort's (or a synthetic source's generator) settings is refused
+    in one line naming the file, not answered with a "# not recorded" line (#24)."""
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {"cohort_dir": str(tmp_path / "c"), "run_dir": str(run)}}))
+    targets = {"source": {"synthetic": True, "ecg": str(tmp_path / "mimic" / "mimic-iv-ecg"),
+                          "synthetic_config": {"patients": 40, "seed": 3}},
+               "config": _COHORT_SETTINGS}
+    if missing == "config":
+        del targets["config"]
+    else:
+        del targets["source"]["synthetic_config"]
+    (run / "targets.json").write_text(json.dumps(targets))
+    with pytest.raises(ValueError) as caught:
+        cli.reproduce_commands([run], {"run_dir": str(run), "n_iterations": 50, "seed": 0})
+    message = str(caught.value)
+    assert str(run / "targets.json") in message and missing in message and "\n" not in message, message
+
+
 def test_reproduce_commands_for_an_explained_run_parse_back_to_its_settings(tmp_path):
     """A hand-made run folder (not synthetic, explained by occlusion): each printed command
     goes back through the CLI's parser to the settings the run recorded."""
@@ -220,10 +248,12 @@ def test_reproduce_commands_for_an_explained_run_parse_back_to_its_settings(tmp_
     cohort.mkdir()
     (run / "config.json").write_text(json.dumps({"train": {"cohort_dir": str(cohort), "run_dir": str(run),
                                                             "epochs": 3, "lr": 0.002}}))
-    (run / "targets.json").write_text(json.dumps({"source": {"synthetic": False, "ecg": "/data/mimic-iv-ecg"}}))
+    (run / "targets.json").write_text(json.dumps({"source": {"synthetic": False, "ecg": "/data/mimic-iv-ecg"},
+                                                  "config": _COHORT_SETTINGS}))
     np.savez(run / "evaluation" / "attribution.npz", method=np.array("occlusion"))
     lines = cli.reproduce_commands([run], {"run_dir": str(run), "n_iterations": 50, "seed": 4})
-    by_command = {" ".join(shlex.split(line)[:2]): shlex.split(line)[2:] for line in lines if not line.startswith("#")}
+    by_command = {" ".join(shlex.split(line)[:2]): shlex.split(line)[2:] for line in lines}
+    assert list(by_command)[:2] == ["labecg cohort", "labecg signals"]  # every stage a command, none a comment
     explain = cli.config_from_args(ExplainConfig, by_command["labecg explain"])
     assert (Path(explain.run_dir), explain.method) == (run, "occlusion")
     train = cli.config_from_args(TrainConfig, by_command["labecg train"])
@@ -244,9 +274,10 @@ def test_reproduce_commands_evaluate_the_model_against_the_tabular_run_after_tra
         run.mkdir()
         (run / "config.json").write_text(json.dumps({"train": {"cohort_dir": str(tmp_path / "c"), "run_dir": str(run),
                                                                 "variant": variant}}))
-        (run / "targets.json").write_text(json.dumps({"source": {"synthetic": False, "ecg": "/data/mimic-iv-ecg"}}))
+        (run / "targets.json").write_text(json.dumps({"source": {"synthetic": False, "ecg": "/data/mimic-iv-ecg"},
+                                                      "config": _COHORT_SETTINGS}))
     lines = cli.reproduce_commands(runs, {"run_dir": str(runs[0]), "n_iterations": 50, "seed": 0})
-    commands = [shlex.split(line) for line in lines if not line.startswith("#")]
+    commands = [shlex.split(line) for line in lines]
     kinds = [" ".join(c[:2]) for c in commands]
     evaluations = [cli.config_from_args(EvaluateConfig, c[2:]) for c in commands if c[:2] == ["labecg", "evaluate"]]
     assert max(i for i, k in enumerate(kinds) if k == "labecg train") < kinds.index("labecg evaluate")
