@@ -25,7 +25,7 @@ import pandas as pd
 
 from labecg import cohort, layout, tables
 from labecg.metrics import N_RESAMPLES, _group_codes, auroc, average_precision
-from labecg.stats import (N_BINS, bootstrap, calibration, paired_bootstrap, reliability_frame,
+from labecg.stats import (LEVEL, N_BINS, PERCENTILES, bootstrap, calibration, paired_bootstrap, reliability_frame,
                           simultaneous_intervals, subgroup_auroc, subgroup_labels, value_bootstrap)
 from labecg.targets import AUROC_THRESHOLD, DIRECTIONS, TASKS, parse_target, significant
 from labecg.util import atomic_path, get_logger, hold_paths, read_json
@@ -650,7 +650,7 @@ def assemble_results(boot: pd.DataFrame, meta: pd.DataFrame, auroc_threshold: fl
 
 
 def multiplicity_summary(results: pd.DataFrame, critical: dict, critical_patient: dict,
-                         auroc_threshold: float = AUROC_THRESHOLD, level: float = 0.95) -> pd.DataFrame:
+                         auroc_threshold: float = AUROC_THRESHOLD, level: float = LEVEL) -> pd.DataFrame:
     """Per task: targets above ``auroc_threshold`` by the paper's rule and under simultaneous intervals.
 
     Returns
@@ -746,7 +746,7 @@ def compare_variants(evaluation_dirs: dict, auroc_threshold: float = AUROC_THRES
                 raise ValueError(f"{folder}: not evaluated on the same test ECGs with the same seed and resamples "
                                  f"as {ref_name}; rerun `labecg evaluate` for both with one --seed")
             diff = macro_its - ref_its
-            lo, hi = np.nanpercentile(diff, [2.5, 97.5])
+            lo, hi = np.nanpercentile(diff, PERCENTILES)
             row.update(difference=macro["auroc"] - ref_auroc, difference_low=lo, difference_high=hi)
         rows.append(row)
     return pd.DataFrame(rows).set_index("variant")

@@ -41,6 +41,7 @@ from labecg import layout
 from labecg.data import DataConfig, LabDataModule, cut_segments
 from labecg.metrics import N_RESAMPLES, resample_weights
 from labecg.model import FusionModel, ModelConfig, trained_model
+from labecg.stats import LEVEL
 from labecg.planted import PLANTED_EFFECTS, PLANTED_WINDOWS_S, ecg_null_labs
 from labecg.targets import BINARY, DIRECTIONS, ESTIMATION, lab_slug, parse_target, target_name
 from labecg.util import atomic_path, get_logger, hold_paths, read_json
@@ -116,7 +117,7 @@ class ExplainConfig:
     after_s: float = 0.55
     seed: int = 0
     n_iterations: int = N_RESAMPLES
-    level: float = 0.95
+    level: float = LEVEL
     randomization_ecgs: int = 8
     randomization_steps: int = 2
 
@@ -368,7 +369,7 @@ def _interval(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def share_intervals(share: np.ndarray, boot: np.ndarray, target_names, windows: dict,
-                    level: float = 0.95) -> pd.DataFrame:
+                    level: float = LEVEL) -> pd.DataFrame:
     """Every target's share in every window with its percentile interval.
 
     Returns
@@ -383,7 +384,7 @@ def share_intervals(share: np.ndarray, boot: np.ndarray, target_names, windows: 
 
 
 def share_contrasts(share: np.ndarray, boot: np.ndarray, target_names, windows: dict, own: dict, null,
-                    level: float = 0.95, n_ecgs: int | None = None) -> pd.DataFrame:
+                    level: float = LEVEL, n_ecgs: int | None = None) -> pd.DataFrame:
     """Each planted target's share in its own window against the null targets' and the other planted targets'.
 
     Shares are compared within one window only: the window's width, and the factor
@@ -458,7 +459,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def randomization_check(explained: np.ndarray, trained: np.ndarray, randomized: np.ndarray, inputs: np.ndarray,
                         target_names, n_steps: int, n_iterations: int = N_RESAMPLES, seed: int = 0,
-                        level: float = 0.95) -> pd.DataFrame:
+                        level: float = LEVEL) -> pd.DataFrame:
     """Model-randomisation sanity check (Adebayo et al., 2018), with an interval over ECGs.
 
     Attributions that do not depend on the trained weights explain the input, not the

@@ -50,6 +50,11 @@ from labecg.metrics import (N_RESAMPLES, as_float_pair, resample_weights, sort_t
                             weighted_auroc)
 from labecg.util import progress_bar
 
+#: The intervals' level: 95%, the paper's.
+LEVEL = 0.95
+#: The percentile interval at :data:`LEVEL` (2.5 and 97.5), rounded so that float error adds no digit.
+PERCENTILES = (round(100 * (1 - LEVEL) / 2, 10), round(100 * (1 + LEVEL) / 2, 10))
+
 __all__ = ["bootstrap", "brier_loss", "calibration", "reliability_curve", "reliability_frame",
            "AGE_BANDS", "subgroup_labels", "MIN_CLASS_FOR_INTERVAL", "subgroup_auroc",
            "paired_bootstrap", "simultaneous_intervals", "value_bootstrap"]
@@ -134,7 +139,7 @@ def bootstrap(y_true, y_score, n_iterations: int = N_RESAMPLES, seed: int = 0, *
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: never-defined targets
-        low, high = np.nanpercentile(iterations, [2.5, 97.5], axis=0)
+        low, high = np.nanpercentile(iterations, PERCENTILES, axis=0)
         macro_point = np.nanmean(point) if (~np.isnan(point)).any() else np.nan
     frame = pd.DataFrame({
         "auroc": np.append(point, macro_point),
@@ -385,9 +390,9 @@ def _calibration_interval(x, y, weights, intercept: float, slope_intercept: floa
                             start=(slope_intercept, slope))  # (I,)
     out["calibration_n_skipped"] = int(np.isnan(b).sum())
     if not np.isnan(intercept) and (~np.isnan(a)).any():
-        out["intercept_low"], out["intercept_high"] = np.nanpercentile(a, [2.5, 97.5])
+        out["intercept_low"], out["intercept_high"] = np.nanpercentile(a, PERCENTILES)
     if not np.isnan(slope) and (~np.isnan(b)).any():
-        out["slope_low"], out["slope_high"] = np.nanpercentile(b, [2.5, 97.5])
+        out["slope_low"], out["slope_high"] = np.nanpercentile(b, PERCENTILES)
     return out
 
 
@@ -630,7 +635,7 @@ def paired_bootstrap(y_true, y_score, y_baseline, n_iterations: int = N_RESAMPLE
     defined = ~np.isnan(point_model) & ~np.isnan(point_base)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanpercentile(diffs, [2.5, 97.5], axis=0)
+        low, high = np.nanpercentile(diffs, PERCENTILES, axis=0)
         macro_model = np.nanmean(np.where(defined, point_model, np.nan))
         macro_base = np.nanmean(np.where(defined, point_base, np.nan))
     observed = ~np.isnan(y)
@@ -643,7 +648,7 @@ def paired_bootstrap(y_true, y_score, y_baseline, n_iterations: int = N_RESAMPLE
     return frame
 
 
-def simultaneous_intervals(point, iterations, groups, level: float = 0.95) -> tuple[pd.DataFrame, dict]:
+def simultaneous_intervals(point, iterations, groups, level: float = LEVEL) -> tuple[pd.DataFrame, dict]:
     """Simultaneous intervals for all targets of a group at once: the bootstrap max-statistic method.
 
     The paper holds each of about 500 targets to 0.70 with its own 95% interval, so
@@ -748,7 +753,7 @@ def value_bootstrap(y_true, y_pred, n_iterations: int = N_RESAMPLES, seed: int =
         iterations[i] = spearman(y_true[rows], y_pred[rows])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: never-defined values
-        low, high = np.nanpercentile(iterations, [2.5, 97.5], axis=0)
+        low, high = np.nanpercentile(iterations, PERCENTILES, axis=0)
     return pd.DataFrame({"n": seen.sum(axis=0).astype(np.int64), "mae": mae, "spearman": spearman(y_true, y_pred),
                          "low": low, "high": high,
                          "n_skipped": np.isnan(iterations).sum(axis=0).astype(np.int64)},

@@ -343,3 +343,18 @@ def test_the_auroc_threshold_is_written_once():
         assert not re.search(r"auroc_threshold[^=\n]*=\s*0\.7\b|(?:axvline|axhline)\(0\.7\b", source), name
         taken += len(re.findall(r"auroc_threshold: float = AUROC_THRESHOLD\b", source))
     assert taken >= 13  # 12 functions and EvaluateConfig
+
+
+def test_the_interval_level_is_written_once():
+    """The 95% level was the default of five functions and a config, and its percentiles were
+    written as [2.5, 97.5] six times (#24): ``stats.LEVEL`` and ``stats.PERCENTILES`` are its one
+    home, and the percentiles are exactly 2.5 and 97.5, so no interval moves."""
+    import re
+
+    from labecg.stats import LEVEL, PERCENTILES
+
+    assert LEVEL == 0.95 and PERCENTILES == (2.5, 97.5)
+    assert 100 * (1 - LEVEL) / 2 != 2.5  # why PERCENTILES is rounded: float error would add a digit
+    for name in MODULES:
+        source = (PKG / f"{name}.py").read_text()
+        assert not re.search(r"level[^=\n]*=\s*0\.95\b|\[2\.5,\s*97\.5\]", source.replace("LEVEL = 0.95", "")), name
