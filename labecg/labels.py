@@ -186,7 +186,7 @@ def value_column(lab: str, task: str) -> str:
 
 def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *,
                min_lab_events: int, estimation_window_min: int,
-               causal: bool = False, thresholds: str = "median", value_tolerance_min: int = 15) -> list[dict]:
+               causal: bool, thresholds: str, value_tolerance_min: int) -> list[dict]:
     """Every candidate lab target of every ECG (DuckDB table :data:`TARGETS_TABLE`), and its description.
 
     Parameters
@@ -363,7 +363,7 @@ def _make_lab_table(con, lab_rows: str, n_rows: int, flow: readers.Flow, min_lab
     return lab_names, fluid, unit_map
 
 
-def row_bounds_sql(rule: str, lab: str = "l", thr: str = "th") -> tuple[str, str]:
+def row_bounds_sql(thresholds: str, lab: str = "l", thr: str = "th") -> tuple[str, str]:
     """SQL of the lower and upper threshold a lab row is classed against, under a threshold rule.
 
     ``lab`` is the alias of a ``lab`` row (valuenum, ref_range_lower, ref_range_upper),
@@ -371,14 +371,14 @@ def row_bounds_sql(rule: str, lab: str = "l", thr: str = "th") -> tuple[str, str
     ``row``: the row's own bounds, lo or hi where a bound is NULL. A NULL threshold compares
     false (that class cannot occur).
     """
-    if rule == "median":
+    if thresholds == "median":
         return f"{thr}.lo", f"{thr}.hi"
     return f"coalesce({lab}.ref_range_lower, {thr}.lo)", f"coalesce({lab}.ref_range_upper, {thr}.hi)"
 
 
-def row_class_sql(rule: str, lab: str = "l", thr: str = "th") -> str:
+def row_class_sql(thresholds: str, lab: str = "l", thr: str = "th") -> str:
     """SQL of a lab row's class, -1 low (< lower), 1 high (> upper), else 0, against :func:`row_bounds_sql`."""
-    lo, hi = row_bounds_sql(rule, lab, thr)
+    lo, hi = row_bounds_sql(thresholds, lab, thr)
     return f"CASE WHEN {lab}.valuenum < {lo} THEN -1 WHEN {lab}.valuenum > {hi} THEN 1 ELSE 0 END"
 
 
@@ -393,34 +393,34 @@ def _count_fallbacks(con, flow: readers.Flow) -> None:
                  f"none dropped: {n} rows without ref_range_{side} are classed by their label's median {side} bound")
 
 
-def _median_thresholds(con, n_labels: int, rule: str = "median") -> tuple[pd.DataFrame, dict]:
+def _median_thresholds(con, n_labels: int, thresholds: str) -> tuple[pd.DataFrame, dict]:
     """Per label the medians of its reference bounds (table ``thr_df``) and which abnormal classes occur.
 
     Returns
     -------
-    thresholds : DataFrame indexed by label_idx 0 .. n_labels - 1: lo, hi, itemids
+    medians : DataFrame indexed by label_idx 0 .. n_labels - 1: lo, hi, itemids
     class_occurs : dict label_idx -> (a value below its lower threshold occurs, a value above
-        its upper one occurs), thresholds of :func:`row_bounds_sql` under ``rule``
+        its upper one occurs), thresholds of :func:`row_bounds_sql` under ``thresholds``
     """
     # per label_idx: lo, hi (the medians of the reference bounds), itemids
-    thresholds = con.execute("SELECT label_idx, median(ref_range_lower) AS lo, median(ref_range_upper) AS hi, "
-                             "list(DISTINCT itemid ORDER BY itemid) AS itemids FROM lab GROUP BY label_idx").df()
-    thresholds = thresholds.set_index("label_idx").reindex(np.arange(n_labels))
-    con.register("thr_df", thresholds[["lo", "hi"]].reset_index())
-    lo, hi = row_bounds_sql(rule, "l", "t")
+    medians = con.execute("SELECT label_idx, median(ref_range_lower) AS lo, median(ref_range_upper) AS hi, "
+                          "list(DISTINCT itemid ORDER BY itemid) AS itemids FROM lab GROUP BY label_idx").df()
+    medians = medians.set_index("label_idx").reindex(np.arange(n_labels))
+    con.register("thr_df", medians[["lo", "hi"]].reset_index())
+    lo, hi = row_bounds_sql(thresholds, "l", "t")
     occurrences = con.execute(f"SELECT l.label_idx, bool_or(l.valuenum < {lo}), bool_or(l.valuenum > {hi}) "
                               "FROM lab l JOIN thr_df t USING (label_idx) GROUP BY 1").fetchall()
     class_occurs = {label_idx: (bool(low), bool(high)) for label_idx, low, high in occurrences}
-    return thresholds, class_occurs
+    return medians, class_occurs
 
 
 def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min: int,
-                    causal: bool = False, rule: str = "median", value_tolerance_min: int = 15) -> None:
+                    causal: bool, thresholds: str, value_tolerance_min: int) -> None:
     """The estimation and monitoring targets of every (ECG, label) pair with a lab row in a window.
 
     Estimation: the class of the closest row in [t - w, t + w]; monitoring: whether a low or a
     high row falls in [t, t + h] ((t, t + h] when ``causal``; NaN if none, or both), t the
-    ECG's time, all in microseconds; a row's class is :func:`row_class_sql` under ``rule``.
+    ECG's time, all in microseconds; a row's class is :func:`row_class_sql` under ``thresholds``.
     The values: the estimation label's row, and per horizon the row closest to t + h in
     [t + h - tol, t + h + tol]. Creates :data:`TARGETS_TABLE`.
     """
@@ -455,7 +455,7 @@ def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min:
         f"arg_min(valuenum, {closest}) FILTER (WHERE dt BETWEEN -{window_us} AND {window_us}) "
         f"AS {value_table_column(0)}, {values}, {monitoring} FROM ("
         f"SELECT e.row_idx, l.label_idx, l.t - e.t AS dt, l.t AS lt, l.labevent_id, l.valuenum, "
-        f"{row_class_sql(rule, 'l', 'th')} AS cls "
+        f"{row_class_sql(thresholds, 'l', 'th')} AS cls "
         f"FROM ecg_bl e JOIN (SELECT *, floor(t / {width_us})::BIGINT AS b FROM lab) l "
         f"ON l.subject_id = e.subject_id AND l.b = e.b JOIN thr_df th ON th.label_idx = l.label_idx "
         f"WHERE l.t BETWEEN e.t - {window_us} AND e.t + {after_us}) GROUP BY ALL")
