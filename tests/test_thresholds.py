@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 import mimic_fixtures as mf
-from labecg import cli, cohort, layout, selfcheck
+from labecg import cli, cohort, layout, selfcheck, sources
 from labecg.cohort import CohortConfig, build_cohort
 from labecg.cohort_report import compare_threshold_rules
 from labecg.targets import THRESHOLD_RULES
@@ -30,7 +30,7 @@ T = pd.Timestamp("2150-01-01 12:00:00")
 K = 50971
 NAN = np.nan
 DEMO = layout.MIMIC_DEMO_ROOT
-HOSP, ED, ECG = DEMO / "mimiciv" / "hosp", DEMO / "mimic-iv-ed" / "ed", DEMO / "mimic-iv-ecg"
+HOSP, ED, ECG = (sources.source_paths(DEMO)[k] for k in ("hosp", "ed", "ecg"))  # the one layout reader
 BASELINE = Path(__file__).resolve().parent / "reference" / "cohort_baseline.py"
 
 

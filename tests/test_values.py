@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import mimic_fixtures as mf
-from labecg import layout
+from labecg import layout, sources
 from labecg.cohort import CohortConfig, build_cohort
 from labecg.targets import HORIZONS_MIN
 from labecg.util import read_json
@@ -22,7 +22,7 @@ T = pd.Timestamp("2150-01-01 12:00:00")
 K = 50971
 NAN = np.nan
 DEMO = layout.MIMIC_DEMO_ROOT
-HOSP, ED, ECG = DEMO / "mimiciv" / "hosp", DEMO / "mimic-iv-ed" / "ed", DEMO / "mimic-iv-ecg"
+HOSP, ED, ECG = (sources.source_paths(DEMO)[k] for k in ("hosp", "ed", "ecg"))  # the one layout reader
 BASELINE = Path(__file__).resolve().parent / "reference" / "cohort_baseline.py"
 
 
