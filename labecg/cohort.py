@@ -536,9 +536,10 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
         timer.step("features")
         candidates = labels.label_labs(con, files, headers, len(ecgs), flow, min_lab_events=cfg.min_lab_events,
                                        estimation_window_min=cfg.estimation_window_min, causal=cfg.causal,
-                                       thresholds=cfg.thresholds, value_tolerance_min=cfg.value_tolerance_min)
+                                       thresholds=cfg.thresholds, value_tolerance_min=cfg.value_tolerance_min,
+                                       rows_per_part=labels.rows_per_part(limit))
         timer.step("lab labels")
-        labels.last_lab_values(con, cfg.last_value_cutoffs_min)
+        labels.last_lab_values(con, cfg.last_value_cutoffs_min, labels.rows_per_part(limit))
         timer.step("last lab values")
         if cfg.ecg_icd is not None:
             listed = readers.read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
@@ -714,11 +715,13 @@ def last_values_query(con, targets: list[dict]) -> str:
     earlier value, in cohort order, then lab, then cutoff.
     """
     slug = {int(target["_label_idx"]): target["lab"] for target in targets}
-    con.register("last_labs", pd.DataFrame({"label_idx": np.array(list(slug), dtype=np.int64),
-                                            "lab": pd.Series(list(slug.values()), dtype=object)}))
+    labs = pd.Series(list(slug.values()), dtype=object)
+    # lab_rank: the slugs' alphabetical order as an integer, which sorts tens of millions of rows faster
+    con.register("last_labs", pd.DataFrame({"label_idx": np.array(list(slug), dtype=np.int64), "lab": labs,
+                                            "lab_rank": labs.rank(method="dense").astype(np.int64)}))
     return (f"SELECT e.study_id, x.lab, v.cutoff_min, v.value, v.age_min FROM {labels.LAST_VALUES_TABLE} v "
             f"JOIN cohort_ecgs c USING (row_idx) JOIN ecg e USING (row_idx) JOIN last_labs x USING (label_idx) "
-            f"ORDER BY c.row_idx, x.lab, v.cutoff_min")
+            f"ORDER BY c.row_idx, x.lab_rank, v.cutoff_min")
 
 
 def no_targets_message(cfg: CohortConfig, smallest_class: np.ndarray, n_labels: int) -> str:

@@ -184,9 +184,63 @@ def value_column(lab: str, task: str) -> str:
     return f"{lab}_value_{task}"
 
 
+#: DuckDB bytes per lab row of a part (:func:`rows_per_part`): about what the window targets'
+#: aggregate (~0.3 (ECG, label) pairs per lab row, ~300 bytes each) and the last values' as-of join
+#: hold per row, with room to spare, so that neither spills: at 158M lab rows and 6.4 GiB, 10 parts.
+LAB_ROW_BYTES = 400
+#: At most this many groups of consecutive labels (:func:`lab_parts`) when the lab rows come in parts.
+LABEL_GROUPS = 3
+
+
+def rows_per_part(memory_limit_bytes: int) -> int:
+    """Lab rows per part (:func:`lab_parts`) under DuckDB's memory limit, in bytes."""
+    return max(1, int(memory_limit_bytes) // LAB_ROW_BYTES)
+
+
+def lab_parts(con, rows_per_part: Optional[int]) -> list[tuple[str, str]]:
+    """Table ``lab`` cut into parts of about ``rows_per_part`` rows: groups of labels x groups of patients.
+
+    A part's window targets and last values depend on its own rows only (both are per patient
+    and label). Patients are cut into P = ceil(rows / rows_per_part) ranges of subject_id at
+    the quantiles of the ECGs' subject_id (table ``ecg``: a few million rows, where the lab rows
+    are a hundred million), so that a part's ECGs, joins and aggregates are about 1/P of the
+    whole (ranges, not a hash: DuckDB estimates a range's rows from its
+    statistics and keeps the plan of the whole, where a hash condition looked empty); when P > 1 the
+    labels are also cut, into up to :data:`LABEL_GROUPS` runs of consecutive label_idx of about
+    equal rows, and the parts go label group by label group, so that each label's rows of
+    :data:`TARGETS_TABLE` are stored near each other (the cohort reads it one label at a time).
+
+    Returns
+    -------
+    list of (label_sql, patient_sql): SQL conditions on ``label_idx`` and on ``subject_id``;
+    every row of ``lab`` with a subject_id meets exactly one pair (rows without one match no ECG). [("true", "true")] when ``rows_per_part`` is
+    None or the table fits (or is empty).
+    """
+    counts = con.execute("SELECT label_idx, count(*) FROM lab GROUP BY 1 ORDER BY 1").fetchall()
+    n_rows = sum(n for _, n in counts)
+    if rows_per_part is None or n_rows <= rows_per_part:
+        return [("true", "true")]
+    n_patient_groups = -(-n_rows // int(rows_per_part))
+    cuts = con.execute("SELECT quantile_disc(subject_id, ?) FROM ecg",
+                       [[k / n_patient_groups for k in range(1, n_patient_groups)]]).fetchone()[0]
+    cuts = sorted({int(c) for c in cuts})
+    patients = [f"subject_id <= {cuts[0]}"] if cuts else ["true"]
+    patients += [f"subject_id > {a} AND subject_id <= {b}" for a, b in zip(cuts, cuts[1:])]
+    patients += [f"subject_id > {cuts[-1]}"] if cuts else []
+    groups, first, rows = [], counts[0][0], 0
+    for (label_idx, n), previous in zip(counts, [None] + [c[0] for c in counts[:-1]]):
+        if rows and rows + n > n_rows / LABEL_GROUPS and len(groups) < LABEL_GROUPS - 1:
+            groups.append((first, previous))
+            first, rows = label_idx, 0
+        rows += n
+    groups.append((first, counts[-1][0]))
+    return [(f"label_idx BETWEEN {int(a)} AND {int(b)}", patient) for a, b in groups for patient in patients]
+
+
 def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *,
                min_lab_events: int, estimation_window_min: int,
-               causal: bool, thresholds: str, value_tolerance_min: int) -> list[dict]:
+               causal: bool, thresholds: str, value_tolerance_min: int,
+               rows_per_part: Optional[int] = None) -> list[dict]:
     """Every candidate lab target of every ECG (DuckDB table :data:`TARGETS_TABLE`), and its description.
 
     Parameters
@@ -210,6 +264,10 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
     value_tolerance_min : int
         Monitoring values: the row closest to t + h within this many minutes (estimation
         values keep the estimation window).
+    rows_per_part : int, optional
+        The window targets are made about this many lab rows at a time (:func:`lab_parts`;
+        ``rows_per_part(memory_limit)`` keeps a part's joins and aggregates in memory); None:
+        all at once. The table is the same either way.
 
     Returns
     -------
@@ -228,7 +286,8 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
     medians, class_occurs = _median_thresholds(con, len(lab_names), thresholds)
     if thresholds == "row":
         _count_fallbacks(con, flow)
-    _window_targets(con, n_ecgs, flow, estimation_window_min, causal, thresholds, value_tolerance_min)
+    _window_targets(con, n_ecgs, flow, estimation_window_min, causal, thresholds, value_tolerance_min,
+                    lab_parts(con, rows_per_part))
     candidates = _describe_candidates(lab_names, medians, class_occurs, fluid, unit_map)
     names = [candidate["name"] for candidate in candidates]
     if len(set(names)) != len(names):
@@ -284,9 +343,12 @@ def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -
         "count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL), "
         f"count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL "
         f"AND label NOT IN {DROPPED_LABELS}), "
-        f"count(*) FILTER (WHERE {usable}), "
-        f"count(DISTINCT labevent_id) FILTER (WHERE {usable}) + count(*) FILTER (WHERE {usable} "
-        "AND labevent_id IS NULL) FROM lab_raw l LEFT JOIN d_lab USING (itemid)").fetchone()
+        f"count(*) FILTER (WHERE {usable}) FROM lab_raw l LEFT JOIN d_lab USING (itemid)").fetchone()
+    # repeated ids: the rows beyond the first of each id (a grouping, several times faster than
+    # count(DISTINCT) at 158M rows, where that spills)
+    n_repeats = con.execute(f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT labevent_id, count(*) AS n FROM lab_raw "
+                            f"LEFT JOIN d_lab USING (itemid) WHERE {usable} AND labevent_id IS NOT NULL "
+                            "GROUP BY labevent_id HAVING count(*) > 1)").fetchone()[0]
     reasons = ["rows without valuenum or charttime", "rows whose itemid is not in d_labitems (or has no label)",
                f"rows of labels {list(DROPPED_LABELS)}", "rows with ref_range_lower = ref_range_upper = 0"]
     rows_before = n_raw
@@ -294,7 +356,8 @@ def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -
                                     step_counts[:4], reasons):
         flow.add(f"labevents: {step}", rows_before, n_rows, reason, warn=step == "join d_labitems")
         rows_before = n_rows
-    n_usable, n_unique_ids = rows_before, step_counts[4]
+    n_usable = rows_before
+    n_unique_ids = n_usable - int(n_repeats)
     # a view, not a table: one materialization of the lab rows fewer
     con.execute(f"CREATE VIEW lab_ok AS SELECT l.labevent_id, l.subject_id, l.itemid, l.t, l.valuenum, "
                 f"l.valueuom, l.ref_range_lower, l.ref_range_upper, d.label, d.fluid FROM lab_raw l "
@@ -414,15 +477,32 @@ def _median_thresholds(con, n_labels: int, thresholds: str) -> tuple[pd.DataFram
     return medians, class_occurs
 
 
+_TWO_64 = "18446744073709551616::HUGEINT"  # 2^64
+
+
+def closest_key_sql(at_us: int) -> str:
+    """SQL of the order of "closest to t + at_us" as one HUGEINT, smallest first, over rows with ``dt``, ``labevent_id``.
+
+    The order is (|dt - at_us|, charttime, -labevent_id), NULL labevent_id last: the
+    smallest distance, ties to the earlier charttime (for one ECG, dt - at_us < 0 before
+    > 0), then to the higher labevent_id. One 128-bit integer compares several times faster
+    than a struct of the three: |dt - at_us| * 2 + (dt > at_us) in the upper 64 bits,
+    2^63 - 1 - labevent_id (2^64 when NULL) below.
+    """
+    return (f"((abs(dt - {int(at_us)}) * 2 + (dt > {int(at_us)})::BIGINT)::HUGEINT * {_TWO_64} "
+            f"+ coalesce(9223372036854775807::HUGEINT - labevent_id::HUGEINT, {_TWO_64}))")
+
+
 def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min: int,
-                    causal: bool, thresholds: str, value_tolerance_min: int) -> None:
+                    causal: bool, thresholds: str, value_tolerance_min: int, parts: list[tuple[str, str]]) -> None:
     """The estimation and monitoring targets of every (ECG, label) pair with a lab row in a window.
 
     Estimation: the class of the closest row in [t - w, t + w]; monitoring: whether a low or a
     high row falls in [t, t + h] ((t, t + h] when ``causal``; NaN if none, or both), t the
     ECG's time, all in microseconds; a row's class is :func:`row_class_sql` under ``thresholds``.
     The values: the estimation label's row, and per horizon the row closest to t + h in
-    [t + h - tol, t + h + tol]. Creates :data:`TARGETS_TABLE`.
+    [t + h - tol, t + h + tol]. Creates :data:`TARGETS_TABLE`, one part of labels and patients
+    (``parts``, :func:`lab_parts`) at a time: a pair's targets depend on its own rows only.
     """
     n_without_labs = con.execute("SELECT count(*) FROM ecg WHERE subject_id NOT IN "
                                  "(SELECT DISTINCT subject_id FROM lab)").fetchone()[0]
@@ -444,19 +524,20 @@ def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min:
         f"bool_or(cls = 1) FILTER (WHERE {start} AND dt <= {h * 60_000_000}) AS hi{h}" for h in HORIZONS_MIN)
     # per horizon h: the value of the row closest to t + h within the tolerance
     values = ", ".join(
-        f"arg_min(valuenum, struct_pack(a := abs(dt - {h * 60_000_000}), t := lt, i := -labevent_id)) "
+        f"arg_min(valuenum, {closest_key_sql(h * 60_000_000)}) "
         f"FILTER (WHERE dt BETWEEN {h * 60_000_000 - tolerance_us} AND {h * 60_000_000 + tolerance_us}) "
         f"AS {value_table_column(task_idx)}" for task_idx, h in enumerate(HORIZONS_MIN, start=1))
     # per (ECG, label) pair: est, the class (-1, 0, 1) of the closest row in the estimation window, and its value
-    closest = "struct_pack(a := abs(dt), t := lt, i := -labevent_id)"
+    closest = closest_key_sql(0)
     windows = (
         f"SELECT row_idx, label_idx, arg_min(cls, {closest}) "
         f"FILTER (WHERE dt BETWEEN -{window_us} AND {window_us}) AS est, "
         f"arg_min(valuenum, {closest}) FILTER (WHERE dt BETWEEN -{window_us} AND {window_us}) "
         f"AS {value_table_column(0)}, {values}, {monitoring} FROM ("
-        f"SELECT e.row_idx, l.label_idx, l.t - e.t AS dt, l.t AS lt, l.labevent_id, l.valuenum, "
+        f"SELECT e.row_idx, l.label_idx, l.t - e.t AS dt, l.labevent_id, l.valuenum, "
         f"{row_class_sql(thresholds, 'l', 'th')} AS cls "
-        f"FROM ecg_bl e JOIN (SELECT *, floor(t / {width_us})::BIGINT AS b FROM lab) l "
+        f"FROM (SELECT * FROM ecg_bl WHERE {{patients}}) e JOIN (SELECT *, floor(t / {width_us})::BIGINT AS b "
+        "FROM lab WHERE {labels} AND {patients}) l "
         f"ON l.subject_id = e.subject_id AND l.b = e.b JOIN thr_df th ON th.label_idx = l.label_idx "
         f"WHERE l.t BETWEEN e.t - {window_us} AND e.t + {after_us}) GROUP BY ALL")
     # estimation: the closest row's class is the direction (NULL: no row); monitoring: NULL when the
@@ -468,11 +549,15 @@ def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min:
         columns += [f"CASE WHEN {missing} THEN NULL ELSE CAST({low} AS FLOAT) END AS {target_column(0, task_idx)}",
                     f"CASE WHEN {missing} THEN NULL ELSE CAST({high} AS FLOAT) END AS {target_column(1, task_idx)}"]
     columns += [value_table_column(task_idx) for task_idx in range(len(TASKS))]
-    con.execute(f"CREATE TABLE {TARGETS_TABLE} AS SELECT row_idx, label_idx, {', '.join(columns)} FROM ({windows})")
+    query = f"SELECT row_idx, label_idx, {', '.join(columns)} FROM ({windows})"
+    for n, (label_sql, patient_sql) in enumerate(parts):
+        # the first part makes the table, the others append; each part's rows are stored together
+        sql = f"CREATE TABLE {TARGETS_TABLE} AS {query}" if n == 0 else f"INSERT INTO {TARGETS_TABLE} {query}"
+        con.execute(sql.replace("{labels}", label_sql).replace("{patients}", patient_sql))
     con.execute("DROP TABLE ecg_bl")
 
 
-def last_lab_values(con, last_value_cutoffs_min: tuple[int, ...]) -> None:
+def last_lab_values(con, last_value_cutoffs_min: tuple[int, ...], rows_per_part: Optional[int] = None) -> None:
     """The latest value of each label charted before each ECG (less a cutoff), for the last-value baseline.
 
     Needs the tables ``ecg`` (:func:`labecg.readers.load_ecgs`), ``lab`` and ``label_df``
@@ -483,6 +568,9 @@ def last_lab_values(con, last_value_cutoffs_min: tuple[int, ...]) -> None:
     con : DuckDB connection
     last_value_cutoffs_min : tuple of int
         Per cutoff c, minutes: rows charted strictly before ``ecg_time - c``.
+    rows_per_part : int, optional
+        About this many lab rows at a time (:func:`lab_parts`); None: all at once. The
+        table is the same either way.
 
     Creates the DuckDB table :data:`LAST_VALUES_TABLE`, one row per (ECG, label, cutoff) with
     such a row: ``row_idx`` (BIGINT, the ``ecg`` row), ``label_idx`` (BIGINT, as in
@@ -492,19 +580,36 @@ def last_lab_values(con, last_value_cutoffs_min: tuple[int, ...]) -> None:
     then the larger value. No lower limit on the age. At full scale it is tens of millions
     of rows: it stays in DuckDB (``labecg.cohort`` writes the cohort's share of it).
     """
-    # the tie rule is the order of the as-of key (charttime, labevent_id, value): the latest key
-    # below (ecg_time - c, smallest BIGINT) is the latest row before ecg_time - c, ties to the
-    # higher labevent_id, then the larger value; one as-of join serves every cutoff, without a
-    # table of one value per (patient, label, charttime) first (half the time at 16M lab rows)
+    # the tie rule is the order of the as-of key (charttime, labevent_id) with the value last:
+    # the latest key below (ecg_time - c, smallest BIGINT) is the latest row before ecg_time - c,
+    # ties to the higher labevent_id (NULL read as -1, lowest), and rows that tie on both (only
+    # rows without an id: ids are unique in lab) are first reduced to the largest value; one
+    # as-of join serves every cutoff. The key is one HUGEINT, charttime * 2^64 + (id + 2^63):
+    # a 128-bit integer sorts several times faster than a struct.
     cutoffs = ", ".join(f"({int(c)}::BIGINT, {int(c) * 60_000_000}::BIGINT)" for c in last_value_cutoffs_min)
-    con.execute(
-        f"CREATE OR REPLACE TABLE {LAST_VALUES_TABLE} AS SELECT e.row_idx, e.label_idx, e.cutoff_min, "
-        f"l.valuenum AS value, (e.t_us - l.t) / 60e6 AS age_min FROM (SELECT e.row_idx, e.subject_id, e.t_us, "
-        f"p.label_idx, c.cutoff_min, struct_pack(t := e.t_us - c.cutoff_us, i := (-9223372036854775807)::BIGINT - 1, "
-        f"v := 0.0::DOUBLE) AS k FROM ecg e JOIN (SELECT DISTINCT subject_id, label_idx FROM lab) p USING (subject_id) "
+
+    def key(t: str, i: str) -> str:
+        return f"({t})::HUGEINT * {_TWO_64} + (({i})::HUGEINT + 9223372036854775808::HUGEINT)"
+
+    query = (
+        f"SELECT e.row_idx, e.label_idx, e.cutoff_min, l.valuenum AS value, (e.t_us - l.t) / 60e6 AS age_min "
+        f"FROM (SELECT e.row_idx, e.subject_id, e.t_us, p.label_idx, c.cutoff_min, "
+        f"{key('e.t_us - c.cutoff_us', '(-9223372036854775807)::BIGINT - 1')} AS k "
+        f"FROM (SELECT * FROM ecg WHERE {{patients}}) e "
+        f"JOIN (SELECT DISTINCT subject_id, label_idx FROM lab {{part}}) p USING (subject_id) "
         f"CROSS JOIN (VALUES {cutoffs}) c(cutoff_min, cutoff_us)) e "
-        f"ASOF JOIN (SELECT subject_id, label_idx, t, valuenum, struct_pack(t := t, i := coalesce(labevent_id, -1), "
-        f"v := valuenum) AS k FROM lab) l ON l.subject_id = e.subject_id AND l.label_idx = e.label_idx AND e.k > l.k")
+        f"ASOF JOIN (SELECT subject_id, label_idx, t, valuenum, {key('t', 'labevent_id')} AS k FROM lab {{part}} "
+        f"AND coalesce(labevent_id, -1) <> -1 UNION ALL SELECT subject_id, label_idx, t, max(valuenum), "
+        f"{key('t', '-1')} FROM lab {{part}} AND coalesce(labevent_id, -1) = -1 GROUP BY subject_id, label_idx, t) l "
+        f"ON l.subject_id = e.subject_id AND l.label_idx = e.label_idx AND e.k > l.k")
+    # a part of labels and patients at a time: the as-of join's sorts stay in memory (its keys hold both)
+    con.execute(f"DROP TABLE IF EXISTS {LAST_VALUES_TABLE}")
+    # an as-of join, never DuckDB's nested-loop form for a side it estimates small: an estimate
+    # of a part can be off by 10^6 (a loop join over a part of 158M lab rows did not finish)
+    con.execute("SET asof_loop_join_threshold = 0")
+    for n, (label_sql, patient_sql) in enumerate(lab_parts(con, rows_per_part)):
+        sql = (f"CREATE TABLE {LAST_VALUES_TABLE} AS " if n == 0 else f"INSERT INTO {LAST_VALUES_TABLE} ") + query
+        con.execute(sql.format(part=f"WHERE {label_sql} AND {patient_sql}", patients=patient_sql))
 
 
 def _describe_candidates(lab_names: list[str], thresholds: pd.DataFrame, class_occurs: dict, fluid: pd.Series,

@@ -466,3 +466,55 @@ def test_flow_log_names_the_limit_and_the_spill_folder(tmp_path, caplog):
     assert f"spills to {tmp_path / 'out'}/.scratch_" in line
     assert not list((tmp_path / "out").glob(".scratch_*"))  # the scratch folder goes with the stage
     assert "time per step: ECGs" in caplog.text
+
+
+def test_lab_parts_cover_every_row_once():
+    import duckdb
+    con = duckdb.connect()
+    # rows per label: 0 -> 50, 1 -> 30, 2 -> 40, 4 -> 100 (label 3 has none), over 37 patients
+    con.execute("CREATE TABLE lab AS SELECT label_idx, (row_number() OVER ()) % 37 AS subject_id FROM "
+                "(SELECT unnest(list_concat(repeat([0], 50), repeat([1], 30), repeat([2], 40), repeat([4], 100))) "
+                "AS label_idx)")
+    con.execute("CREATE TABLE ecg AS SELECT subject_id FROM lab")  # the patient cuts come from the ECGs
+    assert labels.lab_parts(con, None) == [("true", "true")]
+    assert labels.lab_parts(con, 220) == [("true", "true")]  # it fits
+    # 220 rows: 4 patient groups; labels in groups of at most 220 / 3 rows unless one label is more:
+    # 50 (+ 30 would be 80), 30 + 40 = 70 (+ 100 would be 170), 100
+    parts = labels.lab_parts(con, 60)
+    assert [p[0] for p in parts[::4]] == ["label_idx BETWEEN 0 AND 0", "label_idx BETWEEN 1 AND 2",
+                                          "label_idx BETWEEN 4 AND 4"]
+    assert len(parts) == 12 and len({p[1] for p in parts}) == 4
+    # subject_id of ECGs 1..220 is row % 37: 0 and 36 five times, 1..35 six times; the sorted
+    # subject_ids at positions 55, 110, 165 of 220 (quartiles) are 9, 18 and 27
+    assert parts[:4] == [("label_idx BETWEEN 0 AND 0", c) for c in
+                         ["subject_id <= 9", "subject_id > 9 AND subject_id <= 18",
+                          "subject_id > 18 AND subject_id <= 27", "subject_id > 27"]]
+    hits = con.execute("SELECT " + " + ".join(f"({lab} AND {pat})::INT" for lab, pat in parts) + " FROM lab").fetchall()
+    assert {h for (h,) in hits} == {1}  # every row in exactly one part
+    con.execute("DELETE FROM lab")
+    assert labels.lab_parts(con, 8) == [("true", "true")]  # empty: one part, the tables are still made
+    assert labels.rows_per_part(10 * labels.LAB_ROW_BYTES + 1) == 10 and labels.rows_per_part(0) == 1
+
+
+def test_cohort_in_parts_equals_the_cohort_at_once(synthetic_root, cohort_dir, tmp_path, monkeypatch):
+    """Labels and patients a part at a time (what a small memory limit does at full scale) give the same files."""
+    from conftest import source_paths
+    seen = []
+    real = labels.lab_parts
+
+    def parts(con, rows_per_part):
+        seen.append(real(con, rows_per_part))
+        return seen[-1]
+
+    monkeypatch.setattr(labels, "rows_per_part", lambda limit: 300)  # many parts on the small tree
+    monkeypatch.setattr(labels, "lab_parts", parts)
+    out = tmp_path / "parts"
+    build_cohort(CohortConfig(**source_paths(synthetic_root), cohort_dir=out, min_lab_events=20, min_per_class=2))
+    assert len(seen) == 2 and all(len(p) > 6 for p in seen)  # the window targets and the last values, in parts
+    for name in ("cohort.parquet", "last_values.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name), pd.read_parquet(cohort_dir / name))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "cohort_flow.csv"), pd.read_csv(cohort_dir / "cohort_flow.csv"))
+    got, expected = json.loads((out / "targets.json").read_text()), json.loads((cohort_dir / "targets.json").read_text())
+    for doc in (got, expected):
+        doc["config"].pop("cohort_dir")
+    assert got == expected

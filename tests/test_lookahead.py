@@ -145,8 +145,72 @@ def test_last_lab_values_ties_and_cutoffs_by_hand():
     con.register("lab_df", pd.DataFrame(rows, columns=["subject_id", "label_idx", "minute", "labevent_id", "valuenum"])
                  .astype({"labevent_id": "Int64"}))
     con.execute(f"CREATE TABLE lab AS SELECT subject_id, label_idx, minute * {m} AS t, labevent_id, valuenum FROM lab_df")
-    labels.last_lab_values(con, (0, 60))
-    got = con.execute(f"SELECT * FROM {labels.LAST_VALUES_TABLE} ORDER BY row_idx, label_idx, cutoff_min").df()
     expected = pd.DataFrame({"row_idx": [0, 0, 0], "label_idx": [0, 0, 1], "cutoff_min": [0, 60, 0],
                              "value": [2.0, 5.0, 0.5], "age_min": [10.0, 70.0, 5.0]})
-    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_dtype=False)
+    for rows_per_part in (None, 1):  # all labels at once, and one label at a time
+        labels.last_lab_values(con, (0, 60), rows_per_part)
+        got = con.execute(f"SELECT * FROM {labels.LAST_VALUES_TABLE} ORDER BY row_idx, label_idx, cutoff_min").df()
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_dtype=False)
+
+
+def test_closest_key_orders_as_distance_time_then_higher_id():
+    """labels.closest_key_sql against a Python sort of (|dt - at|, dt, -id, NULL id last), many ties."""
+    import duckdb
+
+    from labecg import labels
+    rng = np.random.default_rng(3)
+    n = 4000
+    rows = pd.DataFrame({"g": rng.integers(0, 300, n), "dt": rng.integers(-4, 5, n) * 10,
+                         "labevent_id": pd.array(rng.integers(-3, 4, n), dtype="Int64"), "x": np.arange(n)})
+    rows.loc[rng.random(n) < 0.2, "labevent_id"] = pd.NA
+    con = duckdb.connect()
+    con.register("r", rows)
+    for at in (0, 20):
+        got = dict(con.execute(f"SELECT g, arg_min(x, {labels.closest_key_sql(at)}) FROM r GROUP BY g").fetchall())
+
+        def order(row, at=at):
+            missing = pd.isna(row.labevent_id)
+            return (abs(row.dt - at), row.dt, missing, 0 if missing else -row.labevent_id)
+        expected = {}
+        for g, group in rows.groupby("g"):
+            best = min(group.itertuples(), key=order)
+            # rows equal on the whole order are interchangeable: compare their keys, not which one
+            expected[g] = order(best)
+        by_x = {row.x: row for row in rows.itertuples()}
+        assert {g: order(by_x[x]) for g, x in got.items()} == expected
+
+
+def test_last_lab_values_match_a_brute_force_search():
+    """labels.last_lab_values on random rows with repeated times and missing ids, against a Python scan."""
+    import duckdb
+
+    from labecg import labels
+    rng = np.random.default_rng(5)
+    m = 60_000_000
+    ecg = pd.DataFrame({"row_idx": np.arange(60), "subject_id": rng.integers(0, 6, 60), "t_us": rng.integers(0, 20, 60) * m})
+    lab = pd.DataFrame({"subject_id": rng.integers(0, 6, 800), "label_idx": rng.integers(0, 4, 800),
+                        "t": rng.integers(0, 16, 800) * m, "labevent_id": pd.array(np.arange(800) % 97, dtype="Int64"),
+                        "valuenum": rng.integers(0, 5, 800).astype(float)})
+    lab = lab.drop_duplicates("labevent_id").reset_index(drop=True)  # ids are unique in lab (label_labs)
+    lab.loc[rng.random(len(lab)) < 0.6, "labevent_id"] = pd.NA  # often several at one time
+    con = duckdb.connect()
+    con.register("ecg_df", ecg)
+    con.execute("CREATE TABLE ecg AS SELECT * FROM ecg_df")
+    con.register("lab_df", lab)
+    con.execute("CREATE TABLE lab AS SELECT * FROM lab_df")
+    expected = []
+    for e in ecg.itertuples():
+        for label_idx in sorted(lab.loc[lab["subject_id"] == e.subject_id, "label_idx"].unique()):
+            rows = lab[(lab["subject_id"] == e.subject_id) & (lab["label_idx"] == label_idx)]
+            for cutoff in (0, 3):
+                before = rows[rows["t"] < e.t_us - cutoff * m]
+                if len(before):
+                    best = max(before.itertuples(), key=lambda r: (r.t, -1 if pd.isna(r.labevent_id) else r.labevent_id,
+                                                                   r.valuenum))
+                    expected.append((e.row_idx, label_idx, cutoff, best.valuenum, (e.t_us - best.t) / m))
+    expected = pd.DataFrame(expected, columns=["row_idx", "label_idx", "cutoff_min", "value", "age_min"])
+    for rows_per_part in (None, 150):
+        labels.last_lab_values(con, (0, 3), rows_per_part)
+        got = con.execute(f"SELECT * FROM {labels.LAST_VALUES_TABLE} ORDER BY row_idx, label_idx, cutoff_min").df()
+        assert len(expected) > 100
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_dtype=False)
