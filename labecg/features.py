@@ -85,12 +85,13 @@ def read_demographics(con, files: dict, headers: dict, ecgs: pd.DataFrame, flow:
 
     races = []
     for key, tcol in (("admissions", "admittime"), ("edstays", "intime")):
-        r = con.execute(
-            f"SELECT subject_id, race FROM (SELECT subject_id, race, row_number() OVER "
-            f"(PARTITION BY subject_id ORDER BY {tcol} NULLS LAST, race) AS k FROM "
-            f"{readers.scan_sql(files[key], headers[key], {'subject_id': 'BIGINT', tcol: 'TIMESTAMP'}, 'rej_' + key)} "
-            f"WHERE race IS NOT NULL AND trim(race) <> '' "
-            f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)) WHERE k = 1").df()
+        with readers.scan_as_probe_side(con):
+            r = con.execute(
+                f"SELECT subject_id, race FROM (SELECT subject_id, race, row_number() OVER "
+                f"(PARTITION BY subject_id ORDER BY {tcol} NULLS LAST, race) AS k FROM "
+                f"{readers.scan_sql(files[key], headers[key], {'subject_id': 'BIGINT', tcol: 'TIMESTAMP'}, 'rej_' + key)} "
+                f"WHERE race IS NOT NULL AND trim(race) <> '' "
+                f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)) WHERE k = 1").df()
         readers.report_rejects(con, f"rej_{key}", files[key], None, 0)  # warns; race only, no flow step
         races.append(r.set_index("subject_id")["race"])
     race_src = races[0].combine_first(races[1]) if len(races[1]) else races[0]
@@ -114,9 +115,10 @@ def read_vitals(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow
     key = "vitalsign"
     path = files[key]
     types = {"subject_id": "BIGINT", "charttime": "TIMESTAMP", **{vital: "DOUBLE" for vital in readers.VITALS}}
-    con.execute(f"CREATE TABLE vit AS SELECT subject_id, epoch_us(charttime) AS t, "
-                f"{', '.join(readers.VITALS)} FROM {readers.scan_sql(path, headers[key], types, 'rej_vit')} "
-                f"WHERE subject_id IN (SELECT subject_id FROM ecg_subjects)")
+    with readers.scan_as_probe_side(con):
+        con.execute(f"CREATE TABLE vit AS SELECT subject_id, epoch_us(charttime) AS t, "
+                    f"{', '.join(readers.VITALS)} FROM {readers.scan_sql(path, headers[key], types, 'rej_vit')} "
+                    f"WHERE subject_id IN (SELECT subject_id FROM ecg_subjects)")
     n_rows = con.execute("SELECT count(*) FROM vit").fetchone()[0]
     readers.report_rejects(con, "rej_vit", path, flow, n_rows)
     n_no_time = con.execute("SELECT count(*) FROM vit WHERE t IS NULL").fetchone()[0]
@@ -160,10 +162,11 @@ def read_biometrics(con, files: dict, headers: dict, n_ecgs: int, flow: readers.
     path = files[key]
     types = {"subject_id": "BIGINT", "chartdate": "DATE", "seq_num": "BIGINT"}
     names = ", ".join(f"'{k}'" for k in BIOMETRICS)
-    con.execute(f"CREATE TABLE omr AS SELECT subject_id, chartdate, seq_num, result_name, "
-                f"result_value, TRY_CAST(result_value AS DOUBLE) AS x "
-                f"FROM {readers.scan_sql(path, headers[key], types, 'rej_omr')} WHERE result_name IN ({names}) "
-                f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)")
+    with readers.scan_as_probe_side(con):
+        con.execute(f"CREATE TABLE omr AS SELECT subject_id, chartdate, seq_num, result_name, "
+                    f"result_value, TRY_CAST(result_value AS DOUBLE) AS x "
+                    f"FROM {readers.scan_sql(path, headers[key], types, 'rej_omr')} WHERE result_name IN ({names}) "
+                    f"AND subject_id IN (SELECT subject_id FROM ecg_subjects)")
     n_rows = con.execute("SELECT count(*) FROM omr").fetchone()[0]
     readers.report_rejects(con, "rej_omr", path, flow, n_rows)
     n_ok = con.execute("SELECT count(*) FROM omr WHERE x IS NOT NULL AND chartdate IS NOT NULL").fetchone()[0]
