@@ -69,8 +69,11 @@ $(VENV)/.lab-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[lab]"
 	touch $@
 
+# pytest-xdist: one worker per core, each test file on one worker (its session fixtures,
+# e.g. the test book, are built once); 210 s against 370 s in one process on 2 cores
+PYTEST_WORKERS ?= auto
 test: venv lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # ruff (pyflakes, bugbear, complexity; pyproject.toml [tool.ruff]): no finding allowed
 lint: venv
@@ -78,7 +81,7 @@ lint: venv
 
 # the inner loop: every test not marked slow (no notebook, book build, browser or end-to-end training)
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile
 
 # What the Pages workflow does on the default branch (.github/workflows/book.yml). Pages then
 # serves the gh-pages branch; .nojekyll keeps its _static/ and _sources/ folders.

@@ -21,7 +21,8 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   and fluid: they are one test); rows without valuenum or charttime dropped (text-only
   values such as 'ERROR' or '>25000'); labels 'H', 'I', 'L', 'other' dropped; rows whose two
   reference bounds both equal 0 dropped (a row with one or two empty bounds is kept; its
-  empty bound does not enter the medians); repeated ``labevent_id`` kept once; per label
+  empty bound does not enter the medians); repeated ``labevent_id`` kept once (the earliest
+  charttime, then the smallest value, subject_id, itemid, unit and bounds: never the file order); per label
   only its most frequent fluid (ties: alphabetical); units: the authors' table
   (``LABEL_UNITS``, their ``preprocessing.py``) names the unit of about 20 labels, every
   spelling of those labels is read in it with factor 1, except the spellings of another
@@ -376,7 +377,8 @@ def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -
     lab_rows = "lab_ok"
     if n_unique_ids < n_usable:
         con.execute("CREATE TABLE lab_dedup AS SELECT * FROM lab_ok "
-                    "QUALIFY labevent_id IS NULL OR row_number() OVER (PARTITION BY labevent_id ORDER BY t, valuenum) = 1")
+                    "QUALIFY labevent_id IS NULL OR row_number() OVER (PARTITION BY labevent_id ORDER BY t, valuenum, "
+                    "subject_id, itemid, valueuom, ref_range_lower, ref_range_upper) = 1")
         lab_rows = "lab_dedup"
     flow.add("labevents: duplicate labevent_id", n_usable, n_unique_ids, "repeated labevent_id rows (first kept)",
              warn=True)

@@ -434,6 +434,18 @@ def test_duplicate_rows(tmp_path):
         build(tmp_path / "b", t)
 
 
+def test_a_repeated_id_keeps_the_same_row_whatever_the_file_order(tmp_path):
+    """Copies of an id with the same time and value: the smaller bounds win, wherever the copy lies."""
+    for where in ("first", "last"):
+        t = base_tables()
+        copy = t["labevents"].iloc[[0]].assign(ref_range_upper=7.0)  # 6.0 would be normal against it
+        t["labevents"] = pd.concat([copy, t["labevents"]] if where == "first" else [t["labevents"], copy])
+        res, df = build(tmp_path / where, t, thresholds="row")
+        flow = pd.read_csv(res.flow).set_index("step")
+        assert flow.loc["labevents: duplicate labevent_id", "dropped"] == 1
+        assert val(df, 1, "potassium_high_est") == 1.0, where  # the row with upper bound 5.0 was kept
+
+
 def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="unlisted_ecgs"):
         CohortConfig(hosp=tmp_path, ed=tmp_path, ecg=tmp_path, ecg_icd=tmp_path, cohort_dir=tmp_path, unlisted_ecgs="x")
