@@ -182,6 +182,28 @@ def test_threshold_medians(built):
     assert thr.loc["a", "lower"] == 134 and thr.loc["a", "upper"] == 145
 
 
+def test_weighted_median_is_the_median_of_the_repeated_values():
+    import duckdb
+    assert labels.weighted_median(np.array([3.0, 1.0]), np.array([1, 1])) == 2.0
+    assert labels.weighted_median(np.array([10.0, 1.0, 3.0]), np.array([1, 2, 1])) == 2.0  # 1 1 3 10
+    assert labels.weighted_median(np.array([10.0, 1.0, 3.0]), np.array([1, 2, 2])) == 3.0  # 1 1 3 3 10
+    assert np.isnan(labels.weighted_median(np.array([5.0]), np.array([0])))
+    rng = np.random.default_rng(7)
+    con = duckdb.connect()
+    for _ in range(300):
+        values = rng.normal(4, 2, size=rng.integers(1, 8)).round(int(rng.integers(0, 4)))
+        if rng.random() < 0.3:  # bounds whose halves are not exact decimals
+            values = rng.random(len(values)) * 10.0 ** int(rng.integers(-3, 6))
+        counts = rng.integers(0, 5, size=len(values))
+        repeated = pd.DataFrame({"v": np.repeat(values, counts)})
+        got = labels.weighted_median(values, counts)
+        if repeated.empty:
+            assert np.isnan(got)
+            continue
+        assert got == np.median(repeated["v"])
+        assert got == con.execute("SELECT median(v) FROM repeated").fetchone()[0]  # what the bounds were before
+
+
 def test_fluid_choice_and_unit_harmonization(built):
     res, df = built
     t = {x["name"]: x for x in json.loads(res.targets.read_text())["targets"]}

@@ -60,7 +60,9 @@ def _error_lines(stderr: str, command: str) -> list[str]:
 @pytest.mark.slow  # two training processes: minutes on a loaded machine
 def test_a_second_train_on_a_run_folder_in_use_exits_at_once_and_ctrl_c_says_how_to_resume(signals_dir, tmp_path):
     run = tmp_path / "run"
-    first_cmd = [LABECG, "train", "--cohort-dir", str(signals_dir), "--run-dir", str(run), *TINY, "--epochs", "500"]
+    # trains until interrupted: with 500 epochs (one step each) it once finished before the second
+    # process had started, with another test file running beside it (make test's two workers)
+    first_cmd = [LABECG, "train", "--cohort-dir", str(signals_dir), "--run-dir", str(run), *TINY, "--epochs", "1000000"]
     first = subprocess.Popen(first_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
