@@ -60,10 +60,12 @@ def _error_lines(stderr: str, command: str) -> list[str]:
 @pytest.mark.slow  # two training processes: minutes on a loaded machine
 def test_a_second_train_on_a_run_folder_in_use_exits_at_once_and_ctrl_c_says_how_to_resume(signals_dir, tmp_path):
     run = tmp_path / "run"
-    # trains until interrupted: with 500 epochs (one step each) it once finished before the second
-    # process had started, with another test file running beside it (make test's two workers)
+    # trains until interrupted (no race between the last epoch and Ctrl-C)
     first_cmd = [LABECG, "train", "--cohort-dir", str(signals_dir), "--run-dir", str(run), *TINY, "--epochs", "1000000"]
-    first = subprocess.Popen(first_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as at a terminal: a test run started in the background (`make test &`, a CI job)
+    # hands its children SIGINT ignored, and Python then never raises KeyboardInterrupt
+    first = subprocess.Popen(first_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while not (run / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
