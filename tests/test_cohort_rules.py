@@ -591,3 +591,14 @@ def test_cohort_in_parts_equals_the_cohort_at_once(synthetic_root, cohort_dir, t
     for doc in (got, expected):
         doc["config"].pop("cohort_dir")
     assert got == expected
+
+
+def test_last_values_file_is_in_cohort_then_lab_then_cutoff_order(cohort_dir):
+    """last_values.parquet's rows: the cohort's ECG order, then the lab slug as text, then the cutoff."""
+    last = pd.read_parquet(cohort_dir / "last_values.parquet")
+    cohort = pd.read_parquet(cohort_dir / "cohort.parquet", columns=["study_id"])
+    assert len(last) > 0 and last["lab"].nunique() > 1
+    position = pd.Series(np.arange(len(cohort)), index=cohort["study_id"])
+    expected = (last.assign(_pos=position.loc[last["study_id"]].to_numpy())
+                .sort_values(["_pos", "lab", "cutoff_min"], kind="stable").drop(columns="_pos"))
+    pd.testing.assert_frame_equal(last, expected.reset_index(drop=True))
