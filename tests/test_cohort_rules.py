@@ -489,12 +489,14 @@ def test_memory_limit_is_a_share_or_an_amount():
 
 
 def test_too_little_memory_says_what_to_set(tmp_path):
-    # full MIMIC (1.55M ECGs) on 16 GB: 40% is 6.4 GB for DuckDB, 0.5 + 1.55M x 300 B = 0.97 GB in Python
+    # full MIMIC (1.55M ECGs) on 16 GB: 40% is 6.4 GB for DuckDB; in Python 0.5 GB + 1.55M x 300 B + one
+    # row group of cohort.parquet, 32768 ECGs x 500 columns x 17 B = 0.5 + 0.465 + 0.279 = 1.24 GB
     assert cohort.check_memory("40%", 1_550_000, 16 * 10**9) == 6_400_000_000
     with pytest.raises(ValueError, match=r"'16GB' gives DuckDB 16.0 GB on this machine of 16.0 GB.*"
-                                         r"set --memory-limit 12.0GB"):
+                                         r"Python 1.2 GB .*set --memory-limit 11.8GB"):  # 0.8 x (16 - 1.24)
         cohort.check_memory("16GB", 1_550_000, 16 * 10**9)  # the old default, killed on a 16 GB machine
-    with pytest.raises(ValueError, match=r"this machine has 1.2 GB; .* needs at least 1.6 GB .*more memory"):
+    # 1.1 GB for DuckDB + 0.5 + 1000 x 300 B + 0.279 GB
+    with pytest.raises(ValueError, match=r"this machine has 1.2 GB; .* needs at least 1.9 GB .*more memory"):
         cohort.check_memory("40%", 1000, 12 * 10**8)
     with pytest.raises(ValueError, match="set --memory-limit") as e:
         build(tmp_path, memory_limit="0.0001%")
@@ -602,3 +604,42 @@ def test_last_values_file_is_in_cohort_then_lab_then_cutoff_order(cohort_dir):
     expected = (last.assign(_pos=position.loc[last["study_id"]].to_numpy())
                 .sort_values(["_pos", "lab", "cutoff_min"], kind="stable").drop(columns="_pos"))
     pd.testing.assert_frame_equal(last, expected.reset_index(drop=True))
+
+
+def _joined_in_duckdb(targets: list[dict]) -> str:
+    """The oracle of cohort.parquet: each label's pairs joined to the ECGs in DuckDB, ordered by row_idx."""
+    values = cohort.value_columns(targets)
+    joins, names = [], []
+    for n, label_idx in enumerate(sorted({int(t["_label_idx"]) for t in targets})):
+        cols = [f"c{int(t['_col'])} AS \"{t['name']}\"" for t in targets if t["_label_idx"] == label_idx]
+        cols += [f"v{cohort.TASKS.index(v['task'])} AS \"{v['name']}\"" for v in values if v["_label_idx"] == label_idx]
+        joins.append(f"LEFT JOIN (SELECT row_idx, {', '.join(cols)} FROM {labels.TARGETS_TABLE} "
+                     f"WHERE label_idx = {label_idx}) l{n} USING (row_idx)")
+    names = ", ".join(f"\"{c['name']}\"" for c in targets + values)
+    feats = ", ".join(f"f.\"{f}\"" for f in features.FEATURES)
+    return (f"SELECT e.subject_id, e.study_id, make_timestamp(e.t_us) AS ecg_time, f.path, c.fold, {feats}, {names} "
+            f"FROM cohort_ecgs c JOIN ecg e USING (row_idx) JOIN ecg_columns f USING (row_idx) {' '.join(joins)} "
+            "ORDER BY c.row_idx")
+
+
+def test_cohort_file_written_in_row_groups_equals_the_duckdb_join(synthetic_root, tmp_path, monkeypatch):
+    """cohort.parquet, a row group of 23 ECGs at a time (chunks that cut patients), equals the file
+    DuckDB writes by joining each label's pairs to the ECGs: same schema, nullability included, and values."""
+    import pyarrow.parquet as pq
+    from labecg.sources import source_paths
+
+    real = cohort._write_cohort
+
+    def both(con, path, targets, ecg_columns, chunk_ecgs=None):
+        real(con, path, targets, ecg_columns, chunk_ecgs)
+        con.register("ecg_columns", ecg_columns)
+        con.execute(f"COPY ({_joined_in_duckdb(targets)}) TO '{path.parent / 'oracle.parquet'}' (FORMAT parquet)")
+
+    monkeypatch.setattr(cohort, "COHORT_CHUNK_ECGS", 23)
+    monkeypatch.setattr(cohort, "_write_cohort", both)
+    build_cohort(CohortConfig(**source_paths(synthetic_root), cohort_dir=tmp_path, min_lab_events=20, min_per_class=2))
+    got, oracle = pq.read_table(tmp_path / "cohort.parquet"), pq.read_table(tmp_path / "oracle.parquet")
+    assert got.num_rows > 3 * 23 and pq.ParquetFile(tmp_path / "cohort.parquet").metadata.num_row_groups == -(-got.num_rows // 23)
+    assert got.schema.remove_metadata().equals(oracle.schema.remove_metadata())
+    assert got.column("race").null_count + got.column("sbp").null_count > 0  # NULL features made it through
+    pd.testing.assert_frame_equal(got.to_pandas(), oracle.to_pandas())
