@@ -41,7 +41,7 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   label's row; ``<lab>_value_mon{h}``, the row closest to t + h within
   ``value_tolerance_min``), in the label's unit; ``targets.json`` lists them (``values``).
 - ``last_values.parquet``: each ECG's last earlier value of every kept target's lab
-  (``labels.last_lab_values``), for the results chapter's last-value baseline; it does not
+  (``labels.last_value_parts``), for the results chapter's last-value baseline; it does not
   change ``cohort.parquet``.
 """
 
@@ -519,10 +519,49 @@ def value_columns(targets: list[dict], estimation_window_min: int = 60, value_to
     return out
 
 
-def _write_last_values(con, path: Path, targets: list[dict]) -> None:
-    """``last_values.parquet``, written by DuckDB (:func:`last_values_query`)."""
+def _write_last_values(con, path: Path, targets: list[dict], cutoffs_min: tuple[int, ...],
+                       rows_per_part: Optional[int]) -> None:
+    """``last_values.parquet``: the cohort's ECGs and its targets' labs (:func:`last_values_query`), a part at a time.
+
+    Each part of patients (:func:`labecg.labels.last_value_parts`, ``rows_per_part`` lab rows)
+    is looked up, sorted and appended as row groups; the parts come in cohort order, so the
+    file is in the order of :func:`last_values_query` without a sort of all its rows (79M at
+    full scale) or a table of them in DuckDB.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # only the lab may be NULL in a row (as DuckDB's COPY of these columns marked them)
+    schema = pa.schema([pa.field("study_id", pa.int64(), nullable=False), pa.field("lab", pa.string()),
+                        pa.field("cutoff_min", pa.int64(), nullable=False),
+                        pa.field("value", pa.float64(), nullable=False), pa.field("age_min", pa.float64(), nullable=False)])
+    kept = ", ".join(str(k) for k in sorted({int(t["_label_idx"]) for t in targets}))
+    con.execute("CREATE OR REPLACE TEMP TABLE last_value_ecgs AS SELECT e.row_idx, e.subject_id, e.t_us "
+                "FROM ecg e JOIN cohort_ecgs USING (row_idx)")
+    parts = labels.last_value_parts(con, cutoffs_min, rows_per_part, ecgs="last_value_ecgs",
+                                    label_sql=f"label_idx IN ({kept})")
     with util.atomic_path(path) as tmp:
-        con.execute(f"COPY ({last_values_query(con, targets)}) TO '{_sql_path(tmp)}' (FORMAT parquet)")
+        with pq.ParquetWriter(str(tmp), schema, compression="snappy") as writer:
+            for part in parts:
+                writer.write_table(ordered_arrow(con, last_values_query(con, targets, f"({part})")).cast(schema))
+    con.execute("DROP TABLE last_value_ecgs")
+
+
+def ordered_arrow(con, sql: str):
+    """The rows of ``sql`` as a pyarrow Table, in the order of its ORDER BY.
+
+    DuckDB 2.0's Arrow output of a connection with ``preserve_insertion_order = false`` (the
+    cohort stage's setting) hands out the sorted rows in parallel batches, out of order; here
+    the setting is on for the query and set back afterwards.
+    """
+    before = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = true")
+    try:
+        relation = con.sql(sql)
+        fetch = getattr(relation, "to_arrow_table", None) or relation.arrow  # DuckDB 2.0, and before
+        return fetch()
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if before else 'false'}")
 
 
 def _sql_path(path) -> str:
@@ -583,8 +622,6 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
                                        thresholds=cfg.thresholds, value_tolerance_min=cfg.value_tolerance_min,
                                        rows_per_part=labels.rows_per_part(limit))
         timer.step("lab labels")
-        labels.last_lab_values(con, cfg.last_value_cutoffs_min, labels.rows_per_part(limit))
-        timer.step("last lab values")
         if cfg.ecg_icd is not None:
             listed = readers.read_strict(files["records_w_diag_icd10"], headers["records_w_diag_icd10"],
                                          {"study_id": "BIGINT", "subject_id": "BIGINT", "strat_fold": "BIGINT"})
@@ -669,7 +706,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
         _write_cohort(con, paths["cohort"], targets, ecg_columns)
         del ecg_columns
         timer.step("cohort.parquet")
-        _write_last_values(con, paths["last_values"], targets)
+        _write_last_values(con, paths["last_values"], targets, cfg.last_value_cutoffs_min, labels.rows_per_part(limit))
         timer.step("last_values.parquet")
     finally:
         con.close()
@@ -745,12 +782,12 @@ def last_value_cutoff(task: str, estimation_window_min: int) -> int:
     return int(estimation_window_min) if task == "est" else 0
 
 
-def last_values_query(con, targets: list[dict]) -> str:
-    """SQL of ``last_values.parquet``: the last earlier values of the cohort's ECGs and its targets' labs.
+def last_values_query(con, targets: list[dict], source: str) -> str:
+    """SQL of ``last_values.parquet``'s rows: the last earlier values of the cohort's ECGs and its targets' labs.
 
-    Needs :data:`labecg.labels.LAST_VALUES_TABLE` (:func:`labecg.labels.last_lab_values`),
-    ``ecg`` and ``cohort_ecgs`` (the cohort's ECGs by ``row_idx``) in ``con``; registers the
-    kept targets' labs as ``last_labs``.
+    ``source``: a table or parenthesized query of last values (row_idx, label_idx, cutoff_min,
+    value, age_min: :func:`labecg.labels.last_value_parts`). Needs ``ecg`` and ``cohort_ecgs``
+    (the cohort's ECGs by ``row_idx``) in ``con``; registers the kept targets' labs as ``last_labs``.
 
     Returns
     -------
@@ -767,7 +804,7 @@ def last_values_query(con, targets: list[dict]) -> str:
                                             "lab": pd.Series(list(slug.values()), dtype=object),
                                             "lab_rank": np.array([rank[lab] for lab in slug.values()],
                                                                  dtype=np.int64)}))
-    return (f"SELECT e.study_id, x.lab, v.cutoff_min, v.value, v.age_min FROM {labels.LAST_VALUES_TABLE} v "
+    return (f"SELECT e.study_id, x.lab, v.cutoff_min, v.value, v.age_min FROM {source} v "
             f"JOIN cohort_ecgs c USING (row_idx) JOIN ecg e USING (row_idx) JOIN last_labs x USING (label_idx) "
             f"ORDER BY c.row_idx, x.lab_rank, v.cutoff_min")
 

@@ -163,8 +163,6 @@ def harmonize_units(counts: pd.DataFrame) -> pd.DataFrame:
 #: direction (0 low, 1 high) and task (``targets.TASKS``): FLOAT 1.0, 0.0 or NULL; and
 #: ``value_table_column(task_idx)`` per task: DOUBLE, the value (NULL: none).
 TARGETS_TABLE = "lab_targets"
-#: The DuckDB table of :func:`last_lab_values`.
-LAST_VALUES_TABLE = "last_lab_values"
 
 
 def target_column(direction_idx: int, task_idx: int) -> str:
@@ -207,7 +205,7 @@ def rows_per_part(memory_limit_bytes: int) -> int:
     return max(1, int(memory_limit_bytes) // LAB_ROW_BYTES)
 
 
-def lab_parts(con, rows_per_part: Optional[int]) -> list[tuple[str, str]]:
+def lab_parts(con, rows_per_part: Optional[int], label_groups: int = LABEL_GROUPS) -> list[tuple[str, str]]:
     """The rows of ``lab`` (a table or view) cut into parts of about ``rows_per_part`` rows: groups of labels x groups of patients.
 
     A part's window targets and last values depend on its own rows only (both are per patient
@@ -216,9 +214,9 @@ def lab_parts(con, rows_per_part: Optional[int]) -> list[tuple[str, str]]:
     are a hundred million), so that a part's ECGs, joins and aggregates are about 1/P of the
     whole (ranges, not a hash: DuckDB estimates a range's rows from its statistics, where it
     took a hash condition for an empty part and chose a plan that did not finish); when P > 1 the
-    labels are also cut, into up to :data:`LABEL_GROUPS` runs of consecutive label_idx of about
-    equal rows, and the parts go label group by label group, so that each label's rows of
-    :data:`TARGETS_TABLE` are stored near each other (the cohort reads it one label at a time).
+    labels are also cut, into up to ``label_groups`` runs of consecutive label_idx of about
+    equal rows, and the parts go label group by label group (``label_groups=1``: patients only,
+    ranges ascending).
 
     Returns
     -------
@@ -232,14 +230,14 @@ def lab_parts(con, rows_per_part: Optional[int]) -> list[tuple[str, str]]:
         return [("true", "true")]
     n_patient_groups = -(-n_rows // int(rows_per_part))
     cuts = con.execute("SELECT quantile_disc(subject_id, ?) FROM ecg",
-                       [[k / n_patient_groups for k in range(1, n_patient_groups)]]).fetchone()[0]
+                       [[k / n_patient_groups for k in range(1, n_patient_groups)]]).fetchall()[0][0]
     cuts = sorted({int(c) for c in cuts})
     patients = [f"subject_id <= {cuts[0]}"] if cuts else ["true"]
     patients += [f"subject_id > {a} AND subject_id <= {b}" for a, b in zip(cuts, cuts[1:])]
     patients += [f"subject_id > {cuts[-1]}"] if cuts else []
     groups, first, rows = [], counts[0][0], 0
     for (label_idx, n), previous in zip(counts, [None] + [c[0] for c in counts[:-1]]):
-        if rows and rows + n > n_rows / LABEL_GROUPS and len(groups) < LABEL_GROUPS - 1:
+        if rows and rows + n > n_rows / label_groups and len(groups) < label_groups - 1:
             groups.append((first, previous))
             first, rows = label_idx, 0
         rows += n
@@ -618,11 +616,12 @@ def _window_targets(con, n_ecgs: int, flow: readers.Flow, estimation_window_min:
     con.execute("DROP TABLE ecg_bl")
 
 
-def last_lab_values(con, last_value_cutoffs_min: tuple[int, ...], rows_per_part: Optional[int] = None) -> None:
-    """The latest value of each label charted before each ECG (less a cutoff), for the last-value baseline.
+def last_value_parts(con, last_value_cutoffs_min: tuple[int, ...], rows_per_part: Optional[int] = None,
+                     ecgs: str = "ecg", label_sql: str = "true") -> list[str]:
+    """The latest value of each label charted before each ECG (less a cutoff), for the last-value baseline: one query per part.
 
-    Needs the tables ``ecg`` (:func:`labecg.readers.load_ecgs`), ``lab`` (a table or view) and ``label_df``
-    (made by :func:`label_labs`) in ``con``.
+    Needs the table ``ecg`` (:func:`labecg.readers.load_ecgs`), or another of its columns
+    (``ecgs``: row_idx, subject_id, t_us), and ``lab`` (a table or view, :func:`label_labs`) in ``con``.
 
     Parameters
     ----------
@@ -630,16 +629,24 @@ def last_lab_values(con, last_value_cutoffs_min: tuple[int, ...], rows_per_part:
     last_value_cutoffs_min : tuple of int
         Per cutoff c, minutes: rows charted strictly before ``ecg_time - c``.
     rows_per_part : int, optional
-        About this many lab rows at a time (:func:`lab_parts`); None: all at once. The
-        table is the same either way.
+        About this many lab rows at a time (:func:`lab_parts`, patients only: every part holds
+        all the labels of a range of subject_id, the ranges ascending); None: all at once.
+    ecgs : str
+        The table or view of the ECGs to look up (default every ECG).
+    label_sql : str
+        SQL condition on ``label_idx`` of the labels to look up (default all).
 
-    Creates the DuckDB table :data:`LAST_VALUES_TABLE`, one row per (ECG, label, cutoff) with
-    such a row: ``row_idx`` (BIGINT, the ``ecg`` row), ``label_idx`` (BIGINT, as in
-    ``label_df``), ``cutoff_min`` (BIGINT), ``value`` (DOUBLE, the row's ``valuenum`` in the
-    label's unit) and ``age_min`` (DOUBLE, minutes from its charttime to the ECG, >
-    cutoff_min). The latest row wins; ties on charttime go to the higher ``labevent_id``,
-    then the larger value. No lower limit on the age. At full scale it is tens of millions
-    of rows: it stays in DuckDB (``labecg.cohort`` writes the cohort's share of it).
+    Returns
+    -------
+    list of str, one SELECT per part, with columns ``row_idx`` (BIGINT, the ``ecg`` row),
+    ``label_idx`` (BIGINT, as in ``label_df``), ``cutoff_min`` (BIGINT), ``value`` (DOUBLE,
+    the row's ``valuenum`` in the label's unit) and ``age_min`` (DOUBLE, minutes from its
+    charttime to the ECG, > cutoff_min): one row per (ECG, label, cutoff) with such a row,
+    each in exactly one part; the parts go by ascending ranges of subject_id (for ``ecg``, whose
+    row_idx follows subject_id, a part's ECGs come after the previous part's).
+    The latest row wins; ties on charttime go to the higher ``labevent_id``, then the larger
+    value. No lower limit on the age. At full scale it is tens of millions of rows, which
+    ``labecg.cohort`` streams into ``last_values.parquet`` a part at a time.
     """
     # the tie rule is the order of the as-of key (charttime, labevent_id) with the value last:
     # the latest key below (ecg_time - c, smallest BIGINT) is the latest row before ecg_time - c,
@@ -656,7 +663,7 @@ def last_lab_values(con, last_value_cutoffs_min: tuple[int, ...], rows_per_part:
         f"SELECT e.row_idx, e.label_idx, e.cutoff_min, l.valuenum AS value, (e.t_us - l.t) / 60e6 AS age_min "
         f"FROM (SELECT e.row_idx, e.subject_id, e.t_us, p.label_idx, c.cutoff_min, "
         f"{key('e.t_us - c.cutoff_us', '(-9223372036854775807)::BIGINT - 1')} AS k "
-        "FROM (SELECT * FROM ecg WHERE {patients}) e "
+        f"FROM (SELECT * FROM {ecgs} WHERE {{patients}}) e "
         "JOIN (SELECT DISTINCT subject_id, label_idx FROM lab WHERE {labels} AND {patients}) p USING (subject_id) "
         f"CROSS JOIN (VALUES {cutoffs}) c(cutoff_min, cutoff_us)) e "
         f"ASOF JOIN (SELECT subject_id, label_idx, t, valuenum, {key('t', 'labevent_id')} AS k FROM lab "
@@ -664,14 +671,14 @@ def last_lab_values(con, last_value_cutoffs_min: tuple[int, ...], rows_per_part:
         f"UNION ALL SELECT subject_id, label_idx, t, max(valuenum), {key('t', '-1')} FROM lab "
         "WHERE {labels} AND {patients} AND coalesce(labevent_id, -1) = -1 GROUP BY subject_id, label_idx, t) l "
         f"ON l.subject_id = e.subject_id AND l.label_idx = e.label_idx AND e.k > l.k")
-    # a part of labels and patients at a time: the as-of join's sorts stay in memory (its keys hold both)
-    con.execute(f"DROP TABLE IF EXISTS {LAST_VALUES_TABLE}")
     # an as-of join, never DuckDB's nested-loop form for a side it estimates small: an estimate
     # of a part can be off by 10^6 (a loop join over a part of 158M lab rows did not finish)
     con.execute("SET asof_loop_join_threshold = 0")
-    for n, (label_sql, patient_sql) in enumerate(lab_parts(con, rows_per_part)):
-        sql = (f"CREATE TABLE {LAST_VALUES_TABLE} AS " if n == 0 else f"INSERT INTO {LAST_VALUES_TABLE} ") + query
-        con.execute(sql.replace("{labels}", label_sql).replace("{patients}", patient_sql))
+    # parts of patients only (each about as large as a part of the window targets): the ECGs of
+    # a part come after those of the one before, so that the parts are written in cohort order
+    per_part = None if rows_per_part is None else max(1, int(rows_per_part) // LABEL_GROUPS)
+    parts = lab_parts(con, per_part, label_groups=1)
+    return [query.replace("{labels}", f"({label_sql})").replace("{patients}", patient_sql) for _, patient_sql in parts]
 
 
 def _describe_candidates(lab_names: list[str], thresholds: pd.DataFrame, class_occurs: dict, fluid: pd.Series,

@@ -577,8 +577,8 @@ def test_cohort_in_parts_equals_the_cohort_at_once(synthetic_root, cohort_dir, t
     seen = []
     real = labels.lab_parts
 
-    def parts(con, rows_per_part):
-        seen.append(real(con, rows_per_part))
+    def parts(con, rows_per_part, **kw):
+        seen.append(real(con, rows_per_part, **kw))
         return seen[-1]
 
     monkeypatch.setattr(labels, "rows_per_part", lambda limit: 300)  # many parts on the small tree
@@ -643,3 +643,15 @@ def test_cohort_file_written_in_row_groups_equals_the_duckdb_join(synthetic_root
     assert got.schema.remove_metadata().equals(oracle.schema.remove_metadata())
     assert got.column("race").null_count + got.column("sbp").null_count > 0  # NULL features made it through
     pd.testing.assert_frame_equal(got.to_pandas(), oracle.to_pandas())
+
+
+def test_ordered_arrow_keeps_the_order_by_of_a_parallel_query():
+    """cohort.ordered_arrow returns the rows in ORDER BY order on a connection that does not preserve
+    insertion order (the cohort stage's), where a plain Arrow fetch of DuckDB 2.0 mixed the sorted batches."""
+    import duckdb
+    con = duckdb.connect(config={"preserve_insertion_order": False, "threads": 2})
+    con.execute("CREATE TABLE t AS SELECT (hash(i) % 1000003)::BIGINT AS x, i FROM range(2000000) r(i)")
+    got = cohort.ordered_arrow(con, "SELECT x, i FROM t ORDER BY x, i")
+    expected = con.execute("SELECT x, i FROM t").df().sort_values(["x", "i"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.to_pandas(), expected)
+    assert con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0] is False

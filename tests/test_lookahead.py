@@ -147,9 +147,11 @@ def test_last_lab_values_ties_and_cutoffs_by_hand():
     con.execute(f"CREATE TABLE lab AS SELECT subject_id, label_idx, minute * {m} AS t, labevent_id, valuenum FROM lab_df")
     expected = pd.DataFrame({"row_idx": [0, 0, 0], "label_idx": [0, 0, 1], "cutoff_min": [0, 60, 0],
                              "value": [2.0, 5.0, 0.5], "age_min": [10.0, 70.0, 5.0]})
-    for rows_per_part in (None, 1):  # all labels at once, and one label at a time
-        labels.last_lab_values(con, (0, 60), rows_per_part)
-        got = con.execute(f"SELECT * FROM {labels.LAST_VALUES_TABLE} ORDER BY row_idx, label_idx, cutoff_min").df()
+    for rows_per_part in (None, 1):  # all at once, and one patient at a time
+        parts = labels.last_value_parts(con, (0, 60), rows_per_part)
+        assert (len(parts) == 1) == (rows_per_part is None)
+        got = pd.concat([con.execute(f"SELECT * FROM ({q}) ORDER BY row_idx, label_idx, cutoff_min").df()
+                         for q in parts])
         pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_dtype=False)
 
 
@@ -210,26 +212,26 @@ def test_last_lab_values_match_a_brute_force_search():
                     expected.append((e.row_idx, label_idx, cutoff, best.valuenum, (e.t_us - best.t) / m))
     expected = pd.DataFrame(expected, columns=["row_idx", "label_idx", "cutoff_min", "value", "age_min"])
     for rows_per_part in (None, 150):
-        labels.last_lab_values(con, (0, 3), rows_per_part)
-        got = con.execute(f"SELECT * FROM {labels.LAST_VALUES_TABLE} ORDER BY row_idx, label_idx, cutoff_min").df()
-        assert len(expected) > 100
+        parts = labels.last_value_parts(con, (0, 3), rows_per_part)
+        got = pd.concat([con.execute(f"SELECT * FROM ({q})").df() for q in parts])
+        got = got.sort_values(["row_idx", "label_idx", "cutoff_min"])
+        assert len(expected) > 100 and (len(parts) == 1) == (rows_per_part is None)
         pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_dtype=False)
 
 
 def test_last_values_sort_by_lab_text_not_label_index():
     """Rows of one ECG go by the lab slug as text even where label_idx orders the labs otherwise."""
     import duckdb
-    from labecg import labels
     con = duckdb.connect()
     con.execute("CREATE TABLE ecg AS SELECT * FROM (VALUES (0, 900), (1, 800)) e(row_idx, study_id)")
     con.execute("CREATE TABLE cohort_ecgs AS SELECT * FROM (VALUES (1, 0), (0, 0)) c(row_idx, fold)")
     # label_idx 0 is 'zinc', 1 'ph', 2 'albumin': the text order is albumin, ph, zinc
-    con.execute(f"CREATE TABLE {labels.LAST_VALUES_TABLE} AS SELECT * FROM (VALUES "
+    con.execute("CREATE TABLE last_rows AS SELECT * FROM (VALUES "
                 "(1, 0, 60, 1.0, 70.0), (1, 0, 0, 2.0, 5.0), (1, 1, 0, 3.0, 6.0), (0, 2, 0, 4.0, 7.0), "
                 "(0, 0, 0, 5.0, 8.0), (0, 1, 60, 6.0, 90.0), (1, 2, 60, 7.0, 61.0)) "
                 "v(row_idx, label_idx, cutoff_min, value, age_min)")
     targets = [{"_label_idx": 0, "lab": "zinc"}, {"_label_idx": 1, "lab": "ph"}, {"_label_idx": 2, "lab": "albumin"}]
-    got = con.execute(cohort.last_values_query(con, targets)).fetchall()
+    got = con.execute(cohort.last_values_query(con, targets, "last_rows")).fetchall()
     assert [(s, lab, c) for s, lab, c, _, _ in got] == [
         (900, "albumin", 0), (900, "ph", 60), (900, "zinc", 0),
         (800, "albumin", 60), (800, "ph", 0), (800, "zinc", 0), (800, "zinc", 60)]
