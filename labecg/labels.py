@@ -7,7 +7,7 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
   (60 min); monitoring labs in [ecg_time, ecg_time + h], h in ``targets.HORIZONS_MIN`` (30, 60, 120);
   with ``causal`` (``CohortConfig.causal``, not the paper's) monitoring labs in (ecg_time,
   ecg_time + h]: a lab charted at the ECG's own time is not one the ECG can foretell.
-- Last earlier value (:func:`last_lab_values`, the clinician's baseline of the results
+- Last earlier value (:func:`last_value_parts`, the clinician's baseline of the results
   chapter): per ECG and label the value of the latest row charted strictly before
   ecg_time - c, for each cutoff c (0: before the ECG; ``estimation_window_min``: before
   the estimation window opens, so never the estimation label's own row); no lower limit

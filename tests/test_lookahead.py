@@ -126,7 +126,7 @@ def test_last_value_cutoff_by_task():
 
 
 def test_last_lab_values_ties_and_cutoffs_by_hand():
-    """labels.last_lab_values on hand-made tables: strict cutoffs, ties by labevent_id (NULL lowest), then value."""
+    """labels.last_value_parts on hand-made tables: strict cutoffs, ties by labevent_id (NULL lowest), then value."""
     import duckdb
 
     from labecg import labels
@@ -183,7 +183,7 @@ def test_closest_key_orders_as_distance_time_then_higher_id():
 
 
 def test_last_lab_values_match_a_brute_force_search():
-    """labels.last_lab_values on random rows with repeated times and missing ids, against a Python scan."""
+    """labels.last_value_parts on random rows with repeated times and missing ids, against a Python scan."""
     import duckdb
 
     from labecg import labels
