@@ -352,17 +352,12 @@ def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -
         f"count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL AND label IS NOT NULL "
         f"AND label NOT IN {DROPPED_LABELS}), "
         f"count(*) FILTER (WHERE {usable}) FROM lab_raw l LEFT JOIN d_lab USING (itemid)").fetchone()
-    # repeated ids: the rows beyond the first of each id, by a grouping instead of count(DISTINCT)
-    # (at 158M rows: 24 s, and 33 s for count(DISTINCT) with the counts above). Among all rows
-    # first: no id repeats there (as in MIMIC) means none among the usable rows, and without the
-    # d_labitems join and the filters the grouping takes half the time (1.5 s against 3.0 s at 16M
-    # rows, 1.2 GB limit, the table already read once)
-    repeats = ("SELECT coalesce(sum(n - 1), 0) FROM (SELECT labevent_id, count(*) AS n FROM lab_raw l {where} "
-               "GROUP BY labevent_id HAVING count(*) > 1)")
-    n_repeats = con.execute(repeats.format(where="WHERE labevent_id IS NOT NULL")).fetchone()[0]
+    # repeated ids among all rows first: none there (as in MIMIC) means none among the usable rows;
+    # only when one repeats are the usable rows counted exactly
+    n_repeats = count_repeated_ids(con, "lab_raw")
     if n_repeats:
-        n_repeats = con.execute(repeats.format(where=f"LEFT JOIN d_lab USING (itemid) WHERE {usable} "
-                                                     "AND labevent_id IS NOT NULL")).fetchone()[0]
+        n_repeats = count_repeated_ids(con, f"(SELECT labevent_id FROM lab_raw l LEFT JOIN d_lab USING (itemid) "
+                                            f"WHERE {usable})")
     reasons = ["rows without valuenum or charttime", "rows whose itemid is not in d_labitems (or has no label)",
                f"rows of labels {list(DROPPED_LABELS)}", "rows with ref_range_lower = ref_range_upper = 0"]
     rows_before = n_raw
@@ -385,6 +380,20 @@ def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -
     flow.add("labevents: duplicate labevent_id", n_usable, n_unique_ids, "repeated labevent_id rows (first kept)",
              warn=True)
     return lab_rows, n_unique_ids
+
+
+def count_repeated_ids(con, relation: str) -> int:
+    """Rows of ``relation`` (a table or parenthesized query with a BIGINT column labevent_id) beyond the first of each id.
+
+    NULL ids are not counted. The ids are grouped by blocks of 64 (``id >> 6``), each block
+    keeping a 64-bit mask of the ids seen (``id & 63``): a block's repeats are its rows less
+    the bits set. Exact for any ids; ids that come in runs, as MIMIC's do, make 64 times fewer
+    groups than grouping by id: 0.2 s against 1.7-4.4 s at 16M rows (158M: ~21 s by id).
+    """
+    return int(con.execute(
+        "SELECT coalesce(sum(n - bit_count(seen)), 0) FROM (SELECT labevent_id >> 6 AS block, count(*) AS n, "
+        f"bit_or((1::UBIGINT) << (labevent_id & 63)::INTEGER) AS seen FROM {relation} WHERE labevent_id IS NOT NULL "
+        "GROUP BY 1)").fetchall()[0][0])
 
 
 def _make_lab_table(con, lab_rows: str, n_rows: int, flow: readers.Flow, min_lab_events: int,

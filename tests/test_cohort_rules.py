@@ -655,3 +655,21 @@ def test_ordered_arrow_keeps_the_order_by_of_a_parallel_query():
     expected = con.execute("SELECT x, i FROM t").df().sort_values(["x", "i"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got.to_pandas(), expected)
     assert con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0] is False
+
+
+def test_count_repeated_ids_against_pandas():
+    """labels.count_repeated_ids (blocks of 64 ids with a bit mask) against pandas on ids with runs, gaps,
+    negatives, the BIGINT extremes, NULLs and repeats within and across blocks."""
+    import duckdb
+    rng = np.random.default_rng(11)
+    runs = np.concatenate([np.arange(0, 5000), np.arange(10**9, 10**9 + 300), rng.integers(-10**12, 10**12, 3000),
+                           [-2**63, 2**63 - 1, -1, 63, 64, -64, -65]])
+    con = duckdb.connect()
+    for repeats in (0, 1, 57):
+        ids = np.concatenate([runs, rng.choice(runs, repeats), rng.choice(runs[:10], repeats)])
+        frame = pd.DataFrame({"labevent_id": pd.array(rng.permutation(ids), dtype="Int64")})
+        frame.loc[rng.random(len(frame)) < 0.01, "labevent_id"] = pd.NA
+        con.register("ids", frame)
+        present = frame["labevent_id"].dropna()
+        assert labels.count_repeated_ids(con, "ids") == len(present) - present.nunique()
+    assert labels.count_repeated_ids(con, "(SELECT * FROM ids WHERE false)") == 0
