@@ -52,6 +52,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -454,35 +455,48 @@ def _write_cohort(con, path: Path, targets: list[dict], ecg_columns: pd.DataFram
     cohort = con.execute("SELECT c.row_idx, c.fold, e.subject_id, e.study_id, e.t_us FROM cohort_ecgs c "
                          "JOIN ecg e USING (row_idx) ORDER BY c.row_idx").fetchnumpy()
     at = np.searchsorted(ecg_columns["row_idx"].to_numpy(), cohort["row_idx"])  # the ECGs' rows of ecg_columns
-    with util.atomic_path(path) as tmp, pq.ParquetWriter(str(tmp), schema, compression="snappy") as writer:
+    per_ecg = [pa.array(np.asarray(cohort[c]), pa.int64()) for c in ("subject_id", "study_id")]
+    per_ecg += [pa.array(np.asarray(cohort["t_us"]), pa.int64()).cast(pa.timestamp("us")),
+                pa.array(ecg_columns["path"].to_numpy(dtype=object)[at], pa.string()),
+                pa.array(np.asarray(cohort["fold"]), pa.int64())]
+    per_ecg += [pa.array(ecg_columns[f].to_numpy()[at], pa.string() if f == "race" else pa.float64(), from_pandas=True)
+                for f in features.FEATURES]
+    kept_labels = np.asarray(kept, dtype=np.int64)
+    # the parquet encoding of a row group (a third of the time) runs in a thread beside the next
+    # chunk's query and scatter: pyarrow lets go of the GIL while it writes
+    with util.atomic_path(path) as tmp, pq.ParquetWriter(str(tmp), schema, compression="snappy") as writer, \
+            ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
         for start in range(0, max(len(cohort["row_idx"]), 1), chunk_ecgs):
-            part = slice(start, start + chunk_ecgs)
-            rows = np.asarray(cohort["row_idx"][part])
+            rows = np.asarray(cohort["row_idx"][start:start + chunk_ecgs])
             n = len(rows)
-            arrays = [pa.array(np.asarray(cohort[c][part]), pa.int64()) for c in ("subject_id", "study_id")]
-            arrays += [pa.array(np.asarray(cohort["t_us"][part]), pa.int64()).cast(pa.timestamp("us")),
-                       pa.array(ecg_columns["path"].to_numpy()[at[part]], pa.string()),
-                       pa.array(np.asarray(cohort["fold"][part]), pa.int64())]
-            arrays += [pa.array(ecg_columns[f].to_numpy()[at[part]], pa.string() if f == "race" else pa.float64(),
-                                from_pandas=True) for f in features.FEATURES]
+            arrays = [column.slice(start, n) for column in per_ecg]
             pairs = con.execute(
                 f"SELECT row_idx, label_idx, {', '.join(sources)} FROM {labels.TARGETS_TABLE} "
                 f"WHERE row_idx BETWEEN {int(rows[0]) if n else 0} AND {int(rows[-1]) if n else -1} "
                 f"AND label_idx IN ({', '.join(str(k) for k in kept)})").fetchnumpy()  # NULLs: masked
             pair_rows = np.ma.getdata(pairs["row_idx"])
             slot = np.minimum(np.searchsorted(rows, pair_rows), max(n - 1, 0))
-            in_chunk = (rows[slot] == pair_rows) if n else np.zeros(len(pair_rows), bool)  # not every ECG is in the cohort
-            pair_labels = np.ma.getdata(pairs["label_idx"])
-            of_label = {k: np.flatnonzero(in_chunk & (pair_labels == k)) for k in kept}
-            src = {c: (np.ma.getdata(pairs[c]), ~np.ma.getmaskarray(pairs[c])) for c in sources}
+            in_chunk = np.flatnonzero(rows[slot] == pair_rows) if n else np.zeros(0, np.int64)  # not every ECG is in the cohort
+            # the chunk's pairs by label: each label's a slice, each source column gathered once
+            order = in_chunk[np.argsort(np.ma.getdata(pairs["label_idx"])[in_chunk], kind="stable")]
+            by_label = np.ma.getdata(pairs["label_idx"])[order]
+            first = dict(zip(kept, np.searchsorted(by_label, kept_labels, side="left")))
+            end = dict(zip(kept, np.searchsorted(by_label, kept_labels, side="right")))
+            dest = slot[order]
+            src = {c: (np.ma.getdata(pairs[c])[order], np.ma.getmaskarray(pairs[c])[order]) for c in sources}
             for _, label_idx, column, kind in outputs:
-                data, valid = src[column]
-                take = of_label[label_idx]
-                out = np.zeros(n, data.dtype)
-                present = np.zeros(n, bool)
-                out[slot[take]], present[slot[take]] = data[take], valid[take]
-                arrays.append(pa.array(out, kind, mask=~present))
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=max(n, 1))
+                data, null = src[column]
+                span = slice(first[label_idx], end[label_idx])
+                out, missing = np.zeros(n, data.dtype), np.ones(n, bool)
+                out[dest[span]], missing[dest[span]] = data[span], null[span]
+                arrays.append(pa.array(out, kind, mask=missing))
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(writer.write_table, pa.Table.from_arrays(arrays, schema=schema),
+                                  row_group_size=max(n, 1))
+        if pending is not None:
+            pending.result()
 
 
 def value_columns(targets: list[dict], estimation_window_min: int = 60, value_tolerance_min: int = 15) -> list[dict]:

@@ -668,17 +668,23 @@ def last_value_parts(con, last_value_cutoffs_min: tuple[int, ...], rows_per_part
     def key(t: str, i: str) -> str:
         return f"({t})::HUGEINT * {_TWO_64} + (({i})::HUGEINT + 9223372036854775808::HUGEINT)"
 
+    # only the rows charted before the patient's last ECG can be a last value: the others (44% of
+    # the lab rows at full scale) are left out of the as-of join's sorts; and only the (ECG, label,
+    # cutoff) with a row of the label before it look one up (the join drops the others anyway)
     query = (
+        "WITH before AS (SELECT l.subject_id, l.label_idx, l.t, l.valuenum, l.labevent_id FROM lab l "
+        f"JOIN (SELECT subject_id, max(t_us) AS last_t FROM {ecgs} WHERE {{patients}} GROUP BY ALL) m "
+        "USING (subject_id) WHERE {labels} AND {patients} AND l.t < m.last_t) "
         f"SELECT e.row_idx, e.label_idx, e.cutoff_min, l.valuenum AS value, (e.t_us - l.t) / 60e6 AS age_min "
         f"FROM (SELECT e.row_idx, e.subject_id, e.t_us, p.label_idx, c.cutoff_min, "
         f"{key('e.t_us - c.cutoff_us', '(-9223372036854775807)::BIGINT - 1')} AS k "
         f"FROM (SELECT * FROM {ecgs} WHERE {{patients}}) e "
-        "JOIN (SELECT DISTINCT subject_id, label_idx FROM lab WHERE {labels} AND {patients}) p USING (subject_id) "
-        f"CROSS JOIN (VALUES {cutoffs}) c(cutoff_min, cutoff_us)) e "
-        f"ASOF JOIN (SELECT subject_id, label_idx, t, valuenum, {key('t', 'labevent_id')} AS k FROM lab "
-        "WHERE {labels} AND {patients} AND coalesce(labevent_id, -1) <> -1 "
-        f"UNION ALL SELECT subject_id, label_idx, t, max(valuenum), {key('t', '-1')} FROM lab "
-        "WHERE {labels} AND {patients} AND coalesce(labevent_id, -1) = -1 GROUP BY subject_id, label_idx, t) l "
+        "JOIN (SELECT subject_id, label_idx, min(t) AS first_t FROM before GROUP BY ALL) p USING (subject_id) "
+        f"CROSS JOIN (VALUES {cutoffs}) c(cutoff_min, cutoff_us) WHERE p.first_t < e.t_us - c.cutoff_us) e "
+        f"ASOF JOIN (SELECT subject_id, label_idx, t, valuenum, {key('t', 'labevent_id')} AS k FROM before "
+        "WHERE coalesce(labevent_id, -1) <> -1 "
+        f"UNION ALL SELECT subject_id, label_idx, t, max(valuenum), {key('t', '-1')} FROM before "
+        "WHERE coalesce(labevent_id, -1) = -1 GROUP BY subject_id, label_idx, t) l "
         f"ON l.subject_id = e.subject_id AND l.label_idx = e.label_idx AND e.k > l.k")
     # an as-of join, never DuckDB's nested-loop form for a side it estimates small: an estimate
     # of a part can be off by 10^6 (a loop join over a part of 158M lab rows did not finish)
