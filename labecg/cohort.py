@@ -417,6 +417,25 @@ def _select_targets(con, candidates: list[dict], min_per_class: int) -> tuple[li
     return targets, np.asarray(smallest_class, dtype=np.int64), len(by_label)
 
 
+def keep_ecgs_with_targets(con, targets: list[dict]) -> None:
+    """Table ``cohort_ecgs`` (row_idx, fold): the rows of ``split_ecgs`` with any kept target not missing.
+
+    ``targets``: the kept targets, each with ``_label_idx`` and ``_col`` (its column of
+    :data:`labecg.labels.TARGETS_TABLE`). Per pair, the bits of its target columns that are not
+    NULL against the bits of its label's kept targets: half the time of one condition per label
+    (4.8 s against 2.3 s at 40M pairs).
+    """
+    kept_bits: dict[int, int] = {}
+    for target in targets:
+        kept_bits[int(target["_label_idx"])] = kept_bits.get(int(target["_label_idx"]), 0) | 1 << int(target["_col"])
+    con.register("kept_bits", pd.DataFrame({"label_idx": np.array(list(kept_bits), dtype=np.int64),
+                                            "kept": np.array(list(kept_bits.values()), dtype=np.int64)}))
+    present = " | ".join(f"((c{j} IS NOT NULL)::BIGINT << {j})" for j in range(2 * len(TASKS)))
+    con.execute(f"CREATE TABLE cohort_ecgs AS SELECT row_idx, fold FROM split_ecgs WHERE row_idx IN "
+                f"(SELECT row_idx FROM {labels.TARGETS_TABLE} JOIN kept_bits USING (label_idx) "
+                f"WHERE ({present}) & kept <> 0)")
+
+
 def _write_cohort(con, path: Path, targets: list[dict], ecg_columns: pd.DataFrame,
                   chunk_ecgs: Optional[int] = None) -> None:
     """``cohort.parquet``: the ECGs of ``cohort_ecgs`` (DuckDB), their features and targets, a row group at a time.
@@ -688,13 +707,7 @@ def build_cohort(cfg: CohortConfig) -> CohortResult:
         task_order = {task: n for n, task in enumerate(cfg.tasks)}
         targets.sort(key=lambda target: (task_order[target["task"]], target["lab"], target["direction"] != "low"))
         if cfg.drop_ecgs_without_targets:
-            # an ECG stays when any kept target of it is not missing
-            by_label: dict[int, list[str]] = {}
-            for target in targets:
-                by_label.setdefault(int(target["_label_idx"]), []).append(f"c{int(target['_col'])} IS NOT NULL")
-            has = " OR ".join(f"(label_idx = {i} AND ({' OR '.join(cols)}))" for i, cols in by_label.items())
-            con.execute(f"CREATE TABLE cohort_ecgs AS SELECT row_idx, fold FROM split_ecgs WHERE row_idx IN "
-                        f"(SELECT row_idx FROM {labels.TARGETS_TABLE} WHERE {has})")
+            keep_ecgs_with_targets(con, targets)
             n_has = con.execute("SELECT count(*) FROM cohort_ecgs").fetchall()[0][0]
             flow.add("targets: ECGs with at least one target", n_in_split, n_has,
                      "ECGs without any kept target dropped (as the authors)")

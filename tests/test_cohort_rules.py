@@ -673,3 +673,22 @@ def test_count_repeated_ids_against_pandas():
         present = frame["labevent_id"].dropna()
         assert labels.count_repeated_ids(con, "ids") == len(present) - present.nunique()
     assert labels.count_repeated_ids(con, "(SELECT * FROM ids WHERE false)") == 0
+
+
+def test_keep_ecgs_with_targets_by_hand():
+    """An ECG stays when a kept target of it is not missing; a value in a column of a target that was not kept
+    (another direction or task of the label) does not keep it."""
+    import duckdb
+    con = duckdb.connect()
+    con.execute("CREATE TABLE split_ecgs AS SELECT * FROM (VALUES (0, 3), (1, 3), (2, 18), (3, 19), (4, 0)) s(row_idx, fold)")
+    cols = ", ".join(f"c{j}" for j in range(8))
+    con.execute(f"CREATE TABLE {labels.TARGETS_TABLE} AS SELECT * FROM (VALUES "
+                "(0, 1, 1.0, NULL, NULL, NULL, NULL, NULL, NULL, NULL), "   # label 1, c0 (kept): stays
+                "(1, 1, NULL, NULL, NULL, NULL, NULL, 0.0, NULL, NULL), "   # label 1, c5 only (not kept for 1): goes
+                "(2, 2, NULL, NULL, NULL, NULL, NULL, 1.0, NULL, NULL), "   # label 2, c5 (kept for 2): stays
+                "(4, 3, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0), "         # label 3 has no kept target: goes
+                f"(9, 1, 1.0, NULL, NULL, NULL, NULL, NULL, NULL, NULL)) t(row_idx, label_idx, {cols})")
+    # ECG 3 has no pair; ECG 9 is not in the split
+    targets = [{"_label_idx": 1, "_col": 0}, {"_label_idx": 1, "_col": 2}, {"_label_idx": 2, "_col": 5}]
+    cohort.keep_ecgs_with_targets(con, targets)
+    assert sorted(con.execute("SELECT row_idx, fold FROM cohort_ecgs").fetchall()) == [(0, 3), (2, 18)]
