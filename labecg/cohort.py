@@ -552,7 +552,7 @@ def value_columns(targets: list[dict], estimation_window_min: int = 60, value_to
     return out
 
 
-def _write_last_values(con, path: Path, targets: list[dict], cutoffs_min: tuple[int, ...],
+def _write_last_values(con, path: Path, targets: list[dict], last_value_cutoffs_min: tuple[int, ...],
                        rows_per_part: Optional[int]) -> None:
     """``last_values.parquet``: the cohort's ECGs and its targets' labs (:func:`last_values_query`), a part at a time.
 
@@ -571,7 +571,7 @@ def _write_last_values(con, path: Path, targets: list[dict], cutoffs_min: tuple[
     kept = ", ".join(str(k) for k in sorted({int(t["_label_idx"]) for t in targets}))
     con.execute("CREATE OR REPLACE TEMP TABLE last_value_ecgs AS SELECT e.row_idx, e.subject_id, e.t_us "
                 "FROM ecg e JOIN cohort_ecgs USING (row_idx)")
-    parts = labels.last_value_parts(con, cutoffs_min, rows_per_part, ecgs="last_value_ecgs",
+    parts = labels.last_value_parts(con, last_value_cutoffs_min, rows_per_part, ecgs="last_value_ecgs",
                                     label_sql=f"label_idx IN ({kept})")
     with util.atomic_path(path) as tmp:
         with pq.ParquetWriter(str(tmp), schema, compression="snappy") as writer:
@@ -595,10 +595,6 @@ def ordered_arrow(con, sql: str):
         return fetch()
     finally:
         con.execute(f"SET preserve_insertion_order = {'true' if before else 'false'}")
-
-
-def _sql_path(path) -> str:
-    return str(path).replace("'", "''")
 
 
 # ---------------------------------------------------------------------------------------

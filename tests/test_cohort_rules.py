@@ -692,3 +692,21 @@ def test_keep_ecgs_with_targets_by_hand():
     targets = [{"_label_idx": 1, "_col": 0}, {"_label_idx": 1, "_col": 2}, {"_label_idx": 2, "_col": 5}]
     cohort.keep_ecgs_with_targets(con, targets)
     assert sorted(con.execute("SELECT row_idx, fold FROM cohort_ecgs").fetchall()) == [(0, 3), (2, 18)]
+
+
+def test_read_ecgs_keeps_identical_rows_once_and_refuses_a_study_with_two_contents(tmp_path):
+    from labecg import readers
+    path = tmp_path / "record_list.csv"
+    rows = ["subject_id,study_id,ecg_time,path",
+            "2,20,2150-01-01 10:00:00,files/p2/s20", "1,10,2150-01-01 09:00:00,files/p1/s10",
+            "2,20,2150-01-01 10:00:00,files/p2/s20", "1,11,2150-01-01 09:00:00,files/p1/s10",  # another study, same rest
+            "2,20,2150-01-01 10:00:00,files/p2/s20"]
+    path.write_text("\n".join(rows) + "\n")
+    flow = readers.Flow()
+    ecgs = readers.read_ecgs(path, rows[0].split(","), flow)
+    assert ecgs[["subject_id", "study_id"]].values.tolist() == [[1, 10], [1, 11], [2, 20]]
+    assert ecgs["row_idx"].tolist() == [0, 1, 2] and flow.rows[0]["dropped"] == 2
+    path.write_text("\n".join(rows + ["2,20,2150-01-01 10:00:00,files/p2/other"]) + "\n")
+    with pytest.raises(ValueError, match=r"record_list.csv: column 'study_id' repeats with different contents, "
+                                         r"e.g. study 20 \(2 rows\)"):  # after identical rows went
+        readers.read_ecgs(path, rows[0].split(","), readers.Flow())
