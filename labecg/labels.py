@@ -53,8 +53,9 @@ Choices (the paper's text, then REFERENCE_NOTES.md where the paper is silent; ou
 The SQL below applies these rules with bucketed joins; the pandas form of the same rules, a
 data frame at a time, is ``tests/reference/cohort_rules.py``. At full scale the window targets
 and the last values are made a part at a time (:func:`lab_parts`: groups of labels x ranges of
-subject_id, sized from DuckDB's memory limit), so that their joins and aggregates stay in
-memory instead of spilling to disk; the tables are the same whatever the parts.
+subject_id for the targets, ranges of subject_id for the last values, sized from DuckDB's
+memory limit), so that their joins and aggregates stay in memory instead of spilling to disk;
+the results are the same whatever the parts.
 """
 
 from __future__ import annotations
