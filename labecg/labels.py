@@ -630,8 +630,8 @@ def last_value_parts(con, last_value_cutoffs_min: tuple[int, ...], rows_per_part
                      ecgs: str = "ecg", label_sql: str = "true") -> list[str]:
     """The latest value of each label charted before each ECG (less a cutoff), for the last-value baseline: one query per part.
 
-    Needs the table ``ecg`` (:func:`labecg.readers.load_ecgs`), or another of its columns
-    (``ecgs``: row_idx, subject_id, t_us), and ``lab`` (a table or view, :func:`label_labs`) in ``con``.
+    Needs the table ``ecg`` (:func:`labecg.readers.load_ecgs`), or another table or view with its
+    columns row_idx, subject_id, t_us (``ecgs``), and ``lab`` (a table or view, :func:`label_labs`) in ``con``.
 
     Parameters
     ----------
