@@ -249,7 +249,7 @@ def lab_parts(con, rows_per_part: Optional[int], label_groups: int = LABEL_GROUP
 def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow, *,
                min_lab_events: int, estimation_window_min: int,
                causal: bool, thresholds: str, value_tolerance_min: int,
-               rows_per_part: Optional[int] = None) -> list[dict]:
+               rows_per_part: Optional[int] = None, n_scanned: Optional[int] = None) -> list[dict]:
     """Every candidate lab target of every ECG (DuckDB table :data:`TARGETS_TABLE`), and its description.
 
     Parameters
@@ -277,6 +277,9 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
         The window targets are made about this many lab rows at a time (:func:`lab_parts`;
         ``rows_per_part(memory_limit)`` keeps a part's joins and aggregates in memory); None:
         all at once. The table is the same either way.
+    n_scanned : int, optional
+        What :func:`scan_labevents` returned when it already ran on ``con``'s database (its
+        flow rows added before this call's); None: it runs here first.
 
     Returns
     -------
@@ -290,7 +293,9 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
     """
     if thresholds not in THRESHOLD_RULES:
         raise ValueError(f"thresholds must be one of {list(THRESHOLD_RULES)}, got {thresholds!r}")
-    lab_rows, n_rows = _read_usable_lab_rows(con, files, headers, flow)
+    if n_scanned is None:
+        n_scanned = scan_labevents(con, files, headers, flow)
+    lab_rows, n_rows = _read_usable_lab_rows(con, n_scanned, flow)
     lab_names, fluid, unit_map = _make_lab_table(con, lab_rows, n_rows, flow, min_lab_events, files["labevents"])
     medians, class_occurs = _median_thresholds(con, len(lab_names), thresholds)
     if thresholds == "row":
@@ -306,12 +311,15 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
     return candidates
 
 
-def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -> tuple[str, int]:
-    """Lab rows of ECG patients with a value, a time, a label and a reference range; each labevent_id once.
+def scan_labevents(con, files: dict, headers: dict, flow: readers.Flow) -> int:
+    """Read ``labevents`` into the table ``lab_raw``: the rows of ECG patients, as parsed; returns their count.
 
-    Creates ``d_lab`` (d_labitems) and ``lab_raw`` (the scanned rows), and the view ``lab_ok``
-    (joined with d_labitems, filtered); returns the name of the table or view of the usable
-    rows (``lab_ok``, or ``lab_dedup`` when a labevent_id repeats) and their count.
+    Also creates ``d_lab`` (d_labitems: itemid, label, fluid). Needs ``ecg_subjects``
+    (``readers.load_ecgs``). Columns of ``lab_raw``: labevent_id, subject_id, itemid (BIGINT),
+    t (charttime, microseconds since the epoch), valuenum, ref_range_lower, ref_range_upper
+    (DOUBLE), valueuom (VARCHAR). The scan is the stage's longest step and leaves part of a
+    core idle (gzip is read on one thread): ``labecg.cohort`` runs it on its own cursor
+    beside the features and folds.
     """
     labevents_path, d_labitems_path = files["labevents"], files["d_labitems"]
     d_labitems = readers.read_strict(d_labitems_path, headers["d_labitems"],
@@ -324,6 +332,7 @@ def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -
              warn=True)
     con.register("d_df", d_labitems)
     con.execute("CREATE TABLE d_lab AS SELECT itemid::BIGINT AS itemid, label, fluid FROM d_df")
+    con.unregister("d_df")
 
     types = {"labevent_id": "BIGINT", "subject_id": "BIGINT", "itemid": "BIGINT", "charttime": "TIMESTAMP",
              "valuenum": "DOUBLE", "ref_range_lower": "DOUBLE", "ref_range_upper": "DOUBLE"}
@@ -345,7 +354,16 @@ def _read_usable_lab_rows(con, files: dict, headers: dict, flow: readers.Flow) -
     flow.add("labevents: patients with an ECG", n_scanned, n_raw, "rows of patients without an ECG")
     if n_raw == 0:
         raise ValueError(f"{labevents_path}: no lab rows for any patient of record_list.csv (column 'subject_id')")
+    return int(n_raw)
 
+
+def _read_usable_lab_rows(con, n_raw: int, flow: readers.Flow) -> tuple[str, int]:
+    """Lab rows of ``lab_raw`` (``n_raw`` rows) with a value, a time, a label and a reference range; each labevent_id once.
+
+    Creates the view ``lab_ok`` (joined with d_labitems, filtered); returns the name of the
+    table or view of the usable rows (``lab_ok``, or ``lab_dedup`` when a labevent_id
+    repeats) and their count.
+    """
     usable = (f"{USABLE_VALUES.format(r='l')} AND label IS NOT NULL AND label NOT IN {DROPPED_LABELS}")
     step_counts = con.execute(
         "SELECT count(*) FILTER (WHERE valuenum IS NOT NULL AND t IS NOT NULL), "

@@ -106,12 +106,21 @@ def scan_as_probe_side(con):
     at a few dozen rows (whatever its size), so it would otherwise build the hash table on the
     scan and probe it with the table: at 158M lab rows that took 196 s against 107 s with the
     scan as the probe side (``bench/cohort.py --tile 228``'s source, 2 cores).
+
+    The setting holds for the whole database (every cursor of ``con``), so a block inside one
+    that is already on (the features' scans beside the labevents scan) leaves it alone: only
+    the outermost block turns it back on.
     """
-    con.execute("SET disabled_optimizers = 'build_side_probe_side'")
+    before = con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
+    disabled = [name.strip() for name in before.split(",") if name.strip()]
+    if "build_side_probe_side" in disabled:
+        yield
+        return
+    con.execute(f"SET disabled_optimizers = '{','.join(disabled + ['build_side_probe_side'])}'")
     try:
         yield
     finally:
-        con.execute("RESET disabled_optimizers")
+        con.execute(f"SET disabled_optimizers = '{before}'" if disabled else "RESET disabled_optimizers")
 
 
 def scan_sql(path: Path, header: list[str], types: dict[str, str], rejects: Optional[str] = None) -> str:

@@ -710,3 +710,61 @@ def test_read_ecgs_keeps_identical_rows_once_and_refuses_a_study_with_two_conten
     with pytest.raises(ValueError, match=r"record_list.csv: column 'study_id' repeats with different contents, "
                                          r"e.g. study 20 \(2 rows\)"):  # after identical rows went
         readers.read_ecgs(path, rows[0].split(","), readers.Flow())
+
+
+def test_nested_probe_side_blocks_leave_the_setting_to_the_outermost():
+    """The optimizer setting is the database's: a block inside one already on (another cursor's) keeps it on."""
+    import duckdb
+    from labecg import readers
+    con = duckdb.connect()
+    cursor = con.cursor()
+    con.execute("SET disabled_optimizers = 'join_order'")
+
+    def setting(c):
+        return sorted(c.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0].split(","))
+
+    with readers.scan_as_probe_side(con):
+        assert setting(cursor) == ["build_side_probe_side", "join_order"]
+        with readers.scan_as_probe_side(cursor):
+            assert setting(cursor) == ["build_side_probe_side", "join_order"]
+        assert setting(con) == ["build_side_probe_side", "join_order"]  # still on for the outer block
+    assert setting(con) == setting(cursor) == ["join_order"]  # as before
+
+
+def test_flow_steps_come_in_stage_order(built):
+    """cohort_flow.csv: the ECGs, the features, the lab rows, the folds, then the targets, whatever ran beside what."""
+    res, _ = built
+    steps = pd.read_csv(res.flow)["step"].tolist()
+    group = [("ecgs" if s.startswith("record_list") else
+              "features" if s.split(":")[0].split(" ")[-1].split(".")[0] in ("patients", "race", "vitalsign", "omr") else
+              "labs" if s.startswith(("d_labitems", "read labevents", "labevents", "labels")) else
+              s.split(":")[0]) for s in steps]
+    runs = [g for n, g in enumerate(group) if n == 0 or group[n - 1] != g]
+    assert runs == ["ecgs", "features", "labs", "folds", "targets"], steps
+
+
+def test_an_error_in_the_features_stops_the_labevents_scan_beside_them(tmp_path, monkeypatch):
+    """The features fail while the labevents scan runs beside them: their error is raised, the scan is
+    interrupted rather than waited for, and the output folder holds no scratch and no cohort."""
+    import duckdb
+    from labecg import features
+    seen = {}
+
+    def endless_scan(con, files, headers, flow):
+        try:  # half a minute of work or more unless interrupted
+            con.execute("SELECT sum(range % 7) FROM range(10000000000)").fetchall()
+        except duckdb.InterruptException:
+            seen["interrupted"] = True
+            raise
+        return 0
+
+    def failing_vitals(*args, **kw):
+        raise ValueError("vitalsign.csv.gz: bad")
+
+    monkeypatch.setattr(labels, "scan_labevents", endless_scan)
+    monkeypatch.setattr(features, "read_vitals", failing_vitals)
+    with pytest.raises(ValueError, match="vitalsign.csv.gz: bad"):
+        build(tmp_path)
+    assert seen == {"interrupted": True}
+    out = tmp_path / "out"
+    assert not (out / "cohort.parquet").exists() and not list(out.glob(".scratch_*"))
