@@ -295,8 +295,8 @@ def label_labs(con, files: dict, headers: dict, n_ecgs: int, flow: readers.Flow,
         raise ValueError(f"thresholds must be one of {list(THRESHOLD_RULES)}, got {thresholds!r}")
     if n_scanned is None:
         n_scanned = scan_labevents(con, files, headers, flow)
-    lab_rows, n_rows, spellings = _read_usable_lab_rows(con, n_scanned, flow)
-    lab_names, fluid, unit_map = _make_lab_table(con, lab_rows, n_rows, spellings, flow, min_lab_events,
+    lab_rows, n_rows, spelling_counts = _read_usable_lab_rows(con, n_scanned, flow)
+    lab_names, fluid, unit_map = _make_lab_table(con, lab_rows, n_rows, spelling_counts, flow, min_lab_events,
                                                  files["labevents"])
     medians, class_occurs = _median_thresholds(con, len(lab_names), thresholds)
     if thresholds == "row":
@@ -358,19 +358,19 @@ def scan_labevents(con, files: dict, headers: dict, flow: readers.Flow) -> int:
     return int(n_raw)
 
 
-def _read_usable_lab_rows(con, n_raw: int, flow: readers.Flow) -> tuple[str, int, str]:
+def _read_usable_lab_rows(con, n_raw: int, flow: readers.Flow) -> tuple[str, int, pd.DataFrame]:
     """Lab rows of ``lab_raw`` (``n_raw`` rows) with a value, a time, a label and a reference range; each labevent_id once.
 
-    Creates the view ``lab_ok`` (joined with d_labitems, filtered) and the table
-    ``lab_counts``; returns the name of the table or view of the usable rows (``lab_ok``, or
-    ``lab_dedup`` when a labevent_id repeats), their count, and SQL of their rows per label,
-    fluid and unit spelling (columns label, fluid, valueuom, n).
+    Creates the view ``lab_ok`` (joined with d_labitems, filtered); returns the name of the
+    table or view of the usable rows (``lab_ok``, or ``lab_dedup`` when a labevent_id
+    repeats), their count, and their rows per label, fluid and unit spelling (DataFrame:
+    label, fluid, valueuom, n).
     """
     usable = (f"{USABLE_VALUES.format(r='l')} AND label IS NOT NULL AND label NOT IN {DROPPED_LABELS}")
     # one pass over the rows counts them by label, fluid, unit spelling and what they lack: the
-    # steps' counts below and the fluid and unit rules' counts (:func:`_make_lab_table`) come
-    # from this small table (two passes before: ~3 s more at full scale)
-    con.execute("CREATE OR REPLACE TABLE lab_counts AS SELECT d.label, d.fluid, l.valueuom, "
+    # steps' counts and the fluid and unit rules' counts come from this small table (two passes
+    # before: ~3 s more at full scale)
+    con.execute("CREATE OR REPLACE TEMP TABLE lab_counts AS SELECT d.label, d.fluid, l.valueuom, "
                 "(l.valuenum IS NOT NULL AND l.t IS NOT NULL) AS has_value, "
                 "coalesce(l.ref_range_lower = 0 AND l.ref_range_upper = 0, false) AS zero_range, count(*) AS n "
                 "FROM lab_raw l LEFT JOIN d_lab d USING (itemid) GROUP BY ALL")
@@ -408,9 +408,11 @@ def _read_usable_lab_rows(con, n_raw: int, flow: readers.Flow) -> tuple[str, int
                     "subject_id, itemid, valueuom, ref_range_lower, ref_range_upper) = 1")
         lab_rows = "lab_dedup"
         spellings = "SELECT label, fluid, valueuom, count(*) AS n FROM lab_dedup GROUP BY ALL"
+    spelling_counts = con.execute(spellings).df()
+    con.execute("DROP TABLE lab_counts")
     flow.add("labevents: duplicate labevent_id", n_usable, n_unique_ids, "repeated labevent_id rows (first kept)",
              warn=True)
-    return lab_rows, n_unique_ids, spellings
+    return lab_rows, n_unique_ids, spelling_counts
 
 
 def count_repeated_ids(con, relation: str) -> int:
@@ -427,8 +429,8 @@ def count_repeated_ids(con, relation: str) -> int:
         "GROUP BY 1)").fetchall()[0][0])
 
 
-def _make_lab_table(con, lab_rows: str, n_rows: int, spellings: str, flow: readers.Flow, min_lab_events: int,
-                    labevents_path) -> tuple[list[str], pd.Series, pd.DataFrame]:
+def _make_lab_table(con, lab_rows: str, n_rows: int, spelling_counts: pd.DataFrame, flow: readers.Flow,
+                    min_lab_events: int, labevents_path) -> tuple[list[str], pd.Series, pd.DataFrame]:
     """View ``lab``: the usable rows of each label's most frequent fluid and unit, labels with enough rows.
 
     Columns labevent_id, subject_id, t (charttime, microseconds), valuenum, ref_range_lower,
@@ -445,9 +447,7 @@ def _make_lab_table(con, lab_rows: str, n_rows: int, spellings: str, flow: reade
     unit_map : DataFrame
         :func:`harmonize_units` rows kept (label, valueuom, n, unit, keep).
     """
-    # rows per label, fluid and unit spelling (``spellings``, SQL): the fluid and unit rules need only these counts
-    spelling_counts = con.execute(spellings).df()
-    con.execute("DROP TABLE lab_counts")
+    # ``spelling_counts``, the rows per label, fluid and unit spelling: all the fluid and unit rules need
     fluid_counts = spelling_counts.groupby(["label", "fluid"], as_index=False)["n"].sum()
     fluid = choose_fluid(fluid_counts)
     con.register("fluid_df", fluid.rename("fluid").reset_index())

@@ -735,10 +735,11 @@ def test_flow_steps_come_in_stage_order(built):
     """cohort_flow.csv: the ECGs, the features, the lab rows, the folds, then the targets, whatever ran beside what."""
     res, _ = built
     steps = pd.read_csv(res.flow)["step"].tolist()
-    group = [("ecgs" if s.startswith("record_list") else
-              "features" if s.split(":")[0].split(" ")[-1].split(".")[0] in ("patients", "race", "vitalsign", "omr") else
-              "labs" if s.startswith(("d_labitems", "read labevents", "labevents", "labels")) else
-              s.split(":")[0]) for s in steps]
+    groups = {"ecgs": ("record_list",),
+              "features": ("patients", "race", "read vitalsign", "vitalsign", "read omr", "omr"),
+              "labs": ("d_labitems", "read labevents", "labevents", "labels"),
+              "folds": ("folds",), "targets": ("targets",)}
+    group = [next(g for g, prefixes in groups.items() if s.startswith(prefixes)) for s in steps]
     runs = [g for n, g in enumerate(group) if n == 0 or group[n - 1] != g]
     assert runs == ["ecgs", "features", "labs", "folds", "targets"], steps
 
